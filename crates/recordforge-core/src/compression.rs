@@ -1,0 +1,360 @@
+//! GZIP and ZLIB layers, byte-compatible with TensorFlow.
+//!
+//! Both directions drive zlib itself (statically linked through `libz-sys`), as TensorFlow
+//! and CPython do: level 6, 15-bit window, zlib's own gzip header (mtime 0, OS 3). The
+//! decoder insists on the stream's end marker and checksum: a stream cut short is an
+//! error, never a silent end of file.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use flate2::{Compress, Decompress, FlushDecompress, Status};
+
+use crate::crc::masked_crc32c;
+use crate::error::{Error, Result};
+
+/// The compression of a TFRecord file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zlib,
+}
+
+impl Compression {
+    /// Parses TensorFlow's names (case-insensitive): "", "none", "gzip", "zlib".
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(Compression::None),
+            "gzip" | "gz" => Ok(Compression::Gzip),
+            "zlib" => Ok(Compression::Zlib),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown compression {other:?}: expected None, \"gzip\" or \"zlib\""
+            ))),
+        }
+    }
+
+    /// The name TensorFlow uses ("" for none).
+    pub fn tf_name(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => "GZIP",
+            Compression::Zlib => "ZLIB",
+        }
+    }
+
+    /// Detects the compression from the first bytes of a file. A valid TFRecord header
+    /// (length whose masked CRC matches) wins; then the GZIP magic; then a ZLIB header.
+    /// Anything else is read as plain TFRecord, whose framing checks then report it.
+    pub fn detect(prefix: &[u8]) -> Self {
+        if prefix.len() >= 12 {
+            let stored = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+            if masked_crc32c(&prefix[..8]) == stored {
+                return Compression::None;
+            }
+        }
+        if prefix.len() >= 2 && prefix[0] == 0x1f && prefix[1] == 0x8b {
+            return Compression::Gzip;
+        }
+        if prefix.len() >= 2
+            && prefix[0] & 0x0f == 8
+            && prefix[0] >> 4 <= 7
+            && (u16::from(prefix[0]) * 256 + u16::from(prefix[1])) % 31 == 0
+        {
+            return Compression::Zlib;
+        }
+        Compression::None
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zlib => "zlib",
+        })
+    }
+}
+
+/// Marker carried inside `io::Error` for failures of the compressed layer, so the framing
+/// reader can report them as corruption rather than as operating-system errors.
+#[derive(Debug)]
+pub struct CompressedStreamError(pub String);
+
+impl fmt::Display for CompressedStreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CompressedStreamError {}
+
+fn stream_error(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, CompressedStreamError(msg.into()))
+}
+
+/// If `e` came from the compressed layer, its message.
+pub fn compressed_stream_error(e: &io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<CompressedStreamError>())
+        .map(|c| c.0.clone())
+}
+
+const LEVEL: u32 = 6;
+const WINDOW_BITS: u8 = 15;
+const CHUNK: usize = 256 * 1024;
+
+/// A writer that compresses (or passes through) into `W`.
+pub struct Encoder<W: Write> {
+    inner: W,
+    compress: Option<Compress>,
+    out: Vec<u8>,
+}
+
+impl<W: Write> Encoder<W> {
+    pub fn new(inner: W, compression: Compression) -> Self {
+        let level = flate2::Compression::new(LEVEL);
+        let compress = match compression {
+            Compression::None => None,
+            Compression::Gzip => Some(Compress::new_gzip(level, WINDOW_BITS)),
+            Compression::Zlib => Some(Compress::new(level, true)),
+        };
+        Encoder {
+            inner,
+            compress,
+            out: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, mut input: &[u8], flush: flate2::FlushCompress) -> io::Result<()> {
+        let Some(compress) = self.compress.as_mut() else {
+            return self.inner.write_all(input);
+        };
+        loop {
+            self.out.clear();
+            self.out.reserve(CHUNK);
+            let before_in = compress.total_in();
+            let status = compress
+                .compress_vec(input, &mut self.out, flush)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let consumed = (compress.total_in() - before_in) as usize;
+            input = &input[consumed..];
+            self.inner.write_all(&self.out)?;
+            let finished = match flush {
+                flate2::FlushCompress::Finish => status == Status::StreamEnd,
+                _ => input.is_empty() && self.out.len() < self.out.capacity(),
+            };
+            if finished {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the end of the compressed stream and returns the inner writer, flushed.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.compress.is_some() {
+            self.run(&[], flate2::FlushCompress::Finish)?;
+        }
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.run(buf, flate2::FlushCompress::None)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.run(buf, flate2::FlushCompress::None)
+    }
+
+    /// Flushes what is buffered below this layer. The compressed stream is not
+    /// sync-flushed (TensorFlow does not either): its bytes change only at `finish`.
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that decompresses GZIP (one or more members) or ZLIB from `R`.
+pub struct Decoder<R: Read> {
+    inner: R,
+    gzip: bool,
+    decompress: Decompress,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    input_done: bool,
+    stream_ended: bool,
+    /// Compressed bytes consumed so far, for error messages.
+    consumed: u64,
+}
+
+impl<R: Read> Decoder<R> {
+    /// `compression` must be `Gzip` or `Zlib`.
+    pub fn new(inner: R, compression: Compression) -> Self {
+        let gzip = compression == Compression::Gzip;
+        Decoder {
+            inner,
+            gzip,
+            decompress: Self::fresh(gzip),
+            buf: vec![0u8; CHUNK].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            input_done: false,
+            stream_ended: false,
+            consumed: 0,
+        }
+    }
+
+    fn fresh(gzip: bool) -> Decompress {
+        if gzip {
+            Decompress::new_gzip(WINDOW_BITS)
+        } else {
+            Decompress::new(true)
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        if self.start == self.end && !self.input_done {
+            self.start = 0;
+            self.end = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if self.end == 0 {
+                self.input_done = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// After one stream ended: a gzip file may hold further members; anything else after
+    /// the end is corruption.
+    fn after_stream_end(&mut self) -> io::Result<bool> {
+        self.fill()?;
+        if self.start == self.end {
+            return Ok(false);
+        }
+        if self.gzip {
+            self.decompress = Self::fresh(true);
+            self.stream_ended = false;
+            Ok(true)
+        } else {
+            Err(stream_error(format!(
+                "unexpected bytes after the end of the zlib stream at compressed offset {}",
+                self.consumed
+            )))
+        }
+    }
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        if dst.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.stream_ended && !self.after_stream_end()? {
+                return Ok(0);
+            }
+            self.fill()?;
+            let before_in = self.decompress.total_in();
+            let before_out = self.decompress.total_out();
+            let status = self
+                .decompress
+                .decompress(&self.buf[self.start..self.end], dst, FlushDecompress::None)
+                .map_err(|e| {
+                    stream_error(format!("{e} at compressed offset {}", self.consumed))
+                })?;
+            let consumed = (self.decompress.total_in() - before_in) as usize;
+            let produced = (self.decompress.total_out() - before_out) as usize;
+            self.start += consumed;
+            self.consumed += consumed as u64;
+            if status == Status::StreamEnd {
+                self.stream_ended = true;
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+            if self.stream_ended {
+                continue;
+            }
+            if self.input_done && self.start == self.end {
+                return Err(stream_error(format!(
+                    "compressed stream cut short: it ends after {} bytes without its end marker",
+                    self.consumed
+                )));
+            }
+            if consumed == 0 && self.start < self.end {
+                return Err(stream_error(format!(
+                    "decompressor made no progress at compressed offset {}",
+                    self.consumed
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compress(data: &[u8], c: Compression) -> Vec<u8> {
+        let mut e = Encoder::new(Vec::new(), c);
+        for chunk in data.chunks(1000) {
+            e.write_all(chunk).unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    fn decompress(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Decoder::new(data, c).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn roundtrip_and_detect() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for c in [Compression::Gzip, Compression::Zlib] {
+            let z = compress(&data, c);
+            assert_eq!(Compression::detect(&z), c);
+            assert_eq!(decompress(&z, c).unwrap(), data);
+        }
+        let gz = compress(b"abc", Compression::Gzip);
+        // zlib's gzip header: no flags, mtime 0, xfl 0, OS 3 (Unix).
+        assert_eq!(&gz[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn truncation_is_an_error() {
+        let data = vec![7u8; 10_000];
+        for c in [Compression::Gzip, Compression::Zlib] {
+            let z = compress(&data, c);
+            for cut in 0..z.len() {
+                let r = decompress(&z[..cut], c);
+                assert!(r.is_err(), "{c} cut at {cut} not detected");
+            }
+        }
+    }
+
+    #[test]
+    fn multi_member_gzip_and_zlib_trailing_garbage() {
+        let mut two = compress(b"hello ", Compression::Gzip);
+        two.extend(compress(b"world", Compression::Gzip));
+        assert_eq!(decompress(&two, Compression::Gzip).unwrap(), b"hello world");
+        let mut z = compress(b"hello", Compression::Zlib);
+        z.push(0);
+        assert!(decompress(&z, Compression::Zlib).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! CRC32C (Castagnoli) and TFRecord's CRC mask.
+//!
+//! The checksum itself comes from the `crc32c` crate, which uses the SSE4.2 / ARMv8 CRC
+//! instructions when the CPU has them.
+
+const MASK_DELTA: u32 = 0xa282_ead8;
+
+/// CRC32C of `data` (RFC 3720).
+#[inline]
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
+}
+
+/// TFRecord's mask: `((crc >> 15) | (crc << 17)) + 0xa282ead8`, wrapping.
+#[inline]
+pub fn mask(crc: u32) -> u32 {
+    crc.rotate_right(15).wrapping_add(MASK_DELTA)
+}
+
+/// Inverse of [`mask`].
+#[inline]
+pub fn unmask(masked: u32) -> u32 {
+    masked.wrapping_sub(MASK_DELTA).rotate_left(15)
+}
+
+/// `mask(crc32c(data))`, the value stored in a TFRecord frame.
+#[inline]
+pub fn masked_crc32c(data: &[u8]) -> u32 {
+    mask(crc32c(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3720_vectors() {
+        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(&[0xffu8; 32]), 0x62a8_ab43);
+        let asc: Vec<u8> = (0u8..32).collect();
+        assert_eq!(crc32c(&asc), 0x46dd_794e);
+        let desc: Vec<u8> = (0u8..32).rev().collect();
+        assert_eq!(crc32c(&desc), 0x113f_db5c);
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn beam_masked_vectors() {
+        assert_eq!(masked_crc32c(&[0u8; 32]), 0x0fd7_fffa);
+        assert_eq!(masked_crc32c(&[0xffu8; 32]), 0xf909_b029);
+        assert_eq!(masked_crc32c(b"foo"), 0xfebe_8a61);
+        assert_eq!(masked_crc32c(&3u64.to_le_bytes()), 0x0e49_99b0);
+    }
+
+    #[test]
+    fn mask_roundtrip() {
+        for v in [0u32, 1, 0xdead_beef, u32::MAX, 0xa282_ead8] {
+            assert_eq!(unmask(mask(v)), v);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! TFRecord framing: `u64 length (LE) | u32 masked crc32c(length) | data | u32 masked crc32c(data)`.
+//!
+//! Readers report every failure with the byte offset of the record's length field. A
+//! stream that ends exactly at a record boundary is a clean end; anything else is an error.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use crate::compression::{compressed_stream_error, Compression, Decoder, Encoder};
+use crate::crc::masked_crc32c;
+use crate::error::{CorruptKind, Error, Result};
+
+/// Bytes of framing around each record: 8 length + 4 length CRC + 4 data CRC.
+pub const FRAME_OVERHEAD: u64 = 16;
+const HEADER: usize = 12;
+const IO_BUFFER: usize = 1 << 20;
+
+/// Writes framed records, optionally compressed, into `W`.
+pub struct RecordWriter<W: Write> {
+    sink: Encoder<W>,
+    offset: u64,
+}
+
+impl<W: Write> RecordWriter<W> {
+    pub fn new(inner: W, compression: Compression) -> Self {
+        RecordWriter {
+            sink: Encoder::new(inner, compression),
+            offset: 0,
+        }
+    }
+
+    /// Writes one record; returns its offset in the uncompressed record stream.
+    pub fn write_record(&mut self, data: &[u8]) -> io::Result<u64> {
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        let length_crc = masked_crc32c(&header[..8]);
+        header[8..].copy_from_slice(&length_crc.to_le_bytes());
+        self.sink.write_all(&header)?;
+        self.sink.write_all(data)?;
+        self.sink.write_all(&masked_crc32c(data).to_le_bytes())?;
+        let at = self.offset;
+        self.offset += data.len() as u64 + FRAME_OVERHEAD;
+        Ok(at)
+    }
+
+    /// Bytes of the uncompressed record stream written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush()
+    }
+
+    /// Ends the (compressed) stream and returns the inner writer, flushed.
+    pub fn finish(self) -> io::Result<W> {
+        self.sink.finish()
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.sink.get_ref()
+    }
+}
+
+/// Creates (truncates) `path` and returns a buffered writer over it.
+pub fn create_file(path: &Path, compression: Compression) -> io::Result<RecordWriter<BufWriter<File>>> {
+    let file = File::create(path)?;
+    Ok(RecordWriter::new(BufWriter::with_capacity(IO_BUFFER, file), compression))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read. Errors of the
+/// compressed layer become corruption at `offset`.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(map_read_error(e, offset)),
+        }
+    }
+    Ok(n)
+}
+
+fn map_read_error(e: io::Error, offset: u64) -> Error {
+    match compressed_stream_error(&e) {
+        Some(msg) => Error::corrupt(offset, CorruptKind::Compression(msg)),
+        None => Error::Io(e),
+    }
+}
+
+fn check_length(header: &[u8; HEADER], offset: u64, verify: bool) -> Result<u64> {
+    let len = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+    if verify {
+        let stored = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+        let computed = masked_crc32c(&header[..8]);
+        if stored != computed {
+            return Err(Error::corrupt(
+                offset,
+                CorruptKind::LengthCrcMismatch { stored, computed },
+            ));
+        }
+    }
+    Ok(len)
+}
+
+fn check_data(data: &[u8], footer: [u8; 4], offset: u64, verify: bool) -> Result<()> {
+    if verify {
+        let stored = u32::from_le_bytes(footer);
+        let computed = masked_crc32c(data);
+        if stored != computed {
+            return Err(Error::corrupt(offset, CorruptKind::DataCrcMismatch { stored, computed }));
+        }
+    }
+    Ok(())
+}
+
+fn truncated(offset: u64, expected: u64, got: u64) -> Error {
+    Error::corrupt(offset, CorruptKind::Truncated { expected, got })
+}
+
+/// Streaming reader of framed records from any `Read` (already decompressed).
+pub struct RecordReader<R: Read> {
+    inner: R,
+    offset: u64,
+    verify: bool,
+}
+
+impl<R: Read> RecordReader<R> {
+    pub fn new(inner: R, verify: bool) -> Self {
+        RecordReader {
+            inner,
+            offset: 0,
+            verify,
+        }
+    }
+
+    /// Offset of the next record in the record stream.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the next record into `buf` (replacing its contents). Returns the record's
+    /// offset, or `None` at a clean end of the stream.
+    pub fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
+        let at = self.offset;
+        let mut header = [0u8; HEADER];
+        let got = read_full(&mut self.inner, &mut header, at)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < HEADER {
+            return Err(truncated(at, HEADER as u64, got as u64));
+        }
+        let len = check_length(&header, at, self.verify)?;
+        let expected = len.saturating_add(FRAME_OVERHEAD);
+        buf.clear();
+        // The length is not trusted for allocation: read through `take`, which grows the
+        // buffer only as bytes actually arrive.
+        let mut limited = (&mut self.inner).take(len);
+        loop {
+            match limited.read_to_end(buf) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(map_read_error(e, at)),
+            }
+        }
+        if (buf.len() as u64) < len {
+            return Err(truncated(at, expected, HEADER as u64 + buf.len() as u64));
+        }
+        let mut footer = [0u8; 4];
+        let got = read_full(&mut self.inner, &mut footer, at)?;
+        if got < 4 {
+            return Err(truncated(at, expected, HEADER as u64 + len + got as u64));
+        }
+        check_data(buf, footer, at, self.verify)?;
+        self.offset = at + expected;
+        Ok(Some(at))
+    }
+}
+
+/// Parses the record starting at `pos` of an in-memory record stream. Returns the
+/// payload range, or `None` when `pos` is exactly the end.
+pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<std::ops::Range<usize>>> {
+    let at = pos as u64;
+    let rest = &data[pos.min(data.len())..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    if rest.len() < HEADER {
+        return Err(truncated(at, HEADER as u64, rest.len() as u64));
+    }
+    let header: &[u8; HEADER] = rest[..HEADER].try_into().expect("12 bytes");
+    let len = check_length(header, at, verify)?;
+    let expected = len.saturating_add(FRAME_OVERHEAD);
+    if (rest.len() as u64) < expected {
+        return Err(truncated(at, expected, rest.len() as u64));
+    }
+    let len = len as usize;
+    let payload = &rest[HEADER..HEADER + len];
+    let footer: [u8; 4] = rest[HEADER + len..HEADER + len + 4].try_into().expect("4 bytes");
+    check_data(payload, footer, at, verify)?;
+    Ok(Some(pos + HEADER..pos + HEADER + len))
+}
+
+/// Records of an in-memory (or memory-mapped) uncompressed record stream.
+pub struct SliceRecords<'a> {
+    data: &'a [u8],
+    pos: usize,
+    verify: bool,
+    failed: bool,
+}
+
+impl<'a> SliceRecords<'a> {
+    pub fn new(data: &'a [u8], verify: bool) -> Self {
+        SliceRecords {
+            data,
+            pos: 0,
+            verify,
+            failed: false,
+        }
+    }
+
+    /// Offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.pos as u64
+    }
+}
+
+impl<'a> Iterator for SliceRecords<'a> {
+    /// (offset of the record, payload)
+    type Item = Result<(u64, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match frame_at(self.data, self.pos, self.verify) {
+            Ok(None) => None,
+            Ok(Some(range)) => {
+                let at = self.pos as u64;
+                self.pos = range.end + 4;
+                Some(Ok((at, &self.data[range])))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// A source of records opened from a file: memory-mapped when uncompressed, streamed
+/// through the decoder otherwise.
+pub enum FileRecords {
+    Mapped {
+        map: memmap2::Mmap,
+        pos: usize,
+        verify: bool,
+    },
+    Stream(RecordReader<Box<dyn Read + Send>>),
+}
+
+/// Reads the first bytes of `r` to detect its compression, and returns a reader that
+/// still yields those bytes.
+pub fn detect_stream<R: Read + Send + 'static>(mut r: R) -> io::Result<(Compression, Box<dyn Read + Send>)> {
+    let mut prefix = vec![0u8; HEADER];
+    let mut n = 0;
+    while n < HEADER {
+        match r.read(&mut prefix[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    prefix.truncate(n);
+    let c = Compression::detect(&prefix);
+    Ok((c, Box::new(io::Cursor::new(prefix).chain(r))))
+}
+
+/// Wraps a raw (possibly compressed) byte stream into a record reader.
+pub fn stream_records<R: Read + Send + 'static>(
+    r: R,
+    compression: Option<Compression>,
+    verify: bool,
+) -> io::Result<RecordReader<Box<dyn Read + Send>>> {
+    let (c, r): (Compression, Box<dyn Read + Send>) = match compression {
+        Some(c) => (c, Box::new(r)),
+        None => detect_stream(r)?,
+    };
+    let r: Box<dyn Read + Send> = match c {
+        Compression::None => r,
+        c => Box::new(Decoder::new(r, c)),
+    };
+    Ok(RecordReader::new(r, verify))
+}
+
+impl FileRecords {
+    /// Opens `path`. `compression` `None` means detect from the first bytes.
+    pub fn open(path: &Path, compression: Option<Compression>, verify: bool) -> Result<Self> {
+        let mut file = File::open(path)?;
+        let c = match compression {
+            Some(c) => c,
+            None => {
+                let mut prefix = [0u8; HEADER];
+                let n = read_full(&mut file, &mut prefix, 0)?;
+                Compression::detect(&prefix[..n])
+            }
+        };
+        if c == Compression::None {
+            let len = file.metadata()?.len();
+            if len == 0 {
+                return Ok(FileRecords::Stream(RecordReader::new(Box::new(io::empty()), verify)));
+            }
+            // SAFETY: the map is read-only and private to this reader. Like every reader of
+            // a memory-mapped file it assumes the file is not truncated while it is read.
+            let map = unsafe { memmap2::MmapOptions::new().map(&file)? };
+            #[cfg(unix)]
+            let _ = map.advise(memmap2::Advice::Sequential);
+            return Ok(FileRecords::Mapped { map, pos: 0, verify });
+        }
+        let file = File::open(path)?;
+        let buffered = BufReader::with_capacity(IO_BUFFER, file);
+        Ok(FileRecords::Stream(RecordReader::new(
+            Box::new(Decoder::new(buffered, c)),
+            verify,
+        )))
+    }
+
+    /// Calls `f` with the next record's offset and payload; `Ok(false)` at a clean end.
+    /// `scratch` holds streamed records between calls.
+    pub fn next_with<T>(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        f: impl FnOnce(u64, &[u8]) -> T,
+    ) -> Result<Option<T>> {
+        match self {
+            FileRecords::Mapped { map, pos, verify } => match frame_at(map, *pos, *verify)? {
+                None => Ok(None),
+                Some(range) => {
+                    let at = *pos as u64;
+                    *pos = range.end + 4;
+                    Ok(Some(f(at, &map[range])))
+                }
+            },
+            FileRecords::Stream(reader) => match reader.read_into(scratch)? {
+                None => Ok(None),
+                Some(at) => Ok(Some(f(at, scratch))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FOO: &[u8] = &[3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'f', b'o', b'o', 0x61, 0x8a, 0xbe, 0xfe];
+
+    fn write(records: &[&[u8]]) -> Vec<u8> {
+        let mut w = RecordWriter::new(Vec::new(), Compression::None);
+        for r in records {
+            w.write_record(r).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn beam_golden_record() {
+        assert_eq!(write(&[b"foo"]), FOO);
+        let mut two = FOO.to_vec();
+        two.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'b', b'a', b'r', 0x46, 0x00, 0xe5, 0xc8]);
+        assert_eq!(write(&[b"foo", b"bar"]), two);
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let data = write(&[b"foo", b"hello world"]);
+        for cut in 1..data.len() {
+            let prefix = &data[..cut];
+            let boundary = cut == FOO.len();
+            let stream: Result<Vec<_>> = {
+                let mut r = RecordReader::new(prefix, true);
+                let mut buf = Vec::new();
+                let mut out = Vec::new();
+                loop {
+                    match r.read_into(&mut buf) {
+                        Ok(Some(at)) => out.push(at),
+                        Ok(None) => break Ok(out),
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
+            let sliced: Result<Vec<_>> = SliceRecords::new(prefix, true).map(|r| r.map(|(at, _)| at)).collect();
+            assert_eq!(stream.is_err(), !boundary, "stream cut {cut}");
+            assert_eq!(sliced.is_err(), !boundary, "slice cut {cut}");
+            if let Err(Error::Corrupt { offset, kind }) = sliced {
+                assert_eq!(offset, if cut < FOO.len() { 0 } else { FOO.len() as u64 });
+                assert!(matches!(kind, CorruptKind::Truncated { .. }), "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_byte_flip_is_detected() {
+        let data = write(&[b"foo", b"hello world"]);
+        for i in 0..data.len() {
+            let mut bad = data.clone();
+            bad[i] ^= 0x01;
+            let r: Result<Vec<_>> = SliceRecords::new(&bad, true).collect();
+            let Err(Error::Corrupt { offset, .. }) = r else {
+                panic!("flip at {i} not detected");
+            };
+            assert_eq!(offset, if i < FOO.len() { 0 } else { FOO.len() as u64 });
+        }
+    }
+
+    #[test]
+    fn huge_length_does_not_allocate() {
+        let mut header = [0u8; 12];
+        header[..8].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        let crc = masked_crc32c(&header[..8]);
+        header[8..].copy_from_slice(&crc.to_le_bytes());
+        let mut r = RecordReader::new(&header[..], true);
+        let err = r.read_into(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("truncated record"), "{err}");
+        assert!(SliceRecords::new(&header, true).next().unwrap().is_err());
+    }
+}

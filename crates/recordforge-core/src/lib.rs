@@ -1,0 +1,20 @@
+//! recordforge-core: the byte-level engine of recordforge.
+//!
+//! Pure Rust, no Python: TFRecord framing (length + masked CRC32C), GZIP/ZLIB streams
+//! byte-compatible with TensorFlow, and a hand-written protobuf wire codec for
+//! `tf.train.Example` and `tf.train.SequenceExample`.
+
+pub mod compression;
+pub mod crc;
+pub mod error;
+pub mod example;
+pub mod framing;
+pub mod sequence;
+mod wire;
+
+pub use compression::Compression;
+pub use crc::{crc32c, mask, masked_crc32c, unmask};
+pub use error::{CorruptKind, Error, Result};
+pub use example::{decode_example, encode_example, Feature, Features};
+pub use framing::{FileRecords, RecordReader, RecordWriter, SliceRecords, FRAME_OVERHEAD};
+pub use sequence::{decode_sequence_example, encode_sequence_example, SequenceExample};
