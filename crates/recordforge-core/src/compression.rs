@@ -91,7 +91,10 @@ impl fmt::Display for CompressedStreamError {
 impl std::error::Error for CompressedStreamError {}
 
 fn stream_error(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, CompressedStreamError(msg.into()))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        CompressedStreamError(msg.into()),
+    )
 }
 
 /// If `e` came from the compressed layer, its message.
@@ -273,9 +276,7 @@ impl<R: Read> Read for Decoder<R> {
             let status = self
                 .decompress
                 .decompress(&self.buf[self.start..self.end], dst, FlushDecompress::None)
-                .map_err(|e| {
-                    stream_error(format!("{e} at compressed offset {}", self.consumed))
-                })?;
+                .map_err(|e| stream_error(format!("{e} at compressed offset {}", self.consumed)))?;
             let consumed = (self.decompress.total_in() - before_in) as usize;
             let produced = (self.decompress.total_out() - before_out) as usize;
             self.start += consumed;

@@ -105,7 +105,6 @@ impl Feature<'_> {
             }
         }
     }
-
 }
 
 /// Protobuf merge of two `Feature` messages: a kind-less `from` changes nothing, the same
@@ -125,7 +124,11 @@ fn packed_int64_size(values: &[i64]) -> usize {
 }
 
 /// Parses one `Feature` message.
-pub(crate) fn parse_feature<'a>(buf: &'a [u8], base: usize, message: &'static str) -> Result<Feature<'a>> {
+pub(crate) fn parse_feature<'a>(
+    buf: &'a [u8],
+    base: usize,
+    message: &'static str,
+) -> Result<Feature<'a>> {
     let mut c = Cursor::new(buf, base, message);
     let mut feature = Feature::Empty;
     while !c.at_end() {
@@ -145,7 +148,11 @@ pub(crate) fn parse_feature<'a>(buf: &'a [u8], base: usize, message: &'static st
     Ok(feature)
 }
 
-fn parse_bytes_list<'a>(buf: &'a [u8], base: usize, message: &'static str) -> Result<Vec<Cow<'a, [u8]>>> {
+fn parse_bytes_list<'a>(
+    buf: &'a [u8],
+    base: usize,
+    message: &'static str,
+) -> Result<Vec<Cow<'a, [u8]>>> {
     let mut c = Cursor::new(buf, base, message);
     let mut out = Vec::new();
     while !c.at_end() {
@@ -253,11 +260,12 @@ pub(crate) fn parse_features<'a>(
             continue;
         }
         let (entry, at) = c.len_delimited()?;
-        let (key, value) = parse_map_entry(entry, at, message, |buf, base, value: &mut Feature<'a>| {
-            let parsed = parse_feature(buf, base, message)?;
-            merge(value, parsed);
-            Ok(())
-        })?;
+        let (key, value) =
+            parse_map_entry(entry, at, message, |buf, base, value: &mut Feature<'a>| {
+                let parsed = parse_feature(buf, base, message)?;
+                merge(value, parsed);
+                Ok(())
+            })?;
         map.insert(key, value.unwrap_or(Feature::Empty));
     }
     Ok(())
@@ -368,9 +376,15 @@ mod tests {
     #[test]
     fn roundtrip_all_kinds() {
         let f = vec![
-            ("b", Feature::Bytes(vec![Cow::Borrowed(&b"x\0y"[..]), Cow::Borrowed(&b""[..])])),
+            (
+                "b",
+                Feature::Bytes(vec![Cow::Borrowed(&b"x\0y"[..]), Cow::Borrowed(&b""[..])]),
+            ),
             ("f", Feature::Float(Cow::Owned(vec![1.5, f32::NAN, -0.0]))),
-            ("i", Feature::Int64(Cow::Owned(vec![i64::MIN, -1, 0, i64::MAX]))),
+            (
+                "i",
+                Feature::Int64(Cow::Owned(vec![i64::MIN, -1, 0, i64::MAX])),
+            ),
             ("e", Feature::Empty),
             ("ei", Feature::Int64(Cow::Owned(vec![]))),
         ];

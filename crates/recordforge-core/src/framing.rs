@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::ops::Range;
 use std::path::Path;
 
 use crate::compression::{compressed_stream_error, Compression, Decoder, Encoder};
@@ -64,9 +65,15 @@ impl<W: Write> RecordWriter<W> {
 }
 
 /// Creates (truncates) `path` and returns a buffered writer over it.
-pub fn create_file(path: &Path, compression: Compression) -> io::Result<RecordWriter<BufWriter<File>>> {
+pub fn create_file(
+    path: &Path,
+    compression: Compression,
+) -> io::Result<RecordWriter<BufWriter<File>>> {
     let file = File::create(path)?;
-    Ok(RecordWriter::new(BufWriter::with_capacity(IO_BUFFER, file), compression))
+    Ok(RecordWriter::new(
+        BufWriter::with_capacity(IO_BUFFER, file),
+        compression,
+    ))
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read. Errors of the
@@ -111,7 +118,10 @@ fn check_data(data: &[u8], footer: [u8; 4], offset: u64, verify: bool) -> Result
         let stored = u32::from_le_bytes(footer);
         let computed = masked_crc32c(data);
         if stored != computed {
-            return Err(Error::corrupt(offset, CorruptKind::DataCrcMismatch { stored, computed }));
+            return Err(Error::corrupt(
+                offset,
+                CorruptKind::DataCrcMismatch { stored, computed },
+            ));
         }
     }
     Ok(())
@@ -183,7 +193,7 @@ impl<R: Read> RecordReader<R> {
 
 /// Parses the record starting at `pos` of an in-memory record stream. Returns the
 /// payload range, or `None` when `pos` is exactly the end.
-pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<std::ops::Range<usize>>> {
+pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<Range<usize>>> {
     let at = pos as u64;
     let rest = &data[pos.min(data.len())..];
     if rest.is_empty() {
@@ -200,7 +210,9 @@ pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<std::ops
     }
     let len = len as usize;
     let payload = &rest[HEADER..HEADER + len];
-    let footer: [u8; 4] = rest[HEADER + len..HEADER + len + 4].try_into().expect("4 bytes");
+    let footer: [u8; 4] = rest[HEADER + len..HEADER + len + 4]
+        .try_into()
+        .expect("4 bytes");
     check_data(payload, footer, at, verify)?;
     Ok(Some(pos + HEADER..pos + HEADER + len))
 }
@@ -265,7 +277,9 @@ pub enum FileRecords {
 
 /// Reads the first bytes of `r` to detect its compression, and returns a reader that
 /// still yields those bytes.
-pub fn detect_stream<R: Read + Send + 'static>(mut r: R) -> io::Result<(Compression, Box<dyn Read + Send>)> {
+pub fn detect_stream<R: Read + Send + 'static>(
+    mut r: R,
+) -> io::Result<(Compression, Box<dyn Read + Send>)> {
     let mut prefix = vec![0u8; HEADER];
     let mut n = 0;
     while n < HEADER {
@@ -313,14 +327,21 @@ impl FileRecords {
         if c == Compression::None {
             let len = file.metadata()?.len();
             if len == 0 {
-                return Ok(FileRecords::Stream(RecordReader::new(Box::new(io::empty()), verify)));
+                return Ok(FileRecords::Stream(RecordReader::new(
+                    Box::new(io::empty()),
+                    verify,
+                )));
             }
             // SAFETY: the map is read-only and private to this reader. Like every reader of
             // a memory-mapped file it assumes the file is not truncated while it is read.
             let map = unsafe { memmap2::MmapOptions::new().map(&file)? };
             #[cfg(unix)]
             let _ = map.advise(memmap2::Advice::Sequential);
-            return Ok(FileRecords::Mapped { map, pos: 0, verify });
+            return Ok(FileRecords::Mapped {
+                map,
+                pos: 0,
+                verify,
+            });
         }
         let file = File::open(path)?;
         let buffered = BufReader::with_capacity(IO_BUFFER, file);
@@ -330,26 +351,32 @@ impl FileRecords {
         )))
     }
 
-    /// Calls `f` with the next record's offset and payload; `Ok(false)` at a clean end.
-    /// `scratch` holds streamed records between calls.
-    pub fn next_with<T>(
-        &mut self,
-        scratch: &mut Vec<u8>,
-        f: impl FnOnce(u64, &[u8]) -> T,
-    ) -> Result<Option<T>> {
+    /// Reads the next record: its offset and where its payload is (see [`payload`]).
+    /// `Ok(None)` at a clean end. `scratch` holds streamed records between calls.
+    ///
+    /// [`payload`]: FileRecords::payload
+    pub fn next_record(&mut self, scratch: &mut Vec<u8>) -> Result<Option<(u64, Range<usize>)>> {
         match self {
             FileRecords::Mapped { map, pos, verify } => match frame_at(map, *pos, *verify)? {
                 None => Ok(None),
                 Some(range) => {
                     let at = *pos as u64;
                     *pos = range.end + 4;
-                    Ok(Some(f(at, &map[range])))
+                    Ok(Some((at, range)))
                 }
             },
             FileRecords::Stream(reader) => match reader.read_into(scratch)? {
                 None => Ok(None),
-                Some(at) => Ok(Some(f(at, scratch))),
+                Some(at) => Ok(Some((at, 0..scratch.len()))),
             },
+        }
+    }
+
+    /// The payload bytes of a record returned by [`next_record`](FileRecords::next_record).
+    pub fn payload<'a>(&'a self, scratch: &'a [u8], range: Range<usize>) -> &'a [u8] {
+        match self {
+            FileRecords::Mapped { map, .. } => &map[range],
+            FileRecords::Stream(_) => &scratch[range],
         }
     }
 }
@@ -358,7 +385,9 @@ impl FileRecords {
 mod tests {
     use super::*;
 
-    const FOO: &[u8] = &[3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'f', b'o', b'o', 0x61, 0x8a, 0xbe, 0xfe];
+    const FOO: &[u8] = &[
+        3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'f', b'o', b'o', 0x61, 0x8a, 0xbe, 0xfe,
+    ];
 
     fn write(records: &[&[u8]]) -> Vec<u8> {
         let mut w = RecordWriter::new(Vec::new(), Compression::None);
@@ -372,7 +401,10 @@ mod tests {
     fn beam_golden_record() {
         assert_eq!(write(&[b"foo"]), FOO);
         let mut two = FOO.to_vec();
-        two.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'b', b'a', b'r', 0x46, 0x00, 0xe5, 0xc8]);
+        two.extend_from_slice(&[
+            3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'b', b'a', b'r', 0x46, 0x00, 0xe5,
+            0xc8,
+        ]);
         assert_eq!(write(&[b"foo", b"bar"]), two);
     }
 
@@ -394,7 +426,9 @@ mod tests {
                     }
                 }
             };
-            let sliced: Result<Vec<_>> = SliceRecords::new(prefix, true).map(|r| r.map(|(at, _)| at)).collect();
+            let sliced: Result<Vec<_>> = SliceRecords::new(prefix, true)
+                .map(|r| r.map(|(at, _)| at))
+                .collect();
             assert_eq!(stream.is_err(), !boundary, "stream cut {cut}");
             assert_eq!(sliced.is_err(), !boundary, "slice cut {cut}");
             if let Err(Error::Corrupt { offset, kind }) = sliced {

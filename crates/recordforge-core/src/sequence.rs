@@ -52,9 +52,10 @@ fn parse_feature_lists<'a>(
             continue;
         }
         let (entry, at) = c.len_delimited()?;
-        let (key, steps) = parse_map_entry(entry, at, MSG, |buf, base, steps: &mut Vec<Feature<'a>>| {
-            parse_feature_list(buf, base, steps)
-        })?;
+        let (key, steps) =
+            parse_map_entry(entry, at, MSG, |buf, base, steps: &mut Vec<Feature<'a>>| {
+                parse_feature_list(buf, base, steps)
+            })?;
         map.insert(key, steps.unwrap_or_default());
     }
     Ok(())

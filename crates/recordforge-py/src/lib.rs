@@ -1,1 +1,23 @@
+//! PyO3 bindings of recordforge-core: type conversion, error mapping and GIL release only.
 
+use pyo3::prelude::*;
+
+mod convert;
+mod errors;
+mod io;
+mod pyfile;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(convert::crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::masked_crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::encode_example, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::decode_example, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::encode_sequence_example, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::decode_sequence_example, m)?)?;
+    m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
+    m.add_class::<io::TFRecordWriter>()?;
+    m.add_class::<io::RecordIterator>()?;
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! Python values <-> core `Feature`s, and the codec entry points.
+
+use std::borrow::Cow;
+
+use numpy::{
+    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple,
+};
+use recordforge_core::{self as core, Feature};
+
+use crate::errors::{encode_error, to_py};
+
+/// Bytes-like arguments: `bytes` are borrowed, anything with the buffer protocol is copied.
+pub fn with_bytes<T>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> T) -> PyResult<T> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(f(&b.to_vec()));
+    }
+    // memoryview, array.array, NumPy buffers...: `bytes(obj)` copies through the buffer protocol.
+    let copy = obj.py().get_type::<PyBytes>().call1((obj,))?;
+    Ok(f(copy.cast::<PyBytes>()?.as_bytes()))
+}
+
+#[pyfunction]
+pub fn crc32c(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        let bytes = b.as_bytes();
+        return Ok(py.detach(|| core::crc32c(bytes)));
+    }
+    with_bytes(data, core::crc32c)
+}
+
+#[pyfunction]
+pub fn masked_crc32c(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        let bytes = b.as_bytes();
+        return Ok(py.detach(|| core::masked_crc32c(bytes)));
+    }
+    with_bytes(data, core::masked_crc32c)
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+
+enum Kind {
+    Int,
+    Float,
+    Bytes,
+}
+
+fn fail(py: Python<'_>, name: &str, what: String) -> PyErr {
+    encode_error(py, format!("feature {name:?}: {what}"))
+}
+
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+fn scalar_kind(v: &Bound<'_, PyAny>) -> Option<Kind> {
+    if v.is_instance_of::<PyBool>() || v.is_instance_of::<PyInt>() {
+        Some(Kind::Int)
+    } else if v.is_instance_of::<PyFloat>() {
+        Some(Kind::Float)
+    } else if v.is_instance_of::<PyBytes>() || v.is_instance_of::<PyString>() {
+        Some(Kind::Bytes)
+    } else {
+        None
+    }
+}
+
+fn to_i64(py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    v.extract::<i64>().map_err(|_| {
+        fail(
+            py,
+            name,
+            format!(
+                "integer {} does not fit in int64",
+                v.str().map(|s| s.to_string()).unwrap_or_default()
+            ),
+        )
+    })
+}
+
+fn to_bytes<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    let s = v.cast::<PyString>()?;
+    Ok(Cow::Owned(s.to_str()?.as_bytes().to_vec()))
+}
+
+/// Converts a list/tuple of Python scalars, all of one kind (ints may mix with floats).
+fn sequence_feature<'a>(
+    py: Python<'_>,
+    name: &str,
+    items: &'a [Bound<'_, PyAny>],
+) -> PyResult<Feature<'a>> {
+    let mut kind: Option<Kind> = None;
+    for item in items {
+        let k = match scalar_kind(item) {
+            Some(k) => k,
+            None => return Err(fail(
+                py,
+                name,
+                format!(
+                    "unsupported list element of type {}: expected int, float, bool, str or bytes",
+                    type_name(item)
+                ),
+            )),
+        };
+        kind = Some(match (kind, k) {
+            (None, k) => k,
+            (Some(Kind::Int), Kind::Int) => Kind::Int,
+            (Some(Kind::Int | Kind::Float), Kind::Int | Kind::Float) => Kind::Float,
+            (Some(Kind::Bytes), Kind::Bytes) => Kind::Bytes,
+            _ => {
+                return Err(fail(
+                    py,
+                    name,
+                    "list mixes numbers with str/bytes".to_string(),
+                ))
+            }
+        });
+    }
+    Ok(match kind {
+        None => {
+            return Err(fail(
+                py,
+                name,
+                "an empty list has no kind: use np.array([], np.int64), np.array([], np.float32) or np.array([], np.bytes_)".to_string(),
+            ))
+        }
+        Some(Kind::Int) => Feature::Int64(Cow::Owned(items.iter().map(|v| to_i64(py, name, v)).collect::<PyResult<_>>()?)),
+        Some(Kind::Float) => Feature::Float(Cow::Owned(
+            items.iter().map(|v| v.extract::<f64>().map(|f| f as f32)).collect::<PyResult<_>>()?,
+        )),
+        Some(Kind::Bytes) => Feature::Bytes(items.iter().map(to_bytes).collect::<PyResult<_>>()?),
+    })
+}
+
+fn array_feature(
+    py: Python<'_>,
+    name: &str,
+    arr: &Bound<'_, PyUntypedArray>,
+) -> PyResult<Feature<'static>> {
+    let dtype = arr.dtype();
+    let kind = dtype.kind();
+    let flat = arr.call_method0("ravel")?;
+    match kind {
+        b'b' | b'i' | b'u' => {
+            if kind == b'u' && dtype.itemsize() == 8 {
+                let a = flat.cast::<PyArrayDyn<u64>>()?.readonly();
+                let values = a
+                    .as_array()
+                    .iter()
+                    .map(|&v| {
+                        i64::try_from(v).map_err(|_| {
+                            fail(py, name, format!("uint64 value {v} does not fit in int64"))
+                        })
+                    })
+                    .collect::<PyResult<Vec<i64>>>()?;
+                return Ok(Feature::Int64(Cow::Owned(values)));
+            }
+            let a = flat.call_method1("astype", ("int64",))?;
+            let a = a.cast::<PyArrayDyn<i64>>()?.readonly();
+            Ok(Feature::Int64(Cow::Owned(
+                a.as_array().iter().copied().collect(),
+            )))
+        }
+        b'f' => {
+            let a = flat.call_method1("astype", ("float32",))?;
+            let a = a.cast::<PyArrayDyn<f32>>()?.readonly();
+            Ok(Feature::Float(Cow::Owned(
+                a.as_array().iter().copied().collect(),
+            )))
+        }
+        b'S' | b'U' | b'O' => {
+            let list = flat.call_method0("tolist")?;
+            let items: Vec<Bound<'_, PyAny>> = list.cast::<PyList>()?.iter().collect();
+            if items.is_empty() {
+                return if kind == b'O' {
+                    Err(fail(
+                        py,
+                        name,
+                        "an empty object array has no kind: use dtype int64, float32 or bytes_"
+                            .to_string(),
+                    ))
+                } else {
+                    Ok(Feature::Bytes(Vec::new()))
+                };
+            }
+            sequence_feature(py, name, &items).map(into_owned)
+        }
+        _ => Err(fail(
+            py,
+            name,
+            format!("unsupported NumPy dtype {}", dtype.str()?),
+        )),
+    }
+}
+
+fn into_owned(f: Feature<'_>) -> Feature<'static> {
+    match f {
+        Feature::Bytes(v) => {
+            Feature::Bytes(v.into_iter().map(|b| Cow::Owned(b.into_owned())).collect())
+        }
+        Feature::Float(v) => Feature::Float(Cow::Owned(v.into_owned())),
+        Feature::Int64(v) => Feature::Int64(Cow::Owned(v.into_owned())),
+        Feature::Empty => Feature::Empty,
+    }
+}
+
+/// Converts one Python value to a Feature; `bytes` values are borrowed from `value`.
+fn to_feature<'a>(
+    py: Python<'_>,
+    name: &str,
+    value: &'a Bound<'_, PyAny>,
+) -> PyResult<Feature<'a>> {
+    if let Some(kind) = scalar_kind(value) {
+        return Ok(match kind {
+            Kind::Int => Feature::Int64(Cow::Owned(vec![to_i64(py, name, value)?])),
+            Kind::Float => Feature::Float(Cow::Owned(vec![value.extract::<f64>()? as f32])),
+            Kind::Bytes => Feature::Bytes(vec![to_bytes(value)?]),
+        });
+    }
+    if let Ok(list) = value.cast::<PyList>() {
+        let items: Vec<_> = list.iter().collect();
+        return sequence_feature(py, name, &items).map(into_owned);
+    }
+    if let Ok(tuple) = value.cast::<PyTuple>() {
+        let items: Vec<_> = tuple.iter().collect();
+        return sequence_feature(py, name, &items).map(into_owned);
+    }
+    if let Ok(arr) = value.cast::<PyUntypedArray>() {
+        return array_feature(py, name, arr);
+    }
+    if let Ok(b) = value.cast::<PyByteArray>() {
+        return Ok(Feature::Bytes(vec![Cow::Owned(b.to_vec())]));
+    }
+    if value.is_none() {
+        return Err(fail(py, name, "None has no kind: give an empty array (np.array([], np.int64), ...) for a present but empty feature, or leave the feature out".to_string()));
+    }
+    // NumPy scalars (np.int64, np.bool_, ...), tensors and other array-likes.
+    if value.hasattr("__array__")? || value.hasattr("dtype")? {
+        let np = py.import("numpy")?;
+        let arr = np.call_method1("asarray", (value,))?;
+        if let Ok(arr) = arr.cast::<PyUntypedArray>() {
+            return array_feature(py, name, arr);
+        }
+    }
+    Err(fail(
+        py,
+        name,
+        format!("unsupported value of type {}: expected int, float, bool, str, bytes, a list of them, or a NumPy array", type_name(value)),
+    ))
+}
+
+fn feature_name(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok(s.to_str()?.to_string());
+    }
+    Err(encode_error(
+        py,
+        format!("feature names must be str, not {}", type_name(key)),
+    ))
+}
+
+type Items<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+/// The (key, value) pairs of a mapping; holding them keeps every value alive while the
+/// GIL is released.
+fn mapping_items<'py>(
+    py: Python<'py>,
+    mapping: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<Items<'py>> {
+    if let Ok(d) = mapping.cast::<PyDict>() {
+        return Ok(d.iter().collect());
+    }
+    if let Ok(m) = mapping.cast::<PyMapping>() {
+        return m.items()?.iter().map(|it| it.extract()).collect();
+    }
+    Err(encode_error(
+        py,
+        format!(
+            "{what} must be a mapping of feature name to value, not {}",
+            type_name(mapping)
+        ),
+    ))
+}
+
+fn to_features<'a>(py: Python<'_>, items: &'a Items<'_>) -> PyResult<Vec<(String, Feature<'a>)>> {
+    let mut out = Vec::with_capacity(items.len());
+    for (k, v) in items {
+        let name = feature_name(py, k)?;
+        let f = to_feature(py, &name, v)?;
+        out.push((name, f));
+    }
+    Ok(out)
+}
+
+#[pyfunction]
+pub fn encode_example<'py>(
+    py: Python<'py>,
+    mapping: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let items = mapping_items(py, mapping, "an Example")?;
+    let features = to_features(py, &items)?;
+    let mut out = Vec::new();
+    py.detach(|| core::encode_example(&features, &mut out));
+    Ok(PyBytes::new(py, &out))
+}
+
+#[pyfunction]
+pub fn encode_sequence_example<'py>(
+    py: Python<'py>,
+    context: &Bound<'py, PyAny>,
+    feature_lists: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let context_items = mapping_items(py, context, "context")?;
+    let context = to_features(py, &context_items)?;
+    let lists_map = mapping_items(py, feature_lists, "feature_lists")?;
+    let mut lists = Vec::with_capacity(lists_map.len());
+    for (k, steps) in &lists_map {
+        let name = feature_name(py, k)?;
+        let mut out_steps = Vec::new();
+        for (i, step) in steps
+            .try_iter()
+            .map_err(|_| {
+                encode_error(
+                    py,
+                    format!(
+                        "feature list {name:?}: expected a sequence of steps, not {}",
+                        type_name(steps)
+                    ),
+                )
+            })?
+            .enumerate()
+        {
+            out_steps.push(to_feature(py, &format!("{name}[{i}]"), &step?).map(into_owned)?);
+        }
+        lists.push((name, out_steps));
+    }
+    let mut out = Vec::new();
+    py.detach(|| core::encode_sequence_example(&context, &lists, &mut out));
+    Ok(PyBytes::new(py, &out))
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding
+
+pub fn feature_to_py<'py>(py: Python<'py>, f: &Feature<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match f {
+        Feature::Int64(v) => PyArray1::from_slice(py, v).into_any(),
+        Feature::Float(v) => PyArray1::from_slice(py, v).into_any(),
+        Feature::Empty => PyArray1::<f32>::from_slice(py, &[]).into_any(),
+        Feature::Bytes(v) => PyList::new(py, v.iter().map(|b| PyBytes::new(py, b)))?.into_any(),
+    })
+}
+
+fn key_to_py<'py>(py: Python<'py>, key: &[u8], what: &str) -> PyResult<Bound<'py, PyString>> {
+    match std::str::from_utf8(key) {
+        Ok(s) => Ok(PyString::new(py, s)),
+        Err(_) => Err(crate::errors::decode_error(
+            py,
+            format!("{what} name {key:?} is not valid UTF-8"),
+        )),
+    }
+}
+
+fn features_to_dict<'py>(
+    py: Python<'py>,
+    features: &core::Features<'_>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (k, f) in features {
+        dict.set_item(key_to_py(py, k, "feature")?, feature_to_py(py, f)?)?;
+    }
+    Ok(dict)
+}
+
+#[pyfunction]
+pub fn decode_example<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    with_bytes(data, |bytes| {
+        let features = core::decode_example(bytes).map_err(|e| to_py(py, e, "<bytes>"))?;
+        features_to_dict(py, &features)
+    })?
+}
+
+#[pyfunction]
+pub fn decode_sequence_example<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+    with_bytes(data, |bytes| {
+        let seq = core::decode_sequence_example(bytes).map_err(|e| to_py(py, e, "<bytes>"))?;
+        let context = features_to_dict(py, &seq.context)?;
+        let lists = PyDict::new(py);
+        for (k, steps) in &seq.feature_lists {
+            let steps = steps
+                .iter()
+                .map(|f| feature_to_py(py, f))
+                .collect::<PyResult<Vec<_>>>()?;
+            lists.set_item(key_to_py(py, k, "feature list")?, PyList::new(py, steps)?)?;
+        }
+        Ok((context, lists))
+    })?
+}

@@ -1,0 +1,61 @@
+//! The one place where core errors become Python exceptions (classes live in
+//! `recordforge.errors`).
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+use recordforge_core::Error;
+
+static CORRUPT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static DECODE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static ENCODE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, "recordforge.errors", name)
+}
+
+fn raise<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyErr {
+    match class(py, cell, name).and_then(|c| c.call1(args)) {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(e) => e,
+    }
+}
+
+/// Maps a core error; `path` names the file for framing errors.
+pub fn to_py(py: Python<'_>, err: Error, path: &str) -> PyErr {
+    match err {
+        Error::Io(e) => {
+            // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError...).
+            match e.raw_os_error() {
+                Some(code) => PyOSError::new_err((code, e.to_string(), path.to_string())),
+                None => PyOSError::new_err(format!("{path}: {e}")),
+            }
+        }
+        Error::Corrupt { offset, kind } => raise(
+            py,
+            &CORRUPT,
+            "CorruptRecordError",
+            (path.to_string(), offset, kind.to_string()),
+        ),
+        Error::Decode { .. } => decode_error(py, err.to_string()),
+        Error::InvalidArgument(msg) => PyValueError::new_err(msg),
+    }
+}
+
+pub fn decode_error(py: Python<'_>, msg: String) -> PyErr {
+    raise(py, &DECODE, "DecodeError", (msg,))
+}
+
+pub fn encode_error(py: Python<'_>, msg: String) -> PyErr {
+    raise(py, &ENCODE, "EncodeError", (msg,))
+}

@@ -1,0 +1,342 @@
+//! `TFRecordWriter` and `read_records` over paths and Python file objects.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString};
+use recordforge_core::framing::{stream_records, FileRecords};
+use recordforge_core::{Compression, Error, RecordWriter};
+
+use crate::convert::with_bytes;
+use crate::errors::to_py;
+use crate::pyfile::{take_py_error, PyReader, PyWriter};
+
+/// A path (`str` / `os.PathLike`) or a file object.
+enum Target {
+    Path(PathBuf, String),
+    File(Py<PyAny>, String),
+}
+
+fn target(obj: &Bound<'_, PyAny>, needs: &str) -> PyResult<Target> {
+    if obj.is_instance_of::<PyString>() || obj.hasattr("__fspath__")? {
+        let path: PathBuf = obj.extract()?;
+        let shown = path.display().to_string();
+        return Ok(Target::Path(path, shown));
+    }
+    if obj.hasattr(needs)? {
+        let shown = match obj.getattr("name").and_then(|n| n.str()) {
+            Ok(name) => name.to_string(),
+            Err(_) => obj.repr()?.to_string(),
+        };
+        return Ok(Target::File(obj.clone().unbind(), shown));
+    }
+    Err(PyValueError::new_err(format!(
+        "expected a path or a file object with .{needs}(), not {}",
+        obj.get_type().name()?
+    )))
+}
+
+fn parse_compression(name: Option<&str>) -> PyResult<Compression> {
+    Compression::parse(name.unwrap_or("")).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Maps an error, bringing back a Python exception raised by a file object.
+fn map_err(py: Python<'_>, e: Error, path: &str) -> PyErr {
+    match e {
+        Error::Io(io) => match take_py_error(io) {
+            Ok(py_err) => py_err,
+            Err(io) => to_py(py, Error::Io(io), path),
+        },
+        other => to_py(py, other, path),
+    }
+}
+
+type Sink = RecordWriter<Box<dyn Write + Send>>;
+
+const IO_BUFFER: usize = 1 << 20;
+
+/// Writes TFRecord files. See `recordforge.TFRecordWriter` for the documentation.
+#[pyclass(module = "recordforge._core", subclass)]
+pub struct TFRecordWriter {
+    // The Mutex only makes the class Sync; `&mut self` methods reach it without locking.
+    sink: Mutex<Option<Sink>>,
+    name: String,
+    compression: Compression,
+}
+
+#[pymethods]
+impl TFRecordWriter {
+    #[new]
+    #[pyo3(signature = (path_or_file, compression=None))]
+    fn new(
+        py: Python<'_>,
+        path_or_file: &Bound<'_, PyAny>,
+        compression: Option<&str>,
+    ) -> PyResult<Self> {
+        let compression = parse_compression(compression)?;
+        let (sink, name): (Sink, String) = match target(path_or_file, "write")? {
+            Target::Path(path, shown) => {
+                let file = py
+                    .detach(|| std::fs::File::create(&path))
+                    .map_err(|e| map_err(py, Error::Io(e), &shown))?;
+                let inner: Box<dyn Write + Send> =
+                    Box::new(BufWriter::with_capacity(IO_BUFFER, file));
+                (RecordWriter::new(inner, compression), shown)
+            }
+            Target::File(file, shown) => {
+                let inner: Box<dyn Write + Send> =
+                    Box::new(BufWriter::with_capacity(IO_BUFFER, PyWriter::new(file)));
+                (RecordWriter::new(inner, compression), shown)
+            }
+        };
+        Ok(TFRecordWriter {
+            sink: Mutex::new(Some(sink)),
+            name,
+            compression,
+        })
+    }
+
+    /// Writes one record; returns its byte offset in the (uncompressed) record stream.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let name = &self.name;
+        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
+        if let Ok(b) = data.cast::<PyBytes>() {
+            let bytes = b.as_bytes();
+            return py
+                .detach(|| sink.write_record(bytes))
+                .map_err(|e| map_err(py, Error::Io(e), name));
+        }
+        with_bytes(data, |bytes| sink.write_record(bytes))?
+            .map_err(|e| map_err(py, Error::Io(e), name))
+    }
+
+    /// Writes many records; returns their offsets.
+    fn write_many<'py>(
+        &mut self,
+        py: Python<'py>,
+        records: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<u64>> {
+        let name = &self.name;
+        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
+        let items: Vec<Bound<'py, PyAny>> = match records.cast::<PyList>() {
+            Ok(list) => list.iter().collect(),
+            Err(_) => records.try_iter()?.collect::<PyResult<_>>()?,
+        };
+        let mut owned: Vec<Vec<u8>> = Vec::new();
+        let mut which: Vec<Result<usize, usize>> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if item.is_instance_of::<PyBytes>() {
+                which.push(Ok(i));
+            } else {
+                which.push(Err(owned.len()));
+                owned.push(with_bytes(item, |b| b.to_vec()).map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "record {i} is not bytes-like: {}",
+                        item.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ))
+                })?);
+            }
+        }
+        let slices: Vec<&[u8]> = which
+            .iter()
+            .map(|w| match *w {
+                Ok(i) => items[i]
+                    .cast::<PyBytes>()
+                    .expect("checked above")
+                    .as_bytes(),
+                Err(j) => owned[j].as_slice(),
+            })
+            .collect();
+        py.detach(|| {
+            slices
+                .iter()
+                .map(|s| sink.write_record(s))
+                .collect::<std::io::Result<Vec<u64>>>()
+        })
+        .map_err(|e| map_err(py, Error::Io(e), name))
+    }
+
+    /// Flushes buffered bytes to the file (a compressed stream is completed only by close).
+    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
+        let name = &self.name;
+        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
+        py.detach(|| sink.flush())
+            .map_err(|e| map_err(py, Error::Io(e), name))
+    }
+
+    /// Completes the stream and closes the file (a file object passed in is flushed, not closed).
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(sink) = self
+            .sink
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            py.detach(|| sink.finish().and_then(|mut inner| inner.flush()))
+                .map_err(|e| map_err(py, Error::Io(e), &self.name))?;
+        }
+        Ok(())
+    }
+
+    /// Byte offset the next record will have in the (uncompressed) record stream.
+    #[getter]
+    fn offset(&self) -> u64 {
+        lock(&self.sink).as_ref().map_or(0, |s| s.offset())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.sink).is_none()
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[getter]
+    fn compression(&self) -> Option<&'static str> {
+        match self.compression {
+            Compression::None => None,
+            Compression::Gzip => Some("gzip"),
+            Compression::Zlib => Some("zlib"),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(
+        &mut self,
+        py: Python<'_>,
+        _args: &Bound<'_, pyo3::types::PyTuple>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TFRecordWriter({:?}, compression={}, {})",
+            self.name,
+            self.compression,
+            if self.closed() { "closed" } else { "open" }
+        )
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn open_sink(m: &mut Mutex<Option<Sink>>) -> Option<&mut Sink> {
+    m.get_mut()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .as_mut()
+}
+
+fn closed(name: &str) -> PyErr {
+    PyValueError::new_err(format!("{name}: write to a closed TFRecordWriter"))
+}
+
+/// Iterator over the records of one file. See `recordforge.read_records`.
+#[pyclass(module = "recordforge._core")]
+pub struct RecordIterator {
+    records: Mutex<Option<FileRecords>>,
+    scratch: Vec<u8>,
+    name: String,
+    last_offset: Option<u64>,
+}
+
+#[pymethods]
+impl RecordIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let slot = self.records.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(records) = slot.as_mut() else {
+            return Ok(None);
+        };
+        let scratch = &mut self.scratch;
+        let next = py.detach(|| records.next_record(scratch));
+        match next {
+            Ok(Some((offset, range))) => {
+                self.last_offset = Some(offset);
+                Ok(Some(PyBytes::new(
+                    py,
+                    records.payload(&self.scratch, range),
+                )))
+            }
+            Ok(None) => {
+                *slot = None;
+                Ok(None)
+            }
+            Err(e) => {
+                *slot = None;
+                Err(map_err(py, e, &self.name))
+            }
+        }
+    }
+
+    /// Byte offset of the record most recently returned (in the decompressed stream).
+    #[getter]
+    fn offset(&self) -> Option<u64> {
+        self.last_offset
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Opens a TFRecord file (path or file object) for reading. See `recordforge.read_records`.
+#[pyfunction]
+#[pyo3(signature = (path_or_file, compression="auto", verify=true))]
+pub fn read_records(
+    py: Python<'_>,
+    path_or_file: &Bound<'_, PyAny>,
+    compression: Option<&str>,
+    verify: bool,
+) -> PyResult<RecordIterator> {
+    let compression = match compression {
+        Some(c) if c.eq_ignore_ascii_case("auto") => None,
+        other => Some(parse_compression(other)?),
+    };
+    let (records, name) = match target(path_or_file, "read")? {
+        Target::Path(path, shown) => {
+            let r = py
+                .detach(|| FileRecords::open(&path, compression, verify))
+                .map_err(|e| map_err(py, e, &shown))?;
+            (r, shown)
+        }
+        Target::File(file, shown) => {
+            let reader = py
+                .detach(|| {
+                    stream_records(
+                        BufReader::with_capacity(IO_BUFFER, PyReader::new(file)),
+                        compression,
+                        verify,
+                    )
+                })
+                .map_err(|e| map_err(py, Error::Io(e), &shown))?;
+            (FileRecords::Stream(reader), shown)
+        }
+    };
+    Ok(RecordIterator {
+        records: Mutex::new(Some(records)),
+        scratch: Vec::new(),
+        name,
+        last_offset: None,
+    })
+}

@@ -1,0 +1,48 @@
+"""recordforge: datasets to sharded TFRecord files and back, with a Rust core.
+
+``import recordforge`` needs only NumPy; TensorFlow, PyTorch, JAX, pyarrow and Pillow
+are optional extras, imported when a feature needs them.
+
+>>> import recordforge as rf
+>>> data = rf.encode_example({"label": 3, "score": 0.5, "name": "cat"})
+>>> ex = rf.decode_example(data)
+>>> ex["label"].tolist(), ex["score"].tolist(), ex["name"]
+([3], [0.5], [b'cat'])
+"""
+
+from __future__ import annotations
+
+from recordforge._core import __version__
+from recordforge.errors import (
+    CorruptRecordError,
+    DecodeError,
+    EncodeError,
+    RecordforgeError,
+    SchemaError,
+)
+from recordforge.example import (
+    crc32c,
+    decode_example,
+    decode_sequence_example,
+    encode_example,
+    encode_sequence_example,
+    masked_crc32c,
+)
+from recordforge.records import TFRecordWriter, read_records
+
+__all__ = [
+    "CorruptRecordError",
+    "DecodeError",
+    "EncodeError",
+    "RecordforgeError",
+    "SchemaError",
+    "TFRecordWriter",
+    "__version__",
+    "crc32c",
+    "decode_example",
+    "decode_sequence_example",
+    "encode_example",
+    "encode_sequence_example",
+    "masked_crc32c",
+    "read_records",
+]

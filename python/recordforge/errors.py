@@ -1,0 +1,62 @@
+"""Exceptions raised by recordforge.
+
+Every error names what it is about: the file, the record (by byte offset) or the
+feature, and what was expected. The Rust core maps its single error enum onto these
+classes in one place (``crates/recordforge-py/src/errors.rs``).
+
+>>> import recordforge as rf
+>>> issubclass(rf.CorruptRecordError, ValueError)
+True
+>>> err = rf.CorruptRecordError("data.tfrecord", 24, "data CRC mismatch")
+>>> (err.path, err.offset, err.reason)
+('data.tfrecord', 24, 'data CRC mismatch')
+>>> str(err)
+'data.tfrecord: corrupt record at byte offset 24: data CRC mismatch'
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptRecordError",
+    "DecodeError",
+    "EncodeError",
+    "RecordforgeError",
+    "SchemaError",
+]
+
+
+class RecordforgeError(Exception):
+    """Base class of every error recordforge raises on purpose (I/O errors stay ``OSError``)."""
+
+
+class CorruptRecordError(RecordforgeError, ValueError):
+    """A TFRecord file failed its framing checks (CRC mismatch, truncation, bad stream).
+
+    Attributes:
+        path: the file (or a description of the file object) being read.
+        offset: byte offset of the bad record's length field; for compressed files, the
+            offset in the decompressed record stream.
+        reason: what was wrong, e.g. ``"data CRC mismatch"`` or
+            ``"truncated record: expected 40 bytes, file ends after 17"``.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(path, offset, reason)
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: corrupt record at byte offset {self.offset}: {self.reason}"
+
+
+class DecodeError(RecordforgeError, ValueError):
+    """Bytes that are not a valid serialized ``tf.train.Example`` / ``SequenceExample``."""
+
+
+class EncodeError(RecordforgeError, TypeError):
+    """A value that cannot be encoded as a feature; the message names the feature."""
+
+
+class SchemaError(RecordforgeError, ValueError):
+    """A schema that is invalid, or data that does not match its schema."""
