@@ -49,7 +49,9 @@ def assert_value_equal(got: Any, expected: Any) -> None:
         assert got == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), ENCODE_TABLE, ids=[repr(v)[:40] for v, _ in ENCODE_TABLE])
+@pytest.mark.parametrize(
+    ("value", "expected"), ENCODE_TABLE, ids=[repr(v)[:40] for v, _ in ENCODE_TABLE]
+)
 def test_value_mapping(value: Any, expected: Any) -> None:
     decoded = rf.decode_example(rf.encode_example({"f": value}))
     assert list(decoded) == ["f"]

@@ -117,9 +117,7 @@ def test_every_truncation_is_detected(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zlib"])
-def test_truncated_compressed_stream_is_never_a_clean_end(
-    tmp_path: Path, compression: str
-) -> None:
+def test_truncated_compressed_stream_is_never_a_clean_end(tmp_path: Path, compression: str) -> None:
     path = tmp_path / "c.tfrecord"
     write_file(path, [b"x" * 100, b"y" * 50], compression)
     original = path.read_bytes()

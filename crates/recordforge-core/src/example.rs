@@ -25,7 +25,7 @@ use crate::wire::{
 };
 
 /// One feature's values. Bytes borrow from the decoded record where they can.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Feature<'a> {
     /// `bytes_list`.
     Bytes(Vec<Cow<'a, [u8]>>),
@@ -34,6 +34,7 @@ pub enum Feature<'a> {
     /// `int64_list`.
     Int64(Cow<'a, [i64]>),
     /// A Feature message with no kind set.
+    #[default]
     Empty,
 }
 
@@ -294,12 +295,6 @@ pub(crate) fn parse_map_entry<'a, V: Default>(
         }
     }
     Ok((Cow::Borrowed(key), value))
-}
-
-impl Default for Feature<'_> {
-    fn default() -> Self {
-        Feature::Empty
-    }
 }
 
 /// Decodes a serialized `tf.train.Example`.

@@ -1,0 +1,48 @@
+# The targets CI, the README and developers run. `make test` is the whole check.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FUZZ_SECONDS ?= 60
+
+.PHONY: demo install dev test lint rust-test py-test fuzz bench clean
+
+# Quick start 1: install the package (release build of the Rust core) and run the demo.
+demo: install
+	$(BIN)/recordforge demo
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet .
+
+# Development environment: editable install with test and TensorFlow extras.
+dev: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev,tf]"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Quick start 2: everything CI checks.
+test: dev lint rust-test py-test fuzz
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest recordforge._core
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+rust-test:
+	cargo test -p recordforge-core
+
+py-test:
+	$(BIN)/python -m pytest -q
+
+fuzz:
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+bench: dev
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf target $(VENV) python/recordforge/*.so

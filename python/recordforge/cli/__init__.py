@@ -1,0 +1,1 @@
+"""The ``recordforge`` command line: one module per subcommand, each a thin layer."""
