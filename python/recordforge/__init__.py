@@ -28,12 +28,13 @@ from recordforge.example import (
     encode_sequence_example,
     masked_crc32c,
 )
-from recordforge.records import TFRecordWriter, read_records
+from recordforge.records import RecordStats, TFRecordWriter, read_records, scan_records
 
 __all__ = [
     "CorruptRecordError",
     "DecodeError",
     "EncodeError",
+    "RecordStats",
     "RecordforgeError",
     "SchemaError",
     "TFRecordWriter",
@@ -45,4 +46,5 @@ __all__ = [
     "encode_sequence_example",
     "masked_crc32c",
     "read_records",
+    "scan_records",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "encode_sequence_example",
     "masked_crc32c",
     "read_records",
+    "scan_records",
 ]
 __version__: str
 
@@ -36,6 +37,9 @@ def decode_sequence_example(
 def read_records(
     path_or_file: Any, compression: str | None = "auto", verify: bool = True
 ) -> RecordIterator: ...
+def scan_records(
+    path_or_file: Any, compression: str | None = "auto", verify: bool = True, threads: int = 0
+) -> tuple[int, int, int]: ...
 
 @disjoint_base
 class TFRecordWriter:

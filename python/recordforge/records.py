@@ -7,13 +7,14 @@ streams TensorFlow writes and reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import BinaryIO, Literal
 
 from recordforge import _core
 
-__all__ = ["RecordIterator", "TFRecordWriter", "read_records"]
+__all__ = ["RecordIterator", "RecordStats", "TFRecordWriter", "read_records", "scan_records"]
 
 Compression = Literal["gzip", "zlib"] | None
 RecordIterator = _core.RecordIterator
@@ -70,3 +71,34 @@ def read_records(
     21 compressed stream error
     """
     return _core.read_records(path_or_file, compression, verify)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecordStats:
+    """What :func:`scan_records` found in one file."""
+
+    records: int
+    payload_bytes: int
+    stream_bytes: int
+
+
+def scan_records(
+    path_or_file: str | os.PathLike[str] | BinaryIO,
+    compression: Literal["auto", "gzip", "zlib"] | None = "auto",
+    verify: bool = True,
+    threads: int = 0,
+) -> RecordStats:
+    """Walks a whole file's framing without returning records: counts them and, with
+    ``verify``, checks every CRC. Uncompressed files are memory-mapped and their CRCs
+    checked on ``threads`` threads (0: one per core); the error raised is always the one
+    at the lowest offset, as :func:`read_records` would raise it.
+
+    >>> import io, recordforge as rf
+    >>> buf = io.BytesIO()
+    >>> with rf.TFRecordWriter(buf) as w:
+    ...     _ = w.write_many([b"a" * 10, b"b" * 20])
+    >>> rf.scan_records(io.BytesIO(buf.getvalue()))
+    RecordStats(records=2, payload_bytes=30, stream_bytes=62)
+    """
+    records, payload, stream = _core.scan_records(path_or_file, compression, verify, threads)
+    return RecordStats(records=records, payload_bytes=payload, stream_bytes=stream)

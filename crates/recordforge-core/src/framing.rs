@@ -191,9 +191,59 @@ impl<R: Read> RecordReader<R> {
     }
 }
 
-/// Parses the record starting at `pos` of an in-memory record stream. Returns the
-/// payload range, or `None` when `pos` is exactly the end.
-pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<Range<usize>>> {
+/// Where a framed record sits in an in-memory record stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Offset of the record's length field.
+    pub offset: u64,
+    /// The payload's byte range.
+    pub payload: Range<usize>,
+    /// The stored masked CRC of the payload.
+    pub data_crc: u32,
+}
+
+impl Frame {
+    /// Offset of the record after this one.
+    pub fn end(&self) -> usize {
+        self.payload.end + 4
+    }
+
+    /// Checks `payload` (this frame's bytes) against the stored CRC.
+    pub fn check(&self, payload: &[u8]) -> Result<()> {
+        check_data(payload, self.data_crc.to_le_bytes(), self.offset, true)
+    }
+
+    /// Copies `payload` into `dst` (same length) and checks the CRC on the way, in chunks
+    /// that are still in cache when hashed: one pass over memory instead of two.
+    pub fn copy_checked(&self, payload: &[u8], dst: &mut [u8], verify: bool) -> Result<()> {
+        const CHUNK: usize = 64 * 1024;
+        if !verify {
+            dst.copy_from_slice(payload);
+            return Ok(());
+        }
+        let mut crc = 0u32;
+        for (src, out) in payload.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
+            out.copy_from_slice(src);
+            crc = crc32c::crc32c_append(crc, out);
+        }
+        let computed = crate::crc::mask(crc);
+        if computed != self.data_crc {
+            return Err(Error::corrupt(
+                self.offset,
+                CorruptKind::DataCrcMismatch {
+                    stored: self.data_crc,
+                    computed,
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Locates the record starting at `pos` of an in-memory record stream: checks the length
+/// CRC (when `verify`) and that the whole frame is there, but not the payload CRC (see
+/// [`Frame::check`]). `None` when `pos` is exactly the end.
+pub fn locate(data: &[u8], pos: usize, verify: bool) -> Result<Option<Frame>> {
     let at = pos as u64;
     let rest = &data[pos.min(data.len())..];
     if rest.is_empty() {
@@ -209,12 +259,28 @@ pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<Range<us
         return Err(truncated(at, expected, rest.len() as u64));
     }
     let len = len as usize;
-    let payload = &rest[HEADER..HEADER + len];
     let footer: [u8; 4] = rest[HEADER + len..HEADER + len + 4]
         .try_into()
         .expect("4 bytes");
-    check_data(payload, footer, at, verify)?;
-    Ok(Some(pos + HEADER..pos + HEADER + len))
+    Ok(Some(Frame {
+        offset: at,
+        payload: pos + HEADER..pos + HEADER + len,
+        data_crc: u32::from_le_bytes(footer),
+    }))
+}
+
+/// Parses and fully checks the record starting at `pos` of an in-memory record stream.
+/// Returns the payload range, or `None` when `pos` is exactly the end.
+pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<Range<usize>>> {
+    match locate(data, pos, verify)? {
+        None => Ok(None),
+        Some(frame) => {
+            if verify {
+                frame.check(&data[frame.payload.clone()])?;
+            }
+            Ok(Some(frame.payload))
+        }
+    }
 }
 
 /// Records of an in-memory (or memory-mapped) uncompressed record stream.
@@ -369,6 +435,22 @@ impl FileRecords {
                 None => Ok(None),
                 Some(at) => Ok(Some((at, 0..scratch.len()))),
             },
+        }
+    }
+
+    /// For a memory-mapped file: the next record located but its payload CRC not yet
+    /// checked (copy it with [`Frame::copy_checked`]), and the mapped bytes. `None` for
+    /// streamed files, which go through [`next_record`](FileRecords::next_record).
+    pub fn next_mapped(&mut self) -> Option<(Result<Option<Frame>>, &[u8], bool)> {
+        match self {
+            FileRecords::Mapped { map, pos, verify } => {
+                let next = locate(map, *pos, *verify);
+                if let Ok(Some(frame)) = &next {
+                    *pos = frame.end();
+                }
+                Some((next, &map[..], *verify))
+            }
+            FileRecords::Stream(_) => None,
         }
     }
 

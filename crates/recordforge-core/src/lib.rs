@@ -9,6 +9,7 @@ pub mod crc;
 pub mod error;
 pub mod example;
 pub mod framing;
+pub mod scan;
 pub mod sequence;
 mod wire;
 
@@ -17,4 +18,5 @@ pub use crc::{crc32c, mask, masked_crc32c, unmask};
 pub use error::{CorruptKind, Error, Result};
 pub use example::{decode_example, encode_example, Feature, Features};
 pub use framing::{FileRecords, RecordReader, RecordWriter, SliceRecords, FRAME_OVERHEAD};
+pub use scan::{scan_file, ScanSummary};
 pub use sequence::{decode_sequence_example, encode_sequence_example, SequenceExample};

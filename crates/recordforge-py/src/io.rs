@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
-use recordforge_core::framing::{stream_records, FileRecords};
+use recordforge_core::framing::{stream_records, FileRecords, Frame};
+use recordforge_core::scan::{scan_file, scan_stream};
 use recordforge_core::{Compression, Error, RecordWriter};
 
 use crate::convert::with_bytes;
@@ -41,6 +42,14 @@ fn target(obj: &Bound<'_, PyAny>, needs: &str) -> PyResult<Target> {
 
 fn parse_compression(name: Option<&str>) -> PyResult<Compression> {
     Compression::parse(name.unwrap_or("")).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// For readers: "auto" (detect) -> `None`.
+fn parse_read_compression(name: Option<&str>) -> PyResult<Option<Compression>> {
+    match name {
+        Some(c) if c.eq_ignore_ascii_case("auto") => Ok(None),
+        other => parse_compression(other).map(Some),
+    }
 }
 
 /// Maps an error, bringing back a Python exception raised by a file object.
@@ -267,15 +276,23 @@ impl RecordIterator {
         let Some(records) = slot.as_mut() else {
             return Ok(None);
         };
-        let scratch = &mut self.scratch;
-        let next = py.detach(|| records.next_record(scratch));
+        let next = match records.next_mapped() {
+            Some((located, map, verify)) => located.and_then(|frame| match frame {
+                None => Ok(None),
+                Some(frame) => copy_out(py, &frame, &map[frame.payload.clone()], verify)
+                    .map(|bytes| Some((frame.offset, bytes))),
+            }),
+            None => {
+                let scratch = &mut self.scratch;
+                py.detach(|| records.next_record(scratch)).map(|next| {
+                    next.map(|(offset, range)| (offset, PyBytes::new(py, &scratch[range])))
+                })
+            }
+        };
         match next {
-            Ok(Some((offset, range))) => {
+            Ok(Some((offset, bytes))) => {
                 self.last_offset = Some(offset);
-                Ok(Some(PyBytes::new(
-                    py,
-                    records.payload(&self.scratch, range),
-                )))
+                Ok(Some(bytes))
             }
             Ok(None) => {
                 *slot = None;
@@ -300,6 +317,41 @@ impl RecordIterator {
     }
 }
 
+/// Records at least this large are copied out with the GIL released.
+const DETACH_MIN: usize = 64 * 1024;
+
+/// Copies a mapped record's payload into a new `bytes`, checking its CRC on the way.
+fn copy_out<'py>(
+    py: Python<'py>,
+    frame: &Frame,
+    payload: &[u8],
+    verify: bool,
+) -> Result<Bound<'py, PyBytes>, Error> {
+    let len = isize::try_from(payload.len())
+        .map_err(|_| Error::InvalidArgument("record too large".into()))?;
+    // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new, uninitialised bytes object
+    // that nothing else can see yet; it is filled completely before it is returned.
+    // (`PyBytes::new_with` would zero it first: a whole extra pass over the record.)
+    let bytes = unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len);
+        Bound::from_owned_ptr_or_err(py, ptr)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?
+            .cast_into_unchecked::<PyBytes>()
+    };
+    let dst = unsafe {
+        std::slice::from_raw_parts_mut(
+            pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as *mut u8,
+            payload.len(),
+        )
+    };
+    let outcome = if payload.len() >= DETACH_MIN {
+        py.detach(|| frame.copy_checked(payload, dst, verify))
+    } else {
+        frame.copy_checked(payload, dst, verify)
+    };
+    outcome.map(|()| bytes)
+}
+
 /// Opens a TFRecord file (path or file object) for reading. See `recordforge.read_records`.
 #[pyfunction]
 #[pyo3(signature = (path_or_file, compression="auto", verify=true))]
@@ -309,10 +361,7 @@ pub fn read_records(
     compression: Option<&str>,
     verify: bool,
 ) -> PyResult<RecordIterator> {
-    let compression = match compression {
-        Some(c) if c.eq_ignore_ascii_case("auto") => None,
-        other => Some(parse_compression(other)?),
-    };
+    let compression = parse_read_compression(compression)?;
     let (records, name) = match target(path_or_file, "read")? {
         Target::Path(path, shown) => {
             let r = py
@@ -339,4 +388,34 @@ pub fn read_records(
         name,
         last_offset: None,
     })
+}
+
+/// Scans a whole file's framing (and CRCs when `verify`) without returning records.
+/// Returns `(records, payload_bytes, stream_bytes)`. See `recordforge.scan_records`.
+#[pyfunction]
+#[pyo3(signature = (path_or_file, compression="auto", verify=true, threads=0))]
+pub fn scan_records(
+    py: Python<'_>,
+    path_or_file: &Bound<'_, PyAny>,
+    compression: Option<&str>,
+    verify: bool,
+    threads: usize,
+) -> PyResult<(u64, u64, u64)> {
+    let compression = parse_read_compression(compression)?;
+    let (result, name) = match target(path_or_file, "read")? {
+        Target::Path(path, shown) => (
+            py.detach(|| scan_file(&path, compression, verify, threads)),
+            shown,
+        ),
+        Target::File(file, shown) => {
+            let result = py.detach(|| {
+                let reader = BufReader::with_capacity(IO_BUFFER, PyReader::new(file));
+                let mut records = stream_records(reader, compression, verify)?;
+                scan_stream(&mut records)
+            });
+            (result, shown)
+        }
+    };
+    let s = result.map_err(|e| map_err(py, e, &name))?;
+    Ok((s.records, s.payload_bytes, s.stream_bytes))
 }
