@@ -341,6 +341,16 @@ pub enum FileRecords {
     Stream(RecordReader<Box<dyn Read + Send>>),
 }
 
+/// See [`FileRecords::next_mapped`].
+pub struct MappedNext<'a> {
+    /// The next record, `None` at a clean end.
+    pub frame: Result<Option<Frame>>,
+    /// The whole mapped file; the payload is `data[frame.payload]`.
+    pub data: &'a [u8],
+    /// Whether payload CRCs are to be checked.
+    pub verify: bool,
+}
+
 /// Reads the first bytes of `r` to detect its compression, and returns a reader that
 /// still yields those bytes.
 pub fn detect_stream<R: Read + Send + 'static>(
@@ -441,14 +451,18 @@ impl FileRecords {
     /// For a memory-mapped file: the next record located but its payload CRC not yet
     /// checked (copy it with [`Frame::copy_checked`]), and the mapped bytes. `None` for
     /// streamed files, which go through [`next_record`](FileRecords::next_record).
-    pub fn next_mapped(&mut self) -> Option<(Result<Option<Frame>>, &[u8], bool)> {
+    pub fn next_mapped(&mut self) -> Option<MappedNext<'_>> {
         match self {
             FileRecords::Mapped { map, pos, verify } => {
-                let next = locate(map, *pos, *verify);
-                if let Ok(Some(frame)) = &next {
-                    *pos = frame.end();
+                let frame = locate(map, *pos, *verify);
+                if let Ok(Some(f)) = &frame {
+                    *pos = f.end();
                 }
-                Some((next, &map[..], *verify))
+                Some(MappedNext {
+                    frame,
+                    data: &map[..],
+                    verify: *verify,
+                })
             }
             FileRecords::Stream(_) => None,
         }

@@ -102,7 +102,10 @@ fn check_frames(data: &[u8], frames: &[Frame], threads: usize) -> Result<()> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Ok(())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     // Runs are in file order, so the first error is the lowest offset.

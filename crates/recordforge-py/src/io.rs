@@ -277,9 +277,9 @@ impl RecordIterator {
             return Ok(None);
         };
         let next = match records.next_mapped() {
-            Some((located, map, verify)) => located.and_then(|frame| match frame {
+            Some(next) => next.frame.and_then(|frame| match frame {
                 None => Ok(None),
-                Some(frame) => copy_out(py, &frame, &map[frame.payload.clone()], verify)
+                Some(frame) => copy_out(py, &frame, &next.data[frame.payload.clone()], next.verify)
                     .map(|bytes| Some((frame.offset, bytes))),
             }),
             None => {
