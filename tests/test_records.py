@@ -51,8 +51,10 @@ def test_compressed_layers_are_plain_gzip_and_zlib(tmp_path: Path) -> None:
     write_file(zl, RECORDS, "zlib")
     assert gzip.decompress(gz.read_bytes()) == plain.read_bytes()
     assert zlib.decompress(zl.read_bytes()) == plain.read_bytes()
-    # The same bytes CPython's zlib produces (TensorFlow's ZLIB output equals it too).
-    assert zl.read_bytes() == zlib.compress(plain.read_bytes())
+    # Byte-identical to zlib with TensorFlow's parameters (level 6, window 15, memLevel 9).
+    for path, wbits in ((zl, 15), (gz, 31)):
+        deflate = zlib.compressobj(6, zlib.DEFLATED, wbits, 9)
+        assert path.read_bytes() == deflate.compress(plain.read_bytes()) + deflate.flush()
 
 
 def test_reader_offsets_and_verify_flag(tmp_path: Path) -> None:

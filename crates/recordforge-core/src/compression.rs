@@ -1,16 +1,18 @@
 //! GZIP and ZLIB layers, byte-compatible with TensorFlow.
 //!
-//! Both directions drive zlib itself (statically linked through `libz-sys`), as TensorFlow
-//! and CPython do: level 6, 15-bit window, zlib's own gzip header (mtime 0, OS 3). The
+//! Both directions drive zlib itself (statically linked through `libz-sys`) with
+//! TensorFlow's parameters: level 6, 15-bit window, memLevel 9, zlib's own gzip header
+//! (mtime 0, OS 3), so the compressed bytes equal TensorFlow's. The
 //! decoder insists on the stream's end marker and checksum: a stream cut short is an
 //! error, never a silent end of file.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use flate2::{Compress, Decompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::crc::masked_crc32c;
+use crate::deflate::{Deflate, GZIP_WINDOW_BITS, ZLIB_WINDOW_BITS};
 use crate::error::{Error, Result};
 
 /// The compression of a TFRecord file.
@@ -104,51 +106,45 @@ pub fn compressed_stream_error(e: &io::Error) -> Option<String> {
         .map(|c| c.0.clone())
 }
 
-const LEVEL: u32 = 6;
 const WINDOW_BITS: u8 = 15;
 const CHUNK: usize = 256 * 1024;
 
 /// A writer that compresses (or passes through) into `W`.
 pub struct Encoder<W: Write> {
     inner: W,
-    compress: Option<Compress>,
+    deflate: Option<Deflate>,
     out: Vec<u8>,
 }
 
 impl<W: Write> Encoder<W> {
-    pub fn new(inner: W, compression: Compression) -> Self {
-        let level = flate2::Compression::new(LEVEL);
-        let compress = match compression {
+    pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
+        let deflate = match compression {
             Compression::None => None,
-            Compression::Gzip => Some(Compress::new_gzip(level, WINDOW_BITS)),
-            Compression::Zlib => Some(Compress::new(level, true)),
+            Compression::Gzip => Some(Deflate::new(GZIP_WINDOW_BITS)?),
+            Compression::Zlib => Some(Deflate::new(ZLIB_WINDOW_BITS)?),
         };
-        Encoder {
+        Ok(Encoder {
             inner,
-            compress,
-            out: Vec::new(),
-        }
+            deflate,
+            out: Vec::with_capacity(if compression == Compression::None {
+                0
+            } else {
+                CHUNK
+            }),
+        })
     }
 
-    fn run(&mut self, mut input: &[u8], flush: flate2::FlushCompress) -> io::Result<()> {
-        let Some(compress) = self.compress.as_mut() else {
+    fn run(&mut self, mut input: &[u8], finish: bool) -> io::Result<()> {
+        let Some(deflate) = self.deflate.as_mut() else {
             return self.inner.write_all(input);
         };
         loop {
             self.out.clear();
-            self.out.reserve(CHUNK);
-            let before_in = compress.total_in();
-            let status = compress
-                .compress_vec(input, &mut self.out, flush)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            let consumed = (compress.total_in() - before_in) as usize;
+            let (consumed, ended) = deflate.run(input, &mut self.out, finish)?;
             input = &input[consumed..];
             self.inner.write_all(&self.out)?;
-            let finished = match flush {
-                flate2::FlushCompress::Finish => status == Status::StreamEnd,
-                _ => input.is_empty() && self.out.len() < self.out.capacity(),
-            };
-            if finished {
+            let output_full = self.out.len() == self.out.capacity();
+            if (finish && ended) || (!finish && input.is_empty() && !output_full) {
                 return Ok(());
             }
         }
@@ -156,8 +152,8 @@ impl<W: Write> Encoder<W> {
 
     /// Writes the end of the compressed stream and returns the inner writer, flushed.
     pub fn finish(mut self) -> io::Result<W> {
-        if self.compress.is_some() {
-            self.run(&[], flate2::FlushCompress::Finish)?;
+        if self.deflate.is_some() {
+            self.run(&[], true)?;
         }
         self.inner.flush()?;
         Ok(self.inner)
@@ -170,12 +166,12 @@ impl<W: Write> Encoder<W> {
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.run(buf, flate2::FlushCompress::None)?;
+        self.run(buf, false)?;
         Ok(buf.len())
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.run(buf, flate2::FlushCompress::None)
+        self.run(buf, false)
     }
 
     /// Flushes what is buffered below this layer. The compressed stream is not
@@ -311,7 +307,7 @@ mod tests {
     use super::*;
 
     fn compress(data: &[u8], c: Compression) -> Vec<u8> {
-        let mut e = Encoder::new(Vec::new(), c);
+        let mut e = Encoder::new(Vec::new(), c).unwrap();
         for chunk in data.chunks(1000) {
             e.write_all(chunk).unwrap();
         }

@@ -24,11 +24,11 @@ pub struct RecordWriter<W: Write> {
 }
 
 impl<W: Write> RecordWriter<W> {
-    pub fn new(inner: W, compression: Compression) -> Self {
-        RecordWriter {
-            sink: Encoder::new(inner, compression),
+    pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
+        Ok(RecordWriter {
+            sink: Encoder::new(inner, compression)?,
             offset: 0,
-        }
+        })
     }
 
     /// Writes one record; returns its offset in the uncompressed record stream.
@@ -70,10 +70,7 @@ pub fn create_file(
     compression: Compression,
 ) -> io::Result<RecordWriter<BufWriter<File>>> {
     let file = File::create(path)?;
-    Ok(RecordWriter::new(
-        BufWriter::with_capacity(IO_BUFFER, file),
-        compression,
-    ))
+    RecordWriter::new(BufWriter::with_capacity(IO_BUFFER, file), compression)
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read. Errors of the
@@ -486,7 +483,7 @@ mod tests {
     ];
 
     fn write(records: &[&[u8]]) -> Vec<u8> {
-        let mut w = RecordWriter::new(Vec::new(), Compression::None);
+        let mut w = RecordWriter::new(Vec::new(), Compression::None).unwrap();
         for r in records {
             w.write_record(r).unwrap();
         }

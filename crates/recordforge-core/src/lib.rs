@@ -6,6 +6,7 @@
 
 pub mod compression;
 pub mod crc;
+mod deflate;
 pub mod error;
 pub mod example;
 pub mod framing;

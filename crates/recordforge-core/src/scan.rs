@@ -149,7 +149,7 @@ mod tests {
     use crate::framing::RecordWriter;
 
     fn stream(records: usize, size: usize) -> Vec<u8> {
-        let mut w = RecordWriter::new(Vec::new(), Compression::None);
+        let mut w = RecordWriter::new(Vec::new(), Compression::None).unwrap();
         for i in 0..records {
             w.write_record(&vec![(i % 251) as u8; size]).unwrap();
         }

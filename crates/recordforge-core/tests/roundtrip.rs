@@ -84,7 +84,7 @@ proptest! {
         records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..20),
         c in compression(),
     ) {
-        let mut w = RecordWriter::new(Vec::new(), c);
+        let mut w = RecordWriter::new(Vec::new(), c).unwrap();
         for r in &records {
             w.write_record(r).unwrap();
         }

@@ -93,12 +93,20 @@ impl TFRecordWriter {
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
                 let inner: Box<dyn Write + Send> =
                     Box::new(BufWriter::with_capacity(IO_BUFFER, file));
-                (RecordWriter::new(inner, compression), shown)
+                (
+                    RecordWriter::new(inner, compression)
+                        .map_err(|e| map_err(py, Error::Io(e), &shown))?,
+                    shown,
+                )
             }
             Target::File(file, shown) => {
                 let inner: Box<dyn Write + Send> =
                     Box::new(BufWriter::with_capacity(IO_BUFFER, PyWriter::new(file)));
-                (RecordWriter::new(inner, compression), shown)
+                (
+                    RecordWriter::new(inner, compression)
+                        .map_err(|e| map_err(py, Error::Io(e), &shown))?,
+                    shown,
+                )
             }
         };
         Ok(TFRecordWriter {
