@@ -37,7 +37,12 @@ pub fn to_py(py: Python<'_>, err: Error, path: &str) -> PyErr {
         Error::Io(e) => {
             // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError...).
             match e.raw_os_error() {
-                Some(code) => PyOSError::new_err((code, e.to_string(), path.to_string())),
+                Some(code) => {
+                    let text = e.to_string();
+                    let suffix = format!(" (os error {code})");
+                    let strerror = text.strip_suffix(&suffix).unwrap_or(&text).to_string();
+                    PyOSError::new_err((code, strerror, path.to_string()))
+                }
                 None => PyOSError::new_err(format!("{path}: {e}")),
             }
         }
