@@ -29,21 +29,37 @@ from recordforge.example import (
     masked_crc32c,
 )
 from recordforge.records import RecordStats, TFRecordWriter, read_records, scan_records
+from recordforge.schema import (
+    BBox,
+    ClassLabel,
+    FeatureSpec,
+    Image,
+    Schema,
+    Text,
+    infer_schema,
+)
 
 __all__ = [
+    "BBox",
+    "ClassLabel",
     "CorruptRecordError",
     "DecodeError",
     "EncodeError",
+    "FeatureSpec",
+    "Image",
     "RecordStats",
     "RecordforgeError",
+    "Schema",
     "SchemaError",
     "TFRecordWriter",
+    "Text",
     "__version__",
     "crc32c",
     "decode_example",
     "decode_sequence_example",
     "encode_example",
     "encode_sequence_example",
+    "infer_schema",
     "masked_crc32c",
     "read_records",
     "scan_records",

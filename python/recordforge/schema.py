@@ -1,0 +1,287 @@
+"""Dataset schemas: typed feature specs that round-trip to JSON and map to TensorFlow.
+
+A :class:`Schema` maps feature names to :class:`FeatureSpec` (dtype, shape with ``None``
+for ragged dimensions, optional meaning). It is stored in ``dataset.json``, generates
+the feature description ``tf.io.parse_example`` needs, and can be inferred by scanning
+records someone else wrote.
+
+>>> import recordforge as rf
+>>> schema = rf.Schema({
+...     "label": rf.FeatureSpec(dtype="int64", meaning=rf.ClassLabel(names=("cat", "dog"))),
+...     "bbox": rf.FeatureSpec(dtype="float32", shape=(4,)),
+...     "tokens": rf.FeatureSpec(dtype="string", shape=(None,)),
+... })
+>>> rf.Schema.from_json(schema.to_json()) == schema
+True
+>>> sorted(schema.to_json()["features"]["label"])
+['dtype', 'meaning', 'shape']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+
+from recordforge.errors import SchemaError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BBox",
+    "ClassLabel",
+    "FeatureSpec",
+    "Image",
+    "Meaning",
+    "Schema",
+    "Text",
+    "infer_schema",
+]
+
+FORMAT_VERSION = 1
+DType = Literal["int64", "float32", "bytes", "string"]
+DTYPES: tuple[str, ...] = ("int64", "float32", "bytes", "string")
+KIND_OF: dict[str, str] = {
+    "int64": "int64",
+    "float32": "float32",
+    "bytes": "bytes",
+    "string": "bytes",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Image:
+    """The feature holds encoded images (``format``: ``jpeg``, ``png``, ... or ``None``: mixed)."""
+
+    format: str | None = None
+    tag = "image"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassLabel:
+    """Integer class ids; ``names`` maps id -> name, or ``ids`` lists the ids the names
+    belong to when they are not 0..n-1 (COCO's 1-90 with gaps)."""
+
+    names: tuple[str, ...]
+    ids: tuple[int, ...] | None = None
+    tag = "class_label"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
+            if len(self.ids) != len(self.names):
+                raise SchemaError(f"class_label: {len(self.ids)} ids for {len(self.names)} names")
+
+    def name_of(self, class_id: int) -> str:
+        """The name of ``class_id``."""
+        if self.ids is None:
+            return self.names[class_id]
+        return self.names[self.ids.index(class_id)]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BBox:
+    """Bounding boxes; ``layout`` names the coordinate order, e.g. ``"xywh"`` (COCO,
+    pixels) or ``"ymin,xmin,ymax,xmax"``; ``normalized`` when in [0, 1]."""
+
+    layout: str
+    normalized: bool = False
+    tag = "bbox"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Text:
+    """UTF-8 text."""
+
+    tag = "text"
+
+
+Meaning: TypeAlias = Image | ClassLabel | BBox | Text
+MEANINGS: dict[str, type[Any]] = {m.tag: m for m in (Image, ClassLabel, BBox, Text)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FeatureSpec:
+    """One feature: ``dtype``, ``shape`` (``()`` one value, ``(n,)`` exactly n values,
+    ``(None,)`` any number, ``(None, None)`` ragged rows stored as values plus a
+    ``<name>/row_lengths`` int64 feature), and an optional meaning."""
+
+    dtype: DType
+    shape: tuple[int | None, ...] = ()
+    meaning: Meaning | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise SchemaError(f"unknown dtype {self.dtype!r}: expected one of {DTYPES}")
+        shape = tuple(self.shape)
+        object.__setattr__(self, "shape", shape)
+        for dim in shape:
+            if dim is not None and (not isinstance(dim, int) or dim < 0):
+                raise SchemaError(f"shape {shape}: dimensions are ints >= 0 or None")
+        if None in shape[1:] and shape[:1] != (None,):
+            raise SchemaError(f"shape {shape}: only leading dimensions may be None")
+        if len(shape) > 2 and None in shape[1:]:
+            raise SchemaError(f"shape {shape}: one ragged level is supported")
+
+    @property
+    def kind(self) -> str:
+        """The tf.train.Feature kind: ``int64``, ``float32`` or ``bytes``."""
+        return KIND_OF[self.dtype]
+
+    @property
+    def fixed(self) -> bool:
+        """True when every record has the same number of values."""
+        return None not in self.shape
+
+    @property
+    def ragged(self) -> bool:
+        """True for ``(None, None)``: values plus ``<name>/row_lengths``."""
+        return len(self.shape) == 2 and self.shape[1] is None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dtype": self.dtype, "shape": list(self.shape)}
+        if self.meaning is not None:
+            fields = dataclasses.asdict(self.meaning)
+            out["meaning"] = {"type": self.meaning.tag, **_jsonable(fields)}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        meaning = None
+        if data.get("meaning") is not None:
+            fields = dict(data["meaning"])
+            tag = fields.pop("type", None)
+            if tag not in MEANINGS:
+                raise SchemaError(f"unknown meaning {tag!r}: expected one of {sorted(MEANINGS)}")
+            for key in ("names", "ids"):
+                if fields.get(key) is not None:
+                    fields[key] = tuple(fields[key])
+            meaning = MEANINGS[tag](**fields)
+        try:
+            return cls(dtype=data["dtype"], shape=tuple(data.get("shape", ())), meaning=meaning)
+        except KeyError as e:
+            raise SchemaError(f"feature spec {dict(data)!r} has no {e.args[0]!r}") from None
+
+
+def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
+class Schema(Mapping[str, FeatureSpec]):
+    """An ordered mapping of feature name -> :class:`FeatureSpec`."""
+
+    def __init__(self, features: Mapping[str, FeatureSpec] | None = None) -> None:
+        self._features: dict[str, FeatureSpec] = dict(features or {})
+        for name, spec in self._features.items():
+            if not isinstance(spec, FeatureSpec):
+                raise SchemaError(f"feature {name!r}: expected a FeatureSpec, not {spec!r}")
+            if spec.ragged and f"{name}/row_lengths" in self._features:
+                raise SchemaError(f"feature {name!r} is ragged; {name}/row_lengths is reserved")
+
+    def __getitem__(self, name: str) -> FeatureSpec:
+        return self._features[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._features)
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and self._features == other._features
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._features.items()))
+
+    def __repr__(self) -> str:
+        return f"Schema({self._features!r})"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form stored in ``dataset.json``."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "features": {name: spec.to_json() for name, spec in self._features.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Schema:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise SchemaError(
+                f"schema format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            )
+        return cls({name: FeatureSpec.from_json(s) for name, s in data["features"].items()})
+
+    def to_tf_feature_description(self) -> dict[str, Any]:
+        """The feature description ``tf.io.parse_example`` takes (imports TensorFlow):
+        ``FixedLenFeature`` for fixed shapes, ``VarLenFeature`` for ``(None,)`` and
+        ``RaggedFeature`` with row lengths for ``(None, None)``."""
+        import tensorflow as tf
+
+        tf_dtype = {"int64": tf.int64, "float32": tf.float32, "bytes": tf.string}
+        out: dict[str, Any] = {}
+        for name, spec in self._features.items():
+            dtype = tf_dtype[spec.kind]
+            if spec.fixed:
+                out[name] = tf.io.FixedLenFeature(spec.shape, dtype)
+            elif spec.ragged:
+                out[name] = tf.io.RaggedFeature(
+                    dtype,
+                    value_key=name,
+                    partitions=[tf.io.RaggedFeature.RowLengths(f"{name}/row_lengths")],
+                )
+            elif len(spec.shape) == 1:
+                out[name] = tf.io.VarLenFeature(dtype)
+            else:
+                out[name] = tf.io.FixedLenSequenceFeature(spec.shape[1:], dtype, allow_missing=True)
+        return out
+
+
+def infer_schema(examples: Iterable[Mapping[str, Any]]) -> Schema:
+    """Infers a schema from decoded examples (``decode_example`` output): the kind of
+    each feature, and ``()`` / ``(n,)`` when every example has the same number of values,
+    ``(None,)`` otherwise. A feature missing from some examples is ``(None,)``.
+
+    >>> import numpy as np, recordforge as rf
+    >>> rf.infer_schema([{"a": np.array([1]), "b": [b"x", b"y"]}, {"a": np.array([2]), "b": []}])
+    Schema({'a': FeatureSpec(dtype='int64', shape=(), meaning=None), \
+'b': FeatureSpec(dtype='bytes', shape=(None,), meaning=None)})
+    """
+    kinds: dict[str, str] = {}
+    lengths: dict[str, set[int]] = {}
+    present: dict[str, int] = {}
+    count = 0
+    for example in examples:
+        count += 1
+        for name, value in example.items():
+            present[name] = present.get(name, 0) + 1
+            lengths.setdefault(name, set()).add(len(value))
+            kind = _kind_of(value)
+            if kind is None:
+                continue
+            previous = kinds.setdefault(name, kind)
+            if previous != kind:
+                raise SchemaError(
+                    f"feature {name!r} is {previous} in one record, {kind} in another"
+                )
+    features = {}
+    for name, seen in lengths.items():
+        shape: tuple[int | None, ...] = (None,)
+        if len(seen) == 1 and present[name] == count:
+            (n,) = seen
+            shape = () if n == 1 else (n,)
+        dtype: DType = kinds.get(name, "float32")  # type: ignore[assignment]
+        features[name] = FeatureSpec(dtype=dtype, shape=shape)
+    return Schema(features)
+
+
+def _kind_of(value: Any) -> str | None:
+    """The kind of a decoded value; ``None`` for an empty float32 array, which is also
+    what a kind-less Feature decodes to and so says nothing about the kind."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.int64:
+            return "int64"
+        return "float32" if len(value) else None
+    return "bytes"
