@@ -9,7 +9,14 @@ import pytest
 
 import recordforge as rf
 
-MODULES = ["recordforge", "recordforge.errors", "recordforge.example", "recordforge.records"]
+MODULES = [
+    "recordforge",
+    "recordforge.demo",
+    "recordforge.errors",
+    "recordforge.example",
+    "recordforge.records",
+    "recordforge.schema",
+]
 
 
 def _docstrings() -> list[tuple[str, str]]:
