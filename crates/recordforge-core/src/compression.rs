@@ -272,7 +272,11 @@ impl<R: Read> Read for Decoder<R> {
             let status = self
                 .decompress
                 .decompress(&self.buf[self.start..self.end], dst, FlushDecompress::None)
-                .map_err(|e| stream_error(format!("{e} at compressed offset {}", self.consumed)))?;
+                .map_err(|e| {
+                    // zlib has consumed input up to the point where it failed.
+                    let failed_at = self.consumed + (self.decompress.total_in() - before_in);
+                    stream_error(format!("{e} (after {failed_at} compressed bytes)"))
+                })?;
             let consumed = (self.decompress.total_in() - before_in) as usize;
             let produced = (self.decompress.total_out() - before_out) as usize;
             self.start += consumed;

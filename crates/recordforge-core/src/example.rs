@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::wire::{
     len_field_size, put_len_header, put_varint, varint_len, Cursor, WT_FIXED32, WT_LEN, WT_VARINT,
 };
@@ -286,7 +286,18 @@ pub(crate) fn parse_map_entry<'a, V: Default>(
     while !c.at_end() {
         let (field, wt) = c.tag()?;
         match (field, wt) {
-            (1, WT_LEN) => key = c.len_delimited()?.0,
+            (1, WT_LEN) => {
+                let at = c.position();
+                key = c.len_delimited()?.0;
+                // protobuf checks every occurrence of a string field, not only the last.
+                if std::str::from_utf8(key).is_err() {
+                    return Err(Error::Decode {
+                        message,
+                        what: "map key is not valid UTF-8",
+                        position: at,
+                    });
+                }
+            }
             (2, WT_LEN) => {
                 let (payload, at) = c.len_delimited()?;
                 merge_value(payload, at, value.get_or_insert_with(V::default))?;

@@ -408,7 +408,10 @@ fn key_to_py<'py>(py: Python<'py>, key: &[u8], what: &str) -> PyResult<Bound<'py
         Ok(s) => Ok(PyString::new(py, s)),
         Err(_) => Err(crate::errors::decode_error(
             py,
-            format!("{what} name {key:?} is not valid UTF-8"),
+            format!(
+                "{what} name {:?} is not valid UTF-8",
+                String::from_utf8_lossy(key)
+            ),
         )),
     }
 }
