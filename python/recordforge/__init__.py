@@ -28,6 +28,7 @@ from recordforge.example import (
     encode_sequence_example,
     masked_crc32c,
 )
+from recordforge.manifest import Manifest, ShardInfo
 from recordforge.records import RecordStats, TFRecordWriter, read_records, scan_records
 from recordforge.schema import (
     BBox,
@@ -38,21 +39,27 @@ from recordforge.schema import (
     Text,
     infer_schema,
 )
+from recordforge.writer import ConversionReport, ItemError, WriteOptions, write_dataset
 
 __all__ = [
     "BBox",
     "ClassLabel",
+    "ConversionReport",
     "CorruptRecordError",
     "DecodeError",
     "EncodeError",
     "FeatureSpec",
     "Image",
+    "ItemError",
+    "Manifest",
     "RecordStats",
     "RecordforgeError",
     "Schema",
     "SchemaError",
+    "ShardInfo",
     "TFRecordWriter",
     "Text",
+    "WriteOptions",
     "__version__",
     "crc32c",
     "decode_example",
@@ -63,4 +70,5 @@ __all__ = [
     "masked_crc32c",
     "read_records",
     "scan_records",
+    "write_dataset",
 ]

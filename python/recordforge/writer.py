@@ -1,0 +1,506 @@
+"""``write_dataset``: records -> sharded TFRecord files + ``dataset.json``.
+
+Shards are written under a temporary name and renamed when complete; a journal
+(``.recordforge-progress.json``) records each completed shard and how far into the
+input it reached, so a rerun of an interrupted conversion skips the work already done
+and ends with exactly the files an uninterrupted run writes. ``dataset.json`` is written
+last, atomically; then the journal is removed.
+
+>>> import tempfile, recordforge as rf
+>>> rows = [{"id": i, "text": f"row {i}"} for i in range(10)]
+>>> with tempfile.TemporaryDirectory() as d:
+...     manifest = rf.write_dataset(rows, d, max_records=4)
+...     files = [s.file for s in manifest.splits["train"]]
+...     back = [rf.decode_example(r)["id"][0] for f in files for r in rf.read_records(f"{d}/{f}")]
+>>> files
+['train-00000-of-00003.tfrecord', 'train-00001-of-00003.tfrecord', 'train-00002-of-00003.tfrecord']
+>>> back == list(range(10))
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recordforge import _core
+from recordforge.errors import RecordforgeError
+from recordforge.example import encode_example
+from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo, write_json_atomic
+from recordforge.records import TFRecordWriter
+from recordforge.schema import Schema, infer_schema
+
+__all__ = ["DEFAULT_TEMPLATE", "ConversionReport", "ItemError", "WriteOptions", "write_dataset"]
+
+DEFAULT_TEMPLATE = "{split}-{index:05d}-of-{count:05d}.tfrecord"
+JOURNAL_NAME = ".recordforge-progress.json"
+SUFFIXES = {None: "", "gzip": ".gz", "zlib": ".zlib"}
+DEFAULT_MAX_BYTES = 256 * 10**6
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(value: int | str) -> int:
+    """``"256MB"`` -> 256_000_000, ``"1GiB"`` -> 1_073_741_824, ints pass through.
+
+    >>> parse_size("256MB"), parse_size("1GiB"), parse_size(4096)
+    (256000000, 1073741824, 4096)
+    """
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(value)
+    if not m:
+        raise ValueError(f"cannot read size {value!r}: expected e.g. 4096, '256MB' or '1GiB'")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    base = 1024 ** "kmgt".index(unit[0]) * 1024 if unit.endswith("ib") else _UNITS[unit[:1]]
+    return int(number * base)
+
+
+class ItemError(RecordforgeError):
+    """An input item that cannot be converted; ``item`` names it, ``reason`` says why.
+    With ``on_error="skip"`` it is listed in the report; otherwise the conversion stops."""
+
+    def __init__(self, item: str, reason: str) -> None:
+        super().__init__(item, reason)
+        self.item = item
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.item}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WriteOptions:
+    """How records are split into shard files. At most one of ``max_records``,
+    ``max_bytes`` and ``num_shards``; none means ``max_bytes="256MB"``. The name template
+    may use ``{split}``, ``{index}``, ``{count}`` (shards in the split) and ``{records}``
+    (records in that shard), e.g. the Keras example's ``file_{index:02d}-{records}.tfrec``."""
+
+    max_records: int | None = None
+    max_bytes: int | str | None = None
+    num_shards: int | None = None
+    name_template: str = DEFAULT_TEMPLATE
+    compression: str | None = None
+    index: bool = False
+    shuffle: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("max_records", "max_bytes", "num_shards") if getattr(self, n)]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of max_records, max_bytes, num_shards: {given}")
+        if self.max_bytes is not None:
+            object.__setattr__(self, "max_bytes", parse_size(self.max_bytes))
+        for name in ("max_records", "max_bytes", "num_shards"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, not {value}")
+        if self.compression not in SUFFIXES:
+            raise ValueError(
+                f"compression must be None, 'gzip' or 'zlib', not {self.compression!r}"
+            )
+        try:
+            name = self.shard_name("train", 0, 1, 1)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"bad name_template {self.name_template!r}: {e}") from None
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"name_template {self.name_template!r} must give plain file names")
+
+    def shard_name(self, split: str, index: int, count: int, records: int) -> str:
+        name = self.name_template.format(split=split, index=index, count=count, records=records)
+        if self.name_template == DEFAULT_TEMPLATE:
+            name += SUFFIXES[self.compression]
+        return name
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What a conversion did: items read, records written, and every skipped item with
+    its reason. ``counters`` holds named counts (e.g. boxes clipped)."""
+
+    items: int = 0
+    records: int = 0
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def skip(self, item: str, reason: str) -> None:
+        self.skipped.append({"item": item, "reason": reason})
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConversionReport:
+        return cls(
+            items=data.get("items", 0),
+            records=data.get("records", 0),
+            skipped=list(data.get("skipped", [])),
+            counters=dict(data.get("counters", {})),
+        )
+
+
+# An item becomes zero or more records; ItemError rejects it.
+ToRecords = Callable[[Any], Sequence[bytes]]
+
+
+def _default_to_records(item: Any) -> Sequence[bytes]:
+    if isinstance(item, bytes):
+        return (item,)
+    return (encode_example(item),)
+
+
+def _is_columns(data: Any) -> bool:
+    return isinstance(data, Mapping) and all(
+        hasattr(v, "__len__") and not isinstance(v, (str, bytes)) for v in data.values()
+    )
+
+
+def _rows_of(data: Any) -> Sequence[Any] | Iterable[Any]:
+    """Rows from columns (dict of arrays, pyarrow Table, pandas DataFrame) or as given."""
+    if hasattr(data, "to_pydict") and hasattr(data, "num_rows"):  # pyarrow.Table
+        data = data.to_pydict()
+    elif hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas.DataFrame
+        data = {c: data[c].to_numpy() for c in data.columns}
+    if _is_columns(data):
+        columns = {k: v if isinstance(v, np.ndarray) else list(v) for k, v in data.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"columns have different lengths: { {k: len(v) for k, v in columns.items()} }"
+            )
+        n = lengths.pop() if lengths else 0
+        return _ColumnRows(columns, n)
+    return data  # type: ignore[no-any-return]
+
+
+class _ColumnRows(Sequence[dict[str, Any]]):
+    def __init__(self, columns: dict[str, Any], n: int) -> None:
+        self.columns, self.n = columns, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        return {k: v[i] for k, v in self.columns.items()}
+
+
+def _item_name(item: Any, position: int) -> str:
+    return f"item {position}"
+
+
+def _shard_bounds(total: int, num_shards: int) -> list[int]:
+    """Item counts at which shards end, for ``num_shards`` equal-as-possible shards."""
+    return [(i + 1) * total // num_shards for i in range(num_shards)]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    ours = (out / MANIFEST_NAME).exists() or (out / JOURNAL_NAME).exists()
+    if not ours:
+        raise FileExistsError(
+            f"{out}: directory is not empty and is not a recordforge dataset; refusing to write"
+        )
+    if overwrite:
+        for entry in entries:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    elif (out / MANIFEST_NAME).exists():
+        raise FileExistsError(
+            f"{out}: already holds a complete dataset; pass overwrite to replace it"
+        )
+
+
+@dataclasses.dataclass
+class _Shard:
+    """A completed shard, under its intermediate name until the conversion finishes."""
+
+    tmp: str
+    records: int
+    bytes: int
+    sha256: str
+
+    def final(self, options: WriteOptions, split: str, index: int, count: int) -> str:
+        return options.shard_name(split, index, count, self.records)
+
+
+class _Journal:
+    """The on-disk record of progress that makes an interrupted conversion resumable."""
+
+    def __init__(self, out: Path, fingerprint: dict[str, Any]) -> None:
+        self.path = out / JOURNAL_NAME
+        self.fingerprint = fingerprint
+        self.splits: dict[str, dict[str, Any]] = {}
+        self.report = ConversionReport()
+        if self.path.exists():
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("fingerprint") != fingerprint:
+                raise FileExistsError(
+                    f"{out}: holds an unfinished conversion started with other options or "
+                    "input; pass overwrite to start over"
+                )
+            self.splits = data["splits"]
+            self.report = ConversionReport.from_json(data["report"])
+
+    def split(self, name: str) -> dict[str, Any]:
+        return self.splits.setdefault(name, {"shards": [], "position": [0, 0], "done": False})
+
+    def save(self) -> None:
+        write_json_atomic(
+            self.path,
+            {
+                "fingerprint": self.fingerprint,
+                "splits": self.splits,
+                "report": self.report.to_json(),
+            },
+        )
+
+
+class _ShardWriter:
+    """Writes one split's records into shards, completing each atomically."""
+
+    def __init__(self, out: Path, split: str, options: WriteOptions, journal: _Journal) -> None:
+        self.out, self.split, self.options, self.journal = out, split, options, journal
+        self.state = journal.split(split)
+        self.writer: TFRecordWriter | None = None
+        self.records = 0
+        self.offsets: list[int] = []
+        self.sizes: list[int] = []
+
+    @property
+    def index(self) -> int:
+        return len(self.state["shards"])
+
+    def _tmp_name(self) -> str:
+        return f".{self.split}-{self.index:05d}.shard"
+
+    def open_if_needed(self) -> TFRecordWriter:
+        if self.writer is None:
+            self.writer = TFRecordWriter(
+                self.out / f"{self._tmp_name()}.partial", self.options.compression
+            )
+            self.records, self.offsets, self.sizes = 0, [], []
+        return self.writer
+
+    def write(self, record: bytes) -> None:
+        writer = self.open_if_needed()
+        self.offsets.append(writer.write(record))
+        self.sizes.append(len(record) + 16)
+        self.records += 1
+
+    def full(self, next_record: int) -> bool:
+        """Whether the open shard must be completed before ``next_record`` bytes go in."""
+        if not self.records or self.options.num_shards:
+            return False
+        if self.options.max_records:
+            return self.records >= self.options.max_records
+        used = self.offsets[-1] + self.sizes[-1]
+        return used + next_record + 16 > int(self.options.max_bytes or DEFAULT_MAX_BYTES)
+
+    def complete(self, position: tuple[int, int]) -> None:
+        """Closes the current shard (an empty one if none is open), renames it to its
+        intermediate name and records it, with the input position reached, in the journal."""
+        writer = self.open_if_needed()
+        writer.close()
+        name = self._tmp_name()
+        partial = self.out / f"{name}.partial"
+        if self.options.index:
+            lines = "".join(f"{o} {s}\n" for o, s in zip(self.offsets, self.sizes, strict=True))
+            (self.out / f"{name}.idx").write_text(lines, encoding="ascii")
+        shard = _Shard(
+            tmp=name, records=self.records, bytes=partial.stat().st_size, sha256=_sha256(partial)
+        )
+        os.replace(partial, self.out / name)
+        self.state["shards"].append(dataclasses.asdict(shard))
+        self.state["position"] = list(position)
+        self.journal.save()
+        self.writer = None
+        self.records, self.offsets, self.sizes = 0, [], []
+
+    def abandon(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            (self.out / f"{self._tmp_name()}.partial").unlink(missing_ok=True)
+            self.writer = None
+            self.records, self.offsets, self.sizes = 0, [], []
+
+
+def _write_split(
+    rows: Iterable[Any],
+    total: int | None,
+    shards: _ShardWriter,
+    to_records: ToRecords,
+    on_error: str,
+    report: ConversionReport,
+) -> None:
+    options = shards.options
+    start_item, start_record = shards.state["position"]
+    bounds = None
+    if options.num_shards:
+        if total is None:
+            raise ValueError("num_shards needs an input whose length is known; use max_records")
+        bounds = _shard_bounds(total, options.num_shards)
+    consumed = start_item
+    try:
+        for position, item in enumerate(itertools.islice(rows, start_item, None), start_item):
+            while bounds and shards.index < len(bounds) - 1 and bounds[shards.index] <= position:
+                shards.complete((position, 0))
+            try:
+                records = to_records(item)
+            except ItemError as e:
+                if on_error == "fail":
+                    raise
+                report.skip(e.item, e.reason)
+                records = ()
+            first = start_record if position == start_item else 0
+            for k in range(first, len(records)):
+                if shards.full(len(records[k])):
+                    shards.complete((position, k))
+                shards.write(records[k])
+            consumed = position + 1
+            report.items += 1
+        if bounds:
+            while shards.index < len(bounds):
+                shards.complete((consumed, 0))
+        elif shards.writer is not None or shards.index == 0:
+            shards.complete((consumed, 0))
+        shards.state["done"] = True
+        shards.journal.save()
+    except BaseException:
+        shards.abandon()
+        raise
+
+
+def _finalize(
+    out: Path, options: WriteOptions, journal: _Journal
+) -> dict[str, tuple[ShardInfo, ...]]:
+    """Renames completed shards (and indexes) to their final names. Safe to rerun after a
+    crash half-way: a shard already under its final name is taken as renamed."""
+    splits: dict[str, tuple[ShardInfo, ...]] = {}
+    for split, state in journal.splits.items():
+        shards = [_Shard(**d) for d in state["shards"]]
+        infos = []
+        for i, shard in enumerate(shards):
+            final = shard.final(options, split, i, len(shards))
+            for suffix in ("", ".idx") if options.index else ("",):
+                tmp, dst = out / f"{shard.tmp}{suffix}", out / f"{final}{suffix}"
+                if tmp.exists():
+                    os.replace(tmp, dst)
+                elif not dst.exists():
+                    raise FileNotFoundError(
+                        f"{out}: shard {tmp.name} of split {split!r} is missing"
+                    )
+            infos.append(
+                ShardInfo(file=final, records=shard.records, bytes=shard.bytes, sha256=shard.sha256)
+            )
+        splits[split] = tuple(infos)
+    return splits
+
+
+def _infer_from_files(out: Path, splits: Mapping[str, Sequence[ShardInfo]]) -> Schema:
+    return infer_schema(
+        _core.decode_example(record)
+        for shards in splits.values()
+        for shard in shards
+        for record in _core.read_records(out / shard.file, "auto", True)
+    )
+
+
+def write_dataset(
+    data: Any = None,
+    out: str | os.PathLike[str] = ".",
+    *,
+    split: str = "train",
+    splits: Mapping[str, Any] | None = None,
+    schema: Schema | None = None,
+    to_records: ToRecords | None = None,
+    on_error: str = "fail",
+    overwrite: bool = False,
+    source: Mapping[str, Any] | None = None,
+    report: ConversionReport | None = None,
+    options: WriteOptions | None = None,
+    **option_kwargs: Any,
+) -> Manifest:
+    """Writes a dataset directory: sharded TFRecord files and ``dataset.json``.
+
+    ``data`` is an iterable of feature dicts (or of serialized records), or columns: a
+    dict of equal-length arrays, a pyarrow Table or a pandas DataFrame. ``splits`` maps
+    split names to such data instead. ``to_records`` turns one input item into its
+    records (raising :class:`ItemError` for a bad item: ``on_error="fail"`` stops,
+    ``"skip"`` lists it in the report). Sharding options are those of
+    :class:`WriteOptions`, given as keywords or as ``options``.
+
+    A rerun into the directory of an interrupted run resumes from its completed shards;
+    ``overwrite=True`` starts over. A non-empty directory that is not a recordforge
+    dataset is refused.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    options = options or WriteOptions(**option_kwargs)
+    if splits is None:
+        splits = {split: data}
+    out = Path(out)
+    _prepare_out(out, overwrite)
+    fingerprint = {
+        "options": options.fingerprint(),
+        "splits": list(splits),
+        "source": json.loads(json.dumps(source or {}, default=str)),
+    }
+    journal = _Journal(out, fingerprint)
+    report = report or journal.report
+    journal.report = report
+    to_records = to_records or _default_to_records
+    for name, split_data in splits.items():
+        state = journal.split(name)
+        if state["done"]:
+            continue
+        rows = _rows_of(split_data)
+        if options.shuffle:
+            rows = list(rows)
+            order = np.random.default_rng(options.seed).permutation(len(rows))
+            rows = [rows[i] for i in order]
+        total = len(rows) if isinstance(rows, Sequence) else None
+        _write_split(
+            rows, total, _ShardWriter(out, name, options, journal), to_records, on_error, report
+        )
+    final = _finalize(out, options, journal)
+    report.records = sum(s.records for shards in final.values() for s in shards)
+    manifest = Manifest(
+        schema=schema if schema is not None else _infer_from_files(out, final),
+        splits=final,
+        compression=options.compression,
+        index=options.index,
+        source=dict(source or {}),
+        report=report.to_json(),
+        tool_version=_core.__version__,
+    )
+    manifest.save(out)
+    journal.path.unlink(missing_ok=True)
+    return manifest
