@@ -42,6 +42,7 @@ fuzz:
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 bench: dev
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_core.py
 
 clean:
