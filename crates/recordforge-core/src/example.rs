@@ -217,28 +217,45 @@ fn parse_int64_list(buf: &[u8], base: usize, message: &'static str) -> Result<Ve
 /// Features keyed by name, in first-seen order, with protobuf's last-wins on duplicates.
 pub type Features<'a> = Vec<(Cow<'a, [u8]>, Feature<'a>)>;
 
-/// Collects map entries and keeps the last value of a duplicated key.
+/// Collects map entries and keeps the last value of a duplicated key. Small maps (the
+/// common case) are searched linearly; a hash index is built only past `LINEAR_MAX`.
 pub(crate) struct MapBuilder<'a, V> {
     entries: Vec<(Cow<'a, [u8]>, V)>,
-    index: HashMap<Cow<'a, [u8]>, usize>,
+    index: Option<HashMap<Cow<'a, [u8]>, usize>>,
 }
+
+const LINEAR_MAX: usize = 32;
 
 impl<'a, V> MapBuilder<'a, V> {
     pub(crate) fn new() -> Self {
         MapBuilder {
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: None,
         }
     }
 
     pub(crate) fn insert(&mut self, key: Cow<'a, [u8]>, value: V) {
-        match self.index.get(&key) {
-            Some(&i) => self.entries[i].1 = value,
-            None => {
-                self.index.insert(key.clone(), self.entries.len());
-                self.entries.push((key, value));
-            }
+        let found = match &self.index {
+            Some(index) => index.get(&key).copied(),
+            None => self.entries.iter().position(|(k, _)| *k == key),
+        };
+        if let Some(i) = found {
+            self.entries[i].1 = value;
+            return;
         }
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.entries.len());
+        } else if self.entries.len() >= LINEAR_MAX {
+            let mut index: HashMap<Cow<'a, [u8]>, usize> = self
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
+            index.insert(key.clone(), self.entries.len());
+            self.index = Some(index);
+        }
+        self.entries.push((key, value));
     }
 
     pub(crate) fn finish(self) -> Vec<(Cow<'a, [u8]>, V)> {

@@ -58,6 +58,22 @@ pub fn masked_crc32c(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
 // ---------------------------------------------------------------------------------------
 // Encoding
 
+thread_local! {
+    /// Reused output buffer: an encode allocates nothing for its output but the `bytes`.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    BUFFER.with_borrow_mut(|out| {
+        out.clear();
+        let result = f(out);
+        if out.capacity() > 1 << 20 {
+            *out = Vec::new(); // do not keep a huge buffer alive after one big record
+        }
+        result
+    })
+}
+
 enum Kind {
     Int,
     Float,
@@ -276,9 +292,9 @@ fn to_feature<'a>(
     ))
 }
 
-fn feature_name(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<String> {
+fn feature_name<'a>(py: Python<'_>, key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(s.to_str()?.to_string());
+        return s.to_str();
     }
     Err(encode_error(
         py,
@@ -310,14 +326,57 @@ fn mapping_items<'py>(
     ))
 }
 
-fn to_features<'a>(py: Python<'_>, items: &'a Items<'_>) -> PyResult<Vec<(String, Feature<'a>)>> {
+/// Python int/float scalars, collected first so their Features borrow one buffer
+/// instead of allocating a one-value Vec each.
+#[derive(Default)]
+struct Scalars {
+    ints: Vec<i64>,
+    floats: Vec<f32>,
+}
+
+enum Pending<'a> {
+    Int(usize),
+    Float(usize),
+    Ready(Feature<'a>),
+}
+
+fn to_features<'a>(
+    py: Python<'_>,
+    items: &'a Items<'_>,
+    scalars: &mut Scalars,
+) -> PyResult<Vec<(&'a str, Pending<'a>)>> {
     let mut out = Vec::with_capacity(items.len());
     for (k, v) in items {
         let name = feature_name(py, k)?;
-        let f = to_feature(py, &name, v)?;
-        out.push((name, f));
+        let pending = if v.is_exact_instance_of::<PyInt>() || v.is_instance_of::<PyBool>() {
+            scalars.ints.push(to_i64(py, name, v)?);
+            Pending::Int(scalars.ints.len() - 1)
+        } else if v.is_exact_instance_of::<PyFloat>() {
+            scalars.floats.push(v.extract::<f64>()? as f32);
+            Pending::Float(scalars.floats.len() - 1)
+        } else {
+            Pending::Ready(to_feature(py, name, v)?)
+        };
+        out.push((name, pending));
     }
     Ok(out)
+}
+
+fn resolve<'a>(
+    pending: Vec<(&'a str, Pending<'a>)>,
+    scalars: &'a Scalars,
+) -> Vec<(&'a str, Feature<'a>)> {
+    pending
+        .into_iter()
+        .map(|(name, p)| {
+            let f = match p {
+                Pending::Int(i) => Feature::Int64(Cow::Borrowed(&scalars.ints[i..=i])),
+                Pending::Float(i) => Feature::Float(Cow::Borrowed(&scalars.floats[i..=i])),
+                Pending::Ready(f) => f,
+            };
+            (name, f)
+        })
+        .collect()
 }
 
 /// Serializes a mapping of feature name to value as a ``tf.train.Example``.
@@ -342,10 +401,13 @@ pub fn encode_example<'py>(
     mapping: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let items = mapping_items(py, mapping, "an Example")?;
-    let features = to_features(py, &items)?;
-    let mut out = Vec::new();
-    py.detach(|| core::encode_example(&features, &mut out));
-    Ok(PyBytes::new(py, &out))
+    let mut scalars = Scalars::default();
+    let pending = to_features(py, &items, &mut scalars)?;
+    let features = resolve(pending, &scalars);
+    Ok(with_buffer(|out| {
+        py.detach(|| core::encode_example(&features, out));
+        PyBytes::new(py, out)
+    }))
 }
 
 /// Serializes a ``tf.train.SequenceExample``: ``context`` maps names to values (as in
@@ -363,7 +425,9 @@ pub fn encode_sequence_example<'py>(
     feature_lists: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let context_items = mapping_items(py, context, "context")?;
-    let context = to_features(py, &context_items)?;
+    let mut scalars = Scalars::default();
+    let pending = to_features(py, &context_items, &mut scalars)?;
+    let context = resolve(pending, &scalars);
     let lists_map = mapping_items(py, feature_lists, "feature_lists")?;
     let mut lists = Vec::with_capacity(lists_map.len());
     for (k, steps) in &lists_map {
@@ -386,9 +450,10 @@ pub fn encode_sequence_example<'py>(
         }
         lists.push((name, out_steps));
     }
-    let mut out = Vec::new();
-    py.detach(|| core::encode_sequence_example(&context, &lists, &mut out));
-    Ok(PyBytes::new(py, &out))
+    Ok(with_buffer(|out| {
+        py.detach(|| core::encode_sequence_example(&context, &lists, out));
+        PyBytes::new(py, out)
+    }))
 }
 
 // ---------------------------------------------------------------------------------------
