@@ -1,14 +1,35 @@
 //! CRC32C (Castagnoli) and TFRecord's CRC mask.
 //!
-//! The checksum itself comes from the `crc32c` crate, which uses the SSE4.2 / ARMv8 CRC
-//! instructions when the CPU has them.
+//! The checksum itself comes from the `crc-fast` crate: carry-less multiplication folding
+//! (PCLMULQDQ, VPCLMULQDQ with AVX-512, ARMv8 PMULL), picked at run time.
+
+use crc_fast::{CrcAlgorithm, Digest};
 
 const MASK_DELTA: u32 = 0xa282_ead8;
 
 /// CRC32C of `data` (RFC 3720).
 #[inline]
 pub fn crc32c(data: &[u8]) -> u32 {
-    crc32c::crc32c(data)
+    crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
+/// Incremental CRC32C over several pieces.
+pub struct Crc32c(Digest);
+
+impl Default for Crc32c {
+    fn default() -> Self {
+        Crc32c(Digest::new(CrcAlgorithm::Crc32Iscsi))
+    }
+}
+
+impl Crc32c {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn value(&self) -> u32 {
+        self.0.finalize() as u32
+    }
 }
 
 /// TFRecord's mask: `((crc >> 15) | (crc << 17)) + 0xa282ead8`, wrapping.
@@ -50,6 +71,16 @@ mod tests {
         assert_eq!(masked_crc32c(&[0xffu8; 32]), 0xf909_b029);
         assert_eq!(masked_crc32c(b"foo"), 0xfebe_8a61);
         assert_eq!(masked_crc32c(&3u64.to_le_bytes()), 0x0e49_99b0);
+    }
+
+    #[test]
+    fn incremental_equals_one_shot() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut c = Crc32c::default();
+        for chunk in data.chunks(999) {
+            c.update(chunk);
+        }
+        assert_eq!(c.value(), crc32c(&data));
     }
 
     #[test]

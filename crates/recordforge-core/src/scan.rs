@@ -124,20 +124,26 @@ pub fn scan_stream<R: Read>(reader: &mut RecordReader<R>) -> Result<ScanSummary>
     Ok(summary)
 }
 
-/// Scans a file: memory-mapped and parallel when uncompressed, streamed otherwise.
-/// `compression` `None` detects it. `threads` 0 means one per available core.
+/// Files up to this size are mapped with every page populated up front, which lets the
+/// CRC threads run without contending on page faults.
+const POPULATE_MAX: u64 = 4 << 30;
+
+/// Scans a file: memory-mapped (and checked on several threads) when uncompressed,
+/// streamed otherwise. `compression` `None` detects it. `threads` 0 means automatic: one
+/// per core for populated maps, one for larger files, whose page faults serialize.
 pub fn scan_file(
     path: &Path,
     compression: Option<Compression>,
     verify: bool,
     threads: usize,
 ) -> Result<ScanSummary> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
+    let populate = std::fs::metadata(path)?.len() <= POPULATE_MAX;
+    let threads = match threads {
+        0 if populate => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => 1,
+        n => n,
     };
-    match FileRecords::open(path, compression, verify)? {
+    match FileRecords::open_with(path, compression, verify, populate)? {
         FileRecords::Mapped { map, .. } => scan_slice(&map, verify, threads),
         FileRecords::Stream(mut reader) => scan_stream(&mut reader),
     }
