@@ -13,9 +13,9 @@ demo: install
 install: $(BIN)/python
 	$(BIN)/pip install --quiet .
 
-# Development environment: editable install with test and TensorFlow extras.
+# Development environment: editable install with the test, TensorFlow, image and table extras.
 dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,tf]"
+	$(BIN)/pip install --quiet -e ".[dev,tf,images,table]"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
