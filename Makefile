@@ -11,7 +11,7 @@ demo: install
 	$(BIN)/recordforge demo
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet .
+	$(BIN)/pip install --quiet ".[images]"
 
 # Development environment: editable install with the test, TensorFlow, image and table extras.
 dev: $(BIN)/python

@@ -1,0 +1,1 @@
+"""Dataset sources: each turns its input into items and items into records (pure, picklable)."""
