@@ -157,6 +157,8 @@ class ConversionReport:
 
 # An item becomes zero or more records; ItemError rejects it.
 ToRecords = Callable[[Any], Sequence[bytes]]
+# Called after each item with the records and payload bytes it produced.
+Progress = Callable[[int, int], None]
 
 
 def _default_to_records(item: Any) -> Sequence[bytes]:
@@ -359,6 +361,7 @@ def _write_split(
     to_records: ToRecords,
     on_error: str,
     report: ConversionReport,
+    progress: Progress | None,
 ) -> None:
     options = shards.options
     start_item, start_record = shards.state["position"]
@@ -386,6 +389,8 @@ def _write_split(
                 shards.write(records[k])
             consumed = position + 1
             report.items += 1
+            if progress is not None:
+                progress(len(records) - first, sum(len(r) for r in records[first:]))
         if bounds:
             while shards.index < len(bounds):
                 shards.complete((consumed, 0))
@@ -446,6 +451,7 @@ def write_dataset(
     source: Mapping[str, Any] | None = None,
     report: ConversionReport | None = None,
     options: WriteOptions | None = None,
+    progress: Progress | None = None,
     **option_kwargs: Any,
 ) -> Manifest:
     """Writes a dataset directory: sharded TFRecord files and ``dataset.json``.
@@ -459,7 +465,7 @@ def write_dataset(
 
     A rerun into the directory of an interrupted run resumes from its completed shards;
     ``overwrite=True`` starts over. A non-empty directory that is not a recordforge
-    dataset is refused.
+    dataset is refused. ``progress(records, payload_bytes)`` is called after each item.
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
@@ -487,9 +493,8 @@ def write_dataset(
             order = np.random.default_rng(options.seed).permutation(len(rows))
             rows = [rows[i] for i in order]
         total = len(rows) if isinstance(rows, Sequence) else None
-        _write_split(
-            rows, total, _ShardWriter(out, name, options, journal), to_records, on_error, report
-        )
+        shards = _ShardWriter(out, name, options, journal)
+        _write_split(rows, total, shards, to_records, on_error, report, progress)
     final = _finalize(out, options, journal)
     report.records = sum(s.records for shards in final.values() for s in shards)
     manifest = Manifest(
