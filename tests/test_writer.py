@@ -244,3 +244,23 @@ def test_sigkill_mid_conversion_then_resume(tmp_path: Path) -> None:
     reference = tmp_path / "ref"
     subprocess.run([sys.executable, str(script), str(reference)], check=True)
     assert listing(out) == listing(reference)
+
+
+def every_third_is_bad(item: dict[str, Any]) -> tuple[bytes, ...]:
+    """Module level, so worker processes can unpickle it."""
+    if item["id"] % 3 == 2:
+        raise rf.ItemError(f"row {item['id']}", "third")
+    return tuple(rf.encode_example({**item, "copy": k}) for k in range(item["id"] % 3 + 1))
+
+
+def test_workers_do_not_change_the_output(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {
+        "max_records": 7,
+        "to_records": every_third_is_bad,
+        "on_error": "skip",
+        "index": True,
+    }
+    one = rf.write_dataset(rows(60), tmp_path / "one", workers=1, **kwargs)
+    two = rf.write_dataset(rows(60), tmp_path / "two", workers=2, **kwargs)
+    assert one == two and len(one.report["skipped"]) == 20
+    assert listing(tmp_path / "one") == listing(tmp_path / "two")

@@ -21,9 +21,11 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -354,6 +356,14 @@ class _ShardWriter:
             self.records, self.offsets, self.sizes = 0, [], []
 
 
+def _attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | ItemError:
+    """Runs ``to_records``, returning (not raising) an ItemError so it crosses processes."""
+    try:
+        return to_records(item)
+    except ItemError as e:
+        return e
+
+
 def _write_split(
     rows: Iterable[Any],
     total: int | None,
@@ -362,6 +372,7 @@ def _write_split(
     on_error: str,
     report: ConversionReport,
     progress: Progress | None,
+    pool: Any = None,
 ) -> None:
     options = shards.options
     start_item, start_record = shards.state["position"]
@@ -372,16 +383,20 @@ def _write_split(
         bounds = _shard_bounds(total, options.num_shards)
     consumed = start_item
     try:
-        for position, item in enumerate(itertools.islice(rows, start_item, None), start_item):
+        attempt = functools.partial(_attempt, to_records)
+        remaining = itertools.islice(rows, start_item, None)
+        # In order either way: the output does not depend on the number of workers.
+        results = pool.imap(attempt, remaining, chunksize=4) if pool else map(attempt, remaining)
+        for position, records_or_error in enumerate(results, start_item):
             while bounds and shards.index < len(bounds) - 1 and bounds[shards.index] <= position:
                 shards.complete((position, 0))
-            try:
-                records = to_records(item)
-            except ItemError as e:
+            records: Sequence[bytes] = ()
+            if isinstance(records_or_error, ItemError):
                 if on_error == "fail":
-                    raise
-                report.skip(e.item, e.reason)
-                records = ()
+                    raise records_or_error
+                report.skip(records_or_error.item, records_or_error.reason)
+            else:
+                records = records_or_error
             first = start_record if position == start_item else 0
             for k in range(first, len(records)):
                 if shards.full(len(records[k])):
@@ -452,6 +467,7 @@ def write_dataset(
     report: ConversionReport | None = None,
     options: WriteOptions | None = None,
     progress: Progress | None = None,
+    workers: int = 1,
     **option_kwargs: Any,
 ) -> Manifest:
     """Writes a dataset directory: sharded TFRecord files and ``dataset.json``.
@@ -466,6 +482,8 @@ def write_dataset(
     A rerun into the directory of an interrupted run resumes from its completed shards;
     ``overwrite=True`` starts over. A non-empty directory that is not a recordforge
     dataset is refused. ``progress(records, payload_bytes)`` is called after each item.
+    ``workers`` > 1 runs ``to_records`` in that many processes (it must be picklable);
+    records, their order and their shards are the same for any number of workers.
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
@@ -494,7 +512,11 @@ def write_dataset(
             rows = [rows[i] for i in order]
         total = len(rows) if isinstance(rows, Sequence) else None
         shards = _ShardWriter(out, name, options, journal)
-        _write_split(rows, total, shards, to_records, on_error, report, progress)
+        if workers > 1:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                _write_split(rows, total, shards, to_records, on_error, report, progress, pool)
+        else:
+            _write_split(rows, total, shards, to_records, on_error, report, progress)
     final = _finalize(out, options, journal)
     report.records = sum(s.records for shards in final.values() for s in shards)
     manifest = Manifest(
