@@ -171,3 +171,45 @@ def test_large_and_many_features() -> None:
     decoded = rf.decode_example(rf.encode_example({"big": big, **many}))
     np.testing.assert_array_equal(decoded["big"], big)
     assert len(decoded) == 2001 and decoded["f1999"].tolist() == [1999]
+
+
+def test_encode_columns_equals_row_by_row_encoding() -> None:
+    rng = np.random.default_rng(0)
+    n = 200
+    lengths = rng.integers(0, 4, n)
+    splits = np.concatenate([[0], np.cumsum(lengths)])
+    words = [f"w{i}" for i in range(int(splits[-1]))]
+    columns = {
+        "id": np.arange(n),
+        "score": rng.random(n),
+        "box": rng.random((n, 4)).astype(np.float32),
+        "flag": rng.integers(0, 2, n).astype(bool),
+        "name": [f"name {i}" for i in range(n)],
+        "raw": np.array([b"x" * (i % 5) for i in range(n)], dtype=object),
+        "words": (words, splits),
+        "ragged": (rng.integers(-5, 5, int(splits[-1])), splits),
+    }
+    rows = rf.encode_columns(columns)
+    assert len(rows) == n
+    for i in [0, 1, 57, n - 1]:
+        start, end = splits[i], splits[i + 1]
+        expected = {
+            "id": int(columns["id"][i]),
+            "score": float(columns["score"][i]),
+            "box": columns["box"][i],
+            "flag": bool(columns["flag"][i]),
+            "name": columns["name"][i],
+            "raw": columns["raw"][i],
+            "words": np.array(words[start:end], dtype=np.bytes_),
+            "ragged": columns["ragged"][0][start:end],
+        }
+        assert rows[i] == rf.encode_example(expected)
+
+
+def test_encode_columns_errors() -> None:
+    with pytest.raises(rf.EncodeError, match='column "b" has 2 rows, others have 3'):
+        rf.encode_columns({"a": np.arange(3), "b": np.arange(2)})
+    with pytest.raises(rf.EncodeError, match="row 1: expected str or bytes"):
+        rf.encode_columns({"a": ["x", 1]})
+    with pytest.raises(ValueError, match="row splits"):
+        rf.encode_columns({"a": (np.arange(3), np.array([0, 2, 1]))})

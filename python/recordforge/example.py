@@ -23,6 +23,7 @@ __all__ = [
     "crc32c",
     "decode_example",
     "decode_sequence_example",
+    "encode_columns",
     "encode_example",
     "encode_sequence_example",
     "masked_crc32c",
@@ -31,6 +32,7 @@ __all__ = [
 # The functions are the Rust ones, exported as they are: a Python wrapper would add a
 # call layer to the hot path. Their docstrings (below) are executed by the test suite.
 encode_example = _core.encode_example
+encode_columns = _core.encode_columns
 decode_example = _core.decode_example
 encode_sequence_example = _core.encode_sequence_example
 decode_sequence_example = _core.decode_sequence_example

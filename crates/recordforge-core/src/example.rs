@@ -76,7 +76,11 @@ impl Feature<'_> {
 
     /// Appends the serialized `Feature` message (without its own tag or length).
     pub(crate) fn write_message(&self, out: &mut Vec<u8>) {
-        let list_size = self.list_size();
+        self.write_message_sized(out, self.list_size());
+    }
+
+    /// [`write_message`](Feature::write_message) with the list size already known.
+    fn write_message_sized(&self, out: &mut Vec<u8>, list_size: usize) {
         match self {
             Feature::Empty => {}
             Feature::Bytes(values) => {
@@ -358,11 +362,21 @@ fn entry_size(key: &[u8], feature: &Feature<'_>) -> usize {
 pub(crate) fn write_features<K: AsRef<[u8]>>(out: &mut Vec<u8>, features: &[(K, Feature<'_>)]) {
     for (key, feature) in features {
         let key = key.as_ref();
-        put_len_header(out, 1, entry_size(key, feature));
+        // Sizes computed once per feature here (a list's size walks its values).
+        let list_size = feature.list_size();
+        let message_size = match feature {
+            Feature::Empty => 0,
+            _ => len_field_size(list_size),
+        };
+        put_len_header(
+            out,
+            1,
+            len_field_size(key.len()) + len_field_size(message_size),
+        );
         put_len_header(out, 1, key.len());
         out.extend_from_slice(key);
-        put_len_header(out, 2, feature.message_size());
-        feature.write_message(out);
+        put_len_header(out, 2, message_size);
+        feature.write_message_sized(out, list_size);
     }
 }
 

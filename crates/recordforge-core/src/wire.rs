@@ -153,9 +153,9 @@ impl<'a> Cursor<'a> {
 
 #[inline]
 pub(crate) fn varint_len(v: u64) -> usize {
-    // 1 byte per started 7 bits; v == 0 still takes one byte.
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // ceil(bits / 7) without a division (protobuf's formula); v == 0 takes one byte.
+    let log2 = 63 - (v | 1).leading_zeros() as usize;
+    (log2 * 9 + 73) / 64
 }
 
 #[inline]

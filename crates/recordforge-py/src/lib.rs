@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+mod columns;
 mod convert;
 mod errors;
 mod io;
@@ -16,6 +17,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert::decode_example, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_sequence_example, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_sequence_example, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::encode_columns, m)?)?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;
     m.add_class::<io::TFRecordWriter>()?;
