@@ -1,0 +1,701 @@
+"""COCO: instance annotations (+ captions, keypoints) and images -> TFRecord datasets.
+
+:func:`load_coco` reads the JSON files into a :class:`CocoIndex` (plain, picklable
+data); a :class:`CocoSource` turns each image into records, either one per image with
+all its objects (keys of the TensorFlow Object Detection API) or one per annotation
+(exactly the keys and types of the Keras example "Creating TFRecords").
+
+>>> import json, os, tempfile, recordforge as rf
+>>> from recordforge.sources.coco import CocoSource, load_coco, tiny_jpeg
+>>> d = tempfile.mkdtemp()
+>>> with open(f"{d}/a.jpg", "wb") as f:
+...     _ = f.write(tiny_jpeg(width=40, height=20))
+>>> with open(f"{d}/instances.json", "w") as f:
+...     json.dump({"images": [{"id": 7, "file_name": "a.jpg", "width": 40, "height": 20}],
+...                "annotations": [{"id": 1, "image_id": 7, "category_id": 3,
+...                                 "bbox": [4, 2, 20, 10], "area": 200, "iscrowd": 0}],
+...                "categories": [{"id": 3, "name": "car"}]}, f)
+>>> source = CocoSource(index=load_coco(f"{d}/instances.json", d))
+>>> (record,) = source.to_records(source.items()[0])
+>>> ex = rf.decode_example(record)
+>>> ex["image/object/bbox/xmin"].tolist(), ex["image/object/class/text"]
+([0.10000000149011612], [b'car'])
+>>> manifest = rf.write_dataset(source.items(), f"{d}/out", to_records=source.to_records,
+...                             schema=source.schema(), source=source.describe())
+>>> manifest.records()
+1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any, Literal
+
+import numpy as np
+
+from recordforge.errors import SchemaError
+from recordforge.example import encode_example
+from recordforge.schema import BBox, ClassLabel, FeatureSpec, Image, Schema, Text
+from recordforge.writer import ConversionReport, ItemError
+
+__all__ = [
+    "CocoAnnotation",
+    "CocoImage",
+    "CocoIndex",
+    "CocoProblem",
+    "CocoSource",
+    "load_coco",
+    "rle_from_string",
+    "sniff_image",
+    "tiny_jpeg",
+]
+
+Per = Literal["image", "annotation"]
+BadBoxes = Literal["keep", "clip", "skip", "fail"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (those that carry the image size): C0-CF but C4, C8, CC.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoAnnotation:
+    """One object. ``bbox`` is COCO's ``(x, y, width, height)`` in pixels; ``polygons``
+    one tuple of ``x0, y0, x1, y1, ...`` per polygon; a crowd region has ``rle_counts``
+    (uncompressed) and ``rle_size`` ``(height, width)`` instead; ``keypoints`` are
+    ``x, y, visibility`` triples when a keypoints file was given."""
+
+    id: int
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    area: float = 0.0
+    iscrowd: int = 0
+    polygons: tuple[tuple[float, ...], ...] = ()
+    rle_counts: tuple[int, ...] = ()
+    rle_size: tuple[int, int] | None = None
+    keypoints: tuple[float, ...] = ()
+    num_keypoints: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoImage:
+    """One image entry with its annotations and captions: the item a source converts."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+    annotations: tuple[CocoAnnotation, ...] = ()
+    captions: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """How errors and reports name the image: its file name and id."""
+        return f"image {self.file_name} (id {self.id})"
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoProblem:
+    """An input entry found bad at load time (e.g. an annotation whose ``image_id``
+    names no image). It is an item too: converting it raises :class:`ItemError`, so
+    ``on_error="fail"`` stops on it and ``on_error="skip"`` lists it in the report."""
+
+    item: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CocoIndex:
+    """The parsed COCO files: images (in file order) with their annotations, the
+    categories as ``(id, name)`` pairs, and the problems found while loading."""
+
+    annotations_file: str
+    images_dir: str
+    images: tuple[CocoImage, ...]
+    categories: tuple[tuple[int, str], ...]
+    problems: tuple[CocoProblem, ...] = ()
+    captions_file: str | None = None
+    keypoints_file: str | None = None
+    keypoint_names: tuple[str, ...] = ()
+
+    @property
+    def num_annotations(self) -> int:
+        return sum(len(image.annotations) for image in self.images)
+
+
+def _read_json(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise SchemaError(
+            f"{path}: not valid JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise SchemaError(f"{path}: not UTF-8 text at byte {e.start}") from None
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _entries(data: Mapping[str, Any], key: str, path: Any, required: bool = True) -> list[Any]:
+    value = data.get(key)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list):
+        raise SchemaError(f"{path}: expected a list under {key!r}, found {type(value).__name__}")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise SchemaError(f"{path}: {key}[{i}] is not an object")
+    return value
+
+
+def _get(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    value = entry.get(key)
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise SchemaError(f"{where}: {key!r} must be {kind.__name__}, found {value!r}")
+    return value
+
+
+def rle_from_string(counts: str) -> list[int]:
+    """Decodes pycocotools' compressed RLE string into run lengths.
+
+    >>> rle_from_string("61X13")
+    [6, 1, 40, 4]
+    """
+    out: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
+def _annotation(entry: Mapping[str, Any], where: str) -> CocoAnnotation:
+    bbox = entry.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        raise SchemaError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], found {bbox!r}")
+    polygons: tuple[tuple[float, ...], ...] = ()
+    rle_counts: tuple[int, ...] = ()
+    rle_size = None
+    segmentation = entry.get("segmentation")
+    if isinstance(segmentation, list):
+        polygons = tuple(tuple(float(v) for v in poly) for poly in segmentation)
+    elif isinstance(segmentation, dict):
+        counts, size = segmentation.get("counts"), segmentation.get("size")
+        if not (isinstance(size, list) and len(size) == 2):
+            raise SchemaError(f"{where}: RLE 'size' must be [height, width], found {size!r}")
+        decoded = rle_from_string(counts) if isinstance(counts, str) else counts
+        if not isinstance(decoded, list):
+            raise SchemaError(f"{where}: RLE 'counts' must be a list or string")
+        rle_counts, rle_size = tuple(int(c) for c in decoded), (int(size[0]), int(size[1]))
+    return CocoAnnotation(
+        id=_get(entry, "id", int, where),
+        image_id=_get(entry, "image_id", int, where),
+        category_id=_get(entry, "category_id", int, where),
+        bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
+        area=float(entry.get("area", 0.0)),
+        iscrowd=int(entry.get("iscrowd", 0)),
+        polygons=polygons,
+        rle_counts=rle_counts,
+        rle_size=rle_size,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_coco(
+    annotations: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    *,
+    captions: str | os.PathLike[str] | None = None,
+    keypoints: str | os.PathLike[str] | None = None,
+) -> CocoIndex:
+    """Reads COCO JSON files into a :class:`CocoIndex`.
+
+    Malformed JSON or a missing required field raises :class:`~recordforge.SchemaError`
+    naming the file and the position or entry. Annotations, captions and keypoints whose
+    ``image_id`` names no image become :class:`CocoProblem` entries (``index.problems``).
+    Keypoint annotations are matched to instance annotations by ``id``.
+    """
+    data = _read_json(annotations)
+    images: dict[int, dict[str, Any]] = {}
+    for i, entry in enumerate(_entries(data, "images", annotations)):
+        where = f"{annotations}: images[{i}]"
+        image_id = _get(entry, "id", int, where)
+        if image_id in images:
+            raise SchemaError(f"{where}: duplicate image id {image_id}")
+        images[image_id] = {
+            "id": image_id,
+            "file_name": _get(entry, "file_name", str, where),
+            "width": _get(entry, "width", int, where),
+            "height": _get(entry, "height", int, where),
+            "annotations": [],
+            "captions": [],
+        }
+    categories = []
+    for i, entry in enumerate(_entries(data, "categories", annotations)):
+        where = f"{annotations}: categories[{i}]"
+        categories.append((_get(entry, "id", int, where), _get(entry, "name", str, where)))
+    categories.sort()
+    problems: list[CocoProblem] = []
+    by_id: dict[int, CocoAnnotation] = {}
+    for i, entry in enumerate(_entries(data, "annotations", annotations, required=False)):
+        ann = _annotation(entry, f"{annotations}: annotations[{i}]")
+        by_id[ann.id] = ann
+    keypoint_names: tuple[str, ...] = ()
+    if keypoints is not None:
+        kp_data = _read_json(keypoints)
+        for entry in _entries(kp_data, "categories", keypoints, required=False):
+            keypoint_names = keypoint_names or tuple(entry.get("keypoints") or ())
+        for i, entry in enumerate(_entries(kp_data, "annotations", keypoints)):
+            where = f"{keypoints}: annotations[{i}]"
+            values = entry.get("keypoints")
+            if not (isinstance(values, list) and all(_is_number(v) for v in values)):
+                raise SchemaError(f"{where}: 'keypoints' must be a list of numbers")
+            ann = by_id.get(_get(entry, "id", int, where)) or _annotation(entry, where)
+            by_id[ann.id] = dataclasses.replace(
+                ann,
+                keypoints=tuple(float(v) for v in values),
+                num_keypoints=int(entry.get("num_keypoints", 0)),
+            )
+    for ann in by_id.values():
+        if ann.image_id in images:
+            images[ann.image_id]["annotations"].append(ann)
+        else:
+            problems.append(
+                CocoProblem(
+                    f"annotation {ann.id}",
+                    f"image_id {ann.image_id} names no image in {annotations}",
+                )
+            )
+    if captions is not None:
+        cap_data = _read_json(captions)
+        for i, entry in enumerate(_entries(cap_data, "annotations", captions)):
+            where = f"{captions}: annotations[{i}]"
+            image_id = _get(entry, "image_id", int, where)
+            text = _get(entry, "caption", str, where)
+            if image_id in images:
+                images[image_id]["captions"].append(text)
+            else:
+                problems.append(
+                    CocoProblem(
+                        f"caption {entry.get('id')}",
+                        f"image_id {image_id} names no image in {annotations}",
+                    )
+                )
+    return CocoIndex(
+        annotations_file=os.fspath(annotations),
+        images_dir=os.fspath(images_dir),
+        images=tuple(
+            CocoImage(
+                id=e["id"],
+                file_name=e["file_name"],
+                width=e["width"],
+                height=e["height"],
+                annotations=tuple(e["annotations"]),
+                captions=tuple(e["captions"]),
+            )
+            for e in images.values()
+        ),
+        categories=tuple(categories),
+        problems=tuple(problems),
+        captions_file=os.fspath(captions) if captions is not None else None,
+        keypoints_file=os.fspath(keypoints) if keypoints is not None else None,
+        keypoint_names=keypoint_names,
+    )
+
+
+def sniff_image(data: bytes) -> tuple[str, int, int]:
+    """``(format, width, height)`` of a JPEG or PNG from its header, without decoding;
+    raises ``ValueError`` saying what is wrong (not an image, truncated).
+
+    >>> sniff_image(tiny_jpeg(width=3, height=2))
+    ('jpeg', 3, 2)
+    """
+    if data.startswith(PNG_SIGNATURE):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ValueError("PNG without an IHDR chunk")
+        width, height = struct.unpack(">II", data[16:24])
+        if b"IEND" not in data[-16:]:
+            raise ValueError("PNG without its IEND chunk (truncated?)")
+        return "png", width, height
+    if not data.startswith(b"\xff\xd8\xff"):
+        raise ValueError(f"not a JPEG or PNG (starts with {data[:8]!r})")
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise ValueError(f"bad JPEG marker at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in _SOF:
+            if i + 9 > n:
+                break
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            # A marker FF D9 cannot occur inside entropy-coded data (FF is stuffed), so a
+            # file that lacks it near its end was cut short.
+            if b"\xff\xd9" not in data[-1024:]:
+                raise ValueError("JPEG without its end marker (truncated?)")
+            return "jpeg", width, height
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    raise ValueError("JPEG without a frame header (truncated?)")
+
+
+def tiny_jpeg(*, width: int, height: int) -> bytes:
+    """The header-only skeleton of a baseline JPEG (SOI, SOF0, EOI) of the given size:
+    enough for :func:`sniff_image`, not for a decoder. For docs and tests."""
+    sof = struct.pack(">BBHBHHB", 0xFF, 0xC0, 11, 8, height, width, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + sof + b"\xff\xd9"
+
+
+def _box_problem(ann: CocoAnnotation, width: int, height: int) -> str | None:
+    x, y, w, h = ann.bbox
+    if w <= 0 or h <= 0:
+        return f"degenerate box {list(ann.bbox)}: width or height <= 0"
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        return f"box {list(ann.bbox)} reaches outside the {width}x{height} image"
+    return None
+
+
+def _clip(ann: CocoAnnotation, width: int, height: int) -> tuple[float, float, float, float]:
+    x, y, w, h = ann.bbox
+    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+    return x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)
+
+
+def _f32(values: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return np.asarray(values, dtype=np.float32).reshape(-1)
+
+
+def _i64(values: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+def _ragged(rows: Sequence[Sequence[float]], dtype: Any) -> tuple[np.ndarray[Any, Any], ...]:
+    values = np.fromiter((v for row in rows for v in row), dtype=dtype)
+    return values, np.array([len(row) for row in rows], dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CocoSource:
+    """Converts a :class:`CocoIndex`: ``per="image"`` (one record per image with all
+    its objects, TF Object Detection API keys) or ``per="annotation"`` (the Keras
+    example's records). ``bad_boxes`` says what to do with a box of width or height
+    <= 0 or reaching outside its image: ``keep`` (default per annotation), ``clip``
+    (default per image), ``skip`` the object, or ``fail`` the image. ``resize`` (longest
+    side, downscale only) and ``reencode`` (JPEG quality) need Pillow; by default image
+    bytes are stored exactly as in their files."""
+
+    index: CocoIndex
+    per: Per = "image"
+    bad_boxes: BadBoxes | None = None
+    resize: int | None = None
+    reencode: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.per not in ("image", "annotation"):
+            raise ValueError(f"per must be 'image' or 'annotation', not {self.per!r}")
+        if self.bad_boxes is None:
+            object.__setattr__(self, "bad_boxes", "clip" if self.per == "image" else "keep")
+        if self.bad_boxes not in ("keep", "clip", "skip", "fail"):
+            raise ValueError(
+                f"bad_boxes must be 'keep', 'clip', 'skip' or 'fail', not {self.bad_boxes!r}"
+            )
+        if self.resize is not None and self.resize < 1:
+            raise ValueError(f"resize must be >= 1, not {self.resize}")
+        if self.reencode is not None and not 1 <= self.reencode <= 100:
+            raise ValueError(f"reencode (JPEG quality) must be in 1..100, not {self.reencode}")
+
+    @classmethod
+    def from_files(
+        cls,
+        annotations: str | os.PathLike[str],
+        images_dir: str | os.PathLike[str],
+        *,
+        captions: str | os.PathLike[str] | None = None,
+        keypoints: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> CocoSource:
+        """:func:`load_coco` then a source with the given options."""
+        index = load_coco(annotations, images_dir, captions=captions, keypoints=keypoints)
+        return cls(index=index, **kwargs)
+
+    def items(self) -> tuple[CocoImage | CocoProblem, ...]:
+        """The load-time problems (first, so that ``on_error="fail"`` stops before any
+        work), then every image in file order, those without objects included."""
+        return (*self.index.problems, *self.index.images)
+
+    def describe(self) -> dict[str, Any]:
+        """The ``source`` entry of ``dataset.json``; ``bad_boxes_found`` names every
+        degenerate box and what was done with it."""
+        return {
+            "type": "coco",
+            "annotations": self.index.annotations_file,
+            "images_dir": self.index.images_dir,
+            "captions": self.index.captions_file,
+            "keypoints": self.index.keypoints_file,
+            "per": self.per,
+            "bad_boxes": self.bad_boxes,
+            "resize": self.resize,
+            "reencode": self.reencode,
+            "bad_boxes_found": [
+                {"item": item, "reason": reason, "action": self.bad_boxes}
+                for item, reason in self.box_problems()
+            ],
+        }
+
+    def box_problems(self) -> list[tuple[str, str]]:
+        """``(annotation name, what is wrong)`` for every degenerate box."""
+        out = []
+        for image in self.index.images:
+            for ann in image.annotations:
+                problem = _box_problem(ann, image.width, image.height)
+                if problem is not None:
+                    out.append((f"annotation {ann.id} of {image.name}", problem))
+        return out
+
+    def report(self) -> ConversionReport:
+        """A report to pass to ``write_dataset(report=...)``, holding the box counters
+        (``coco/bad_boxes`` and ``coco/bad_boxes/<action>``); with ``bad_boxes="skip"``
+        every dropped object is listed as skipped. Computed from the JSON alone, so it
+        is the same whichever process converts which image."""
+        report = ConversionReport()
+        problems = self.box_problems()
+        report.count("coco/bad_boxes", len(problems))
+        report.count(f"coco/bad_boxes/{self.bad_boxes}", len(problems))
+        if self.bad_boxes == "skip":
+            for item, reason in problems:
+                report.skip(item, f"{reason}; object dropped (bad_boxes='skip')")
+        return report
+
+    def schema(self) -> Schema:
+        """The schema of the records ``to_records`` makes."""
+        labels = ClassLabel(
+            names=tuple(name for _, name in self.index.categories),
+            ids=tuple(i for i, _ in self.index.categories),
+        )
+        formats = {PurePath(i.file_name).suffix.lower() for i in self.index.images}
+        jpeg = self.resize is not None or self.reencode is not None or formats <= {".jpg", ".jpeg"}
+        image = Image(format="jpeg" if jpeg else ("png" if formats == {".png"} else None))
+        if self.per == "annotation":
+            return Schema(
+                {
+                    "image": FeatureSpec(dtype="bytes", meaning=image),
+                    "path": FeatureSpec(dtype="string"),
+                    "area": FeatureSpec(dtype="float32"),
+                    "bbox": FeatureSpec(dtype="float32", shape=(4,), meaning=BBox(layout="xywh")),
+                    "category_id": FeatureSpec(dtype="int64", meaning=labels),
+                    "id": FeatureSpec(dtype="int64"),
+                    "image_id": FeatureSpec(dtype="int64"),
+                }
+            )
+        var = (None,)
+        features = {
+            "image/encoded": FeatureSpec(dtype="bytes", meaning=image),
+            "image/format": FeatureSpec(dtype="string"),
+            "image/height": FeatureSpec(dtype="int64"),
+            "image/width": FeatureSpec(dtype="int64"),
+            "image/filename": FeatureSpec(dtype="string"),
+            "image/source_id": FeatureSpec(dtype="string"),
+            "image/key/sha256": FeatureSpec(dtype="string"),
+            **{
+                f"image/object/bbox/{c}": FeatureSpec(
+                    dtype="float32", shape=var, meaning=BBox(layout=c, normalized=True)
+                )
+                for c in ("xmin", "ymin", "xmax", "ymax")
+            },
+            "image/object/class/label": FeatureSpec(dtype="int64", shape=var, meaning=labels),
+            "image/object/class/text": FeatureSpec(dtype="string", shape=var, meaning=Text()),
+            "image/object/area": FeatureSpec(dtype="float32", shape=var),
+            "image/object/is_crowd": FeatureSpec(dtype="int64", shape=var),
+            "image/object/id": FeatureSpec(dtype="int64", shape=var),
+            "image/object/mask/polygon": FeatureSpec(dtype="float32", shape=(None, None)),
+            "image/object/mask/polygon/count": FeatureSpec(dtype="int64", shape=var),
+            "image/object/mask/rle/counts": FeatureSpec(dtype="int64", shape=(None, None)),
+            "image/object/mask/rle/size": FeatureSpec(dtype="int64", shape=var),
+        }
+        if self.index.keypoints_file is not None:
+            features["image/object/keypoints"] = FeatureSpec(dtype="float32", shape=(None, None))
+            features["image/object/keypoints/num"] = FeatureSpec(dtype="int64", shape=var)
+        if self.index.captions_file is not None:
+            features["image/caption"] = FeatureSpec(dtype="string", shape=var, meaning=Text())
+        return Schema(features)
+
+    def to_records(self, item: CocoImage | CocoProblem) -> tuple[bytes, ...]:
+        """The records of one item (for ``write_dataset(to_records=...)``); raises
+        :class:`~recordforge.ItemError` naming the image (file name and id) when it
+        cannot be converted."""
+        if isinstance(item, CocoProblem):
+            raise ItemError(item.item, item.reason)
+        data, fmt, width, height = self._image(item)
+        sx, sy = width / item.width, height / item.height
+        objects = self._objects(item)
+        if self.per == "annotation":
+            path = os.path.join(self.index.images_dir, item.file_name)
+            return tuple(
+                encode_example(
+                    {
+                        "image": data,
+                        "path": path,
+                        "area": np.float32(ann.area * sx * sy),
+                        "bbox": _f32([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]),
+                        "category_id": ann.category_id,
+                        "id": ann.id,
+                        "image_id": item.id,
+                    }
+                )
+                for ann, box in objects
+            )
+        return (encode_example(self._image_features(item, objects, data, fmt, sx, sy)),)
+
+    def _image_features(
+        self,
+        item: CocoImage,
+        objects: list[tuple[CocoAnnotation, tuple[float, float, float, float]]],
+        data: bytes,
+        fmt: str,
+        sx: float,
+        sy: float,
+    ) -> dict[str, Any]:
+        names = dict(self.index.categories)
+        anns = [ann for ann, _ in objects]
+        boxes = np.array([box for _, box in objects], dtype=np.float64).reshape(-1, 4)
+        polygons = [
+            [v * (sx if k % 2 == 0 else sy) for k, v in enumerate(poly)]
+            for ann in anns
+            for poly in ann.polygons
+        ]
+        features: dict[str, Any] = {
+            "image/encoded": data,
+            "image/format": fmt,
+            "image/height": round(item.height * sy),
+            "image/width": round(item.width * sx),
+            "image/filename": item.file_name,
+            "image/source_id": str(item.id),
+            "image/key/sha256": hashlib.sha256(data).hexdigest(),
+            "image/object/bbox/xmin": _f32(boxes[:, 0] / item.width),
+            "image/object/bbox/ymin": _f32(boxes[:, 1] / item.height),
+            "image/object/bbox/xmax": _f32((boxes[:, 0] + boxes[:, 2]) / item.width),
+            "image/object/bbox/ymax": _f32((boxes[:, 1] + boxes[:, 3]) / item.height),
+            "image/object/class/label": _i64([a.category_id for a in anns]),
+            "image/object/class/text": np.array(
+                [names[a.category_id].encode() for a in anns], dtype=np.bytes_
+            ),
+            "image/object/area": _f32([a.area * sx * sy for a in anns]),
+            "image/object/is_crowd": _i64([a.iscrowd for a in anns]),
+            "image/object/id": _i64([a.id for a in anns]),
+            "image/object/mask/polygon/count": _i64([len(a.polygons) for a in anns]),
+            "image/object/mask/rle/size": _i64([a.rle_size or (0, 0) for a in anns]),
+        }
+        for name, rows, dtype in (
+            ("image/object/mask/polygon", polygons, np.float32),
+            ("image/object/mask/rle/counts", [a.rle_counts for a in anns], np.int64),
+        ):
+            features[name], features[f"{name}/row_lengths"] = _ragged(rows, dtype)
+        if self.index.keypoints_file is not None:
+            rows = [
+                [v * (sx if k % 3 == 0 else sy if k % 3 == 1 else 1) for k, v in enumerate(kp)]
+                for kp in (a.keypoints for a in anns)
+            ]
+            kp_values, kp_lengths = _ragged(rows, np.float32)
+            features["image/object/keypoints"] = kp_values
+            features["image/object/keypoints/row_lengths"] = kp_lengths
+            features["image/object/keypoints/num"] = _i64([a.num_keypoints for a in anns])
+        if self.index.captions_file is not None:
+            features["image/caption"] = np.array(
+                [c.encode() for c in item.captions], dtype=np.bytes_
+            )
+        return features
+
+    def _objects(
+        self, item: CocoImage
+    ) -> list[tuple[CocoAnnotation, tuple[float, float, float, float]]]:
+        """The objects kept, each with its box after the ``bad_boxes`` policy."""
+        out = []
+        known = {i for i, _ in self.index.categories}
+        for ann in item.annotations:
+            if ann.category_id not in known:
+                raise ItemError(
+                    item.name, f"annotation {ann.id}: category_id {ann.category_id} is unknown"
+                )
+            problem = _box_problem(ann, item.width, item.height)
+            box = ann.bbox
+            if problem is not None:
+                if self.bad_boxes == "fail":
+                    raise ItemError(item.name, f"annotation {ann.id}: {problem}")
+                if self.bad_boxes == "skip":
+                    continue
+                if self.bad_boxes == "clip":
+                    box = _clip(ann, item.width, item.height)
+            out.append((ann, box))
+        return out
+
+    def _image(self, item: CocoImage) -> tuple[bytes, str, int, int]:
+        """The bytes to store, their format, width and height; checks the file."""
+        name = PurePath(item.file_name)
+        if name.is_absolute() or name.drive or ".." in name.parts or "\\" in item.file_name:
+            raise ItemError(item.name, f"file_name {item.file_name!r} escapes the image directory")
+        path = Path(self.index.images_dir) / item.file_name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ItemError(item.name, f"image file {path} does not exist") from None
+        except OSError as e:
+            raise ItemError(item.name, f"cannot read image file {path}: {e}") from None
+        try:
+            fmt, width, height = sniff_image(data)
+        except ValueError as e:
+            raise ItemError(item.name, f"{path} is not a readable image: {e}") from None
+        if (width, height) != (item.width, item.height):
+            raise ItemError(
+                item.name,
+                f"{path} is {width}x{height} but the annotations say {item.width}x{item.height}",
+            )
+        if self.resize is None and self.reencode is None:
+            return data, fmt, width, height
+        return self._transcode(item, path, data)
+
+    def _transcode(self, item: CocoImage, path: Path, data: bytes) -> tuple[bytes, str, int, int]:
+        try:
+            from PIL import Image as PILImage
+        except ImportError:
+            raise ImportError("resize and reencode need Pillow: pip install pillow") from None
+        try:
+            with PILImage.open(io.BytesIO(data)) as img:
+                img.load()
+                rgb = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ItemError(item.name, f"{path} cannot be decoded: {e}") from None
+        width, height = rgb.size
+        if self.resize is not None and max(width, height) > self.resize:
+            scale = self.resize / max(width, height)
+            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+            rgb = rgb.resize((width, height), PILImage.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", quality=self.reencode or 95)
+        return buffer.getvalue(), "jpeg", width, height
