@@ -16,6 +16,9 @@ MODULES = [
     "recordforge.example",
     "recordforge.records",
     "recordforge.schema",
+    "recordforge.sources.coco",
+    "recordforge.sources.samples",
+    "recordforge.writer",
 ]
 
 

@@ -130,16 +130,22 @@ class WriteOptions:
 
 @dataclasses.dataclass
 class ConversionReport:
-    """What a conversion did: items read, records written, and every skipped item with
-    its reason. ``counters`` holds named counts (e.g. boxes clipped)."""
+    """What a conversion did: items read, records written, every skipped item with its
+    reason, named counts (``counters``, e.g. boxes clipped) and ``notes`` naming items
+    that were converted but changed or flagged."""
 
     items: int = 0
     records: int = 0
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    notes: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def skip(self, item: str, reason: str) -> None:
         self.skipped.append({"item": item, "reason": reason})
+
+    def note(self, item: str, what: str) -> None:
+        """Names an item that was converted but changed or flagged (a box clipped, ...)."""
+        self.notes.append({"item": item, "reason": what})
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -154,6 +160,7 @@ class ConversionReport:
             records=data.get("records", 0),
             skipped=list(data.get("skipped", [])),
             counters=dict(data.get("counters", {})),
+            notes=list(data.get("notes", [])),
         )
 
 

@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from recordforge import __version__
-from recordforge.cli import demo
+from recordforge.cli import convert, demo
+from recordforge.errors import RecordforgeError
 
-SUBCOMMANDS = {"demo": demo}
+SUBCOMMANDS = {"convert": convert, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = SUBCOMMANDS[args.command].run(args)
+    try:
+        code: int = SUBCOMMANDS[args.command].run(args)
+    except (RecordforgeError, OSError, ValueError) as e:
+        # Errors name their file / item / record already; no traceback for bad input.
+        print(f"recordforge {args.command}: error: {e}", file=sys.stderr)
+        return 1
     return code
 
 

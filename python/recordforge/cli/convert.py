@@ -1,0 +1,98 @@
+"""``recordforge convert coco|images|table``: a source -> ``write_dataset``, with a
+progress bar and a closing summary. The flags shared by every source are defined once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from recordforge.cli._output import conversion_progress, print_summary
+from recordforge.writer import WriteOptions, write_dataset
+
+HELP = "Convert a dataset (COCO, image folder, table) into sharded TFRecord files."
+
+
+def add_shared_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--split", default="train", help="split name (default: train)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--max-records", type=int, help="records per shard (Keras example: 4096)")
+    size.add_argument("--max-bytes", help="bytes per shard, e.g. 256MB (the default)")
+    size.add_argument("--num-shards", type=int, help="exact number of shards")
+    p.add_argument(
+        "--name-template",
+        default=WriteOptions.name_template,
+        help="shard names; fields {split} {index} {count} {records}",
+    )
+    p.add_argument("--compression", choices=["gzip", "zlib"], default=None)
+    p.add_argument("--index", action="store_true", help="write .idx files (DALI / tfrecord)")
+    p.add_argument("--shuffle", action="store_true", help="shuffle items before writing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="encoding processes")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="source", required=True)
+    coco = sub.add_parser("coco", help="COCO instances JSON + image directory")
+    coco.add_argument("--annotations", required=True, help="instances_*.json")
+    coco.add_argument("--images", required=True, help="image directory")
+    coco.add_argument("--captions", help="captions_*.json")
+    coco.add_argument("--keypoints", help="person_keypoints_*.json")
+    coco.add_argument("--per", choices=["image", "annotation"], default="image")
+    coco.add_argument("--bad-boxes", choices=["keep", "clip", "skip", "fail"])
+    coco.add_argument("--resize", type=int, metavar="MAX_SIDE")
+    coco.add_argument("--reencode", type=int, metavar="QUALITY")
+    add_shared_flags(coco)
+
+
+def options_from(args: argparse.Namespace) -> WriteOptions:
+    return WriteOptions(
+        max_records=args.max_records,
+        max_bytes=args.max_bytes,
+        num_shards=args.num_shards,
+        name_template=args.name_template,
+        compression=args.compression,
+        index=args.index,
+        shuffle=args.shuffle,
+        seed=args.seed,
+    )
+
+
+def coco_source(args: argparse.Namespace) -> Any:
+    from recordforge.sources.coco import CocoSource
+
+    kwargs: dict[str, Any] = {"per": args.per, "resize": args.resize, "reencode": args.reencode}
+    if args.bad_boxes:
+        kwargs["bad_boxes"] = args.bad_boxes
+    return CocoSource.from_files(
+        args.annotations, args.images, captions=args.captions, keypoints=args.keypoints, **kwargs
+    )
+
+
+SOURCES = {"coco": coco_source}
+
+
+def run(args: argparse.Namespace) -> int:
+    source = SOURCES[args.source](args)
+    items = source.items()
+    out = Path(args.out)
+    with conversion_progress(len(items), f"convert {args.source}") as progress:
+        manifest = write_dataset(
+            items,
+            out,
+            split=args.split,
+            to_records=source.to_records,
+            schema=source.schema(),
+            source=source.describe(),
+            report=source.report(),
+            on_error=args.on_error,
+            overwrite=args.overwrite,
+            options=options_from(args),
+            progress=progress,
+            workers=args.workers,
+        )
+    print_summary(manifest, out)
+    return 0
