@@ -1,0 +1,257 @@
+"""Image folders: ``ROOT/<class name>/<image>`` -> one ``tf.train.Example`` per image.
+
+The layout Keras ``image_dataset_from_directory`` reads: one subfolder per class, the
+class names sorted to give the label ids (or given as ``class_names``), the images under
+each class folder at any depth. Files directly under ``ROOT`` and hidden files or
+folders (names starting with ``.``) are not items, as in Keras. Every other file is one:
+a file that is not a JPEG, PNG, GIF, BMP or WebP image is an
+:class:`~recordforge.ItemError` naming it (``on_error`` decides), unless ``extensions``
+limits the files taken.
+
+Images are stored byte-identical, with keys following the TensorFlow Object Detection
+API: ``image/encoded``, ``image/format`` (from the file's first bytes, not its name),
+``image/height``, ``image/width`` (from the header, via Pillow, without decoding the
+pixels), ``image/filename`` (the path relative to ``ROOT``), ``image/class/label`` and
+``image/class/text``. ``resize=N`` shrinks images whose longer side exceeds N pixels to
+that size and re-encodes them in their own format; smaller images stay as they are.
+
+>>> import io, tempfile, pathlib, recordforge as rf
+>>> from PIL import Image
+>>> from recordforge.sources.images import ImageFolderSource
+>>> with tempfile.TemporaryDirectory() as d:
+...     for name in ("dog", "cat"):
+...         (pathlib.Path(d) / name).mkdir()
+...         Image.new("RGB", (4, 3)).save(pathlib.Path(d) / name / "a.png")
+...     src = ImageFolderSource(d)
+...     records = [r for item in src.items() for r in src.to_records(item)]
+>>> src.schema()["image/class/label"].meaning
+ClassLabel(names=('cat', 'dog'), ids=None)
+>>> ex = rf.decode_example(records[1])
+>>> ex["image/filename"], ex["image/class/label"], ex["image/class/text"], ex["image/format"]
+([b'dog/a.png'], array([1]), [b'dog'], [b'png'])
+>>> ex["image/height"], ex["image/width"]
+(array([3]), array([4]))
+
+With ``rf.write_dataset``::
+
+    rf.write_dataset(src.items(), out, to_records=src.to_records, schema=src.schema())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from recordforge.example import encode_example
+from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
+from recordforge.writer import ItemError
+
+__all__ = ["ImageFile", "ImageFolderSource", "image_format"]
+
+# Pillow's format names for the formats we detect, to re-encode in the same one.
+_PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}
+_SUFFIX_FORMAT = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".gif": "gif",
+    ".bmp": "bmp",
+    ".webp": "webp",
+}
+
+
+def image_format(data: bytes) -> str | None:
+    """The image format from the first bytes (``jpeg``, ``png``, ``gif``, ``bmp``,
+    ``webp``), or ``None`` when they are none of these.
+
+    >>> image_format(b"\\x89PNG\\r\\n\\x1a\\n..."), image_format(b"GIF89a..."), image_format(b"hi")
+    ('png', 'gif', None)
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFile:
+    """One item: ``path`` relative to the root (``/``-separated) and its class id."""
+
+    path: str
+    label: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Encoded:
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolderSource:
+    """A folder of class folders of images (see the module docstring).
+
+    ``class_names`` fixes the classes and their order (folders not named are not read);
+    by default every non-hidden subfolder is a class, sorted by name. ``extensions``
+    (e.g. ``(".jpg", ".png")``, case-insensitive) limits the files taken; by default
+    every non-hidden file is an item. ``resize`` bounds the longer side in pixels.
+    ``verify=True`` decodes every image fully (slower) so that a corrupt body is an
+    ItemError too; by default only the header is read.
+    """
+
+    root: str | os.PathLike[str]
+    class_names: Sequence[str] | None = dataclasses.field(default=None, kw_only=True)
+    extensions: Sequence[str] | None = dataclasses.field(default=None, kw_only=True)
+    resize: int | None = dataclasses.field(default=None, kw_only=True)
+    verify: bool = dataclasses.field(default=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", str(self.root))
+        root = Path(self.root)
+        if not root.is_dir():
+            raise NotADirectoryError(f"{root}: image folder root is not a directory")
+        if self.resize is not None and (not isinstance(self.resize, int) or self.resize < 1):
+            raise ValueError(
+                f"resize must be a positive int (max side in pixels), not {self.resize}"
+            )
+        if self.extensions is not None:
+            exts = tuple(
+                e.lower() if e.startswith(".") else f".{e.lower()}" for e in self.extensions
+            )
+            object.__setattr__(self, "extensions", exts)
+        if self.class_names is None:
+            names = tuple(
+                sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            )
+            if not names:
+                raise ValueError(f"{root}: no class folders (expected ROOT/<class>/<image>)")
+        else:
+            names = tuple(self.class_names)
+            missing = [n for n in names if not (root / n).is_dir()]
+            if missing:
+                raise ValueError(f"{root}: class folders not found: {missing}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"class_names has duplicates: {list(names)}")
+        object.__setattr__(self, "class_names", names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names, in label order."""
+        return tuple(self.class_names or ())
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into ``dataset.json``'s ``source``."""
+        return {"type": "images", "root": str(self.root), "classes": list(self.names)}
+
+    def items(self) -> tuple[ImageFile, ...]:
+        """Every image file, by class then by path (sorted, so the order is stable)."""
+        out: list[ImageFile] = []
+        root = Path(self.root)
+        for label, name in enumerate(self.names):
+            found = []
+            for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for filename in filenames:
+                    if filename.startswith("."):
+                        continue
+                    if self.extensions is not None and not filename.lower().endswith(
+                        tuple(self.extensions)
+                    ):
+                        continue
+                    found.append(Path(dirpath, filename).relative_to(root).as_posix())
+            out.extend(ImageFile(path, label) for path in sorted(found))
+        return tuple(out)
+
+    def schema(self) -> Schema:
+        """The schema of the records; ``image/encoded``'s format is named when the file
+        extensions (or ``extensions``) say all images are one format."""
+        suffixes = (
+            set(self.extensions)
+            if self.extensions is not None
+            else {PurePosixPath(i.path).suffix.lower() for i in self.items()}
+        )
+        formats = {_SUFFIX_FORMAT.get(s) for s in suffixes}
+        fmt = formats.pop() if len(formats) == 1 else None
+        return Schema(
+            {
+                "image/encoded": FeatureSpec(dtype="bytes", meaning=Image(format=fmt)),
+                "image/format": FeatureSpec(dtype="string"),
+                "image/height": FeatureSpec(dtype="int64"),
+                "image/width": FeatureSpec(dtype="int64"),
+                "image/filename": FeatureSpec(dtype="string"),
+                "image/class/label": FeatureSpec(
+                    dtype="int64", meaning=ClassLabel(names=self.names)
+                ),
+                "image/class/text": FeatureSpec(dtype="string", meaning=Text()),
+            }
+        )
+
+    def to_records(self, item: ImageFile) -> tuple[bytes]:
+        """One image file -> its serialized Example; ItemError for a file that is not a
+        readable image."""
+        path = Path(self.root) / item.path
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ItemError(str(path), f"cannot read: {e.strerror or e}") from None
+        image = self._encoded(path, data)
+        return (
+            encode_example(
+                {
+                    "image/encoded": image.data,
+                    "image/format": image.format,
+                    "image/height": image.height,
+                    "image/width": image.width,
+                    "image/filename": item.path,
+                    "image/class/label": item.label,
+                    "image/class/text": self.names[item.label],
+                }
+            ),
+        )
+
+    def _encoded(self, path: Path, data: bytes) -> _Encoded:
+        fmt = image_format(data[:32])
+        if fmt is None:
+            raise ItemError(
+                str(path), "not a JPEG, PNG, GIF, BMP or WebP image (unknown header bytes)"
+            )
+        from PIL import Image as PILImage
+
+        try:
+            with PILImage.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                if self.verify:
+                    im.load()
+                if self.resize is not None and max(width, height) > self.resize:
+                    return self._resized(im, fmt)
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
+            raise ItemError(str(path), f"cannot decode {fmt} image: {e}") from None
+        return _Encoded(data=data, format=fmt, width=width, height=height)
+
+    def _resized(self, im: Any, fmt: str) -> _Encoded:
+        assert self.resize is not None
+        width, height = im.size
+        scale = self.resize / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = im.resize(size, resample=3)  # bicubic; "P" and "1" images use nearest
+        buffer = io.BytesIO()
+        options: dict[str, Any] = {}
+        if fmt in ("jpeg", "webp"):
+            options["quality"] = 95
+        if fmt == "jpeg" and small.mode not in ("L", "RGB", "CMYK"):
+            small = small.convert("RGB")
+        small.save(buffer, format=_PIL_FORMAT[fmt], **options)
+        return _Encoded(data=buffer.getvalue(), format=fmt, width=size[0], height=size[1])
