@@ -53,3 +53,28 @@ def test_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert info.value.code == 2
     assert "demo" in capsys.readouterr().err
+
+
+def test_convert_table_and_images_cli(tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "taxi"
+    csv = shared_data / "tfx_chicago_taxi" / "data.csv"
+    assert main(["convert", "table", str(csv), "--out", str(out), "--max-records", "6000"]) == 0
+    manifest = rf.Manifest.load(out)
+    assert [s.records for s in manifest.splits["train"]] == [6000, 6000, 3000]
+    # A streamed table has no length up front, so an exact shard count is refused clearly.
+    shards = ["convert", "table", str(csv), "--out", str(tmp_path / "n"), "--num-shards", "3"]
+    assert main(shards) == 1
+    root = tmp_path / "folders"
+    for label, name in [("cat", "chelsea.png"), ("cup", "coffee.png")]:
+        (root / label).mkdir(parents=True)
+        (root / label / name).write_bytes(
+            (shared_data / "pypi_bundled/skimage" / name).read_bytes()
+        )
+    (root / "cup" / "notes.png").write_bytes(b"not an image")
+    images = ["convert", "images", str(root), "--out", str(tmp_path / "img")]
+    assert main(images) == 1  # fails on the non-image, naming it
+    assert main([*images, "--on-error", "skip", "--overwrite"]) == 0
+    manifest = rf.Manifest.load(tmp_path / "img")
+    assert manifest.records() == 2
+    (skipped,) = manifest.report["skipped"]
+    assert "notes.png" in skipped["item"]

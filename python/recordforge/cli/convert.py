@@ -4,6 +4,7 @@ progress bar and a closing summary. The flags shared by every source are defined
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,25 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     coco.add_argument("--resize", type=int, metavar="MAX_SIDE")
     coco.add_argument("--reencode", type=int, metavar="QUALITY")
     add_shared_flags(coco)
+    images = sub.add_parser("images", help="a folder with one subfolder per class")
+    images.add_argument("root", help="folder of class subfolders")
+    images.add_argument("--resize", type=int, metavar="MAX_SIDE")
+    images.add_argument("--verify-images", action="store_true", help="decode every image")
+    add_shared_flags(images)
+    table = sub.add_parser("table", help="CSV, Parquet or JSONL")
+    table.add_argument("file", help="the table file")
+    table.add_argument("--format", choices=["csv", "parquet", "jsonl"])
+    table.add_argument(
+        "--schema", help="dataset.json-style schema JSON to use instead of inference"
+    )
+    table.add_argument("--skip-rows", type=int, default=0, help="lines before the header")
+    table.add_argument(
+        "--nullable-ints",
+        choices=["int64", "float32"],
+        default="int64",
+        help="integer columns with missing values: keep int64, or float32 as TFX writes them",
+    )
+    add_shared_flags(table)
 
 
 def options_from(args: argparse.Namespace) -> WriteOptions:
@@ -72,14 +92,38 @@ def coco_source(args: argparse.Namespace) -> Any:
     )
 
 
-SOURCES = {"coco": coco_source}
+def images_source(args: argparse.Namespace) -> Any:
+    from recordforge.sources.images import ImageFolderSource
+
+    return ImageFolderSource(args.root, resize=args.resize, verify=args.verify_images)
+
+
+def table_source(args: argparse.Namespace) -> Any:
+    from recordforge.schema import Schema
+    from recordforge.sources.table import TableSource
+
+    schema = None
+    if args.schema:
+        schema = Schema.from_json(json.loads(Path(args.schema).read_text(encoding="utf-8")))
+    return TableSource(
+        args.file,
+        format=args.format,
+        schema=schema,
+        skip_rows=args.skip_rows,
+        nullable_ints=args.nullable_ints,
+    )
+
+
+SOURCES = {"coco": coco_source, "images": images_source, "table": table_source}
 
 
 def run(args: argparse.Namespace) -> int:
     source = SOURCES[args.source](args)
     items = source.items()
     out = Path(args.out)
-    with conversion_progress(len(items), f"convert {args.source}") as progress:
+    total = len(items) if hasattr(items, "__len__") else None
+    report = source.report() if hasattr(source, "report") else None
+    with conversion_progress(total, f"convert {args.source}") as progress:
         manifest = write_dataset(
             items,
             out,
@@ -87,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             to_records=source.to_records,
             schema=source.schema(),
             source=source.describe(),
-            report=source.report(),
+            report=report,
             on_error=args.on_error,
             overwrite=args.overwrite,
             options=options_from(args),
