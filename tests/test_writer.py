@@ -264,3 +264,13 @@ def test_workers_do_not_change_the_output(tmp_path: Path) -> None:
     two = rf.write_dataset(rows(60), tmp_path / "two", workers=2, **kwargs)
     assert one == two and len(one.report["skipped"]) == 20
     assert listing(tmp_path / "one") == listing(tmp_path / "two")
+
+
+def test_columns_take_the_batch_path_and_match_row_input(tmp_path: Path) -> None:
+    n = 10_000
+    rng = np.random.default_rng(1)
+    columns = {"id": np.arange(n), "v": rng.random((n, 3)), "s": [f"s{i}" for i in range(n)]}
+    as_rows = [{"id": i, "v": columns["v"][i], "s": columns["s"][i]} for i in range(n)]
+    rf.write_dataset(columns, tmp_path / "cols", max_records=3000)
+    rf.write_dataset(as_rows, tmp_path / "rows", max_records=3000)
+    assert listing(tmp_path / "cols") == listing(tmp_path / "rows")
