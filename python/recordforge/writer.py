@@ -49,6 +49,8 @@ JOURNAL_NAME = ".recordforge-progress.json"
 SUFFIXES = {None: "", "gzip": ".gz", "zlib": ".zlib"}
 DEFAULT_MAX_BYTES = 256 * 10**6
 COLUMN_BATCH = 4096
+# Records considered at once when placing a batch into shards.
+_FIT_WINDOW = 1 << 16
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
@@ -360,11 +362,24 @@ class _ShardWriter:
             self.records, self.offsets, self.sizes = 0, [], []
         return self.writer
 
-    def write(self, record: bytes) -> None:
+    def write_many(self, records: Sequence[bytes]) -> None:
         writer = self.open_if_needed()
-        self.offsets.append(writer.write(record))
-        self.sizes.append(len(record) + 16)
-        self.records += 1
+        self.offsets.extend(writer.write_many(records))
+        self.sizes.extend(len(r) + 16 for r in records)
+        self.records += len(records)
+
+    def fitting(self, records: Sequence[bytes], k: int) -> int:
+        """How many of ``records[k:]`` go into the open shard, which ``full`` has just
+        accepted ``records[k]`` for: the same boundaries as one check per record."""
+        n = min(len(records) - k, _FIT_WINDOW)
+        if self.options.num_shards:
+            return n
+        if self.options.max_records:
+            return min(n, self.options.max_records - self.records)
+        used = self.offsets[-1] + self.sizes[-1] if self.offsets else 0
+        ends = np.cumsum([len(r) + 16 for r in records[k : k + n]]) + used
+        limit = int(self.options.max_bytes or DEFAULT_MAX_BYTES)
+        return max(1, int(np.searchsorted(ends, limit, side="right")))
 
     def full(self, next_record: int) -> bool:
         """Whether the open shard must be completed before ``next_record`` bytes go in."""
@@ -445,10 +460,13 @@ def _write_split(
             else:
                 records = records_or_error
             first = start_record if position == start_item else 0
-            for k in range(first, len(records)):
+            k = first
+            while k < len(records):
                 if shards.full(len(records[k])):
                     shards.complete((position, k))
-                shards.write(records[k])
+                n = shards.fitting(records, k)
+                shards.write_many(records[k : k + n])
+                k += n
             consumed = position + 1
             # A column batch is many input rows, one record each.
             report.items += len(records) if to_records is _encode_batch else 1
