@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import assert_value_equal
 
 import recordforge as rf
 
@@ -38,15 +39,6 @@ ENCODE_TABLE: list[tuple[Any, Any]] = [
     (np.array([], np.float32), np.array([], np.float32)),
     (np.array([], np.bytes_), []),
 ]
-
-
-def assert_value_equal(got: Any, expected: Any) -> None:
-    if isinstance(expected, np.ndarray):
-        assert isinstance(got, np.ndarray)
-        assert got.dtype == expected.dtype
-        np.testing.assert_array_equal(got, expected)
-    else:
-        assert got == expected
 
 
 @pytest.mark.parametrize(

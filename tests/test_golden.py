@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_value_equal
 
 import recordforge as rf
 
@@ -108,15 +109,6 @@ def pytorch_data_features(i: int) -> dict[str, object]:
     """Record ``i`` as create_tfrecord_files built it: x = tf.range(10 i, 10 i + 10)."""
     x = np.arange(10 * i, 10 * i + 10, dtype=np.int64)
     return {"x_byte": [b"test str"], "x_float": x.astype(np.float32), "x_int": x * 10}
-
-
-def assert_value_equal(got: object, expected: object) -> None:
-    if isinstance(expected, np.ndarray):
-        assert isinstance(got, np.ndarray)
-        assert got.dtype == expected.dtype
-        np.testing.assert_array_equal(got, expected)
-    else:
-        assert got == expected
 
 
 def assert_features_equal(got: dict[str, object], expected: dict[str, object]) -> None:

@@ -36,15 +36,6 @@ impl Compression {
         }
     }
 
-    /// The name TensorFlow uses ("" for none).
-    pub fn tf_name(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Gzip => "GZIP",
-            Compression::Zlib => "ZLIB",
-        }
-    }
-
     /// Detects the compression from the first bytes of a file. A valid TFRecord header
     /// (length whose masked CRC matches) wins; then the GZIP magic; then a ZLIB header.
     /// Anything else is read as plain TFRecord, whose framing checks then report it.
@@ -157,10 +148,6 @@ impl<W: Write> Encoder<W> {
         }
         self.inner.flush()?;
         Ok(self.inner)
-    }
-
-    pub fn get_ref(&self) -> &W {
-        &self.inner
     }
 }
 

@@ -4,7 +4,7 @@
 //! stream that ends exactly at a record boundary is a clean end; anything else is an error.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
@@ -58,19 +58,6 @@ impl<W: Write> RecordWriter<W> {
     pub fn finish(self) -> io::Result<W> {
         self.sink.finish()
     }
-
-    pub fn get_ref(&self) -> &W {
-        self.sink.get_ref()
-    }
-}
-
-/// Creates (truncates) `path` and returns a buffered writer over it.
-pub fn create_file(
-    path: &Path,
-    compression: Compression,
-) -> io::Result<RecordWriter<BufWriter<File>>> {
-    let file = File::create(path)?;
-    RecordWriter::new(BufWriter::with_capacity(IO_BUFFER, file), compression)
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read. Errors of the
