@@ -12,6 +12,7 @@ are optional extras, imported when a feature needs them.
 
 from __future__ import annotations
 
+from recordforge import inspect
 from recordforge._core import __version__
 from recordforge.errors import (
     CorruptRecordError,
@@ -69,6 +70,7 @@ __all__ = [
     "encode_example",
     "encode_sequence_example",
     "infer_schema",
+    "inspect",
     "masked_crc32c",
     "read_records",
     "scan_records",

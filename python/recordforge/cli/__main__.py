@@ -7,10 +7,32 @@ import sys
 from collections.abc import Sequence
 
 from recordforge import __version__
-from recordforge.cli import convert, demo
+from recordforge.cli import (
+    convert,
+    count,
+    demo,
+    head,
+    index,
+    info,
+    preview,
+    salvage,
+    stats,
+    verify,
+)
 from recordforge.errors import RecordforgeError
 
-SUBCOMMANDS = {"convert": convert, "demo": demo}
+SUBCOMMANDS = {
+    "convert": convert,
+    "demo": demo,
+    "info": info,
+    "head": head,
+    "count": count,
+    "verify": verify,
+    "salvage": salvage,
+    "index": index,
+    "stats": stats,
+    "preview": preview,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

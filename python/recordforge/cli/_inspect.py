@@ -1,0 +1,89 @@
+"""Helpers shared by the inspection subcommands (info, head, count, verify, salvage,
+index, stats, preview): input arguments, a byte progress bar, JSON and problem output."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from recordforge.inspect import Problem, resolve
+
+# Below this many bytes of input no progress bar is drawn: the work takes moments.
+PROGRESS_MIN_BYTES = 32 << 20
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a dataset directory (with dataset.json), a directory of TFRecord files, a "
+        "glob, or files; GZIP/ZLIB compression is detected",
+    )
+    add_json(p)
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (for scripts) instead")
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    # Piped output is not cut to 80 columns: file paths and tables stay readable.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+@contextlib.contextmanager
+def byte_progress(paths: Sequence[str], description: str) -> Iterator[Any]:
+    """A rich progress bar over the bytes of the input files, on stderr (``--json``
+    output stays clean); yields the ``progress(nbytes)`` callback, or ``None`` when the
+    input is small."""
+    try:
+        total = sum(f.path.stat().st_size for f in resolve(paths) if f.path.is_file())
+    except OSError:
+        total = 0
+    if total < PROGRESS_MIN_BYTES:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.update(task, advance=n)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def print_problems(out: Any, problems: Sequence[Problem], limit: int = 100) -> None:
+    """Each problem on its line (file, record index, byte offset, what), at most ``limit``."""
+    if not problems:
+        return
+    out.print(f"[red]{len(problems)} problem(s):[/]")
+    for p in problems[:limit]:
+        out.print(f"  {p}", markup=False, soft_wrap=True)
+    if len(problems) > limit:
+        out.print(f"  ... and {len(problems) - limit} more (use --json for all)")

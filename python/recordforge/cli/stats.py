@@ -1,0 +1,75 @@
+"""``recordforge stats``: per-feature statistics."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recordforge import inspect
+from recordforge.cli._inspect import add_inputs, byte_progress, console, print_json, print_problems
+
+HELP = "Per-feature statistics: presence, lengths, numbers, top values, images, class labels."
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    add_inputs(parser)
+    parser.add_argument("--max-records", type=int, help="read at most this many records")
+    parser.add_argument("--top", type=int, default=5, help="top values / labels shown (5)")
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    with byte_progress(args.paths, "stats") as progress:
+        result = inspect.stats(
+            args.paths, max_records=args.max_records, top=args.top, progress=progress
+        )
+    code = 1 if result.problems else 0
+    if args.json:
+        print_json(result.to_json())
+        return code
+    out = console()
+    out.print(f"[bold]{result.records:,}[/] {result.record_type} records")
+    table = Table()
+    for column in ("feature", "kind", "present", "length", "min", "max", "mean", "std", "top"):
+        table.add_column(column)
+    for f in result.features:
+        length = f.length
+        lengths = f"{length['min']}..{length['max']} (mean {_num(length['mean'])})"
+        n = f.numbers or {}
+        top = ""
+        if f.top_values:
+            top = ", ".join(f"{v[:24]} ({c})" for v, c in f.top_values[: args.top])
+        elif f.images:
+            im = f.images
+            top = (
+                f"{', '.join(f'{k} {v}' for k, v in im['formats'].items())}; "
+                f"{im['width']['min']}-{im['width']['max']} x "
+                f"{im['height']['min']}-{im['height']['max']} px"
+            )
+        table.add_row(
+            f.name if f.part in ("feature",) else f"{f.name} ({f.part})",
+            f.kind,
+            f"{f.present}/{result.records}",
+            lengths,
+            _num(n.get("min")),
+            _num(n.get("max")),
+            _num(n.get("mean")),
+            _num(n.get("std")),
+            top,
+        )
+    out.print(table)
+    for f in result.features:
+        if f.class_labels:
+            labels = sorted(f.class_labels, key=lambda c: -c["count"])
+            shown = ", ".join(f"{c['name'] or c['id']} ({c['count']})" for c in labels[:20])
+            more = f", ... {len(labels) - 20} more" if len(labels) > 20 else ""
+            out.print(f"[bold]{f.name}[/] classes: {shown}{more}", soft_wrap=True)
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    print_problems(out, result.problems)
+    return code
