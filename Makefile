@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo install dev test lint rust-test py-test fuzz bench clean
+.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-inspect clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -44,6 +44,11 @@ fuzz:
 bench: dev
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_core.py
+
+# count / verify throughput on a generated 2 GB dataset vs TensorFlow and sequential reads.
+bench-inspect: dev
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/bench_inspect.py
 
 clean:
 	rm -rf target $(VENV) python/recordforge/*.so

@@ -43,7 +43,6 @@ import mmap
 import os
 import struct
 import tempfile
-import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -784,22 +783,27 @@ class _Checker:
 _PROGRESS_STEP = 32 << 20
 
 
-def _hash_in_thread(path: Path) -> tuple[threading.Thread, list[str]]:
-    """SHA-256 of a file on another thread (hashlib releases the GIL while hashing)."""
-    out: list[str] = []
+def _start_hashing(items: Sequence[InputFile]) -> dict[Path, Any]:
+    """SHA-256 of every shard listed in a manifest, on a pool of threads (hashlib
+    releases the GIL), running while the records are being checked."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def work() -> None:
+    def sha256(path: Path) -> str:
         h = hashlib.sha256()
         with open(path, "rb", buffering=0) as f:
             buf = bytearray(1 << 22)
             view = memoryview(buf)
             while n := f.readinto(buf):
                 h.update(view[:n])
-        out.append(h.hexdigest())
+        return h.hexdigest()
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    return thread, out
+    paths = [i.path for i in items if i.shard is not None and i.path.is_file()]
+    if not paths:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1))
+    futures = {p: pool.submit(sha256, p) for p in paths}
+    pool.shutdown(wait=False)
+    return futures
 
 
 def verify(
@@ -828,6 +832,7 @@ def verify(
     files, problems = [], []
     checked = ["framing", "crc", "parse"]
     items = resolve(paths)
+    hashing = _start_hashing(items) if checksums else {}
     for item in items:
         found: list[Problem] = []
         if not item.path.is_file():
@@ -840,18 +845,14 @@ def verify(
             )
             continue
         size = item.path.stat().st_size
-        hashing = None
-        if item.shard is not None:
-            if item.shard.bytes != size:
-                found.append(
-                    Problem(
-                        file=str(item.path),
-                        kind="manifest",
-                        message=f"size is {size} bytes, dataset.json says {item.shard.bytes}",
-                    )
+        if item.shard is not None and item.shard.bytes != size:
+            found.append(
+                Problem(
+                    file=str(item.path),
+                    kind="manifest",
+                    message=f"size is {size} bytes, dataset.json says {item.shard.bytes}",
                 )
-            if checksums:
-                hashing = _hash_in_thread(item.path)
+            )
         file_schema = schema or (item.manifest.schema if item.manifest else None)
         checker = _Checker(item.path, file_schema, images)
         want_index = item.index_path.is_file() or bool(item.manifest and item.manifest.index)
@@ -869,15 +870,14 @@ def verify(
             )
         if want_index:
             found.extend(_index_problems(item, framed))
-        if hashing is not None:
-            hashing[0].join()
-            if item.shard is not None and hashing[1] and hashing[1][0] != item.shard.sha256:
+        if item.path in hashing and item.shard is not None:
+            digest = hashing[item.path].result()
+            if digest != item.shard.sha256:
                 found.append(
                     Problem(
                         file=str(item.path),
                         kind="manifest",
-                        message=f"SHA-256 is {hashing[1][0]}, "
-                        f"dataset.json says {item.shard.sha256}",
+                        message=f"SHA-256 is {digest}, dataset.json says {item.shard.sha256}",
                     )
                 )
         files.append(
@@ -931,11 +931,41 @@ def _verify_stream(
         except CorruptRecordError:
             checker.problems.clear()
             framed.clear()
+    if compression is None:
+        # Rust checks the CRCs on another thread (without the GIL) while this one parses;
+        # any damage sends it back to a walk that checks every CRC itself and lists
+        # every problem.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            crcs = pool.submit(_core.scan_records, str(path), None, True, 1)
+            records, problems = _walk_and_parse(path, checker, framed, progress, size, False)
+            try:
+                crcs.result()
+                return records, problems, None
+            except CorruptRecordError:
+                checker.problems.clear()
+                framed.clear()
+                progress = None  # the bar is already full
+    records, problems = _walk_and_parse(path, checker, framed, progress, size, True)
+    return records, problems, compression
+
+
+def _walk_and_parse(
+    path: Path,
+    checker: _Checker,
+    framed: list[tuple[int, int]],
+    progress: Progress | None,
+    size: int,
+    crc: bool,
+) -> tuple[int, list[Problem]]:
+    """Walks one file (its decompression for GZIP/ZLIB), parsing each intact record and
+    checking data CRCs when ``crc``; returns the records and the framing problems."""
     done = 0
-    with _stream(path) as (buf, stream_problem, _):
+    with _stream(path) as (buf, stream_problem, compression):
         index = 0
         spans = []
-        for span in _walk(buf, True):
+        for span in _walk(buf, crc):
             spans.append(span)
             if span.reason is None:
                 checker.check(buf[span.start + 12 : span.end - 4], index, span.start)
@@ -949,8 +979,8 @@ def _verify_stream(
     if stream_problem is not None:
         problems.append(stream_problem)
     if progress is not None:
-        progress(size - done if compression is None else size)
-    return index, problems, compression
+        progress(size - done)
+    return index, problems
 
 
 def _index_problems(item: InputFile, framed: Sequence[tuple[int, int]]) -> list[Problem]:
