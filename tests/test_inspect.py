@@ -589,28 +589,17 @@ def test_preview_draws_boxes(coco: Path, tmp_path: Path) -> None:
         inside[int(y0 - cell.y) : int(y1 - cell.y) + 1, int(x0 - cell.x) : int(x1 - cell.x) + 1] = (
             True
         )
+    # The first box is where the record's normalized coordinates say, in the cell.
+    x0, y0, x1, y1, name = cell.boxes[0]
+    assert x0 == pytest.approx(cell.x + first["image/object/bbox/xmin"][0] * cell.width, abs=0.6)
+    assert y1 == pytest.approx(cell.y + first["image/object/bbox/ymax"][0] * cell.height, abs=0.6)
+    assert name == first["image/object/class/text"][0].decode()
     big = max(cell.boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
     cx, cy = int((big[0] + big[2]) / 2 - cell.x), int((big[1] + big[3]) / 2 - cell.y)
     assert (drawn[cy, cx] != thumb[cy, cx]).any()  # tinted inside the box
-    xmin = float(first["image/object/bbox/xmin"][0]) * cell.width
-    assert (
-        big[0] - cell.x
-        == pytest.approx(
-            float(
-                first["image/object/bbox/xmin"][
-                    np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in cell.boxes])
-                ]
-            )
-            * cell.width,
-            abs=1,
-        )
-        or xmin >= 0
-    )
-    # Far from every box the image is untouched.
-    assert np.array_equal(drawn[~inside][:100], thumb[~inside][:100]) or not (~inside).any()
     assert (drawn[inside] != thumb[inside]).any(axis=-1).mean() > 0.9
-    names = {c["name"] for c in []} or {b[4] for b in cell.boxes}
-    assert all(names)
+    # Outside the boxes the image is untouched (but for label text running past a box).
+    assert (drawn[~inside] == thumb[~inside]).all(axis=-1).mean() > 0.97
 
 
 def test_preview_od_api_and_per_annotation(
