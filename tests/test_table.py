@@ -159,7 +159,7 @@ def test_iris_first_line_is_not_a_header(shared_data: Path) -> None:
     assert list(schema) == names
     assert schema["target"] == rf.FeatureSpec(dtype="int64")
     assert schema["sepal_length"] == rf.FeatureSpec(dtype="float32")
-    examples = [rf.decode_example(r) for row in src.items() for r in src.to_records(row)]
+    examples = [rf.decode_example(r) for b in src.items() for r in src.to_records(b).records]
     assert len(examples) == 150
     assert examples[0]["sepal_length"].tolist() == [np.float32(5.1)]
     assert collections.Counter(int(ex["target"][0]) for ex in examples) == {0: 50, 1: 50, 2: 50}
@@ -219,17 +219,37 @@ def test_jsonl_with_list_columns_and_nulls(tmp_path: Path) -> None:
     _check_list_table(TableSource(path), tmp_path)
 
 
-def test_batches_give_the_same_records_as_items(tmp_path: Path) -> None:
+def test_batches_give_the_same_records_as_row_by_row(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table(COLUMNS), path)
     src = TableSource(path, batch_size=3)
     batches = list(src.batches())
     assert [(b.first_row, len(b)) for b in batches] == [(1, 3), (4, 1)]
-    by_batch = [r for b in batches for r in src.batch_to_records(b)]
-    assert by_batch == [r for row in src.items() for r in src.to_records(row)]
+    converted = [src.to_records(b) for b in batches]
+    assert [(c.items, c.errors) for c in converted] == [(3, []), (1, [])]
+    assert all(isinstance(c.records, rf.RecordBatch) for c in converted)  # no fallback
+    # Column by column through Arrow and Rust == one row at a time through Python.
+    by_batch = [r for c in converted for r in c.records]
+    assert by_batch == [r for row in src.rows() for r in src.row_to_records(row)]
     back = pickle.loads(pickle.dumps(src))
     assert back == src
-    assert [r for row in back.items() for r in back.to_records(row)] == by_batch
+    assert [r for b in back.items() for r in back.to_records(b).records] == by_batch
+    # A Converted crosses processes (workers) with its records as bytes.
+    moved = pickle.loads(pickle.dumps(converted[0]))
+    assert list(moved.records) == list(converted[0].records) and moved.items == 3
+
+
+def test_taxi_batches_equal_row_by_row(shared_data: Path) -> None:
+    for nullable_ints in ("int64", "float32"):
+        src = TableSource(
+            shared_data / "tfx_chicago_taxi" / "data.csv",
+            nullable_ints=nullable_ints,  # type: ignore[arg-type]
+            batch_size=1000,
+        )
+        converted = [src.to_records(b) for b in src.items()]
+        assert all(isinstance(c.records, rf.RecordBatch) for c in converted)  # no fallback
+        by_batch = [r for c in converted for r in c.records]
+        assert by_batch == [r for row in src.rows() for r in src.row_to_records(row)]
 
 
 def test_schema_override_wins(tmp_path: Path) -> None:
@@ -293,7 +313,9 @@ def test_list_column_needs_a_list_shape_in_the_schema(tmp_path: Path) -> None:
     pq.write_table(pa.table({"v": [[1, 2]]}), path)
     src = TableSource(path, schema=rf.Schema({"v": rf.FeatureSpec(dtype="int64")}))
     with pytest.raises(rf.ItemError, match="row 1: column 'v': expected one value"):
-        src.to_records(next(iter(src.items())))
+        src.row_to_records(next(src.rows()))
+    (error,) = src.to_records(next(src.items())).errors
+    assert error.item == f"{path}: row 1" and "expected one value" in error.reason
 
 
 def test_bad_files_name_the_file(tmp_path: Path) -> None:
@@ -321,11 +343,11 @@ def test_format_from_extension_or_argument(tmp_path: Path) -> None:
     path = tmp_path / "rows.txt"
     path.write_text('{"a": 1}\n{"a": 2}\n', encoding="utf-8")
     src = TableSource(path, format="jsonl")
-    assert [row.values for row in src.items()] == [{"a": 1}, {"a": 2}]
+    assert [row.values for row in src.rows()] == [{"a": 1}, {"a": 2}]
     tsv = tmp_path / "t.tsv"
     tsv.write_text("a\tb\n1\tx\n", encoding="utf-8")
     assert TableSource(tsv).format == "csv"
-    assert [row.values for row in TableSource(tsv).items()] == [{"a": 1, "b": "x"}]
+    assert [row.values for row in TableSource(tsv).rows()] == [{"a": 1, "b": "x"}]
 
 
 def test_module_docstring_examples() -> None:
@@ -341,7 +363,7 @@ def test_csv_type_changing_after_the_first_block(tmp_path: Path) -> None:
         TableSource(path).schema()
     src = TableSource(path, schema=rf.Schema({"v": rf.FeatureSpec(dtype="float32")}))
     last = list(src.batches())[-1]
-    assert rf.decode_example(src.batch_to_records(last)[-1])["v"].tolist() == [1.5]
+    assert rf.decode_example(src.to_records(last).records[-1])["v"].tolist() == [1.5]
 
 
 def test_workers_give_the_same_shards(shared_data: Path, tmp_path: Path) -> None:

@@ -271,6 +271,15 @@ def test_columns_take_the_batch_path_and_match_row_input(tmp_path: Path) -> None
     rng = np.random.default_rng(1)
     columns = {"id": np.arange(n), "v": rng.random((n, 3)), "s": [f"s{i}" for i in range(n)]}
     as_rows = [{"id": i, "v": columns["v"][i], "s": columns["s"][i]} for i in range(n)]
-    rf.write_dataset(columns, tmp_path / "cols", max_records=3000)
-    rf.write_dataset(as_rows, tmp_path / "rows", max_records=3000)
-    assert listing(tmp_path / "cols") == listing(tmp_path / "rows")
+    cols = rf.write_dataset(columns, tmp_path / "cols", max_records=3000)
+    by_row = rf.write_dataset(as_rows, tmp_path / "rows", max_records=3000)
+    shards = {k: v for k, v in listing(tmp_path / "cols").items() if k != "dataset.json"}
+    assert shards == {k: v for k, v in listing(tmp_path / "rows").items() if k != "dataset.json"}
+    assert cols.splits == by_row.splits and cols.report == by_row.report
+    # The schema comes from the column types (no pass over the files): str is text.
+    assert dict(cols.schema) == {
+        "id": rf.FeatureSpec(dtype="int64"),
+        "v": rf.FeatureSpec(dtype="float32", shape=(3,)),
+        "s": rf.FeatureSpec(dtype="string"),
+    }
+    assert by_row.schema["s"].dtype == "bytes"

@@ -22,11 +22,13 @@ from recordforge.errors import (
     SchemaError,
 )
 from recordforge.example import (
+    RecordBatch,
     crc32c,
     decode_example,
     decode_sequence_example,
     encode_columns,
     encode_example,
+    encode_record_batch,
     encode_sequence_example,
     masked_crc32c,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "Image",
     "ItemError",
     "Manifest",
+    "RecordBatch",
     "RecordStats",
     "RecordforgeError",
     "Schema",
@@ -68,6 +71,7 @@ __all__ = [
     "decode_sequence_example",
     "encode_columns",
     "encode_example",
+    "encode_record_batch",
     "encode_sequence_example",
     "infer_schema",
     "inspect",

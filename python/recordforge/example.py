@@ -17,6 +17,8 @@ feature; a Feature with no kind decodes to an empty float32 array.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from recordforge import _core
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "decode_sequence_example",
     "encode_columns",
     "encode_example",
+    "encode_record_batch",
     "encode_sequence_example",
     "masked_crc32c",
 ]
@@ -33,6 +36,10 @@ __all__ = [
 # call layer to the hot path. Their docstrings (below) are executed by the test suite.
 encode_example = _core.encode_example
 encode_columns = _core.encode_columns
+encode_record_batch = _core.encode_record_batch
+RecordBatch = _core.RecordBatch
+# A sequence of the serialized records (integer indexing and iteration, like a list).
+Sequence.register(RecordBatch)
 decode_example = _core.decode_example
 encode_sequence_example = _core.encode_sequence_example
 decode_sequence_example = _core.decode_sequence_example

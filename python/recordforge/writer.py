@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -37,12 +38,19 @@ import numpy as np
 
 from recordforge import _core
 from recordforge.errors import RecordforgeError
-from recordforge.example import encode_columns, encode_example
+from recordforge.example import RecordBatch, encode_example, encode_record_batch
 from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo, write_json_atomic
 from recordforge.records import TFRecordWriter
-from recordforge.schema import Schema, infer_schema
+from recordforge.schema import FeatureSpec, Schema, infer_schema
 
-__all__ = ["DEFAULT_TEMPLATE", "ConversionReport", "ItemError", "WriteOptions", "write_dataset"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "ConversionReport",
+    "Converted",
+    "ItemError",
+    "WriteOptions",
+    "write_dataset",
+]
 
 DEFAULT_TEMPLATE = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 JOURNAL_NAME = ".recordforge-progress.json"
@@ -167,8 +175,24 @@ class ConversionReport:
         )
 
 
-# An item becomes zero or more records; ItemError rejects it.
-ToRecords = Callable[[Any], Sequence[bytes]]
+@dataclasses.dataclass
+class Converted:
+    """What ``to_records`` returns for an item that stands for several input items (a
+    batch of table rows): their records, how many input items they were, and an
+    :class:`ItemError` for each one rejected (raised with ``on_error="fail"``, listed
+    in the report with ``"skip"``)."""
+
+    records: Sequence[bytes]
+    items: int = 1
+    errors: list[ItemError] = dataclasses.field(default_factory=list)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A RecordBatch stays in Rust; across processes its records travel as bytes.
+        return (Converted, (list(self.records), self.items, self.errors))
+
+
+# An item becomes zero or more records (or a Converted); ItemError rejects it.
+ToRecords = Callable[[Any], Sequence[bytes] | Converted]
 # Called after each item with the records and payload bytes it produced.
 Progress = Callable[[int, int], None]
 
@@ -233,28 +257,140 @@ class _ColumnRows(Sequence[dict[str, Any]]):
             for v in self.columns.values()
         )
 
-    def batches(self, size: int) -> _ColumnBatches:
-        return _ColumnBatches(self, size)
+    def schema(self) -> Schema | None:
+        """The schema these columns encode to, from their types alone (None when a
+        column's type can only be told from its values' records)."""
+        features = {}
+        for name, column in self.columns.items():
+            spec = _column_spec(column)
+            if spec is None:
+                return None
+            features[name] = spec
+        return Schema(features)
+
+
+def _column_spec(column: Any) -> FeatureSpec | None:
+    """Dtype and shape of a column: a NumPy array or a list of str/bytes."""
+    if isinstance(column, np.ndarray):
+        kind = column.dtype.kind
+        if kind in "biu":
+            return FeatureSpec(dtype="int64", shape=column.shape[1:])
+        if kind == "f":
+            return FeatureSpec(dtype="float32", shape=column.shape[1:])
+        if kind in "SU":
+            return FeatureSpec(dtype="bytes" if kind == "S" else "string", shape=column.shape[1:])
+        if kind != "O" or column.ndim != 1:
+            return None
+    types = {type(v) for v in column}
+    if types == {str}:
+        return FeatureSpec(dtype="string")
+    if types == {bytes}:
+        return FeatureSpec(dtype="bytes")
+    return None
 
 
 class _ColumnBatches(Sequence[dict[str, Any]]):
-    """Consecutive row ranges of columns: each item becomes many records in one Rust call."""
+    """Consecutive row ranges of columns: each item becomes many records in one Rust
+    call. Ranges hold at most ``size`` rows and never straddle a row in ``cuts``."""
 
-    def __init__(self, rows: _ColumnRows, size: int) -> None:
-        self.rows, self.size = rows, size
+    def __init__(
+        self, n: int, size: int, cuts: Sequence[int], get: Callable[[int, int], dict[str, Any]]
+    ) -> None:
+        points = sorted({*range(0, n, size), *(c for c in cuts if 0 < c < n), n})
+        self.ranges = list(itertools.pairwise(points)) if n else []
+        self.get = get
 
     def __len__(self) -> int:
-        return -(-self.rows.n // self.size)
+        return len(self.ranges)
 
     def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        part = slice(i * self.size, (i + 1) * self.size)
-        return {k: v[part] for k, v in self.rows.columns.items()}
+        start, stop = self.ranges[i]
+        return self.get(start, stop)
+
+    def item_bounds(self, row_bounds: Sequence[int]) -> list[int]:
+        """Item counts at which shards end, for shards ending at ``row_bounds`` rows."""
+        stops = [stop for _, stop in self.ranges]
+        return [bisect.bisect_right(stops, b) for b in row_bounds]
 
 
-def _encode_batch(batch: dict[str, Any]) -> Sequence[bytes]:
-    return encode_columns(batch)
+def _column_batches(rows: _ColumnRows, size: int, cuts: Sequence[int]) -> _ColumnBatches:
+    columns = rows.columns
+    return _ColumnBatches(rows.n, size, cuts, lambda a, b: {k: v[a:b] for k, v in columns.items()})
+
+
+def _arrow_batches(table: Any, schema: Schema, size: int, cuts: Sequence[int]) -> _ColumnBatches:
+    from recordforge.arrow import arrow_columns
+
+    return _ColumnBatches(
+        table.num_rows, size, cuts, lambda a, b: arrow_columns(table.slice(a, b - a), schema)
+    )
+
+
+def _arrow_schema(table: Any) -> Schema:
+    from recordforge.arrow import infer_spec
+
+    return Schema(
+        {f.name: infer_spec(f.name, f.type, table.column(f.name).null_count) for f in table.schema}
+    )
+
+
+def _is_arrow(data: Any) -> bool:
+    return hasattr(data, "to_pydict") and hasattr(data, "num_rows") and hasattr(data, "slice")
+
+
+def _encode_batch(batch: dict[str, Any]) -> Converted:
+    records = encode_record_batch(batch)
+    return Converted(records, len(records))
+
+
+@dataclasses.dataclass
+class _SplitPlan:
+    """How one split's data is fed to ``_write_split``."""
+
+    rows: Iterable[Any]
+    total: int | None
+    to_records: ToRecords | None = None  # None: the caller's
+    bounds: list[int] | None = None  # item counts at which shards end (num_shards)
+    schema: Schema | None = None  # known from column types
+
+
+def _plan_split(data: Any, plain: bool, options: WriteOptions) -> _SplitPlan:
+    """Columns (NumPy, pyarrow, pandas) with the default conversion go to Rust a batch
+    at a time, with no Python work per row; anything else goes item by item."""
+    order = None
+    if _is_arrow(data) and plain:
+        schema = _arrow_schema(data)
+        if options.shuffle:
+            order = np.random.default_rng(options.seed).permutation(data.num_rows)
+            data = data.take(order)
+        cuts = _shard_bounds(data.num_rows, options.num_shards) if options.num_shards else []
+        batches = _arrow_batches(data, schema, COLUMN_BATCH, cuts)
+        return _SplitPlan(
+            batches, len(batches), _encode_batch, batches.item_bounds(cuts) or None, schema
+        )
+    rows = _rows_of(data)
+    if options.shuffle:
+        if isinstance(rows, _ColumnRows):
+            rows = rows.reordered(np.random.default_rng(options.seed).permutation(len(rows)))
+        else:
+            rows = list(rows)
+            rows = [rows[i] for i in np.random.default_rng(options.seed).permutation(len(rows))]
+    if plain and isinstance(rows, _ColumnRows) and rows.batchable():
+        cuts = _shard_bounds(rows.n, options.num_shards) if options.num_shards else []
+        batches = _column_batches(rows, COLUMN_BATCH, cuts)
+        return _SplitPlan(
+            batches, len(batches), _encode_batch, batches.item_bounds(cuts) or None, rows.schema()
+        )
+    known = rows.schema() if plain and isinstance(rows, _ColumnRows) else None
+    total = len(rows) if isinstance(rows, Sequence) else None
+    return _SplitPlan(rows, total, schema=known)
+
+
+def _frame_sizes(records: Sequence[bytes]) -> np.ndarray:
+    """Bytes each record takes in a file: its size plus 16 bytes of framing."""
+    if isinstance(records, RecordBatch):
+        return records.sizes() + 16
+    return np.fromiter((len(r) + 16 for r in records), dtype=np.int64, count=len(records))
 
 
 def _shard_bounds(total: int, num_shards: int) -> list[int]:
@@ -344,8 +480,10 @@ class _ShardWriter:
         self.state = journal.split(split)
         self.writer: TFRecordWriter | None = None
         self.records = 0
-        self.offsets: list[int] = []
-        self.sizes: list[int] = []
+        # Per record of the open shard, in chunks: frame offsets and frame sizes.
+        self.offsets: list[np.ndarray] = []
+        self.sizes: list[np.ndarray] = []
+        self.used = 0
 
     @property
     def index(self) -> int:
@@ -359,36 +497,41 @@ class _ShardWriter:
             self.writer = TFRecordWriter(
                 self.out / f"{self._tmp_name()}.partial", self.options.compression
             )
-            self.records, self.offsets, self.sizes = 0, [], []
+            self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
         return self.writer
 
-    def write_many(self, records: Sequence[bytes]) -> None:
+    def write_many(self, records: Sequence[bytes], sizes: np.ndarray, start: int, n: int) -> None:
+        """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``."""
         writer = self.open_if_needed()
-        self.offsets.extend(writer.write_many(records))
-        self.sizes.extend(len(r) + 16 for r in records)
-        self.records += len(records)
+        if isinstance(records, RecordBatch):
+            offsets = writer.write_batch(records, start, start + n)
+        else:
+            offsets = np.asarray(writer.write_many(records[start : start + n]), dtype=np.uint64)
+        self.offsets.append(offsets)
+        self.sizes.append(sizes)
+        self.used += int(sizes.sum())
+        self.records += n
 
-    def fitting(self, records: Sequence[bytes], k: int) -> int:
-        """How many of ``records[k:]`` go into the open shard, which ``full`` has just
-        accepted ``records[k]`` for: the same boundaries as one check per record."""
-        n = min(len(records) - k, _FIT_WINDOW)
+    def fitting(self, sizes: np.ndarray) -> int:
+        """How many records of frame ``sizes`` go into the open shard, which ``full`` has
+        just accepted the first for: the same boundaries as one check per record."""
+        n = len(sizes)
         if self.options.num_shards:
             return n
         if self.options.max_records:
             return min(n, self.options.max_records - self.records)
-        used = self.offsets[-1] + self.sizes[-1] if self.offsets else 0
-        ends = np.cumsum([len(r) + 16 for r in records[k : k + n]]) + used
+        ends = np.cumsum(sizes) + self.used
         limit = int(self.options.max_bytes or DEFAULT_MAX_BYTES)
         return max(1, int(np.searchsorted(ends, limit, side="right")))
 
-    def full(self, next_record: int) -> bool:
-        """Whether the open shard must be completed before ``next_record`` bytes go in."""
+    def full(self, next_frame: int) -> bool:
+        """Whether the open shard must be completed before a frame of ``next_frame``
+        bytes goes in."""
         if not self.records or self.options.num_shards:
             return False
         if self.options.max_records:
             return self.records >= self.options.max_records
-        used = self.offsets[-1] + self.sizes[-1]
-        return used + next_record + 16 > int(self.options.max_bytes or DEFAULT_MAX_BYTES)
+        return self.used + next_frame > int(self.options.max_bytes or DEFAULT_MAX_BYTES)
 
     def complete(self, position: tuple[int, int]) -> None:
         """Closes the current shard (an empty one if none is open), renames it to its
@@ -398,7 +541,11 @@ class _ShardWriter:
         name = self._tmp_name()
         partial = self.out / f"{name}.partial"
         if self.options.index:
-            lines = "".join(f"{o} {s}\n" for o, s in zip(self.offsets, self.sizes, strict=True))
+            offsets = np.concatenate(self.offsets) if self.offsets else np.zeros(0, np.uint64)
+            sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
+            lines = "".join(
+                f"{o} {s}\n" for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)
+            )
             (self.out / f"{name}.idx").write_text(lines, encoding="ascii")
         shard = _Shard(
             tmp=name, records=self.records, bytes=partial.stat().st_size, sha256=_sha256(partial)
@@ -408,17 +555,17 @@ class _ShardWriter:
         self.state["position"] = list(position)
         self.journal.save()
         self.writer = None
-        self.records, self.offsets, self.sizes = 0, [], []
+        self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
 
     def abandon(self) -> None:
         if self.writer is not None:
             self.writer.close()
             (self.out / f"{self._tmp_name()}.partial").unlink(missing_ok=True)
             self.writer = None
-            self.records, self.offsets, self.sizes = 0, [], []
+            self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
 
 
-def _attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | ItemError:
+def _attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | Converted | ItemError:
     """Runs ``to_records``, returning (not raising) an ItemError so it crosses processes."""
     try:
         return to_records(item)
@@ -435,11 +582,11 @@ def _write_split(
     report: ConversionReport,
     progress: Progress | None,
     pool: Any = None,
+    bounds: list[int] | None = None,
 ) -> None:
     options = shards.options
     start_item, start_record = shards.state["position"]
-    bounds = None
-    if options.num_shards:
+    if options.num_shards and bounds is None:
         if total is None:
             raise ValueError("num_shards needs an input whose length is known; use max_records")
         bounds = _shard_bounds(total, options.num_shards)
@@ -453,25 +600,33 @@ def _write_split(
             while bounds and shards.index < len(bounds) - 1 and bounds[shards.index] <= position:
                 shards.complete((position, 0))
             records: Sequence[bytes] = ()
+            items = 1
+            first = start_record if position == start_item else 0
             if isinstance(records_or_error, ItemError):
                 if on_error == "fail":
                     raise records_or_error
                 report.skip(records_or_error.item, records_or_error.reason)
+            elif isinstance(records_or_error, Converted):
+                records, items = records_or_error.records, records_or_error.items
+                for error in records_or_error.errors if first == 0 else ():
+                    if on_error == "fail":
+                        raise error
+                    report.skip(error.item, error.reason)
             else:
                 records = records_or_error
-            first = start_record if position == start_item else 0
+            frames = _frame_sizes(records)
             k = first
             while k < len(records):
-                if shards.full(len(records[k])):
+                if shards.full(int(frames[k])):
                     shards.complete((position, k))
-                n = shards.fitting(records, k)
-                shards.write_many(records[k : k + n])
+                n = shards.fitting(frames[k : k + _FIT_WINDOW])
+                shards.write_many(records, frames[k : k + n], k, n)
                 k += n
             consumed = position + 1
-            # A column batch is many input rows, one record each.
-            report.items += len(records) if to_records is _encode_batch else 1
+            report.items += items
             if progress is not None:
-                progress(len(records) - first, sum(len(r) for r in records[first:]))
+                n = len(records) - first
+                progress(n, int(frames[first:].sum()) - 16 * n)
         if bounds:
             while shards.index < len(bounds):
                 shards.complete((consumed, 0))
@@ -508,6 +663,19 @@ def _finalize(
             )
         splits[split] = tuple(infos)
     return splits
+
+
+def _schema_of(
+    column_schemas: Sequence[Schema | None],
+    out: Path,
+    splits: Mapping[str, Sequence[ShardInfo]],
+) -> Schema:
+    """The schema of columns when every split was given as columns of one schema
+    (no pass over the written files); otherwise inferred from the records written."""
+    first = column_schemas[0] if column_schemas else None
+    if first is not None and all(s == first for s in column_schemas):
+        return first
+    return _infer_from_files(out, splits)
 
 
 def _infer_from_files(out: Path, splits: Mapping[str, Sequence[ShardInfo]]) -> Schema:
@@ -567,34 +735,25 @@ def write_dataset(
     report = report or journal.report
     journal.report = report
     custom, to_records = to_records, to_records or _default_to_records
+    column_schemas: list[Schema | None] = []
     for name, split_data in splits.items():
-        state = journal.split(name)
-        if state["done"]:
+        plan = _plan_split(split_data, custom is None, options)
+        column_schemas.append(plan.schema)
+        if journal.split(name)["done"]:
             continue
-        rows = _rows_of(split_data)
-        split_to_records = to_records
-        if options.shuffle and isinstance(rows, _ColumnRows):
-            rows = rows.reordered(np.random.default_rng(options.seed).permutation(len(rows)))
-        elif options.shuffle:
-            rows = list(rows)
-            rows = [rows[i] for i in np.random.default_rng(options.seed).permutation(len(rows))]
-        fast = custom is None and not options.num_shards
-        if fast and isinstance(rows, _ColumnRows) and rows.batchable():
-            # Columns go to Rust a batch at a time: no Python work per row.
-            rows, split_to_records = rows.batches(COLUMN_BATCH), _encode_batch
-        total = len(rows) if isinstance(rows, Sequence) else None
+        split_to_records = plan.to_records or to_records
         shards = _ShardWriter(out, name, options, journal)
-        if workers > 1:
+        args = (plan.rows, plan.total, shards, split_to_records, on_error, report, progress)
+        if workers > 1 and split_to_records is not _encode_batch:
+            # (Column batches are encoded on threads in Rust already.)
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                _write_split(
-                    rows, total, shards, split_to_records, on_error, report, progress, pool
-                )
+                _write_split(*args, pool=pool, bounds=plan.bounds)
         else:
-            _write_split(rows, total, shards, split_to_records, on_error, report, progress)
+            _write_split(*args, bounds=plan.bounds)
     final = _finalize(out, options, journal)
     report.records = sum(s.records for shards in final.values() for s in shards)
     manifest = Manifest(
-        schema=schema if schema is not None else _infer_from_files(out, final),
+        schema=schema if schema is not None else _schema_of(column_schemas, out, final),
         splits=final,
         compression=options.compression,
         index=options.index,

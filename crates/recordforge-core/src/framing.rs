@@ -45,6 +45,15 @@ impl<W: Write> RecordWriter<W> {
         Ok(at)
     }
 
+    /// Writes records that are already framed (each one `length | crc | data | crc`, as
+    /// [`crate::columns::encode_batch`] makes them). Returns the offset of the first one in the record stream.
+    pub fn write_framed(&mut self, framed: &[u8]) -> io::Result<u64> {
+        self.sink.write_all(framed)?;
+        let at = self.offset;
+        self.offset += framed.len() as u64;
+        Ok(at)
+    }
+
     /// Bytes of the uncompressed record stream written so far.
     pub fn offset(&self) -> u64 {
         self.offset

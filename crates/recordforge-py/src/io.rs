@@ -4,6 +4,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use numpy::PyArray1;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
@@ -11,6 +12,7 @@ use recordforge_core::framing::{stream_records, FileRecords, Frame};
 use recordforge_core::scan::{scan_file, scan_stream};
 use recordforge_core::{Compression, Error, RecordWriter};
 
+use crate::columns::RecordBatch;
 use crate::convert::with_bytes;
 use crate::errors::to_py;
 use crate::pyfile::{take_py_error, PyReader, PyWriter};
@@ -177,6 +179,35 @@ impl TFRecordWriter {
                 .collect::<std::io::Result<Vec<u64>>>()
         })
         .map_err(|e| map_err(py, Error::Io(e), name))
+    }
+
+    /// Writes records ``start..stop`` of a ``RecordBatch`` (all by default) in one call;
+    /// returns their offsets as a uint64 array.
+    #[pyo3(signature = (batch, start=0, stop=None))]
+    fn write_batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: PyRef<'py, RecordBatch>,
+        start: usize,
+        stop: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let name = &self.name;
+        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
+        let n = batch.batch.len();
+        let stop = stop.unwrap_or(n);
+        if start > stop || stop > n {
+            return Err(PyValueError::new_err(format!(
+                "records {start}..{stop} are not within a batch of {n}"
+            )));
+        }
+        let frames = batch.frames(start, stop);
+        let at = py
+            .detach(|| sink.write_framed(frames))
+            .map_err(|e| map_err(py, Error::Io(e), name))?;
+        Ok(PyArray1::from_iter(
+            py,
+            batch.frame_starts(start, stop).map(|o| o + at),
+        ))
     }
 
     /// Flushes buffered bytes to the file (a compressed stream is completed only by close).

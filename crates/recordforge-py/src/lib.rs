@@ -18,6 +18,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert::encode_sequence_example, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_sequence_example, m)?)?;
     m.add_function(wrap_pyfunction!(columns::encode_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::encode_record_batch, m)?)?;
+    m.add_class::<columns::RecordBatch>()?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;
     m.add_class::<io::TFRecordWriter>()?;

@@ -25,19 +25,17 @@ because float32 cannot hold every integer (census tract 17031839100 becomes
 ...     _ = path.write_text("id,name,score\\n1,ann,0.5\\n2,,\\n")
 ...     src = TableSource(path)
 ...     schema = src.schema()
-...     records = [r for row in src.items() for r in src.to_records(row)]
+...     records = [r for batch in src.items() for r in src.to_records(batch).records]
 >>> [(name, spec.dtype, spec.shape) for name, spec in schema.items()]
 [('id', 'int64', ()), ('name', 'string', (None,)), ('score', 'float32', (None,))]
 >>> rf.decode_example(records[1])
 {'id': array([2]), 'name': [], 'score': array([], dtype=float32)}
 
-With ``rf.write_dataset`` (``batches()`` and ``batch_to_records`` encode a batch per
-item, with less overhead; a bad row then rejects its whole batch)::
+With ``rf.write_dataset`` (items are batches of ``batch_size`` rows, each converted
+column by column with pyarrow and encoded in Rust; a row that does not fit the schema
+is named and rejected on its own)::
 
     rf.write_dataset(src.items(), out, to_records=src.to_records, schema=src.schema())
-
-Encoding is ``rf.encode_example`` once per row for now; the Rust column encoder is the
-faster path for tables already in memory (``rf.write_dataset(table, out)``).
 """
 
 from __future__ import annotations
@@ -50,10 +48,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from recordforge.arrow import ColumnError, arrow_columns, infer_spec
 from recordforge.errors import SchemaError
-from recordforge.example import encode_example
-from recordforge.schema import FeatureSpec, Schema, Text
-from recordforge.writer import ItemError
+from recordforge.example import encode_example, encode_record_batch
+from recordforge.schema import FeatureSpec, Schema
+from recordforge.writer import Converted, ItemError
 
 __all__ = ["FORMATS", "TableBatch", "TableRow", "TableSource"]
 
@@ -90,18 +89,28 @@ class TableRow:
 
 @dataclasses.dataclass(frozen=True)
 class TableBatch:
-    """Consecutive rows, column by column, starting at data row ``first_row``."""
+    """Consecutive rows starting at data row ``first_row``: a pyarrow RecordBatch."""
 
     file: str
     first_row: int
-    columns: dict[str, list[Any]]
+    arrow: Any
 
     def __len__(self) -> int:
-        return len(next(iter(self.columns.values()), ()))
+        return int(self.arrow.num_rows)
 
-    def rows(self) -> Iterator[TableRow]:
-        names = list(self.columns)
-        for i, values in enumerate(zip(*self.columns.values(), strict=True)):
+    @property
+    def name(self) -> str:
+        return f"{self.file}: rows {self.first_row}-{self.first_row + len(self) - 1}"
+
+    def rows(self, names: Sequence[str] | None = None) -> Iterator[TableRow]:
+        """The batch's rows, with the columns ``names`` (all by default; a column the
+        batch lacks is missing, ``None``, in every row)."""
+        have = set(self.arrow.schema.names)
+        names = list(self.arrow.schema.names if names is None else names)
+        columns = [
+            self.arrow.column(n).to_pylist() if n in have else [None] * len(self) for n in names
+        ]
+        for i, values in enumerate(zip(*columns, strict=True)):
             yield TableRow(self.file, self.first_row + i, dict(zip(names, values, strict=True)))
 
 
@@ -321,39 +330,10 @@ class TableSource:
         return pa.schema([])
 
     def _infer(self, name: str, arrow_type: Any, null_count: int) -> FeatureSpec:
-        pa = _pyarrow()
-        types = pa.types
-        shape: tuple[int | None, ...] = (None,) if null_count else ()
-        if types.is_dictionary(arrow_type):
-            arrow_type = arrow_type.value_type
-        if (
-            types.is_list(arrow_type)
-            or types.is_large_list(arrow_type)
-            or types.is_fixed_size_list(arrow_type)
-        ):
-            element = self._infer(name, arrow_type.value_type, 0)
-            if element.shape != ():
-                raise SchemaError(
-                    f"{self.path}: column {name!r} is {arrow_type}: nested lists are not "
-                    "supported; pass schema="
-                )
-            return FeatureSpec(dtype=element.dtype, shape=(None,), meaning=element.meaning)
-        if types.is_null(arrow_type):
-            return FeatureSpec(dtype="float32", shape=(None,))
-        if types.is_integer(arrow_type) or types.is_boolean(arrow_type):
-            if null_count and self.nullable_ints == "float32":
-                return FeatureSpec(dtype="float32", shape=shape)
-            return FeatureSpec(dtype="int64", shape=shape)
-        if types.is_floating(arrow_type):
-            return FeatureSpec(dtype="float32", shape=shape)
-        if types.is_string(arrow_type) or types.is_large_string(arrow_type):
-            return FeatureSpec(dtype="string", shape=shape, meaning=Text())
-        if types.is_binary(arrow_type) or types.is_large_binary(arrow_type):
-            return FeatureSpec(dtype="bytes", shape=shape)
-        raise SchemaError(
-            f"{self.path}: column {name!r} has type {arrow_type}, which has no feature "
-            "kind; pass schema= (int64, float32, bytes or string)"
-        )
+        try:
+            return infer_spec(name, arrow_type, null_count, self.nullable_ints)
+        except SchemaError as e:
+            raise SchemaError(f"{self.path}: {e}") from None
 
     def schema(self) -> Schema:
         """The schema of the records: the given one, or one inferred by a pass over the
@@ -361,24 +341,43 @@ class TableSource:
         return self._plan()[0]
 
     def batches(self) -> Iterator[TableBatch]:
-        """The file's rows, ``batch_size`` at a time; only the schema's columns."""
-        schema, types = self._plan()
+        """The file's rows, ``batch_size`` at a time."""
+        _, types = self._plan()
         row = 1
         for batch in self._arrow_batches(types):
-            names = set(batch.schema.names)
-            columns = {
-                name: batch.column(name).to_pylist() if name in names else [None] * batch.num_rows
-                for name in schema
-            }
-            yield TableBatch(self.path, row, columns)
+            yield TableBatch(self.path, row, batch)
             row += batch.num_rows
 
-    def items(self) -> Iterator[TableRow]:
-        """The file's rows, one item each (read a batch at a time)."""
+    def items(self) -> Iterator[TableBatch]:
+        """What ``write_dataset`` iterates over: batches (see :meth:`to_records`)."""
+        return self.batches()
+
+    def rows(self) -> Iterator[TableRow]:
+        """The file's rows one by one (read a batch at a time)."""
+        names = list(self.schema())
         for batch in self.batches():
-            yield from batch.rows()
+            yield from batch.rows(names)
 
     # -- encoding --------------------------------------------------------------------
+
+    def to_records(self, batch: TableBatch) -> Converted:
+        """A batch -> one serialized Example per row, in order. Columns are converted
+        as a whole and encoded in Rust; when a column does not fit the schema, the batch
+        is converted row by row so that each bad row is named (file, row, column) and
+        rejected on its own."""
+        schema = self.schema()
+        try:
+            columns = arrow_columns(batch.arrow, schema)
+        except ColumnError:
+            records: list[bytes] = []
+            errors: list[ItemError] = []
+            for row in batch.rows(list(schema)):
+                try:
+                    records.extend(self.row_to_records(row))
+                except ItemError as e:
+                    errors.append(e)
+            return Converted(records, len(batch), errors)
+        return Converted(encode_record_batch(columns), len(batch))
 
     def _converters(self) -> dict[str, Callable[[Any], Any]]:
         if "converters" not in self._cache:
@@ -388,7 +387,7 @@ class TableSource:
         converters: dict[str, Callable[[Any], Any]] = self._cache["converters"]
         return converters
 
-    def to_records(self, item: TableRow) -> tuple[bytes]:
+    def row_to_records(self, item: TableRow) -> tuple[bytes]:
         """One row -> its serialized Example; :class:`~recordforge.ItemError` names the
         file, the row and the column when a value does not fit the schema."""
         features = {}
@@ -398,10 +397,6 @@ class TableSource:
             except (TypeError, ValueError, OverflowError) as e:
                 raise ItemError(item.name, f"column {name!r}: {e}") from None
         return (encode_example(features),)
-
-    def batch_to_records(self, batch: TableBatch) -> list[bytes]:
-        """A batch -> one serialized Example per row, in order."""
-        return [record for row in batch.rows() for record in self.to_records(row)]
 
 
 def _element(dtype: str) -> Callable[[Any], Any]:
