@@ -1,0 +1,98 @@
+"""Inputs: the TFRecord files named by paths, with their ``dataset.json`` entries, and
+their ``.idx`` files."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recordforge.inspect._common import Paths
+from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+# Names of files in a directory without dataset.json that are taken as TFRecord files.
+_RECORD_HINTS = ("tfrec", "-of-", ".gz", ".zlib", ".rec")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InputFile:
+    """One TFRecord file to look at; ``shard`` is its ``dataset.json`` entry, if any."""
+
+    path: Path
+    split: str | None = None
+    shard: ShardInfo | None = None
+    manifest: Manifest | None = None
+
+    @property
+    def index_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".idx")
+
+
+def resolve(paths: Paths) -> list[InputFile]:
+    """The TFRecord files named by ``paths``: dataset directories (their shards, in split
+    order, from ``dataset.json``), other directories (files whose names look like
+    TFRecord files: ``tfrec``, ``-of-``, ``.gz``, ``.zlib``), globs, and files. A file
+    listed in a ``dataset.json`` beside it carries its manifest entry. Raises
+    ``FileNotFoundError`` naming what matched nothing."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[InputFile] = []
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            if (p / MANIFEST_NAME).is_file():
+                manifest = Manifest.load(p)
+                for split, shards in manifest.splits.items():
+                    out.extend(
+                        InputFile(path=p / s.file, split=split, shard=s, manifest=manifest)
+                        for s in shards
+                    )
+                continue
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file()
+                and not f.name.startswith(".")
+                and not f.name.endswith(".idx")
+                and any(h in f.name for h in _RECORD_HINTS)
+            )
+            if not found:
+                raise FileNotFoundError(f"{p}: no {MANIFEST_NAME} and no TFRecord files in it")
+            out.extend(_with_manifest(f) for f in found)
+        elif p.is_file():
+            out.append(_with_manifest(p))
+        elif _GLOB_CHARS & set(str(given)):
+            matches = sorted(glob.glob(str(given)))
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            if not files:
+                raise FileNotFoundError(f"{given}: the pattern matches no files")
+            out.extend(_with_manifest(f) for f in files)
+        else:
+            raise FileNotFoundError(f"{given}: no such file or directory")
+    return out
+
+
+def _with_manifest(path: Path) -> InputFile:
+    """A file, with its entry of a ``dataset.json`` beside it when it is listed there."""
+    if (path.parent / MANIFEST_NAME).is_file():
+        with contextlib.suppress(Exception):
+            manifest = Manifest.load(path.parent)
+            for split, shards in manifest.splits.items():
+                for s in shards:
+                    if s.file == path.name:
+                        return InputFile(path=path, split=split, shard=s, manifest=manifest)
+    return InputFile(path=path)
+
+
+def _read_index(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    text = path.read_text(encoding="ascii").split()
+    values = np.array(text, dtype=np.int64).reshape(-1, 2) if text else np.zeros((0, 2), np.int64)
+    return values[:, 0], values[:, 1]

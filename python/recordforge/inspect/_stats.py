@@ -1,0 +1,265 @@
+"""stats: per-feature statistics over every record, in bounded memory."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recordforge.inspect._common import Paths, Problem, Progress, _Result
+from recordforge.inspect._decode import _decoded, _natural, _records, record_type
+from recordforge.inspect._files import resolve
+from recordforge.inspect._values import _describe_bytes, _image_of, _image_size, _is_text, _kind_of
+from recordforge.schema import ClassLabel
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FeatureStats(_Result):
+    """Statistics of one feature over the records read. ``length``: min, max, mean and
+    the most common lengths; ``numbers``: count, min, max, mean, std and NaNs of every
+    value; ``top_values``: the most common bytes/text values (images excluded; exact
+    unless ``distinct`` reached its cap); ``images``: formats and size ranges;
+    ``class_labels``: id, name (from the schema or a ``.../text`` feature beside it)
+    and count."""
+
+    name: str
+    part: str
+    kind: str
+    present: int
+    missing: int
+    empty: int
+    length: dict[str, Any]
+    numbers: dict[str, Any] | None = None
+    top_values: list[tuple[str, int]] | None = None
+    distinct: int | None = None
+    images: dict[str, Any] | None = None
+    class_labels: list[dict[str, Any]] | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Stats(_Result):
+    """Per-feature statistics over ``records`` records."""
+
+    records: int
+    record_type: str
+    features: list[FeatureStats]
+    notes: list[str]
+    problems: list[Problem]
+
+
+_DISTINCT_CAP = 10_000
+
+
+class _Acc:
+    def __init__(self, labels: ClassLabel | None, is_label: bool) -> None:
+        self.kind: str | None = None
+        self.present = self.empty = 0
+        self.lengths: collections.Counter[int] = collections.Counter()
+        self.n = self.nan = 0
+        self.total = self.total_sq = 0.0
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.values: collections.Counter[bytes] = collections.Counter()
+        self.capped = False
+        self.formats: collections.Counter[str] = collections.Counter()
+        self.sizes: list[tuple[int, int]] = []
+        self.undecodable = 0
+        self.labels = labels
+        self.is_label = is_label
+        self.ids: collections.Counter[int] = collections.Counter()
+        self.names: dict[int, str] = {}
+
+    def add(self, value: Any, length: int) -> None:
+        self.present += 1
+        self.lengths[length] += 1
+        if not len(value):
+            self.empty += 1
+            return
+        kind = _kind_of(value)
+        self.kind = self.kind or kind
+        if isinstance(value, np.ndarray):
+            v = value.astype(np.float64)
+            finite = v[np.isfinite(v)]
+            self.nan += len(v) - len(finite)
+            if len(finite):
+                self.n += len(finite)
+                self.total += float(finite.sum())
+                self.total_sq += float(np.square(finite).sum())
+                self.lo = min(self.lo, float(finite.min()))
+                self.hi = max(self.hi, float(finite.max()))
+            if self.is_label and value.dtype == np.int64:
+                self.ids.update(value.tolist())
+            return
+        for item in value:
+            image = _image_of(item)
+            if image is not None:
+                self.formats[image] += 1
+                size = _image_size(item)
+                if size is None:
+                    self.undecodable += 1
+                else:
+                    self.sizes.append(size)
+            elif item in self.values or len(self.values) < _DISTINCT_CAP:
+                self.values[item[:200]] += 1
+            else:
+                self.capped = True
+
+    def result(self, name: str, part: str, records: int, top: int) -> FeatureStats:
+        lengths = self.lengths
+        count = sum(lengths.values())
+        length = {
+            "min": min(lengths) if lengths else None,
+            "max": max(lengths) if lengths else None,
+            "mean": sum(k * v for k, v in lengths.items()) / count if count else None,
+            "most_common": [[k, v] for k, v in lengths.most_common(5)],
+        }
+        numbers = None
+        if self.kind in ("int64", "float32"):
+            mean = self.total / self.n if self.n else None
+            var = self.total_sq / self.n - mean * mean if mean is not None else None
+            numbers = {
+                "count": self.n,
+                "min": self.lo if self.n else None,
+                "max": self.hi if self.n else None,
+                "mean": mean,
+                "std": math.sqrt(max(var, 0.0)) if var is not None else None,
+                "nan_or_inf": self.nan,
+            }
+        top_values = distinct = images = None
+        if self.values:
+            top_values = [(_value_text(k), v) for k, v in self.values.most_common(top)]
+            distinct = len(self.values)
+        if self.formats:
+            w = np.array([s[0] for s in self.sizes] or [0])
+            h = np.array([s[1] for s in self.sizes] or [0])
+            images = {
+                "formats": dict(self.formats),
+                "width": {"min": int(w.min()), "max": int(w.max()), "mean": float(w.mean())},
+                "height": {"min": int(h.min()), "max": int(h.max()), "mean": float(h.mean())},
+                "most_common_sizes": [
+                    [f"{a}x{b}", c] for (a, b), c in collections.Counter(self.sizes).most_common(5)
+                ],
+                "unreadable_headers": self.undecodable,
+            }
+        class_labels = None
+        if self.ids:
+            class_labels = []
+            for i, c in sorted(self.ids.items()):
+                label = self.names.get(i)
+                if self.labels is not None:
+                    with contextlib.suppress(ValueError, IndexError):
+                        label = self.labels.name_of(i)
+                class_labels.append({"id": i, "name": label, "count": c})
+        return FeatureStats(
+            name=name,
+            part=part,
+            kind=self.kind or "(empty)",
+            present=self.present,
+            missing=records - self.present,
+            empty=self.empty,
+            length=length,
+            numbers=numbers,
+            top_values=top_values,
+            distinct=distinct if not self.capped else None,
+            images=images,
+            class_labels=class_labels,
+        )
+
+
+def _value_text(value: bytes) -> str:
+    return value.decode("utf-8", "replace") if _is_text(value) else _describe_bytes(value)
+
+
+def _is_label_name(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base in ("label", "labels", "category_id", "class", "class_id") or name.endswith(
+        "class/label"
+    )
+
+
+def stats(
+    paths: Paths,
+    *,
+    max_records: int | None = None,
+    top: int = 10,
+    progress: Progress | None = None,
+) -> Stats:
+    """Per-feature statistics over every record (or the first ``max_records``):
+    presence, lengths, numbers, top values, images, class labels (features with a
+    ``ClassLabel`` meaning, or int64 features named like ``label`` / ``category_id``;
+    names from the schema or from a ``<prefix>/text`` feature beside ``<prefix>/label``,
+    as in Object Detection API records). Memory stays bounded: distinct values are
+    counted up to a cap.
+
+    >>> import tempfile, recordforge as rf
+    >>> path = tempfile.mktemp(suffix=".tfrecord")
+    >>> with rf.TFRecordWriter(path) as w:
+    ...     for i in range(4):
+    ...         _ = w.write(rf.encode_example({"x": float(i), "c": "ab"[i % 2]}))
+    >>> s = {f.name: f for f in rf.inspect.stats(path).features}
+    >>> s["x"].numbers["mean"], s["x"].numbers["max"], s["c"].top_values
+    (1.5, 3.0, [('a', 2), ('b', 2)])
+    """
+    items = resolve(paths)
+    schema = items[0].manifest.schema if items and items[0].manifest else None
+    problems: list[Problem] = []
+    acc: dict[tuple[str, str], _Acc] = {}
+    kinds: collections.Counter[str] = collections.Counter()
+    records = 0
+    current: Path | None = None
+    for rec in _records(items, problems, max_records):
+        if progress is not None and rec.file != current:
+            if current is not None:
+                progress(current.stat().st_size)
+            current = rec.file
+        kind = record_type(rec.data)
+        kinds[kind] += 1
+        records += 1
+        decoded = _decoded(rec.data, kind)
+        for part, name, value, steps in decoded:
+            a = acc.get((part, name))
+            if a is None:
+                spec = schema.get(name) if schema is not None and part == "feature" else None
+                labels = spec.meaning if spec and isinstance(spec.meaning, ClassLabel) else None
+                a = acc[(part, name)] = _Acc(labels, labels is not None or _is_label_name(name))
+            a.add(value, steps if steps is not None else len(value))
+        _pair_label_names(decoded, acc)
+    if progress is not None and current is not None:
+        progress(current.stat().st_size)
+    record_kind = kinds.most_common(1)[0][0] if kinds else "empty"
+    notes = []
+    if record_kind == "unknown":
+        notes.append("records are not tf.train.Example or SequenceExample: no features")
+    order = list(schema) if schema is not None else []
+    keys = sorted(
+        acc, key=lambda k: (order.index(k[1]) if k[1] in order else len(order), _natural(k))
+    )
+    return Stats(
+        records=records,
+        record_type=record_kind,
+        features=[acc[k].result(k[1], k[0], records, top) for k in keys],
+        notes=notes,
+        problems=problems,
+    )
+
+
+def _pair_label_names(
+    decoded: Sequence[tuple[str, str, Any, int | None]], acc: Mapping[tuple[str, str], _Acc]
+) -> None:
+    """Learns id -> name from ``<prefix>/label`` and ``<prefix>/text`` of equal length."""
+    values = {(part, name): value for part, name, value, _ in decoded}
+    for (part, name), value in values.items():
+        if not name.endswith("/label") or not isinstance(value, np.ndarray):
+            continue
+        text = values.get((part, name[: -len("label")] + "text"))
+        if isinstance(text, list) and len(text) == len(value):
+            names = acc[(part, name)].names
+            for i, t in zip(value.tolist(), text, strict=True):
+                if t and i not in names:
+                    names[i] = t.decode("utf-8", "replace")
