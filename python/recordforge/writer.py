@@ -21,9 +21,9 @@ True
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import dataclasses
 import functools
-import hashlib
 import itertools
 import json
 import multiprocessing
@@ -232,6 +232,7 @@ class _ColumnRows(Sequence[dict[str, Any]]):
 
     def __init__(self, columns: dict[str, Any], n: int) -> None:
         self.columns, self.n = columns, n
+        self._types: dict[str, set[type]] = {}
 
     def __len__(self) -> int:
         return self.n
@@ -252,24 +253,35 @@ class _ColumnRows(Sequence[dict[str, Any]]):
         """Whether ``encode_columns`` takes every column as it is: numbers or strings."""
         return all(
             v.dtype.kind in "biufSU"
-            if isinstance(v, np.ndarray)
-            else all(isinstance(x, (str, bytes)) for x in v)
-            for v in self.columns.values()
+            if isinstance(v, np.ndarray) and v.dtype.kind != "O"
+            else self.value_types(k) in ({str}, {bytes}, {str, bytes})
+            for k, v in self.columns.items()
         )
+
+    def value_types(self, name: str) -> set[type]:
+        """The types of a list or object column's values, computed once per column."""
+        if name not in self._types:
+            self._types[name] = _value_types(self.columns[name])
+        return self._types[name]
 
     def schema(self) -> Schema | None:
         """The schema these columns encode to, from their types alone (None when a
         column's type can only be told from its values' records)."""
         features = {}
         for name, column in self.columns.items():
-            spec = _column_spec(column)
+            spec = _column_spec(column, functools.partial(self.value_types, name))
             if spec is None:
                 return None
             features[name] = spec
         return Schema(features)
 
 
-def _column_spec(column: Any) -> FeatureSpec | None:
+def _value_types(column: Sequence[Any]) -> set[type]:
+    """The types of a list or object array's values (one pass at C speed)."""
+    return set(map(type, column))
+
+
+def _column_spec(column: Any, value_types: Callable[[], set[type]]) -> FeatureSpec | None:
     """Dtype and shape of a column: a NumPy array or a list of str/bytes."""
     if isinstance(column, np.ndarray):
         kind = column.dtype.kind
@@ -281,7 +293,7 @@ def _column_spec(column: Any) -> FeatureSpec | None:
             return FeatureSpec(dtype="bytes" if kind == "S" else "string", shape=column.shape[1:])
         if kind != "O" or column.ndim != 1:
             return None
-    types = {type(v) for v in column}
+    types = value_types()
     if types == {str}:
         return FeatureSpec(dtype="string")
     if types == {bytes}:
@@ -398,14 +410,6 @@ def _shard_bounds(total: int, num_shards: int) -> list[int]:
     return [(i + 1) * total // num_shards for i in range(num_shards)]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a directory")
@@ -484,6 +488,17 @@ class _ShardWriter:
         self.offsets: list[np.ndarray] = []
         self.sizes: list[np.ndarray] = []
         self.used = 0
+        self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recordforge-io")
+        self.pending: concurrent.futures.Future[np.ndarray] | None = None
+
+    def wait(self) -> None:
+        """Waits for the write in flight, if any (raising its error)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.offsets.append(pending.result())
+
+    def shutdown(self) -> None:
+        self.io.shutdown(wait=True)
 
     @property
     def index(self) -> int:
@@ -495,19 +510,22 @@ class _ShardWriter:
     def open_if_needed(self) -> TFRecordWriter:
         if self.writer is None:
             self.writer = TFRecordWriter(
-                self.out / f"{self._tmp_name()}.partial", self.options.compression
+                self.out / f"{self._tmp_name()}.partial", self.options.compression, checksum=True
             )
             self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
         return self.writer
 
     def write_many(self, records: Sequence[bytes], sizes: np.ndarray, start: int, n: int) -> None:
-        """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``."""
+        """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``. A
+        RecordBatch is written on the I/O thread while the caller encodes the next one
+        (one write in flight at a time, so memory stays within two batches)."""
         writer = self.open_if_needed()
+        self.wait()
         if isinstance(records, RecordBatch):
-            offsets = writer.write_batch(records, start, start + n)
+            self.pending = self.io.submit(writer.write_batch, records, start, start + n)
         else:
-            offsets = np.asarray(writer.write_many(records[start : start + n]), dtype=np.uint64)
-        self.offsets.append(offsets)
+            offsets = writer.write_many(records[start : start + n])
+            self.offsets.append(np.asarray(offsets, dtype=np.uint64))
         self.sizes.append(sizes)
         self.used += int(sizes.sum())
         self.records += n
@@ -537,6 +555,7 @@ class _ShardWriter:
         """Closes the current shard (an empty one if none is open), renames it to its
         intermediate name and records it, with the input position reached, in the journal."""
         writer = self.open_if_needed()
+        self.wait()
         writer.close()
         name = self._tmp_name()
         partial = self.out / f"{name}.partial"
@@ -548,7 +567,7 @@ class _ShardWriter:
             )
             (self.out / f"{name}.idx").write_text(lines, encoding="ascii")
         shard = _Shard(
-            tmp=name, records=self.records, bytes=partial.stat().st_size, sha256=_sha256(partial)
+            tmp=name, records=self.records, bytes=partial.stat().st_size, sha256=writer.sha256 or ""
         )
         os.replace(partial, self.out / name)
         self.state["shards"].append(dataclasses.asdict(shard))
@@ -558,6 +577,9 @@ class _ShardWriter:
         self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
 
     def abandon(self) -> None:
+        if self.pending is not None:
+            concurrent.futures.wait([self.pending])
+            self.pending = None
         if self.writer is not None:
             self.writer.close()
             (self.out / f"{self._tmp_name()}.partial").unlink(missing_ok=True)
@@ -637,6 +659,8 @@ def _write_split(
     except BaseException:
         shards.abandon()
         raise
+    finally:
+        shards.shutdown()
 
 
 def _finalize(

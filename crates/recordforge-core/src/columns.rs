@@ -115,6 +115,9 @@ struct Plan<'c, 'a> {
     /// For fixed-width float columns every entry has the same size and header, so both
     /// are computed once: (header before the float bytes, size of the whole entry field).
     fixed: Option<(Header, usize)>,
+    /// For one-int64-per-row columns: per varint length `p` (1..=10), the header before
+    /// the varint and the size of the whole entry field.
+    scalar_ints: Option<Vec<(Header, usize)>>,
 }
 
 /// A short byte string copied with one fixed-size copy where the output has room.
@@ -174,7 +177,28 @@ impl<'c, 'a> Plan<'c, 'a> {
             _ => None,
         };
         let key_header = Header::new(&key_field);
+        let scalar_ints = match (&column.values, &column.rows) {
+            (ColumnValues::Int64(_), Rows::Fixed(1)) => (1..=10)
+                .map(|p| {
+                    let list = len_field_size(p);
+                    let message = len_field_size(list);
+                    let entry = key_field.len() + len_field_size(message);
+                    let mut header = vec![0x0a];
+                    push_varint(&mut header, entry);
+                    header.extend_from_slice(&key_field);
+                    header.push(0x12);
+                    push_varint(&mut header, message);
+                    header.push(0x1a);
+                    push_varint(&mut header, list);
+                    header.push(0x0a);
+                    push_varint(&mut header, p);
+                    Header::new(&header).map(|h| (h, len_field_size(entry)))
+                })
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
         Plan {
+            scalar_ints,
             column,
             key_field,
             key_header,
@@ -218,6 +242,12 @@ impl<'c, 'a> Plan<'c, 'a> {
             sizes.iter_mut().for_each(|s| *s += entry);
             return;
         }
+        if let (Some(headers), ColumnValues::Int64(v)) = (&self.scalar_ints, &self.column.values) {
+            for (s, &x) in sizes.iter_mut().zip(v.iter()) {
+                *s += headers[varint_len(x as u64) - 1].1;
+            }
+            return;
+        }
         for (i, s) in sizes.iter_mut().enumerate() {
             *s += self.entry_field_size(self.list_size(i));
         }
@@ -230,6 +260,12 @@ impl<'c, 'a> Plan<'c, 'a> {
         if let (Some((header, _)), ColumnValues::Float(v)) = (&self.fixed, &self.column.values) {
             out.header(header);
             out.floats(&v[start..end]);
+            return;
+        }
+        if let (Some(headers), ColumnValues::Int64(v)) = (&self.scalar_ints, &self.column.values) {
+            let x = v[i] as u64;
+            out.header(&headers[varint_len(x) - 1].0);
+            out.varint(x);
             return;
         }
         let list = self.list_size(i);

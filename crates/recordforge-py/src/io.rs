@@ -2,7 +2,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use numpy::PyArray1;
 use pyo3::exceptions::PyValueError;
@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use recordforge_core::framing::{stream_records, FileRecords, Frame};
 use recordforge_core::scan::{scan_file, scan_stream};
 use recordforge_core::{Compression, Error, RecordWriter};
+use sha2::{Digest, Sha256};
 
 use crate::columns::RecordBatch;
 use crate::convert::with_bytes;
@@ -69,6 +70,41 @@ type Sink = RecordWriter<Box<dyn Write + Send>>;
 
 const IO_BUFFER: usize = 1 << 20;
 
+/// Passes writes through to `inner`, adding every byte written to a SHA-256 digest.
+struct Hashing<W: Write> {
+    inner: W,
+    digest: Arc<Mutex<Sha256>>,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        lock(&self.digest).update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `inner`, buffered, and hashed below the buffer (so the digest sees large writes).
+fn buffered<W: Write + Send + 'static>(
+    inner: W,
+    digest: Option<&Arc<Mutex<Sha256>>>,
+) -> Box<dyn Write + Send> {
+    match digest {
+        Some(d) => Box::new(BufWriter::with_capacity(
+            IO_BUFFER,
+            Hashing {
+                inner,
+                digest: Arc::clone(d),
+            },
+        )),
+        None => Box::new(BufWriter::with_capacity(IO_BUFFER, inner)),
+    }
+}
+
 /// Writes TFRecord files. See `recordforge.TFRecordWriter` for the documentation.
 #[pyclass(module = "recordforge._core", subclass)]
 pub struct TFRecordWriter {
@@ -76,25 +112,28 @@ pub struct TFRecordWriter {
     sink: Mutex<Option<Sink>>,
     name: String,
     compression: Compression,
+    digest: Option<Arc<Mutex<Sha256>>>,
+    sha256: Option<String>,
 }
 
 #[pymethods]
 impl TFRecordWriter {
     #[new]
-    #[pyo3(signature = (path_or_file, compression=None))]
+    #[pyo3(signature = (path_or_file, compression=None, *, checksum=false))]
     fn new(
         py: Python<'_>,
         path_or_file: &Bound<'_, PyAny>,
         compression: Option<&str>,
+        checksum: bool,
     ) -> PyResult<Self> {
         let compression = parse_compression(compression)?;
+        let digest = checksum.then(|| Arc::new(Mutex::new(Sha256::new())));
         let (sink, name): (Sink, String) = match target(path_or_file, "write")? {
             Target::Path(path, shown) => {
                 let file = py
                     .detach(|| std::fs::File::create(&path))
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
-                let inner: Box<dyn Write + Send> =
-                    Box::new(BufWriter::with_capacity(IO_BUFFER, file));
+                let inner = buffered(file, digest.as_ref());
                 (
                     RecordWriter::new(inner, compression)
                         .map_err(|e| map_err(py, Error::Io(e), &shown))?,
@@ -102,8 +141,7 @@ impl TFRecordWriter {
                 )
             }
             Target::File(file, shown) => {
-                let inner: Box<dyn Write + Send> =
-                    Box::new(BufWriter::with_capacity(IO_BUFFER, PyWriter::new(file)));
+                let inner = buffered(PyWriter::new(file), digest.as_ref());
                 (
                     RecordWriter::new(inner, compression)
                         .map_err(|e| map_err(py, Error::Io(e), &shown))?,
@@ -115,6 +153,8 @@ impl TFRecordWriter {
             sink: Mutex::new(Some(sink)),
             name,
             compression,
+            digest,
+            sha256: None,
         })
     }
 
@@ -228,8 +268,18 @@ impl TFRecordWriter {
         {
             py.detach(|| sink.finish().and_then(|mut inner| inner.flush()))
                 .map_err(|e| map_err(py, Error::Io(e), &self.name))?;
+            if let Some(digest) = self.digest.take() {
+                let hash = lock(&digest).clone().finalize();
+                self.sha256 = Some(hash.iter().map(|b| format!("{b:02x}")).collect());
+            }
         }
         Ok(())
+    }
+
+    /// Hex SHA-256 of the file's bytes, once closed, when made with ``checksum=True``.
+    #[getter]
+    fn sha256(&self) -> Option<&str> {
+        self.sha256.as_deref()
     }
 
     /// Byte offset the next record will have in the (uncompressed) record stream.
