@@ -1,0 +1,200 @@
+"""``tf.data`` from a recordforge dataset: TensorFlow's own native reading path.
+
+:func:`to_tf_dataset` is the Keras example's input pipeline ("Creating TFRecords") with
+nothing written by hand: ``tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)``
+-> shuffle -> batch -> ``tf.io.parse_example`` with the feature description generated
+from the dataset's schema -> image decode and resize -> ``(inputs, label)`` pairs for
+Keras -> prefetch. TensorFlow is imported when it is called, never at import time.
+
+What each feature becomes, per batch of ``n`` records (as ``tf.io.parse_example`` gives
+it for the schema's feature description):
+
+- fixed shape ``()`` / ``(k,)``: a dense ``tf.Tensor`` of shape ``[n]`` / ``[n, k]``;
+- ``(None,)`` (any number of values, e.g. the objects of a per-image COCO record): a
+  ``tf.SparseTensor`` of dense shape ``[n, longest]`` (``tf.sparse.to_dense`` pads,
+  ``tf.RaggedTensor.from_sparse`` gives rows);
+- ``(None, None)`` (values + ``<name>/row_lengths``, e.g. polygons): a
+  ``tf.RaggedTensor`` of shape ``[n, (rows), (values)]``;
+- an image (a ``()`` bytes feature whose meaning is :class:`~recordforge.Image`), when
+  ``decode_images``: decoded (JPEG, PNG, GIF, BMP) to 3 channels, HWC. Without
+  ``image_size`` it stays ``uint8`` and, since images may differ in size, the batch is a
+  ``tf.RaggedTensor`` ``[n, (height), (width), 3]`` (``.to_tensor()`` when they don't).
+  With ``image_size=(height, width)`` (or one int for a square) every image is resized
+  with ``tf.image.resize`` (bilinear, aspect ratio not kept, as in the Keras example)
+  and the batch is a dense ``float32`` tensor ``[n, height, width, 3]`` with values in
+  0..255, not rescaled: what ``tf.image.resize`` returns and what
+  ``keras.applications`` models such as EfficientNet take (they rescale inside).
+
+>>> import tempfile, recordforge as rf
+>>> from recordforge.integrations.tf import to_tf_dataset
+>>> d = tempfile.mkdtemp()
+>>> _ = rf.write_dataset([{"x": [i, i + 1], "y": i % 2} for i in range(10)], d)
+>>> ds = rf.open_dataset(d)
+>>> x, y = next(iter(to_tf_dataset(ds, batch_size=4, features=["x"], label="y")))
+>>> x.shape, y.numpy().tolist()
+(TensorShape([4, 2]), [0, 1, 0, 1])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from recordforge.errors import SchemaError
+from recordforge.schema import Image, Schema
+
+__all__ = ["image_features", "to_tf_dataset"]
+
+_COMPRESSION_TYPE = {None: "", "gzip": "GZIP", "zlib": "ZLIB"}
+
+
+class _Files(Protocol):
+    """What :func:`to_tf_dataset` needs of a dataset: its schema, its shard files in
+    order, and their compression (``None``, ``"gzip"`` or ``"zlib"``)."""
+
+    @property
+    def schema(self) -> Schema: ...
+
+    @property
+    def files(self) -> Sequence[str]: ...
+
+    @property
+    def compression(self) -> str | None: ...
+
+
+def image_features(schema: Schema) -> list[str]:
+    """The features :func:`to_tf_dataset` decodes: one encoded image per record (shape
+    ``()``, bytes) with the :class:`~recordforge.Image` meaning.
+
+    >>> import recordforge as rf
+    >>> image_features(rf.Schema({"img": rf.FeatureSpec(dtype="bytes", meaning=rf.Image()),
+    ...                           "name": rf.FeatureSpec(dtype="string")}))
+    ['img']
+    """
+    return [
+        name
+        for name, spec in schema.items()
+        if isinstance(spec.meaning, Image) and spec.kind == "bytes" and spec.shape == ()
+    ]
+
+
+def _image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(f"image_size must be an int > 0 or (height, width), not {image_size!r}")
+    return (size[0], size[1])
+
+
+def to_tf_dataset(
+    ds: _Files,
+    batch_size: int = 32,
+    *,
+    decode_images: bool = True,
+    image_size: int | Sequence[int] | None = None,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+    features: Sequence[str] | None = None,
+    label: str | None = None,
+    drop_remainder: bool = False,
+    prefetch: bool = True,
+    repeat: bool = False,
+    interleave: bool = True,
+) -> Any:
+    """A ``tf.data.Dataset`` of batches read from ``ds.files`` by TensorFlow itself.
+
+    ``ds`` is a recordforge ``Dataset`` (``rf.open_dataset``) or anything with
+    ``.schema``, ``.files`` and ``.compression``. Each element is a dict feature name ->
+    batched tensor (see the module docstring for what each kind of feature becomes), or,
+    with ``label="<feature>"``, a pair ``(inputs, labels)`` for ``keras.Model.fit``:
+    ``inputs`` is the one tensor when ``features`` names a single feature besides the
+    label (the Keras example's ``(image, category_id)``), a dict of the others
+    otherwise. Label values are passed as stored (COCO's category ids stay 1..90).
+
+    - ``features``: parse only these (``tf.io.parse_example`` skips the others);
+    - ``decode_images`` / ``image_size``: decode :func:`image_features` to uint8 HWC,
+      resized to float32 ``image_size`` when given;
+    - ``shuffle_buffer`` > 0: shuffles the order of the files and the records through a
+      buffer of that many records, reshuffled each epoch, reproducible from ``seed``;
+    - ``repeat``: cycle forever (for ``fit(steps_per_epoch=...)``);
+    - ``drop_remainder``: drop a last, smaller batch (static batch dimension);
+    - ``interleave``: read shards in parallel (``num_parallel_reads=AUTOTUNE``), so
+      records of different shards interleave; ``False`` reads them one after the other
+      and keeps the dataset's own record order;
+    - ``prefetch``: overlap input with training (``prefetch(AUTOTUNE)``).
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if ds.compression not in _COMPRESSION_TYPE:
+        raise ValueError(f"unknown compression {ds.compression!r}")
+    schema = ds.schema
+    names = list(schema) if features is None else list(features)
+    if label is not None and label not in names:
+        names.append(label)
+    unknown = [n for n in names if n not in schema]
+    if unknown:
+        raise SchemaError(f"features {unknown} are not in the schema (it has {list(schema)})")
+    full = schema.to_tf_feature_description()
+    description = {name: full[name] for name in names}
+    size = _image_size(image_size)
+    images = [n for n in image_features(schema) if n in description] if decode_images else []
+    files = [str(f) for f in ds.files]
+    if not files:
+        raise ValueError("the dataset has no files")
+
+    filenames = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_buffer > 0:
+        filenames = filenames.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    records = tf.data.TFRecordDataset(
+        filenames,
+        compression_type=_COMPRESSION_TYPE[ds.compression],
+        num_parallel_reads=tf.data.AUTOTUNE if interleave and len(files) > 1 else None,
+    )
+    if shuffle_buffer > 0:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        records = records.repeat()
+    batches = records.batch(batch_size, drop_remainder=drop_remainder)
+
+    def parse(serialized: Any) -> Any:
+        parsed = tf.io.parse_example(serialized, description)
+        for name in images:
+            parsed[name] = _decode_batch(tf, parsed[name], size)
+        return parsed
+
+    out = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if label is not None:
+        others = [n for n in names if n != label]
+        if len(others) == 1 and features is not None:
+            (only,) = others
+            out = out.map(lambda p: (p[only], p[label]))
+        else:
+            out = out.map(lambda p: ({n: p[n] for n in others}, p[label]))
+    if prefetch:
+        out = out.prefetch(tf.data.AUTOTUNE)
+    return out
+
+
+def _decode_batch(tf: Any, encoded: Any, size: tuple[int, int] | None) -> Any:
+    """Decodes a ``[n]`` batch of encoded images (see the module docstring)."""
+
+    def decode(data: Any) -> Any:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    if size is None:
+        spec = tf.RaggedTensorSpec(shape=[None, None, 3], dtype=tf.uint8, ragged_rank=1)
+        return tf.map_fn(
+            lambda data: tf.RaggedTensor.from_tensor(decode(data), ragged_rank=1),
+            encoded,
+            fn_output_signature=spec,
+        )
+    return tf.map_fn(
+        lambda data: tf.image.resize(decode(data), size),
+        encoded,
+        fn_output_signature=tf.TensorSpec([size[0], size[1], 3], tf.float32),
+    )
