@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from recordforge import inspect
 from recordforge._core import __version__
+from recordforge.dataset import Dataset, Ragged, open_dataset
 from recordforge.errors import (
     CorruptRecordError,
     DecodeError,
@@ -24,6 +25,7 @@ from recordforge.errors import (
 from recordforge.example import (
     RecordBatch,
     crc32c,
+    decode_batch,
     decode_example,
     decode_sequence_example,
     encode_columns,
@@ -50,12 +52,14 @@ __all__ = [
     "ClassLabel",
     "ConversionReport",
     "CorruptRecordError",
+    "Dataset",
     "DecodeError",
     "EncodeError",
     "FeatureSpec",
     "Image",
     "ItemError",
     "Manifest",
+    "Ragged",
     "RecordBatch",
     "RecordStats",
     "RecordforgeError",
@@ -67,6 +71,7 @@ __all__ = [
     "WriteOptions",
     "__version__",
     "crc32c",
+    "decode_batch",
     "decode_example",
     "decode_sequence_example",
     "encode_columns",
@@ -76,6 +81,7 @@ __all__ = [
     "infer_schema",
     "inspect",
     "masked_crc32c",
+    "open_dataset",
     "read_records",
     "scan_records",
     "write_dataset",

@@ -23,6 +23,7 @@ from recordforge import _core
 
 __all__ = [
     "crc32c",
+    "decode_batch",
     "decode_example",
     "decode_sequence_example",
     "encode_columns",
@@ -41,6 +42,7 @@ RecordBatch = _core.RecordBatch
 # A sequence of the serialized records (integer indexing and iteration, like a list).
 Sequence.register(RecordBatch)
 decode_example = _core.decode_example
+decode_batch = _core.decode_batch
 encode_sequence_example = _core.encode_sequence_example
 decode_sequence_example = _core.decode_sequence_example
 crc32c = _core.crc32c

@@ -241,8 +241,8 @@ class Schema(Mapping[str, FeatureSpec]):
 
 def infer_schema(examples: Iterable[Mapping[str, Any]]) -> Schema:
     """Infers a schema from decoded examples (``decode_example`` output): the kind of
-    each feature, and ``()`` / ``(n,)`` when every example has the same number of values,
-    ``(None,)`` otherwise. A feature missing from some examples is ``(None,)``.
+    each feature, and ``()`` / ``(n,)`` when every example has the same number (> 0) of
+    values, ``(None,)`` otherwise. A feature missing from some examples is ``(None,)``.
 
     >>> import numpy as np, recordforge as rf
     >>> rf.infer_schema([{"a": np.array([1]), "b": [b"x", b"y"]}, {"a": np.array([2]), "b": []}])
@@ -269,7 +269,8 @@ def infer_schema(examples: Iterable[Mapping[str, Any]]) -> Schema:
     features = {}
     for name, seen in lengths.items():
         shape: tuple[int | None, ...] = (None,)
-        if len(seen) == 1 and present[name] == count:
+        # Always empty says nothing about a length (a sample of a nullable column).
+        if len(seen) == 1 and present[name] == count and seen != {0}:
             (n,) = seen
             shape = () if n == 1 else (n,)
         dtype: DType = kinds.get(name, "float32")  # type: ignore[assignment]

@@ -4,6 +4,7 @@
 //! byte-compatible with TensorFlow, and a hand-written protobuf wire codec for
 //! `tf.train.Example` and `tf.train.SequenceExample`.
 
+pub mod batch;
 pub mod columns;
 pub mod compression;
 pub mod crc;

@@ -2,8 +2,10 @@
 
 use pyo3::prelude::*;
 
+mod access;
 mod columns;
 mod convert;
+mod decode;
 mod errors;
 mod io;
 mod pyfile;
@@ -20,6 +22,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(columns::encode_columns, m)?)?;
     m.add_function(wrap_pyfunction!(columns::encode_record_batch, m)?)?;
     m.add_class::<columns::RecordBatch>()?;
+    m.add_function(wrap_pyfunction!(decode::decode_batch, m)?)?;
+    m.add_class::<access::RecordFile>()?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;
     m.add_class::<io::TFRecordWriter>()?;

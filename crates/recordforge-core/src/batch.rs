@@ -1,0 +1,396 @@
+//! Columnar decoding: many serialized `tf.train.Example`s -> one column per wanted
+//! feature (all values end to end, plus row splits), without building per-record maps.
+//!
+//! Features that are not wanted are skipped by length, their bytes never parsed.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::wire::{Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
+
+/// The value kind of a wanted feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int64,
+    Float,
+    Bytes,
+}
+
+impl Kind {
+    fn field(self) -> u32 {
+        match self {
+            Kind::Bytes => 1,
+            Kind::Float => 2,
+            Kind::Int64 => 3,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Bytes => "bytes_list",
+            Kind::Float => "float_list",
+            Kind::Int64 => "int64_list",
+        }
+    }
+}
+
+/// A feature to decode: its name, kind, and `Some(n)` when every record must hold
+/// exactly `n` values (a fixed shape).
+#[derive(Debug, Clone)]
+pub struct Wanted<'s> {
+    pub name: &'s str,
+    pub kind: Kind,
+    pub width: Option<usize>,
+}
+
+/// The decoded values of one feature, all records end to end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    Int64(Vec<i64>),
+    Float(Vec<f32>),
+    /// Value `k` is `data[offsets[k]..offsets[k + 1]]`.
+    Bytes {
+        data: Vec<u8>,
+        offsets: Vec<usize>,
+    },
+}
+
+impl Values {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Int64 => Values::Int64(Vec::new()),
+            Kind::Float => Values::Float(Vec::new()),
+            Kind::Bytes => Values::Bytes {
+                data: Vec::new(),
+                offsets: vec![0],
+            },
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::Int64(v) => v.len(),
+            Values::Float(v) => v.len(),
+            Values::Bytes { offsets, .. } => offsets.len() - 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Values::Int64(v) => v.truncate(n),
+            Values::Float(v) => v.truncate(n),
+            Values::Bytes { data, offsets } => {
+                offsets.truncate(n + 1);
+                data.truncate(offsets[n]);
+            }
+        }
+    }
+}
+
+/// One decoded feature: values, and row splits (`records + 1` entries; record `i` holds
+/// values `splits[i]..splits[i + 1]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedColumn {
+    pub values: Values,
+    pub splits: Vec<usize>,
+}
+
+/// A record that could not be decoded as the wanted features ask.
+#[derive(Debug)]
+pub struct BatchError {
+    /// Index of the record in the batch.
+    pub record: usize,
+    pub error: Error,
+}
+
+fn mismatch(what: String) -> Error {
+    Error::InvalidArgument(what)
+}
+
+const MSG: &str = "tf.train.Example";
+
+/// Decodes `records`, keeping only the `wanted` features. A wanted feature missing from a
+/// record (or present with no kind) has no values there; one with a fixed width must
+/// then hold exactly that many values, or the record is an error.
+pub fn decode_batch<'r, I>(
+    records: I,
+    wanted: &[Wanted<'_>],
+) -> std::result::Result<Vec<DecodedColumn>, BatchError>
+where
+    I: IntoIterator<Item = &'r [u8]>,
+{
+    let lookup: Option<HashMap<&[u8], usize>> = (wanted.len() > 16).then(|| {
+        wanted
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.name.as_bytes(), i))
+            .collect()
+    });
+    let find = |key: &[u8]| -> Option<usize> {
+        match &lookup {
+            Some(map) => map.get(key).copied(),
+            None => wanted.iter().position(|w| w.name.as_bytes() == key),
+        }
+    };
+    let mut columns: Vec<DecodedColumn> = wanted
+        .iter()
+        .map(|w| DecodedColumn {
+            values: Values::new(w.kind),
+            splits: vec![0],
+        })
+        .collect();
+    for (record, buf) in records.into_iter().enumerate() {
+        decode_one(buf, wanted, &find, &mut columns)
+            .map_err(|error| BatchError { record, error })?;
+        for (w, c) in wanted.iter().zip(columns.iter_mut()) {
+            let start = *c.splits.last().expect("splits start with 0");
+            let n = c.values.len() - start;
+            if let Some(width) = w.width {
+                if n != width {
+                    let error = mismatch(format!(
+                        "feature {:?} has {n} values, the schema says {width}",
+                        w.name
+                    ));
+                    return Err(BatchError { record, error });
+                }
+            }
+            c.splits.push(c.values.len());
+        }
+    }
+    Ok(columns)
+}
+
+fn decode_one(
+    buf: &[u8],
+    wanted: &[Wanted<'_>],
+    find: &impl Fn(&[u8]) -> Option<usize>,
+    columns: &mut [DecodedColumn],
+) -> Result<()> {
+    let mut c = Cursor::new(buf, 0, MSG);
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        if field != 1 || wt != WT_LEN {
+            c.skip(field, wt)?;
+            continue;
+        }
+        let (features, at) = c.len_delimited()?;
+        let mut f = Cursor::new(features, at, MSG);
+        while !f.at_end() {
+            let (field, wt) = f.tag()?;
+            if field != 1 || wt != WT_LEN {
+                f.skip(field, wt)?;
+                continue;
+            }
+            let (entry, at) = f.len_delimited()?;
+            decode_entry(entry, at, wanted, find, columns)?;
+        }
+    }
+    Ok(())
+}
+
+/// One map entry `{key, Feature}`: the value of a wanted key is appended to its column
+/// (replacing an earlier entry with the same key in this record: last one wins).
+fn decode_entry(
+    entry: &[u8],
+    base: usize,
+    wanted: &[Wanted<'_>],
+    find: &impl Fn(&[u8]) -> Option<usize>,
+    columns: &mut [DecodedColumn],
+) -> Result<()> {
+    let mut c = Cursor::new(entry, base, MSG);
+    let mut key: Option<&[u8]> = None;
+    let mut value: Vec<(&[u8], usize)> = Vec::new();
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        match (field, wt) {
+            (1, WT_LEN) => {
+                let at = c.position();
+                let k = c.len_delimited()?.0;
+                if std::str::from_utf8(k).is_err() {
+                    return Err(Error::Decode {
+                        message: MSG,
+                        what: "map key is not valid UTF-8",
+                        position: at,
+                    });
+                }
+                key = Some(k);
+            }
+            (2, WT_LEN) => value.push(c.len_delimited()?),
+            _ => c.skip(field, wt)?,
+        }
+    }
+    let Some(i) = find(key.unwrap_or(b"")) else {
+        return Ok(());
+    };
+    let column = &mut columns[i];
+    let record_start = *column.splits.last().expect("splits start with 0");
+    // A repeated key: protobuf's map keeps the last entry.
+    column.values.truncate(record_start);
+    for (feature, at) in value {
+        append_feature(feature, at, &wanted[i], &mut column.values)?;
+    }
+    Ok(())
+}
+
+/// Appends the values of a `Feature` message of the wanted kind.
+fn append_feature(buf: &[u8], base: usize, want: &Wanted<'_>, out: &mut Values) -> Result<()> {
+    let mut c = Cursor::new(buf, base, MSG);
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        if wt != WT_LEN || !(1..=3).contains(&field) {
+            c.skip(field, wt)?;
+            continue;
+        }
+        let (list, at) = c.len_delimited()?;
+        if field != want.kind.field() {
+            let found = [Kind::Bytes, Kind::Float, Kind::Int64][field as usize - 1];
+            return Err(mismatch(format!(
+                "feature {:?} is a {}, the schema says {}",
+                want.name,
+                found.name(),
+                want.kind.name()
+            )));
+        }
+        append_list(list, at, out)?;
+    }
+    Ok(())
+}
+
+fn append_list(buf: &[u8], base: usize, out: &mut Values) -> Result<()> {
+    let mut c = Cursor::new(buf, base, MSG);
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        match (&mut *out, field, wt) {
+            (Values::Bytes { data, offsets }, 1, WT_LEN) => {
+                data.extend_from_slice(c.len_delimited()?.0);
+                offsets.push(data.len());
+            }
+            (Values::Float(v), 1, WT_LEN) => {
+                let (payload, _) = c.len_delimited()?;
+                if payload.len() % 4 != 0 {
+                    return Err(c.error("packed float list length is not a multiple of 4"));
+                }
+                v.extend(
+                    payload
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+            }
+            (Values::Float(v), 1, WT_FIXED32) => v.push(f32::from_le_bytes(c.fixed32()?)),
+            (Values::Int64(v), 1, WT_LEN) => {
+                let (payload, at) = c.len_delimited()?;
+                let mut p = Cursor::new(payload, at, MSG);
+                while !p.at_end() {
+                    v.push(p.varint()? as i64);
+                }
+            }
+            (Values::Int64(v), 1, WT_VARINT) => v.push(c.varint()? as i64),
+            (_, field, wt) => c.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::example::{decode_example, encode_example, Feature};
+
+    fn record(features: &[(&str, Feature<'_>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_example(features, &mut out);
+        out
+    }
+
+    #[test]
+    fn columns_equal_per_record_decoding() {
+        let a = record(&[
+            ("id", Feature::Int64(Cow::Owned(vec![7]))),
+            ("skip", Feature::Bytes(vec![Cow::Borrowed(b"zzz")])),
+            ("xy", Feature::Float(Cow::Owned(vec![1.5, 2.5]))),
+            (
+                "tags",
+                Feature::Bytes(vec![Cow::Borrowed(b"a"), Cow::Borrowed(b"bc")]),
+            ),
+        ]);
+        let b = record(&[
+            ("xy", Feature::Float(Cow::Owned(vec![3.0, 4.0]))),
+            ("id", Feature::Int64(Cow::Owned(vec![-1]))),
+            ("tags", Feature::Empty),
+        ]);
+        let wanted = [
+            Wanted {
+                name: "id",
+                kind: Kind::Int64,
+                width: Some(1),
+            },
+            Wanted {
+                name: "xy",
+                kind: Kind::Float,
+                width: Some(2),
+            },
+            Wanted {
+                name: "tags",
+                kind: Kind::Bytes,
+                width: None,
+            },
+        ];
+        let cols = decode_batch([&a[..], &b[..]], &wanted).unwrap();
+        assert_eq!(cols[0].values, Values::Int64(vec![7, -1]));
+        assert_eq!(cols[1].values, Values::Float(vec![1.5, 2.5, 3.0, 4.0]));
+        assert_eq!(cols[1].splits, vec![0, 2, 4]);
+        assert_eq!(
+            cols[2].values,
+            Values::Bytes {
+                data: b"abc".to_vec(),
+                offsets: vec![0, 1, 3]
+            }
+        );
+        assert_eq!(cols[2].splits, vec![0, 2, 2]);
+        // The same as decoding each record whole.
+        assert_eq!(
+            decode_example(&a).unwrap()[0].1,
+            Feature::Int64(Cow::Owned(vec![7]))
+        );
+    }
+
+    #[test]
+    fn last_duplicate_key_wins_and_errors_name_the_record() {
+        let mut dup = record(&[("v", Feature::Int64(Cow::Owned(vec![1, 2])))]);
+        let second = record(&[("v", Feature::Int64(Cow::Owned(vec![3])))]);
+        dup.extend_from_slice(&second); // two Features messages: the map entries merge
+        let want = [Wanted {
+            name: "v",
+            kind: Kind::Int64,
+            width: None,
+        }];
+        let cols = decode_batch([&dup[..]], &want).unwrap();
+        assert_eq!(cols[0].values, Values::Int64(vec![3]));
+        let ok = record(&[("v", Feature::Int64(Cow::Owned(vec![1])))]);
+        let float = record(&[("v", Feature::Float(Cow::Owned(vec![1.0])))]);
+        let err = decode_batch([&ok[..], &float[..]], &want).unwrap_err();
+        assert_eq!(err.record, 1);
+        assert!(
+            err.error.to_string().contains("float_list"),
+            "{}",
+            err.error
+        );
+        let fixed = [Wanted {
+            name: "v",
+            kind: Kind::Int64,
+            width: Some(1),
+        }];
+        let missing = record(&[]);
+        let err = decode_batch([&ok[..], &ok[..], &missing[..]], &fixed).unwrap_err();
+        assert_eq!(err.record, 2);
+        let err = decode_batch([&ok[..], &ok[..1]], &fixed).unwrap_err();
+        assert_eq!(err.record, 1);
+    }
+}

@@ -1,0 +1,162 @@
+//! `RecordFile`: random access to the records of an uncompressed TFRecord file.
+
+use std::fs::File;
+
+use memmap2::Mmap;
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use recordforge_core::framing::{frame_at, locate};
+use recordforge_core::{Error, FRAME_OVERHEAD};
+
+use crate::errors::to_py;
+
+/// An uncompressed TFRecord file, memory-mapped, read at record offsets (what ``.idx``
+/// files hold). Every read checks both CRCs.
+#[pyclass(module = "recordforge._core", frozen)]
+pub struct RecordFile {
+    map: Option<Mmap>,
+    name: String,
+}
+
+impl RecordFile {
+    fn data(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    fn read_at<'py>(&self, py: Python<'py>, offset: u64) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.data();
+        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+        if pos >= data.len() {
+            return Err(to_py(
+                py,
+                Error::InvalidArgument(format!(
+                    "{}: offset {offset} is past the end ({} bytes)",
+                    self.name,
+                    data.len()
+                )),
+                &self.name,
+            ));
+        }
+        match frame_at(data, pos, true) {
+            Ok(Some(range)) => Ok(PyBytes::new(py, &data[range])),
+            Ok(None) => unreachable!("pos < len"),
+            Err(e) => Err(to_py(py, e, &self.name)),
+        }
+    }
+}
+
+/// A damaged region: start offset, end offset, what was wrong at its start.
+type Damaged = (u64, u64, String);
+
+/// Where the next intact record starts after a damaged one at `pos`: the next frame when
+/// the damaged one's length is intact, else the first later offset holding a whole,
+/// CRC-valid record (or the end).
+fn next_intact(data: &[u8], pos: usize) -> usize {
+    if let Ok(Some(frame)) = locate(data, pos, true) {
+        return frame.end();
+    }
+    (pos + 1..data.len())
+        .find(|&p| matches!(frame_at(data, p, true), Ok(Some(_))))
+        .unwrap_or(data.len())
+}
+
+#[pymethods]
+impl RecordFile {
+    #[new]
+    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let name = path.display().to_string();
+        let map = py
+            .detach(|| -> std::io::Result<Option<Mmap>> {
+                let file = File::open(&path)?;
+                if file.metadata()?.len() == 0 {
+                    return Ok(None);
+                }
+                // SAFETY: read-only map; a file changed underneath is caught by the CRCs.
+                Ok(Some(unsafe { Mmap::map(&file)? }))
+            })
+            .map_err(|e| to_py(py, Error::Io(e), &name))?;
+        Ok(RecordFile { map, name })
+    }
+
+    /// The offset of every record, from a walk over the framing (length CRCs checked;
+    /// payload CRCs too when ``verify``).
+    #[pyo3(signature = (verify=true))]
+    fn offsets<'py>(&self, py: Python<'py>, verify: bool) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let data = self.data();
+        let found = py.detach(|| {
+            let mut out = Vec::new();
+            let mut pos = 0usize;
+            loop {
+                let frame = match locate(data, pos, true)? {
+                    None => return Ok(out),
+                    Some(f) => f,
+                };
+                if verify {
+                    frame.check(&data[frame.payload.clone()])?;
+                }
+                out.push(pos as u64);
+                pos = frame.end();
+            }
+        });
+        found
+            .map(|v: Vec<u64>| PyArray1::from_vec(py, v))
+            .map_err(|e: Error| to_py(py, e, &self.name))
+    }
+
+    /// Offsets of the intact records and ``(start, end, reason)`` of each damaged region
+    /// skipped, resynchronising on the next valid record after damage.
+    fn intact<'py>(&self, py: Python<'py>) -> (Bound<'py, PyArray1<u64>>, Vec<Damaged>) {
+        let data = self.data();
+        let (good, bad) = py.detach(|| {
+            let (mut good, mut bad): (Vec<u64>, Vec<Damaged>) = (Vec::new(), Vec::new());
+            let mut pos = 0usize;
+            while pos < data.len() {
+                match frame_at(data, pos, true) {
+                    Ok(Some(range)) => {
+                        good.push(pos as u64);
+                        pos = range.end + 4;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let next = next_intact(data, pos);
+                        bad.push((pos as u64, next as u64, e.to_string()));
+                        pos = next;
+                    }
+                }
+            }
+            (good, bad)
+        });
+        (PyArray1::from_vec(py, good), bad)
+    }
+
+    /// The record at ``offset`` (both CRCs checked).
+    fn read<'py>(&self, py: Python<'py>, offset: u64) -> PyResult<Bound<'py, PyBytes>> {
+        self.read_at(py, offset)
+    }
+
+    /// The records at ``offsets``, in order.
+    fn read_many<'py>(&self, py: Python<'py>, offsets: Vec<u64>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for offset in offsets {
+            out.append(self.read_at(py, offset)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Bytes in the file.
+    fn __len__(&self) -> usize {
+        self.data().len()
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes of framing around each record.
+    #[classattr]
+    fn overhead() -> u64 {
+        FRAME_OVERHEAD
+    }
+}

@@ -1,0 +1,404 @@
+"""``rf.open_dataset``: a recordforge dataset (or any TFRecord files) read for training.
+
+Records are decoded a batch at a time in Rust into one NumPy array per feature; a
+feature whose length varies is a :class:`Ragged` (values + row splits). Only the selected
+features are parsed; the others' bytes are skipped.
+
+>>> import tempfile, numpy as np, recordforge as rf
+>>> with tempfile.TemporaryDirectory() as d:
+...     _ = rf.write_dataset({"id": np.arange(10), "tags": [f"t{i}" for i in range(10)]},
+...                          d, max_records=4, index=True)
+...     ds = rf.open_dataset(d)
+...     batch = next(ds.batches(4))
+...     third = ds[2]
+...     ids = [int(r["id"]) for r in ds.shard(1, 2)]
+>>> len(ds), batch["id"].tolist(), third["tags"]
+(10, [0, 1, 2, 3], b't2')
+>>> ids
+[4, 5, 6, 7]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from recordforge import _core
+from recordforge.errors import DecodeError
+from recordforge.manifest import MANIFEST_NAME, Manifest
+from recordforge.schema import Schema, infer_schema
+
+__all__ = ["Dataset", "Ragged", "open_dataset"]
+
+OnCorrupt = Literal["raise", "skip"]
+_SUFFIXES = (".tfrecord", ".tfrec", ".tfrecords", ".gz", ".zlib")
+_SCHEMA_SCAN = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Ragged:
+    """Variable-length rows: row ``i`` is ``values[row_splits[i]:row_splits[i + 1]]``."""
+
+    values: Any
+    row_splits: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row_splits) - 1
+
+    def __getitem__(self, i: int) -> Any:
+        return self.values[self.row_splits[i] : self.row_splits[i + 1]]
+
+    def row_lengths(self) -> np.ndarray:
+        return np.diff(self.row_splits)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Order:
+    """How records are ordered and divided: shuffle and shard settings."""
+
+    shuffle_buffer: int = 0
+    seed: int | None = None
+    shard: tuple[int, int] | None = None
+
+
+class Dataset:
+    """TFRecord files with a schema: iterate records (dicts of NumPy values), read
+    columnar ``batches``, ``select`` features, ``shuffle``, ``shard``, ``ds[i]``."""
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        schema: Schema,
+        *,
+        counts: Sequence[int] | None = None,
+        manifest: Manifest | None = None,
+        root: Path | None = None,
+        on_corrupt: OnCorrupt = "raise",
+        order: _Order = _Order(),
+    ) -> None:
+        if on_corrupt not in ("raise", "skip"):
+            raise ValueError(f"on_corrupt must be 'raise' or 'skip', not {on_corrupt!r}")
+        self.files = list(files)
+        self.schema = schema
+        self.manifest = manifest
+        self.on_corrupt: OnCorrupt = on_corrupt
+        self._root = root
+        self._counts = list(counts) if counts is not None else None
+        self._order = order
+        self._epoch = 0
+        self._offsets: dict[str, np.ndarray] = {}
+        self._open: dict[str, Any] = {}
+        #: Damaged regions skipped with ``on_corrupt="skip"``: file, start, end, reason.
+        self.skipped: list[dict[str, Any]] = []
+
+    def _replace(self, **changes: Any) -> Dataset:
+        kwargs: dict[str, Any] = {
+            "files": self.files,
+            "schema": self.schema,
+            "counts": self._counts,
+            "manifest": self.manifest,
+            "root": self._root,
+            "on_corrupt": self.on_corrupt,
+            "order": self._order,
+        }
+        kwargs.update(changes)
+        return Dataset(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Dataset {len(self.files)} files, features {list(self.schema)}>"
+
+    @property
+    def compression(self) -> str | None:
+        """The shards' compression (from the manifest, else from the file names)."""
+        if self.manifest is not None:
+            return self.manifest.compression
+        names = {Path(f).suffix for f in self.files}
+        return "gzip" if names == {".gz"} else "zlib" if names == {".zlib"} else None
+
+    # -- views -------------------------------------------------------------------------
+
+    def split(self, name: str) -> Dataset:
+        """The files of one split of a recordforge dataset."""
+        if self.manifest is None or self._root is None:
+            raise ValueError("split() needs a dataset directory with dataset.json")
+        return _from_manifest(self._root, self.manifest, name, self.on_corrupt)
+
+    def select(self, names: Sequence[str]) -> Dataset:
+        """Only these features are decoded; the others' bytes are skipped."""
+        missing = [n for n in names if n not in self.schema]
+        if missing:
+            raise KeyError(f"no such features: {missing} (have {list(self.schema)})")
+        return self._replace(schema=Schema({n: self.schema[n] for n in names}))
+
+    def shuffle(self, buffer_size: int, seed: int = 0) -> Dataset:
+        """Shuffles the file order every epoch and records through a buffer of
+        ``buffer_size``; the same seed gives the same orders, epoch after epoch."""
+        order = dataclasses.replace(self._order, shuffle_buffer=buffer_size, seed=seed)
+        return self._replace(order=order)
+
+    def shard(self, index: int, count: int) -> Dataset:
+        """Part ``index`` of ``count`` disjoint parts that together hold every record
+        once: whole files when there are at least ``count``, else every ``count``-th
+        record."""
+        if not 0 <= index < count:
+            raise ValueError(f"shard index {index} is not in 0..{count - 1}")
+        if self._order.shard is not None:
+            raise ValueError("this dataset is already a shard")
+        return self._replace(order=dataclasses.replace(self._order, shard=(index, count)))
+
+    # -- sizes -------------------------------------------------------------------------
+
+    def _file_counts(self) -> list[int]:
+        if self._counts is None:
+            self._counts = [_count(f) for f in self.files]
+        return self._counts
+
+    def _my_files(self) -> list[int]:
+        """Indexes of the files this dataset reads (all, or its shard's)."""
+        files = list(range(len(self.files)))
+        shard = self._order.shard
+        if shard is not None and len(self.files) >= shard[1]:
+            return files[shard[0] :: shard[1]]
+        return files
+
+    def __len__(self) -> int:
+        counts = self._file_counts()
+        mine = sum(counts[i] for i in self._my_files())
+        shard = self._order.shard
+        if shard is not None and len(self.files) < shard[1]:
+            index, count = shard
+            return max(0, math.ceil((mine - index) / count))
+        return mine
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _raw(self) -> Iterator[bytes]:
+        """Serialized records in this epoch's order."""
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        order = self._order
+        files = self._my_files()
+        rng = None
+        if order.shuffle_buffer and order.seed is not None:
+            rng = np.random.default_rng([order.seed, epoch])
+            files = [files[i] for i in rng.permutation(len(files))]
+        records: Iterator[bytes] = (r for i in files for r in self._file_records(self.files[i]))
+        if order.shard is not None and len(self.files) < order.shard[1]:
+            index, count = order.shard
+            records = (r for j, r in enumerate(records) if j % count == index)
+        if rng is not None:
+            records = _shuffled(records, order.shuffle_buffer, rng)
+        return records
+
+    def _file_records(self, path: str) -> Iterator[bytes]:
+        if self.on_corrupt == "raise" or self.compression is not None:
+            yield from _core.read_records(path, "auto", True)
+            return
+        f = _core.RecordFile(path)
+        good, bad = f.intact()
+        self.skipped.extend(
+            {"file": path, "start": s, "end": e, "reason": why} for s, e, why in bad
+        )
+        for start in range(0, len(good), 1024):
+            yield from f.read_many(good[start : start + 1024].tolist())
+
+    def _wanted(self) -> list[tuple[str, str, int | None]]:
+        out: list[tuple[str, str, int | None]] = []
+        for name, spec in self.schema.items():
+            width = math.prod(s for s in spec.shape if s is not None) if spec.fixed else None
+            out.append((name, spec.kind, width))
+            if spec.ragged:
+                out.append((f"{name}/row_lengths", "int64", None))
+        return out
+
+    def _columns(self, records: list[bytes]) -> dict[str, Any]:
+        wanted = self._wanted()
+        try:
+            decoded = _core.decode_batch(records, wanted)
+        except DecodeError as e:
+            raise DecodeError(f"{self!r}: {e}") from None
+        out: dict[str, Any] = {}
+        n = len(records)
+        for (name, kind, _), (values, splits) in zip(wanted, decoded, strict=True):
+            spec = self.schema.get(name)
+            if kind == "bytes":
+                values = np.array(values, dtype=object) if values else np.empty(0, object)
+            if spec is not None and spec.fixed:
+                out[name] = values.reshape((n, *spec.shape))
+            elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
+                width = spec.shape[1]
+                out[name] = Ragged(values.reshape(-1, width), splits // width)
+            else:
+                out[name] = Ragged(values, splits)
+        return out
+
+    def batches(self, batch_size: int, drop_remainder: bool = False) -> Iterator[dict[str, Any]]:
+        """Dicts of columns, ``batch_size`` records each: fixed shapes as arrays of
+        shape ``(batch, *shape)`` (bytes as object arrays), variable lengths as
+        :class:`Ragged`. A ragged ``(None, None)`` feature comes as its values per record
+        plus its ``<name>/row_lengths``."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        pending: list[bytes] = []
+        for record in self._raw():
+            pending.append(record)
+            if len(pending) == batch_size:
+                yield self._columns(pending)
+                pending = []
+        if pending and not drop_remainder:
+            yield self._columns(pending)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.batches(256):
+            n = len(next(iter(batch.values()))) if batch else 0
+            for i in range(n):
+                yield {name: column[i] for name, column in batch.items()}
+
+    # -- random access -----------------------------------------------------------------
+
+    def _offsets_of(self, path: str) -> np.ndarray:
+        if path not in self._offsets:
+            idx = Path(path + ".idx")
+            if idx.exists():
+                text = idx.read_text(encoding="ascii").split()
+                self._offsets[path] = np.array(text[0::2], dtype=np.uint64)
+            else:
+                self._offsets[path] = self._file(path).offsets(False)
+        return self._offsets[path]
+
+    def _file(self, path: str) -> Any:
+        if path not in self._open:
+            if self.compression is not None:
+                raise TypeError("random access needs uncompressed shards")
+            self._open[path] = _core.RecordFile(path)
+        return self._open[path]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Record ``i`` (in stored order; shuffling does not apply), read through the
+        index files (``.idx`` beside the shards) or offsets found by one framing walk."""
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"record {i} of {n}")
+        shard = self._order.shard
+        if shard is not None and len(self.files) < shard[1]:
+            i = shard[0] + i * shard[1]
+        files = self._my_files()
+        counts = self._file_counts()
+        ends = np.cumsum([counts[f] for f in files])
+        k = int(np.searchsorted(ends, i, side="right"))
+        path = self.files[files[k]]
+        within = i - (int(ends[k - 1]) if k else 0)
+        record = self._file(path).read(int(self._offsets_of(path)[within]))
+        batch = self._columns([record])
+        return {name: column[0] for name, column in batch.items()}
+
+    # -- integrations ------------------------------------------------------------------
+
+    def to_tf_dataset(self, **kwargs: Any) -> Any:
+        """A ``tf.data.Dataset`` on TensorFlow's own reader and parser (see
+        :mod:`recordforge.integrations.tf`)."""
+        from recordforge.integrations.tf import to_tf_dataset
+
+        return to_tf_dataset(self, **kwargs)
+
+
+def _shuffled(
+    records: Iterator[bytes], buffer_size: int, rng: np.random.Generator
+) -> Iterator[bytes]:
+    buffer: list[bytes] = []
+    for record in records:
+        if len(buffer) < buffer_size:
+            buffer.append(record)
+            continue
+        j = int(rng.integers(buffer_size))
+        yield buffer[j]
+        buffer[j] = record
+    order = rng.permutation(len(buffer))
+    for j in order:
+        yield buffer[j]
+
+
+def _count(path: str) -> int:
+    idx = Path(path + ".idx")
+    if idx.exists():
+        with open(idx, "rb") as f:
+            return sum(1 for _ in f)
+    count: int = _core.scan_records(path, "auto", False)[0]
+    return count
+
+
+def _from_manifest(
+    root: Path, manifest: Manifest, split: str | None, on_corrupt: OnCorrupt
+) -> Dataset:
+    if split is None:
+        names = ["train"] if "train" in manifest.splits else list(manifest.splits)
+    else:
+        if split not in manifest.splits:
+            raise KeyError(f"{root}: no split {split!r} (splits: {list(manifest.splits)})")
+        names = [split]
+    shards = [s for name in names for s in manifest.splits[name]]
+    schema = manifest.schema
+    if schema is None:
+        schema = infer_schema(
+            _core.decode_example(r) for r in _first_records([str(root / s.file) for s in shards])
+        )
+    return Dataset(
+        [str(root / s.file) for s in shards],
+        schema,
+        counts=[s.records for s in shards],
+        manifest=manifest,
+        root=root,
+        on_corrupt=on_corrupt,
+    )
+
+
+def open_dataset(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    split: str | None = None,
+    schema: Schema | None = None,
+    on_corrupt: OnCorrupt = "raise",
+) -> Dataset:
+    """Opens a dataset directory (its ``dataset.json``; ``split`` picks one, default
+    ``train`` when there is one, else all), a directory of TFRecord files, a glob, or a
+    list of files. Without a manifest the schema is inferred from the first records."""
+    if isinstance(path, (str, os.PathLike)):
+        p = Path(path)
+        if (p / MANIFEST_NAME).exists():
+            manifest = Manifest.load(p)
+            ds = _from_manifest(p, manifest, split, on_corrupt)
+            return ds if schema is None else ds._replace(schema=schema)
+        if p.is_dir():
+            files = sorted(str(f) for f in p.iterdir() if f.name.endswith(_SUFFIXES))
+        elif any(c in str(path) for c in "*?["):
+            files = sorted(glob.glob(str(path)))
+        else:
+            files = [str(p)]
+    else:
+        files = [str(f) for f in path]
+    if not files:
+        raise FileNotFoundError(f"{path}: no TFRecord files")
+    for f in files:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"{f}: no such file")
+    if schema is None:
+        schema = infer_schema(_core.decode_example(r) for r in _first_records(files))
+    return Dataset(files, schema, on_corrupt=on_corrupt)
+
+
+def _first_records(files: Sequence[str]) -> Iterator[bytes]:
+    n = 0
+    for f in files:
+        for record in _core.read_records(f, "auto", True):
+            yield record
+            n += 1
+            if n == _SCHEMA_SCAN:
+                return

@@ -1,0 +1,168 @@
+"""rf.open_dataset: columnar batches, iteration, select, shuffle, shard, ds[i], corruption."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import recordforge as rf
+
+
+def _dataset(tmp_path: Path, n: int = 50, **kwargs: Any) -> rf.Dataset:
+    rng = np.random.default_rng(0)
+    columns = {
+        "id": np.arange(n),
+        "xy": rng.random((n, 2), dtype=np.float32),
+        "name": [f"row-{i}" for i in range(n)],
+    }
+    rf.write_dataset(columns, tmp_path / "ds", **kwargs)
+    return rf.open_dataset(tmp_path / "ds")
+
+
+def _decoded_files(ds: rf.Dataset) -> list[dict[str, Any]]:
+    return [rf.decode_example(r) for f in ds.files for r in rf.read_records(f)]
+
+
+def test_batches_equal_per_record_decoding(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path, max_records=7)
+    assert len(ds) == 50 and len(ds.files) == 8
+    expected = _decoded_files(ds)
+    batches = list(ds.batches(16))
+    assert [len(b["id"]) for b in batches] == [16, 16, 16, 2]
+    assert len(list(ds.batches(16, drop_remainder=True))) == 3
+    ids = np.concatenate([b["id"] for b in batches])
+    assert ids.tolist() == [int(e["id"][0]) for e in expected]
+    xy = np.concatenate([b["xy"] for b in batches])
+    assert xy.shape == (50, 2) and xy.dtype == np.float32
+    assert xy.tolist() == [e["xy"].tolist() for e in expected]
+    assert [r["name"] for r in ds] == [e["name"][0] for e in expected]
+    only = next(ds.select(["name"]).batches(3))
+    assert list(only) == ["name"] and only["name"].tolist() == [b"row-0", b"row-1", b"row-2"]
+
+
+def test_tiny_coco_per_image_batches_match_records(shared_data: Path, tmp_path: Path) -> None:
+    from recordforge.sources.coco import CocoSource
+
+    coco = shared_data / "tiny_coco"
+    src = CocoSource.from_files(
+        coco / "annotations" / "instances_val2017.json", coco / "val2017", per="image"
+    )
+    rf.write_dataset(
+        src.items(), tmp_path / "c", to_records=src.to_records, schema=src.schema(), max_records=16
+    )
+    ds = rf.open_dataset(tmp_path / "c")
+    expected = _decoded_files(ds)
+    rows = list(ds)
+    assert len(rows) == len(expected) == 50
+    for row, exp in zip(rows, expected, strict=True):
+        for name, value in exp.items():
+            got = row[name]
+            if isinstance(value, list):
+                got = [got] if isinstance(got, bytes) else list(got)
+                assert got == value, name
+            else:
+                assert np.asarray(got).ravel().tolist() == value.tolist(), name
+
+
+def test_shards_with_workers_and_ranks_cover_every_record_once(tmp_path: Path) -> None:
+    for max_records in (3, 40):  # many files (file-level) and 2 files (record-level)
+        ds = _dataset(tmp_path / str(max_records), max_records=max_records)
+        seen: collections.Counter[int] = collections.Counter()
+        for rank in range(2):
+            for worker in range(2):
+                part = ds.shard(rank * 2 + worker, 4)
+                ids = [int(r["id"]) for r in part]
+                assert len(ids) == len(part)
+                seen.update(ids)
+        assert seen == collections.Counter(range(50))
+
+
+def test_shuffle_is_reproducible_from_the_seed(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path, max_records=5)
+
+    def order(d: rf.Dataset) -> list[int]:
+        return [int(r["id"]) for r in d]
+
+    a, b = ds.shuffle(16, seed=1), ds.shuffle(16, seed=1)
+    first = order(a)
+    assert sorted(first) == list(range(50)) and first != list(range(50))
+    assert first == order(b)
+    assert order(a) == order(b)  # epoch 2 of both: the same again...
+    assert order(a) != first or order(ds.shuffle(16, seed=1)) == first  # ...and new per epoch
+    assert order(ds.shuffle(16, seed=2)) != first
+
+
+def test_random_access_equals_sequential_read(tmp_path: Path) -> None:
+    for index in (True, False):
+        ds = _dataset(tmp_path / str(index), max_records=9, index=index)
+        sequential = list(ds)
+        for i in range(len(ds)):
+            got = ds[i]
+            assert int(got["id"]) == int(sequential[i]["id"])
+            assert got["name"] == sequential[i]["name"]
+            assert got["xy"].tolist() == sequential[i]["xy"].tolist()
+        assert int(ds[-1]["id"]) == 49
+        with pytest.raises(IndexError):
+            ds[50]
+        part = ds.shard(1, 3)
+        assert [int(part[i]["id"]) for i in range(len(part))] == [int(r["id"]) for r in part]
+
+
+def test_corrupt_record_raises_or_is_skipped(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path, max_records=50)
+    (path,) = ds.files
+    offsets = rf._core.RecordFile(path).offsets()
+    data = bytearray(Path(path).read_bytes())
+    data[int(offsets[20]) + 14] ^= 0xFF  # a payload byte of record 20
+    Path(path).write_bytes(bytes(data))
+    with pytest.raises(rf.CorruptRecordError) as e:
+        list(rf.open_dataset(tmp_path / "ds"))
+    assert e.value.path == path and e.value.offset == int(offsets[20])
+    skipping = rf.open_dataset(tmp_path / "ds", on_corrupt="skip")
+    ids = [int(r["id"]) for r in skipping]
+    assert ids == [i for i in range(50) if i != 20]
+    assert [(s["start"], s["end"]) for s in skipping.skipped] == [
+        (int(offsets[20]), int(offsets[21]))
+    ]
+    # A zeroed block across records 30-32 (length fields too): resynchronised after it.
+    data[int(offsets[30]) : int(offsets[33])] = bytes(int(offsets[33]) - int(offsets[30]))
+    Path(path).write_bytes(bytes(data))
+    skipping = rf.open_dataset(tmp_path / "ds", on_corrupt="skip")
+    assert [int(r["id"]) for r in skipping] == [i for i in range(50) if i not in (20, 30, 31, 32)]
+
+
+def test_foreign_files_and_globs(shared_data: Path) -> None:
+    taxi = shared_data / "tfx_chicago_taxi"
+    files = sorted(str(p) for p in taxi.rglob("*.gz"))
+    if not files:
+        pytest.skip("no TFX shards")
+    ds = rf.open_dataset(files)
+    assert len(ds) == sum(sum(1 for _ in rf.read_records(f)) for f in files)
+    first = next(iter(ds))
+    assert set(first) == set(ds.schema)
+    tf = pytest.importorskip("tensorflow")
+    records = [r for f in files[:1] for r in rf.read_records(f)][:64]
+    parsed = tf.io.parse_example(tf.constant(records), ds.schema.to_tf_feature_description())
+    ours = next(ds.batches(64))
+    for name, spec in ds.schema.items():
+        theirs = parsed[name]
+        if spec.fixed:
+            assert np.asarray(ours[name]).tolist() == theirs.numpy().tolist(), name
+        else:
+            dense = tf.sparse.to_dense(theirs) if hasattr(theirs, "indices") else theirs
+            lengths = ours[name].row_lengths().tolist()
+            got = [list(ours[name][i]) for i in range(64)]
+            want = [dense.numpy()[i][: lengths[i]].tolist() for i in range(64)]
+            assert got == want, name
+
+
+def test_decode_batch_errors_name_the_record() -> None:
+    records = [rf.encode_example({"a": 1}), rf.encode_example({"a": 1.5})]
+    with pytest.raises(rf.DecodeError, match="record 1.*float_list"):
+        rf.decode_batch(records, [("a", "int64", 1)])
+    with pytest.raises(rf.DecodeError, match="record 0.*has 0 values"):
+        rf.decode_batch([rf.encode_example({})], [("a", "int64", 1)])
