@@ -162,7 +162,7 @@ def test_foreign_files_and_globs(shared_data: Path) -> None:
 
 def test_decode_batch_errors_name_the_record() -> None:
     records = [rf.encode_example({"a": 1}), rf.encode_example({"a": 1.5})]
-    with pytest.raises(rf.DecodeError, match="record 1.*float_list"):
+    with pytest.raises(rf.DecodeError, match=r"record 1.*float_list"):
         rf.decode_batch(records, [("a", "int64", 1)])
-    with pytest.raises(rf.DecodeError, match="record 0.*has 0 values"):
+    with pytest.raises(rf.DecodeError, match=r"record 0.*has 0 values"):
         rf.decode_batch([rf.encode_example({})], [("a", "int64", 1)])
