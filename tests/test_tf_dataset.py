@@ -30,24 +30,6 @@ class Converted:
     records: list[dict[str, Any]]  # rf.decode_example of every record, in file order
 
 
-def open_ds(out: Path) -> Any:
-    """The dataset under test: ``rf.open_dataset`` when it exists, else a stand-in with
-    the three attributes ``to_tf_dataset`` uses."""
-    if hasattr(rf, "open_dataset"):
-        return rf.open_dataset(out)
-    manifest = rf.Manifest.load(out)
-
-    @dataclasses.dataclass(frozen=True)
-    class StandIn:
-        schema: rf.Schema
-        files: list[str]
-        compression: str | None
-
-    files = [str(out / s.file) for shards in manifest.splits.values() for s in shards]
-    assert manifest.schema is not None
-    return StandIn(manifest.schema, files, manifest.compression)
-
-
 def convert(source: CocoSource, out: Path, **kwargs: Any) -> Converted:
     manifest = rf.write_dataset(
         source.items(),
@@ -64,7 +46,7 @@ def convert(source: CocoSource, out: Path, **kwargs: Any) -> Converted:
         for s in shards
         for r in rf.read_records(out / s.file)
     ]
-    return Converted(out, manifest, open_ds(out), records)
+    return Converted(out, manifest, rf.open_dataset(out), records)
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +153,44 @@ def test_per_annotation_in_order_without_interleave(per_annotation: Converted) -
     assert ids == [int(ex["id"][0]) for ex in per_annotation.records]
 
 
+def flat(value: Any) -> Any:
+    """A NumPy-path value (``Dataset`` iteration) in ``rf.decode_example``'s form."""
+    if isinstance(value, bytes):
+        return [value]
+    array = np.reshape(np.asarray(value), -1)
+    return [bytes(v) for v in array] if array.dtype == object else array
+
+
+def test_numpy_path_and_tf_path_identical(per_image: Converted) -> None:
+    ds = per_image.ds
+    via_tf = to_tf_dataset(ds, batch_size=16, decode_images=False, interleave=False)
+    got = all_rows(via_tf, ds.schema)
+    numpy_rows = [{name: flat(v) for name, v in row.items()} for row in ds]
+    assert len(got) == len(numpy_rows) == 50
+    for g, w in zip(got, numpy_rows, strict=True):
+        assert_same(g, w, list(w))
+    # The method on Dataset is the same function.
+    method = ds.select(["image/object/id"]).to_tf_dataset(batch_size=50, interleave=False)
+    (batch,) = list(method)
+    assert list(batch) == ["image/object/id"]
+    ids = tf.RaggedTensor.from_sparse(batch["image/object/id"]).flat_values.numpy()
+    assert ids.tolist() == [i for r in per_image.records for i in r["image/object/id"].tolist()]
+
+
+@pytest.mark.parametrize("count", [2, 5])  # whole files (4 files), every 5th record
+def test_shards_of_a_dataset_are_its_records(per_annotation: Converted, count: int) -> None:
+    ds = per_annotation.ds
+    seen: list[int] = []
+    for index in range(count):
+        part = ds.shard(index, count)
+        tfds = to_tf_dataset(part, batch_size=64, features=["id"])
+        ids = np.concatenate([b["id"].numpy() for b in tfds]).tolist()
+        assert sorted(ids) == sorted(int(r["id"]) for r in part.select(["id"]))
+        assert len(ids) == len(part)
+        seen += ids
+    assert sorted(seen) == sorted(int(ex["id"][0]) for ex in per_annotation.records)
+
+
 def pil_decode(data: bytes) -> np.ndarray[Any, Any]:
     from PIL import Image
 
@@ -256,7 +276,5 @@ def test_bad_arguments(per_annotation: Converted) -> None:
 
 
 def test_docstring_examples() -> None:
-    if not hasattr(rf, "open_dataset"):
-        pytest.skip("rf.open_dataset is not in the tree yet")
     failures, tried = doctest.testmod(rf_tf, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0

@@ -116,7 +116,11 @@ def to_tf_dataset(
     - ``decode_images`` / ``image_size``: decode :func:`image_features` to uint8 HWC,
       resized to float32 ``image_size`` when given;
     - ``shuffle_buffer`` > 0: shuffles the order of the files and the records through a
-      buffer of that many records, reshuffled each epoch, reproducible from ``seed``;
+      buffer of that many records, reshuffled each epoch, reproducible from ``seed``
+      (TensorFlow's shuffle: not the order ``Dataset.shuffle`` gives with the same
+      seed); a ``Dataset`` made with ``.shuffle(n, seed)`` shuffles so by default;
+    - a ``Dataset`` made with ``.shard(index, count)`` gives the records of that shard
+      (the same whole files, or the same every ``count``-th record);
     - ``repeat``: cycle forever (for ``fit(steps_per_epoch=...)``);
     - ``drop_remainder``: drop a last, smaller batch (static batch dimension);
     - ``interleave``: read shards in parallel (``num_parallel_reads=AUTOTUNE``), so
@@ -144,6 +148,9 @@ def to_tf_dataset(
     files = [str(f) for f in ds.files]
     if not files:
         raise ValueError("the dataset has no files")
+    shuffle_buffer, seed, files, record_shard = _order(ds, shuffle_buffer, seed, files)
+    if record_shard is not None:
+        interleave = False  # every count-th record of the files read in order, as ds does
 
     filenames = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_buffer > 0:
@@ -153,6 +160,8 @@ def to_tf_dataset(
         compression_type=_COMPRESSION_TYPE[ds.compression],
         num_parallel_reads=tf.data.AUTOTUNE if interleave and len(files) > 1 else None,
     )
+    if record_shard is not None:
+        records = records.shard(record_shard[1], record_shard[0])
     if shuffle_buffer > 0:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -176,6 +185,31 @@ def to_tf_dataset(
     if prefetch:
         out = out.prefetch(tf.data.AUTOTUNE)
     return out
+
+
+def _order(
+    ds: _Files, shuffle_buffer: int, seed: int | None, files: list[str]
+) -> tuple[int, int | None, list[str], tuple[int, int] | None]:
+    """Applies a ``Dataset``'s own ``.shuffle()`` / ``.shard()`` settings: the shuffle
+    buffer and seed unless given here; a shard's files (``count`` <= files: every
+    ``count``-th file, as ``Dataset`` reads them) or ``(index, count)`` for a shard of
+    records (every ``count``-th record), returned for the caller to apply.
+
+    The settings are ``Dataset._order`` (``recordforge.dataset``, no public form yet):
+    ignoring them would silently read every record of a shard's dataset.
+    """
+    order = getattr(ds, "_order", None)
+    if order is None:
+        return shuffle_buffer, seed, files, None
+    if shuffle_buffer == 0 and order.shuffle_buffer:
+        shuffle_buffer = order.shuffle_buffer
+        seed = order.seed if seed is None else seed
+    if order.shard is None:
+        return shuffle_buffer, seed, files, None
+    index, count = order.shard
+    if len(files) >= count:
+        return shuffle_buffer, seed, files[index::count], None
+    return shuffle_buffer, seed, files, (index, count)
 
 
 def _decode_batch(tf: Any, encoded: Any, size: tuple[int, int] | None) -> Any:
