@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-inspect clean
+.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-coco bench-inspect clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -44,6 +44,11 @@ fuzz:
 bench: dev
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_core.py
+
+# COCO per annotation / per image vs the Keras example's way and TF raw bytes (tiny COCO x40).
+bench-coco: dev
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/bench_coco.py
 
 # count / verify throughput on a generated 2 GB dataset vs TensorFlow and sequential reads.
 bench-inspect: dev
