@@ -587,6 +587,19 @@ class _ShardWriter:
             self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
 
 
+# In a worker process: the conversion, sent once when the worker starts (not with every
+# task: a source's bound method can carry a whole annotation index).
+_worker_to_records: list[ToRecords] = []
+
+
+def _init_worker(to_records: ToRecords) -> None:
+    _worker_to_records[:] = [to_records]
+
+
+def _attempt_in_worker(item: Any) -> Sequence[bytes] | Converted | ItemError:
+    return _attempt(_worker_to_records[0], item)
+
+
 def _attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | Converted | ItemError:
     """Runs ``to_records``, returning (not raising) an ItemError so it crosses processes."""
     try:
@@ -617,7 +630,11 @@ def _write_split(
         attempt = functools.partial(_attempt, to_records)
         remaining = itertools.islice(rows, start_item, None)
         # In order either way: the output does not depend on the number of workers.
-        results = pool.imap(attempt, remaining, chunksize=4) if pool else map(attempt, remaining)
+        results = (
+            pool.imap(_attempt_in_worker, remaining, chunksize=4)
+            if pool
+            else map(attempt, remaining)
+        )
         for position, records_or_error in enumerate(results, start_item):
             while bounds and shards.index < len(bounds) - 1 and bounds[shards.index] <= position:
                 shards.complete((position, 0))
@@ -770,7 +787,9 @@ def write_dataset(
         args = (plan.rows, plan.total, shards, split_to_records, on_error, report, progress)
         if workers > 1 and split_to_records is not _encode_batch:
             # (Column batches are encoded on threads in Rust already.)
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            with multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_init_worker, initargs=(split_to_records,)
+            ) as pool:
                 _write_split(*args, pool=pool, bounds=plan.bounds)
         else:
             _write_split(*args, bounds=plan.bounds)
