@@ -13,9 +13,10 @@ demo: install
 install: $(BIN)/python
 	$(BIN)/pip install --quiet ".[images]"
 
-# Development environment: editable install with the test, TensorFlow, image and table extras.
+# Development environment: editable install with the test, TensorFlow, image, table, Beam
+# and cloud-path extras.
 dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,tf,images,table]"
+	$(BIN)/pip install --quiet -e ".[dev,tf,images,table,beam,cloud]"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
