@@ -12,7 +12,7 @@ are optional extras, imported when a feature needs them.
 
 from __future__ import annotations
 
-from recordforge import inspect
+from recordforge import images, inspect
 from recordforge._core import __version__
 from recordforge.dataset import Dataset, Ragged, open_dataset
 from recordforge.errors import (
@@ -78,6 +78,7 @@ __all__ = [
     "encode_example",
     "encode_record_batch",
     "encode_sequence_example",
+    "images",
     "infer_schema",
     "inspect",
     "masked_crc32c",

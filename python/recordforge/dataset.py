@@ -309,6 +309,21 @@ class Dataset:
 
         return to_tf_dataset(self, **kwargs)
 
+    def to_torch(self, batch_size: int | None = None, **kwargs: Any) -> Any:
+        """A ``torch.utils.data.IterableDataset`` that divides the records between
+        ``DataLoader`` workers and distributed ranks, each read once per epoch (see
+        :mod:`recordforge.integrations.torch`)."""
+        from recordforge.integrations.torch import to_torch
+
+        return to_torch(self, batch_size, **kwargs)
+
+    def to_grain(self, **kwargs: Any) -> Any:
+        """A Grain random-access data source: ``len()`` and ``source[i]`` (see
+        :mod:`recordforge.integrations.grain`)."""
+        from recordforge.integrations.grain import to_grain
+
+        return to_grain(self, **kwargs)
+
 
 def _shuffled(
     records: Iterator[bytes], buffer_size: int, rng: np.random.Generator

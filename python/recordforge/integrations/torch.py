@@ -1,0 +1,263 @@
+"""PyTorch: a recordforge dataset as a ``torch.utils.data.IterableDataset``.
+
+:func:`to_torch` (``Dataset.to_torch``) reads the records with recordforge's own reader
+(CRC-checked, columns decoded in Rust) and hands out tensors. Its records are divided
+between the ``DataLoader`` workers and the distributed ranks, so that every record is
+read exactly once per epoch: part ``rank * num_workers + worker_id`` of
+``world_size * num_workers`` (:meth:`Dataset.shard <recordforge.Dataset.shard>`: whole
+files when there are at least that many, else every n-th record of them all). Ranks and
+workers may get different numbers of records when the files do not divide evenly.
+
+With ``batch_size`` each element is a batch, a dict feature name ->
+
+- fixed shape ``()`` / ``(k, ...)``: a tensor ``[n]`` / ``[n, k, ...]`` (int64, float32);
+- any number of values (shape ``(None,)``, ``(None, k)``): a :class:`RaggedTensor`,
+  ``values`` (all rows end to end) and ``offsets`` (``n + 1`` int64: row ``i`` is
+  ``values[offsets[i]:offsets[i + 1]]``, the layout ``nn.EmbeddingBag`` takes with
+  ``include_last_offset=True``), or with ``ragged="nested"`` a jagged
+  ``torch.nested`` tensor; a ``(None, None)`` feature comes as its values per record
+  and ``<name>/row_lengths``, both ragged;
+- bytes / strings: a list of ``bytes`` per record (a list of lists when not one value);
+- an image (``decode_images``, see :func:`recordforge.integrations.tf.image_features`):
+  ``uint8`` height x width x 3, decoded with :func:`recordforge.images.decode_batch` on
+  ``decode_threads`` threads; a list of tensors, or one tensor ``[n, height, width, 3]``
+  when resized to ``image_size`` (``channels_first``: ``[n, 3, height, width]``).
+
+Put it in ``DataLoader(..., batch_size=None)``. Without ``batch_size`` the elements are
+single records (tensors, ``bytes``, lists of ``bytes``) for a ``DataLoader`` that batches
+them itself, which works when every feature has a fixed shape.
+
+Shuffling (``shuffle_buffer``, or the dataset's own ``.shuffle(n, seed)``) uses
+:meth:`Dataset.shuffle <recordforge.Dataset.shuffle>` with a seed made of ``seed`` and
+the epoch: call :meth:`TorchDataset.set_epoch` before each epoch, as with
+``DistributedSampler``; the same seed and epoch give the same order.
+
+>>> import tempfile, numpy as np, torch, recordforge as rf
+>>> d = tempfile.mkdtemp()
+>>> rows = [{"x": i, "tags": np.ones(i % 3, np.int64)} for i in range(10)]
+>>> _ = rf.write_dataset(rows, d)
+>>> loader = torch.utils.data.DataLoader(rf.open_dataset(d).to_torch(batch_size=4),
+...                                      batch_size=None)
+>>> batch = next(iter(loader))
+>>> batch["x"]
+tensor([0, 1, 2, 3])
+>>> batch["tags"].values, batch["tags"].offsets
+(tensor([1, 1, 1]), tensor([0, 0, 1, 3, 3]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from recordforge import images as rf_images
+from recordforge.integrations.tf import image_features
+
+if TYPE_CHECKING:
+    from recordforge.dataset import Dataset
+
+__all__ = ["RaggedTensor", "TorchDataset", "to_torch"]
+
+RaggedLayout = Literal["offsets", "nested"]
+
+
+class RaggedTensor(NamedTuple):
+    """Rows of different lengths: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
+
+    values: torch.Tensor
+    offsets: torch.Tensor
+
+
+def _fresh(ds: Dataset) -> Dataset:
+    """The same dataset without its open files and caches (picklable): ``select`` of all
+    features is a new ``Dataset`` with the same settings."""
+    return ds.select(list(ds.schema))
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    if not array.flags.c_contiguous or not array.flags.writeable:
+        array = array.copy()  # (np.ascontiguousarray would make a 0-d array 1-d)
+    return torch.from_numpy(array)
+
+
+class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
+    """A ``torch.utils.data.IterableDataset`` over a recordforge ``Dataset`` (made by
+    :func:`to_torch`; see the module docstring)."""
+
+    def __init__(
+        self,
+        ds: Dataset,
+        *,
+        batch_size: int | None = None,
+        drop_remainder: bool = False,
+        features: Sequence[str] | None = None,
+        shuffle_buffer: int = 0,
+        seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        decode_images: bool = True,
+        image_size: int | Sequence[int] | None = None,
+        channels_first: bool = False,
+        decode_threads: int | None = None,
+        ragged: RaggedLayout = "offsets",
+    ) -> None:
+        super().__init__()
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if ragged not in ("offsets", "nested"):
+            raise ValueError(f"ragged must be 'offsets' or 'nested', not {ragged!r}")
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, not {shuffle_buffer}")
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1, not {decode_threads}")
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither")
+        if world_size is not None and rank is not None and not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        order = getattr(ds, "_order", None)  # the dataset's own .shuffle() / .shard()
+        if order is not None and order.shard is not None:
+            raise ValueError(
+                "to_torch divides the records between ranks and workers itself: "
+                "give it the dataset without .shard()"
+            )
+        if shuffle_buffer == 0 and order is not None and order.shuffle_buffer:
+            shuffle_buffer = order.shuffle_buffer
+            seed = order.seed if seed is None else seed
+        self._ds = _fresh(ds if features is None else ds.select(list(features)))
+        self.batch_size = batch_size
+        self.drop_remainder = drop_remainder
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = 0 if seed is None else seed
+        self._rank = rank
+        self._world_size = world_size
+        self.image_size = None if image_size is None else rf_images.image_size(image_size)
+        self.images = image_features(self._ds.schema) if decode_images else []
+        self.channels_first = channels_first
+        self.decode_threads = decode_threads
+        self.ragged: RaggedLayout = ragged
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose shuffle order the next iteration gives."""
+        self.epoch = epoch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ds"] = _fresh(self._ds)
+        return state
+
+    def _placement(self) -> tuple[int, int]:
+        """``(rank, world_size)``: as given, else torch.distributed's when initialized."""
+        if self._rank is not None and self._world_size is not None:
+            return self._rank, self._world_size
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def part(self) -> tuple[int, int]:
+        """``(index, count)``: the part of the records this process reads, from its rank
+        and its ``DataLoader`` worker id."""
+        rank, world_size = self._placement()
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        return rank * workers + worker, world_size * workers
+
+    def dataset(self) -> Dataset:
+        """The recordforge ``Dataset`` this process reads in the current epoch."""
+        ds = self._ds
+        if self.shuffle_buffer:
+            state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)
+            ds = ds.shuffle(self.shuffle_buffer, seed=int(state[0] >> np.uint64(1)))
+        index, count = self.part()
+        return ds.shard(index, count) if count > 1 else ds
+
+    def _threads(self) -> int:
+        if self.decode_threads is not None:
+            return self.decode_threads
+        info = torch.utils.data.get_worker_info()
+        workers = 1 if info is None else info.num_workers
+        return max(1, rf_images.default_threads() // workers)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        ds = self.dataset()
+        size = self.batch_size or 256
+        drop = self.drop_remainder and self.batch_size is not None
+        threads = self._threads()
+        for batch in ds.batches(size, drop_remainder=drop):
+            if self.batch_size is not None:
+                yield self._batch(batch, threads)
+            else:
+                yield from self._rows(batch, threads)
+
+    def _images(self, column: Any, threads: int) -> Any:
+        data = [bytes(v) for v in np.asarray(column).reshape(-1)]
+        decoded = rf_images.decode_batch(data, size=self.image_size, threads=threads)
+        if self.image_size is not None:
+            out = torch.from_numpy(decoded)
+            return out.permute(0, 3, 1, 2) if self.channels_first else out
+        tensors = [torch.from_numpy(a) for a in decoded]
+        return [t.permute(2, 0, 1) for t in tensors] if self.channels_first else tensors
+
+    def _batch(self, batch: dict[str, Any], threads: int) -> dict[str, Any]:
+        from recordforge.dataset import Ragged
+
+        out: dict[str, Any] = {}
+        for name, column in batch.items():
+            if name in self.images:
+                out[name] = self._images(column, threads)
+            elif isinstance(column, Ragged):
+                out[name] = self._ragged(column)
+            elif column.dtype == object:
+                out[name] = column.tolist()
+            else:
+                out[name] = _tensor(column)
+        return out
+
+    def _ragged(self, column: Any) -> Any:
+        if np.asarray(column.values).dtype == object:
+            return [list(column[i]) for i in range(len(column))]
+        values = _tensor(column.values)
+        offsets = _tensor(np.asarray(column.row_splits, dtype=np.int64))
+        if self.ragged == "nested":
+            return torch.nested.nested_tensor_from_jagged(values, offsets)
+        return RaggedTensor(values, offsets)
+
+    def _rows(self, batch: dict[str, Any], threads: int) -> Iterator[dict[str, Any]]:
+        columns: dict[str, Any] = {}
+        n = 0
+        for name, column in batch.items():
+            n = len(column)
+            if name in self.images:
+                columns[name] = self._images(column, threads)
+            else:
+                columns[name] = column
+        for i in range(n):
+            row: dict[str, Any] = {}
+            for name, column in columns.items():
+                value = column[i]
+                if name in self.images or isinstance(value, (bytes, list)):
+                    row[name] = value
+                else:
+                    array = np.asarray(value)
+                    row[name] = array.tolist() if array.dtype == object else _tensor(array.copy())
+            yield row
+
+
+def to_torch(
+    ds: Dataset,
+    batch_size: int | None = None,
+    **kwargs: Any,
+) -> TorchDataset:
+    """A ``torch.utils.data.IterableDataset`` of ``ds``'s records (see the module
+    docstring): ``batch_size`` (batches, or single records when ``None``),
+    ``drop_remainder``, ``features`` (decode only these), ``shuffle_buffer`` and ``seed``
+    (reshuffled per :meth:`~TorchDataset.set_epoch`), ``rank`` and ``world_size``
+    (default: ``torch.distributed``'s when initialized), ``decode_images``,
+    ``image_size``, ``channels_first``, ``decode_threads`` (default: the cores divided
+    between the workers), ``ragged`` (``"offsets"`` or ``"nested"``)."""
+    return TorchDataset(ds, batch_size=batch_size, **kwargs)
