@@ -13,10 +13,10 @@ demo: install
 install: $(BIN)/python
 	$(BIN)/pip install --quiet ".[images]"
 
-# Development environment: editable install with the test, TensorFlow, image, table, Beam
-# and cloud-path extras.
+# Development environment: editable install with the test, TensorFlow, image, table, Beam,
+# cloud-path, PyTorch and JAX/Grain extras (the torch / grain adapters' tests run in CI).
 dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,tf,images,table,beam,cloud]"
+	$(BIN)/pip install --quiet -e ".[dev,tf,images,table,beam,cloud,torch,jax]"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
