@@ -1,6 +1,6 @@
 # Type stubs of the compiled module (checked against it by `mypy.stubtest`).
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias, final
 
@@ -9,6 +9,7 @@ import numpy.typing as npt
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "BatchReader",
     "RecordBatch",
     "RecordFile",
     "RecordIterator",
@@ -25,6 +26,7 @@ __all__ = [
     "masked_crc32c",
     "read_records",
     "scan_records",
+    "take_records",
 ]
 __version__: str
 
@@ -111,3 +113,33 @@ class RecordFile:
     @property
     def name(self) -> str: ...
     overhead: int
+
+_Skipped: TypeAlias = tuple[int, int, int, str]
+
+@final
+class BatchReader(Iterator[tuple[int, list[tuple[Any, npt.NDArray[np.int64]]], list[_Skipped]]]):
+    def __new__(
+        cls,
+        files: Sequence[str | os.PathLike[str]],
+        features: Sequence[tuple[str, str, int | None]],
+        batch_size: int,
+        *,
+        drop_remainder: bool = False,
+        compression: str | None = "auto",
+        verify: bool = True,
+        skip_corrupt: bool = False,
+        every: tuple[int, int] | None = None,
+        shuffle: tuple[int, int] | None = None,
+        threads: int = 0,
+        prefetch: int = 2,
+    ) -> Self: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> tuple[int, list[tuple[Any, npt.NDArray[np.int64]]], list[_Skipped]]: ...
+
+def take_records(
+    files: Sequence[RecordFile],
+    file_index: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.uint64],
+    features: Sequence[tuple[str, str, int | None]],
+    verify: bool = True,
+) -> list[tuple[Any, npt.NDArray[np.int64]]]: ...

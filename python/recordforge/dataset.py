@@ -95,6 +95,8 @@ class Dataset:
         self._epoch = 0
         self._offsets: dict[str, np.ndarray] = {}
         self._open: dict[str, Any] = {}
+        self._wanted_cache: list[tuple[str, str, int | None]] | None = None
+        self._starts_cache: np.ndarray | None = None
         #: Damaged regions skipped with ``on_corrupt="skip"``: file, start, end, reason.
         self.skipped: list[dict[str, Any]] = []
 
@@ -179,21 +181,33 @@ class Dataset:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _raw(self) -> Iterator[bytes]:
-        """Serialized records in this epoch's order."""
+    def _plan(self) -> tuple[list[int], tuple[int, int] | None, tuple[int, int] | None]:
+        """This epoch's reading plan: the files in order, ``(index, count)`` when a shard
+        takes every ``count``-th record, and ``(buffer, seed)`` of the record shuffle."""
         epoch, self._epoch = self._epoch, self._epoch + 1
         order = self._order
         files = self._my_files()
-        rng = None
+        shuffle = None
         if order.shuffle_buffer and order.seed is not None:
             rng = np.random.default_rng([order.seed, epoch])
             files = [files[i] for i in rng.permutation(len(files))]
-        records: Iterator[bytes] = (r for i in files for r in self._file_records(self.files[i]))
+            shuffle = (order.shuffle_buffer, int(rng.integers(2**63)))
+        every = None
         if order.shard is not None and len(self.files) < order.shard[1]:
-            index, count = order.shard
+            every = order.shard
+        return files, every, shuffle
+
+    def _raw(self) -> Iterator[bytes]:
+        """Serialized records in this epoch's order, one at a time in Python: the
+        reference for the Rust reader of :meth:`batches`, and its fallback for files it
+        cannot open itself (not local paths)."""
+        files, every, shuffle = self._plan()
+        records: Iterator[bytes] = (r for i in files for r in self._file_records(self.files[i]))
+        if every is not None:
+            index, count = every
             records = (r for j, r in enumerate(records) if j % count == index)
-        if rng is not None:
-            records = _shuffled(records, order.shuffle_buffer, rng)
+        if shuffle is not None:
+            records = _shuffled(records, *shuffle)
         return records
 
     def _file_records(self, path: str) -> Iterator[bytes]:
@@ -209,25 +223,30 @@ class Dataset:
             yield from f.read_many(good[start : start + 1024].tolist())
 
     def _wanted(self) -> list[tuple[str, str, int | None]]:
-        out: list[tuple[str, str, int | None]] = []
-        for name, spec in self.schema.items():
-            width = math.prod(s for s in spec.shape if s is not None) if spec.fixed else None
-            out.append((name, spec.kind, width))
-            if spec.ragged:
-                out.append((f"{name}/row_lengths", "int64", None))
-        return out
+        if self._wanted_cache is None:
+            out: list[tuple[str, str, int | None]] = []
+            for name, spec in self.schema.items():
+                fixed = spec.fixed
+                width = math.prod(s for s in spec.shape if s is not None) if fixed else None
+                out.append((name, spec.kind, width))
+                if spec.ragged:
+                    out.append((f"{name}/row_lengths", "int64", None))
+            self._wanted_cache = out
+        return self._wanted_cache
 
     def _columns(self, records: list[bytes]) -> dict[str, Any]:
-        wanted = self._wanted()
         try:
-            decoded = _core.decode_batch(records, wanted)
+            decoded = _core.decode_batch(records, self._wanted())
         except DecodeError as e:
             raise DecodeError(f"{self!r}: {e}") from None
+        return self._assemble(len(records), decoded)
+
+    def _assemble(self, n: int, decoded: Sequence[tuple[Any, np.ndarray]]) -> dict[str, Any]:
+        """Columns from ``(values, row_splits)`` pairs in ``_wanted()`` order."""
         out: dict[str, Any] = {}
-        n = len(records)
-        for (name, kind, _), (values, splits) in zip(wanted, decoded, strict=True):
+        for (name, kind, _), (values, splits) in zip(self._wanted(), decoded, strict=True):
             spec = self.schema.get(name)
-            if kind == "bytes":
+            if kind == "bytes" and isinstance(values, list):
                 values = np.array(values, dtype=object) if values else np.empty(0, object)
             if spec is not None and spec.fixed:
                 out[name] = values.reshape((n, *spec.shape))
@@ -238,13 +257,45 @@ class Dataset:
                 out[name] = Ragged(values, splits)
         return out
 
-    def batches(self, batch_size: int, drop_remainder: bool = False) -> Iterator[dict[str, Any]]:
+    def batches(
+        self, batch_size: int, drop_remainder: bool = False, *, threads: int = 0
+    ) -> Iterator[dict[str, Any]]:
         """Dicts of columns, ``batch_size`` records each: fixed shapes as arrays of
         shape ``(batch, *shape)`` (bytes as object arrays), variable lengths as
         :class:`Ragged`. A ragged ``(None, None)`` feature comes as its values per record
-        plus its ``<name>/row_lengths``."""
+        plus its ``<name>/row_lengths``.
+
+        Read in Rust on background threads (``threads``, default: one per CPU up to 8):
+        files loaded in parallel (memory-mapped, or decompressed a chunk at a time), CRCs
+        checked, the next batches decoded ahead of the one you are using; no Python
+        object is made per record, and what is in flight is a few batches."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if not all(_is_local(f) for f in self.files):
+            yield from self._batches_in_python(batch_size, drop_remainder)
+            return
+        files, every, shuffle = self._plan()
+        reader = _core.BatchReader(
+            [self.files[i] for i in files],
+            self._wanted(),
+            batch_size,
+            drop_remainder=drop_remainder,
+            skip_corrupt=self.on_corrupt == "skip",
+            every=every,
+            shuffle=shuffle,
+            threads=threads,
+        )
+        for n, decoded, skipped in reader:
+            for f, start, end, why in skipped:
+                path = self.files[files[f]]
+                self.skipped.append({"file": path, "start": start, "end": end, "reason": why})
+            if n:
+                yield self._assemble(n, decoded)
+
+    def _batches_in_python(
+        self, batch_size: int, drop_remainder: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`batches` with the records read one at a time (see :meth:`_raw`)."""
         pending: list[bytes] = []
         for record in self._raw():
             pending.append(record)
@@ -279,26 +330,70 @@ class Dataset:
             self._open[path] = _core.RecordFile(path)
         return self._open[path]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        """Record ``i`` (in stored order; shuffling does not apply), read through the
-        index files (``.idx`` beside the shards) or offsets found by one framing walk."""
+    def _starts(self) -> np.ndarray:
+        """Index of the first record of each of this dataset's files, and the total."""
+        if self._starts_cache is None:
+            counts = self._file_counts()
+            mine = [counts[f] for f in self._my_files()]
+            self._starts_cache = np.concatenate([[0], np.cumsum(mine, dtype=np.int64)])
+        return self._starts_cache
+
+    def _stored(self, indices: np.ndarray) -> np.ndarray:
+        """Checked record indexes (negative from the end) -> positions in the files."""
         n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"record {i} of {n}")
+        bad = (indices < -n) | (indices >= n)
+        if bad.any():
+            raise IndexError(f"record {int(indices[bad][0])} of {n}")
+        indices = np.where(indices < 0, indices + n, indices)
         shard = self._order.shard
         if shard is not None and len(self.files) < shard[1]:
-            i = shard[0] + i * shard[1]
-        files = self._my_files()
-        counts = self._file_counts()
-        ends = np.cumsum([counts[f] for f in files])
-        k = int(np.searchsorted(ends, i, side="right"))
-        path = self.files[files[k]]
-        within = i - (int(ends[k - 1]) if k else 0)
-        record = self._file(path).read(int(self._offsets_of(path)[within]))
-        batch = self._columns([record])
-        return {name: column[0] for name, column in batch.items()}
+            indices = shard[0] + indices * shard[1]
+        return indices
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """The records at ``indices`` (in stored order; shuffling does not apply) as
+        columns, like one of :meth:`batches`: read from the memory-mapped shards at the
+        offsets of their ``.idx`` files (or of one framing walk), CRC-checked and decoded
+        in Rust in one call. ``ds[indices]`` does the same.
+
+        >>> import tempfile, numpy as np, recordforge as rf
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = rf.write_dataset({"id": np.arange(10) * 10}, d, max_records=4)
+        ...     rf.open_dataset(d).take([7, 0, 7])["id"].tolist()
+        [70, 0, 70]
+        """
+        where = self._stored(np.asarray(indices, dtype=np.int64).reshape(-1))
+        starts = self._starts()
+        mine = self._my_files()
+        k = np.searchsorted(starts, where, side="right") - 1
+        used = np.unique(k)
+        offsets = np.empty(len(where), dtype=np.uint64)
+        for f in used.tolist():
+            hit = k == f
+            offsets[hit] = self._offsets_of(self.files[mine[f]])[where[hit] - starts[f]]
+        files = [self._file(self.files[mine[f]]) for f in used.tolist()]
+        decoded = _core.take_records(
+            files, np.searchsorted(used, k).astype(np.int64), offsets, self._wanted()
+        )
+        return self._assemble(len(where), decoded)
+
+    def __getitem__(self, i: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """Record ``i`` (in stored order; shuffling does not apply), read through the
+        index files (``.idx`` beside the shards) or offsets found by one framing walk.
+        A slice, list or array of indexes gives columns (see :meth:`take`)."""
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        if not isinstance(i, (int, np.integer)):
+            return self.take(i)
+        where = int(self._stored(np.array([i], dtype=np.int64))[0])
+        starts = self._starts()
+        k = int(np.searchsorted(starts, where, side="right")) - 1
+        path = self.files[self._my_files()[k]]
+        offset = self._offsets_of(path)[where - int(starts[k])]
+        decoded = _core.take_records(
+            [self._file(path)], _ZERO, np.array([offset], np.uint64), self._wanted()
+        )
+        return {name: column[0] for name, column in self._assemble(1, decoded).items()}
 
     # -- integrations ------------------------------------------------------------------
 
@@ -325,20 +420,44 @@ class Dataset:
         return to_grain(self, **kwargs)
 
 
-def _shuffled(
-    records: Iterator[bytes], buffer_size: int, rng: np.random.Generator
-) -> Iterator[bytes]:
+_MASK64 = (1 << 64) - 1
+_ZERO = np.zeros(1, dtype=np.int64)
+
+
+class _SplitMix:
+    """SplitMix64: the generator of the Rust reader's shuffle buffer, step for step."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = seed & _MASK64
+
+    def below(self, n: int) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & _MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return ((z ^ (z >> 31)) * n) >> 64
+
+
+def _shuffled(records: Iterator[bytes], buffer_size: int, seed: int) -> Iterator[bytes]:
+    """The shuffle buffer of the Rust reader (``reader::Shuffler``), in Python."""
+    rng = _SplitMix(seed)
+    size = max(1, buffer_size)
     buffer: list[bytes] = []
     for record in records:
-        if len(buffer) < buffer_size:
+        if len(buffer) < size:
             buffer.append(record)
             continue
-        j = int(rng.integers(buffer_size))
+        j = rng.below(size)
         yield buffer[j]
         buffer[j] = record
-    order = rng.permutation(len(buffer))
-    for j in order:
-        yield buffer[j]
+    while buffer:
+        j = rng.below(len(buffer))
+        buffer[j], buffer[-1] = buffer[-1], buffer[j]
+        yield buffer.pop()
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
 
 
 def _count(path: str) -> int:

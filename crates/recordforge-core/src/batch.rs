@@ -114,6 +114,61 @@ fn mismatch(what: String) -> Error {
 
 const MSG: &str = "tf.train.Example";
 
+/// Finds the wanted feature of a map key. Records written by one writer repeat their
+/// keys in the same order, so the key seen at the same entry of the previous record is
+/// tried first: one comparison instead of a search.
+struct Finder<'w, 'r> {
+    wanted: &'w [Wanted<'w>],
+    map: Option<HashMap<&'w [u8], usize>>,
+    /// Per entry ordinal: the previous record's key there, and what it was.
+    seen: Vec<(&'r [u8], Option<usize>)>,
+}
+
+impl<'w, 'r> Finder<'w, 'r> {
+    fn new(wanted: &'w [Wanted<'w>]) -> Self {
+        let map = (wanted.len() > 16).then(|| {
+            wanted
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.name.as_bytes(), i))
+                .collect()
+        });
+        Finder {
+            wanted,
+            map,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The wanted index of `key`, the `ordinal`-th entry of its record; `None` when
+    /// not wanted, `Err` when not valid UTF-8 (protobuf's rule for string map keys).
+    #[inline]
+    fn find(&mut self, ordinal: usize, key: &'r [u8], at: usize) -> Result<Option<usize>> {
+        if let Some(&(k, found)) = self.seen.get(ordinal) {
+            if k == key {
+                return Ok(found);
+            }
+        }
+        if std::str::from_utf8(key).is_err() {
+            return Err(Error::Decode {
+                message: MSG,
+                what: "map key is not valid UTF-8",
+                position: at,
+            });
+        }
+        let found = match &self.map {
+            Some(map) => map.get(key).copied(),
+            None => self.wanted.iter().position(|w| w.name.as_bytes() == key),
+        };
+        if ordinal < self.seen.len() {
+            self.seen[ordinal] = (key, found);
+        } else if ordinal == self.seen.len() {
+            self.seen.push((key, found));
+        }
+        Ok(found)
+    }
+}
+
 /// Decodes `records`, keeping only the `wanted` features. A wanted feature missing from a
 /// record (or present with no kind) has no values there; one with a fixed width must
 /// then hold exactly that many values, or the record is an error.
@@ -124,19 +179,7 @@ pub fn decode_batch<'r, I>(
 where
     I: IntoIterator<Item = &'r [u8]>,
 {
-    let lookup: Option<HashMap<&[u8], usize>> = (wanted.len() > 16).then(|| {
-        wanted
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.name.as_bytes(), i))
-            .collect()
-    });
-    let find = |key: &[u8]| -> Option<usize> {
-        match &lookup {
-            Some(map) => map.get(key).copied(),
-            None => wanted.iter().position(|w| w.name.as_bytes() == key),
-        }
-    };
+    let mut finder = Finder::new(wanted);
     let mut columns: Vec<DecodedColumn> = wanted
         .iter()
         .map(|w| DecodedColumn {
@@ -145,7 +188,7 @@ where
         })
         .collect();
     for (record, buf) in records.into_iter().enumerate() {
-        decode_one(buf, wanted, &find, &mut columns)
+        decode_one(buf, wanted, &mut finder, &mut columns)
             .map_err(|error| BatchError { record, error })?;
         for (w, c) in wanted.iter().zip(columns.iter_mut()) {
             let start = *c.splits.last().expect("splits start with 0");
@@ -165,13 +208,14 @@ where
     Ok(columns)
 }
 
-fn decode_one(
-    buf: &[u8],
+fn decode_one<'r>(
+    buf: &'r [u8],
     wanted: &[Wanted<'_>],
-    find: &impl Fn(&[u8]) -> Option<usize>,
+    finder: &mut Finder<'_, 'r>,
     columns: &mut [DecodedColumn],
 ) -> Result<()> {
     let mut c = Cursor::new(buf, 0, MSG);
+    let mut ordinal = 0;
     while !c.at_end() {
         let (field, wt) = c.tag()?;
         if field != 1 || wt != WT_LEN {
@@ -187,7 +231,8 @@ fn decode_one(
                 continue;
             }
             let (entry, at) = f.len_delimited()?;
-            decode_entry(entry, at, wanted, find, columns)?;
+            decode_entry(entry, at, ordinal, wanted, finder, columns)?;
+            ordinal += 1;
         }
     }
     Ok(())
@@ -195,43 +240,56 @@ fn decode_one(
 
 /// One map entry `{key, Feature}`: the value of a wanted key is appended to its column
 /// (replacing an earlier entry with the same key in this record: last one wins).
-fn decode_entry(
-    entry: &[u8],
+fn decode_entry<'r>(
+    entry: &'r [u8],
     base: usize,
+    ordinal: usize,
     wanted: &[Wanted<'_>],
-    find: &impl Fn(&[u8]) -> Option<usize>,
+    finder: &mut Finder<'_, 'r>,
     columns: &mut [DecodedColumn],
 ) -> Result<()> {
     let mut c = Cursor::new(entry, base, MSG);
-    let mut key: Option<&[u8]> = None;
-    let mut value: Vec<(&[u8], usize)> = Vec::new();
+    let mut key: Option<(&'r [u8], usize)> = None;
+    // Almost always one value; more only when the Feature is split in parts (merged).
+    let mut first: Option<(&'r [u8], usize)> = None;
+    let mut more: Vec<(&'r [u8], usize)> = Vec::new();
     while !c.at_end() {
         let (field, wt) = c.tag()?;
         match (field, wt) {
             (1, WT_LEN) => {
                 let at = c.position();
                 let k = c.len_delimited()?.0;
-                if std::str::from_utf8(k).is_err() {
-                    return Err(Error::Decode {
-                        message: MSG,
-                        what: "map key is not valid UTF-8",
-                        position: at,
-                    });
+                // A repeated key field: the last one counts, but each must be UTF-8.
+                if let Some((earlier, earlier_at)) = key.replace((k, at)) {
+                    if std::str::from_utf8(earlier).is_err() {
+                        return Err(Error::Decode {
+                            message: MSG,
+                            what: "map key is not valid UTF-8",
+                            position: earlier_at,
+                        });
+                    }
                 }
-                key = Some(k);
             }
-            (2, WT_LEN) => value.push(c.len_delimited()?),
+            (2, WT_LEN) => {
+                let v = c.len_delimited()?;
+                if first.is_none() {
+                    first = Some(v);
+                } else {
+                    more.push(v);
+                }
+            }
             _ => c.skip(field, wt)?,
         }
     }
-    let Some(i) = find(key.unwrap_or(b"")) else {
+    let (key, at) = key.unwrap_or((b"", base));
+    let Some(i) = finder.find(ordinal, key, at)? else {
         return Ok(());
     };
     let column = &mut columns[i];
     let record_start = *column.splits.last().expect("splits start with 0");
     // A repeated key: protobuf's map keeps the last entry.
     column.values.truncate(record_start);
-    for (feature, at) in value {
+    for (feature, at) in first.into_iter().chain(more) {
         append_feature(feature, at, &wanted[i], &mut column.values)?;
     }
     Ok(())

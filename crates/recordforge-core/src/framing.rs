@@ -148,7 +148,17 @@ impl<R: Read> RecordReader<R> {
     /// Reads the next record into `buf` (replacing its contents). Returns the record's
     /// offset, or `None` at a clean end of the stream.
     pub fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
+        buf.clear();
+        self.read_append(buf)
+    }
+
+    /// Like [`read_into`](RecordReader::read_into), but appends the record to `buf`
+    /// (which then grows by exactly the payload, or not at all on `None` or an error).
+    /// After a data CRC mismatch the stream is already past the record: the next call
+    /// reads the one after it.
+    pub fn read_append(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
         let at = self.offset;
+        let base = buf.len();
         let mut header = [0u8; HEADER];
         let got = read_full(&mut self.inner, &mut header, at)?;
         if got == 0 {
@@ -159,7 +169,25 @@ impl<R: Read> RecordReader<R> {
         }
         let len = check_length(&header, at, self.verify)?;
         let expected = len.saturating_add(FRAME_OVERHEAD);
-        buf.clear();
+        let result = self.read_payload(buf, at, len, expected);
+        if result.is_err() {
+            buf.truncate(base);
+        }
+        if matches!(
+            result,
+            Ok(())
+                | Err(Error::Corrupt {
+                    kind: CorruptKind::DataCrcMismatch { .. },
+                    ..
+                })
+        ) {
+            self.offset = at + expected;
+        }
+        result.map(|()| Some(at))
+    }
+
+    fn read_payload(&mut self, buf: &mut Vec<u8>, at: u64, len: u64, expected: u64) -> Result<()> {
+        let base = buf.len();
         // The length is not trusted for allocation: read through `take`, which grows the
         // buffer only as bytes actually arrive.
         let mut limited = (&mut self.inner).take(len);
@@ -170,17 +198,16 @@ impl<R: Read> RecordReader<R> {
                 Err(e) => return Err(map_read_error(e, at)),
             }
         }
-        if (buf.len() as u64) < len {
-            return Err(truncated(at, expected, HEADER as u64 + buf.len() as u64));
+        let got = (buf.len() - base) as u64;
+        if got < len {
+            return Err(truncated(at, expected, HEADER as u64 + got));
         }
         let mut footer = [0u8; 4];
-        let got = read_full(&mut self.inner, &mut footer, at)?;
-        if got < 4 {
-            return Err(truncated(at, expected, HEADER as u64 + len + got as u64));
+        let n = read_full(&mut self.inner, &mut footer, at)?;
+        if n < 4 {
+            return Err(truncated(at, expected, HEADER as u64 + len + n as u64));
         }
-        check_data(buf, footer, at, self.verify)?;
-        self.offset = at + expected;
-        Ok(Some(at))
+        check_data(&buf[base..], footer, at, self.verify)
     }
 }
 
@@ -274,6 +301,18 @@ pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<Range<us
             Ok(Some(frame.payload))
         }
     }
+}
+
+/// Where the next intact record starts after a damaged one at `pos`: the next frame when
+/// the damaged one's length is intact, else the first later offset holding a whole,
+/// CRC-valid record (or the end).
+pub fn next_intact(data: &[u8], pos: usize) -> usize {
+    if let Ok(Some(frame)) = locate(data, pos, true) {
+        return frame.end();
+    }
+    (pos + 1..data.len())
+        .find(|&p| matches!(frame_at(data, p, true), Ok(Some(_))))
+        .unwrap_or(data.len())
 }
 
 /// Records of an in-memory (or memory-mapped) uncompressed record stream.

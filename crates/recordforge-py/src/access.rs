@@ -6,7 +6,7 @@ use memmap2::Mmap;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use recordforge_core::framing::{frame_at, locate};
+use recordforge_core::framing::{frame_at, locate, next_intact};
 use recordforge_core::{Error, FRAME_OVERHEAD};
 
 use crate::errors::to_py;
@@ -20,7 +20,7 @@ pub struct RecordFile {
 }
 
 impl RecordFile {
-    fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
 
@@ -48,18 +48,6 @@ impl RecordFile {
 
 /// A damaged region: start offset, end offset, what was wrong at its start.
 type Damaged = (u64, u64, String);
-
-/// Where the next intact record starts after a damaged one at `pos`: the next frame when
-/// the damaged one's length is intact, else the first later offset holding a whole,
-/// CRC-valid record (or the end).
-fn next_intact(data: &[u8], pos: usize) -> usize {
-    if let Ok(Some(frame)) = locate(data, pos, true) {
-        return frame.end();
-    }
-    (pos + 1..data.len())
-        .find(|&p| matches!(frame_at(data, p, true), Ok(Some(_))))
-        .unwrap_or(data.len())
-}
 
 #[pymethods]
 impl RecordFile {
@@ -150,7 +138,7 @@ impl RecordFile {
     }
 
     #[getter]
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 

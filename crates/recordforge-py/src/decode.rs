@@ -3,11 +3,11 @@
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use recordforge_core::batch::{decode_batch as core_decode, Kind, Values, Wanted};
+use recordforge_core::batch::{decode_batch as core_decode, DecodedColumn, Kind, Values, Wanted};
 
 use crate::errors::decode_error;
 
-fn kind_of(py: Python<'_>, name: &str, kind: &str) -> PyResult<Kind> {
+pub fn kind_of(py: Python<'_>, name: &str, kind: &str) -> PyResult<Kind> {
     match kind {
         "int64" => Ok(Kind::Int64),
         "float32" => Ok(Kind::Float),
@@ -55,18 +55,32 @@ pub fn decode_batch<'py>(
     let columns = py
         .detach(|| core_decode(slices.iter().copied(), &wanted))
         .map_err(|e| decode_error(py, format!("record {}: {}", e.record, e.error)))?;
+    columns_to_py(py, columns, false)
+}
+
+/// One ``(values, row_splits)`` tuple per column. Bytes values become a list of ``bytes``,
+/// or with ``object_arrays`` a NumPy object array of them.
+pub fn columns_to_py<'py>(
+    py: Python<'py>,
+    columns: Vec<DecodedColumn>,
+    object_arrays: bool,
+) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for column in columns {
         let values: Bound<'py, PyAny> = match column.values {
             Values::Int64(v) => PyArray1::from_vec(py, v).into_any(),
             Values::Float(v) => PyArray1::from_vec(py, v).into_any(),
-            Values::Bytes { data, offsets } => PyList::new(
-                py,
-                offsets
+            Values::Bytes { data, offsets } => {
+                let items = offsets
                     .windows(2)
-                    .map(|w| PyBytes::new(py, &data[w[0]..w[1]])),
-            )?
-            .into_any(),
+                    .map(|w| PyBytes::new(py, &data[w[0]..w[1]]));
+                if object_arrays {
+                    let objects: Vec<Py<PyAny>> = items.map(|b| b.into_any().unbind()).collect();
+                    PyArray1::from_vec(py, objects).into_any()
+                } else {
+                    PyList::new(py, items)?.into_any()
+                }
+            }
         };
         let splits: Vec<i64> = column.splits.iter().map(|&s| s as i64).collect();
         out.append(PyTuple::new(

@@ -9,6 +9,7 @@ mod decode;
 mod errors;
 mod io;
 mod pyfile;
+mod reader;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -24,6 +25,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<columns::RecordBatch>()?;
     m.add_function(wrap_pyfunction!(decode::decode_batch, m)?)?;
     m.add_class::<access::RecordFile>()?;
+    m.add_class::<reader::BatchReader>()?;
+    m.add_function(wrap_pyfunction!(reader::take_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;
     m.add_class::<io::TFRecordWriter>()?;

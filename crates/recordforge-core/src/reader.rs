@@ -1,0 +1,611 @@
+//! Batches of columns read straight from TFRecord files, on background threads.
+//!
+//! ```text
+//! files --loaders (files in parallel)--> chunks of framed, CRC-checked records
+//!       --assembler (file order, every n-th record, shuffle buffer)--> batches of slices
+//!       --decoders (batches in parallel)--> columns, handed out in order
+//! ```
+//!
+//! Uncompressed files are memory-mapped and decoded from the mapped bytes; compressed
+//! ones are decompressed into chunk buffers. Every channel is bounded, so what is in
+//! flight is a few chunks per loader and a few batches per decoder, never a whole file.
+//! The order of records, and where an error surfaces, are those of a sequential read.
+
+use std::ops::{Deref, Range};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread;
+
+use crate::batch::{decode_batch, DecodedColumn, Kind, Wanted};
+use crate::compression::Compression;
+use crate::error::{CorruptKind, Error};
+use crate::framing::{locate, next_intact, FileRecords, RecordReader};
+
+/// Records per chunk handed from a loader to the assembler.
+const CHUNK_RECORDS: usize = 4096;
+/// Payload bytes per chunk of a decompressed stream.
+const CHUNK_BYTES: usize = 4 << 20;
+/// Chunks a loader may have ready ahead of the assembler.
+const CHUNKS_AHEAD: usize = 2;
+
+/// What to read and how.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// `None`: detected per file from its first bytes.
+    pub compression: Option<Compression>,
+    /// Check the payload CRC of every record (length CRCs are always checked).
+    pub verify: bool,
+    /// Skip damaged records (listed in [`Batch::skipped`]) instead of stopping there.
+    pub skip_corrupt: bool,
+    /// `(index, count)`: keep only records whose position in the stream (after skipped
+    /// ones are left out) is `index` modulo `count`.
+    pub every: Option<(u64, u64)>,
+    /// `(buffer, seed)`: pass records through a shuffle buffer (see [`Shuffler`]).
+    pub shuffle: Option<(usize, u64)>,
+    pub batch_size: usize,
+    /// Leave out a last batch smaller than `batch_size`.
+    pub drop_remainder: bool,
+    /// Decoder threads, and at most this many files loaded at once.
+    pub threads: usize,
+    /// Batches each decoder may have finished ahead of the consumer.
+    pub prefetch: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            compression: None,
+            verify: true,
+            skip_corrupt: false,
+            every: None,
+            shuffle: None,
+            batch_size: 1024,
+            drop_remainder: false,
+            threads: 2,
+            prefetch: 1,
+        }
+    }
+}
+
+/// A damaged region left out with `skip_corrupt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// Index of the file in the list given to [`BatchReader::start`].
+    pub file: usize,
+    pub start: u64,
+    /// Where reading resumed; equal to `start` when the rest of a compressed file was
+    /// unreadable.
+    pub end: u64,
+    pub reason: String,
+}
+
+/// Decoded columns of `len` records (one per wanted feature, in order), and the damaged
+/// regions skipped since the previous batch. The last batch may have `len == 0`: it only
+/// carries regions skipped after the last record.
+#[derive(Debug)]
+pub struct Batch {
+    pub len: usize,
+    pub columns: Vec<DecodedColumn>,
+    pub skipped: Vec<Damaged>,
+}
+
+/// Why reading stopped: a file's error (`Corrupt` with its offset, `Io`), or a record
+/// that does not decode as asked (`record`: the record's offset).
+#[derive(Debug)]
+pub struct ReadError {
+    pub file: usize,
+    pub record: Option<u64>,
+    pub error: Error,
+}
+
+/// The bytes records are sliced from: a mapped file or a decompressed chunk.
+enum Data {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Map(m) => m,
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+/// One record: where its payload is, and where it came from.
+struct Rec {
+    data: Arc<Data>,
+    payload: Range<usize>,
+    file: usize,
+    offset: u64,
+}
+
+impl Rec {
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.payload.clone()]
+    }
+}
+
+struct Chunk {
+    data: Arc<Data>,
+    /// (offset, payload range in `data`)
+    records: Vec<(u64, Range<usize>)>,
+    skipped: Vec<Damaged>,
+    /// The file stops here, with this error.
+    error: Option<Error>,
+}
+
+enum Load {
+    Chunk(Chunk),
+    EndOfFile,
+}
+
+enum Job {
+    Batch {
+        records: Vec<Rec>,
+        skipped: Vec<Damaged>,
+    },
+    Fail(ReadError),
+    End(Vec<Damaged>),
+}
+
+enum Output {
+    Item(Result<Batch, ReadError>),
+    End(Vec<Damaged>),
+}
+
+/// A SplitMix64 generator: tiny, and the same sequence in Python (`dataset._SplitMix`).
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`), by multiply-shift.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// A shuffle buffer: the first `size` items fill it; then each new item replaces a
+/// random one, which comes out; at the end the rest come out in random order (a random
+/// one swapped to the back and taken, until none is left).
+pub struct Shuffler<T> {
+    size: usize,
+    buffer: Vec<T>,
+    rng: SplitMix,
+}
+
+impl<T> Shuffler<T> {
+    pub fn new(size: usize, seed: u64) -> Self {
+        Shuffler {
+            size: size.max(1),
+            buffer: Vec::new(),
+            rng: SplitMix::new(seed),
+        }
+    }
+
+    /// Takes `item`; returns the one that leaves the buffer, if any.
+    pub fn push(&mut self, item: T) -> Option<T> {
+        if self.buffer.len() < self.size {
+            self.buffer.push(item);
+            return None;
+        }
+        let j = self.rng.below(self.size);
+        Some(std::mem::replace(&mut self.buffer[j], item))
+    }
+
+    /// The next of the items left at the end.
+    pub fn drain_one(&mut self) -> Option<T> {
+        if self.buffer.is_empty() {
+            return None;
+        }
+        let j = self.rng.below(self.buffer.len());
+        Some(self.buffer.swap_remove(j))
+    }
+}
+
+/// Reads batches of decoded columns from files on background threads. Dropping it stops
+/// the threads (each ends at its next hand-over).
+pub struct BatchReader {
+    outputs: Vec<Receiver<Output>>,
+    seq: usize,
+    done: bool,
+}
+
+impl BatchReader {
+    /// Starts reading `files` in this order, decoding the `wanted` features
+    /// `(name, kind, width)` (see [`Wanted`]).
+    pub fn start(
+        files: Vec<PathBuf>,
+        wanted: Vec<(String, Kind, Option<usize>)>,
+        options: ReadOptions,
+    ) -> Self {
+        let threads = options.threads.max(1);
+        let n_loaders = threads.min(files.len()).max(1);
+        let files = Arc::new(files);
+        let mut loads = Vec::with_capacity(n_loaders);
+        for l in 0..n_loaders {
+            let (tx, rx) = sync_channel(CHUNKS_AHEAD);
+            let files = Arc::clone(&files);
+            let options = options.clone();
+            thread::spawn(move || {
+                for i in (l..files.len()).step_by(n_loaders) {
+                    if !load_file(i, &files[i], &options, &tx) || tx.send(Load::EndOfFile).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            loads.push(rx);
+        }
+        let wanted = Arc::new(wanted);
+        let mut jobs = Vec::with_capacity(threads);
+        let mut outputs = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (job_tx, job_rx) = sync_channel::<Job>(1);
+            let (out_tx, out_rx) = sync_channel::<Output>(options.prefetch.max(1));
+            let wanted = Arc::clone(&wanted);
+            thread::spawn(move || decode_jobs(&job_rx, &out_tx, &wanted));
+            jobs.push(job_tx);
+            outputs.push(out_rx);
+        }
+        let n_files = files.len();
+        thread::spawn(move || assemble(n_files, &loads, &jobs, &options));
+        BatchReader {
+            outputs,
+            seq: 0,
+            done: false,
+        }
+    }
+
+    /// The next batch (blocking until it is decoded); `None` after the last one or after
+    /// an error.
+    pub fn next_batch(&mut self) -> Option<Result<Batch, ReadError>> {
+        if self.done {
+            return None;
+        }
+        let n = self.outputs.len();
+        let got = self.outputs[self.seq % n].recv();
+        self.seq += 1;
+        match got {
+            Ok(Output::Item(Ok(batch))) => Some(Ok(batch)),
+            Ok(Output::Item(Err(e))) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Ok(Output::End(skipped)) => {
+                self.done = true;
+                (!skipped.is_empty()).then_some(Ok(Batch {
+                    len: 0,
+                    columns: Vec::new(),
+                    skipped,
+                }))
+            }
+            Err(_) => {
+                self.done = true;
+                Some(Err(ReadError {
+                    file: 0,
+                    record: None,
+                    error: Error::InvalidArgument("a reader thread stopped unexpectedly".into()),
+                }))
+            }
+        }
+    }
+}
+
+impl Iterator for BatchReader {
+    type Item = Result<Batch, ReadError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch()
+    }
+}
+
+/// Loads one file into chunks sent on `tx`. Returns false when the receiver is gone or
+/// the file ended with an error (sent as the last chunk).
+fn load_file(file: usize, path: &Path, options: &ReadOptions, tx: &SyncSender<Load>) -> bool {
+    let opened = FileRecords::open(path, options.compression, options.verify);
+    match opened {
+        Ok(FileRecords::Mapped { map, .. }) => {
+            load_mapped(file, Arc::new(Data::Map(map)), options, tx)
+        }
+        Ok(FileRecords::Stream(reader)) => load_stream(file, reader, options, tx),
+        Err(error) => {
+            let _ = tx.send(Load::Chunk(Chunk {
+                data: Arc::new(Data::Owned(Vec::new())),
+                records: Vec::new(),
+                skipped: Vec::new(),
+                error: Some(error),
+            }));
+            false
+        }
+    }
+}
+
+fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSender<Load>) -> bool {
+    let bytes: &[u8] = &data;
+    let new_chunk = || Chunk {
+        data: Arc::clone(&data),
+        records: Vec::with_capacity(CHUNK_RECORDS),
+        skipped: Vec::new(),
+        error: None,
+    };
+    let mut chunk = new_chunk();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let found = locate(bytes, pos, true).and_then(|frame| match frame {
+            Some(f) if options.verify => f.check(&bytes[f.payload.clone()]).map(|()| Some(f)),
+            other => Ok(other),
+        });
+        match found {
+            Ok(None) => break,
+            Ok(Some(frame)) => {
+                chunk.records.push((pos as u64, frame.payload.clone()));
+                pos = frame.end();
+            }
+            Err(e @ Error::Corrupt { .. }) if options.skip_corrupt => {
+                let next = next_intact(bytes, pos);
+                chunk.skipped.push(Damaged {
+                    file,
+                    start: pos as u64,
+                    end: next as u64,
+                    reason: e.to_string(),
+                });
+                pos = next;
+            }
+            Err(e) => {
+                chunk.error = Some(e);
+                let _ = tx.send(Load::Chunk(chunk));
+                return false;
+            }
+        }
+        if chunk.records.len() == CHUNK_RECORDS
+            && tx
+                .send(Load::Chunk(std::mem::replace(&mut chunk, new_chunk())))
+                .is_err()
+        {
+            return false;
+        }
+    }
+    chunk.records.is_empty() && chunk.skipped.is_empty() || tx.send(Load::Chunk(chunk)).is_ok()
+}
+
+fn load_stream(
+    file: usize,
+    mut reader: RecordReader<Box<dyn std::io::Read + Send>>,
+    options: &ReadOptions,
+    tx: &SyncSender<Load>,
+) -> bool {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut records = Vec::new();
+    let mut skipped = Vec::new();
+    let send = |buf: Vec<u8>, records, skipped, error| {
+        tx.send(Load::Chunk(Chunk {
+            data: Arc::new(Data::Owned(buf)),
+            records,
+            skipped,
+            error,
+        }))
+        .is_ok()
+    };
+    loop {
+        let start = buf.len();
+        match reader.read_append(&mut buf) {
+            Ok(None) => break,
+            Ok(Some(at)) => records.push((at, start..buf.len())),
+            Err(e) if options.skip_corrupt && matches!(e, Error::Corrupt { .. }) => {
+                let Error::Corrupt { offset, kind } = &e else {
+                    unreachable!()
+                };
+                if matches!(kind, CorruptKind::DataCrcMismatch { .. }) {
+                    skipped.push(Damaged {
+                        file,
+                        start: *offset,
+                        end: reader.offset(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+                skipped.push(Damaged {
+                    file,
+                    start: *offset,
+                    end: *offset,
+                    reason: format!("{e} (the rest of the compressed file is unreadable)"),
+                });
+                break;
+            }
+            Err(e) => {
+                let _ = send(buf, records, skipped, Some(e));
+                return false;
+            }
+        }
+        if records.len() == CHUNK_RECORDS || buf.len() >= CHUNK_BYTES {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
+            if !send(
+                full,
+                std::mem::take(&mut records),
+                std::mem::take(&mut skipped),
+                None,
+            ) {
+                return false;
+            }
+        }
+    }
+    records.is_empty() && skipped.is_empty() || send(buf, records, skipped, None)
+}
+
+/// Hands jobs to the decoders round-robin, so the consumer finds job `k` at decoder
+/// `k % decoders`.
+struct Batcher<'a> {
+    jobs: &'a [SyncSender<Job>],
+    seq: usize,
+    batch_size: usize,
+    pending: Vec<Rec>,
+    skipped: Vec<Damaged>,
+}
+
+impl Batcher<'_> {
+    fn send(&mut self, job: Job) -> bool {
+        let ok = self.jobs[self.seq % self.jobs.len()].send(job).is_ok();
+        self.seq += 1;
+        ok
+    }
+
+    /// Appends a record to the batch being built; sends the batch when full.
+    fn emit(&mut self, rec: Rec) -> bool {
+        self.pending.push(rec);
+        if self.pending.len() < self.batch_size {
+            return true;
+        }
+        let records = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size));
+        let skipped = std::mem::take(&mut self.skipped);
+        self.send(Job::Batch { records, skipped })
+    }
+}
+
+/// Puts records in order into batches and hands them to the decoders.
+fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], o: &ReadOptions) {
+    let batch_size = o.batch_size.max(1);
+    let mut out = Batcher {
+        jobs,
+        seq: 0,
+        batch_size,
+        pending: Vec::with_capacity(batch_size),
+        skipped: Vec::new(),
+    };
+    let mut shuffler = o.shuffle.map(|(size, seed)| Shuffler::new(size, seed));
+    let mut position = 0u64;
+    for file in 0..n_files {
+        let rx = &loads[file % loads.len()];
+        loop {
+            let chunk = match rx.recv() {
+                Ok(Load::Chunk(chunk)) => chunk,
+                Ok(Load::EndOfFile) => break,
+                Err(_) => {
+                    let error = Error::InvalidArgument("a loader thread stopped".into());
+                    out.send(Job::Fail(ReadError {
+                        file,
+                        record: None,
+                        error,
+                    }));
+                    return;
+                }
+            };
+            out.skipped.extend(chunk.skipped);
+            let owned = matches!(*chunk.data, Data::Owned(_));
+            for (offset, payload) in chunk.records {
+                let keep = o.every.is_none_or(|(i, n)| position % n == i);
+                position += 1;
+                if !keep {
+                    continue;
+                }
+                let mut rec = Rec {
+                    data: Arc::clone(&chunk.data),
+                    payload,
+                    file,
+                    offset,
+                };
+                let Some(shuffler) = shuffler.as_mut() else {
+                    if !out.emit(rec) {
+                        return;
+                    }
+                    continue;
+                };
+                if owned {
+                    // A record waiting in the buffer keeps only its own bytes alive, not
+                    // its whole decompressed chunk.
+                    let own = rec.bytes().to_vec();
+                    rec.payload = 0..own.len();
+                    rec.data = Arc::new(Data::Owned(own));
+                }
+                if let Some(rec) = shuffler.push(rec) {
+                    if !out.emit(rec) {
+                        return;
+                    }
+                }
+            }
+            if let Some(error) = chunk.error {
+                // As a sequential read: the records before the error in this batch are
+                // not handed out; the error is.
+                out.send(Job::Fail(ReadError {
+                    file,
+                    record: None,
+                    error,
+                }));
+                return;
+            }
+        }
+    }
+    if let Some(shuffler) = shuffler.as_mut() {
+        while let Some(rec) = shuffler.drain_one() {
+            if !out.emit(rec) {
+                return;
+            }
+        }
+    }
+    if !out.pending.is_empty() && !o.drop_remainder {
+        let records = std::mem::take(&mut out.pending);
+        let skipped = std::mem::take(&mut out.skipped);
+        if !out.send(Job::Batch { records, skipped }) {
+            return;
+        }
+    }
+    let skipped = std::mem::take(&mut out.skipped);
+    out.send(Job::End(skipped));
+}
+
+/// A decoder thread: decodes its jobs in the order they come.
+fn decode_jobs(
+    jobs: &Receiver<Job>,
+    out: &SyncSender<Output>,
+    wanted: &[(String, Kind, Option<usize>)],
+) {
+    let wanted: Vec<Wanted<'_>> = wanted
+        .iter()
+        .map(|(name, kind, width)| Wanted {
+            name,
+            kind: *kind,
+            width: *width,
+        })
+        .collect();
+    while let Ok(job) = jobs.recv() {
+        let output = match job {
+            Job::End(skipped) => {
+                let _ = out.send(Output::End(skipped));
+                return;
+            }
+            Job::Fail(e) => Output::Item(Err(e)),
+            Job::Batch { records, skipped } => {
+                let decoded = decode_batch(records.iter().map(Rec::bytes), &wanted);
+                Output::Item(match decoded {
+                    Ok(columns) => Ok(Batch {
+                        len: records.len(),
+                        columns,
+                        skipped,
+                    }),
+                    Err(e) => Err(ReadError {
+                        file: records[e.record].file,
+                        record: Some(records[e.record].offset),
+                        error: e.error,
+                    }),
+                })
+            }
+        };
+        if out.send(output).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `BatchReader` (files -> batches of columns, on background threads) and `take_records`
+//! (records at offsets of memory-mapped files -> columns in one call).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use numpy::PyReadonlyArray1;
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use recordforge_core::batch::{decode_batch, Wanted};
+use recordforge_core::framing::frame_at;
+use recordforge_core::reader::{BatchReader as CoreReader, Damaged, ReadError, ReadOptions};
+use recordforge_core::{Compression, Error};
+
+use crate::access::RecordFile;
+use crate::decode::{columns_to_py, kind_of};
+use crate::errors::{decode_error, to_py};
+
+type Features = Vec<(String, String, Option<usize>)>;
+type Skipped = (usize, u64, u64, String);
+/// `(records, columns, skipped)`, one item of a `BatchReader`.
+type Item<'py> = (usize, Bound<'py, PyList>, Vec<Skipped>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A record that does not decode names its file and offset; framing errors keep their
+/// own exception (``CorruptRecordError`` with path and offset, ``OSError``).
+fn read_error(py: Python<'_>, e: ReadError, names: &[String]) -> PyErr {
+    let name = names.get(e.file).map_or("", String::as_str);
+    match e.record {
+        Some(offset) => decode_error(
+            py,
+            format!("{name}: record at offset {offset}: {}", e.error),
+        ),
+        None => to_py(py, e.error, name),
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+}
+
+/// Reads TFRecord files into batches of decoded columns on background threads (files
+/// loaded in parallel, CRCs checked, batches decoded ahead). Yields
+/// ``(records, columns, skipped)``: ``columns`` as ``decode_batch`` returns them but with
+/// bytes as NumPy object arrays, ``skipped`` the damaged regions
+/// ``(file_index, start, end, reason)`` left out (``skip_corrupt``) since the previous
+/// batch. A last item may have 0 records and only skipped regions.
+#[pyclass(module = "recordforge._core", frozen)]
+pub struct BatchReader {
+    inner: Mutex<CoreReader>,
+    names: Vec<String>,
+}
+
+#[pymethods]
+impl BatchReader {
+    #[new]
+    #[pyo3(signature = (
+        files, features, batch_size, *, drop_remainder=false, compression="auto",
+        verify=true, skip_corrupt=false, every=None, shuffle=None, threads=0, prefetch=2
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        files: Vec<PathBuf>,
+        features: Features,
+        batch_size: usize,
+        drop_remainder: bool,
+        compression: Option<&str>,
+        verify: bool,
+        skip_corrupt: bool,
+        every: Option<(u64, u64)>,
+        shuffle: Option<(usize, u64)>,
+        threads: usize,
+        prefetch: usize,
+    ) -> PyResult<Self> {
+        if batch_size == 0 {
+            return Err(PyValueError::new_err("batch_size must be >= 1"));
+        }
+        if let Some((index, count)) = every {
+            if index >= count {
+                return Err(PyValueError::new_err(format!(
+                    "every: index {index} is not below count {count}"
+                )));
+            }
+        }
+        let compression = match compression {
+            Some(c) if c.eq_ignore_ascii_case("auto") => None,
+            other => Some(
+                Compression::parse(other.unwrap_or(""))
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            ),
+        };
+        let mut wanted = Vec::with_capacity(features.len());
+        for (name, kind, width) in features {
+            let kind = kind_of(py, &name, &kind)?;
+            wanted.push((name, kind, width));
+        }
+        let names = files.iter().map(|p| p.display().to_string()).collect();
+        let options = ReadOptions {
+            compression,
+            verify,
+            skip_corrupt,
+            every,
+            shuffle,
+            batch_size,
+            drop_remainder,
+            threads: if threads == 0 {
+                default_threads()
+            } else {
+                threads
+            },
+            prefetch,
+        };
+        Ok(BatchReader {
+            inner: Mutex::new(CoreReader::start(files, wanted, options)),
+            names,
+        })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Item<'py>>> {
+        let next = py.detach(|| lock(&self.inner).next_batch());
+        match next {
+            None => Ok(None),
+            Some(Err(e)) => Err(read_error(py, e, &self.names)),
+            Some(Ok(batch)) => {
+                let skipped = batch
+                    .skipped
+                    .into_iter()
+                    .map(
+                        |Damaged {
+                             file,
+                             start,
+                             end,
+                             reason,
+                         }| (file, start, end, reason),
+                    )
+                    .collect();
+                Ok(Some((
+                    batch.len,
+                    columns_to_py(py, batch.columns, true)?,
+                    skipped,
+                )))
+            }
+        }
+    }
+}
+
+/// Reads the records at ``offsets[k]`` of ``files[file_index[k]]`` (memory-mapped
+/// ``RecordFile``s; both CRCs checked unless ``verify`` is false) and decodes them into
+/// columns as ``BatchReader`` does, in one call with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (files, file_index, offsets, features, verify=true))]
+pub fn take_records<'py>(
+    py: Python<'py>,
+    files: Vec<PyRef<'py, RecordFile>>,
+    file_index: PyReadonlyArray1<'py, i64>,
+    offsets: PyReadonlyArray1<'py, u64>,
+    features: Features,
+    verify: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut wanted = Vec::with_capacity(features.len());
+    for (name, kind, width) in &features {
+        wanted.push(Wanted {
+            name,
+            kind: kind_of(py, name, kind)?,
+            width: *width,
+        });
+    }
+    let which = file_index.as_slice()?;
+    let offsets = offsets.as_slice()?;
+    if which.len() != offsets.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} file indexes for {} offsets",
+            which.len(),
+            offsets.len()
+        )));
+    }
+    if let Some(&bad) = which.iter().find(|&&f| f < 0 || f as usize >= files.len()) {
+        return Err(PyIndexError::new_err(format!(
+            "file index {bad} of {} files",
+            files.len()
+        )));
+    }
+    let datas: Vec<&[u8]> = files.iter().map(|f| f.data()).collect();
+    let names: Vec<String> = files.iter().map(|f| f.name().to_string()).collect();
+    let result = py.detach(|| -> Result<_, ReadError> {
+        let mut slices = Vec::with_capacity(offsets.len());
+        for (&f, &offset) in which.iter().zip(offsets) {
+            let data = datas[f as usize];
+            let fail = |error| ReadError {
+                file: f as usize,
+                record: None,
+                error,
+            };
+            let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+            if pos >= data.len() {
+                return Err(fail(Error::InvalidArgument(format!(
+                    "offset {offset} is past the end ({} bytes)",
+                    data.len()
+                ))));
+            }
+            let range = frame_at(data, pos, verify)
+                .map_err(fail)?
+                .expect("pos is before the end");
+            slices.push(&data[range]);
+        }
+        decode_batch(slices.iter().copied(), &wanted).map_err(|e| ReadError {
+            file: which[e.record] as usize,
+            record: Some(offsets[e.record]),
+            error: e.error,
+        })
+    });
+    match result {
+        Ok(columns) => columns_to_py(py, columns, true),
+        Err(e) => Err(read_error(py, e, &names)),
+    }
+}
