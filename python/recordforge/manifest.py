@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recordforge import _fs
 from recordforge.errors import SchemaError
 from recordforge.schema import Schema
 
@@ -92,15 +93,22 @@ class Manifest:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Manifest:
-        path = Path(directory) / MANIFEST_NAME
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise SchemaError(f"{path}: not valid JSON: {e}") from None
+        """Reads ``dataset.json`` from a directory (local, or a URL such as gs://...)."""
+        path = _fs.join(directory, MANIFEST_NAME)
+        try:
+            data = json.loads(_fs.read_bytes(path))
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{path}: not valid JSON: {e}") from None
         return cls.from_json(data)
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
+    def save(self, directory: str | os.PathLike[str]) -> Path | str:
+        """Writes ``dataset.json`` atomically (on an object store: a temporary key, then
+        moved to its final key)."""
+        if _fs.is_url(directory):
+            path = _fs.join(directory, MANIFEST_NAME)
+            text = json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
+            _fs.write_bytes(path, text.encode("utf-8"))
+            return path
         return write_json_atomic(Path(directory) / MANIFEST_NAME, self.to_json())
 
 

@@ -48,7 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed: list[str] = []
+    if argv[:1] == ["convert"] and "--" in argv:
+        # `convert ... --runner beam -- --project=p ...`: the rest is Beam's options.
+        cut = argv.index("--")
+        argv, passed = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    args.pipeline_args = passed
     try:
         code: int = SUBCOMMANDS[args.command].run(args)
     except (RecordforgeError, OSError, ValueError) as e:

@@ -47,7 +47,7 @@ def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
         yield progress
 
 
-def print_summary(manifest: Manifest, out: Path) -> None:
+def print_summary(manifest: Manifest, out: Path | str) -> None:
     """The closing summary: splits, shards, records, bytes, skipped items."""
     from rich.console import Console
     from rich.table import Table

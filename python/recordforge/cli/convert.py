@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from recordforge._fs import is_url
 from recordforge.cli._output import conversion_progress, print_summary
 from recordforge.writer import WriteOptions, write_dataset
 
@@ -31,6 +32,18 @@ def add_shared_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shuffle", action="store_true", help="shuffle items before writing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="encoding processes")
+    p.add_argument(
+        "--runner",
+        choices=["local", "beam"],
+        default="local",
+        help="local: this machine; beam: an Apache Beam pipeline (same output)",
+    )
+    p.add_argument(
+        "--beam-runner",
+        metavar="NAME",
+        help="Beam runner (DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ...); "
+        "default: in this process. Beam's own options go after a lone --",
+    )
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
@@ -117,10 +130,32 @@ def table_source(args: argparse.Namespace) -> Any:
 SOURCES = {"coco": coco_source, "images": images_source, "table": table_source}
 
 
+def run_on_beam(args: argparse.Namespace, source: Any) -> int:
+    from recordforge.beam import convert
+
+    manifest = convert(
+        source,
+        args.out,
+        split=args.split,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        options=options_from(args),
+        runner=args.beam_runner,
+        pipeline_args=getattr(args, "pipeline_args", []),
+        workers=args.workers,
+    )
+    print_summary(manifest, args.out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     source = SOURCES[args.source](args)
+    if args.runner == "beam":
+        return run_on_beam(args, source)
+    if getattr(args, "pipeline_args", None):
+        raise ValueError(f"options after -- are for --runner beam: {args.pipeline_args}")
     items = source.items()
-    out = Path(args.out)
+    out: str | Path = args.out if is_url(args.out) else Path(args.out)
     total = len(items) if hasattr(items, "__len__") else None
     report = source.report() if hasattr(source, "report") else None
     with conversion_progress(total, f"convert {args.source}") as progress:

@@ -1,0 +1,245 @@
+"""Paths that may be fsspec URLs (``gs://``, ``s3://``, ...) beside local paths.
+
+Local paths keep the fast paths (mmap, ``os.replace``); a URL goes through fsspec,
+imported only when one is seen (``pip install 'recordforge[cloud]'``). Writes to an
+object store are committed: the object is uploaded under a temporary key beside its
+final one (a name starting with ``.``), then moved (copied and deleted) to the final key,
+so a reader never sees a partial object under a final name.
+
+>>> from recordforge import _fs
+>>> _fs.is_url("s3://bucket/out"), _fs.is_url("/data/out"), _fs.is_url("C:/data")
+(True, False, False)
+>>> _fs.join("gs://bucket/out/", "dataset.json"), _fs.name("s3://b/out/train.tfrecord")
+('gs://bucket/out/dataset.json', 'train.tfrecord')
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "exists",
+    "glob",
+    "is_url",
+    "isdir",
+    "isfile",
+    "join",
+    "listdir",
+    "name",
+    "open_file",
+    "parent",
+    "read_bytes",
+    "remove",
+    "staged",
+    "temp_name",
+    "upload",
+    "write_bytes",
+]
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
+
+
+def is_url(path: Any) -> bool:
+    """Whether ``path`` is a URL that fsspec opens (``file://`` counts as local)."""
+    return isinstance(path, str) and bool(_URL.match(path)) and not path.startswith("file://")
+
+
+def _local(path: str | os.PathLike[str]) -> str:
+    text = os.fspath(path)
+    return text[len("file://") :] if text.startswith("file://") else text
+
+
+@functools.cache
+def _fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(
+            "paths such as gs:// and s3:// need fsspec and its filesystem package: "
+            "pip install 'recordforge[cloud]'"
+        ) from None
+    return fsspec
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the path within it."""
+    fs, path = _fsspec().core.url_to_fs(url)
+    return fs, path
+
+
+def join(root: str | os.PathLike[str], *names: str) -> str:
+    if is_url(root):
+        return "/".join([str(root).rstrip("/"), *names])
+    return os.path.join(_local(root), *names)
+
+
+def name(path: str | os.PathLike[str]) -> str:
+    """The last part of a path or URL."""
+    return os.fspath(path).rstrip("/").rsplit("/", 1)[-1] if is_url(path) else Path(path).name
+
+
+def parent(path: str | os.PathLike[str]) -> str:
+    if is_url(path):
+        return str(path).rstrip("/").rsplit("/", 1)[0]
+    return str(Path(_local(path)).parent)
+
+
+def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[Any]:
+    """An open file: the local file, or an fsspec file object for a URL."""
+    if is_url(path):
+        fs, p = filesystem(str(path))
+        f: IO[Any] = fs.open(p, mode)
+        return f
+    return open(_local(path), mode)
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    if is_url(path):
+        fs, p = filesystem(str(path))
+        return bool(fs.exists(p))
+    return os.path.exists(_local(path))
+
+
+def isfile(path: str | os.PathLike[str]) -> bool:
+    if is_url(path):
+        fs, p = filesystem(str(path))
+        return bool(fs.isfile(p))
+    return os.path.isfile(_local(path))
+
+
+def isdir(path: str | os.PathLike[str]) -> bool:
+    if is_url(path):
+        fs, p = filesystem(str(path))
+        return bool(fs.isdir(p))
+    return os.path.isdir(_local(path))
+
+
+def listdir(path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
+    """The entries of a directory: (name, is a directory), sorted by name."""
+    if is_url(path):
+        fs, p = filesystem(str(path))
+        fs.invalidate_cache(p)
+        entries = fs.ls(p, detail=True)
+        out = [
+            (e["name"].rstrip("/").rsplit("/", 1)[-1], e.get("type") == "directory")
+            for e in entries
+        ]
+        return sorted((n, d) for n, d in out if n)
+    return sorted((e.name, e.is_dir()) for e in os.scandir(_local(path)))
+
+
+def glob(pattern: str) -> list[str]:
+    """The files matching a glob, as URLs (or local paths), sorted."""
+    if is_url(pattern):
+        fs, p = filesystem(pattern)
+        return sorted(fs.unstrip_protocol(m) for m in fs.glob(p) if fs.isfile(m))
+    import glob as _glob
+
+    return sorted(m for m in _glob.glob(_local(pattern)) if os.path.isfile(m))
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    with open_file(path, "rb") as f:
+        data: bytes = f.read()
+    return data
+
+
+def temp_name(final_name: str) -> str:
+    """A hidden name beside ``final_name``, unique to this attempt."""
+    return f".{final_name}.{uuid.uuid4().hex[:12]}.partial"
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Writes a whole file atomically: a temporary name (key), then a rename (move)."""
+    tmp = join(parent(path), temp_name(name(path)))
+    if is_url(path):
+        fs, final = filesystem(str(path))
+        _, tmp_key = filesystem(tmp)
+        try:
+            fs.pipe_file(tmp_key, data)
+            fs.mv(tmp_key, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm_file(tmp_key)
+            raise
+        return
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, _local(path))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def upload(local: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Puts a local file at ``path`` (a URL or a local path) atomically: an object store
+    gets it under a temporary key, then moves it to the final key."""
+    if not is_url(path):
+        shutil.move(os.fspath(local), _local(path))
+        return
+    fs, final = filesystem(str(path))
+    _, tmp_key = filesystem(join(parent(path), temp_name(name(path))))
+    try:
+        fs.put_file(os.fspath(local), tmp_key)
+        fs.mv(tmp_key, final)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm_file(tmp_key)
+        raise
+
+
+def remove(path: str | os.PathLike[str]) -> None:
+    """Removes a file, or a directory with everything under it."""
+    if is_url(path):
+        fs, p = filesystem(str(path))
+        fs.rm(p, recursive=True)
+    elif os.path.isdir(_local(path)):
+        shutil.rmtree(_local(path))
+    else:
+        Path(_local(path)).unlink(missing_ok=True)
+
+
+_STAGE_ROOT: list[str] = []
+
+
+def _stage_root() -> str:
+    if not _STAGE_ROOT:
+        root = tempfile.mkdtemp(prefix="recordforge-staged-")
+        atexit.register(shutil.rmtree, root, True)
+        _STAGE_ROOT.append(root)
+    return _STAGE_ROOT[0]
+
+
+def staged(path: str) -> str:
+    """A local copy of a remote file, downloaded once per process (for readers that need
+    a local file: memory maps, random access). Local paths are returned as they are."""
+    if not is_url(path):
+        return _local(path)
+    fs, p = filesystem(path)
+    local = os.path.join(_stage_root(), re.sub(r"[^A-Za-z0-9._-]", "_", path.split("://")[0]), p)
+    if not os.path.exists(local):
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tmp = f"{local}.{uuid.uuid4().hex[:8]}.partial"
+        fs.get_file(p, tmp)
+        os.replace(tmp, local)
+    return local
+
+
+@contextlib.contextmanager
+def local_dir() -> Iterator[Path]:
+    """A temporary local directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="recordforge-") as d:
+        yield Path(d)

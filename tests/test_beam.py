@@ -1,0 +1,267 @@
+"""The conversion on Apache Beam (in-process runner) against the local writer: the same
+files, records, manifest; retried shard writes; ReadDataset; the CLI's --runner beam."""
+
+from __future__ import annotations
+
+import doctest
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import recordforge as rf
+
+beam = pytest.importorskip("apache_beam")
+
+from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
+
+import recordforge.beam as rfbeam  # noqa: E402
+from recordforge.cli.__main__ import main  # noqa: E402
+from recordforge.sources.coco import CocoSource  # noqa: E402
+from recordforge.sources.table import TableSource  # noqa: E402
+
+
+def _digests(out: Path) -> list[str]:
+    manifest = rf.Manifest.load(out)
+    return sorted(
+        hashlib.sha256(r).hexdigest()
+        for shards in manifest.splits.values()
+        for s in shards
+        for r in rf.read_records(out / s.file)
+    )
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "dataset.json"}
+
+
+def _manifest_without_tool(out: Path) -> dict[str, Any]:
+    data = json.loads((out / "dataset.json").read_text())
+    data.pop("tool")
+    return data  # type: ignore[no-any-return]
+
+
+def _assert_same(local: Path, on_beam: Path) -> None:
+    """Beam's output equals the local writer's: as a multiset of records, and in fact
+    file for file and in the manifest (schema, shards, report)."""
+    assert _digests(on_beam) == _digests(local)
+    assert _manifest_without_tool(on_beam) == _manifest_without_tool(local)
+    assert _files(on_beam) == _files(local)
+    assert rf.inspect.verify(on_beam).ok
+    leftovers = [p.name for p in on_beam.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def _local(source: Any, out: Path, **kwargs: Any) -> rf.Manifest:
+    report = source.report() if hasattr(source, "report") else None
+    return rf.write_dataset(
+        source.items(),
+        out,
+        to_records=source.to_records,
+        schema=source.schema(),
+        source=source.describe(),
+        report=report,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def coco(shared_data: Path) -> dict[str, Path]:
+    root = shared_data / "tiny_coco"
+    return {
+        "annotations": root / "annotations" / "instances_val2017.json",
+        "images": root / "val2017",
+    }
+
+
+def test_module_doctest() -> None:
+    test = doctest.DocTestParser().get_doctest(rfbeam.__doc__ or "", {}, "beam", None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("per", "options"),
+    [
+        ("image", {}),  # max_bytes 256MB: one shard
+        ("image", {"max_bytes": "1MB", "shuffle": True, "seed": 7, "index": True}),
+        ("annotation", {"max_records": 64}),  # images' records straddle shards
+        ("annotation", {"num_shards": 5, "shuffle": True, "seed": 3, "compression": "gzip"}),
+        ("image", {"num_shards": 64}),  # more shards than images: empty shards
+    ],
+)
+def test_coco_on_beam_equals_local(
+    coco: dict[str, Path], tmp_path: Path, per: str, options: dict[str, Any]
+) -> None:
+    source = CocoSource.from_files(coco["annotations"], coco["images"], per=per)
+    local = _local(source, tmp_path / "local", **options)
+    manifest = rfbeam.convert(source, tmp_path / "beam", **options)
+    assert manifest.records() == local.records() > 0
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_coco_skipped_items_reported_from_all_workers(
+    coco: dict[str, Path], tmp_path: Path
+) -> None:
+    """Images removed from the folder are skipped on whichever worker meets them; the
+    report lists them all, in item order, as the local writer does."""
+    images = tmp_path / "images"
+    images.mkdir()
+    files = sorted(coco["images"].iterdir())
+    for f in files[::3]:
+        (images / f.name).write_bytes(f.read_bytes())
+    source = CocoSource.from_files(coco["annotations"], images, per="image")
+    local = _local(source, tmp_path / "local", on_error="skip", num_shards=4)
+    on_beam = rfbeam.convert(source, tmp_path / "beam", on_error="skip", num_shards=4)
+    assert len(on_beam.report["skipped"]) == len(local.report["skipped"]) > 20
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_records": 4000}, {"num_shards": 3, "shuffle": True, "seed": 11}, {"max_bytes": "1MB"}],
+)
+def test_taxi_csv_on_beam_equals_local(
+    shared_data: Path, tmp_path: Path, options: dict[str, Any]
+) -> None:
+    csv = shared_data / "tfx_chicago_taxi" / "data.csv"
+    source = TableSource(csv, batch_size=1000)
+    local = _local(source, tmp_path / "local", **options)
+    source = TableSource(csv, batch_size=1000)
+    on_beam = rfbeam.convert(source, tmp_path / "beam", **options)
+    assert on_beam.records() == local.records() == 15_000
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+    info = rf.inspect.info(tmp_path / "beam")
+    assert info is not None
+
+
+def test_plain_dicts_without_schema(tmp_path: Path) -> None:
+    """WriteDataset on (position, item) pairs of feature dicts: schema inferred from the
+    files, as locally."""
+    rows = [{"id": i, "tags": [f"t{j}" for j in range(i % 3 + 1)]} for i in range(50)]
+    rf.write_dataset(rows, tmp_path / "local", max_records=8, shuffle=True, seed=2)
+    with beam.Pipeline(runner=rfbeam.in_process_runner()) as p:
+        _ = (
+            p
+            | beam.Create(list(enumerate(rows)))
+            | rfbeam.WriteDataset(tmp_path / "beam", max_records=8, shuffle=True, seed=2)
+        )
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_empty_input(tmp_path: Path) -> None:
+    rf.write_dataset([], tmp_path / "local", schema=rf.Schema({}))
+    with beam.Pipeline(runner=rfbeam.in_process_runner()) as p:
+        _ = p | beam.Create([]) | rfbeam.WriteDataset(tmp_path / "beam", schema=rf.Schema({}))
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+class _FailOnce:
+    """to_records that raises once, part-way through a shard, then works: what a worker
+    crash in the middle of a bundle looks like to the files."""
+
+    def __init__(self, flag: Path, after: int) -> None:
+        self.flag, self.after, self.seen = flag, after, 0
+
+    def __call__(self, item: dict[str, Any]) -> tuple[bytes, ...]:
+        self.seen += 1
+        if self.seen > self.after and not self.flag.exists():
+            self.flag.write_text("failed once")
+            raise RuntimeError("injected failure")
+        return (rf.encode_example(item),)
+
+
+def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> None:
+    """The in-process runner does not retry bundles, so the retry is played out here:
+    the shard-writing step runs, fails half-way through a shard (leaving its temporary
+    file), runs again, and runs a third time as a duplicate attempt would; the final
+    step then writes a manifest whose files are exactly the local writer's."""
+    rows = [{"id": i} for i in range(40)]
+    rf.write_dataset(
+        rows,
+        tmp_path / "local",
+        num_shards=4,
+        schema=rf.Schema({"id": rf.FeatureSpec(dtype="int64")}),
+    )
+    out = tmp_path / "beam"
+    options = rf.WriteOptions(num_shards=4)
+    flaky = _FailOnce(tmp_path / "flag", after=15)
+    target = rfbeam._Target(str(out), "train", options, flaky, "fail")
+    rfbeam._prepare(None, str(out), False, {"test": 1})
+    plan = rfbeam._plan_by_items(len(rows), 4)
+    by_shard: dict[int, list[Any]] = {}
+    for position, row in enumerate(rows):
+        for shard, lo, hi in plan.assign(position):
+            by_shard.setdefault(shard, []).append((position, row, lo, hi))
+    results = {}
+    with pytest.raises(RuntimeError, match="injected"):
+        for shard, entries in by_shard.items():
+            results[shard] = rfbeam._write_shard(target, plan, shard, entries)
+    assert sorted(results) == [0]  # shard 1 failed part-way
+    partial = [p.name for p in out.iterdir() if p.name.endswith(".partial")]
+    finals = sorted(p.name for p in out.iterdir() if p.name.endswith(".tfrecord"))
+    assert finals == ["train-00000-of-00004.tfrecord"]
+    # The retry, and a duplicate attempt of every shard (a speculative or re-run bundle).
+    for _ in range(2):
+        for shard, entries in by_shard.items():
+            results[shard] = rfbeam._write_shard(target, plan, shard, entries)
+    finish = rfbeam._Finish(target, rf.Schema({"id": rf.FeatureSpec(dtype="int64")}), {}, {})
+    rfbeam._finalize(list(results.values()), finish, plan)
+    assert not any(p.name.endswith(".partial") for p in out.iterdir()), partial
+    _assert_same(tmp_path / "local", out)
+
+
+def test_failed_pipeline_rerun_completes(tmp_path: Path) -> None:
+    """A pipeline that fails in one bundle leaves no dataset.json; running it again into
+    the same directory (same options) completes it, equal to the local output."""
+    rows = [{"id": i} for i in range(30)]
+    schema = rf.Schema({"id": rf.FeatureSpec(dtype="int64")})
+    rf.write_dataset(rows, tmp_path / "local", num_shards=3, schema=schema)
+    out = tmp_path / "beam"
+    flaky = _FailOnce(tmp_path / "flag", after=5)
+    for attempt in range(2):
+
+        def run() -> None:
+            with beam.Pipeline(runner=rfbeam.in_process_runner()) as p:
+                _ = (
+                    p
+                    | beam.Create(list(enumerate(rows)))
+                    | rfbeam.WriteDataset(out, num_shards=3, schema=schema, to_records=flaky)
+                )
+
+        if attempt == 0:
+            with pytest.raises(Exception, match="injected"):
+                run()
+            assert not (out / "dataset.json").exists()
+        else:
+            run()
+    _assert_same(tmp_path / "local", out)
+
+
+def test_refuses_other_options_unfinished(tmp_path: Path) -> None:
+    out = tmp_path / "beam"
+    rfbeam._prepare(None, str(out), False, {"options": 1})
+    with pytest.raises(FileExistsError, match="other options"):
+        rfbeam._prepare(None, str(out), False, {"options": 2})
+    rfbeam._prepare(None, str(out), True, {"options": 2})
+
+
+def test_read_dataset(tmp_path: Path) -> None:
+    rows = [{"id": i, "name": f"n{i}"} for i in range(100)]
+    rf.write_dataset(rows, tmp_path / "d", max_records=16)
+    with beam.Pipeline(runner=rfbeam.in_process_runner()) as p:
+        records = p | rfbeam.ReadDataset(tmp_path / "d", features=["id"])
+        assert_that(records | beam.Map(lambda r: int(r["id"])), equal_to(list(range(100))))
+        assert_that(records | beam.Map(lambda r: sorted(r)), equal_to([["id"]] * 100), "keys")
+
+
+def test_cli_runner_beam(coco: dict[str, Path], tmp_path: Path) -> None:
+    common = ["--annotations", str(coco["annotations"]), "--images", str(coco["images"])]
+    common += ["--per", "annotation", "--max-records", "100", "--shuffle", "--seed", "5"]
+    assert main(["convert", "coco", *common, "--out", str(tmp_path / "local")]) == 0
+    args = ["convert", "coco", *common, "--out", str(tmp_path / "beam"), "--runner", "beam"]
+    assert main([*args, "--", "--direct_num_workers=1"]) == 0
+    _assert_same(tmp_path / "local", tmp_path / "beam")
