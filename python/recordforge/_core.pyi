@@ -25,6 +25,7 @@ __all__ = [
     "masked_crc32c",
     "read_records",
     "scan_records",
+    "verify_file",
 ]
 __version__: str
 
@@ -51,6 +52,18 @@ def read_records(
 def scan_records(
     path_or_file: Any, compression: str | None = "auto", verify: bool = True, threads: int = 0
 ) -> tuple[int, int, int]: ...
+def verify_file(
+    path: str | os.PathLike[str], names: Sequence[str], sums: Sequence[bool], threads: int = 2
+) -> tuple[
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.bool_],
+    list[tuple[int, int, int, str]],
+    npt.NDArray[np.int8],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.int64],
+    list[tuple[int, str]],
+]: ...
 
 @disjoint_base
 class TFRecordWriter:

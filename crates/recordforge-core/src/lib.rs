@@ -14,6 +14,7 @@ pub mod example;
 pub mod framing;
 pub mod scan;
 pub mod sequence;
+pub mod verify;
 mod wire;
 
 pub use compression::Compression;

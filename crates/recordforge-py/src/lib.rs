@@ -9,6 +9,7 @@ mod decode;
 mod errors;
 mod io;
 mod pyfile;
+mod verify;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -28,5 +29,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;
     m.add_class::<io::TFRecordWriter>()?;
     m.add_class::<io::RecordIterator>()?;
+    m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
     Ok(())
 }
