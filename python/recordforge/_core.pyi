@@ -27,6 +27,7 @@ __all__ = [
     "read_records",
     "scan_records",
     "take_records",
+    "verify_file",
 ]
 __version__: str
 
@@ -53,6 +54,18 @@ def read_records(
 def scan_records(
     path_or_file: Any, compression: str | None = "auto", verify: bool = True, threads: int = 0
 ) -> tuple[int, int, int]: ...
+def verify_file(
+    path: str | os.PathLike[str], names: Sequence[str], sums: Sequence[bool], threads: int = 2
+) -> tuple[
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.bool_],
+    list[tuple[int, int, int, str]],
+    npt.NDArray[np.int8],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.int64],
+    list[tuple[int, str]],
+]: ...
 
 @disjoint_base
 class TFRecordWriter:
@@ -143,3 +156,9 @@ def take_records(
     features: Sequence[tuple[str, str, int | None]],
     verify: bool = True,
 ) -> list[tuple[Any, npt.NDArray[np.int64]]]: ...
+def take_record(
+    file: RecordFile,
+    offset: int,
+    features: Sequence[tuple[str, str, int | None]],
+    verify: bool = True,
+) -> list[Any]: ...

@@ -15,6 +15,7 @@ pub mod framing;
 pub mod reader;
 pub mod scan;
 pub mod sequence;
+pub mod verify;
 mod wire;
 
 pub use compression::Compression;

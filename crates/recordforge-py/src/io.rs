@@ -2,7 +2,9 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use numpy::PyArray1;
 use pyo3::exceptions::PyValueError;
@@ -70,16 +72,20 @@ type Sink = RecordWriter<Box<dyn Write + Send>>;
 
 const IO_BUFFER: usize = 1 << 20;
 
-/// Passes writes through to `inner`, adding every byte written to a SHA-256 digest.
+/// Passes writes through to `inner` and sends a copy of every byte written to a
+/// SHA-256 digest computed on its own thread (so hashing, ~1 GB/s per core, runs beside
+/// framing and writing instead of after them).
 struct Hashing<W: Write> {
     inner: W,
-    digest: Arc<Mutex<Sha256>>,
+    chunks: SyncSender<Vec<u8>>,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        lock(&self.digest).update(&buf[..n]);
+        self.chunks
+            .send(buf[..n].to_vec())
+            .map_err(|_| std::io::Error::other("the SHA-256 thread stopped"))?;
         Ok(n)
     }
 
@@ -88,21 +94,36 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// `inner`, buffered, and hashed below the buffer (so the digest sees large writes).
+/// The thread computing a digest; it ends when its `Hashing` writer is dropped.
+type DigestThread = JoinHandle<[u8; 32]>;
+
+/// Chunks (of about `IO_BUFFER` bytes) in flight to the SHA-256 thread.
+const DIGEST_QUEUE: usize = 16;
+
+/// `inner`, buffered, and (with `checksum`) hashed below the buffer, so the digest gets
+/// large writes; returns the digest's thread.
 fn buffered<W: Write + Send + 'static>(
     inner: W,
-    digest: Option<&Arc<Mutex<Sha256>>>,
-) -> Box<dyn Write + Send> {
-    match digest {
-        Some(d) => Box::new(BufWriter::with_capacity(
-            IO_BUFFER,
-            Hashing {
-                inner,
-                digest: Arc::clone(d),
-            },
-        )),
-        None => Box::new(BufWriter::with_capacity(IO_BUFFER, inner)),
+    checksum: bool,
+) -> std::io::Result<(Box<dyn Write + Send>, Option<DigestThread>)> {
+    if !checksum {
+        return Ok((Box::new(BufWriter::with_capacity(IO_BUFFER, inner)), None));
     }
+    let (chunks, received) = sync_channel::<Vec<u8>>(DIGEST_QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("recordforge-sha256".into())
+        .spawn(move || {
+            let mut digest = Sha256::new();
+            for chunk in received {
+                digest.update(&chunk);
+            }
+            digest.finalize().into()
+        })?;
+    let hashing = Hashing { inner, chunks };
+    Ok((
+        Box::new(BufWriter::with_capacity(IO_BUFFER, hashing)),
+        Some(thread),
+    ))
 }
 
 /// Writes TFRecord files. See `recordforge.TFRecordWriter` for the documentation.
@@ -112,7 +133,7 @@ pub struct TFRecordWriter {
     sink: Mutex<Option<Sink>>,
     name: String,
     compression: Compression,
-    digest: Option<Arc<Mutex<Sha256>>>,
+    digest: Option<DigestThread>,
     sha256: Option<String>,
 }
 
@@ -127,28 +148,32 @@ impl TFRecordWriter {
         checksum: bool,
     ) -> PyResult<Self> {
         let compression = parse_compression(compression)?;
-        let digest = checksum.then(|| Arc::new(Mutex::new(Sha256::new())));
-        let (sink, name): (Sink, String) = match target(path_or_file, "write")? {
+        let (sink, name, digest) = match target(path_or_file, "write")? {
             Target::Path(path, shown) => {
                 let file = py
                     .detach(|| std::fs::File::create(&path))
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
-                let inner = buffered(file, digest.as_ref());
+                let (inner, digest) =
+                    buffered(file, checksum).map_err(|e| map_err(py, Error::Io(e), &shown))?;
                 (
                     RecordWriter::new(inner, compression)
                         .map_err(|e| map_err(py, Error::Io(e), &shown))?,
                     shown,
+                    digest,
                 )
             }
             Target::File(file, shown) => {
-                let inner = buffered(PyWriter::new(file), digest.as_ref());
+                let (inner, digest) = buffered(PyWriter::new(file), checksum)
+                    .map_err(|e| map_err(py, Error::Io(e), &shown))?;
                 (
                     RecordWriter::new(inner, compression)
                         .map_err(|e| map_err(py, Error::Io(e), &shown))?,
                     shown,
+                    digest,
                 )
             }
         };
+        let sink: Sink = sink;
         Ok(TFRecordWriter {
             sink: Mutex::new(Some(sink)),
             name,
@@ -269,7 +294,10 @@ impl TFRecordWriter {
             py.detach(|| sink.finish().and_then(|mut inner| inner.flush()))
                 .map_err(|e| map_err(py, Error::Io(e), &self.name))?;
             if let Some(digest) = self.digest.take() {
-                let hash = lock(&digest).clone().finalize();
+                // The sink (and with it the digest's sender) is gone: the thread ends.
+                let hash = py
+                    .detach(|| digest.join())
+                    .map_err(|_| PyValueError::new_err("the SHA-256 thread panicked"))?;
                 self.sha256 = Some(hash.iter().map(|b| format!("{b:02x}")).collect());
             }
         }

@@ -10,6 +10,7 @@ mod errors;
 mod io;
 mod pyfile;
 mod reader;
+mod verify;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -27,9 +28,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<access::RecordFile>()?;
     m.add_class::<reader::BatchReader>()?;
     m.add_function(wrap_pyfunction!(reader::take_records, m)?)?;
+    m.add_function(wrap_pyfunction!(reader::take_record, m)?)?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;
     m.add_class::<io::TFRecordWriter>()?;
     m.add_class::<io::RecordIterator>()?;
+    m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
     Ok(())
 }

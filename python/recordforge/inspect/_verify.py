@@ -219,8 +219,7 @@ def verify(
         file_schema = schema or (item.manifest.schema if item.manifest else None)
         checker = _Checker(item.path, file_schema, images)
         want_index = item.index_path.is_file() or bool(item.manifest and item.manifest.index)
-        framed: list[tuple[int, int]] = []
-        records, framing, compression = _verify_stream(item.path, checker, framed, progress, size)
+        records, framing, compression, framed = _verify_stream(item.path, checker, progress, size)
         found.extend(framing)
         found.extend(checker.problems)
         if item.shard is not None and item.shard.records != records:
@@ -269,15 +268,164 @@ def verify(
 
 
 def _verify_stream(
+    path: Path, checker: _Checker, progress: Progress | None, size: int
+) -> tuple[int, list[Problem], str | None, np.ndarray]:
+    """Walks one file, parsing each intact record; returns (records, framing problems,
+    compression, each record's offset and framed size). Records with intact framing but
+    a bad CRC count as records."""
+    compression = detect_compression(path)
+    if compression is None and not checker.images:
+        fast = _verify_in_rust(path, checker)
+        if fast is not None:
+            if progress is not None:
+                progress(size)
+            return fast[0], fast[1], None, fast[2]
+    framed: list[tuple[int, int]] = []
+    records, problems, found = _verify_slow(path, checker, framed, progress, compression)
+    return records, problems, found, np.array(framed, dtype=np.int64).reshape(-1, 2)
+
+
+_KINDS = {1: "bytes", 2: "float32", 3: "int64"}
+_CODES = {v: k for k, v in _KINDS.items()}
+
+
+def _first_record(path: Path) -> bytes | None:
+    try:
+        return next(iter(_core.read_records(str(path), None, True)), None)
+    except (CorruptRecordError, OSError):
+        return None
+
+
+def _verify_in_rust(path: Path, checker: _Checker) -> tuple[int, list[Problem], np.ndarray] | None:
+    """Framing, both CRCs, parsing and the schema checked in Rust from a memory map
+    (no Python object per record); ``None`` when the file is not one of Examples (the
+    Python walk handles the other record types)."""
+    if checker.type is None:
+        first = _first_record(path)
+        if first is None:
+            return None
+        checker.type = record_type(first)
+    if checker.type != "Example":
+        return None
+    schema = checker.schema or Schema({})
+    names = list(schema)
+    for name, spec in schema.items():
+        if spec.ragged and f"{name}/row_lengths" not in schema:
+            names.append(f"{name}/row_lengths")
+    sums = [name.endswith("/row_lengths") for name in names]
+    offsets, sizes, crc_ok, damage, kinds, counts, totals, errors = _core.verify_file(
+        str(path), names, sums, os.cpu_count() or 1
+    )
+    n = len(offsets)
+    shape = (n, len(names))
+    kinds, counts, totals = kinds.reshape(shape), counts.reshape(shape), totals.reshape(shape)
+    framing = [
+        Problem(
+            file=str(path),
+            kind=(
+                "crc"
+                if reason == "data CRC mismatch"
+                else "truncated"
+                if reason.startswith("truncated")
+                else "framing"
+            ),
+            record=record,
+            offset=start,
+            end=end,
+            message=reason,
+        )
+        for start, end, record, reason in damage
+    ]
+    found: list[tuple[int, int, str]] = [
+        (i, -1, f"not a tf.train.Example: {message}") for i, message in errors
+    ]
+    checked = crc_ok.copy()
+    checked[[i for i, _ in errors]] = False
+    column = {name: j for j, name in enumerate(names)}
+    for j, (name, spec) in enumerate(schema.items()):
+        found.extend(_column_problems(name, spec, j, kinds, counts, totals, column, checked))
+    found.sort(key=lambda p: (p[0], p[1]))
+    for i, j, message in found:
+        kind = "parse" if j < 0 else "schema"
+        checker.problem(kind, i, int(offsets[i]), message)
+    framed = np.stack([offsets.astype(np.int64), sizes.astype(np.int64)], axis=1)
+    return n, framing, framed
+
+
+def _column_problems(
+    name: str,
+    spec: FeatureSpec,
+    j: int,
+    kinds: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+    column: Mapping[str, int],
+    checked: np.ndarray,
+) -> list[tuple[int, int, str]]:
+    """What ``_schema_problems`` says of feature ``name`` (column ``j``), for every
+    checked record at once: (record, j, message) for each record that disagrees."""
+    kind, count = kinds[:, j], counts[:, j]
+    out: list[tuple[int, int, str]] = []
+    missing = checked & (kind == -1)
+    if spec.fixed:
+        needs = f"feature {name!r} is missing (shape {spec.shape} needs it)"
+        out.extend((int(i), j, needs) for i in np.flatnonzero(missing))
+    present = checked & (kind != -1)
+    # An empty float list decodes as a kind-less feature does: it says nothing of the kind.
+    kindless = (kind == _CODES["float32"]) & (count == 0)
+    wrong = present & (kind > 0) & ~kindless & (kind != _CODES[spec.kind])
+    for i in np.flatnonzero(wrong):
+        found = _KINDS[int(kind[i])]
+        out.append((int(i), j, f"feature {name!r}: expected {spec.kind} values, found {found}"))
+    present &= ~wrong
+    size = _fixed_size(spec)
+    if size is not None:
+        for i in np.flatnonzero(present & (count != size)):
+            out.append(
+                (
+                    int(i),
+                    j,
+                    f"feature {name!r}: expected {size} value(s) (shape {spec.shape}), "
+                    f"found {int(count[i])}",
+                )
+            )
+    elif spec.ragged:
+        r = column[f"{name}/row_lengths"]
+        has = present & (kinds[:, r] != -1)
+        ints = kinds[:, r] == _CODES["int64"]
+        bad = has & (~ints | (totals[:, r] != count.astype(np.int64)))
+        for i in np.flatnonzero(bad):
+            total = int(totals[i, r]) if ints[i] else None
+            out.append(
+                (
+                    int(i),
+                    j,
+                    f"feature {name!r}: {int(count[i])} values but {name}/row_lengths "
+                    f"sums to {total}",
+                )
+            )
+    elif len(spec.shape) >= 2 and spec.shape[0] is None:
+        inner = math.prod(int(d or 0) for d in spec.shape[1:])
+        if inner:
+            for i in np.flatnonzero(present & (count % inner != 0)):
+                out.append(
+                    (
+                        int(i),
+                        j,
+                        f"feature {name!r}: {int(count[i])} values is not a multiple of {inner}",
+                    )
+                )
+    return out
+
+
+def _verify_slow(
     path: Path,
     checker: _Checker,
     framed: list[tuple[int, int]],
     progress: Progress | None,
-    size: int,
+    compression: str | None,
 ) -> tuple[int, list[Problem], str | None]:
-    """Walks one file, parsing each intact record; returns (records, framing problems,
-    compression). Records with intact framing but a bad CRC count as records."""
-    compression = detect_compression(path)
+    size = path.stat().st_size
     if compression is not None:
         # Fast path for compressed files: Rust decompresses and checks CRCs.
         it = _core.read_records(str(path), compression, True)
@@ -346,7 +494,7 @@ def _walk_and_parse(
     return index, problems
 
 
-def _index_problems(item: InputFile, framed: Sequence[tuple[int, int]]) -> list[Problem]:
+def _index_problems(item: InputFile, expected: np.ndarray) -> list[Problem]:
     path = item.index_path
     if not path.is_file():
         return [Problem(file=str(path), kind="index", message="dataset.json says indexed; missing")]
@@ -354,7 +502,6 @@ def _index_problems(item: InputFile, framed: Sequence[tuple[int, int]]) -> list[
         offsets, sizes = _read_index(path)
     except (ValueError, UnicodeDecodeError) as e:
         return [Problem(file=str(path), kind="index", message=f"not an index file: {e}")]
-    expected = np.array(framed, dtype=np.int64).reshape(-1, 2)
     if len(offsets) != len(expected):
         return [
             Problem(

@@ -1,0 +1,486 @@
+//! Checking a record stream without materialising it: a framing walk that survives
+//! damage (resynchronising on the next valid header), and per-record feature statistics
+//! (kind, number of values, sum of int64 values) from which a schema check is made
+//! without decoding any value into an object.
+
+use std::collections::HashMap;
+
+use crate::crc::masked_crc32c;
+use crate::error::Result;
+use crate::wire::{Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
+
+/// A damaged region of the stream (a record whose data CRC fails is one too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub start: usize,
+    pub end: usize,
+    /// Records (intact or failing only their data CRC) before this region.
+    pub record: usize,
+    pub reason: String,
+}
+
+/// Every framed record (intact header, whole record present) and every damaged region.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walk {
+    /// Offset and framed size (payload + 16) of each framed record.
+    pub offsets: Vec<u64>,
+    pub sizes: Vec<u64>,
+    /// Whether each framed record's data CRC checks (all true when not verified).
+    pub crc_ok: Vec<bool>,
+    /// Damaged regions in stream order.
+    pub damage: Vec<Damage>,
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Walks a plain record stream. Headers are checked (length CRC) one after the other;
+/// after one that fails, the walk resumes at the next valid header. With `verify`, data
+/// CRCs are checked on `threads` threads; a record whose data CRC fails is one lost
+/// record, and the walk goes on after it.
+pub fn walk(buf: &[u8], verify: bool, threads: usize) -> Walk {
+    let n = buf.len();
+    let mut out = Walk::default();
+    let mut pos = 0usize;
+    while pos < n {
+        if n - pos < 12 {
+            out.damage.push(Damage {
+                start: pos,
+                end: n,
+                record: out.offsets.len(),
+                reason: format!("truncated record header: {} of 12 bytes", n - pos),
+            });
+            break;
+        }
+        let length = u64_at(buf, pos);
+        if masked_crc32c(&buf[pos..pos + 8]) != u32_at(buf, pos + 8) {
+            let next = resync(buf, pos + 1);
+            let tail = if next < n {
+                format!("; next valid record at byte {next}")
+            } else {
+                "; no valid record after it".to_string()
+            };
+            out.damage.push(Damage {
+                start: pos,
+                end: next,
+                record: out.offsets.len(),
+                reason: format!("length CRC mismatch (not a record header){tail}"),
+            });
+            pos = next;
+            continue;
+        }
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|l| l.checked_add(pos + 16))
+            .filter(|&e| e <= n);
+        let Some(end) = end else {
+            out.damage.push(Damage {
+                start: pos,
+                end: n,
+                record: out.offsets.len(),
+                reason: format!(
+                    "truncated record: expected {} bytes, stream ends after {}",
+                    u128::from(length) + 16,
+                    n - pos
+                ),
+            });
+            break;
+        };
+        out.offsets.push(pos as u64);
+        out.sizes.push((end - pos) as u64);
+        pos = end;
+    }
+    out.crc_ok = vec![true; out.offsets.len()];
+    if verify {
+        check_data_crcs(buf, &mut out, threads.max(1));
+    }
+    out
+}
+
+fn check_data_crcs(buf: &[u8], out: &mut Walk, threads: usize) {
+    let offsets = &out.offsets;
+    let sizes = &out.sizes;
+    let check = |i: usize| -> bool {
+        let start = offsets[i] as usize;
+        let end = start + sizes[i] as usize;
+        masked_crc32c(&buf[start + 12..end - 4]) == u32_at(buf, end - 4)
+    };
+    let total = offsets.len();
+    let chunk = total.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (k, part) in out.crc_ok.chunks_mut(chunk).enumerate() {
+            let check = &check;
+            s.spawn(move || {
+                for (j, ok) in part.iter_mut().enumerate() {
+                    *ok = check(k * chunk + j);
+                }
+            });
+        }
+    });
+    let mut bad: Vec<Damage> = (0..total)
+        .filter(|&i| !out.crc_ok[i])
+        .map(|i| Damage {
+            start: offsets[i] as usize,
+            end: (offsets[i] + sizes[i]) as usize,
+            record: i,
+            reason: "data CRC mismatch".to_string(),
+        })
+        .collect();
+    if !bad.is_empty() {
+        bad.append(&mut out.damage);
+        bad.sort_by_key(|d| d.start);
+        out.damage = bad;
+    }
+}
+
+/// The offset of the next header at or after `start` whose length CRC checks and whose
+/// record fits in the stream (`buf.len()` when there is none). Lengths of 2^40 or more
+/// and the all-zero header are not taken for headers.
+pub fn resync(buf: &[u8], start: usize) -> usize {
+    let n = buf.len();
+    if n < 16 {
+        return n;
+    }
+    for q in start..=n - 16 {
+        if buf[q + 5] | buf[q + 6] | buf[q + 7] != 0 {
+            continue;
+        }
+        let length = u64_at(buf, q);
+        if length > (n - 16 - q) as u64 {
+            continue;
+        }
+        let stored = u32_at(buf, q + 8);
+        if length == 0 && stored == 0 {
+            continue;
+        }
+        if masked_crc32c(&buf[q..q + 8]) == stored {
+            return q;
+        }
+    }
+    n
+}
+
+/// Kind codes in [`Stats::kinds`].
+pub const MISSING: i8 = -1;
+pub const NO_KIND: i8 = 0;
+pub const BYTES: i8 = 1;
+pub const FLOAT: i8 = 2;
+pub const INT64: i8 = 3;
+
+/// Per record and wanted feature (row-major, `records x features`): the kind found
+/// (`MISSING`, `NO_KIND`, `BYTES`, `FLOAT`, `INT64`), the number of values and, where
+/// asked, the sum of the int64 values. A record that does not parse as a
+/// `tf.train.Example` is listed in `errors` (its statistics are left as missing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub kinds: Vec<i8>,
+    pub counts: Vec<u64>,
+    pub sums: Vec<i64>,
+    pub errors: Vec<(usize, String)>,
+}
+
+const MSG: &str = "tf.train.Example";
+
+#[derive(Clone, Copy)]
+struct FeatureStat {
+    kind: i8,
+    count: u64,
+    sum: i64,
+}
+
+/// Statistics of `records` for the features `names`; `sums[i]` asks for the sum of
+/// feature `i`'s int64 values. Every record is parsed whole (unwanted features too), so
+/// a record is an error exactly when `decode_example` would reject it.
+pub fn feature_stats<'r, I>(records: I, names: &[&[u8]], sums: &[bool]) -> Stats
+where
+    I: IntoIterator<Item = &'r [u8]>,
+{
+    let index: HashMap<&[u8], usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let nf = names.len();
+    let mut out = Stats::default();
+    let mut row = vec![
+        FeatureStat {
+            kind: MISSING,
+            count: 0,
+            sum: 0
+        };
+        nf
+    ];
+    for (r, record) in records.into_iter().enumerate() {
+        row.iter_mut().for_each(|s| {
+            *s = FeatureStat {
+                kind: MISSING,
+                count: 0,
+                sum: 0,
+            }
+        });
+        if let Err(e) = stats_one(record, &index, sums, &mut row) {
+            out.errors.push((r, e.to_string()));
+            row.iter_mut().for_each(|s| s.kind = MISSING);
+        }
+        for s in &row {
+            out.kinds.push(s.kind);
+            out.counts.push(s.count);
+            out.sums.push(s.sum);
+        }
+    }
+    out
+}
+
+/// [`feature_stats`] of a slice of records on `threads` threads (contiguous parts).
+pub fn feature_stats_threads(
+    records: &[&[u8]],
+    names: &[&[u8]],
+    sums: &[bool],
+    threads: usize,
+) -> Stats {
+    let threads = threads.max(1);
+    let bytes: usize = records.iter().map(|r| r.len()).sum();
+    if threads == 1 || records.len() < 2 * threads || bytes < (1 << 20) {
+        return feature_stats(records.iter().copied(), names, sums);
+    }
+    let chunk = records.len().div_ceil(threads);
+    let parts: Vec<Stats> = std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| s.spawn(move || feature_stats(part.iter().copied(), names, sums)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("stats thread panicked"))
+            .collect()
+    });
+    let mut out = Stats::default();
+    for (k, mut part) in parts.into_iter().enumerate() {
+        out.kinds.append(&mut part.kinds);
+        out.counts.append(&mut part.counts);
+        out.sums.append(&mut part.sums);
+        out.errors
+            .extend(part.errors.into_iter().map(|(i, e)| (k * chunk + i, e)));
+    }
+    out
+}
+
+fn stats_one(
+    buf: &[u8],
+    index: &HashMap<&[u8], usize>,
+    sums: &[bool],
+    row: &mut [FeatureStat],
+) -> Result<()> {
+    let mut c = Cursor::new(buf, 0, MSG);
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        if field != 1 || wt != WT_LEN {
+            c.skip(field, wt)?;
+            continue;
+        }
+        let (features, at) = c.len_delimited()?;
+        let mut f = Cursor::new(features, at, MSG);
+        while !f.at_end() {
+            let (field, wt) = f.tag()?;
+            if field != 1 || wt != WT_LEN {
+                f.skip(field, wt)?;
+                continue;
+            }
+            let (entry, at) = f.len_delimited()?;
+            let (key, stat) = entry_stat(entry, at)?;
+            if let Some(&i) = index.get(key) {
+                // A repeated key: the map keeps the last entry.
+                row[i] = stat;
+                if !sums.get(i).copied().unwrap_or(false) {
+                    row[i].sum = 0;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One map entry `{key, Feature}`: its key and the merged statistics of its Feature
+/// messages (a repeated value merges: the same kind adds up, another kind replaces).
+fn entry_stat(entry: &[u8], base: usize) -> Result<(&[u8], FeatureStat)> {
+    let mut c = Cursor::new(entry, base, MSG);
+    let mut key: &[u8] = b"";
+    let mut stat = FeatureStat {
+        kind: NO_KIND,
+        count: 0,
+        sum: 0,
+    };
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        match (field, wt) {
+            (1, WT_LEN) => {
+                let at = c.position();
+                key = c.len_delimited()?.0;
+                if std::str::from_utf8(key).is_err() {
+                    return Err(crate::error::Error::Decode {
+                        message: MSG,
+                        what: "map key is not valid UTF-8",
+                        position: at,
+                    });
+                }
+            }
+            (2, WT_LEN) => {
+                let (feature, at) = c.len_delimited()?;
+                feature_stat(feature, at, &mut stat)?;
+            }
+            _ => c.skip(field, wt)?,
+        }
+    }
+    Ok((key, stat))
+}
+
+fn feature_stat(buf: &[u8], base: usize, stat: &mut FeatureStat) -> Result<()> {
+    let mut c = Cursor::new(buf, base, MSG);
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        if wt != WT_LEN || !(1..=3).contains(&field) {
+            c.skip(field, wt)?;
+            continue;
+        }
+        let (list, at) = c.len_delimited()?;
+        let kind = field as i8;
+        let (count, sum) = list_stat(list, at, kind)?;
+        if stat.kind == kind {
+            stat.count += count;
+            stat.sum = stat.sum.wrapping_add(sum);
+        } else {
+            *stat = FeatureStat { kind, count, sum };
+        }
+    }
+    Ok(())
+}
+
+fn list_stat(buf: &[u8], base: usize, kind: i8) -> Result<(u64, i64)> {
+    let mut c = Cursor::new(buf, base, MSG);
+    let mut count = 0u64;
+    let mut sum = 0i64;
+    while !c.at_end() {
+        let (field, wt) = c.tag()?;
+        match (kind, field, wt) {
+            (BYTES, 1, WT_LEN) => {
+                c.len_delimited()?;
+                count += 1;
+            }
+            (FLOAT, 1, WT_LEN) => {
+                let (payload, _) = c.len_delimited()?;
+                if payload.len() % 4 != 0 {
+                    return Err(c.error("packed float list length is not a multiple of 4"));
+                }
+                count += (payload.len() / 4) as u64;
+            }
+            (FLOAT, 1, WT_FIXED32) => {
+                c.fixed32()?;
+                count += 1;
+            }
+            (INT64, 1, WT_LEN) => {
+                let (payload, at) = c.len_delimited()?;
+                let mut p = Cursor::new(payload, at, MSG);
+                while !p.at_end() {
+                    sum = sum.wrapping_add(p.varint()? as i64);
+                    count += 1;
+                }
+            }
+            (INT64, 1, WT_VARINT) => {
+                sum = sum.wrapping_add(c.varint()? as i64);
+                count += 1;
+            }
+            _ => c.skip(field, wt)?,
+        }
+    }
+    Ok((count, sum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::example::{decode_example, encode_example, Feature};
+    use crate::framing::RecordWriter;
+    use crate::Compression;
+    use std::borrow::Cow;
+
+    fn stream(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut w = RecordWriter::new(Vec::new(), Compression::None).unwrap();
+        for r in records {
+            w.write_record(r).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn walk_finds_every_record_and_every_damage() {
+        let records: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let mut buf = stream(&records);
+        let clean = walk(&buf, true, 2);
+        assert_eq!(clean.offsets.len(), 20);
+        assert!(clean.damage.is_empty());
+        // Damage record 3's header and record 7's payload, and cut the tail.
+        let h3 = clean.offsets[3] as usize;
+        buf[h3 + 2] ^= 0xff;
+        let p7 = clean.offsets[7] as usize + 20;
+        buf[p7] ^= 1;
+        buf.truncate(buf.len() - 5);
+        for threads in [1, 2, 3] {
+            let w = walk(&buf, true, threads);
+            assert_eq!(w.offsets.len(), 18, "record 3 lost, record 19 cut");
+            let reasons: Vec<(usize, &str)> = w
+                .damage
+                .iter()
+                .map(|d| (d.record, &d.reason[..12]))
+                .collect();
+            assert_eq!(
+                reasons,
+                vec![
+                    (3, "length CRC m"),
+                    (6, "data CRC mis"),
+                    (18, "truncated re")
+                ]
+            );
+            assert_eq!(w.damage[0].end, clean.offsets[4] as usize);
+            assert_eq!(w.crc_ok.iter().filter(|ok| !**ok).count(), 1);
+        }
+        let unverified = walk(&buf, false, 1);
+        assert!(unverified.crc_ok.iter().all(|ok| *ok));
+        assert_eq!(unverified.damage.len(), 2);
+    }
+
+    #[test]
+    fn stats_match_decoded_examples() {
+        let make = |n: i64, tags: &[&[u8]]| {
+            let feats: Vec<(&str, Feature<'_>)> = vec![
+                ("x", Feature::Int64(Cow::Owned((0..n).collect()))),
+                ("f", Feature::Float(Cow::Owned(vec![1.5; n as usize]))),
+                (
+                    "t",
+                    Feature::Bytes(tags.iter().map(|t| Cow::Borrowed(*t)).collect()),
+                ),
+                ("e", Feature::Empty),
+            ];
+            let mut out = Vec::new();
+            encode_example(&feats, &mut out);
+            out
+        };
+        let records = [make(3, &[b"a"]), make(0, &[]), b"\x0a\x05\x0a\x03".to_vec()];
+        let names: Vec<&[u8]> = vec![b"x", b"f", b"t", b"e", b"nope"];
+        let stats = feature_stats(
+            records.iter().map(|r| &r[..]),
+            &names,
+            &[true, false, false, false, false],
+        );
+        assert_eq!(&stats.kinds[..5], &[INT64, FLOAT, BYTES, NO_KIND, MISSING]);
+        assert_eq!(&stats.counts[..5], &[3, 3, 1, 0, 0]);
+        assert_eq!(stats.sums[0], 3);
+        assert_eq!(&stats.counts[5..10], &[0, 0, 0, 0, 0]);
+        assert_eq!(stats.errors.len(), 1);
+        assert_eq!(stats.errors[0].0, 2);
+        let expected = decode_example(&records[2]).unwrap_err().to_string();
+        assert_eq!(stats.errors[0].1, expected);
+    }
+}
