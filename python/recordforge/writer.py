@@ -516,16 +516,18 @@ class _ShardWriter:
         return self.writer
 
     def write_many(self, records: Sequence[bytes], sizes: np.ndarray, start: int, n: int) -> None:
-        """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``. A
-        RecordBatch is written on the I/O thread while the caller encodes the next one
-        (one write in flight at a time, so memory stays within two batches)."""
+        """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``, on the
+        I/O thread while the caller encodes the next ones (one write in flight at a time,
+        so memory stays within two batches)."""
         writer = self.open_if_needed()
         self.wait()
         if isinstance(records, RecordBatch):
             self.pending = self.io.submit(writer.write_batch, records, start, start + n)
         else:
-            offsets = writer.write_many(records[start : start + n])
-            self.offsets.append(np.asarray(offsets, dtype=np.uint64))
+            chunk = records[start : start + n]
+            self.pending = self.io.submit(
+                lambda: np.asarray(writer.write_many(chunk), dtype=np.uint64)
+            )
         self.sizes.append(sizes)
         self.used += int(sizes.sum())
         self.records += n
