@@ -11,7 +11,7 @@ demo: install
 	$(BIN)/recordforge demo
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet ".[images]"
+	$(BIN)/pip install --quiet ".[images,tf]"
 
 # Development environment: editable install with the test, TensorFlow, image, table, Beam,
 # cloud-path, PyTorch and JAX/Grain extras (the torch / grain adapters' tests run in CI).
