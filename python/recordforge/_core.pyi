@@ -26,6 +26,7 @@ __all__ = [
     "masked_crc32c",
     "read_records",
     "scan_records",
+    "take_record",
     "take_records",
     "verify_file",
 ]

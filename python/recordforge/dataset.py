@@ -20,11 +20,12 @@ features are parsed; the others' bytes are skipped.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import glob
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,6 +98,8 @@ class Dataset:
         self._open: dict[str, Any] = {}
         self._wanted_cache: list[tuple[str, str, int | None]] | None = None
         self._starts_cache: np.ndarray | None = None
+        self._starts_list_cache: list[int] | None = None
+        self._row_plan_cache: list[tuple[str, Callable[[Any], Any]]] | None = None
         #: Damaged regions skipped with ``on_corrupt="skip"``: file, start, end, reason.
         self.skipped: list[dict[str, Any]] = []
 
@@ -385,15 +388,40 @@ class Dataset:
             return self.take(np.arange(len(self))[i])
         if not isinstance(i, (int, np.integer)):
             return self.take(i)
-        where = int(self._stored(np.array([i], dtype=np.int64))[0])
-        starts = self._starts()
-        k = int(np.searchsorted(starts, where, side="right")) - 1
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"record {i} of {n}")
+        where = int(i) % n
+        shard = self._order.shard
+        if shard is not None and len(self.files) < shard[1]:
+            where = shard[0] + where * shard[1]
+        starts = self._starts_list()
+        k = bisect.bisect_right(starts, where) - 1
         path = self.files[self._my_files()[k]]
-        offset = self._offsets_of(path)[where - int(starts[k])]
-        decoded = _core.take_records(
-            [self._file(path)], _ZERO, np.array([offset], np.uint64), self._wanted()
-        )
-        return {name: column[0] for name, column in self._assemble(1, decoded).items()}
+        offset = int(self._offsets_of(path)[where - starts[k]])
+        values = _core.take_record(self._file(path), offset, self._wanted())
+        return {name: fn(v) for (name, fn), v in zip(self._row_plan(), values, strict=True)}
+
+    def _starts_list(self) -> list[int]:
+        if self._starts_list_cache is None:
+            self._starts_list_cache = self._starts().tolist()
+        return self._starts_list_cache
+
+    def _row_plan(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """How one record's values become its row's value, per wanted feature."""
+        if self._row_plan_cache is None:
+            plan: list[tuple[str, Callable[[Any], Any]]] = []
+            for name, _, _ in self._wanted():
+                spec = self.schema.get(name)
+                if spec is not None and spec.fixed:
+                    shape = tuple(int(d or 0) for d in spec.shape)
+                    plan.append((name, _first if shape == () else _reshaper(shape)))
+                elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
+                    plan.append((name, _reshaper((-1, spec.shape[1]))))
+                else:
+                    plan.append((name, _same))
+            self._row_plan_cache = plan
+        return self._row_plan_cache
 
     # -- integrations ------------------------------------------------------------------
 
@@ -454,6 +482,18 @@ def _shuffled(records: Iterator[bytes], buffer_size: int, seed: int) -> Iterator
         j = rng.below(len(buffer))
         buffer[j], buffer[-1] = buffer[-1], buffer[j]
         yield buffer.pop()
+
+
+def _first(values: Any) -> Any:
+    return values[0]
+
+
+def _same(values: Any) -> Any:
+    return values
+
+
+def _reshaper(shape: tuple[int, ...]) -> Callable[[Any], Any]:
+    return lambda values: values.reshape(shape)
 
 
 def _is_local(path: str) -> bool:

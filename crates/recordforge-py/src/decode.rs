@@ -67,21 +67,7 @@ pub fn columns_to_py<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for column in columns {
-        let values: Bound<'py, PyAny> = match column.values {
-            Values::Int64(v) => PyArray1::from_vec(py, v).into_any(),
-            Values::Float(v) => PyArray1::from_vec(py, v).into_any(),
-            Values::Bytes { data, offsets } => {
-                let items = offsets
-                    .windows(2)
-                    .map(|w| PyBytes::new(py, &data[w[0]..w[1]]));
-                if object_arrays {
-                    let objects: Vec<Py<PyAny>> = items.map(|b| b.into_any().unbind()).collect();
-                    PyArray1::from_vec(py, objects).into_any()
-                } else {
-                    PyList::new(py, items)?.into_any()
-                }
-            }
-        };
+        let values = values_to_py(py, column.values, object_arrays)?;
         let splits: Vec<i64> = column.splits.iter().map(|&s| s as i64).collect();
         out.append(PyTuple::new(
             py,
@@ -89,4 +75,28 @@ pub fn columns_to_py<'py>(
         )?)?;
     }
     Ok(out)
+}
+
+/// A column's values as a NumPy array (bytes: a list, or with ``object_arrays`` a NumPy
+/// object array).
+pub fn values_to_py<'py>(
+    py: Python<'py>,
+    values: Values,
+    object_arrays: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match values {
+        Values::Int64(v) => PyArray1::from_vec(py, v).into_any(),
+        Values::Float(v) => PyArray1::from_vec(py, v).into_any(),
+        Values::Bytes { data, offsets } => {
+            let items = offsets
+                .windows(2)
+                .map(|w| PyBytes::new(py, &data[w[0]..w[1]]));
+            if object_arrays {
+                let objects: Vec<Py<PyAny>> = items.map(|b| b.into_any().unbind()).collect();
+                PyArray1::from_vec(py, objects).into_any()
+            } else {
+                PyList::new(py, items)?.into_any()
+            }
+        }
+    })
 }

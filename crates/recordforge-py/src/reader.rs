@@ -14,7 +14,7 @@ use recordforge_core::reader::{BatchReader as CoreReader, Damaged, ReadError, Re
 use recordforge_core::{Compression, Error};
 
 use crate::access::RecordFile;
-use crate::decode::{columns_to_py, kind_of};
+use crate::decode::{columns_to_py, kind_of, values_to_py};
 use crate::errors::{decode_error, to_py};
 
 type Features = Vec<(String, String, Option<usize>)>;
@@ -153,6 +153,68 @@ impl BatchReader {
     }
 }
 
+fn wanted_of<'f>(py: Python<'_>, features: &'f Features) -> PyResult<Vec<Wanted<'f>>> {
+    features
+        .iter()
+        .map(|(name, kind, width)| {
+            Ok(Wanted {
+                name,
+                kind: kind_of(py, name, kind)?,
+                width: *width,
+            })
+        })
+        .collect()
+}
+
+/// The record at ``offset`` of ``file`` (both CRCs checked unless ``verify`` is false),
+/// decoded: one NumPy array of values per feature (bytes as an object array).
+#[pyfunction]
+#[pyo3(signature = (file, offset, features, verify=true))]
+pub fn take_record<'py>(
+    py: Python<'py>,
+    file: PyRef<'py, RecordFile>,
+    offset: u64,
+    features: Features,
+    verify: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let wanted = wanted_of(py, &features)?;
+    let data = file.data();
+    let name = file.name().to_string();
+    let names = [name];
+    let result = py.detach(|| -> Result<_, ReadError> {
+        let fail = |error| ReadError {
+            file: 0,
+            record: None,
+            error,
+        };
+        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+        if pos >= data.len() {
+            return Err(fail(Error::InvalidArgument(format!(
+                "offset {offset} is past the end ({} bytes)",
+                data.len()
+            ))));
+        }
+        let range = frame_at(data, pos, verify)
+            .map_err(fail)?
+            .expect("pos is before the end");
+        decode_batch([&data[range]], &wanted).map_err(|e| ReadError {
+            file: 0,
+            record: Some(offset),
+            error: e.error,
+        })
+    });
+    match result {
+        Ok(columns) => {
+            let out = PyList::empty(py);
+            for column in columns {
+                out.append(values_to_py(py, column.values, true)?)?;
+            }
+            Ok(out)
+        }
+        Err(e) => Err(read_error(py, e, &names)),
+    }
+}
+
 /// Reads the records at ``offsets[k]`` of ``files[file_index[k]]`` (memory-mapped
 /// ``RecordFile``s; both CRCs checked unless ``verify`` is false) and decodes them into
 /// columns as ``BatchReader`` does, in one call with the GIL released.
@@ -166,14 +228,7 @@ pub fn take_records<'py>(
     features: Features,
     verify: bool,
 ) -> PyResult<Bound<'py, PyList>> {
-    let mut wanted = Vec::with_capacity(features.len());
-    for (name, kind, width) in &features {
-        wanted.push(Wanted {
-            name,
-            kind: kind_of(py, name, kind)?,
-            width: *width,
-        });
-    }
+    let wanted = wanted_of(py, &features)?;
     let which = file_index.as_slice()?;
     let offsets = offsets.as_slice()?;
     if which.len() != offsets.len() {
