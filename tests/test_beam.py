@@ -189,8 +189,9 @@ def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> N
     out = tmp_path / "beam"
     options = rf.WriteOptions(num_shards=4)
     flaky = _FailOnce(tmp_path / "flag", after=15)
-    target = rfbeam._Target(str(out), "train", options, flaky, "fail")
-    rfbeam._prepare(None, str(out), False, {"test": 1})
+    rfbeam._prepare(str(out), False, {"test": 1})
+    shipped = rfbeam._ship(str(out), {"to_records": flaky})
+    target = rfbeam._Target(str(out), "train", options, shipped, "fail")
     plan = rfbeam._plan_by_items(len(rows), 4)
     by_shard: dict[int, list[Any]] = {}
     for position, row in enumerate(rows):
@@ -243,10 +244,10 @@ def test_failed_pipeline_rerun_completes(tmp_path: Path) -> None:
 
 def test_refuses_other_options_unfinished(tmp_path: Path) -> None:
     out = tmp_path / "beam"
-    rfbeam._prepare(None, str(out), False, {"options": 1})
+    rfbeam._prepare(str(out), False, {"options": 1})
     with pytest.raises(FileExistsError, match="other options"):
-        rfbeam._prepare(None, str(out), False, {"options": 2})
-    rfbeam._prepare(None, str(out), True, {"options": 2})
+        rfbeam._prepare(str(out), False, {"options": 2})
+    rfbeam._prepare(str(out), True, {"options": 2})
 
 
 def test_read_dataset(tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,15 +164,44 @@ def _plan_by_sizes(measured: Iterable[tuple[int, np.ndarray]], options: WriteOpt
     return _Plan(shards=len(starts), record_starts=record_starts, shard_starts=starts)
 
 
+# Conversions loaded in this process, by the path they were shipped to.
+_SHIPPED: dict[str, dict[str, Any]] = {}
+_SHIPPED_PREFIX = ".recordforge-beam-"
+
+
+def _ship(out: str, payload: dict[str, Any]) -> str:
+    """Pickles the conversion (``to_records``, the source) once into the output
+    directory, for every worker process to load once. Kept out of the pipeline graph:
+    Beam pickles each DoFn with bz2 at level 9, seconds per copy for a COCO index."""
+    import cloudpickle
+
+    path = _fs.join(out, f"{_SHIPPED_PREFIX}{uuid.uuid4().hex[:12]}.pkl")
+    _fs.write_bytes(path, cloudpickle.dumps(payload))
+    _SHIPPED[path] = payload
+    return path
+
+
+def _shipped(path: str) -> dict[str, Any]:
+    if path not in _SHIPPED:
+        _SHIPPED[path] = pickle.loads(_fs.read_bytes(path))
+    return _SHIPPED[path]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Target:
-    """What every worker needs to encode and write: where, how, and the conversion."""
+    """What every worker needs to encode and write: where, how, and (shipped) the
+    conversion."""
 
     out: str
     split: str
     options: WriteOptions
-    to_records: ToRecords
+    shipped: str
     on_error: str
+
+    @property
+    def to_records(self) -> ToRecords:
+        to_records: ToRecords = _shipped(self.shipped)["to_records"]
+        return to_records
 
 
 def _attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | Converted | ItemError:
@@ -319,9 +350,7 @@ class _WriteShards(beam.DoFn):  # type: ignore[misc]
     def __init__(self, target: _Target) -> None:
         self.target = target
 
-    def process(
-        self, element: tuple[int, Iterable[Any]], plan: _Plan, ready: bool
-    ) -> Iterator[dict[str, Any]]:
+    def process(self, element: tuple[int, Iterable[Any]], plan: _Plan) -> Iterator[dict[str, Any]]:
         shard, entries = element
         yield _write_shard(self.target, plan, shard, entries)
 
@@ -377,8 +406,10 @@ def _finalize(results: list[dict[str, Any]], finish: _Finish, plan: _Plan) -> Ma
     if _fs.exists(journal):
         _fs.remove(journal)
     for entry, is_dir in _fs.listdir(target.out):
-        if not is_dir and entry.startswith(".") and entry.endswith(".partial"):
+        leftover = entry.endswith(".partial") or entry.startswith(_SHIPPED_PREFIX)
+        if not is_dir and entry.startswith(".") and leftover:
             _fs.remove(_fs.join(target.out, entry))
+    _SHIPPED.pop(target.shipped, None)
     return manifest
 
 
@@ -387,7 +418,7 @@ def _read_file_records(path: str) -> Iterator[bytes]:
         yield from _core.read_records(f, "auto", True)
 
 
-def _prepare(_: Any, out: str, overwrite: bool, fingerprint: Mapping[str, Any]) -> bool:
+def _prepare(out: str, overwrite: bool, fingerprint: Mapping[str, Any]) -> None:
     """Checks (or clears, with ``overwrite``) the output directory, then leaves the
     progress marker that makes it recognisable as an unfinished conversion. A rerun
     with the same options and input continues (every shard is rewritten)."""
@@ -407,7 +438,6 @@ def _prepare(_: Any, out: str, overwrite: bool, fingerprint: Mapping[str, Any]) 
             )
     state = {"fingerprint": fingerprint, "splits": {}, "report": ConversionReport().to_json()}
     _fs.write_bytes(journal, json.dumps(state, indent=2).encode())
-    return True
 
 
 class WriteDataset(beam.PTransform):  # type: ignore[misc]
@@ -415,7 +445,12 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
     the local writer would see the items in) as a dataset directory; the output
     PCollection holds the :class:`~recordforge.Manifest`. Arguments are those of
     :func:`~recordforge.write_dataset` for one split; ``to_records`` runs on the
-    workers (it must be picklable)."""
+    workers (it must be picklable).
+
+    When the pipeline is built (not when it runs), the output directory is checked as
+    the local writer checks it (refused if it holds a complete dataset, unless
+    ``overwrite``, or files that are not a dataset's) and marked as an unfinished
+    conversion, and ``to_records`` is pickled into it once for the workers to load."""
 
     def __init__(
         self,
@@ -434,33 +469,33 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         super().__init__()
         if on_error not in ("fail", "skip"):
             raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
-        options = options or WriteOptions(**option_kwargs)
+        self.options = options or WriteOptions(**option_kwargs)
         out = os.fspath(out)
-        self.target = _Target(
-            out if _fs.is_url(out) else os.path.abspath(out),
-            split,
-            options,
-            to_records or _default_to_records,
-            on_error,
-        )
-        source = json.loads(json.dumps(source or {}, default=str))
-        self.finish = _Finish(self.target, schema, source, (report or ConversionReport()).to_json())
-        self.fingerprint = {
-            "options": options.fingerprint(),
-            "splits": [split],
-            "source": source,
-            "runner": "beam",
-        }
-        self.overwrite = overwrite
+        self.out = out if _fs.is_url(out) else os.path.abspath(out)
+        self.split, self.on_error, self.overwrite, self.schema = split, on_error, overwrite, schema
+        self.payload: dict[str, Any] = {"to_records": to_records or _default_to_records}
+        self.source = json.loads(json.dumps(source or {}, default=str))
+        self.report = (report or ConversionReport()).to_json()
+        self._target: _Target | None = None
+
+    def prepare(self) -> _Target:
+        """Checks and marks the output directory and ships the conversion (once)."""
+        if self._target is None:
+            fingerprint = {
+                "options": self.options.fingerprint(),
+                "splits": [self.split],
+                "source": self.source,
+                "runner": "beam",
+            }
+            _prepare(self.out, self.overwrite, fingerprint)
+            shipped = _ship(self.out, self.payload)
+            self._target = _Target(self.out, self.split, self.options, shipped, self.on_error)
+        return self._target
 
     def expand(self, items: Any) -> Any:
-        target, options = self.target, self.target.options
-        p = items.pipeline
-        ready = (
-            p
-            | "Prepare" >> beam.Create([None])
-            | "CheckOut" >> beam.Map(_prepare, target.out, self.overwrite, self.fingerprint)
-        )
+        target = self.prepare()
+        options = target.options
+        finish = _Finish(target, self.schema, self.source, self.report)
         total = items | "Count" >> beam.combiners.Count.Globally()
         placed = (
             items
@@ -480,40 +515,42 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
             placed
             | "Assign" >> beam.ParDo(_Assign(), plan=AsSingleton(plan))
             | "ByShard" >> beam.GroupByKey()
-            | "WriteShards"
-            >> beam.ParDo(_WriteShards(target), plan=AsSingleton(plan), ready=AsSingleton(ready))
+            | "WriteShards" >> beam.ParDo(_WriteShards(target), plan=AsSingleton(plan))
         )
         return (
             written
             | "Results" >> beam.combiners.ToList()
-            | "Manifest" >> beam.Map(_finalize, self.finish, plan=AsSingleton(plan))
+            | "Manifest" >> beam.Map(_finalize, finish, plan=AsSingleton(plan))
         )
 
 
-def _enumerate_items(_: Any, source: Any) -> Iterator[tuple[int, Any]]:
-    yield from enumerate(source.items())
+def _enumerate_items(_: Any, shipped: str) -> Iterator[tuple[int, Any]]:
+    yield from enumerate(_shipped(shipped)["source"].items())
 
 
 class ConvertDataset(beam.PTransform):  # type: ignore[misc]
     """Converts a source (``CocoSource``, ``ImageFolderSource``, ``TableSource``, or any
     object with ``items()``, ``to_records(item)``, ``schema()``, ``describe()`` and
     optionally ``report()``) on Beam: the same files as ``recordforge convert``
-    writes locally. Applied to the pipeline; the output holds the Manifest."""
+    writes locally. Applied to the pipeline; the output holds the Manifest. The source
+    is pickled once into the output directory (see :class:`WriteDataset`); one worker
+    enumerates its items (for a table, reads it), the others convert them."""
 
     def __init__(self, source: Any, out: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__()
-        self.source = source
         kwargs.setdefault("schema", source.schema())
         kwargs.setdefault("source", source.describe())
         if hasattr(source, "report"):
             kwargs.setdefault("report", source.report())
         self.write = WriteDataset(out, to_records=source.to_records, **kwargs)
+        self.write.payload["source"] = source
 
     def expand(self, pbegin: Any) -> Any:
+        target = self.write.prepare()
         return (
             pbegin
             | "Start" >> beam.Create([None])
-            | "Items" >> beam.FlatMap(_enumerate_items, self.source)
+            | "Items" >> beam.FlatMap(_enumerate_items, target.shipped)
             | "Write" >> self.write
         )
 
