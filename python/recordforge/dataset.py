@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recordforge import _core
+from recordforge import _core, _fs
 from recordforge.errors import DecodeError
 from recordforge.manifest import MANIFEST_NAME, Manifest
 from recordforge.schema import Schema, infer_schema
@@ -80,7 +80,7 @@ class Dataset:
         *,
         counts: Sequence[int] | None = None,
         manifest: Manifest | None = None,
-        root: Path | None = None,
+        root: Path | str | None = None,
         on_corrupt: OnCorrupt = "raise",
         order: _Order = _Order(),
     ) -> None:
@@ -215,9 +215,9 @@ class Dataset:
 
     def _file_records(self, path: str) -> Iterator[bytes]:
         if self.on_corrupt == "raise" or self.compression is not None:
-            yield from _core.read_records(path, "auto", True)
+            yield from _read_records(path)
             return
-        f = _core.RecordFile(path)
+        f = _core.RecordFile(_fs.staged(path))
         good, bad = f.intact()
         self.skipped.extend(
             {"file": path, "start": s, "end": e, "reason": why} for s, e, why in bad
@@ -318,9 +318,9 @@ class Dataset:
 
     def _offsets_of(self, path: str) -> np.ndarray:
         if path not in self._offsets:
-            idx = Path(path + ".idx")
-            if idx.exists():
-                text = idx.read_text(encoding="ascii").split()
+            idx = path + ".idx"
+            if _fs.exists(idx):
+                text = _fs.read_bytes(idx).decode("ascii").split()
                 self._offsets[path] = np.array(text[0::2], dtype=np.uint64)
             else:
                 self._offsets[path] = self._file(path).offsets(False)
@@ -330,7 +330,8 @@ class Dataset:
         if path not in self._open:
             if self.compression is not None:
                 raise TypeError("random access needs uncompressed shards")
-            self._open[path] = _core.RecordFile(path)
+            # A remote file is downloaded once for random access (memory-mapped).
+            self._open[path] = _core.RecordFile(_fs.staged(path))
         return self._open[path]
 
     def _starts(self) -> np.ndarray:
@@ -501,16 +502,30 @@ def _is_local(path: str) -> bool:
 
 
 def _count(path: str) -> int:
-    idx = Path(path + ".idx")
-    if idx.exists():
-        with open(idx, "rb") as f:
+    idx = path + ".idx"
+    if _fs.exists(idx):
+        with _fs.open_file(idx) as f:
             return sum(1 for _ in f)
-    count: int = _core.scan_records(path, "auto", False)[0]
+    if _is_local(path):
+        count: int = _core.scan_records(path, "auto", False)[0]
+        return count
+    with _fs.open_file(path) as f:
+        count = _core.scan_records(f, "auto", False)[0]
     return count
 
 
+def _read_records(path: str) -> Iterator[bytes]:
+    """A file's records, CRCs checked; a URL (gs://, s3://, ...) is streamed through
+    fsspec."""
+    if _is_local(path):
+        yield from _core.read_records(path, "auto", True)
+        return
+    with _fs.open_file(path) as f:
+        yield from _core.read_records(f, "auto", True)
+
+
 def _from_manifest(
-    root: Path, manifest: Manifest, split: str | None, on_corrupt: OnCorrupt
+    root: Path | str, manifest: Manifest, split: str | None, on_corrupt: OnCorrupt
 ) -> Dataset:
     if split is None:
         names = ["train"] if "train" in manifest.splits else list(manifest.splits)
@@ -522,10 +537,11 @@ def _from_manifest(
     schema = manifest.schema
     if schema is None:
         schema = infer_schema(
-            _core.decode_example(r) for r in _first_records([str(root / s.file) for s in shards])
+            _core.decode_example(r)
+            for r in _first_records([_fs.join(root, s.file) for s in shards])
         )
     return Dataset(
-        [str(root / s.file) for s in shards],
+        [_fs.join(root, s.file) for s in shards],
         schema,
         counts=[s.records for s in shards],
         manifest=manifest,
@@ -544,7 +560,13 @@ def open_dataset(
     """Opens a dataset directory (its ``dataset.json``; ``split`` picks one, default
     ``train`` when there is one, else all), a directory of TFRecord files, a glob, or a
     list of files. Without a manifest the schema is inferred from the first records."""
-    if isinstance(path, (str, os.PathLike)):
+    if _fs.is_url(path):
+        found = _remote_files(str(path).rstrip("/"))
+        if isinstance(found, Manifest):
+            ds = _from_manifest(str(path).rstrip("/"), found, split, on_corrupt)
+            return ds if schema is None else ds._replace(schema=schema)
+        files = found
+    elif isinstance(path, (str, os.PathLike)):
         p = Path(path)
         if (p / MANIFEST_NAME).exists():
             manifest = Manifest.load(p)
@@ -561,17 +583,29 @@ def open_dataset(
     if not files:
         raise FileNotFoundError(f"{path}: no TFRecord files")
     for f in files:
-        if not Path(f).is_file():
+        if not _fs.isfile(f):
             raise FileNotFoundError(f"{f}: no such file")
     if schema is None:
         schema = infer_schema(_core.decode_example(r) for r in _first_records(files))
     return Dataset(files, schema, on_corrupt=on_corrupt)
 
 
+def _remote_files(url: str) -> Manifest | list[str]:
+    """A remote dataset's manifest, or the TFRecord files of a remote directory or glob."""
+    if _fs.exists(_fs.join(url, MANIFEST_NAME)):
+        return Manifest.load(url)
+    if _fs.isdir(url):
+        names = [n for n, is_dir in _fs.listdir(url) if not is_dir and n.endswith(_SUFFIXES)]
+        return [_fs.join(url, n) for n in names]
+    if any(c in url for c in "*?["):
+        return _fs.glob(url)
+    return [url]
+
+
 def _first_records(files: Sequence[str]) -> Iterator[bytes]:
     n = 0
     for f in files:
-        for record in _core.read_records(f, "auto", True):
+        for record in _read_records(f):
             yield record
             n += 1
             if n == _SCHEMA_SCAN:
