@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from recordforge import _core
+from recordforge._fs import is_url
 from recordforge.errors import RecordforgeError
 from recordforge.example import RecordBatch, encode_example, encode_record_batch
 from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo, write_json_atomic
@@ -761,10 +762,32 @@ def write_dataset(
     dataset is refused. ``progress(records, payload_bytes)`` is called after each item.
     ``workers`` > 1 runs ``to_records`` in that many processes (it must be picklable);
     records, their order and their shards are the same for any number of workers.
+    ``out`` may be an fsspec URL (``gs://...``, ``s3://...``): the dataset is written to
+    a local temporary directory, then each file is uploaded under a temporary key and
+    moved to its final one, ``dataset.json`` last (no resume for remote outputs).
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
     options = options or WriteOptions(**option_kwargs)
+    if is_url(out):
+        # gs://, s3://, ...: written locally, then each file committed to the object store.
+        from recordforge._remote import write_to_url
+
+        local = functools.partial(
+            write_dataset,
+            data,
+            split=split,
+            splits=splits,
+            schema=schema,
+            to_records=to_records,
+            on_error=on_error,
+            source=source,
+            report=report,
+            options=options,
+            progress=progress,
+            workers=workers,
+        )
+        return write_to_url(str(out), overwrite, local)
     if splits is None:
         splits = {split: data}
     out = Path(out)

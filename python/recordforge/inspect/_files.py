@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from recordforge import _fs
 from recordforge.inspect._common import Paths
 from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo
 
@@ -30,6 +31,8 @@ class InputFile:
     split: str | None = None
     shard: ShardInfo | None = None
     manifest: Manifest | None = None
+    #: The URL of a remote file; ``path`` is then its local copy.
+    remote: str | None = None
 
     @property
     def index_path(self) -> Path:
@@ -46,6 +49,9 @@ def resolve(paths: Paths) -> list[InputFile]:
         paths = [paths]
     out: list[InputFile] = []
     for given in paths:
+        if _fs.is_url(given):
+            out.extend(_resolve_url(str(given).rstrip("/")))
+            continue
         p = Path(given)
         if p.is_dir():
             if (p / MANIFEST_NAME).is_file():
@@ -78,6 +84,52 @@ def resolve(paths: Paths) -> list[InputFile]:
         else:
             raise FileNotFoundError(f"{given}: no such file or directory")
     return out
+
+
+def _resolve_url(url: str) -> list[InputFile]:
+    """A remote dataset directory, directory, glob or file (gs://, s3://, ...): its
+    files are downloaded once per process (with their ``.idx``), then looked at locally;
+    the manifest is read from the remote ``dataset.json``."""
+
+    def stage(remote: str) -> Path:
+        idx = f"{remote}.idx"
+        if _fs.exists(idx):
+            _fs.staged(idx)
+        return Path(_fs.staged(remote))
+
+    if _fs.exists(_fs.join(url, MANIFEST_NAME)):
+        manifest = Manifest.load(url)
+        return [
+            InputFile(
+                path=stage(_fs.join(url, s.file)),
+                split=split,
+                shard=s,
+                manifest=manifest,
+                remote=_fs.join(url, s.file),
+            )
+            for split, shards in manifest.splits.items()
+            for s in shards
+        ]
+    if _fs.isdir(url):
+        names = [
+            n
+            for n, is_dir in _fs.listdir(url)
+            if not is_dir
+            and not n.startswith(".")
+            and not n.endswith(".idx")
+            and any(h in n for h in _RECORD_HINTS)
+        ]
+        if not names:
+            raise FileNotFoundError(f"{url}: no {MANIFEST_NAME} and no TFRecord files in it")
+        return [InputFile(path=stage(_fs.join(url, n)), remote=_fs.join(url, n)) for n in names]
+    if _GLOB_CHARS & set(url.split("://", 1)[1]):
+        matches = _fs.glob(url)
+        if not matches:
+            raise FileNotFoundError(f"{url}: the pattern matches no files")
+        return [InputFile(path=stage(m), remote=m) for m in matches]
+    if not _fs.isfile(url):
+        raise FileNotFoundError(f"{url}: no such file or directory")
+    return [InputFile(path=stage(url), remote=url)]
 
 
 def _with_manifest(path: Path) -> InputFile:

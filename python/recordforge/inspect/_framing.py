@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from recordforge import _core
+from recordforge import _core, _fs
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
 from recordforge.inspect._files import InputFile, _read_index, resolve
@@ -190,6 +190,12 @@ def write_index(
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text("".join(lines), encoding="ascii")
         os.replace(tmp, target)
+        if item.remote is not None:  # a downloaded copy: the index goes beside the original
+            _fs.upload(target, f"{item.remote}.idx")
+            files.append(
+                IndexFile(path=item.remote, index_path=f"{item.remote}.idx", records=len(lines))
+            )
+            continue
         files.append(IndexFile(path=str(item.path), index_path=str(target), records=len(lines)))
     return IndexResult(files=files, problems=problems)
 

@@ -35,11 +35,12 @@ import json
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any, Literal
 
 import numpy as np
 
+from recordforge import _fs
 from recordforge.errors import SchemaError
 from recordforge.example import encode_example
 from recordforge.schema import BBox, ClassLabel, FeatureSpec, Image, Schema, Text
@@ -131,8 +132,7 @@ class CocoIndex:
 
 
 def _read_json(path: str | os.PathLike[str]) -> Mapping[str, Any]:
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = _fs.read_bytes(path)
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -660,9 +660,9 @@ class CocoSource:
         name = PurePath(item.file_name)
         if name.is_absolute() or name.drive or ".." in name.parts or "\\" in item.file_name:
             raise ItemError(item.name, f"file_name {item.file_name!r} escapes the image directory")
-        path = Path(self.index.images_dir) / item.file_name
+        path = _fs.join(self.index.images_dir, item.file_name)
         try:
-            data = path.read_bytes()
+            data = _fs.read_bytes(path)
         except FileNotFoundError:
             raise ItemError(item.name, f"image file {path} does not exist") from None
         except OSError as e:
@@ -680,7 +680,7 @@ class CocoSource:
             return data, fmt, width, height
         return self._transcode(item, path, data)
 
-    def _transcode(self, item: CocoImage, path: Path, data: bytes) -> tuple[bytes, str, int, int]:
+    def _transcode(self, item: CocoImage, path: str, data: bytes) -> tuple[bytes, str, int, int]:
         try:
             from PIL import Image as PILImage
         except ImportError:

@@ -42,10 +42,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from recordforge import _fs
 from recordforge.example import encode_example
 from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
 from recordforge.writer import ItemError
@@ -100,6 +101,38 @@ class _Encoded:
     height: int
 
 
+class _Root:
+    """The root folder, local or an fsspec URL (gs://, s3://, ...)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def __str__(self) -> str:
+        return self.root
+
+    def is_dir(self) -> bool:
+        return _fs.isdir(self.root)
+
+    def subfolders(self) -> list[str]:
+        return [name for name, is_dir in _fs.listdir(self.root) if is_dir]
+
+    def has_folder(self, name: str) -> bool:
+        return _fs.isdir(_fs.join(self.root, name))
+
+    def walk(self, name: str) -> Iterator[tuple[str, list[str], list[str]]]:
+        """``os.walk`` under ``root/name`` (following links) with folders relative to the
+        root, as POSIX paths; pruning the folder list in place prunes the walk."""
+        top = _fs.join(self.root, name)
+        if _fs.is_url(self.root):
+            fs, base = _fs.filesystem(self.root)
+            base = base.rstrip("/")
+            for dirpath, dirnames, filenames in fs.walk(_fs.filesystem(top)[1]):
+                yield dirpath.rstrip("/")[len(base) + 1 :], dirnames, filenames
+            return
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+            yield Path(dirpath).relative_to(self.root).as_posix(), dirnames, filenames
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageFolderSource:
     """A folder of class folders of images (see the module docstring).
@@ -120,7 +153,7 @@ class ImageFolderSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", str(self.root))
-        root = Path(self.root)
+        root = _Root(str(self.root))
         if not root.is_dir():
             raise NotADirectoryError(f"{root}: image folder root is not a directory")
         if self.resize is not None and (not isinstance(self.resize, int) or self.resize < 1):
@@ -133,14 +166,12 @@ class ImageFolderSource:
             )
             object.__setattr__(self, "extensions", exts)
         if self.class_names is None:
-            names = tuple(
-                sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-            )
+            names = tuple(n for n in root.subfolders() if not n.startswith("."))
             if not names:
                 raise ValueError(f"{root}: no class folders (expected ROOT/<class>/<image>)")
         else:
             names = tuple(self.class_names)
-            missing = [n for n in names if not (root / n).is_dir()]
+            missing = [n for n in names if not root.has_folder(n)]
             if missing:
                 raise ValueError(f"{root}: class folders not found: {missing}")
             if len(set(names)) != len(names):
@@ -159,10 +190,10 @@ class ImageFolderSource:
     def items(self) -> tuple[ImageFile, ...]:
         """Every image file, by class then by path (sorted, so the order is stable)."""
         out: list[ImageFile] = []
-        root = Path(self.root)
+        root = _Root(str(self.root))
         for label, name in enumerate(self.names):
             found = []
-            for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            for dirpath, dirnames, filenames in root.walk(name):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 for filename in filenames:
                     if filename.startswith("."):
@@ -171,7 +202,7 @@ class ImageFolderSource:
                         tuple(self.extensions)
                     ):
                         continue
-                    found.append(Path(dirpath, filename).relative_to(root).as_posix())
+                    found.append(f"{dirpath}/{filename}")
             out.extend(ImageFile(path, label) for path in sorted(found))
         return tuple(out)
 
@@ -202,9 +233,9 @@ class ImageFolderSource:
     def to_records(self, item: ImageFile) -> tuple[bytes]:
         """One image file -> its serialized Example; ItemError for a file that is not a
         readable image."""
-        path = Path(self.root) / item.path
+        path = _fs.join(self.root, item.path)
         try:
-            data = path.read_bytes()
+            data = _fs.read_bytes(path)
         except OSError as e:
             raise ItemError(str(path), f"cannot read: {e.strerror or e}") from None
         image = self._encoded(path, data)
@@ -222,7 +253,7 @@ class ImageFolderSource:
             ),
         )
 
-    def _encoded(self, path: Path, data: bytes) -> _Encoded:
+    def _encoded(self, path: str, data: bytes) -> _Encoded:
         fmt = image_format(data[:32])
         if fmt is None:
             raise ItemError(

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from recordforge import _fs
 from recordforge.arrow import ColumnError, arrow_columns, infer_spec
 from recordforge.errors import SchemaError
 from recordforge.example import encode_example, encode_record_batch
@@ -127,6 +128,23 @@ def _format_of(path: Path) -> Format:
     return fmt
 
 
+def _source(path: str) -> Any:
+    """What pyarrow opens: the path, or for a URL (gs://, s3://, ...) an fsspec file."""
+    return _fs.open_file(path, "rb") if _fs.is_url(path) else path
+
+
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
+
+
+def _input_stream(pa: Any, path: str) -> Any:
+    """pyarrow's input stream of a file, decompressed by its extension (a URL is read
+    through fsspec; pyarrow then cannot tell the compression from the name itself)."""
+    if not _fs.is_url(path):
+        return pa.input_stream(path)
+    codec = _CODECS.get(Path(path).suffix.lower())
+    return pa.input_stream(_fs.open_file(path, "rb"), compression=codec)
+
+
 def _pyarrow() -> Any:
     try:
         import pyarrow  # type: ignore[import-untyped]
@@ -198,7 +216,7 @@ class TableSource:
         if delimiter is None:
             delimiter = "\t" if ".tsv" in [s.lower() for s in p.suffixes] else ","
         for name, value in (
-            ("path", str(p)),
+            ("path", os.fspath(path) if _fs.is_url(path) else str(p)),
             ("format", fmt),
             ("given_schema", schema),
             ("batch_size", batch_size),
@@ -231,7 +249,8 @@ class TableSource:
             if self.format == "parquet":
                 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-                yield from pq.ParquetFile(self.path).iter_batches(batch_size=self.batch_size)
+                parquet = pq.ParquetFile(_source(self.path))
+                yield from parquet.iter_batches(batch_size=self.batch_size)
                 return
             if self.format == "csv":
                 import pyarrow.csv as pcsv  # type: ignore[import-untyped]
@@ -244,7 +263,7 @@ class TableSource:
                     if self.given_schema is not None:
                         convert["include_columns"] = list(column_types)
                 reader = pcsv.open_csv(
-                    pa.input_stream(self.path),
+                    _input_stream(pa, self.path),
                     read_options=pcsv.ReadOptions(
                         block_size=_BLOCK_BYTES,
                         skip_rows=self.skip_rows,
@@ -257,7 +276,7 @@ class TableSource:
                 import pyarrow.json as pjson  # type: ignore[import-untyped]
 
                 reader = pjson.open_json(
-                    pa.input_stream(self.path),
+                    _input_stream(pa, self.path),
                     read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES),
                 )
             for batch in reader:
@@ -316,15 +335,15 @@ class TableSource:
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(self.path).schema_arrow
+            return pq.ParquetFile(_source(self.path)).schema_arrow
         for batch in self._arrow_batches(None):
             return batch.schema
         pa = _pyarrow()
         if self.format == "csv":  # a header and no rows: every column is text
             header: Sequence[str] | None = self.column_names
             if header is None:
-                with open(self.path, encoding="utf-8") as f:
-                    lines = [f.readline() for _ in range(self.skip_rows + 1)]
+                with _fs.open_file(self.path, "rb") as f:
+                    lines = [f.readline().decode("utf-8") for _ in range(self.skip_rows + 1)]
                 header = lines[-1].rstrip("\r\n").split(self.delimiter)
             return pa.schema([(name, pa.string()) for name in header if name])
         return pa.schema([])
