@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-coco bench-inspect bench-table clean
+.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-beam bench-coco bench-inspect bench-table clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -45,6 +45,10 @@ fuzz:
 bench: dev
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_core.py
+
+# The same COCO conversion locally (workers=1/2) and on Beam's in-process runner (tiny COCO x40).
+bench-beam: dev
+	$(BIN)/python benchmarks/bench_beam.py
 
 # COCO per annotation / per image vs the Keras example's way and TF raw bytes (tiny COCO x40).
 bench-coco: dev
