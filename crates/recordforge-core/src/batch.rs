@@ -53,13 +53,17 @@ pub enum Values {
         data: Vec<u8>,
         offsets: Vec<usize>,
     },
+    /// Bytes values left in their records (from [`decode_batch_spans`]): `(start, end)`
+    /// within the record, which is the one whose row splits hold the value's index.
+    Spans(Vec<(usize, usize)>),
 }
 
 impl Values {
-    fn new(kind: Kind) -> Self {
+    fn new(kind: Kind, spans: bool) -> Self {
         match kind {
             Kind::Int64 => Values::Int64(Vec::new()),
             Kind::Float => Values::Float(Vec::new()),
+            Kind::Bytes if spans => Values::Spans(Vec::new()),
             Kind::Bytes => Values::Bytes {
                 data: Vec::new(),
                 offsets: vec![0],
@@ -73,6 +77,7 @@ impl Values {
             Values::Int64(v) => v.len(),
             Values::Float(v) => v.len(),
             Values::Bytes { offsets, .. } => offsets.len() - 1,
+            Values::Spans(v) => v.len(),
         }
     }
 
@@ -84,6 +89,7 @@ impl Values {
         match self {
             Values::Int64(v) => v.truncate(n),
             Values::Float(v) => v.truncate(n),
+            Values::Spans(v) => v.truncate(n),
             Values::Bytes { data, offsets } => {
                 offsets.truncate(n + 1);
                 data.truncate(offsets[n]);
@@ -179,11 +185,34 @@ pub fn decode_batch<'r, I>(
 where
     I: IntoIterator<Item = &'r [u8]>,
 {
+    decode(records, wanted, false)
+}
+
+/// [`decode_batch`], but bytes values are not copied out: they come as
+/// [`Values::Spans`] into the records, for a caller that still holds them.
+pub fn decode_batch_spans<'r, I>(
+    records: I,
+    wanted: &[Wanted<'_>],
+) -> std::result::Result<Vec<DecodedColumn>, BatchError>
+where
+    I: IntoIterator<Item = &'r [u8]>,
+{
+    decode(records, wanted, true)
+}
+
+fn decode<'r, I>(
+    records: I,
+    wanted: &[Wanted<'_>],
+    spans: bool,
+) -> std::result::Result<Vec<DecodedColumn>, BatchError>
+where
+    I: IntoIterator<Item = &'r [u8]>,
+{
     let mut finder = Finder::new(wanted);
     let mut columns: Vec<DecodedColumn> = wanted
         .iter()
         .map(|w| DecodedColumn {
-            values: Values::new(w.kind),
+            values: Values::new(w.kind, spans),
             splits: vec![0],
         })
         .collect();
@@ -324,6 +353,10 @@ fn append_list(buf: &[u8], base: usize, out: &mut Values) -> Result<()> {
     while !c.at_end() {
         let (field, wt) = c.tag()?;
         match (&mut *out, field, wt) {
+            (Values::Spans(v), 1, WT_LEN) => {
+                let (payload, at) = c.len_delimited()?;
+                v.push((at, at + payload.len()));
+            }
             (Values::Bytes { data, offsets }, 1, WT_LEN) => {
                 data.extend_from_slice(c.len_delimited()?.0);
                 offsets.push(data.len());

@@ -17,14 +17,15 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
 
-use crate::batch::{decode_batch, DecodedColumn, Kind, Wanted};
+use crate::batch::{decode_batch_spans, DecodedColumn, Kind, Wanted};
 use crate::compression::Compression;
 use crate::error::{CorruptKind, Error};
 use crate::framing::{locate, next_intact, FileRecords, RecordReader};
 
 /// Records per chunk handed from a loader to the assembler.
 const CHUNK_RECORDS: usize = 4096;
-/// Payload bytes per chunk of a decompressed stream.
+/// Payload bytes per chunk (so that decoding starts before a file of large records is
+/// all checked).
 const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks a loader may have ready ahead of the assembler.
 const CHUNKS_AHEAD: usize = 2;
@@ -83,11 +84,22 @@ pub struct Damaged {
 /// Decoded columns of `len` records (one per wanted feature, in order), and the damaged
 /// regions skipped since the previous batch. The last batch may have `len == 0`: it only
 /// carries regions skipped after the last record.
-#[derive(Debug)]
+///
+/// Bytes values are [`Values::Spans`](crate::batch::Values::Spans) into the batch's
+/// records ([`Batch::record`]): they are copied once, by whoever turns them into
+/// their final objects.
 pub struct Batch {
     pub len: usize,
     pub columns: Vec<DecodedColumn>,
     pub skipped: Vec<Damaged>,
+    records: Vec<Rec>,
+}
+
+impl Batch {
+    /// The serialized record `i` of the batch.
+    pub fn record(&self, i: usize) -> &[u8] {
+        self.records[i].bytes()
+    }
 }
 
 /// Why reading stopped: a file's error (`Corrupt` with its offset, `Io`), or a record
@@ -293,6 +305,7 @@ impl BatchReader {
                     len: 0,
                     columns: Vec::new(),
                     skipped,
+                    records: Vec::new(),
                 }))
             }
             Err(_) => {
@@ -344,6 +357,7 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
         error: None,
     };
     let mut chunk = new_chunk();
+    let mut chunk_bytes = 0usize;
     let mut pos = 0usize;
     while pos < bytes.len() {
         let found = locate(bytes, pos, true).and_then(|frame| match frame {
@@ -353,6 +367,7 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
         match found {
             Ok(None) => break,
             Ok(Some(frame)) => {
+                chunk_bytes += frame.payload.len();
                 chunk.records.push((pos as u64, frame.payload.clone()));
                 pos = frame.end();
             }
@@ -372,12 +387,14 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
                 return false;
             }
         }
-        if chunk.records.len() == CHUNK_RECORDS
-            && tx
+        if chunk.records.len() == CHUNK_RECORDS || chunk_bytes >= CHUNK_BYTES {
+            chunk_bytes = 0;
+            if tx
                 .send(Load::Chunk(std::mem::replace(&mut chunk, new_chunk())))
                 .is_err()
-        {
-            return false;
+            {
+                return false;
+            }
         }
     }
     chunk.records.is_empty() && chunk.skipped.is_empty() || tx.send(Load::Chunk(chunk)).is_ok()
@@ -589,12 +606,13 @@ fn decode_jobs(
             }
             Job::Fail(e) => Output::Item(Err(e)),
             Job::Batch { records, skipped } => {
-                let decoded = decode_batch(records.iter().map(Rec::bytes), &wanted);
+                let decoded = decode_batch_spans(records.iter().map(Rec::bytes), &wanted);
                 Output::Item(match decoded {
                     Ok(columns) => Ok(Batch {
                         len: records.len(),
                         columns,
                         skipped,
+                        records,
                     }),
                     Err(e) => Err(ReadError {
                         file: records[e.record].file,

@@ -55,8 +55,11 @@ pub fn decode_batch<'py>(
     let columns = py
         .detach(|| core_decode(slices.iter().copied(), &wanted))
         .map_err(|e| decode_error(py, format!("record {}: {}", e.record, e.error)))?;
-    columns_to_py(py, columns, false)
+    columns_to_py(py, columns, false, &|_| &[])
 }
+
+/// The serialized record `i` of a batch, for bytes values left in their records.
+pub type RecordBytes<'a> = &'a dyn Fn(usize) -> &'a [u8];
 
 /// One ``(values, row_splits)`` tuple per column. Bytes values become a list of ``bytes``,
 /// or with ``object_arrays`` a NumPy object array of them.
@@ -64,10 +67,11 @@ pub fn columns_to_py<'py>(
     py: Python<'py>,
     columns: Vec<DecodedColumn>,
     object_arrays: bool,
+    record: RecordBytes<'_>,
 ) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for column in columns {
-        let values = values_to_py(py, column.values, object_arrays)?;
+        let values = values_to_py(py, column.values, &column.splits, object_arrays, record)?;
         let splits: Vec<i64> = column.splits.iter().map(|&s| s as i64).collect();
         out.append(PyTuple::new(
             py,
@@ -78,25 +82,36 @@ pub fn columns_to_py<'py>(
 }
 
 /// A column's values as a NumPy array (bytes: a list, or with ``object_arrays`` a NumPy
-/// object array).
+/// object array). `splits` says which record holds each of [`Values::Spans`].
 pub fn values_to_py<'py>(
     py: Python<'py>,
     values: Values,
+    splits: &[usize],
     object_arrays: bool,
+    record: RecordBytes<'_>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match values {
-        Values::Int64(v) => PyArray1::from_vec(py, v).into_any(),
-        Values::Float(v) => PyArray1::from_vec(py, v).into_any(),
-        Values::Bytes { data, offsets } => {
-            let items = offsets
-                .windows(2)
-                .map(|w| PyBytes::new(py, &data[w[0]..w[1]]));
-            if object_arrays {
-                let objects: Vec<Py<PyAny>> = items.map(|b| b.into_any().unbind()).collect();
-                PyArray1::from_vec(py, objects).into_any()
-            } else {
-                PyList::new(py, items)?.into_any()
+    let objects: Vec<Bound<'py, PyBytes>> = match values {
+        Values::Int64(v) => return Ok(PyArray1::from_vec(py, v).into_any()),
+        Values::Float(v) => return Ok(PyArray1::from_vec(py, v).into_any()),
+        Values::Bytes { data, offsets } => offsets
+            .windows(2)
+            .map(|w| PyBytes::new(py, &data[w[0]..w[1]]))
+            .collect(),
+        Values::Spans(spans) => {
+            let mut out = Vec::with_capacity(spans.len());
+            for (i, rows) in splits.windows(2).enumerate() {
+                let bytes = record(i);
+                for &(start, end) in &spans[rows[0]..rows[1]] {
+                    out.push(PyBytes::new(py, &bytes[start..end]));
+                }
             }
+            out
         }
-    })
+    };
+    if object_arrays {
+        let objects: Vec<Py<PyAny>> = objects.into_iter().map(|b| b.into_any().unbind()).collect();
+        Ok(PyArray1::from_vec(py, objects).into_any())
+    } else {
+        Ok(PyList::new(py, objects)?.into_any())
+    }
 }

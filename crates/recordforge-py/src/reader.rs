@@ -8,7 +8,7 @@ use numpy::PyReadonlyArray1;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use recordforge_core::batch::{decode_batch, Wanted};
+use recordforge_core::batch::{decode_batch_spans, Wanted};
 use recordforge_core::framing::frame_at;
 use recordforge_core::reader::{BatchReader as CoreReader, Damaged, ReadError, ReadOptions};
 use recordforge_core::{Compression, Error};
@@ -130,9 +130,8 @@ impl BatchReader {
         match next {
             None => Ok(None),
             Some(Err(e)) => Err(read_error(py, e, &self.names)),
-            Some(Ok(batch)) => {
-                let skipped = batch
-                    .skipped
+            Some(Ok(mut batch)) => {
+                let skipped = std::mem::take(&mut batch.skipped)
                     .into_iter()
                     .map(
                         |Damaged {
@@ -143,9 +142,11 @@ impl BatchReader {
                          }| (file, start, end, reason),
                     )
                     .collect();
+                let columns = std::mem::take(&mut batch.columns);
+                let record = |i| batch.record(i);
                 Ok(Some((
                     batch.len,
-                    columns_to_py(py, batch.columns, true)?,
+                    columns_to_py(py, columns, true, &record)?,
                     skipped,
                 )))
             }
@@ -197,17 +198,21 @@ pub fn take_record<'py>(
         let range = frame_at(data, pos, verify)
             .map_err(fail)?
             .expect("pos is before the end");
-        decode_batch([&data[range]], &wanted).map_err(|e| ReadError {
-            file: 0,
-            record: Some(offset),
-            error: e.error,
-        })
+        let record = &data[range];
+        decode_batch_spans([record], &wanted)
+            .map(|columns| (columns, record))
+            .map_err(|e| ReadError {
+                file: 0,
+                record: Some(offset),
+                error: e.error,
+            })
     });
     match result {
-        Ok(columns) => {
+        Ok((columns, record)) => {
             let out = PyList::empty(py);
             for column in columns {
-                out.append(values_to_py(py, column.values, true)?)?;
+                let values = values_to_py(py, column.values, &column.splits, true, &|_| record)?;
+                out.append(values)?;
             }
             Ok(out)
         }
@@ -267,14 +272,16 @@ pub fn take_records<'py>(
                 .expect("pos is before the end");
             slices.push(&data[range]);
         }
-        decode_batch(slices.iter().copied(), &wanted).map_err(|e| ReadError {
-            file: which[e.record] as usize,
-            record: Some(offsets[e.record]),
-            error: e.error,
-        })
+        decode_batch_spans(slices.iter().copied(), &wanted)
+            .map(|columns| (columns, slices))
+            .map_err(|e| ReadError {
+                file: which[e.record] as usize,
+                record: Some(offsets[e.record]),
+                error: e.error,
+            })
     });
     match result {
-        Ok(columns) => columns_to_py(py, columns, true),
+        Ok((columns, slices)) => columns_to_py(py, columns, true, &|i| slices[i]),
         Err(e) => Err(read_error(py, e, &names)),
     }
 }
