@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-beam bench-coco bench-inspect bench-table clean
+.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-beam bench-coco bench-inspect bench-read bench-table clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -59,6 +59,15 @@ bench-coco: dev
 bench-inspect: dev
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_inspect.py
+
+# Reading for training: table and image records into columns vs tf.data + parse_example and
+# the tfrecord package; random access vs seek+read and tfd-utils (in a venv of its own: it
+# pins protobuf < 6, the dev venv has TensorFlow's protobuf 6).
+bench-read: dev
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
+	test -x $(VENV)-tfd-utils/bin/python || $(PYTHON) -m venv $(VENV)-tfd-utils
+	$(VENV)-tfd-utils/bin/pip install --quiet tfd-utils==1.3.0 || true
+	$(BIN)/python benchmarks/bench_read.py --tfd-python $(VENV)-tfd-utils/bin/python
 
 # Table conversion: 1M rows x 21 columns from columns and from CSV vs TF one Example per row.
 bench-table: dev
