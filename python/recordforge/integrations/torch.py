@@ -32,6 +32,10 @@ Shuffling (``shuffle_buffer``, or the dataset's own ``.shuffle(n, seed)``) uses
 the epoch: call :meth:`TorchDataset.set_epoch` before each epoch, as with
 ``DistributedSampler``; the same seed and epoch give the same order.
 
+Make it after ``torch.distributed.init_process_group``: the rank and world size are
+taken when it is made (``DataLoader`` workers do not see the process group), unless
+given as ``rank`` and ``world_size``.
+
 >>> import tempfile, numpy as np, torch, recordforge as rf
 >>> d = tempfile.mkdtemp()
 >>> rows = [{"x": i, "tags": np.ones(i % 3, np.int64)} for i in range(10)]
@@ -84,6 +88,14 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def _distributed() -> tuple[int, int] | None:
+    """``(rank, world_size)`` of the initialized default process group, else ``None``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
 class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
     """A ``torch.utils.data.IterableDataset`` over a recordforge ``Dataset`` (made by
     :func:`to_torch`; see the module docstring)."""
@@ -132,6 +144,9 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         self.drop_remainder = drop_remainder
         self.shuffle_buffer = shuffle_buffer
         self.seed = 0 if seed is None else seed
+        if rank is None and (found := _distributed()) is not None:
+            # Now, in the main process: DataLoader workers do not see the process group.
+            rank, world_size = found
         self._rank = rank
         self._world_size = world_size
         self.image_size = None if image_size is None else rf_images.image_size(image_size)
@@ -151,13 +166,12 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         return state
 
     def _placement(self) -> tuple[int, int]:
-        """``(rank, world_size)``: as given, else torch.distributed's when initialized."""
+        """``(rank, world_size)``: as given, else torch.distributed's when it was
+        initialized before this dataset was made (or, outside DataLoader workers, now)."""
         if self._rank is not None and self._world_size is not None:
             return self._rank, self._world_size
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        found = _distributed() if torch.utils.data.get_worker_info() is None else None
+        return (0, 1) if found is None else found
 
     def part(self) -> tuple[int, int]:
         """``(index, count)``: the part of the records this process reads, from its rank
