@@ -497,16 +497,13 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         options = target.options
         finish = _Finish(target, self.schema, self.source, self.report)
         total = items | "Count" >> beam.combiners.Count.Globally()
-        placed = (
-            items
-            | "Place" >> beam.ParDo(_Place(options), total=AsSingleton(total))
-            | "Spread" >> beam.Reshuffle()
-        )
+        placed = items | "Place" >> beam.ParDo(_Place(options), total=AsSingleton(total))
         if options.num_shards:
             plan = total | "Plan" >> beam.Map(_plan_by_items, options.num_shards)
         else:
             plan = (
                 placed
+                | "Spread" >> beam.Reshuffle()
                 | "Measure" >> beam.ParDo(_Measure(target))
                 | "Sizes" >> beam.combiners.ToList()
                 | "Plan" >> beam.Map(_plan_by_sizes, options)
