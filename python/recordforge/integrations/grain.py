@@ -7,6 +7,8 @@ file, with the CRC checked), the ``RandomAccessDataSource`` protocol that Grain'
 ``DataLoader`` and ``MapDataset.source`` take. Grain does the shuffling, sharding
 between hosts (``ShardOptions``), batching and multiprocessing; the source is picklable
 (each worker process opens the files itself). Random access needs uncompressed shards.
+Grain's ``DataLoader(worker_count > 0)`` reads absl flags: outside ``absl.app``, call
+``absl.flags.FLAGS.mark_as_parsed()`` first.
 
 Without Grain, :meth:`Dataset.batches <recordforge.Dataset.batches>` already gives dicts
 of NumPy arrays, which ``jax.numpy.asarray`` / ``jax.device_put`` take as they are;
