@@ -1,0 +1,372 @@
+"""Image decoding for training: JPEG records read and decoded to ``uint8`` arrays.
+
+    python benchmarks/bench_decode.py [--images 2000] [--rounds 3] [--json out.json]
+
+The data: ``--images`` JPEGs of 500 x 375 (375 x 500 for portrait sources) made from the
+tiny COCO val2017 images in ``../shared/data`` (random crops, flips and JPEG qualities
+75-95, deterministic), or, without that folder, from smooth synthetic pictures; written
+with ``rf.write_dataset`` into 4 uncompressed shards (``image`` bytes + ``label``).
+
+Each peer runs in its own process (``--peer NAME``), reads everything once to warm the
+page cache and itself up, and then times ``--rounds`` full passes; the best pass counts:
+
+* ``decoder``: the JPEG decoder alone, the ceiling: Pillow (libjpeg-turbo) decoding the
+  in-memory bytes to arrays on one thread per core (``decoder-1t``: on one thread);
+* ``recordforge``: ``rf.open_dataset(d).batches(64)`` (read, CRCs checked, columns in
+  Rust) + ``rf.images.decode_batch`` (Pillow on a thread pool);
+* ``tf``: the Keras example's pipeline, ``tf.data.TFRecordDataset(files,
+  num_parallel_reads=AUTOTUNE)`` -> ``map(parse_single_example + tf.io.decode_jpeg,
+  num_parallel_calls=AUTOTUNE)`` -> ``prefetch``, arrays taken out with
+  ``as_numpy_iterator``; ``tf-accurate``: the same with
+  ``dct_method="INTEGER_ACCURATE"``, which gives the pixels Pillow gives;
+* with ``--resize`` (default 224): decode + resize to a square, ours (Pillow's
+  antialiased bilinear) and TF (``tf.image.resize``, bilinear, cast to uint8);
+  ``recordforge-resize-draft`` (``draft=True``: JPEG DCT scaling first) on request.
+
+Correctness: every peer returns a digest of all decoded pixels; ``recordforge``,
+``decoder`` and ``tf-accurate`` must be equal (bit-exact); ``tf`` (INTEGER_FAST IDCT)
+is compared by mean absolute difference. Targets (the issue's): recordforge >= 1.2x
+``tf``, and >= 90% of ``decoder``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny_coco" / "val2017"
+SIZE = (500, 375)
+SHARDS = 4
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def _sources(seed: int) -> Iterator[Any]:
+    from PIL import Image
+
+    files = sorted(COCO.glob("*.jpg")) if COCO.is_dir() else []
+    if files:
+        while True:
+            for f in files:
+                with Image.open(f) as im:
+                    yield im.convert("RGB")
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:480, 0:640]
+    while True:  # smooth synthetic pictures: gradients, waves, blobs, a little noise
+        a, b, c = rng.uniform(0.005, 0.05, 3)
+        img = np.stack(
+            [
+                127 + 120 * np.sin(a * x + b * y),
+                127 + 120 * np.cos(c * x - a * y),
+                (x * y * b) % 255,
+            ],
+            axis=-1,
+        )
+        img += rng.normal(0, 6, img.shape)
+        yield Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def make_jpegs(n: int, seed: int = 0) -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for im, _ in zip(_sources(seed), range(n), strict=False):
+        w, h = im.size
+        cw, ch = int(w * rng.uniform(0.8, 1.0)), int(h * rng.uniform(0.8, 1.0))
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        im = im.crop((left, top, left + cw, top + ch))
+        if rng.random() < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        size = SIZE if cw >= ch else SIZE[::-1]
+        im = im.resize(size, Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=int(rng.integers(75, 96)))
+        out.append(buf.getvalue())
+    return out
+
+
+def write_data(data: Path, n: int) -> dict[str, Any]:
+    import recordforge as rf
+
+    jpegs = make_jpegs(n)
+    schema = rf.Schema(
+        {
+            "image": rf.FeatureSpec(dtype="bytes", meaning=rf.Image(format="jpeg")),
+            "label": rf.FeatureSpec(dtype="int64"),
+        }
+    )
+    columns = {"image": np.array(jpegs, dtype=object), "label": np.arange(n) % 10}
+    rf.write_dataset(columns, data / "records", schema=schema, max_records=-(-n // SHARDS))
+    return {
+        "images": n,
+        "source": "tiny COCO val2017" if COCO.is_dir() else "synthetic",
+        "jpeg_bytes": sum(len(j) for j in jpegs),
+        "pixels_bytes": sum(SIZE[0] * SIZE[1] * 3 for _ in jpegs),
+    }
+
+
+def shard_files(data: Path) -> list[str]:
+    return sorted(str(p) for p in (data / "records").glob("*.tfrecord"))
+
+
+def load_jpegs(data: Path) -> list[bytes]:
+    import recordforge as rf
+
+    return [bytes(r["image"]) for r in rf.open_dataset(data / "records").select(["image"])]
+
+
+# -- peers -------------------------------------------------------------------------------
+
+
+class Digest:
+    """Order-independent digest of decoded images (peers may interleave shards)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.enabled = True  # off in the timed passes: hashing is not the work measured
+
+    def add(self, array: np.ndarray) -> None:
+        if self.enabled:
+            self.parts.append(hashlib.sha256(np.ascontiguousarray(array).tobytes()).digest())
+
+    def hex(self) -> str:
+        return hashlib.sha256(b"".join(sorted(self.parts))).hexdigest()
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def peer_decoder(data: Path, threads: int, digest: Digest) -> Callable[[], int]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    jpegs = load_jpegs(data)
+    pool = ThreadPoolExecutor(threads)
+
+    def one(b: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(b)) as im:
+            im.load()
+            return np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
+
+    def run() -> int:
+        n = 0
+        for array in pool.map(one, jpegs, chunksize=8) if threads > 1 else map(one, jpegs):
+            digest.add(array)
+            n += 1
+        return n
+
+    return run
+
+
+def peer_recordforge(
+    data: Path, digest: Digest, size: int | None = None, draft: bool = False
+) -> Callable[[], int]:
+    import recordforge as rf
+
+    ds = rf.open_dataset(data / "records").select(["image"])
+
+    def run() -> int:
+        n = 0
+        for batch in ds.batches(64):
+            decoded = rf.images.decode_batch(list(batch["image"]), size=size, draft=draft)
+            for array in decoded:
+                digest.add(array)
+            n += len(decoded)
+        return n
+
+    return run
+
+
+def peer_tf(
+    data: Path, digest: Digest, dct: str = "", size: int | None = None
+) -> Callable[[], int]:
+    import tensorflow as tf
+
+    files = shard_files(data)
+    description = {"image": tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(record: Any) -> Any:
+        image = tf.io.decode_jpeg(
+            tf.io.parse_single_example(record, description)["image"], channels=3, dct_method=dct
+        )
+        if size is not None:
+            image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
+        return image
+
+    pipeline = (
+        tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+    def run() -> int:
+        n = 0
+        for array in pipeline.as_numpy_iterator():
+            digest.add(array)
+            n += 1
+        return n
+
+    return run
+
+
+def run_peer(name: str, data: Path, rounds: int, resize: int) -> dict[str, Any]:
+    digest = Digest()
+    makers: dict[str, Callable[[], Callable[[], int]]] = {
+        "decoder": lambda: peer_decoder(data, _threads(), digest),
+        "decoder-1t": lambda: peer_decoder(data, 1, digest),
+        "recordforge": lambda: peer_recordforge(data, digest),
+        "tf": lambda: peer_tf(data, digest),
+        "tf-accurate": lambda: peer_tf(data, digest, dct="INTEGER_ACCURATE"),
+        "recordforge-resize": lambda: peer_recordforge(data, digest, size=resize),
+        "recordforge-resize-draft": lambda: peer_recordforge(data, digest, resize, True),
+        "tf-resize": lambda: peer_tf(data, digest, size=resize),
+    }
+    run = makers[name]()
+    n = run()  # warm-up (page cache, thread pools, tf.function tracing) and the digest
+    checksum = digest.hex()
+    digest.enabled = False
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        assert run() == n
+        times.append(time.perf_counter() - start)
+    out = {"peer": name, "images": n, "times": times, "digest": checksum}
+    if name == "tf":  # how far INTEGER_FAST is from the exact pixels
+        import tensorflow as tf
+
+        import recordforge as rf
+
+        diffs = []
+        for b in load_jpegs(data)[:200]:
+            fast = tf.io.decode_jpeg(b, channels=3).numpy().astype(np.int16)
+            diffs.append(float(np.abs(fast - rf.images.decode(b)).mean()))
+        out["fast_vs_exact_mean_abs"] = float(np.mean(diffs))
+        out["fast_vs_exact_max_mean_abs"] = float(np.max(diffs))
+    return out
+
+
+# -- driver ------------------------------------------------------------------------------
+
+PEERS = ["decoder", "decoder-1t", "recordforge", "tf", "tf-accurate"]
+# recordforge-resize-draft (JPEG DCT scaling) only on request (--peers): it helps when
+# images are at least twice the target size, which 500x375 -> 224 is not.
+RESIZE_PEERS = ["recordforge-resize", "tf-resize"]
+
+
+def spawn(name: str, data: Path, rounds: int, resize: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--peer", name, "--data", str(data)]
+    cmd += ["--rounds", str(rounds), "--resize", str(resize)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"peer {name} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--resize", type=int, default=224, help="0: no resize rows")
+    parser.add_argument("--peers", default=None, help="comma-separated subset")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=None, help="reuse / keep data here")
+    parser.add_argument("--peer", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.peer:
+        result = run_peer(args.peer, args.data, args.rounds, args.resize)
+        print(json.dumps(result))
+        return
+
+    tmp = None
+    data = args.data
+    if data is None:
+        tmp = data = Path(tempfile.mkdtemp(prefix="recordforge-bench-decode-"))
+    try:
+        meta_file = data / "meta.json"
+        if not meta_file.exists():
+            print(f"writing {args.images} JPEG records to {data} ...", flush=True)
+            meta_file.write_text(json.dumps(write_data(data, args.images)))
+        meta = json.loads(meta_file.read_text())
+        names = PEERS + (RESIZE_PEERS if args.resize else [])
+        if args.peers:
+            names = args.peers.split(",")
+        results = {}
+        for name in names:
+            print(f"  {name} ...", flush=True)
+            results[name] = spawn(name, data, args.rounds, args.resize)
+        report(meta, results, args.resize)
+        if args.json:
+            args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(meta: dict[str, Any], results: dict[str, Any], resize: int) -> None:
+    rate = {name: r["images"] / min(r["times"]) for name, r in results.items()}
+    median = {name: r["images"] / float(np.median(r["times"])) for name, r in results.items()}
+    mb = meta["jpeg_bytes"] / meta["images"] / 1e6
+    print(
+        f"\n{meta['images']} JPEGs of {SIZE[0]}x{SIZE[1]} ({meta['source']}, "
+        f"{mb * 1e3:.0f} KB each), {_threads()} cores; best of "
+        f"{len(next(iter(results.values()))['times'])} passes (median in brackets)\n"
+    )
+    print(f"{'peer':28} {'images/s':>10} {'(median)':>10} {'MB/s JPEG':>10}")
+    for name in results:
+        print(f"{name:28} {rate[name]:10.0f} {median[name]:10.0f} {rate[name] * mb:10.1f}")
+    print()
+    ours = rate.get("recordforge")
+    checks = []
+    if ours and "tf" in rate:
+        checks.append(("recordforge / tf (INTEGER_FAST)", ours / rate["tf"], 1.2))
+    if ours and "tf-accurate" in rate:
+        same = ours / rate["tf-accurate"]
+        checks.append(("recordforge / tf-accurate (same pixels)", same, None))
+    if ours and "decoder" in rate:
+        checks.append(("recordforge / decoder alone", ours / rate["decoder"], 0.9))
+    if "recordforge-resize" in rate and "tf-resize" in rate:
+        label = f"resize {resize}: recordforge / tf"
+        checks.append((label, rate["recordforge-resize"] / rate["tf-resize"], None))
+    if "recordforge-resize-draft" in rate and "tf-resize" in rate:
+        label = f"resize {resize}: recordforge draft / tf"
+        checks.append((label, rate["recordforge-resize-draft"] / rate["tf-resize"], None))
+    for label, ratio, target in checks:
+        verdict = ""
+        if target is not None:
+            verdict = f"  target >= {target:.2f}: {'met' if ratio >= target else 'MISSED'}"
+        print(f"{label:44} {ratio:6.2f}x{verdict}")
+    exact_peers = ("recordforge", "decoder", "tf-accurate")
+    exact = {n: results[n]["digest"] for n in exact_peers if n in results}
+    same = len(set(exact.values())) == 1
+    print(f"\npixels: {', '.join(exact)} {'identical (bit-exact)' if same else 'DIFFER'}")
+    if "tf" in results and "fast_vs_exact_mean_abs" in results["tf"]:
+        r = results["tf"]
+        print(
+            "tf default (INTEGER_FAST IDCT) vs exact: mean |diff| "
+            f"{r['fast_vs_exact_mean_abs']:.2f} levels (worst image "
+            f"{r['fast_vs_exact_max_mean_abs']:.2f}) over 200 images"
+        )
+
+
+if __name__ == "__main__":
+    main()
