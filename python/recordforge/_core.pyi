@@ -156,6 +156,7 @@ def take_records(
     offsets: npt.NDArray[np.uint64],
     features: Sequence[tuple[str, str, int | None]],
     verify: bool = True,
+    threads: int = 0,
 ) -> list[tuple[Any, npt.NDArray[np.int64]]]: ...
 def take_record(
     file: RecordFile,

@@ -200,6 +200,74 @@ where
     decode(records, wanted, true)
 }
 
+/// [`decode_batch_spans`] on up to `threads` threads, each decoding a contiguous run of
+/// at least `min_run` records; the runs' columns are joined in order. The error, if any,
+/// is the one of the first failing record, as a sequential decode would report it.
+pub fn decode_batch_spans_threaded(
+    records: &[&[u8]],
+    wanted: &[Wanted<'_>],
+    threads: usize,
+    min_run: usize,
+) -> std::result::Result<Vec<DecodedColumn>, BatchError> {
+    let runs = threads.min(records.len() / min_run.max(1)).max(1);
+    if runs == 1 {
+        return decode(records.iter().copied(), wanted, true);
+    }
+    let per_run = records.len().div_ceil(runs);
+    let parts: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(per_run)
+            .map(|run| s.spawn(move || decode(run.iter().copied(), wanted, true)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut out: Option<Vec<DecodedColumn>> = None;
+    for (k, part) in parts.into_iter().enumerate() {
+        let part = part.map_err(|e| BatchError {
+            record: e.record + k * per_run,
+            error: e.error,
+        })?;
+        match out.as_mut() {
+            None => out = Some(part),
+            Some(columns) => {
+                for (column, more) in columns.iter_mut().zip(part) {
+                    column.append(more);
+                }
+            }
+        }
+    }
+    Ok(out.unwrap_or_default())
+}
+
+impl DecodedColumn {
+    /// Appends the records of `other` (same kind) after this column's.
+    fn append(&mut self, other: DecodedColumn) {
+        let base = self.values.len();
+        self.splits
+            .extend(other.splits[1..].iter().map(|s| s + base));
+        match (&mut self.values, other.values) {
+            (Values::Int64(a), Values::Int64(b)) => a.extend(b),
+            (Values::Float(a), Values::Float(b)) => a.extend(b),
+            (Values::Spans(a), Values::Spans(b)) => a.extend(b),
+            (
+                Values::Bytes { data, offsets },
+                Values::Bytes {
+                    data: d,
+                    offsets: o,
+                },
+            ) => {
+                let shift = data.len();
+                data.extend(d);
+                offsets.extend(o[1..].iter().map(|x| x + shift));
+            }
+            _ => unreachable!("columns of one wanted feature have one kind"),
+        }
+    }
+}
+
 fn decode<'r, I>(
     records: I,
     wanted: &[Wanted<'_>],
@@ -483,5 +551,51 @@ mod tests {
         assert_eq!(err.record, 2);
         let err = decode_batch([&ok[..], &ok[..1]], &fixed).unwrap_err();
         assert_eq!(err.record, 1);
+    }
+
+    #[test]
+    fn threaded_runs_join_to_the_sequential_columns() {
+        let records: Vec<Vec<u8>> = (0..100i64)
+            .map(|i| {
+                let tags: Vec<Cow<'_, [u8]>> =
+                    (0..i % 3).map(|_| Cow::Borrowed(&b"ab"[..])).collect();
+                record(&[
+                    ("id", Feature::Int64(Cow::Owned(vec![i]))),
+                    ("t", Feature::Bytes(tags)),
+                    (
+                        "x",
+                        Feature::Float(Cow::Owned(vec![i as f32; (i % 4) as usize])),
+                    ),
+                ])
+            })
+            .collect();
+        let slices: Vec<&[u8]> = records.iter().map(|r| &r[..]).collect();
+        let wanted = [
+            Wanted {
+                name: "id",
+                kind: Kind::Int64,
+                width: Some(1),
+            },
+            Wanted {
+                name: "t",
+                kind: Kind::Bytes,
+                width: None,
+            },
+            Wanted {
+                name: "x",
+                kind: Kind::Float,
+                width: None,
+            },
+        ];
+        let one = decode_batch_spans(slices.iter().copied(), &wanted).unwrap();
+        for threads in [1, 2, 3, 7] {
+            let many = decode_batch_spans_threaded(&slices, &wanted, threads, 10).unwrap();
+            assert_eq!(many, one, "{threads} threads");
+        }
+        let bad = record(&[("id", Feature::Float(Cow::Owned(vec![1.0])))]);
+        let mut with_bad = slices.clone();
+        with_bad[77] = &bad;
+        let err = decode_batch_spans_threaded(&with_bad, &wanted, 3, 10).unwrap_err();
+        assert_eq!(err.record, 77);
     }
 }
