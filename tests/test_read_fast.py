@@ -315,3 +315,17 @@ def test_stopping_early_and_reading_again(tmp_path: Path) -> None:
         del it  # the reader's threads stop at their next hand-over
     assert sum(len(b["id"]) for b in ds.batches(128)) == 5000
     assert all(b == {} for b in ds.select([]).batches(1000))
+
+
+def test_doctests_of_the_dataset_module() -> None:
+    import doctest
+
+    import recordforge.dataset as module
+
+    wanted = {"recordforge.dataset", "recordforge.dataset.Dataset.take"}
+    tests = [t for t in doctest.DocTestFinder().find(module) if t.name in wanted]
+    assert {t.name for t in tests} == wanted
+    runner = doctest.DocTestRunner()
+    for test in tests:
+        runner.run(test)
+    assert runner.failures == 0
