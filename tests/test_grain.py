@@ -63,6 +63,10 @@ def test_len_and_getitem_equal_sequential_read(ds: rf.Dataset) -> None:
     with pytest.raises(IndexError):
         source[N]
     assert "records=57" in repr(source)
+    # Grain's batched read: the same records.
+    many = source._getitems([5, 0, 56, 5])
+    assert len(many) == 4
+    assert all(same(m, source[i]) for m, i in zip(many, [5, 0, 56, 5], strict=True))
 
 
 def test_features_and_shard(ds: rf.Dataset) -> None:
@@ -150,6 +154,8 @@ def test_images(image_ds: rf.Dataset) -> None:
     assert image.dtype == np.uint8 and image.shape == (12, 12, 3) and (image == 80).all()
     resized = image_ds.to_grain(decode_images=True, image_size=(4, 6))
     assert resized[4]["image/encoded"].shape == (4, 6, 3)
+    for got, i in zip(resized._getitems([4, 1]), [4, 1], strict=True):
+        assert (got["image/encoded"] == resized[i]["image/encoded"]).all()
     assert isinstance(image_ds.to_grain()[0]["image/encoded"], bytes)
 
 
