@@ -82,6 +82,9 @@ struct Hashing<W: Write> {
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // At most one buffer's worth per call (`write_all` loops), so that a large write
+        // is hashed while its later parts are still being written.
+        let buf = &buf[..buf.len().min(IO_BUFFER)];
         let n = self.inner.write(buf)?;
         self.chunks
             .send(buf[..n].to_vec())
