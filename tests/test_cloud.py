@@ -1,11 +1,13 @@
 """Remote paths against a local S3 server (moto, on loopback, offline): conversions to and
 from s3:// with the local writer and on Beam, open_dataset, info / count / verify /
-index on s3:// URLs; writes are committed (no temporary key left behind)."""
+index / salvage / preview on s3:// URLs, demo and convert with s3:// paths; writes are
+committed (no temporary key left behind)."""
 
 from __future__ import annotations
 
 import doctest
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +193,87 @@ def test_table_parquet_from_s3(s3: Any, prefix: str, tmp_path: Path) -> None:
     assert there.schema() == here.schema()
     got = [r for b in there.items() for r in there.to_records(b).records]
     assert got == [r for b in here.items() for r in here.to_records(b).records]
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_salvage_from_s3_to_s3_equals_local(
+    s3: Any, prefix: str, tmp_path: Path, compression: str | None
+) -> None:
+    records = [bytes([i % 251]) * (40 + i) for i in range(300)]
+    good = tmp_path / "good.tfrecord"
+    with rf.TFRecordWriter(good, compression=compression) as w:
+        w.write_many(records)
+    data = bytearray(good.read_bytes())
+    if compression is None:
+        data[len(data) // 2 : len(data) // 2 + 300] = bytes(300)  # garbage in the middle
+    else:
+        del data[len(data) * 2 // 3 :]  # a compressed stream cut short
+    bad = tmp_path / "bad.tfrecord"
+    bad.write_bytes(bytes(data))
+    key = prefix.split("://", 1)[1]
+    s3.put_file(str(bad), f"{key}/bad.tfrecord")
+    here = rf.inspect.salvage(bad, tmp_path / "fixed.tfrecord")
+    there = rf.inspect.salvage(f"{prefix}/bad.tfrecord", f"{prefix}/out/fixed.tfrecord")
+    assert here.damaged and 0 < here.records < len(records)
+    assert (there.source, there.out) == (f"{prefix}/bad.tfrecord", f"{prefix}/out/fixed.tfrecord")
+    local_json, remote_json = here.to_json(), there.to_json()
+    for result in (local_json, remote_json):
+        del result["source"], result["out"]
+    assert remote_json == local_json
+    fixed = s3.cat_file(f"{key}/out/fixed.tfrecord")
+    assert fixed == (tmp_path / "fixed.tfrecord").read_bytes()
+    _no_temporary_keys(s3, f"{prefix}/out")
+    with pytest.raises(FileExistsError, match="exists"):
+        rf.inspect.salvage(f"{prefix}/bad.tfrecord", f"{prefix}/out/fixed.tfrecord")
+    with pytest.raises(ValueError, match="must not be the damaged file"):
+        rf.inspect.salvage(f"{prefix}/bad.tfrecord", f"{prefix}/bad.tfrecord", overwrite=True)
+    # The command line, from s3:// to s3:// and from s3:// to a local file: exit 1 (damaged).
+    assert main(["salvage", f"{prefix}/bad.tfrecord", f"{prefix}/out/cli.tfrecord"]) == 1
+    s3.invalidate_cache()  # this filesystem object listed out/ before the upload
+    assert s3.cat_file(f"{key}/out/cli.tfrecord") == fixed
+    assert main(["salvage", f"{prefix}/bad.tfrecord", str(tmp_path / "cli.tfrecord")]) == 1
+    assert (tmp_path / "cli.tfrecord").read_bytes() == fixed
+    _no_temporary_keys(s3, f"{prefix}/out")
+
+
+def test_demo_and_preview_on_s3(
+    s3: Any, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo` writes its dataset to s3:// (the shapes sample stays local); `preview` reads
+    that dataset and writes its sheet to s3://: the same PNG as from the local copy."""
+    pytest.importorskip("PIL")
+    import recordforge.demo as demo
+
+    here = demo.run(tmp_path / "demo", images=12, max_records=5)
+    there = demo.run(f"{prefix}/demo", images=12, max_records=5)
+    assert there.out == f"{prefix}/demo/dataset"
+    assert there.manifest.splits == here.manifest.splits  # same files, counts and SHA-256
+    assert there.first_record.keys() == here.first_record.keys()
+    key = prefix.split("://", 1)[1]
+    assert [p.rsplit("/", 1)[-1] for p in s3.ls(f"{key}/demo")] == ["dataset"]
+    local = rf.inspect.preview(here.out, tmp_path / "sheet.png", n=6, cell=96)
+    remote = rf.inspect.preview(there.out, f"{prefix}/sheets/sheet.png", n=6, cell=96)
+    assert remote.path == f"{prefix}/sheets/sheet.png"
+    assert (remote.width, remote.height) == (local.width, local.height)
+    assert [c.boxes for c in remote.cells] == [c.boxes for c in local.cells]
+    assert remote.cells[0].file == f"{there.out}/{here.manifest.splits['train'][0].file}"
+    assert s3.cat_file(f"{key}/sheets/sheet.png") == (tmp_path / "sheet.png").read_bytes()
+    assert main(["preview", str(there.out), "--out", f"{prefix}/sheets/cli.png", "-n", "6"]) == 0
+    assert s3.cat_file(f"{key}/sheets/cli.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    _no_temporary_keys(s3, f"{prefix}/sheets")
+    capsys.readouterr()
+    assert main(["demo", "--out", f"{prefix}/cli-demo", "--images", "5", "--no-train"]) == 0
+    assert "dataset written to" in capsys.readouterr().out
+    assert len(rf.open_dataset(f"{prefix}/cli-demo/dataset")) == 5
+
+
+def test_convert_table_with_schema_from_s3(s3: Any, prefix: str, tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("id,name\n" + "".join(f"{i},n{i}\n" for i in range(20)), encoding="utf-8")
+    schema = TableSource(csv).schema()
+    key = prefix.split("://", 1)[1]
+    s3.pipe_file(f"{key}/schema.json", json.dumps(schema.to_json()).encode())
+    args = ["convert", "table", str(csv), "--schema", f"{prefix}/schema.json"]
+    assert main([*args, "--out", f"{prefix}/out"]) == 0
+    ds = rf.open_dataset(f"{prefix}/out")
+    assert ds.schema == schema and [int(r["id"]) for r in ds] == list(range(20))

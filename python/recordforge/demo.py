@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from recordforge import _fs
 from recordforge.example import decode_example
 from recordforge.manifest import Manifest
 from recordforge.records import read_records
@@ -34,9 +35,10 @@ __all__ = ["DemoReport", "TrainReport", "run", "train"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DemoReport:
-    """What the demo wrote: the dataset directory, its manifest, the first record."""
+    """What the demo wrote: the dataset directory (a URL when ``run`` was given one), its
+    manifest, the first record."""
 
-    out: Path
+    out: Path | str
     manifest: Manifest
     first_record: dict[str, Any]
 
@@ -66,11 +68,15 @@ def run(
     progress: Progress | None = None,
 ) -> DemoReport:
     """Generates the shapes sample under ``out_dir/shapes`` and converts it into
-    ``out_dir/dataset`` (needs Pillow, the ``images`` extra)."""
-    root = Path(out_dir)
-    manifest = _convert(root / "shapes", root / "dataset", images, seed, max_records, progress)
-    out = root / "dataset"
-    first_file = out / manifest.splits["train"][0].file
+    ``out_dir/dataset`` (needs Pillow, the ``images`` extra). ``out_dir`` may be a URL
+    (``gs://``, ``s3://``, ...): the sample is then made in a local temporary directory
+    and only the dataset is written there."""
+    remote = _fs.is_url(out_dir)
+    out: Path | str = _fs.join(out_dir, "dataset") if remote else Path(out_dir) / "dataset"
+    with _fs.local_dir() as local:
+        shapes = local if remote else Path(out_dir)
+        manifest = _convert(shapes / "shapes", out, images, seed, max_records, progress)
+    first_file = _fs.staged(_fs.join(out, manifest.splits["train"][0].file))
     first = decode_example(next(iter(read_records(first_file))))
     return DemoReport(out=out, manifest=manifest, first_record=first)
 
@@ -98,9 +104,12 @@ def train(
 
     if steps < epochs or epochs < 1:
         raise ValueError(f"need epochs >= 1 and steps >= epochs, not {steps=} {epochs=}")
-    root = report.out.parent
-    _convert(root / "heldout_shapes", root / "heldout", heldout, seed + 1, 100, None)
-    ds, validation = open_dataset(report.out), open_dataset(root / "heldout")
+    root = _fs.parent(report.out)
+    heldout_out = _fs.join(root, "heldout")
+    with _fs.local_dir() as local:  # beside a URL, the sample's images stay local
+        shapes = local if _fs.is_url(root) else Path(root)
+        _convert(shapes / "heldout_shapes", heldout_out, heldout, seed + 1, 100, None)
+    ds, validation = open_dataset(report.out), open_dataset(heldout_out)
     history = train_classifier(
         ds,
         model=model,
@@ -116,7 +125,7 @@ def train(
     label = class_label_feature(ds.schema)
     meaning = ds.schema[label].meaning
     assert isinstance(meaning, ClassLabel)
-    first = Counter(int(ex[label][0]) for ex in _records(root / "heldout") if len(ex[label]))
+    first = Counter(int(ex[label][0]) for ex in _records(heldout_out) if len(ex[label]))
     return TrainReport(
         history=history,
         model=model,
@@ -129,17 +138,17 @@ def train(
     )
 
 
-def _records(out: Path) -> Iterator[dict[str, Any]]:
+def _records(out: Path | str) -> Iterator[dict[str, Any]]:
     manifest = Manifest.load(out)
     for shards in manifest.splits.values():
         for shard in shards:
-            for record in read_records(out / shard.file):
+            for record in read_records(_fs.staged(_fs.join(out, shard.file))):
                 yield decode_example(record)
 
 
 def _convert(
     shapes: Path,
-    out: Path,
+    out: Path | str,
     images: int,
     seed: int,
     max_records: int,

@@ -58,8 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.pipeline_args = passed
     try:
         code: int = SUBCOMMANDS[args.command].run(args)
-    except (RecordforgeError, OSError, ValueError) as e:
-        # Errors name their file / item / record already; no traceback for bad input.
+    except (RecordforgeError, OSError, ValueError, ImportError) as e:
+        # Errors name their file / item / record already; no traceback for bad input. An
+        # ImportError names the extra to install (s3:// without s3fs, preview without Pillow).
         print(f"recordforge {args.command}: error: {e}", file=sys.stderr)
         return 1
     return code

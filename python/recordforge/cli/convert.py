@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recordforge._fs import is_url
+from recordforge._fs import is_url, read_bytes
 from recordforge.cli._output import conversion_progress, print_summary
 from recordforge.writer import WriteOptions, write_dataset
 
@@ -117,7 +117,7 @@ def table_source(args: argparse.Namespace) -> Any:
 
     schema = None
     if args.schema:
-        schema = Schema.from_json(json.loads(Path(args.schema).read_text(encoding="utf-8")))
+        schema = Schema.from_json(json.loads(read_bytes(args.schema).decode("utf-8")))
     return TableSource(
         args.file,
         format=args.format,

@@ -3,6 +3,7 @@ write_index and salvage."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -249,7 +250,9 @@ def salvage(
     valid header (length CRC) of a record that fits in the file. Only records whose two
     CRCs check are kept, so nothing corrupt is copied. GZIP/ZLIB input is decompressed as
     far as it goes. ``compression="same"`` writes the output as the input was. The output
-    is written under a temporary name and renamed.
+    is written under a temporary name and renamed. Either path may be a URL (``gs://``,
+    ``s3://``, ...): a remote input is downloaded once per process; a remote output is
+    written locally, then uploaded under a temporary key and moved to its own.
 
     >>> import tempfile, recordforge as rf
     >>> path = tempfile.mktemp(suffix=".tfrecord")
@@ -262,15 +265,24 @@ def salvage(
     >>> list(rf.read_records(path + ".fixed")), [(r.start, r.end) for r in result.lost]
     ([b'first', b'third'], [(21, 43)])
     """
-    src, out = Path(src), Path(out)
-    if out.resolve() == src.resolve():
-        raise ValueError(f"{out}: the output must not be the damaged file itself")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: exists; pass overwrite to replace it")
+    source, target = os.fspath(src), os.fspath(out)
+    remote_out = _fs.is_url(target)
+    if _fs.is_url(source) or remote_out:
+        if source.rstrip("/") == target.rstrip("/"):
+            raise ValueError(f"{target}: the output must not be the damaged file itself")
+    elif Path(target).resolve() == Path(source).resolve():
+        raise ValueError(f"{target}: the output must not be the damaged file itself")
+    if not overwrite and _fs.exists(target):
+        raise FileExistsError(f"{target}: exists; pass overwrite to replace it")
+    local_src = Path(_fs.staged(source))  # a URL: its copy, downloaded once per process
     lost: list[LostRegion] = []
     kept = 0
-    tmp = out.with_name(f".{out.name}.salvage")
-    with _stream(src) as (buf, stream_problem, found_compression):
+    with contextlib.ExitStack() as stack:
+        if remote_out:  # written locally, then uploaded under a temporary key and moved
+            tmp = stack.enter_context(_fs.local_dir()) / _fs.name(target)
+        else:
+            tmp = Path(target).with_name(f".{Path(target).name}.salvage")
+        buf, stream_problem, found_compression = stack.enter_context(_stream(local_src))
         out_compression = found_compression if compression == "same" else compression
         done = 0
         try:
@@ -296,7 +308,10 @@ def salvage(
                         progress(span.end - done)
                         done = span.end
                 writer.write_many(batch)
-            os.replace(tmp, out)
+            if remote_out:
+                _fs.upload(tmp, target)
+            else:
+                os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
     if stream_problem is not None:
@@ -309,10 +324,10 @@ def salvage(
             )
         )
     if progress is not None:
-        progress(max(0, src.stat().st_size - done))
+        progress(max(0, local_src.stat().st_size - done))
     return SalvageResult(
-        source=str(src),
-        out=str(out),
+        source=source,
+        out=target,
         records=kept,
         lost_records=sum(r.records for r in lost),
         lost_bytes=sum(r.end - r.start for r in lost if r.end is not None),

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from recordforge import _fs
 from recordforge.inspect._common import Paths, Problem, _Result
 from recordforge.inspect._decode import RecordType, _decoded, _Record, _records, record_type
 from recordforge.inspect._files import resolve
@@ -143,6 +144,8 @@ def preview(
     their class names — TF Object Detection API keys or the Keras example's
     per-annotation ``bbox`` / ``category_id`` — and the first caption under it. Needs
     Pillow. Records without a decodable image are skipped and listed as problems.
+    ``paths`` and ``out`` may be URLs (``gs://``, ``s3://``, ...): remote files are
+    downloaded once per process; the sheet is uploaded under a temporary key and moved.
     """
     import io
 
@@ -150,6 +153,8 @@ def preview(
     from PIL import ImageDraw, ImageFont
 
     items = resolve(paths)
+    # A remote file is named by its URL, not by the path of its downloaded copy.
+    shown = {i.path: i.remote or str(i.path) for i in items}
     schema = items[0].manifest.schema if items and items[0].manifest else None
     problems: list[Problem] = []
     pictures: list[tuple[_Record, Any, list[_Box], str | None]] = []
@@ -169,7 +174,7 @@ def preview(
         except Exception as e:  # Pillow raises many types for bad data
             problems.append(
                 Problem(
-                    file=str(rec.file),
+                    file=shown.get(rec.file, str(rec.file)),
                     kind="image",
                     record=rec.index,
                     offset=rec.offset,
@@ -179,7 +184,7 @@ def preview(
             continue
         pictures.append((rec, rgb, _boxes(ex, schema, *rgb.size), _caption(ex)))
     if not pictures:
-        raise ValueError(f"no record with an image among {[str(i.path) for i in items]}")
+        raise ValueError(f"no record with an image among {list(shown.values())}")
     font = ImageFont.load_default()
     cols = columns or math.ceil(math.sqrt(len(pictures)))
     rows = math.ceil(len(pictures) / cols)
@@ -211,7 +216,7 @@ def preview(
         )
         cells.append(
             PreviewCell(
-                file=str(rec.file),
+                file=shown.get(rec.file, str(rec.file)),
                 record=rec.index,
                 x=x0,
                 y=y0,
@@ -222,11 +227,14 @@ def preview(
                 caption=caption,
             )
         )
-    out = Path(out)
-    sheet.save(out)
-    return PreviewResult(
-        path=str(out), width=sheet_w, height=sheet_h, cells=cells, problems=problems
-    )
+    target = os.fspath(out)
+    if _fs.is_url(target):  # Pillow picks the format by the suffix of a local name
+        with _fs.local_dir() as local:
+            sheet.save(local / _fs.name(target))
+            _fs.upload(local / _fs.name(target), target)
+    else:
+        sheet.save(Path(target))
+    return PreviewResult(path=target, width=sheet_w, height=sheet_h, cells=cells, problems=problems)
 
 
 def _decoded_context(data: bytes, kind: RecordType) -> Iterator[tuple[str, Any]]:
