@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::wire::{Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
+use crate::wire::{for_each_len_field, Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
 
 /// The value kind of a wanted feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,28 +311,14 @@ fn decode_one<'r>(
     finder: &mut Finder<'_, 'r>,
     columns: &mut [DecodedColumn],
 ) -> Result<()> {
-    let mut c = Cursor::new(buf, 0, MSG);
     let mut ordinal = 0;
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        if field != 1 || wt != WT_LEN {
-            c.skip(field, wt)?;
-            continue;
-        }
-        let (features, at) = c.len_delimited()?;
-        let mut f = Cursor::new(features, at, MSG);
-        while !f.at_end() {
-            let (field, wt) = f.tag()?;
-            if field != 1 || wt != WT_LEN {
-                f.skip(field, wt)?;
-                continue;
-            }
-            let (entry, at) = f.len_delimited()?;
+    for_each_len_field(buf, 0, MSG, 1, |features, at| {
+        for_each_len_field(features, at, MSG, 1, |entry, at| {
             decode_entry(entry, at, ordinal, wanted, finder, columns)?;
             ordinal += 1;
-        }
-    }
-    Ok(())
+            Ok(())
+        })
+    })
 }
 
 /// One map entry `{key, Feature}`: the value of a wanted key is appended to its column

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::wire::{
-    len_field_size, put_len_header, put_varint, varint_len, Cursor, WT_FIXED32, WT_LEN, WT_VARINT,
+    for_each_len_field, len_field_size, put_len_header, put_varint, varint_len, Cursor, WT_FIXED32,
+    WT_LEN, WT_VARINT,
 };
 
 /// One feature's values. Bytes borrow from the decoded record where they can.
@@ -274,14 +275,7 @@ pub(crate) fn parse_features<'a>(
     message: &'static str,
     map: &mut MapBuilder<'a, Feature<'a>>,
 ) -> Result<()> {
-    let mut c = Cursor::new(buf, base, message);
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        if field != 1 || wt != WT_LEN {
-            c.skip(field, wt)?;
-            continue;
-        }
-        let (entry, at) = c.len_delimited()?;
+    for_each_len_field(buf, base, message, 1, |entry, at| {
         let (key, value) =
             parse_map_entry(entry, at, message, |buf, base, value: &mut Feature<'a>| {
                 let parsed = parse_feature(buf, base, message)?;
@@ -289,8 +283,8 @@ pub(crate) fn parse_features<'a>(
                 Ok(())
             })?;
         map.insert(key, value.unwrap_or(Feature::Empty));
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Parses a map entry `{ string key = 1; V value = 2; }`; a repeated value field merges
@@ -332,17 +326,10 @@ pub(crate) fn parse_map_entry<'a, V: Default>(
 /// Decodes a serialized `tf.train.Example`.
 pub fn decode_example(buf: &[u8]) -> Result<Features<'_>> {
     const MSG: &str = "tf.train.Example";
-    let mut c = Cursor::new(buf, 0, MSG);
     let mut map = MapBuilder::new();
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        if field == 1 && wt == WT_LEN {
-            let (payload, at) = c.len_delimited()?;
-            parse_features(payload, at, MSG, &mut map)?;
-        } else {
-            c.skip(field, wt)?;
-        }
-    }
+    for_each_len_field(buf, 0, MSG, 1, |payload, at| {
+        parse_features(payload, at, MSG, &mut map)
+    })?;
     Ok(map.finish())
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::crc::masked_crc32c;
 use crate::error::Result;
-use crate::wire::{Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
+use crate::wire::{for_each_len_field, Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
 
 /// A damaged region of the stream (a record whose data CRC fails is one too).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,22 +274,8 @@ fn stats_one(
     sums: &[bool],
     row: &mut [FeatureStat],
 ) -> Result<()> {
-    let mut c = Cursor::new(buf, 0, MSG);
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        if field != 1 || wt != WT_LEN {
-            c.skip(field, wt)?;
-            continue;
-        }
-        let (features, at) = c.len_delimited()?;
-        let mut f = Cursor::new(features, at, MSG);
-        while !f.at_end() {
-            let (field, wt) = f.tag()?;
-            if field != 1 || wt != WT_LEN {
-                f.skip(field, wt)?;
-                continue;
-            }
-            let (entry, at) = f.len_delimited()?;
+    for_each_len_field(buf, 0, MSG, 1, |features, at| {
+        for_each_len_field(features, at, MSG, 1, |entry, at| {
             let (key, stat) = entry_stat(entry, at)?;
             if let Some(&i) = index.get(key) {
                 // A repeated key: the map keeps the last entry.
@@ -298,9 +284,9 @@ fn stats_one(
                     row[i].sum = 0;
                 }
             }
-        }
-    }
-    Ok(())
+            Ok(())
+        })
+    })
 }
 
 /// One map entry `{key, Feature}`: its key and the merged statistics of its Feature

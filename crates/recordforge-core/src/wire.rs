@@ -163,6 +163,28 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Calls `f(payload, position)` for each length-delimited field number `field` of a
+/// message (other fields are skipped): e.g. the entries of a `Features` map.
+pub(crate) fn for_each_len_field<'a>(
+    buf: &'a [u8],
+    base: usize,
+    message: &'static str,
+    field: u32,
+    mut f: impl FnMut(&'a [u8], usize) -> Result<()>,
+) -> Result<()> {
+    let mut c = Cursor::new(buf, base, message);
+    while !c.at_end() {
+        let (number, wt) = c.tag()?;
+        if number != field || wt != WT_LEN {
+            c.skip(number, wt)?;
+            continue;
+        }
+        let (payload, at) = c.len_delimited()?;
+        f(payload, at)?;
+    }
+    Ok(())
+}
+
 #[inline]
 pub(crate) fn varint_len(v: u64) -> usize {
     // ceil(bits / 7) without a division (protobuf's formula); v == 0 takes one byte.
