@@ -63,6 +63,7 @@ from recordforge.writer import (
     ItemError,
     ToRecords,
     WriteOptions,
+    _attempt,
     _default_to_records,
     _frame_sizes,
     _prepare_out,
@@ -202,13 +203,6 @@ class _Target:
     def to_records(self) -> ToRecords:
         to_records: ToRecords = _shipped(self.shipped)["to_records"]
         return to_records
-
-
-def _attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | Converted | ItemError:
-    try:
-        return to_records(item)
-    except ItemError as e:
-        return e
 
 
 def _records_of(

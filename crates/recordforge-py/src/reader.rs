@@ -167,6 +167,19 @@ fn wanted_of<'f>(py: Python<'_>, features: &'f Features) -> PyResult<Vec<Wanted<
         .collect()
 }
 
+/// The payload of the record framed at `offset` of `data`, CRC-checked with `verify`.
+fn record_at(data: &[u8], offset: u64, verify: bool) -> Result<&[u8], Error> {
+    let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+    if pos >= data.len() {
+        return Err(Error::InvalidArgument(format!(
+            "offset {offset} is past the end ({} bytes)",
+            data.len()
+        )));
+    }
+    let range = frame_at(data, pos, verify)?.expect("pos is before the end");
+    Ok(&data[range])
+}
+
 /// The record at ``offset`` of ``file`` (both CRCs checked unless ``verify`` is false),
 /// decoded: one NumPy array of values per feature (bytes as an object array).
 #[pyfunction]
@@ -183,22 +196,11 @@ pub fn take_record<'py>(
     let name = file.name().to_string();
     let names = [name];
     let result = py.detach(|| -> Result<_, ReadError> {
-        let fail = |error| ReadError {
+        let record = record_at(data, offset, verify).map_err(|error| ReadError {
             file: 0,
             record: None,
             error,
-        };
-        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
-        if pos >= data.len() {
-            return Err(fail(Error::InvalidArgument(format!(
-                "offset {offset} is past the end ({} bytes)",
-                data.len()
-            ))));
-        }
-        let range = frame_at(data, pos, verify)
-            .map_err(fail)?
-            .expect("pos is before the end");
-        let record = &data[range];
+        })?;
         decode_batch_spans([record], &wanted)
             .map(|columns| (columns, record))
             .map_err(|e| ReadError {
@@ -262,22 +264,11 @@ pub fn take_records<'py>(
         let mut slices = Vec::with_capacity(offsets.len());
         for (&f, &offset) in which.iter().zip(offsets) {
             let data = datas[f as usize];
-            let fail = |error| ReadError {
+            slices.push(record_at(data, offset, verify).map_err(|error| ReadError {
                 file: f as usize,
                 record: None,
                 error,
-            };
-            let pos = usize::try_from(offset).unwrap_or(usize::MAX);
-            if pos >= data.len() {
-                return Err(fail(Error::InvalidArgument(format!(
-                    "offset {offset} is past the end ({} bytes)",
-                    data.len()
-                ))));
-            }
-            let range = frame_at(data, pos, verify)
-                .map_err(fail)?
-                .expect("pos is before the end");
-            slices.push(&data[range]);
+            })?);
         }
         decode_batch_spans_threaded(&slices, &wanted, threads, 1024)
             .map(|columns| (columns, slices))
