@@ -277,3 +277,33 @@ def test_convert_table_with_schema_from_s3(s3: Any, prefix: str, tmp_path: Path)
     assert main([*args, "--out", f"{prefix}/out"]) == 0
     ds = rf.open_dataset(f"{prefix}/out")
     assert ds.schema == schema and [int(r["id"]) for r in ds] == list(range(20))
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_record_functions_take_urls(s3: Any, prefix: str, compression: str | None) -> None:
+    url = f"{prefix}/records.tfrecord"
+    records = [bytes([i % 256]) * (i * 37 % 500) for i in range(300)]
+    with rf.TFRecordWriter(url, compression) as w:
+        offsets = w.write_many(records)
+    with rf.TFRecordWriter(f"{prefix}/local.tfrecord", compression) as w:
+        assert w.write_many(records) == offsets
+    assert list(rf.read_records(url)) == records
+    assert rf.scan_records(url).records == len(records)
+    # An exception inside the writer's block commits nothing.
+    broken = f"{prefix}/never.tfrecord"
+    with pytest.raises(RuntimeError), rf.TFRecordWriter(broken) as w:
+        w.write(b"x" * 100)
+        raise RuntimeError("stop")
+    s3.invalidate_cache()
+    assert not s3.exists(broken.split("://", 1)[1])
+    if compression is None:
+        # A damaged record: the error names the URL and the record's offset.
+        data = bytearray(s3.cat_file(url.split("://", 1)[1]))
+        data[offsets[100] + 20] ^= 0xFF
+        s3.pipe_file(url.split("://", 1)[1], bytes(data))
+        with pytest.raises(rf.CorruptRecordError) as e:
+            list(rf.read_records(url))
+        assert (e.value.path, e.value.offset) == (url, offsets[100])
+        with pytest.raises(rf.CorruptRecordError) as e:
+            rf.scan_records(url)
+        assert (e.value.path, e.value.offset) == (url, offsets[100])

@@ -7,12 +7,15 @@ streams TensorFlow writes and reads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator
-from typing import BinaryIO, Literal
+from types import TracebackType
+from typing import Any, BinaryIO, Literal
 
-from recordforge import _core
+from recordforge import _core, _fs
+from recordforge.errors import CorruptRecordError
 
 __all__ = ["RecordIterator", "RecordStats", "TFRecordWriter", "read_records", "scan_records"]
 
@@ -37,7 +40,71 @@ class TFRecordWriter(_core.TFRecordWriter):
     '0300000000000000b099490e'
     >>> list(rf.read_records(io.BytesIO(buf.getvalue())))
     [b'foo', b'bar', b'bazz']
+
+    A URL (``s3://``, ``gs://``...; needs the ``cloud`` extra) is written through an
+    fsspec file object, which object stores commit only when it is closed (multipart
+    completion): a writer left by an exception commits nothing.
     """
+
+    _remote: Any
+
+    def __new__(
+        cls,
+        path_or_file: str | os.PathLike[str] | BinaryIO,
+        compression: str | None = None,
+        *,
+        checksum: bool = False,
+    ) -> TFRecordWriter:
+        remote = None
+        if _fs.is_url(path_or_file):
+            remote = path_or_file = _named(_fs.open_file(str(path_or_file), "wb"), path_or_file)
+        self = super().__new__(cls, path_or_file, compression, checksum=checksum)
+        self._remote = remote
+        return self
+
+    def close(self) -> None:
+        super().close()
+        if self._remote is not None:
+            remote, self._remote = self._remote, None
+            remote.close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]:
+        if exc_type is not None and self._remote is not None:
+            remote, self._remote = self._remote, None
+            super().close()  # into the upload's buffer, which is then dropped
+            discard = getattr(remote, "discard", None)
+            if discard is not None:
+                discard()  # an unfinished upload is not committed
+                with contextlib.suppress(AttributeError):
+                    remote.closed = True  # nothing left to flush
+            return False
+        self.close()
+        return False
+
+
+def _named(f: Any, url: Any) -> Any:
+    """``f`` with ``name`` set to the URL, so errors name the URL."""
+    with contextlib.suppress(AttributeError):
+        f.name = str(url)
+    return f
+
+
+def _remote_records(
+    url: str, compression: Literal["auto", "gzip", "zlib"] | None, verify: bool
+) -> Iterator[bytes]:
+    with _fs.open_file(url) as f:
+        try:
+            yield from _core.read_records(_named(f, url), compression, verify)
+        except CorruptRecordError as e:
+            if e.path == url:
+                raise
+            raise CorruptRecordError(url, e.offset, e.reason) from None
 
 
 def read_records(
@@ -69,7 +136,12 @@ def read_records(
     ... except rf.CorruptRecordError as e:
     ...     print(e.offset, e.reason.split(":")[0])
     21 compressed stream error
+
+    ``path_or_file`` may be a URL (``s3://``, ``gs://``...; the ``cloud`` extra): the
+    file is streamed through fsspec, and errors name the URL.
     """
+    if _fs.is_url(path_or_file):
+        return _remote_records(str(path_or_file), compression, verify)
     return _core.read_records(path_or_file, compression, verify)
 
 
@@ -100,5 +172,17 @@ def scan_records(
     >>> rf.scan_records(io.BytesIO(buf.getvalue()))
     RecordStats(records=2, payload_bytes=30, stream_bytes=62)
     """
+    if _fs.is_url(path_or_file):
+        url = str(path_or_file)
+        with _fs.open_file(url) as f:
+            try:
+                records, payload, stream = _core.scan_records(
+                    _named(f, url), compression, verify, threads
+                )
+            except CorruptRecordError as e:
+                if e.path == url:
+                    raise
+                raise CorruptRecordError(url, e.offset, e.reason) from None
+        return RecordStats(records=records, payload_bytes=payload, stream_bytes=stream)
     records, payload, stream = _core.scan_records(path_or_file, compression, verify, threads)
     return RecordStats(records=records, payload_bytes=payload, stream_bytes=stream)
