@@ -3,10 +3,12 @@
 //! (kind, number of values, sum of int64 values) from which a schema check is made
 //! without decoding any value into an object.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::crc::masked_crc32c;
 use crate::error::Result;
+use crate::example::parse_map_entry;
 use crate::wire::{for_each_len_field, Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
 
 /// A damaged region of the stream (a record whose data CRC fails is one too).
@@ -188,7 +190,7 @@ pub struct Stats {
 
 const MSG: &str = "tf.train.Example";
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct FeatureStat {
     kind: i8,
     count: u64,
@@ -277,7 +279,7 @@ fn stats_one(
     for_each_len_field(buf, 0, MSG, 1, |features, at| {
         for_each_len_field(features, at, MSG, 1, |entry, at| {
             let (key, stat) = entry_stat(entry, at)?;
-            if let Some(&i) = index.get(key) {
+            if let Some(&i) = index.get(key.as_ref()) {
                 // A repeated key: the map keeps the last entry.
                 row[i] = stat;
                 if !sums.get(i).copied().unwrap_or(false) {
@@ -291,36 +293,11 @@ fn stats_one(
 
 /// One map entry `{key, Feature}`: its key and the merged statistics of its Feature
 /// messages (a repeated value merges: the same kind adds up, another kind replaces).
-fn entry_stat(entry: &[u8], base: usize) -> Result<(&[u8], FeatureStat)> {
-    let mut c = Cursor::new(entry, base, MSG);
-    let mut key: &[u8] = b"";
-    let mut stat = FeatureStat {
-        kind: NO_KIND,
-        count: 0,
-        sum: 0,
-    };
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        match (field, wt) {
-            (1, WT_LEN) => {
-                let at = c.position();
-                key = c.len_delimited()?.0;
-                if std::str::from_utf8(key).is_err() {
-                    return Err(crate::error::Error::Decode {
-                        message: MSG,
-                        what: "map key is not valid UTF-8",
-                        position: at,
-                    });
-                }
-            }
-            (2, WT_LEN) => {
-                let (feature, at) = c.len_delimited()?;
-                feature_stat(feature, at, &mut stat)?;
-            }
-            _ => c.skip(field, wt)?,
-        }
-    }
-    Ok((key, stat))
+fn entry_stat(entry: &[u8], base: usize) -> Result<(Cow<'_, [u8]>, FeatureStat)> {
+    let (key, stat) = parse_map_entry(entry, base, MSG, |feature, at, stat: &mut FeatureStat| {
+        feature_stat(feature, at, stat)
+    })?;
+    Ok((key, stat.unwrap_or_default()))
 }
 
 fn feature_stat(buf: &[u8], base: usize, stat: &mut FeatureStat) -> Result<()> {
