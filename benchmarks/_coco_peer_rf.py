@@ -36,7 +36,7 @@ from _coco_common import (
 
 import recordforge as rf
 from recordforge.sources.coco import CocoSource
-from recordforge.writer import DEFAULT_TEMPLATE
+from recordforge.writer import DEFAULT_TEMPLATE, write_source
 
 # Per annotation, the shard files are named as the Keras example names its files.
 KERAS_NAMES = "file_{index:02d}-{records}.tfrec"
@@ -48,13 +48,9 @@ def convert(data: Path, which: str, per: str, workers: int, out: Path) -> dict[s
     t0 = time.perf_counter()
     source = CocoSource.from_files(annotations_file(data, which), images_dir(data), per=per)
     t1 = time.perf_counter()
-    rf.write_dataset(
-        source.items(),
+    write_source(
+        source,
         out,
-        to_records=source.to_records,
-        schema=source.schema(),
-        source=source.describe(),
-        report=source.report(),
         max_records=KERAS_RECORDS_PER_FILE,
         workers=workers,
         name_template=KERAS_NAMES if per == "annotation" else DEFAULT_TEMPLATE,

@@ -34,6 +34,7 @@ from _coco_common import FULL, TINY_COCO, annotations_file, replicate  # noqa: E
 
 import recordforge as rf  # noqa: E402
 from recordforge.sources.coco import CocoSource  # noqa: E402
+from recordforge.writer import write_source  # noqa: E402
 
 TARGET_OVERHEAD = 2.0
 
@@ -43,13 +44,9 @@ def _shas(out: Path) -> list[str]:
 
 
 def _local(source: CocoSource, out: Path, workers: int, options: dict[str, Any]) -> None:
-    rf.write_dataset(
-        source.items(),
+    write_source(
+        source,
         out,
-        to_records=source.to_records,
-        schema=source.schema(),
-        source=source.describe(),
-        report=source.report(),
         workers=workers,
         **options,
     )

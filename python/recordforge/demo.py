@@ -28,7 +28,7 @@ from recordforge.example import decode_example
 from recordforge.manifest import Manifest
 from recordforge.records import read_records
 from recordforge.schema import ClassLabel
-from recordforge.writer import Progress, write_dataset
+from recordforge.writer import Progress, write_source
 
 __all__ = ["DemoReport", "TrainReport", "run", "train"]
 
@@ -159,13 +159,9 @@ def _convert(
 
     paths = make_shapes(shapes, images=images, seed=seed)
     source = CocoSource.from_files(paths.instances, paths.images, captions=paths.captions)
-    return write_dataset(
-        source.items(),
+    return write_source(
+        source,
         out,
-        to_records=source.to_records,
-        schema=source.schema(),
-        source=source.describe(),
-        report=source.report(),
         max_records=max_records,
         index=True,
         overwrite=True,

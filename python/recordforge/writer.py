@@ -731,6 +731,25 @@ def _infer_from_files(out: Path, splits: Mapping[str, Sequence[ShardInfo]]) -> S
     )
 
 
+def write_source(
+    source: Any, out: str | os.PathLike[str], *, items: Any = None, **options: Any
+) -> Manifest:
+    """``write_dataset`` of a source (COCO, image folder, table): its items (or
+    ``items``, already taken from it), converted by its ``to_records``, with its schema,
+    description and report (what ``recordforge convert`` writes); ``options`` are
+    ``write_dataset``'s."""
+    report = source.report() if hasattr(source, "report") else None
+    return write_dataset(
+        source.items() if items is None else items,
+        out,
+        to_records=source.to_records,
+        schema=source.schema(),
+        source=source.describe(),
+        report=report,
+        **options,
+    )
+
+
 def write_dataset(
     data: Any = None,
     out: str | os.PathLike[str] = ".",

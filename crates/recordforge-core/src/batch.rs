@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::parallel::map_parts;
 use crate::wire::{for_each_len_field, Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
 
 /// The value kind of a wanted feature.
@@ -213,21 +214,13 @@ pub fn decode_batch_spans_threaded(
     if runs == 1 {
         return decode(records.iter().copied(), wanted, true);
     }
-    let per_run = records.len().div_ceil(runs);
-    let parts: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = records
-            .chunks(per_run)
-            .map(|run| s.spawn(move || decode(run.iter().copied(), wanted, true)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    let parts = map_parts(records, runs, |run| {
+        decode(run.iter().copied(), wanted, true)
     });
     let mut out: Option<Vec<DecodedColumn>> = None;
-    for (k, part) in parts.into_iter().enumerate() {
+    for (start, part) in parts {
         let part = part.map_err(|e| BatchError {
-            record: e.record + k * per_run,
+            record: e.record + start,
             error: e.error,
         })?;
         match out.as_mut() {

@@ -12,6 +12,7 @@ mod deflate;
 pub mod error;
 pub mod example;
 pub mod framing;
+mod parallel;
 pub mod reader;
 pub mod scan;
 pub mod sequence;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use crate::crc::masked_crc32c;
 use crate::error::Result;
 use crate::example::parse_map_entry;
+use crate::parallel::map_parts;
 use crate::wire::{for_each_len_field, Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
 
 /// A damaged region of the stream (a record whose data CRC fails is one too).
@@ -248,24 +249,16 @@ pub fn feature_stats_threads(
     if threads == 1 || records.len() < 2 * threads || bytes < (1 << 20) {
         return feature_stats(records.iter().copied(), names, sums);
     }
-    let chunk = records.len().div_ceil(threads);
-    let parts: Vec<Stats> = std::thread::scope(|s| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
-            .map(|part| s.spawn(move || feature_stats(part.iter().copied(), names, sums)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("stats thread panicked"))
-            .collect()
+    let parts = map_parts(records, threads, |part| {
+        feature_stats(part.iter().copied(), names, sums)
     });
     let mut out = Stats::default();
-    for (k, mut part) in parts.into_iter().enumerate() {
+    for (start, mut part) in parts {
         out.kinds.append(&mut part.kinds);
         out.counts.append(&mut part.counts);
         out.sums.append(&mut part.sums);
         out.errors
-            .extend(part.errors.into_iter().map(|(i, e)| (k * chunk + i, e)));
+            .extend(part.errors.into_iter().map(|(i, e)| (start + i, e)));
     }
     out
 }

@@ -10,7 +10,7 @@ from typing import Any
 
 from recordforge._fs import is_url, read_bytes
 from recordforge.cli._output import conversion_progress, print_summary
-from recordforge.writer import WriteOptions, write_dataset
+from recordforge.writer import WriteOptions, write_source
 
 HELP = "Convert a dataset (COCO, image folder, table) into sharded TFRecord files."
 
@@ -157,16 +157,12 @@ def run(args: argparse.Namespace) -> int:
     items = source.items()
     out: str | Path = args.out if is_url(args.out) else Path(args.out)
     total = len(items) if hasattr(items, "__len__") else None
-    report = source.report() if hasattr(source, "report") else None
     with conversion_progress(total, f"convert {args.source}") as progress:
-        manifest = write_dataset(
-            items,
+        manifest = write_source(
+            source,
             out,
+            items=items,
             split=args.split,
-            to_records=source.to_records,
-            schema=source.schema(),
-            source=source.describe(),
-            report=report,
             on_error=args.on_error,
             overwrite=args.overwrite,
             options=options_from(args),
