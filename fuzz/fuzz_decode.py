@@ -427,10 +427,33 @@ def _tag(field: int, wt: int) -> bytearray:
     return out
 
 
-def _clone(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_clone(x) for x in node]
-    return node
+def _clone(node: list[Any]) -> list[Any]:
+    """A deep copy of one node, without recursing (trees can be hundreds of levels deep)."""
+    root = list(node)
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        if isinstance(n[2], list):
+            n[2] = [list(child) for child in n[2]]
+            stack.extend(n[2])
+    return root
+
+
+# _walk and _serialize recurse once per level. Parsed trees are at most ~210 levels deep
+# and one mutation adds at most 151 (a deep group), so mutating stops once a tree is this
+# deep; main() also raises the recursion limit. (CI once hit RecursionError in the
+# mutator, cloning a node of a ~500-level tree recursively.)
+_MAX_MUTATE_DEPTH = 256
+
+
+def _depth(nodes: list[Any]) -> int:
+    """Levels of nesting in a tree, without recursing."""
+    deepest, stack = 0, [(nodes, 1)]
+    while stack:
+        level, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((node[2], d + 1) for node in level if isinstance(node[2], list))
+    return deepest
 
 
 def _structured(data: bytes, max_size: int, rng: random.Random, donor: bytes | None) -> bytes:
@@ -439,6 +462,8 @@ def _structured(data: bytes, max_size: int, rng: random.Random, donor: bytes | N
         return atheris.Mutate(data, max_size)
     donor_tree = _parse(donor) if donor else None
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        if _depth(tree) > _MAX_MUTATE_DEPTH:
+            break
         _mutate_tree(tree, rng, donor_tree)
     out = bytearray()
     _serialize(tree, out)
@@ -458,6 +483,7 @@ def custom_crossover(data1: bytes, data2: bytes, max_size: int, seed: int) -> by
 
 
 def main() -> None:
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     for fn in (check, check_example, check_sequence, _error_sig):
         atheris.instrument_func(fn)
     for fn in _marks:

@@ -291,3 +291,80 @@ def test_checks_reject_a_wrong_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rf, "encode_example", lossy)
     with pytest.raises(AssertionError, match="round trip"):
         fdec.check(example(KEY_INT))
+
+
+def _stub_libfuzzer_mutate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """atheris.Mutate exits the process outside atheris.Fuzz(); this stands in for it."""
+
+    def grow(data: bytes, max_size: int) -> bytes:
+        return (data + b"\x08\x01")[:max_size]
+
+    monkeypatch.setattr(fdec, "atheris", type("A", (), {"Mutate": staticmethod(grow)}))
+
+
+def _deep_groups(levels: int) -> bytes:
+    return b"".join(tag(1, 3) for _ in range(levels)) + b"".join(tag(1, 4) for _ in range(levels))
+
+
+def test_decode_mutator_bounds_tree_depth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The structured mutator never works on a tree deep enough to overflow the stack.
+
+    CI once failed with RecursionError inside the mutator, not in recordforge: one call
+    mutates up to 3 times, each mutation can nest a 150-level group, and cloning a node of
+    the ~500-level result took over 1,000 frames. Here every mutation does that worst
+    case (nest 150 more levels at the deepest point, then clone the tree), starting from
+    an input nested as deep as the parser accepts, under the default recursion limit.
+    """
+
+    def worst(nodes: list[object], rng: object, donor: object) -> None:
+        level: list = nodes  # type: ignore[type-arg]
+        while level and isinstance(level[-1][2], list):
+            level = level[-1][2]
+        inner: list = [1, 3, [], None]  # type: ignore[type-arg]
+        level.append(inner)
+        for _ in range(150):
+            child: list = [1, 3, [], None]  # type: ignore[type-arg]
+            inner[2].append(child)
+            inner = child
+        nodes[:] = [fdec._clone(node) for node in nodes]
+
+    _stub_libfuzzer_mutate(monkeypatch)
+    monkeypatch.setattr(fdec, "_mutate_tree", worst)
+    deep = _deep_groups(200)
+    assert fdec._parse(deep) is not None  # a tree, so the structured path runs
+    for seed in range(40):  # covers 1, 2 and 3 mutations per call
+        out = fdec.custom_mutator(deep, 1 << 20, seed)
+        assert out.startswith(_deep_groups(1)[:1])
+
+
+def test_decode_mutator_survives_deep_trees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The structured mutator keeps working on inputs nested as deep as it will parse.
+
+    CI once failed with RecursionError inside the mutator (cloning a node of a tree that
+    earlier mutations had nested ~500 levels deep), not in recordforge. Inputs nested 200
+    groups deep are mutated over and over, each output fed back in, under the default
+    recursion limit.
+    """
+    import random
+
+    _stub_libfuzzer_mutate(monkeypatch)
+    deep = _deep_groups(200)
+    assert fdec._parse(deep) is not None  # a tree, so the structured path runs
+    rng = random.Random(0)
+    pool = [deep, example(entry(b"k", int64_feature(ld(1, varint(7)))))]
+    deepest = 0
+    for seed in range(1500):
+        a, b = rng.choice(pool), rng.choice(pool)
+        out = (
+            fdec.custom_mutator(a, 1 << 15, seed)
+            if seed % 3
+            else fdec.custom_crossover(a, b, 1 << 15, seed)
+        )
+        assert len(out) <= 1 << 15
+        tree = fdec._parse(out)
+        if tree is not None:
+            deepest = max(deepest, fdec._depth(tree))
+        pool.append(out)
+        if len(pool) > 64:
+            pool.pop(rng.randrange(len(pool)))
+    assert deepest > 200  # the deep inputs really were mutated as trees
