@@ -98,7 +98,7 @@ def check(out: Path, per: str) -> dict[str, Any]:
         "records": sum(counts),
         "output_bytes": sum(p.stat().st_size for p in files),
         "manifest_bytes": (out / "dataset.json").stat().st_size,
-        "shard_sha256": [s["sha256"] for s in shards],
+        "shard_sha256": [s["checksum"] for s in shards],
         "manifest_records": sum(s["records"] for s in shards),
         "digest": digest(keys),
     }

@@ -40,7 +40,7 @@ TARGET_OVERHEAD = 2.0
 
 
 def _shas(out: Path) -> list[str]:
-    return [s.sha256 for shards in rf.Manifest.load(out).splits.values() for s in shards]
+    return [s.checksum for shards in rf.Manifest.load(out).splits.values() for s in shards]
 
 
 def _local(source: CocoSource, out: Path, workers: int, options: dict[str, Any]) -> None:

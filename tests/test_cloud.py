@@ -152,7 +152,7 @@ def test_coco_from_s3_on_beam_to_s3(
     there = CocoSource.from_files(f"{prefix}/coco/instances.json", f"{prefix}/coco/val2017")
     assert beam is not None
     on_beam = rfbeam.convert(there, f"{prefix}/beam", **options)
-    assert on_beam.splits == local.splits  # same files, counts, sizes and SHA-256
+    assert on_beam.splits == local.splits  # same files, counts, sizes and checksums
     assert on_beam.report == local.report
     assert rf.inspect.verify(f"{prefix}/beam").ok
     _no_temporary_keys(s3, f"{prefix}/beam")
@@ -247,7 +247,7 @@ def test_demo_and_preview_on_s3(
     here = demo.run(tmp_path / "demo", images=12, max_records=5)
     there = demo.run(f"{prefix}/demo", images=12, max_records=5)
     assert there.out == f"{prefix}/demo/dataset"
-    assert there.manifest.splits == here.manifest.splits  # same files, counts and SHA-256
+    assert there.manifest.splits == here.manifest.splits  # same files, counts and checksums
     assert there.first_record.keys() == here.first_record.keys()
     key = prefix.split("://", 1)[1]
     assert [p.rsplit("/", 1)[-1] for p in s3.ls(f"{key}/demo")] == ["dataset"]

@@ -510,5 +510,5 @@ def test_workers_give_identical_output(small: dict[str, Any], tmp_path: Path) ->
     source = write_small(small)
     one = convert(source, tmp_path / "one", max_records=2)
     two = convert(source, tmp_path / "two", max_records=2, workers=2)
-    assert [s.sha256 for s in one.splits["train"]] == [s.sha256 for s in two.splits["train"]]
+    assert [s.checksum for s in one.splits["train"]] == [s.checksum for s in two.splits["train"]]
     assert one.report == two.report

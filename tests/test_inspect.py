@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import doctest
 import gzip
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -18,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import pytest
 
@@ -211,7 +213,7 @@ def test_verify_clean_inputs(coco: Path, vectors: Path, taxi: Path) -> None:
     result = inspect.verify(coco, images=True)
     assert result.ok, result.problems
     assert result.records == 50
-    assert "images" in result.checked and any("SHA-256" in c for c in result.checked)
+    assert "images" in result.checked and any("checksums" in c for c in result.checked)
     kinds = {}
     for paths in (
         taxi,
@@ -257,12 +259,100 @@ def test_verify_damaged_shard_in_dataset(coco: Path, tmp_path: Path) -> None:
     size = shard.stat().st_size
     damage(shard, shard, "zero", size // 2)
     result = inspect.verify(copy)
-    # The zeros fall inside one record's image bytes: its CRC, and the file's SHA-256.
+    # The zeros fall inside one record's image bytes: its CRC, and the file's checksum.
     assert [p.kind for p in result.problems] == ["crc", "manifest"]
     assert all(p.file == str(shard) for p in result.problems)
-    sha = [p for p in result.problems if "SHA-256" in p.message]
-    assert len(sha) == 1
-    assert inspect.verify(copy, checksums=False).problems != []
+    entry = next(s for s in rf.Manifest.load(copy).splits["train"] if s.file == shard.name)
+    assert result.problems[1].message == (
+        f"checksum is crc32c:{google_crc32c.value(shard.read_bytes()):08x}, "
+        f"dataset.json says {entry.checksum}"
+    )
+    assert [p.kind for p in inspect.verify(copy, checksums=False).problems] == ["crc"]
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+@pytest.mark.parametrize("checksum", ["crc32c", "sha256"])
+def test_shard_checksums(tmp_path: Path, checksum: str, compression: str | None) -> None:
+    """dataset.json's checksums are those of the files' bytes, by an independent
+    implementation (google-crc32c, hashlib), and verify catches a changed byte that the
+    record CRCs cannot see (a record's stored CRC rewritten to match)."""
+    rows = [{"x": np.arange(i % 50, dtype=np.int64), "b": b"y" * (i % 300)} for i in range(3000)]
+    out = tmp_path / "ds"
+    manifest = rf.write_dataset(
+        rows, out, max_records=1000, checksum=checksum, compression=compression
+    )
+    shards = manifest.splits["train"]
+    assert len(shards) == 3
+    for shard in shards:
+        data = (out / shard.file).read_bytes()
+        if checksum == "crc32c":
+            assert shard.checksum == f"crc32c:{google_crc32c.value(data):08x}"
+        else:
+            assert shard.checksum == f"sha256:{hashlib.sha256(data).hexdigest()}"
+        assert rf._core.file_crc32c(out / shard.file) == google_crc32c.value(data)
+    assert inspect.verify(out).ok
+    assert json.loads((out / "dataset.json").read_text())["splits"]["train"]["shards"][0][
+        "checksum"
+    ].startswith(f"{checksum}:")
+    if compression:
+        return
+    # Swap two records of the middle shard: framing and CRCs stay valid, the checksum not.
+    path = out / shards[1].file
+    records = list(rf.read_records(path))
+    with rf.TFRecordWriter(path) as w:
+        w.write_many([records[1], records[0], *records[2:]])
+    result = inspect.verify(out)
+    assert [(p.file, p.kind) for p in result.problems] == [(str(path), "manifest")]
+    assert result.problems[0].message.startswith(f"checksum is {checksum}:")
+
+
+def test_manifest_with_sha256_field_still_verifies(tmp_path: Path) -> None:
+    """Manifests written before the checksum choice store ``"sha256": "<hex>"``."""
+    out = tmp_path / "ds"
+    rf.write_dataset([{"x": i} for i in range(100)], out, max_records=40, checksum="sha256")
+    data = json.loads((out / "dataset.json").read_text())
+    for shard in data["splits"]["train"]["shards"]:
+        shard["sha256"] = shard.pop("checksum").removeprefix("sha256:")
+    (out / "dataset.json").write_text(json.dumps(data))
+    loaded = rf.Manifest.load(out)
+    assert all(s.checksum_algorithm == "sha256" for s in loaded.splits["train"])
+    assert inspect.verify(out).ok
+    shard = out / loaded.splits["train"][0].file
+    records = list(rf.read_records(shard))
+    with rf.TFRecordWriter(shard) as w:
+        w.write_many(records[::-1])
+    assert [p.kind for p in inspect.verify(out).problems] == ["manifest"]
+
+
+def test_unknown_checksum_algorithm_is_a_problem(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    rf.write_dataset([{"x": i} for i in range(10)], out)
+    data = json.loads((out / "dataset.json").read_text())
+    data["splits"]["train"]["shards"][0]["checksum"] = "md5:0123"
+    (out / "dataset.json").write_text(json.dumps(data))
+    problems = inspect.verify(out).problems
+    assert [p.message for p in problems] == [
+        "dataset.json gives checksum 'md5:0123': unknown algorithm"
+    ]
+
+
+def test_writer_checksum_argument(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checksum must be 'crc32c' or 'sha256'"):
+        rf.TFRecordWriter(tmp_path / "a.tfrecord", checksum="md5")
+    with pytest.raises(ValueError, match="checksum must be 'crc32c' or 'sha256'"):
+        rf.WriteOptions(checksum="md5")
+    with rf.TFRecordWriter(tmp_path / "a.tfrecord") as w:
+        w.write(b"x")
+    assert w.checksum is None
+    big = [bytes([i]) * 300_000 for i in range(20)]  # several 1 MB buffers
+    for algorithm, oracle in (
+        ("crc32c", lambda d: f"{google_crc32c.value(d):08x}"),
+        ("sha256", lambda d: hashlib.sha256(d).hexdigest()),
+    ):
+        path = tmp_path / f"{algorithm}.tfrecord.gz"
+        with rf.TFRecordWriter(path, "gzip", checksum=algorithm) as w:
+            w.write_many(big)
+        assert w.checksum == f"{algorithm}:{oracle(path.read_bytes())}"
 
 
 def test_verify_checks_the_schema_and_index(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "encode_example",
     "encode_record_batch",
     "encode_sequence_example",
+    "file_crc32c",
     "masked_crc32c",
     "read_records",
     "scan_records",
@@ -55,8 +56,13 @@ def read_records(
 def scan_records(
     path_or_file: Any, compression: str | None = "auto", verify: bool = True, threads: int = 0
 ) -> tuple[int, int, int]: ...
+def file_crc32c(path: str | os.PathLike[str], threads: int = 2) -> int: ...
 def verify_file(
-    path: str | os.PathLike[str], names: Sequence[str], sums: Sequence[bool], threads: int = 2
+    path: str | os.PathLike[str],
+    names: Sequence[str],
+    sums: Sequence[bool],
+    threads: int = 2,
+    checksum: bool = False,
 ) -> tuple[
     npt.NDArray[np.uint64],
     npt.NDArray[np.uint64],
@@ -66,12 +72,13 @@ def verify_file(
     npt.NDArray[np.uint64],
     npt.NDArray[np.int64],
     list[tuple[int, str]],
+    int | None,
 ]: ...
 
 @disjoint_base
 class TFRecordWriter:
     def __new__(
-        cls, path_or_file: Any, compression: str | None = None, *, checksum: bool = False
+        cls, path_or_file: Any, compression: str | None = None, *, checksum: str | None = None
     ) -> Self: ...
     def write(self, data: bytes | bytearray | memoryview) -> int: ...
     def write_many(self, records: Iterable[bytes | bytearray | memoryview]) -> list[int]: ...
@@ -89,7 +96,7 @@ class TFRecordWriter:
     @property
     def compression(self) -> str | None: ...
     @property
-    def sha256(self) -> str | None: ...
+    def checksum(self) -> str | None: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

@@ -17,7 +17,7 @@ are contiguous ranges of items and the conversion is one pass. With ``max_record
 ``max_bytes`` (the default) shard boundaries depend on the records' sizes, so a first
 pass encodes every item to measure its records (in parallel, nothing written) and plans
 the boundaries exactly as the local writer places them; the second pass encodes again
-and writes. A last step assembles ``dataset.json`` (per-shard counts, sizes, SHA-256,
+and writes. A last step assembles ``dataset.json`` (per-shard counts, sizes, checksums,
 the conversion report with every worker's skipped items, in item order).
 
 >>> import tempfile, apache_beam as beam, recordforge as rf, recordforge.beam
@@ -285,7 +285,7 @@ def _write_shard(
         sizes: list[np.ndarray] = []
         written = 0
         try:
-            with TFRecordWriter(tmp, options.compression, checksum=True) as writer:
+            with TFRecordWriter(tmp, options.compression, checksum=options.checksum) as writer:
                 for position, item, lo, hi in sorted(entries, key=lambda e: (e[0], e[2])):
                     result = _attempt(target.to_records, item)
                     records, n_items, errors = _records_of(target, result)
@@ -308,7 +308,7 @@ def _write_shard(
                     offsets.append(np.asarray(offs, dtype=np.uint64))
                     sizes.append(frames)
                     written += stop - lo
-            sha256 = writer.sha256 or ""
+            checksum = writer.checksum or ""
             size = os.path.getsize(tmp)
             expected = plan.expected(shard)
             if expected is not None and expected != written:
@@ -334,7 +334,7 @@ def _write_shard(
         "file": final,
         "records": written,
         "bytes": size,
-        "sha256": sha256,
+        "checksum": checksum,
         "items": items,
         "skipped": skipped,
     }
@@ -375,7 +375,7 @@ def _finalize(results: list[dict[str, Any]], finish: _Finish, plan: _Plan) -> Ma
     for _, item, reason in sorted(s for r in ordered for s in r["skipped"]):
         report.skip(item, reason)
     shards = tuple(
-        ShardInfo(file=r["file"], records=r["records"], bytes=r["bytes"], sha256=r["sha256"])
+        ShardInfo(file=r["file"], records=r["records"], bytes=r["bytes"], checksum=r["checksum"])
         for r in ordered
     )
     report.records = sum(s.records for s in shards)

@@ -1,7 +1,7 @@
 """``dataset.json``: the manifest written last, atomically, when a conversion completes.
 
 It records the format version, the schema, each split's shards (file, records, bytes,
-SHA-256), the compression, the source, the tool version and the conversion report. A
+checksum), the compression, the source, the tool version and the conversion report. A
 directory without it is an unfinished conversion.
 """
 
@@ -27,12 +27,24 @@ FORMAT_VERSION = 1
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShardInfo:
-    """One shard file of a split."""
+    """One shard file of a split. ``checksum`` is ``"<algorithm>:<hex digest>"`` of the
+    file's bytes: ``crc32c:`` (8 hex digits, the default) or ``sha256:`` (64)."""
 
     file: str
     records: int
     bytes: int
-    sha256: str
+    checksum: str
+
+    @property
+    def checksum_algorithm(self) -> str:
+        return self.checksum.partition(":")[0]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ShardInfo:
+        data = dict(data)
+        if "sha256" in data and "checksum" not in data:  # written before checksum choices
+            data["checksum"] = f"sha256:{data.pop('sha256')}"
+        return cls(**data)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,7 +93,7 @@ class Manifest:
         return cls(
             schema=schema,
             splits={
-                name: tuple(ShardInfo(**s) for s in split["shards"])
+                name: tuple(ShardInfo.from_json(s) for s in split["shards"])
                 for name, split in data["splits"].items()
             },
             compression=data.get("compression"),

@@ -13,6 +13,40 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, data) as u32
 }
 
+/// CRC32C of `a || b` from `crc32c(a)`, `crc32c(b)` and `b`'s length (`b_len`).
+#[inline]
+pub fn crc32c_combine(crc_a: u32, crc_b: u32, b_len: u64) -> u32 {
+    crc_fast::checksum_combine(
+        CrcAlgorithm::Crc32Iscsi,
+        u64::from(crc_a),
+        u64::from(crc_b),
+        b_len,
+    ) as u32
+}
+
+/// CRC32C of `data` computed on up to `threads` threads (contiguous parts, combined).
+pub fn crc32c_threads(data: &[u8], threads: usize) -> u32 {
+    const MIN_PART: usize = 4 << 20;
+    let parts = threads.clamp(1, data.len().div_ceil(MIN_PART).max(1));
+    if parts == 1 {
+        return crc32c(data);
+    }
+    let size = data.len().div_ceil(parts);
+    let crcs: Vec<(u32, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = data
+            .chunks(size)
+            .map(|part| s.spawn(move || (crc32c(part), part.len() as u64)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("CRC thread panicked"))
+            .collect()
+    });
+    crcs.into_iter()
+        .reduce(|(a, _), (b, len)| (crc32c_combine(a, b, len), 0))
+        .map_or(0, |(crc, _)| crc)
+}
+
 /// Incremental CRC32C over several pieces.
 pub struct Crc32c(Digest);
 
@@ -53,6 +87,23 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combine_and_threads_equal_one_pass() {
+        let data: Vec<u8> = (0..(9u32 << 20) + 7)
+            .map(|i| i.wrapping_mul(2_654_435_761) as u8)
+            .collect();
+        let whole = crc32c(&data);
+        for cut in [0, 1, 4096, data.len() / 2, data.len()] {
+            let (a, b) = data.split_at(cut);
+            assert_eq!(crc32c_combine(crc32c(a), crc32c(b), b.len() as u64), whole);
+        }
+        for threads in [1, 2, 3, 8] {
+            assert_eq!(crc32c_threads(&data, threads), whole);
+            assert_eq!(crc32c_threads(&data[..100], threads), crc32c(&data[..100]));
+        }
+        assert_eq!(crc32c_threads(&[], 2), 0);
+    }
 
     #[test]
     fn rfc3720_vectors() {

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::crc::masked_crc32c;
+use crate::crc::{crc32c, crc32c_combine, crc32c_threads, mask, masked_crc32c};
 use crate::error::Result;
 use crate::example::parse_map_entry;
 use crate::parallel::map_parts;
@@ -49,6 +49,19 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
 /// CRCs are checked on `threads` threads; a record whose data CRC fails is one lost
 /// record, and the walk goes on after it.
 pub fn walk(buf: &[u8], verify: bool, threads: usize) -> Walk {
+    walk_impl(buf, verify, threads, false).0
+}
+
+/// [`walk`] with data CRCs verified, plus the CRC32C of the whole buffer (the shard
+/// checksum), computed in the same pass: each thread hashes its part of the buffer a
+/// window ahead of the records it checks, so the record CRCs read bytes still in cache,
+/// and a large record's data CRC is combined into the buffer's instead of read twice.
+pub fn walk_checksummed(buf: &[u8], threads: usize) -> (Walk, u32) {
+    let (w, crc) = walk_impl(buf, true, threads, true);
+    (w, crc.expect("asked for"))
+}
+
+fn walk_impl(buf: &[u8], verify: bool, threads: usize, file_crc: bool) -> (Walk, Option<u32>) {
     let n = buf.len();
     let mut out = Walk::default();
     let mut pos = 0usize;
@@ -101,32 +114,98 @@ pub fn walk(buf: &[u8], verify: bool, threads: usize) -> Walk {
         pos = end;
     }
     out.crc_ok = vec![true; out.offsets.len()];
+    let mut crc = None;
     if verify {
-        check_data_crcs(buf, &mut out, threads.max(1));
+        crc = check_data_crcs(buf, &mut out, threads.max(1), file_crc);
     }
-    out
+    (out, crc)
 }
 
-fn check_data_crcs(buf: &[u8], out: &mut Walk, threads: usize) {
+/// How far ahead of the records being checked the buffer's CRC is computed.
+const WINDOW: usize = 256 << 10;
+
+/// CRC32C of `buf[lo..hi]` extended by `buf[*hashed..to]`.
+fn hash_to(buf: &[u8], acc: &mut u32, hashed: &mut usize, to: usize) {
+    if to > *hashed {
+        *acc = crc32c_combine(*acc, crc32c(&buf[*hashed..to]), (to - *hashed) as u64);
+        *hashed = to;
+    }
+}
+
+/// Checks the data CRCs of records `first..first + oks.len()`; with `file_crc`, also
+/// returns the CRC32C of `buf[lo..hi]`, the part of the buffer these records are in.
+#[allow(clippy::too_many_arguments)]
+fn check_part(
+    buf: &[u8],
+    offsets: &[u64],
+    sizes: &[u64],
+    first: usize,
+    oks: &mut [bool],
+    (lo, hi): (usize, usize),
+    file_crc: bool,
+) -> u32 {
+    let (mut acc, mut hashed) = (0u32, lo);
+    for (j, ok) in oks.iter_mut().enumerate() {
+        let start = offsets[first + j] as usize;
+        let end = start + sizes[first + j] as usize;
+        let data = &buf[start + 12..end - 4];
+        let stored = u32_at(buf, end - 4);
+        if file_crc && data.len() >= WINDOW && hashed <= start + 12 {
+            hash_to(buf, &mut acc, &mut hashed, start + 12);
+            let crc = crc32c(data);
+            *ok = mask(crc) == stored;
+            acc = crc32c_combine(acc, crc, data.len() as u64);
+            hashed = end - 4;
+            continue;
+        }
+        if file_crc && hashed < end {
+            let to = end.max(hashed + WINDOW).min(hi);
+            hash_to(buf, &mut acc, &mut hashed, to);
+        }
+        *ok = masked_crc32c(data) == stored;
+    }
+    if file_crc {
+        hash_to(buf, &mut acc, &mut hashed, hi);
+    }
+    acc
+}
+
+fn check_data_crcs(buf: &[u8], out: &mut Walk, threads: usize, file_crc: bool) -> Option<u32> {
     let offsets = &out.offsets;
     let sizes = &out.sizes;
-    let check = |i: usize| -> bool {
-        let start = offsets[i] as usize;
-        let end = start + sizes[i] as usize;
-        masked_crc32c(&buf[start + 12..end - 4]) == u32_at(buf, end - 4)
-    };
     let total = offsets.len();
+    if total == 0 {
+        return file_crc.then(|| crc32c_threads(buf, threads));
+    }
     let chunk = total.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (k, part) in out.crc_ok.chunks_mut(chunk).enumerate() {
-            let check = &check;
-            s.spawn(move || {
-                for (j, ok) in part.iter_mut().enumerate() {
-                    *ok = check(k * chunk + j);
-                }
-            });
-        }
+    let parts = total.div_ceil(chunk);
+    // Part k hashes from its first record (byte 0 for the first part) to the next part's.
+    let bound = |k: usize| match k {
+        0 => 0,
+        k if k == parts => buf.len(),
+        k => offsets[k * chunk] as usize,
+    };
+    let crcs: Vec<(u32, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .crc_ok
+            .chunks_mut(chunk)
+            .enumerate()
+            .map(|(k, oks)| {
+                let range = (bound(k), bound(k + 1));
+                s.spawn(move || {
+                    let crc = check_part(buf, offsets, sizes, k * chunk, oks, range, file_crc);
+                    (crc, (range.1 - range.0) as u64)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("CRC thread panicked"))
+            .collect()
     });
+    let crc = crcs
+        .into_iter()
+        .fold(0u32, |acc, (crc, len)| crc32c_combine(acc, crc, len));
     let mut bad: Vec<Damage> = (0..total)
         .filter(|&i| !out.crc_ok[i])
         .map(|i| Damage {
@@ -141,6 +220,7 @@ fn check_data_crcs(buf: &[u8], out: &mut Walk, threads: usize) {
         bad.sort_by_key(|d| d.start);
         out.damage = bad;
     }
+    file_crc.then_some(crc)
 }
 
 /// The offset of the next header at or after `start` whose length CRC checks and whose
@@ -405,6 +485,38 @@ mod tests {
         let unverified = walk(&buf, false, 1);
         assert!(unverified.crc_ok.iter().all(|ok| *ok));
         assert_eq!(unverified.damage.len(), 2);
+    }
+
+    #[test]
+    fn walk_checksummed_gives_the_buffers_crc32c() {
+        // Small and large (>= WINDOW) records mixed, so both ways of hashing are taken.
+        let records: Vec<Vec<u8>> = (0..40usize)
+            .map(|i| {
+                let len = if i % 7 == 3 {
+                    WINDOW + 1000 * i
+                } else {
+                    50 + 37 * i
+                };
+                (0..len).map(|j| (j * 31 + i) as u8).collect()
+            })
+            .collect();
+        let clean = stream(&records);
+        let mut damaged = clean.clone();
+        let first = walk(&clean, false, 1);
+        damaged[first.offsets[5] as usize + 3] ^= 0x40; // a header: resync
+        damaged[first.offsets[10] as usize + 20] ^= 1; // a large record's data
+        damaged[first.offsets[20] as usize + 20] ^= 1; // a small record's data
+        let mut cut = damaged.clone();
+        cut.truncate(cut.len() - 9);
+        for buf in [&clean, &damaged, &cut, &clean[..0], &clean[..7]] {
+            for threads in [1, 2, 3, 5] {
+                let (w, crc) = walk_checksummed(buf, threads);
+                assert_eq!(crc, crc32c(buf), "{} bytes, {threads} threads", buf.len());
+                assert_eq!(w, walk(buf, true, threads));
+            }
+        }
+        let (w, _) = walk_checksummed(&damaged, 2);
+        assert_eq!(w.crc_ok.iter().filter(|ok| !**ok).count(), 2);
     }
 
     #[test]

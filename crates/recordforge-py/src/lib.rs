@@ -34,5 +34,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<io::TFRecordWriter>()?;
     m.add_class::<io::RecordIterator>()?;
     m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
+    m.add_function(wrap_pyfunction!(verify::file_crc32c, m)?)?;
     Ok(())
 }

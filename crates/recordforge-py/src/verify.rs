@@ -6,14 +6,16 @@ use std::fs::File;
 use memmap2::Mmap;
 use numpy::PyArray1;
 use pyo3::prelude::*;
-use recordforge_core::verify::{feature_stats_threads, walk};
+use recordforge_core::crc::crc32c_threads;
+use recordforge_core::verify::{feature_stats_threads, walk, walk_checksummed};
 use recordforge_core::Error;
 
 use crate::errors::to_py;
 
 /// Framed records (offsets, sizes, data CRC ok), damaged regions (start, end, records
-/// before, reason), and per record x feature: kind code, value count, int64 sum; and
-/// the records that do not parse as Examples (index, message).
+/// before, reason), and per record x feature: kind code, value count, int64 sum; the
+/// records that do not parse as Examples (index, message); and (when asked) the file's
+/// CRC32C.
 type Verified<'py> = (
     Bound<'py, PyArray1<u64>>,
     Bound<'py, PyArray1<u64>>,
@@ -23,53 +25,77 @@ type Verified<'py> = (
     Bound<'py, PyArray1<u64>>,
     Bound<'py, PyArray1<i64>>,
     Vec<(u64, String)>,
+    Option<u32>,
 );
+
+/// Memory-maps `path` (an empty file maps to nothing) and runs `f` on its bytes.
+fn with_map<T>(path: &std::path::Path, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    let file = File::open(path)?;
+    let map = if file.metadata()?.len() == 0 {
+        None
+    } else {
+        // SAFETY: read-only map; a file changed underneath is caught by the CRCs.
+        Some(unsafe { Mmap::map(&file)? })
+    };
+    Ok(f(map.as_deref().unwrap_or(&[])))
+}
+
+/// CRC32C of a whole file (the shard checksum ``crc32c:<8 hex digits>`` in
+/// ``dataset.json``), computed on ``threads`` threads from a memory map, GIL released.
+#[pyfunction]
+#[pyo3(signature = (path, threads=2))]
+pub fn file_crc32c(py: Python<'_>, path: std::path::PathBuf, threads: usize) -> PyResult<u32> {
+    let name = path.display().to_string();
+    py.detach(|| with_map(&path, |data| crc32c_threads(data, threads)))
+        .map_err(|e| to_py(py, Error::Io(e), &name))
+}
 
 /// Walks ``path`` (uncompressed), checking length and data CRCs on ``threads`` threads
 /// and resynchronising after damage, and parses every intact record as a
 /// ``tf.train.Example``, collecting for each of ``names`` its kind (-1 missing, 0 no
 /// kind, 1 bytes, 2 float, 3 int64), its number of values and (where ``sums[i]``) the
 /// sum of its int64 values. Statistics are flat, row-major, records x names; rows of
-/// records failing their data CRC are all missing.
+/// records failing their data CRC are all missing. With ``checksum``, the file's CRC32C
+/// is computed in the same pass.
 #[pyfunction]
-#[pyo3(signature = (path, names, sums, threads=2))]
+#[pyo3(signature = (path, names, sums, threads=2, checksum=false))]
 pub fn verify_file<'py>(
     py: Python<'py>,
     path: std::path::PathBuf,
     names: Vec<String>,
     sums: Vec<bool>,
     threads: usize,
+    checksum: bool,
 ) -> PyResult<Verified<'py>> {
     let name = path.display().to_string();
-    let result = py.detach(|| -> std::io::Result<_> {
-        let file = File::open(&path)?;
-        let map = if file.metadata()?.len() == 0 {
-            None
-        } else {
-            // SAFETY: read-only map; a file changed underneath is caught by the CRCs.
-            Some(unsafe { Mmap::map(&file)? })
-        };
-        let data: &[u8] = map.as_deref().unwrap_or(&[]);
-        let w = walk(data, true, threads);
-        let records: Vec<&[u8]> = w
-            .offsets
-            .iter()
-            .zip(&w.sizes)
-            .zip(&w.crc_ok)
-            .map(|((&o, &s), &ok)| {
-                let (o, s) = (o as usize, s as usize);
-                if ok {
-                    &data[o + 12..o + s - 4]
-                } else {
-                    &data[0..0]
-                }
-            })
-            .collect();
-        let keys: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-        let stats = feature_stats_threads(&records, &keys, &sums, threads);
-        Ok((w, stats))
+    let result = py.detach(|| {
+        with_map(&path, |data| {
+            let (w, crc) = if checksum {
+                let (w, crc) = walk_checksummed(data, threads);
+                (w, Some(crc))
+            } else {
+                (walk(data, true, threads), None)
+            };
+            let records: Vec<&[u8]> = w
+                .offsets
+                .iter()
+                .zip(&w.sizes)
+                .zip(&w.crc_ok)
+                .map(|((&o, &s), &ok)| {
+                    let (o, s) = (o as usize, s as usize);
+                    if ok {
+                        &data[o + 12..o + s - 4]
+                    } else {
+                        &data[0..0]
+                    }
+                })
+                .collect();
+            let keys: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+            let stats = feature_stats_threads(&records, &keys, &sums, threads);
+            (w, stats, crc)
+        })
     });
-    let (w, stats) = result.map_err(|e| to_py(py, Error::Io(e), &name))?;
+    let (w, stats, crc) = result.map_err(|e| to_py(py, Error::Io(e), &name))?;
     let damage = w
         .damage
         .into_iter()
@@ -89,5 +115,6 @@ pub fn verify_file<'py>(
         PyArray1::from_vec(py, stats.counts),
         PyArray1::from_vec(py, stats.sums),
         errors,
+        crc,
     ))
 }

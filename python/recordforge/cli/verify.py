@@ -18,7 +18,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-checksums",
         action="store_true",
-        help="skip the SHA-256 of shards against dataset.json",
+        help="skip the shard checksums (CRC32C or SHA-256) against dataset.json",
     )
 
 

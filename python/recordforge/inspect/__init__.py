@@ -25,7 +25,7 @@ True
 >>> for problem in rf.inspect.verify(d).problems:  # doctest: +ELLIPSIS
 ...     print(problem)
 /.../train-00000-of-00001.tfrecord: record 3 at byte offset 93: data CRC mismatch
-/.../train-00000-of-00001.tfrecord: SHA-256 is ..., dataset.json says ...
+/.../train-00000-of-00001.tfrecord: checksum is crc32c:..., dataset.json says crc32c:...
 >>> result = rf.inspect.salvage(shard, os.path.join(d, "fixed.tfrecord"))
 >>> result.records, result.lost_records, [(r.start, r.end) for r in result.lost]
 (9, 1, [(93, 124)])

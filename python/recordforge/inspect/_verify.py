@@ -147,8 +147,9 @@ class _Checker:
 
 
 def _start_hashing(items: Sequence[InputFile]) -> dict[Path, Any]:
-    """SHA-256 of every shard listed in a manifest, on a pool of threads (hashlib
-    releases the GIL), running while the records are being checked."""
+    """SHA-256 of every shard whose manifest entry is a SHA-256, on a pool of threads
+    (hashlib releases the GIL), running while the records are being checked. (CRC32C
+    checksums are computed in the same pass as the record CRCs.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     def sha256(path: Path) -> str:
@@ -158,15 +159,45 @@ def _start_hashing(items: Sequence[InputFile]) -> dict[Path, Any]:
             view = memoryview(buf)
             while n := f.readinto(buf):
                 h.update(view[:n])
-        return h.hexdigest()
+        return f"sha256:{h.hexdigest()}"
 
-    paths = [i.path for i in items if i.shard is not None and i.path.is_file()]
+    paths = [
+        i.path
+        for i in items
+        if i.shard is not None and i.shard.checksum_algorithm == "sha256" and i.path.is_file()
+    ]
     if not paths:
         return {}
     pool = ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1))
     futures = {p: pool.submit(sha256, p) for p in paths}
     pool.shutdown(wait=False)
     return futures
+
+
+def _checksum_problem(item: InputFile, hashing: dict[Path, Any], crc: int | None) -> Problem | None:
+    """The shard's checksum against the manifest's (``crc``: the CRC32C computed while
+    walking the file, when it was)."""
+    assert item.shard is not None
+    algorithm, expected = item.shard.checksum_algorithm, item.shard.checksum
+    if algorithm == "sha256":
+        digest = hashing[item.path].result()
+    elif algorithm == "crc32c":
+        if crc is None:
+            crc = _core.file_crc32c(str(item.path), os.cpu_count() or 1)
+        digest = f"crc32c:{crc:08x}"
+    else:
+        return Problem(
+            file=str(item.path),
+            kind="manifest",
+            message=f"dataset.json gives checksum {expected!r}: unknown algorithm",
+        )
+    if digest == expected:
+        return None
+    return Problem(
+        file=str(item.path),
+        kind="manifest",
+        message=f"checksum is {digest}, dataset.json says {expected}",
+    )
 
 
 def verify(
@@ -179,8 +210,8 @@ def verify(
 ) -> VerifyResult:
     """Checks everything: every record's framing and both CRCs, every record parsed
     (against the schema of ``dataset.json``, or ``schema``; files without one must hold
-    records of one type, that of their first record), counts, sizes and (``checksums``)
-    SHA-256 against the manifest, ``.idx`` files against the records, and with ``images``
+    records of one type, that of their first record), counts, sizes and (with ``checksums``)
+    shard checksums against the manifest, ``.idx`` files against the records, and with ``images``
     every image decoded (needs Pillow). Never stops at the first problem: damaged regions
     are skipped by resynchronising on the next valid record.
 
@@ -219,7 +250,12 @@ def verify(
         file_schema = schema or (item.manifest.schema if item.manifest else None)
         checker = _Checker(item.path, file_schema, images)
         want_index = item.index_path.is_file() or bool(item.manifest and item.manifest.index)
-        records, framing, compression, framed = _verify_stream(item.path, checker, progress, size)
+        want_crc = (
+            checksums and item.shard is not None and item.shard.checksum_algorithm == "crc32c"
+        )
+        records, framing, compression, framed, crc = _verify_stream(
+            item.path, checker, progress, size, want_crc
+        )
         found.extend(framing)
         found.extend(checker.problems)
         if item.shard is not None and item.shard.records != records:
@@ -232,16 +268,10 @@ def verify(
             )
         if want_index:
             found.extend(_index_problems(item, framed))
-        if item.path in hashing and item.shard is not None:
-            digest = hashing[item.path].result()
-            if digest != item.shard.sha256:
-                found.append(
-                    Problem(
-                        file=str(item.path),
-                        kind="manifest",
-                        message=f"SHA-256 is {digest}, dataset.json says {item.shard.sha256}",
-                    )
-                )
+        if checksums and item.shard is not None:
+            checksum_problem = _checksum_problem(item, hashing, crc)
+            if checksum_problem is not None:
+                found.append(checksum_problem)
         files.append(
             FileVerify(
                 path=str(item.path),
@@ -254,7 +284,7 @@ def verify(
         )
         problems.extend(found)
     if any(item.shard is not None for item in items):
-        checked.append("manifest (counts, sizes" + (", SHA-256)" if checksums else ")"))
+        checked.append("manifest (counts, sizes" + (", checksums)" if checksums else ")"))
     if images:
         checked.append("images")
     return VerifyResult(
@@ -268,21 +298,22 @@ def verify(
 
 
 def _verify_stream(
-    path: Path, checker: _Checker, progress: Progress | None, size: int
-) -> tuple[int, list[Problem], str | None, np.ndarray]:
+    path: Path, checker: _Checker, progress: Progress | None, size: int, crc: bool
+) -> tuple[int, list[Problem], str | None, np.ndarray, int | None]:
     """Walks one file, parsing each intact record; returns (records, framing problems,
-    compression, each record's offset and framed size). Records with intact framing but
-    a bad CRC count as records."""
+    compression, each record's offset and framed size, and with ``crc`` the file's
+    CRC32C when it was computed in the same pass). Records with intact framing but a bad
+    CRC count as records."""
     compression = detect_compression(path)
     if compression is None and not checker.images:
-        fast = _verify_in_rust(path, checker)
+        fast = _verify_in_rust(path, checker, crc)
         if fast is not None:
             if progress is not None:
                 progress(size)
-            return fast[0], fast[1], None, fast[2]
+            return fast[0], fast[1], None, fast[2], fast[3]
     framed: list[tuple[int, int]] = []
     records, problems, found = _verify_slow(path, checker, framed, progress, compression)
-    return records, problems, found, np.array(framed, dtype=np.int64).reshape(-1, 2)
+    return records, problems, found, np.array(framed, dtype=np.int64).reshape(-1, 2), None
 
 
 _KINDS = {1: "bytes", 2: "float32", 3: "int64"}
@@ -296,7 +327,9 @@ def _first_record(path: Path) -> bytes | None:
         return None
 
 
-def _verify_in_rust(path: Path, checker: _Checker) -> tuple[int, list[Problem], np.ndarray] | None:
+def _verify_in_rust(
+    path: Path, checker: _Checker, crc: bool
+) -> tuple[int, list[Problem], np.ndarray, int | None] | None:
     """Framing, both CRCs, parsing and the schema checked in Rust from a memory map
     (no Python object per record); ``None`` when the file is not one of Examples (the
     Python walk handles the other record types)."""
@@ -313,8 +346,8 @@ def _verify_in_rust(path: Path, checker: _Checker) -> tuple[int, list[Problem], 
         if spec.ragged and f"{name}/row_lengths" not in schema:
             names.append(f"{name}/row_lengths")
     sums = [name.endswith("/row_lengths") for name in names]
-    offsets, sizes, crc_ok, damage, kinds, counts, totals, errors = _core.verify_file(
-        str(path), names, sums, os.cpu_count() or 1
+    offsets, sizes, crc_ok, damage, kinds, counts, totals, errors, file_crc = _core.verify_file(
+        str(path), names, sums, os.cpu_count() or 1, crc
     )
     n = len(offsets)
     shape = (n, len(names))
@@ -349,7 +382,7 @@ def _verify_in_rust(path: Path, checker: _Checker) -> tuple[int, list[Problem], 
         kind = "parse" if j < 0 else "schema"
         checker.problem(kind, i, int(offsets[i]), message)
     framed = np.stack([offsets.astype(np.int64), sizes.astype(np.int64)], axis=1)
-    return n, framing, framed
+    return n, framing, framed, file_crc
 
 
 def _column_problems(
