@@ -13,15 +13,51 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, data) as u32
 }
 
-/// CRC32C of `a || b` from `crc32c(a)`, `crc32c(b)` and `b`'s length (`b_len`).
-#[inline]
+/// CRC32C's polynomial, bit-reflected.
+const POLY: u32 = 0x82f6_3b78;
+
+/// `a * b mod POLY` in GF(2), both reflected (bit 31 is x^0).
+const fn mul_mod(a: u32, mut b: u32) -> u32 {
+    let mut m = 1u32 << 31;
+    let mut p = 0u32;
+    while m != 0 {
+        if a & m != 0 {
+            p ^= b;
+        }
+        m >>= 1;
+        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+    }
+    p
+}
+
+/// `X2N[k]` = x^(2^k) mod POLY, for every bit of a length in bits (a `u64` of bytes
+/// times 8).
+const X2N: [u32; 67] = {
+    let mut table = [0u32; 67];
+    let mut p = 1u32 << 30; // x^1
+    let mut k = 0;
+    while k < 67 {
+        table[k] = p;
+        p = mul_mod(p, p);
+        k += 1;
+    }
+    table
+};
+
+/// CRC32C of `a || b` from `crc32c(a)`, `crc32c(b)` and `b`'s length (`b_len`): `crc_a`
+/// times x^(8 b_len), plus `crc_b` (zlib's `crc32_combine` method, ~0.5 µs; the
+/// matrix method of `crc_fast::checksum_combine` takes tens of µs per call).
 pub fn crc32c_combine(crc_a: u32, crc_b: u32, b_len: u64) -> u32 {
-    crc_fast::checksum_combine(
-        CrcAlgorithm::Crc32Iscsi,
-        u64::from(crc_a),
-        u64::from(crc_b),
-        b_len,
-    ) as u32
+    let mut shift = 1u32 << 31; // x^0
+    let (mut n, mut k) = (b_len, 3usize); // 8 b_len = b_len * 2^3
+    while n != 0 {
+        if n & 1 != 0 {
+            shift = mul_mod(X2N[k], shift);
+        }
+        n >>= 1;
+        k += 1;
+    }
+    mul_mod(shift, crc_a) ^ crc_b
 }
 
 /// CRC32C of `data` computed on up to `threads` threads (contiguous parts, combined).
@@ -97,6 +133,20 @@ mod tests {
         for cut in [0, 1, 4096, data.len() / 2, data.len()] {
             let (a, b) = data.split_at(cut);
             assert_eq!(crc32c_combine(crc32c(a), crc32c(b), b.len() as u64), whole);
+        }
+        for (x, y, len) in [
+            (0u32, 0u32, 0u64),
+            (0xdead_beef, 7, 1),
+            (1, 2, 1 << 40),
+            (9, 3, 12345),
+        ] {
+            let expected = crc_fast::checksum_combine(
+                CrcAlgorithm::Crc32Iscsi,
+                u64::from(x),
+                u64::from(y),
+                len,
+            ) as u32;
+            assert_eq!(crc32c_combine(x, y, len), expected, "{x:x} {y:x} {len}");
         }
         for threads in [1, 2, 3, 8] {
             assert_eq!(crc32c_threads(&data, threads), whole);
