@@ -160,6 +160,55 @@ def test_foreign_files_and_globs(shared_data: Path) -> None:
             assert got == want, name
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_inferred_schema_counts_every_record(tmp_path: Path, compression: str | None) -> None:
+    """Lengths that change after the first 1,000 records make a feature variable-length
+    (read in Rust from the memory map for plain files, by the columnar reader for
+    compressed ones); a feature that never changes stays fixed."""
+
+    def row(i: int) -> dict[str, Any]:
+        r: dict[str, Any] = {"fixed": [i, i, i], "scalar": float(i), "tag": b"t"}
+        if i != 1500:
+            r["sometimes"] = i  # missing once, late
+        r["grows"] = list(range(1 if i < 1800 else 2))
+        return r
+
+    paths = []
+    for k in range(2):
+        path = tmp_path / f"part-{k}.tfrecord"
+        with rf.TFRecordWriter(path, compression) as w:
+            w.write_many([rf.encode_example(row(i)) for i in range(k * 1000, k * 1000 + 1000)])
+        paths.append(path)
+    ds = rf.open_dataset(tmp_path / "part-*.tfrecord")
+    assert {n: (s.dtype, s.shape) for n, s in ds.schema.items()} == {
+        "fixed": ("int64", (3,)),
+        "scalar": ("float32", ()),
+        "tag": ("bytes", ()),
+        "sometimes": ("int64", (None,)),
+        "grows": ("int64", (None,)),
+    }
+    assert ds.schema == rf.infer_schema(
+        rf.decode_example(r) for p in paths for r in rf.read_records(p)
+    )
+    rows = [r for b in ds.batches(512) for r in _rows(b)]
+    assert len(rows) == 2000
+    assert list(rows[1500]["sometimes"]) == [] and list(rows[1501]["sometimes"]) == [1501]
+    assert list(rows[1999]["grows"]) == [0, 1]
+
+
+def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    n = len(next(iter(batch.values())))
+    return [{name: column[i] for name, column in batch.items()} for i in range(n)]
+
+
+def test_inferred_schema_refuses_mixed_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.tfrecord"
+    with rf.TFRecordWriter(path) as w:
+        w.write_many([rf.encode_example({"x": 1.5 if i == 1200 else i}) for i in range(1300)])
+    with pytest.raises(rf.SchemaError, match="'x' holds float32 and int64 values"):
+        rf.open_dataset(path)
+
+
 def test_decode_batch_errors_name_the_record() -> None:
     records = [rf.encode_example({"a": 1}), rf.encode_example({"a": 1.5})]
     with pytest.raises(rf.DecodeError, match=r"record 1.*float_list"):

@@ -32,9 +32,9 @@ from typing import Any, Literal
 import numpy as np
 
 from recordforge import _core, _fs
-from recordforge.errors import DecodeError
+from recordforge.errors import DecodeError, SchemaError
 from recordforge.manifest import MANIFEST_NAME, Manifest
-from recordforge.schema import Schema, infer_schema
+from recordforge.schema import FeatureSpec, Schema, infer_schema
 
 __all__ = ["Dataset", "Ragged", "open_dataset"]
 
@@ -559,7 +559,9 @@ def open_dataset(
 ) -> Dataset:
     """Opens a dataset directory (its ``dataset.json``; ``split`` picks one, default
     ``train`` when there is one, else all), a directory of TFRecord files, a glob, or a
-    list of files. Without a manifest the schema is inferred from the first records."""
+    list of files. Without a manifest the schema is inferred: feature names and kinds
+    from the first 1,000 records, value counts from every record (a feature is fixed-length
+    only when every record has the same number of values), see ``_infer_schema``."""
     if _fs.is_url(path):
         found = _remote_files(str(path).rstrip("/"))
         if isinstance(found, Manifest):
@@ -586,8 +588,71 @@ def open_dataset(
         if not _fs.isfile(f):
             raise FileNotFoundError(f"{f}: no such file")
     if schema is None:
-        schema = infer_schema(_core.decode_example(r) for r in _first_records(files))
+        schema = _infer_schema(files)
     return Dataset(files, schema, on_corrupt=on_corrupt)
+
+
+def _infer_schema(files: Sequence[str]) -> Schema:
+    """The schema of files without a manifest. Names and kinds come from the first
+    records; then the number of values of every feature is counted in every record (a
+    feature is fixed-length only when all records agree), so that a value missing in
+    record 50,000 does not make the files unreadable with the schema inferred from them.
+    Local uncompressed files are counted in Rust from a memory map (no value copied,
+    ~10 GB/s on 2 cores); others are read through the columnar reader."""
+    sample = infer_schema(_core.decode_example(r) for r in _first_records(files))
+    if not len(sample):
+        return sample
+    names = list(sample)
+    lengths: dict[str, set[int]] = {name: set() for name in names}
+    kinds: dict[str, set[int]] = {name: set() for name in names}
+    for f in files:
+        if not _fs.is_url(f) and _plain(f):
+            _count_in_rust(f, names, lengths, kinds)
+        else:
+            _count_by_reading(f, sample, lengths)
+    codes = {1: "bytes", 2: "float32", 3: "int64"}
+    features = {}
+    for name, spec in sample.items():
+        found = {codes[k] for k in kinds[name] if k in codes}
+        if len(found) > 1:
+            raise SchemaError(f"feature {name!r} holds {' and '.join(sorted(found))} values")
+        dtype = found.pop() if found else spec.dtype
+        seen = lengths[name]
+        shape: tuple[int | None, ...] = (None,)
+        if len(seen) == 1 and seen != {0}:
+            (n,) = seen
+            shape = () if n == 1 else (n,)
+        features[name] = FeatureSpec(dtype=dtype, shape=shape)  # type: ignore[arg-type]
+    return Schema(features)
+
+
+def _plain(path: str) -> bool:
+    from recordforge.inspect._walker import detect_compression
+
+    return detect_compression(path) is None
+
+
+def _count_in_rust(
+    path: str, names: list[str], lengths: dict[str, set[int]], kinds: dict[str, set[int]]
+) -> None:
+    offsets, _, crc_ok, _, kind, count, _, errors, _ = _core.verify_file(
+        path, names, [False] * len(names), os.cpu_count() or 1
+    )
+    good = crc_ok.copy()
+    good[[i for i, _ in errors]] = False
+    shape = (len(offsets), len(names))
+    kind, count = kind.reshape(shape)[good], count.reshape(shape)[good]
+    for j, name in enumerate(names):
+        # A missing feature counts as no values, as in infer_schema.
+        lengths[name].update(np.unique(np.where(kind[:, j] < 0, 0, count[:, j])).tolist())
+        kinds[name].update(np.unique(kind[:, j]).tolist())
+
+
+def _count_by_reading(path: str, sample: Schema, lengths: dict[str, set[int]]) -> None:
+    ragged = Schema({n: FeatureSpec(dtype=s.dtype, shape=(None,)) for n, s in sample.items()})
+    for batch in Dataset([path], ragged, on_corrupt="skip").batches(8192):
+        for name, column in batch.items():
+            lengths[name].update(np.unique(np.diff(column.row_splits)).tolist())
 
 
 def _remote_files(url: str) -> Manifest | list[str]:
