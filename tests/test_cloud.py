@@ -121,6 +121,19 @@ def test_cli_table_to_s3_then_info_count_verify_index(
     assert info.to_json()["records"] == 15_000
     assert main(["verify", out]) == 0
     assert main(["info", out]) == 0
+    # Reports name the URLs given, not the local copies inspected.
+    shard = f"{out}/train-00001-of-00004.tfrecord"
+    assert [f.path for f in counted.files][1] == shard
+    assert [f["path"] for f in info.to_json()["files"]][1] == shard
+    assert {r.file for r in rf.inspect.head(shard, n=2).records} == {shard}
+    key = shard.split("://", 1)[1]
+    data = bytearray(s3.cat_file(key))
+    data[len(data) // 2] ^= 1
+    s3.pipe_file(key, bytes(data))
+    # The changed object is downloaded again (the local copy is keyed by its version).
+    problems = rf.inspect.verify(out).problems
+    assert problems and {p.file for p in problems} == {shard}
+    assert all("/tmp" not in str(p) for p in problems), problems
     result = rf.inspect.write_index(f"{out}/train-00000-of-00004.tfrecord")
     assert result.files[0].index_path == f"{out}/train-00000-of-00004.tfrecord.idx"
     assert s3.exists(f"{out.split('://', 1)[1]}/train-00000-of-00004.tfrecord.idx")

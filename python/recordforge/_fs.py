@@ -223,18 +223,36 @@ def _stage_root() -> str:
     return _STAGE_ROOT[0]
 
 
+# URL -> (the remote object's version when it was downloaded, its local copy).
+_STAGED: dict[str, tuple[tuple[Any, ...], str]] = {}
+
+
+def _version(info: dict[str, Any]) -> tuple[Any, ...]:
+    """What changes when a remote object is replaced: size, and the store's version tag
+    (S3 ETag, GCS generation or hash, or a modification time)."""
+    tags = ("ETag", "etag", "generation", "md5Hash", "crc32c", "LastModified", "mtime", "updated")
+    return (info.get("size"), *(str(info.get(t)) for t in tags if info.get(t) is not None))
+
+
 def staged(path: str) -> str:
-    """A local copy of a remote file, downloaded once per process (for readers that need
-    a local file: memory maps, random access). Local paths are returned as they are."""
+    """A local copy of a remote file (for readers that need a local file: memory maps,
+    random access), downloaded again only when the remote object has changed (its size
+    or version tag, asked of the store at every call). Local paths are returned as they
+    are."""
     if not is_url(path):
         return _local(path)
     fs, p = filesystem(path)
+    fs.invalidate_cache(p)
+    version = _version(fs.info(p))
+    known = _STAGED.get(path)
+    if known is not None and known[0] == version and os.path.exists(known[1]):
+        return known[1]
     local = os.path.join(_stage_root(), re.sub(r"[^A-Za-z0-9._-]", "_", path.split("://")[0]), p)
-    if not os.path.exists(local):
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        tmp = f"{local}.{uuid.uuid4().hex[:8]}.partial"
-        fs.get_file(p, tmp)
-        os.replace(tmp, local)
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    tmp = f"{local}.{uuid.uuid4().hex[:8]}.partial"
+    fs.get_file(p, tmp)
+    os.replace(tmp, local)  # a reader still holding the old copy keeps its inode
+    _STAGED[path] = (version, local)
     return local
 
 

@@ -8,7 +8,7 @@ import dataclasses
 import glob
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +17,36 @@ from recordforge.inspect._common import Paths
 from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo
 
 _GLOB_CHARS = frozenset("*?[")
+
+_Result = TypeVar("_Result")
+
+
+def as_given(result: _Result, items: list[InputFile]) -> _Result:
+    """``result`` with each remote file's local copy named by its URL instead, in every
+    string it holds (file fields, messages, ``.idx`` paths), so that reports name what
+    the user gave."""
+    names = {str(i.path): i.remote for i in items if i.remote is not None}
+    return _renamed(result, names) if names else result
+
+
+def _renamed(obj: Any, names: dict[str, str]) -> Any:
+    if isinstance(obj, str):
+        for local, url in names.items():
+            if local in obj:
+                obj = obj.replace(local, url)
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {
+            f.name: _renamed(getattr(obj, f.name), names) for f in dataclasses.fields(obj) if f.init
+        }
+        return dataclasses.replace(obj, **changes)
+    if isinstance(obj, list):
+        return [_renamed(x, names) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_renamed(x, names) for x in obj)
+    if isinstance(obj, dict):
+        return {_renamed(k, names): _renamed(v, names) for k, v in obj.items()}
+    return obj
 
 
 # Names of files in a directory without dataset.json that are taken as TFRecord files.

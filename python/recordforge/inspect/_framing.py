@@ -12,7 +12,7 @@ from typing import Literal
 from recordforge import _core, _fs
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
-from recordforge.inspect._files import InputFile, _read_index, resolve
+from recordforge.inspect._files import InputFile, _read_index, as_given, resolve
 from recordforge.inspect._walker import _problems_of, _stream, _walk, detect_compression
 
 # --------------------------------------------------------------------------------------
@@ -68,7 +68,8 @@ def count(
     (3, 'scan')
     """
     files, problems = [], []
-    for item in resolve(paths):
+    items = resolve(paths)
+    for item in items:
         size = item.path.stat().st_size
         counted = None if verify or scan else _count_from_metadata(item, size)
         if counted is not None:
@@ -100,12 +101,13 @@ def count(
             )
         if progress is not None:
             progress(size)
-    return CountResult(
+    result = CountResult(
         records=sum(f.records for f in files),
         bytes=sum(f.bytes for f in files),
         files=files,
         problems=problems,
     )
+    return as_given(result, items)
 
 
 def _count_from_metadata(item: InputFile, size: int) -> tuple[int, str] | None:

@@ -11,7 +11,7 @@ from typing import Any
 from recordforge import _core
 from recordforge.inspect._common import Paths, Problem, Progress, _Result
 from recordforge.inspect._decode import _decode_elwc, _decoded, _natural, _records, record_type
-from recordforge.inspect._files import resolve
+from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._framing import count
 from recordforge.inspect._values import _image_of, _is_text, _kind_of
 from recordforge.inspect._walker import detect_compression
@@ -141,7 +141,7 @@ def info(paths: Paths, *, scan: int | None = 1000, progress: Progress | None = N
     files: list[FileInfo] = []
     splits: dict[str, dict[str, int]] = {}
     for item in items:
-        fc = by_path.get(str(item.path))
+        fc = by_path.get(item.remote or str(item.path))  # count names remote files by URL
         compression = detect_compression(item.path) if item.path.is_file() else None
         files.append(
             FileInfo(
@@ -194,7 +194,7 @@ def info(paths: Paths, *, scan: int | None = 1000, progress: Progress | None = N
     total_records = (
         None if any(f.records is None for f in files) else sum(f.records or 0 for f in files)
     )
-    return Info(
+    result = Info(
         record_type=record_kind,
         records=total_records,
         bytes=sum(f.bytes for f in files),
@@ -209,6 +209,7 @@ def info(paths: Paths, *, scan: int | None = 1000, progress: Progress | None = N
         notes=notes,
         problems=problems,
     )
+    return as_given(result, items)
 
 
 def _feature_infos(
@@ -307,7 +308,8 @@ def head(paths: Paths, *, n: int = 5, features: Sequence[str] | None = None) -> 
     problems: list[Problem] = []
     out = []
     wanted = list(features) if features else None
-    for rec in _records(resolve(paths), problems, n):
+    items = resolve(paths)
+    for rec in _records(items, problems, n):
         kind = record_type(rec.data)
         feats: dict[str, Any] = {}
         lists = examples = raw = None
@@ -351,10 +353,10 @@ def head(paths: Paths, *, n: int = 5, features: Sequence[str] | None = None) -> 
         missing = [k for k in wanted if k not in shown]
         if missing:
             every: set[str] = set()
-            for rec in _records(resolve(paths), [], n):
+            for rec in _records(items, [], n):
                 every.update(name for _, name, _, _ in _decoded(rec.data, record_type(rec.data)))
             raise ValueError(
                 f"feature(s) {', '.join(map(repr, missing))} not in the first {len(out)} "
                 f"record(s); they have: {', '.join(sorted(every)) or 'no features'}"
             )
-    return HeadResult(records=out, problems=problems)
+    return as_given(HeadResult(records=out, problems=problems), items)

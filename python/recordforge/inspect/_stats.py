@@ -14,7 +14,7 @@ import numpy as np
 
 from recordforge.inspect._common import Paths, Problem, Progress, _Result
 from recordforge.inspect._decode import _decoded, _natural, _records, record_type
-from recordforge.inspect._files import resolve
+from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._values import _describe_bytes, _image_of, _image_size, _is_text, _kind_of
 from recordforge.schema import ClassLabel
 
@@ -240,13 +240,14 @@ def stats(
     keys = sorted(
         acc, key=lambda k: (order.index(k[1]) if k[1] in order else len(order), _natural(k))
     )
-    return Stats(
+    result = Stats(
         records=records,
         record_type=record_kind,
         features=[acc[k].result(k[1], k[0], records, top) for k in keys],
         notes=notes,
         problems=problems,
     )
+    return as_given(result, items)
 
 
 def _pair_label_names(

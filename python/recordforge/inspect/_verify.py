@@ -16,7 +16,7 @@ from recordforge import _core
 from recordforge.errors import CorruptRecordError, DecodeError
 from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
 from recordforge.inspect._decode import RecordType, record_type
-from recordforge.inspect._files import InputFile, _read_index, resolve
+from recordforge.inspect._files import InputFile, _read_index, as_given, resolve
 from recordforge.inspect._values import _image_of, _kind_of
 from recordforge.inspect._walker import _problems_of, _stream, _walk, detect_compression
 from recordforge.schema import FeatureSpec, Image, Schema
@@ -287,7 +287,7 @@ def verify(
         checked.append("manifest (counts, sizes" + (", checksums)" if checksums else ")"))
     if images:
         checked.append("images")
-    return VerifyResult(
+    result = VerifyResult(
         ok=not problems,
         records=sum(f.records for f in files),
         bytes=sum(f.bytes for f in files),
@@ -295,6 +295,7 @@ def verify(
         problems=problems,
         checked=checked,
     )
+    return as_given(result, items)
 
 
 def _verify_stream(
