@@ -99,6 +99,35 @@ def test_two_ranks_two_workers_read_every_record_once(
         assert sorted(seen) == list(range(N))
 
 
+@pytest.mark.parametrize("which", ["many_files", "few_files"])
+@pytest.mark.parametrize("drop", [False, True])
+def test_even_gives_every_rank_the_same_steps(
+    which: str, drop: bool, request: pytest.FixtureRequest
+) -> None:
+    """even=True: every part (rank x worker) reads the smallest part's number of records,
+    each at most once, the first ones of its part, ragged features cut with them."""
+    ds = request.getfixturevalue(which)
+    parts = [len(ds.shard(k, 4)) for k in range(4)]
+    assert len(set(parts)) > 1  # uneven without it
+    want = min(parts) - (min(parts) % 3 if drop else 0)
+    steps, seen = [], []
+    for rank in range(2):
+        tds = ds.to_torch(batch_size=3, rank=rank, world_size=2, even=True, drop_remainder=drop)
+        batches = list(loader(tds, workers=2))
+        steps.append(len(batches))
+        for b in batches:
+            seen += b["id"].tolist()
+            assert len(b["v"].offsets) == len(b["id"]) + 1
+            assert len(b["poly"].offsets) == len(b["id"]) + 1
+    assert steps[0] == steps[1]
+    # Outside the DataLoader's workers (2 parts: the ranks), the smaller rank's count.
+    assert tds.records_per_part() <= min(len(ds.shard(k, 2)) for k in range(2))
+    assert len(seen) == 4 * want and len(set(seen)) == len(seen)
+    for k in range(4):  # each part's first records
+        first = [int(r["id"]) for r in ds.shard(k, 4)][:want]
+        assert set(first) <= set(seen)
+
+
 def test_parts_are_dataset_shards(many_files: rf.Dataset) -> None:
     """Outside a worker, rank r of w reads Dataset.shard(r, w)."""
     for rank in range(3):

@@ -6,7 +6,11 @@ between the ``DataLoader`` workers and the distributed ranks, so that every reco
 read exactly once per epoch: part ``rank * num_workers + worker_id`` of
 ``world_size * num_workers`` (:meth:`Dataset.shard <recordforge.Dataset.shard>`: whole
 files when there are at least that many, else every n-th record of them all). Ranks and
-workers may get different numbers of records when the files do not divide evenly.
+workers may get different numbers of records when the files do not divide evenly; with
+``even=True`` every part stops at the smallest part's number of records (counted from
+the manifest or index, without reading), so that every rank runs the same number of
+steps and no collective waits for a rank that has finished (as ``DistributedSampler``
+with ``drop_last=True``; the few records dropped are the last of the larger parts).
 
 With ``batch_size`` each element is a batch, a dict feature name ->
 
@@ -88,6 +92,25 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def _rows_in(batch: dict[str, Any]) -> int:
+    return len(next(iter(batch.values()))) if batch else 0
+
+
+def _head(batch: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` records of a columnar batch."""
+    from recordforge.dataset import Ragged
+
+    if _rows_in(batch) <= n:
+        return batch
+    out: dict[str, Any] = {}
+    for name, column in batch.items():
+        if isinstance(column, Ragged):
+            out[name] = Ragged(column.values[: column.row_splits[n]], column.row_splits[: n + 1])
+        else:
+            out[name] = column[:n]
+    return out
+
+
 def _distributed() -> tuple[int, int] | None:
     """``(rank, world_size)`` of the initialized default process group, else ``None``."""
     dist = torch.distributed
@@ -116,6 +139,7 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         channels_first: bool = False,
         decode_threads: int | None = None,
         ragged: RaggedLayout = "offsets",
+        even: bool = False,
     ) -> None:
         super().__init__()
         if batch_size is not None and batch_size < 1:
@@ -154,6 +178,7 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         self.channels_first = channels_first
         self.decode_threads = decode_threads
         self.ragged: RaggedLayout = ragged
+        self.even = even
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -197,12 +222,29 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         workers = 1 if info is None else info.num_workers
         return max(1, rf_images.default_threads() // workers)
 
+    def records_per_part(self) -> int:
+        """With ``even``: the records every part reads, the smallest part's count (whole
+        batches of it with ``drop_remainder``). Parts are ranks x ``DataLoader`` workers
+        inside a worker, ranks outside."""
+        ds = self._ds
+        _, count = self.part()
+        smallest = min(len(ds.shard(k, count)) for k in range(count)) if count > 1 else len(ds)
+        if self.drop_remainder and self.batch_size is not None:
+            smallest -= smallest % self.batch_size
+        return smallest
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         ds = self.dataset()
         size = self.batch_size or 256
         drop = self.drop_remainder and self.batch_size is not None
         threads = self._threads()
+        left = self.records_per_part() if self.even else None
         for batch in ds.batches(size, drop_remainder=drop):
+            if left is not None:
+                if left <= 0:
+                    return
+                batch = _head(batch, left)
+                left -= _rows_in(batch)
             if self.batch_size is not None:
                 yield self._batch(batch, threads)
             else:
@@ -273,5 +315,6 @@ def to_torch(
     (reshuffled per :meth:`~TorchDataset.set_epoch`), ``rank`` and ``world_size``
     (default: ``torch.distributed``'s when initialized), ``decode_images``,
     ``image_size``, ``channels_first``, ``decode_threads`` (default: the cores divided
-    between the workers), ``ragged`` (``"offsets"`` or ``"nested"``)."""
+    between the workers), ``ragged`` (``"offsets"`` or ``"nested"``), ``even`` (every
+    rank and worker reads the same number of records)."""
     return TorchDataset(ds, batch_size=batch_size, **kwargs)
