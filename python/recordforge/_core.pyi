@@ -1,6 +1,6 @@
 # Type stubs of the compiled module (checked against it by `mypy.stubtest`).
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias, final
 
@@ -13,6 +13,7 @@ __all__ = [
     "RecordBatch",
     "RecordFile",
     "RecordIterator",
+    "RowReader",
     "TFRecordWriter",
     "__version__",
     "crc32c",
@@ -27,7 +28,6 @@ __all__ = [
     "masked_crc32c",
     "read_records",
     "scan_records",
-    "take_record",
     "take_records",
     "verify_file",
 ]
@@ -165,9 +165,16 @@ def take_records(
     verify: bool = True,
     threads: int = 0,
 ) -> list[tuple[Any, npt.NDArray[np.int64]]]: ...
-def take_record(
-    file: RecordFile,
-    offset: int,
-    features: Sequence[tuple[str, str, int | None]],
-    verify: bool = True,
-) -> list[Any]: ...
+
+@final
+class RowReader:
+    def __new__(
+        cls,
+        counts: Sequence[int],
+        features: Sequence[tuple[str, str, int | None, tuple[int | None, ...] | None]],
+        load: Callable[[int], tuple[RecordFile, npt.NDArray[np.uint64]]],
+        *,
+        every: tuple[int, int] | None = None,
+    ) -> Self: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int | np.integer[Any], /) -> dict[str, Any]: ...

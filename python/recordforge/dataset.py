@@ -20,12 +20,11 @@ features are parsed; the others' bytes are skipped.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import glob
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,8 +97,7 @@ class Dataset:
         self._open: dict[str, Any] = {}
         self._wanted_cache: list[tuple[str, str, int | None]] | None = None
         self._starts_cache: np.ndarray | None = None
-        self._starts_list_cache: list[int] | None = None
-        self._row_plan_cache: list[tuple[str, Callable[[Any], Any]]] | None = None
+        self._rows_cache: _core.RowReader | None = None
         #: Damaged regions skipped with ``on_corrupt="skip"``: file, start, end, reason.
         self.skipped: list[dict[str, Any]] = []
 
@@ -382,47 +380,57 @@ class Dataset:
         return self._assemble(len(where), decoded)
 
     def __getitem__(self, i: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
-        """Record ``i`` (in stored order; shuffling does not apply), read through the
-        index files (``.idx`` beside the shards) or offsets found by one framing walk.
-        A slice, list or array of indexes gives columns (see :meth:`take`)."""
+        """Record ``i`` (in stored order; shuffling does not apply; negative from the
+        end) as a dict: a NumPy scalar per one-value feature (``bytes`` for a string),
+        an array per fixed shape or ``(None, w)`` feature, a 1-D array per other.
+
+        One Rust call finds the file and offset (``.idx`` beside the shards, else one
+        framing walk per file, both done once), checks both CRCs of the record in the
+        memory-mapped file (opened once) and builds the dict. A slice, list or array of
+        indexes gives columns (see :meth:`take`).
+
+        >>> import tempfile, numpy as np, recordforge as rf
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = rf.write_dataset({"id": np.arange(10), "xy": np.ones((10, 2))}, d,
+        ...                          max_records=4, index=True)
+        ...     ds = rf.open_dataset(d)
+        ...     ds[5], ds[-1]["id"]
+        ({'id': np.int64(5), 'xy': array([1., 1.], dtype=float32)}, np.int64(9))
+        """
+        if isinstance(i, (int, np.integer)):
+            rows = self._rows_cache
+            if rows is None:
+                rows = self._rows()
+            return rows[i]
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
-        if not isinstance(i, (int, np.integer)):
-            return self.take(i)
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"record {i} of {n}")
-        where = int(i) % n
+        return self.take(i)
+
+    def _rows(self) -> _core.RowReader:
+        """The Rust reader behind ``ds[i]``, made on first use; it opens each file
+        (:meth:`_file`, :meth:`_offsets_of`) the first time one of its records is read."""
+        if self.compression is not None:
+            raise TypeError("random access needs uncompressed shards")
+        features = []
+        for name, kind, width in self._wanted():
+            spec = self.schema.get(name)
+            shape: tuple[int | None, ...] | None = None
+            if spec is not None and spec.fixed:
+                shape = tuple(spec.shape)
+            elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
+                shape = spec.shape
+            features.append((name, kind, width, shape))
+        mine = self._my_files()
+        counts = self._file_counts()
         shard = self._order.shard
-        if shard is not None and len(self.files) < shard[1]:
-            where = shard[0] + where * shard[1]
-        starts = self._starts_list()
-        k = bisect.bisect_right(starts, where) - 1
-        path = self.files[self._my_files()[k]]
-        offset = int(self._offsets_of(path)[where - starts[k]])
-        values = _core.take_record(self._file(path), offset, self._wanted())
-        return {name: fn(v) for (name, fn), v in zip(self._row_plan(), values, strict=True)}
+        every = shard if shard is not None and len(self.files) < shard[1] else None
 
-    def _starts_list(self) -> list[int]:
-        if self._starts_list_cache is None:
-            self._starts_list_cache = self._starts().tolist()
-        return self._starts_list_cache
+        def load(k: int) -> tuple[Any, np.ndarray]:
+            path = self.files[mine[k]]
+            return self._file(path), self._offsets_of(path)
 
-    def _row_plan(self) -> list[tuple[str, Callable[[Any], Any]]]:
-        """How one record's values become its row's value, per wanted feature."""
-        if self._row_plan_cache is None:
-            plan: list[tuple[str, Callable[[Any], Any]]] = []
-            for name, _, _ in self._wanted():
-                spec = self.schema.get(name)
-                if spec is not None and spec.fixed:
-                    shape = tuple(int(d or 0) for d in spec.shape)
-                    plan.append((name, _first if shape == () else _reshaper(shape)))
-                elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
-                    plan.append((name, _reshaper((-1, spec.shape[1]))))
-                else:
-                    plan.append((name, _same))
-            self._row_plan_cache = plan
-        return self._row_plan_cache
+        self._rows_cache = _core.RowReader([counts[f] for f in mine], features, load, every=every)
+        return self._rows_cache
 
     # -- integrations ------------------------------------------------------------------
 
@@ -483,18 +491,6 @@ def _shuffled(records: Iterator[bytes], buffer_size: int, seed: int) -> Iterator
         j = rng.below(len(buffer))
         buffer[j], buffer[-1] = buffer[-1], buffer[j]
         yield buffer.pop()
-
-
-def _first(values: Any) -> Any:
-    return values[0]
-
-
-def _same(values: Any) -> Any:
-    return values
-
-
-def _reshaper(shape: tuple[int, ...]) -> Callable[[Any], Any]:
-    return lambda values: values.reshape(shape)
 
 
 def _is_local(path: str) -> bool:

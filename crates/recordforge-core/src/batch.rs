@@ -86,7 +86,7 @@ impl Values {
         self.len() == 0
     }
 
-    fn truncate(&mut self, n: usize) {
+    pub(crate) fn truncate(&mut self, n: usize) {
         match self {
             Values::Int64(v) => v.truncate(n),
             Values::Float(v) => v.truncate(n),
@@ -123,37 +123,31 @@ const MSG: &str = "tf.train.Example";
 
 /// Finds the wanted feature of a map key. Records written by one writer repeat their
 /// keys in the same order, so the key seen at the same entry of the previous record is
-/// tried first: one comparison instead of a search.
-struct Finder<'w, 'r> {
-    wanted: &'w [Wanted<'w>],
-    map: Option<HashMap<&'w [u8], usize>>,
+/// tried first: one comparison instead of a search. Owns what it learned, so it can be
+/// kept from one call to the next ([`crate::row::RecordDecoder`]) as long as the wanted
+/// features stay the same.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Finder {
+    /// Name -> wanted index, built at the first search when there are many features.
+    map: Option<HashMap<Box<[u8]>, usize>>,
     /// Per entry ordinal: the previous record's key there, and what it was.
-    seen: Vec<(&'r [u8], Option<usize>)>,
+    seen: Vec<(Vec<u8>, Option<usize>)>,
 }
 
-impl<'w, 'r> Finder<'w, 'r> {
-    fn new(wanted: &'w [Wanted<'w>]) -> Self {
-        let map = (wanted.len() > 16).then(|| {
-            wanted
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (w.name.as_bytes(), i))
-                .collect()
-        });
-        Finder {
-            wanted,
-            map,
-            seen: Vec::new(),
-        }
-    }
-
+impl Finder {
     /// The wanted index of `key`, the `ordinal`-th entry of its record; `None` when
     /// not wanted, `Err` when not valid UTF-8 (protobuf's rule for string map keys).
     #[inline]
-    fn find(&mut self, ordinal: usize, key: &'r [u8], at: usize) -> Result<Option<usize>> {
-        if let Some(&(k, found)) = self.seen.get(ordinal) {
-            if k == key {
-                return Ok(found);
+    fn find(
+        &mut self,
+        wanted: &[Wanted<'_>],
+        ordinal: usize,
+        key: &[u8],
+        at: usize,
+    ) -> Result<Option<usize>> {
+        if let Some((k, found)) = self.seen.get(ordinal) {
+            if k.as_slice() == key {
+                return Ok(*found);
             }
         }
         if std::str::from_utf8(key).is_err() {
@@ -163,14 +157,24 @@ impl<'w, 'r> Finder<'w, 'r> {
                 position: at,
             });
         }
-        let found = match &self.map {
-            Some(map) => map.get(key).copied(),
-            None => self.wanted.iter().position(|w| w.name.as_bytes() == key),
+        let found = if wanted.len() > 16 {
+            let map = self.map.get_or_insert_with(|| {
+                wanted
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (Box::from(w.name.as_bytes()), i))
+                    .collect()
+            });
+            map.get(key).copied()
+        } else {
+            wanted.iter().position(|w| w.name.as_bytes() == key)
         };
-        if ordinal < self.seen.len() {
-            self.seen[ordinal] = (key, found);
+        if let Some(slot) = self.seen.get_mut(ordinal) {
+            slot.0.clear();
+            slot.0.extend_from_slice(key);
+            slot.1 = found;
         } else if ordinal == self.seen.len() {
-            self.seen.push((key, found));
+            self.seen.push((key.to_vec(), found));
         }
         Ok(found)
     }
@@ -269,39 +273,54 @@ fn decode<'r, I>(
 where
     I: IntoIterator<Item = &'r [u8]>,
 {
-    let mut finder = Finder::new(wanted);
-    let mut columns: Vec<DecodedColumn> = wanted
+    let mut finder = Finder::default();
+    let mut columns = empty_columns(wanted, spans);
+    for (record, buf) in records.into_iter().enumerate() {
+        decode_row(buf, wanted, &mut finder, &mut columns)
+            .map_err(|error| BatchError { record, error })?;
+    }
+    Ok(columns)
+}
+
+/// One empty column per wanted feature (bytes as spans with `spans`).
+pub(crate) fn empty_columns(wanted: &[Wanted<'_>], spans: bool) -> Vec<DecodedColumn> {
+    wanted
         .iter()
         .map(|w| DecodedColumn {
             values: Values::new(w.kind, spans),
             splits: vec![0],
         })
-        .collect();
-    for (record, buf) in records.into_iter().enumerate() {
-        decode_one(buf, wanted, &mut finder, &mut columns)
-            .map_err(|error| BatchError { record, error })?;
-        for (w, c) in wanted.iter().zip(columns.iter_mut()) {
-            let start = *c.splits.last().expect("splits start with 0");
-            let n = c.values.len() - start;
-            if let Some(width) = w.width {
-                if n != width {
-                    let error = mismatch(format!(
-                        "feature {:?} has {n} values, the schema says {width}",
-                        w.name
-                    ));
-                    return Err(BatchError { record, error });
-                }
-            }
-            c.splits.push(c.values.len());
-        }
-    }
-    Ok(columns)
+        .collect()
 }
 
-fn decode_one<'r>(
-    buf: &'r [u8],
+/// Appends one record's row to `columns`, checking the fixed widths.
+pub(crate) fn decode_row(
+    buf: &[u8],
     wanted: &[Wanted<'_>],
-    finder: &mut Finder<'_, 'r>,
+    finder: &mut Finder,
+    columns: &mut [DecodedColumn],
+) -> Result<()> {
+    decode_one(buf, wanted, finder, columns)?;
+    for (w, c) in wanted.iter().zip(columns.iter_mut()) {
+        let start = *c.splits.last().expect("splits start with 0");
+        let n = c.values.len() - start;
+        if let Some(width) = w.width {
+            if n != width {
+                return Err(mismatch(format!(
+                    "feature {:?} has {n} values, the schema says {width}",
+                    w.name
+                )));
+            }
+        }
+        c.splits.push(c.values.len());
+    }
+    Ok(())
+}
+
+fn decode_one(
+    buf: &[u8],
+    wanted: &[Wanted<'_>],
+    finder: &mut Finder,
     columns: &mut [DecodedColumn],
 ) -> Result<()> {
     let mut ordinal = 0;
@@ -321,7 +340,7 @@ fn decode_entry<'r>(
     base: usize,
     ordinal: usize,
     wanted: &[Wanted<'_>],
-    finder: &mut Finder<'_, 'r>,
+    finder: &mut Finder,
     columns: &mut [DecodedColumn],
 ) -> Result<()> {
     let mut c = Cursor::new(entry, base, MSG);
@@ -358,7 +377,7 @@ fn decode_entry<'r>(
         }
     }
     let (key, at) = key.unwrap_or((b"", base));
-    let Some(i) = finder.find(ordinal, key, at)? else {
+    let Some(i) = finder.find(wanted, ordinal, key, at)? else {
         return Ok(());
     };
     let column = &mut columns[i];

@@ -1,5 +1,6 @@
 //! `BatchReader` (files -> batches of columns, on background threads) and `take_records`
-//! (records at offsets of memory-mapped files -> columns in one call).
+//! (records at offsets of memory-mapped files -> columns in one call; one record to a
+//! row: `rows::RowReader`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -8,13 +9,13 @@ use numpy::PyReadonlyArray1;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use recordforge_core::batch::{decode_batch_spans, decode_batch_spans_threaded, Wanted};
+use recordforge_core::batch::{decode_batch_spans_threaded, Wanted};
 use recordforge_core::framing::frame_at;
 use recordforge_core::reader::{BatchReader as CoreReader, Damaged, ReadError, ReadOptions};
 use recordforge_core::{Compression, Error};
 
 use crate::access::RecordFile;
-use crate::decode::{columns_to_py, kind_of, values_to_py};
+use crate::decode::{columns_to_py, kind_of};
 use crate::errors::{decode_error, to_py};
 
 type Features = Vec<(String, String, Option<usize>)>;
@@ -28,7 +29,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A record that does not decode names its file and offset; framing errors keep their
 /// own exception (``CorruptRecordError`` with path and offset, ``OSError``).
-fn read_error(py: Python<'_>, e: ReadError, names: &[String]) -> PyErr {
+pub(crate) fn read_error(py: Python<'_>, e: ReadError, names: &[String]) -> PyErr {
     let name = names.get(e.file).map_or("", String::as_str);
     match e.record {
         Some(offset) => decode_error(
@@ -168,7 +169,7 @@ fn wanted_of<'f>(py: Python<'_>, features: &'f Features) -> PyResult<Vec<Wanted<
 }
 
 /// The payload of the record framed at `offset` of `data`, CRC-checked with `verify`.
-fn record_at(data: &[u8], offset: u64, verify: bool) -> Result<&[u8], Error> {
+pub(crate) fn record_at(data: &[u8], offset: u64, verify: bool) -> Result<&[u8], Error> {
     let pos = usize::try_from(offset).unwrap_or(usize::MAX);
     if pos >= data.len() {
         return Err(Error::InvalidArgument(format!(
@@ -178,48 +179,6 @@ fn record_at(data: &[u8], offset: u64, verify: bool) -> Result<&[u8], Error> {
     }
     let range = frame_at(data, pos, verify)?.expect("pos is before the end");
     Ok(&data[range])
-}
-
-/// The record at ``offset`` of ``file`` (both CRCs checked unless ``verify`` is false),
-/// decoded: one NumPy array of values per feature (bytes as an object array).
-#[pyfunction]
-#[pyo3(signature = (file, offset, features, verify=true))]
-pub fn take_record<'py>(
-    py: Python<'py>,
-    file: PyRef<'py, RecordFile>,
-    offset: u64,
-    features: Features,
-    verify: bool,
-) -> PyResult<Bound<'py, PyList>> {
-    let wanted = wanted_of(py, &features)?;
-    let data = file.data();
-    let name = file.name().to_string();
-    let names = [name];
-    let result = py.detach(|| -> Result<_, ReadError> {
-        let record = record_at(data, offset, verify).map_err(|error| ReadError {
-            file: 0,
-            record: None,
-            error,
-        })?;
-        decode_batch_spans([record], &wanted)
-            .map(|columns| (columns, record))
-            .map_err(|e| ReadError {
-                file: 0,
-                record: Some(offset),
-                error: e.error,
-            })
-    });
-    match result {
-        Ok((columns, record)) => {
-            let out = PyList::empty(py);
-            for column in columns {
-                let values = values_to_py(py, column.values, &column.splits, true, &|_| record)?;
-                out.append(values)?;
-            }
-            Ok(out)
-        }
-        Err(e) => Err(read_error(py, e, &names)),
-    }
 }
 
 /// Reads the records at ``offsets[k]`` of ``files[file_index[k]]`` (memory-mapped
