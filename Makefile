@@ -73,8 +73,8 @@ bench-read: dev
 bench-table: dev
 	$(BIN)/python benchmarks/bench_table.py
 
-# JPEG records read + decoded to uint8 (Pillow on threads) vs tf.data + decode_jpeg, and the
-# JPEG decoder alone (2,000 images of 500x375 made from tiny COCO).
+# JPEG records read + decoded to uint8 (simplejpeg on threads) vs tf.data + decode_jpeg, the
+# JPEG decoder alone and Pillow (2,000 images of 500x375 made from tiny COCO).
 bench-decode: dev
 	$(BIN)/python benchmarks/bench_decode.py
 

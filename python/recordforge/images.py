@@ -1,13 +1,26 @@
 """Encoded images (JPEG, PNG, GIF, BMP, WebP) to ``uint8`` NumPy arrays, height x width x
-channels, with Pillow (the ``images`` extra, imported when first needed).
+channels. JPEGs are decoded by libjpeg-turbo through ``simplejpeg``, everything else by
+Pillow (both in the ``images`` extra, imported when first needed).
 
-:func:`decode_batch` decodes a list of images on a thread pool: Pillow's decoders
-release the GIL, so the threads use every core. Decoding is exact: the JPEG decoder runs
-with libjpeg-turbo's accurate integer IDCT and smooth chroma upsampling, which gives
-the pixels ``tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")`` gives (TensorFlow's
-default, ``INTEGER_FAST``, differs from both by a few levels). Only ``draft=True`` trades
-exactness for speed: a JPEG to be resized is decoded straight to a smaller scale (1/2,
-1/4 or 1/8, never below the target size) before the resize.
+:func:`decode_batch` decodes a list of images on a thread pool: both decoders release
+the GIL, so the threads use every core.
+
+JPEG pixels are TensorFlow's, bit for bit: ``dct_method="INTEGER_FAST"`` (the default)
+gives what ``tf.io.decode_jpeg`` and ``tf.io.decode_image`` give by default
+(libjpeg-turbo's fast integer IDCT, smooth chroma upsampling), so arrays decoded here
+equal those of a ``tf.data`` pipeline, :func:`recordforge.integrations.tf.to_tf_dataset`
+without ``image_size`` included; ``dct_method="INTEGER_ACCURATE"`` gives
+``tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")``'s, which are also Pillow's. The two
+differ by about one level on average. ``channels=1`` of a colour JPEG is its luma plane
+as decoded (TF's ``channels=1``), ``channels=4`` adds an opaque alpha. EXIF orientation
+is not applied (nor is it by TF). Three kinds of JPEG go to Pillow instead, with its
+accurate IDCT: CMYK / YCCK JPEGs (Pillow's CMYK-to-RGB conversion, as before), files
+libjpeg-turbo reads only with a warning (damaged but decodable data: Pillow decodes them
+or raises the error), and every JPEG when ``simplejpeg`` is not installed.
+
+Only ``draft=True`` trades exactness for speed: a JPEG to be resized is decoded straight
+to a smaller scale (a multiple of 1/8; with Pillow alone 1/2, 1/4 or 1/8), never below
+the target size, before the resize.
 
 >>> import io, numpy as np
 >>> from PIL import Image
@@ -27,6 +40,7 @@ exactness for speed: a JPEG to be resized is decoded straight to a smaller scale
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
@@ -42,7 +56,9 @@ from recordforge.sources.images import image_format
 __all__ = ["decode", "decode_batch", "default_threads", "image_size", "resize"]
 
 Method = Literal["nearest", "bilinear", "bicubic", "lanczos", "area"]
+DctMethod = Literal["INTEGER_FAST", "INTEGER_ACCURATE"]
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_JPEG_COLORSPACES = {"L": "GRAY", "RGB": "RGB", "RGBA": "RGBA"}
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -80,20 +96,102 @@ def _check_channels(channels: int) -> str:
     return _MODES[channels]
 
 
+def _check_dct(dct_method: str) -> bool:
+    """True for the fast IDCT."""
+    if dct_method not in ("INTEGER_FAST", "INTEGER_ACCURATE"):
+        raise ValueError(
+            f"dct_method must be 'INTEGER_FAST' or 'INTEGER_ACCURATE', not {dct_method!r}"
+        )
+    return dct_method == "INTEGER_FAST"
+
+
+@functools.cache
+def _simplejpeg() -> Any:
+    """The ``simplejpeg`` module, or None when it is not installed (Pillow decodes)."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return simplejpeg
+
+
+def _resize_array(array: np.ndarray, size: tuple[int, int], resample: Any) -> np.ndarray:
+    from PIL import Image
+
+    squeeze = array.ndim == 3 and array.shape[2] == 1
+    im = Image.fromarray(array[:, :, 0] if squeeze else array)
+    out = np.asarray(im.resize((size[1], size[0]), resample))
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def _decode_jpeg(
+    data: bytes,
+    mode: str,
+    size: tuple[int, int] | None,
+    resample: Any,
+    draft: bool,
+    fast: bool,
+) -> np.ndarray | None:
+    """libjpeg-turbo's decode (through simplejpeg), or None where Pillow is to decode:
+    no simplejpeg, a CMYK / YCCK JPEG, or any error or warning from libjpeg-turbo
+    (Pillow then decodes what it can and raises the error message users know)."""
+    simplejpeg = _simplejpeg()
+    if simplejpeg is None:
+        return None
+    # Scaled decoding: the smallest scale (k/8) that keeps the image this large.
+    min_height, min_width = size if draft and size is not None else (0, 0)
+    try:
+        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace in ("CMYK", "YCCK"):
+            return None
+        array: np.ndarray = simplejpeg.decode_jpeg(
+            data,
+            colorspace=_JPEG_COLORSPACES[mode],
+            fastdct=fast,
+            min_height=min_height,
+            min_width=min_width,
+        )
+    except ValueError:
+        return None
+    if size is not None and array.shape[:2] != size:
+        return _resize_array(array, size, resample)
+    return array
+
+
 def _decode(
     data: bytes,
     mode: str,
     size: tuple[int, int] | None,
     resample: Any,
     draft: bool,
+    fast: bool,
     out: np.ndarray | None = None,
+) -> np.ndarray:
+    array = None
+    if image_format(bytes(data[:3])) == "jpeg":
+        array = _decode_jpeg(data, mode, size, resample, draft, fast)
+    if array is None:
+        array = _decode_pillow(data, mode, size, resample, draft)
+    if out is not None:
+        out[...] = array
+        return out
+    # Pillow hands out read-only views of its bytes; callers (torch.from_numpy) want
+    # arrays they own.
+    return array if array.flags.writeable else array.copy()
+
+
+def _decode_pillow(
+    data: bytes, mode: str, size: tuple[int, int] | None, resample: Any, draft: bool
 ) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as opened:
-            if draft and size is not None and opened.format == "JPEG":
-                opened.draft(None, (size[1], size[0]))
+            scale = (size[1], size[0]) if draft and size is not None else None
+            if opened.format == "JPEG" and (scale or mode == "L"):
+                # "L": libjpeg's luma plane, as simplejpeg and TF give, rather than
+                # Pillow's conversion of the RGB pixels.
+                opened.draft("L" if mode == "L" else None, scale)
             opened.load()
             im: Any = opened
             if im.mode != mode:
@@ -104,22 +202,17 @@ def _decode(
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         kind = image_format(bytes(data[:16])) or "not an image format we know"
         raise DecodeError(f"cannot decode image ({kind}, {len(data)} bytes): {e}") from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if out is not None:
-        out[...] = array
-        return out
-    # Pillow hands out a read-only view of its bytes; callers (torch.from_numpy) want
-    # arrays they own.
-    return array.copy()
+    return array[:, :, None] if array.ndim == 2 else array
 
 
-def decode(data: bytes, *, channels: int = 3) -> np.ndarray:
+def decode(data: bytes, *, channels: int = 3, dct_method: DctMethod = "INTEGER_FAST") -> np.ndarray:
     """One encoded image to a ``uint8`` array ``(height, width, channels)``: 3 for RGB
     (grayscale replicated, alpha dropped, palettes expanded), 1 for grayscale, 4 for RGBA.
-    A GIF gives its first frame. Raises :class:`~recordforge.DecodeError` for bytes that
-    are not a decodable image."""
-    return _decode(data, _check_channels(channels), None, None, False)
+    A GIF gives its first frame. ``dct_method`` picks the JPEG IDCT, as
+    ``tf.io.decode_jpeg``'s does (see the module docstring). Raises
+    :class:`~recordforge.DecodeError` for bytes that are not a decodable image."""
+    fast = _check_dct(dct_method)
+    return _decode(data, _check_channels(channels), None, None, False, fast)
 
 
 def resize(
@@ -129,16 +222,12 @@ def resize(
     ``size`` (``(height, width)``, or one int for a square; the aspect ratio is not kept)
     with Pillow's filter ``method``, antialiased when shrinking (``tf.image.resize`` is
     not by default, so values differ from TensorFlow's slightly)."""
-    from PIL import Image
-
-    height, width = image_size(size)
+    target = image_size(size)
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"resize takes uint8 (H, W[, C]) arrays, not {array.dtype} {array.shape}")
-    squeeze = array.ndim == 3 and array.shape[2] == 1
-    im = Image.fromarray(array[:, :, 0] if squeeze else array)
-    out = np.asarray(im.resize((width, height), _resample(method))).copy()
-    return out[:, :, None] if squeeze else out
+    out = _resize_array(array, target, _resample(method)).copy()
+    return out[:, :, 0] if array.ndim == 2 else out
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -168,6 +257,7 @@ def decode_batch(
     method: Method = "bilinear",
     threads: int | None = None,
     draft: bool = False,
+    dct_method: DctMethod = "INTEGER_FAST",
 ) -> Any:
     """Decodes ``images`` (encoded bytes) on ``threads`` threads (default: one per core).
 
@@ -175,9 +265,11 @@ def decode_batch(
     :func:`resize`'s ``method`` and the result is one ``uint8`` array
     ``(n, height, width, channels)``; without it, a list of ``(h, w, channels)`` arrays
     (sizes may differ). ``draft=True`` (with ``size``) decodes JPEGs at a reduced DCT
-    scale first: much faster for large shrinks, not pixel-exact. A bad image raises
-    :class:`~recordforge.DecodeError` naming its position."""
+    scale first: much faster for large shrinks, not pixel-exact. ``dct_method`` as for
+    :func:`decode`. A bad image raises :class:`~recordforge.DecodeError` naming its
+    position."""
     mode = _check_channels(channels)
+    fast = _check_dct(dct_method)
     target = image_size(size) if size is not None else None
     resample = _resample(method) if target is not None else None
     n = len(images)
@@ -188,9 +280,8 @@ def decode_batch(
 
     def one(i: int) -> np.ndarray:
         try:
-            return _decode(
-                images[i], mode, target, resample, draft, None if out is None else out[i]
-            )
+            dest = None if out is None else out[i]
+            return _decode(images[i], mode, target, resample, draft, fast, dest)
         except DecodeError as e:
             raise DecodeError(f"image {i} of {n}: {e}") from None
 
