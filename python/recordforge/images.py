@@ -288,8 +288,12 @@ def decode_batch(
     if threads == 1 or n < 2:
         decoded = [one(i) for i in range(n)]
     else:
-        # A few images per task: fewer hand-offs, still balanced over the threads.
-        chunk = max(1, min(8, n // (4 * threads)))
+        # Two images per task: a hand-off (~20 us) is small next to a decode (~1.4 ms at
+        # 500x375), and the threads finish a batch together. With 8 per task one thread
+        # sat idle for up to 8 decodes at the end of each batch of 64 (bench_decode
+        # --turns: recordforge / the decoder alone, wall, 0.80-0.88x with 8, 0.91-1.00x
+        # with 2).
+        chunk = max(1, min(2, n // (4 * threads)))
         starts = range(0, n, chunk)
         parts = _pool(threads).map(lambda s: [one(i) for i in range(s, min(n, s + chunk))], starts)
         decoded = [a for part in parts for a in part]
