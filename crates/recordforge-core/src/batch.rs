@@ -44,6 +44,18 @@ pub struct Wanted<'s> {
     pub width: Option<usize>,
 }
 
+/// Borrowed [`Wanted`]s of owned `(name, kind, width)` triples.
+pub fn wanted_of<S: AsRef<str>>(owned: &[(S, Kind, Option<usize>)]) -> Vec<Wanted<'_>> {
+    owned
+        .iter()
+        .map(|(name, kind, width)| Wanted {
+            name: name.as_ref(),
+            kind: *kind,
+            width: *width,
+        })
+        .collect()
+}
+
 /// The decoded values of one feature, all records end to end.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {

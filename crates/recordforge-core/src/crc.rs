@@ -79,8 +79,7 @@ pub fn crc32c_threads(data: &[u8], threads: usize) -> u32 {
             .collect()
     });
     crcs.into_iter()
-        .reduce(|(a, _), (b, len)| (crc32c_combine(a, b, len), 0))
-        .map_or(0, |(crc, _)| crc)
+        .fold(0, |acc, (crc, len)| crc32c_combine(acc, crc, len))
 }
 
 /// Incremental CRC32C over several pieces.

@@ -17,7 +17,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
 
-use crate::batch::{decode_batch_spans, DecodedColumn, Kind, Wanted};
+use crate::batch::{decode_batch_spans, wanted_of, DecodedColumn, Kind};
 use crate::compression::Compression;
 use crate::error::{CorruptKind, Error};
 use crate::framing::{locate, next_intact, FileRecords, RecordReader};
@@ -240,7 +240,7 @@ pub struct BatchReader {
 
 impl BatchReader {
     /// Starts reading `files` in this order, decoding the `wanted` features
-    /// `(name, kind, width)` (see [`Wanted`]).
+    /// `(name, kind, width)` (see [`crate::batch::Wanted`]).
     pub fn start(
         files: Vec<PathBuf>,
         wanted: Vec<(String, Kind, Option<usize>)>,
@@ -590,14 +590,7 @@ fn decode_jobs(
     out: &SyncSender<Output>,
     wanted: &[(String, Kind, Option<usize>)],
 ) {
-    let wanted: Vec<Wanted<'_>> = wanted
-        .iter()
-        .map(|(name, kind, width)| Wanted {
-            name,
-            kind: *kind,
-            width: *width,
-        })
-        .collect();
+    let wanted = wanted_of(wanted);
     while let Ok(job) = jobs.recv() {
         let output = match job {
             Job::End(skipped) => {

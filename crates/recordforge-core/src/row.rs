@@ -3,7 +3,7 @@
 //! lookup kept from one record to the next ([`RecordDecoder`]), so that decoding a
 //! record allocates nothing once the first one is done.
 
-use crate::batch::{decode_row, empty_columns, DecodedColumn, Finder, Kind, Wanted};
+use crate::batch::{decode_row, empty_columns, wanted_of, DecodedColumn, Finder, Kind, Wanted};
 use crate::error::{Error, Result};
 
 /// The records of a list of files numbered end to end; with `every = (index, count)`
@@ -89,15 +89,7 @@ impl RecordDecoder {
     /// The wanted features of `record`, one column each (the same checks and errors as
     /// [`crate::batch::decode_batch_spans`]).
     pub fn decode(&mut self, record: &[u8]) -> Result<&[DecodedColumn]> {
-        let wanted: Vec<Wanted<'_>> = self
-            .wanted
-            .iter()
-            .map(|(name, kind, width)| Wanted {
-                name,
-                kind: *kind,
-                width: *width,
-            })
-            .collect();
+        let wanted = wanted_of(&self.wanted);
         for column in &mut self.columns {
             column.values.truncate(0);
             column.splits.truncate(1);

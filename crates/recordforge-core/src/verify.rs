@@ -124,7 +124,7 @@ fn walk_impl(buf: &[u8], verify: bool, threads: usize, file_crc: bool) -> (Walk,
 /// How far ahead of the records being checked the buffer's CRC is computed.
 const WINDOW: usize = 256 << 10;
 
-/// CRC32C of `buf[lo..hi]` extended by `buf[*hashed..to]`.
+/// Extends `acc`, the CRC32C of the bytes hashed so far (up to `*hashed`), to `to`.
 fn hash_to(buf: &[u8], acc: &mut u32, hashed: &mut usize, to: usize) {
     if to > *hashed {
         *acc = crc32c_combine(*acc, crc32c(&buf[*hashed..to]), (to - *hashed) as u64);
