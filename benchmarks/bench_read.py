@@ -375,6 +375,11 @@ def tfd_python(args: argparse.Namespace) -> str | None:
     for python in [args.tfd_python, sys.executable]:
         if python is None:
             continue
+        if os.sep in python:  # a path: the peers run from benchmarks/, so make it absolute
+            python = os.path.abspath(python)
+        if shutil.which(python) is None:
+            print(f"bench_read: --tfd-python {python}: no such interpreter", file=sys.stderr)
+            continue
         probe = subprocess.run([python, "-c", "import tfd_utils"], capture_output=True, check=False)
         if probe.returncode == 0:
             return str(python)

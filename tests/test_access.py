@@ -181,3 +181,21 @@ def test_threads_reading_large_records_at_once(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_scalars_keep_extreme_bit_patterns_and_behave_as_numpy_scalars(tmp_path: Path) -> None:
+    # The RowReader writes NumPy scalars' values directly into objects it allocates:
+    # every bit pattern must survive, and the objects must work like NumPy's own.
+    ints = np.array([-(2**63), 2**63 - 1, 0, -1, 0x0123456789ABCDEF], dtype=np.int64)
+    floats = np.array([np.nan, -0.0, np.inf, -3.4e38, 1.5e-45], dtype=np.float32)
+    rf.write_dataset({"a": ints, "f": floats}, tmp_path, index=True)
+    ds = rf.open_dataset(tmp_path)
+    for i in range(len(ints)):
+        row = ds[i]
+        a, f = row["a"], row["f"]
+        assert type(a) is np.int64 and type(f) is np.float32
+        assert a == ints[i] and a.tobytes() == ints[i].tobytes()
+        assert f.tobytes() == floats[i].tobytes()
+        assert hash(a) == hash(ints[i]) and np.array([a]).dtype == np.int64
+        assert (a + np.int64(0)) == ints[i]
+        assert str(f) == str(floats[i])

@@ -397,11 +397,11 @@ class Dataset:
         ...     ds[5], ds[-1]["id"]
         ({'id': np.int64(5), 'xy': array([1., 1.], dtype=float32)}, np.int64(9))
         """
-        if isinstance(i, (int, np.integer)):
-            rows = self._rows_cache
-            if rows is None:
-                rows = self._rows()
+        rows = self._rows_cache
+        if rows is not None and type(i) is int:  # the common case, first: ~0.1 µs
             return rows[i]
+        if isinstance(i, (int, np.integer)):
+            return (rows if rows is not None else self._rows())[i]
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
         return self.take(i)
