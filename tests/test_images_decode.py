@@ -266,3 +266,60 @@ def test_png_equals_tensorflow() -> None:
 def test_docstring_examples() -> None:
     failures, tried = doctest.testmod(images, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
+
+
+def _address(array: np.ndarray) -> int:
+    address: int = array.__array_interface__["data"][0]
+    return address
+
+
+def test_a_mixed_batch_decodes_as_one_image_at_a_time() -> None:
+    """JPEGs go into the batch's shared buffer; a PNG, a CMYK JPEG and one libjpeg-turbo
+    warns about get arrays of their own; every one equals :func:`images.decode`."""
+    cmyk = io.BytesIO()
+    Image.fromarray(RGB).convert("CMYK").save(cmyk, format="JPEG", quality=90)
+    jpeg = GENERATED["64x80 4:2:0"]
+    sos = jpeg.index(b"\xff\xda")
+    warns = jpeg[:sos] + b"\x00" * 10 + jpeg[sos:]
+    batch = [*GENERATED.values(), encode(RGB, "PNG"), cmyk.getvalue(), warns]
+    for channels in (1, 3, 4):
+        for threads in (1, 2):
+            got = images.decode_batch(batch, channels=channels, threads=threads)
+            assert len(got) == len(batch)
+            for array, data in zip(got, batch, strict=True):
+                want = images.decode(data, channels=channels)
+                assert array.shape == want.shape and array.dtype == np.uint8
+                assert array.tobytes() == want.tobytes()
+                assert array.flags.writeable and array.flags.c_contiguous
+            shared = [a for a in got[: len(GENERATED)] if a.base is not None]
+            assert len(shared) == len(GENERATED)  # every JPEG in the one buffer
+            assert len({id(a.base) for a in shared}) == 1
+
+
+def test_the_buffer_is_reused_only_after_every_array_of_its_batch_is_gone() -> None:
+    data = list(GENERATED.values())
+    first = images.decode_batch(data, threads=2)
+    kept = first[3]
+    expected = kept.copy()
+    start = _address(first[0])
+    del first
+    # One array of the first batch is alive: its buffer must not be handed out again.
+    for _ in range(3):
+        other = images.decode_batch(data[::-1], threads=2)
+        assert not any(np.shares_memory(kept, a) for a in other)
+        del other
+    assert kept.tobytes() == expected.tobytes()
+    del kept
+    # Now it is free: the next batch decodes into memory already mapped.
+    # (the last buffer freed is the first one taken).
+    assert _address(images.decode_batch(data, threads=2)[0]) == start
+
+
+def test_a_tensor_keeps_the_buffer_alive() -> None:
+    torch = pytest.importorskip("torch")
+    data = list(GENERATED.values())
+    tensor = torch.from_numpy(images.decode_batch(data, threads=2)[-1])
+    expected = tensor.clone()
+    for _ in range(3):
+        images.decode_batch(data[::-1], threads=2)
+    assert torch.equal(tensor, expected)

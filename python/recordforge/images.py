@@ -40,10 +40,12 @@ the target size, before the resize.
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -61,6 +63,13 @@ _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _JPEG_COLORSPACES = {"L": "GRAY", "RGB": "RGB", "RGBA": "RGBA"}
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
+#: Arena buffers whose batch has been dropped, ready for the next batch (see
+#: :func:`_arena`), and the weak references that put them back. Deque appends and pops
+#: and dict stores and pops are atomic, so the weakref callbacks take no lock.
+_FREE_ARENAS: collections.deque[np.ndarray] = collections.deque(maxlen=4)
+_ARENA_REFS: dict[int, weakref.ref[np.ndarray]] = {}
+_ARENA_ALIGN = 64
 
 
 def image_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -249,6 +258,83 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _arena(nbytes: int) -> np.ndarray:
+    """A writable ``uint8`` array of ``nbytes`` for one batch of decoded images, on
+    memory reused from an earlier batch once every array of that batch is gone.
+
+    Fresh memory costs a page fault per 4 KB at first touch: ~137 per 500x375 RGB image,
+    which made a batch of 64 decodes 25% slower than the same decodes into memory
+    already mapped (0.81 -> 1.02-1.17 ms per image, one thread). The arrays handed out
+    are views of the returned array, whose base is a ``memoryview`` (so NumPy does not
+    collapse their base past it): it lives while any of them does, and when it goes, a
+    weakref callback puts the memory back for the next batch."""
+    mem = None
+    while _FREE_ARENAS:
+        try:
+            candidate = _FREE_ARENAS.pop()
+        except IndexError:  # another thread took the last one
+            break
+        if candidate.nbytes >= nbytes:
+            mem = candidate
+            break
+    if mem is None:
+        mem = np.empty(max(nbytes + nbytes // 8, 1 << 20), np.uint8)
+    handle: np.ndarray = np.frombuffer(mem.data, np.uint8)
+
+    def release(ref: weakref.ref[np.ndarray], mem: np.ndarray = mem) -> None:
+        _ARENA_REFS.pop(id(ref), None)
+        _FREE_ARENAS.append(mem)
+
+    ref = weakref.ref(handle, release)
+    _ARENA_REFS[id(ref)] = ref
+    return handle
+
+
+def _plan(images: Sequence[bytes], mode: str) -> list[tuple[int, int, int]] | None:
+    """Where each JPEG's pixels go in one arena: ``(offset, height, width)``; offset -1
+    for an image simplejpeg is not to decode (not a JPEG, CMYK / YCCK, a bad header),
+    which then gets its own array. None when simplejpeg is not installed."""
+    simplejpeg = _simplejpeg()
+    if simplejpeg is None:
+        return None
+    channels = _CHANNELS[mode]
+    plan = []
+    at = 0
+    for data in images:
+        shape = None
+        if image_format(bytes(data[:3])) == "jpeg":
+            try:
+                height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+                if colorspace not in ("CMYK", "YCCK"):
+                    shape = (height, width)
+            except ValueError:
+                pass
+        if shape is None:
+            plan.append((-1, 0, 0))
+            continue
+        plan.append((at, *shape))
+        at += -(-shape[0] * shape[1] * channels // _ARENA_ALIGN) * _ARENA_ALIGN
+    return plan
+
+
+def _decode_into(
+    data: bytes, arena: np.ndarray, where: tuple[int, int, int], mode: str, fast: bool
+) -> np.ndarray:
+    """One image into its place in ``arena`` (see :func:`_plan`), else as :func:`_decode`."""
+    at, height, width = where
+    if at >= 0:
+        channels = _CHANNELS[mode]
+        view = arena[at : at + height * width * channels].reshape(height, width, channels)
+        try:
+            _simplejpeg().decode_jpeg(
+                data, colorspace=_JPEG_COLORSPACES[mode], fastdct=fast, buffer=view
+            )
+            return view
+        except ValueError:  # a warning or an error: Pillow decodes it or says why not
+            pass
+    return _decode(data, mode, None, None, False, fast)
+
+
 def decode_batch(
     images: Sequence[bytes],
     *,
@@ -264,10 +350,12 @@ def decode_batch(
     With ``size`` (``(height, width)`` or one int), every image is resized with
     :func:`resize`'s ``method`` and the result is one ``uint8`` array
     ``(n, height, width, channels)``; without it, a list of ``(h, w, channels)`` arrays
-    (sizes may differ). ``draft=True`` (with ``size``) decodes JPEGs at a reduced DCT
-    scale first: much faster for large shrinks, not pixel-exact. ``dct_method`` as for
-    :func:`decode`. A bad image raises :class:`~recordforge.DecodeError` naming its
-    position."""
+    (sizes may differ). The JPEGs of one call are decoded into one buffer, reused by a
+    later call once all of this call's arrays are gone: keeping one array of a batch
+    keeps the whole batch's pixels in memory. ``draft=True`` (with ``size``) decodes
+    JPEGs at a reduced DCT scale first: much faster for large shrinks, not pixel-exact.
+    ``dct_method`` as for :func:`decode`. A bad image raises
+    :class:`~recordforge.DecodeError` naming its position."""
     mode = _check_channels(channels)
     fast = _check_dct(dct_method)
     target = image_size(size) if size is not None else None
@@ -277,9 +365,17 @@ def decode_batch(
     if threads < 1:
         raise ValueError(f"threads must be >= 1, not {threads}")
     out = None if target is None else np.empty((n, *target, channels), np.uint8)
+    # Without a size, the JPEGs' pixels go into one arena per batch (see `_arena`).
+    plan = _plan(images, mode) if out is None else None
+    arena = None
+    if plan:
+        last = max(plan)
+        arena = _arena(last[0] + last[1] * last[2] * channels)
 
     def one(i: int) -> np.ndarray:
         try:
+            if arena is not None and plan is not None:
+                return _decode_into(images[i], arena, plan[i], mode, fast)
             dest = None if out is None else out[i]
             return _decode(images[i], mode, target, resample, draft, fast, dest)
         except DecodeError as e:
