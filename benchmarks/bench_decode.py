@@ -24,8 +24,9 @@ page cache and itself up, and then times ``--rounds`` full passes; the best pass
   num_parallel_calls=AUTOTUNE)`` -> ``prefetch``, arrays taken out with
   ``as_numpy_iterator``; ``tf-accurate``: the same with
   ``dct_method="INTEGER_ACCURATE"``;
-* with ``--resize`` (default 224): decode + resize to a square, ours (Pillow's
-  antialiased bilinear) and TF (``tf.image.resize``, bilinear, cast to uint8);
+* with ``--resize`` (default 224): decode + resize to a square, ours
+  (``decode_batch(size=...)``: TensorFlow's bilinear resize in Rust, rounded) and TF
+  (``tf.image.resize``, bilinear, ``tf.round``, cast to uint8): the same pixels;
   ``recordforge-resize-draft`` (``draft=True``: JPEG DCT scaling first) on request.
 
 Then (``--turns``, default 8) ``recordforge``, ``tf`` and ``decoder`` take turns in one
@@ -228,7 +229,7 @@ def peer_tf(
             tf.io.parse_single_example(record, description)["image"], channels=3, dct_method=dct
         )
         if size is not None:
-            image = tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
+            image = tf.cast(tf.round(tf.image.resize(image, (size, size))), tf.uint8)
         return image
 
     pipeline = (
@@ -456,7 +457,8 @@ def report(meta: dict[str, Any], results: dict[str, Any], resize: int) -> None:
             verdict = f"  target >= {target:.2f}: {'met' if ratio >= target else 'MISSED'}"
         print(f"{label:58} {ratio:6.2f}x{verdict}")
     print()
-    for group in (("recordforge", "decoder", "decoder-1t", "tf"), ACCURATE):
+    resized = ("recordforge-resize", "tf-resize")
+    for group in (("recordforge", "decoder", "decoder-1t", "tf"), ACCURATE, resized):
         digests = {n: results[n]["digest"] for n in group if n in results}
         if len(digests) < 2:
             continue

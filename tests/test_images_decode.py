@@ -323,3 +323,67 @@ def test_a_tensor_keeps_the_buffer_alive() -> None:
     for _ in range(3):
         images.decode_batch(data[::-1], threads=2)
     assert torch.equal(tensor, expected)
+
+
+@pytest.mark.parametrize(
+    "shape,size",
+    [
+        ((375, 500, 3), (224, 224)),
+        ((500, 375, 3), (224, 224)),
+        ((7, 9, 1), (3, 2)),
+        ((7, 9, 4), (20, 31)),
+        ((1, 1, 3), (5, 4)),
+        ((33, 17, 3), (33, 17)),
+        ((480, 640, 3), (299, 299)),
+        ((6, 6, 5), (4, 9)),
+    ],
+)
+def test_resize_is_tensorflow_bilinear(shape: tuple[int, int, int], size: tuple[int, int]) -> None:
+    """``float32`` out of the core equals ``tf.image.resize`` bit for bit; ``resize``
+    (``uint8``) equals ``np.round`` of it, for every shape and channel count."""
+    tf = pytest.importorskip("tensorflow")
+    from recordforge import _core
+
+    image = RNG.integers(0, 256, shape, dtype=np.uint8)
+    want = tf.image.resize(image, size).numpy()
+    exact = np.empty((*size, shape[2]), np.float32)
+    _core.resize_bilinear(image, exact)
+    assert exact.tobytes() == want.tobytes()
+    got = images.resize(image, size)
+    assert got.dtype == np.uint8 and got.flags.writeable
+    assert np.array_equal(got, np.round(want))
+    if shape[2] == 1:
+        assert np.array_equal(images.resize(image[:, :, 0], size), np.round(want[:, :, 0]))
+
+
+def test_resize_methods_and_errors() -> None:
+    image = RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    tf_way = images.resize(image, (20, 30))
+    smooth = images.resize(image, (20, 30), antialias=True)
+    assert np.array_equal(smooth, _pillow_resize(image, (20, 30)))
+    assert not np.array_equal(tf_way, smooth)  # antialiasing averages more pixels
+    assert images.resize(image, 8, method="nearest").shape == (8, 8, 3)
+    from recordforge import _core
+
+    with pytest.raises(ValueError, match="cannot resize"):
+        _core.resize_bilinear(image, np.empty((5, 5, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        _core.resize_bilinear(image, np.empty((5, 5, 3), np.float64))
+
+
+def _pillow_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def test_decode_batch_resizes_as_tensorflow(shared_data: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    data = _jpegs(shared_data)[:12]
+    for size in [(224, 224), (61, 93)]:
+        got = images.decode_batch(data, size=size, threads=2)
+        for array, jpeg in zip(got, data, strict=True):
+            want = tf.image.resize(tf.io.decode_jpeg(jpeg, channels=3), size).numpy()
+            assert np.array_equal(array, np.round(want))
+    # Pillow-only decoding (no simplejpeg) resizes the same way.
+    png = encode(RGB, "PNG")
+    want = tf.image.resize(tf.io.decode_png(png, channels=3), (7, 5)).numpy()
+    assert np.array_equal(images.decode_batch([png], size=(7, 5))[0], np.round(want))

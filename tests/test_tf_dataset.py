@@ -246,6 +246,32 @@ def test_images_resized_float32_and_keras_pairs(per_annotation: Converted) -> No
     assert inputs["image"].shape == (4, 24, 24, 3) and labels.shape == (4,)
 
 
+def test_numpy_path_images_equal_the_tf_path(per_image: Converted) -> None:
+    """Decoded, the NumPy path's pixels are the tf.data path's, bit for bit; resized,
+    they are ``np.round`` of TensorFlow's ``float32`` values (``tf.image.resize``)."""
+    encoded = [r["image/encoded"][0] for r in per_image.records]
+    for size, batch_size in [(None, 8), ((48, 40), 16), ((224, 224), 8)]:
+        tfds = to_tf_dataset(
+            per_image.ds,
+            batch_size=batch_size,
+            interleave=False,
+            features=["image/encoded"],
+            image_size=size,
+        )
+        got: list[np.ndarray[Any, Any]] = []
+        for batch in tfds:
+            images = batch["image/encoded"]
+            got.extend(im.numpy() if size else im.to_tensor().numpy() for im in images)
+        ours = rf.images.decode_batch(encoded, size=size, threads=2)
+        assert len(got) == len(ours) == 50
+        for theirs, mine in zip(got, ours, strict=True):
+            if size is None:
+                assert theirs.tobytes() == mine.tobytes()
+            else:
+                assert theirs.dtype == np.float32 and mine.dtype == np.uint8
+                assert np.array_equal(np.round(theirs), mine)
+
+
 def test_shuffle_reproducible_from_seed_and_repeat(per_annotation: Converted) -> None:
     def ids(seed: int | None, shuffle: int = 64) -> list[int]:
         tfds = to_tf_dataset(

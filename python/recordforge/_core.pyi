@@ -27,6 +27,7 @@ __all__ = [
     "file_crc32c",
     "masked_crc32c",
     "read_records",
+    "resize_bilinear",
     "scan_records",
     "take_records",
     "verify_file",
@@ -57,6 +58,9 @@ def scan_records(
     path_or_file: Any, compression: str | None = "auto", verify: bool = True, threads: int = 0
 ) -> tuple[int, int, int]: ...
 def file_crc32c(path: str | os.PathLike[str], threads: int = 2) -> int: ...
+def resize_bilinear(
+    image: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8] | npt.NDArray[np.float32]
+) -> None: ...
 def verify_file(
     path: str | os.PathLike[str],
     names: Sequence[str],

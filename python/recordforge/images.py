@@ -18,6 +18,10 @@ accurate IDCT: CMYK / YCCK JPEGs (Pillow's CMYK-to-RGB conversion, as before), f
 libjpeg-turbo reads only with a warning (damaged but decodable data: Pillow decodes them
 or raises the error), and every JPEG when ``simplejpeg`` is not installed.
 
+Resizing (:func:`resize`, ``decode_batch(size=...)``) is by default TensorFlow's
+bilinear ``tf.image.resize``, computed in Rust and rounded to ``uint8``: the NumPy path
+gives what the ``tf.data`` path gives (``to_tf_dataset(image_size=...)``), rounded.
+
 Only ``draft=True`` trades exactness for speed: a JPEG to be resized is decoded straight
 to a smaller scale (a multiple of 1/8; with Pillow alone 1/2, 1/4 or 1/8), never below
 the target size, before the resize.
@@ -84,7 +88,16 @@ def image_size(size: int | Sequence[int]) -> tuple[int, int]:
     return (pair[0], pair[1])
 
 
-def _resample(method: Method) -> Any:
+#: The ``resample`` that means TensorFlow's bilinear resize, in Rust (not Pillow's).
+_TF_BILINEAR = "tf-bilinear"
+_SCRATCH = threading.local()
+
+
+def _resample(method: Method, antialias: bool = True) -> Any:
+    """Pillow's filter for ``method``, or :data:`_TF_BILINEAR` for bilinear without
+    antialiasing."""
+    if method == "bilinear" and not antialias:
+        return _TF_BILINEAR
     from PIL import Image
 
     filters = {
@@ -124,7 +137,37 @@ def _simplejpeg() -> Any:
     return simplejpeg
 
 
-def _resize_array(array: np.ndarray, size: tuple[int, int], resample: Any) -> np.ndarray:
+def _scratch(shape: tuple[int, int, int]) -> np.ndarray:
+    """This thread's reusable buffer, as an array of ``shape``: an image decoded only to
+    be resized is decoded into memory already mapped (no page faults)."""
+    nbytes = shape[0] * shape[1] * shape[2]
+    buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _SCRATCH.buf = np.empty(nbytes + nbytes // 4, np.uint8)
+    return buf[:nbytes].reshape(shape)
+
+
+def _resize_array(
+    array: np.ndarray,
+    size: tuple[int, int],
+    resample: Any,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    if resample == _TF_BILINEAR:
+        from recordforge import _core
+
+        if out is None:
+            out = np.empty((*size, array.shape[2]), np.uint8)
+        _core.resize_bilinear(np.ascontiguousarray(array), out)
+        return out
+    resized = _resize_pillow(array, size, resample)
+    if out is None:
+        return resized
+    out[...] = resized
+    return out
+
+
+def _resize_pillow(array: np.ndarray, size: tuple[int, int], resample: Any) -> np.ndarray:
     from PIL import Image
 
     squeeze = array.ndim == 3 and array.shape[2] == 1
@@ -140,6 +183,7 @@ def _decode_jpeg(
     resample: Any,
     draft: bool,
     fast: bool,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """libjpeg-turbo's decode (through simplejpeg), or None where Pillow is to decode:
     no simplejpeg, a CMYK / YCCK JPEG, or any error or warning from libjpeg-turbo
@@ -150,21 +194,33 @@ def _decode_jpeg(
     # Scaled decoding: the smallest scale (k/8) that keeps the image this large.
     min_height, min_width = size if draft and size is not None else (0, 0)
     try:
-        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(
+            data, min_height=min_height, min_width=min_width
+        )
         if colorspace in ("CMYK", "YCCK"):
             return None
+        # To be resized: decoded into this thread's scratch buffer, not fresh memory.
+        buffer = None if size is None else _scratch((height, width, _CHANNELS[mode]))
         array: np.ndarray = simplejpeg.decode_jpeg(
             data,
             colorspace=_JPEG_COLORSPACES[mode],
             fastdct=fast,
             min_height=min_height,
             min_width=min_width,
+            buffer=buffer,
         )
     except ValueError:
         return None
-    if size is not None and array.shape[:2] != size:
-        return _resize_array(array, size, resample)
-    return array
+    if size is None:
+        return array
+    if array.shape[:2] != size:
+        return _resize_array(array, size, resample, out)
+    return array.copy() if out is None else _copy_into(out, array)
+
+
+def _copy_into(out: np.ndarray, array: np.ndarray) -> np.ndarray:
+    out[...] = array
+    return out
 
 
 def _decode(
@@ -178,7 +234,9 @@ def _decode(
 ) -> np.ndarray:
     array = None
     if image_format(bytes(data[:3])) == "jpeg":
-        array = _decode_jpeg(data, mode, size, resample, draft, fast)
+        array = _decode_jpeg(data, mode, size, resample, draft, fast, out)
+        if array is not None and array is out:
+            return out
     if array is None:
         array = _decode_pillow(data, mode, size, resample, draft)
     if out is not None:
@@ -205,13 +263,17 @@ def _decode_pillow(
             im: Any = opened
             if im.mode != mode:
                 im = im.convert(mode)
-            if size is not None and im.size != (size[1], size[0]):
+            pillow_resizes = resample != _TF_BILINEAR
+            if pillow_resizes and size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), resample)
             array = np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         kind = image_format(bytes(data[:16])) or "not an image format we know"
         raise DecodeError(f"cannot decode image ({kind}, {len(data)} bytes): {e}") from None
-    return array[:, :, None] if array.ndim == 2 else array
+    array = array[:, :, None] if array.ndim == 2 else array
+    if size is not None and array.shape[:2] != size:
+        return _resize_array(array, size, resample)
+    return array
 
 
 def decode(data: bytes, *, channels: int = 3, dct_method: DctMethod = "INTEGER_FAST") -> np.ndarray:
@@ -225,17 +287,29 @@ def decode(data: bytes, *, channels: int = 3, dct_method: DctMethod = "INTEGER_F
 
 
 def resize(
-    image: np.ndarray, size: int | Sequence[int], *, method: Method = "bilinear"
+    image: np.ndarray,
+    size: int | Sequence[int],
+    *,
+    method: Method = "bilinear",
+    antialias: bool = False,
 ) -> np.ndarray:
     """A ``uint8`` image ``(height, width, channels)`` (or ``(height, width)``) resized to
-    ``size`` (``(height, width)``, or one int for a square; the aspect ratio is not kept)
-    with Pillow's filter ``method``, antialiased when shrinking (``tf.image.resize`` is
-    not by default, so values differ from TensorFlow's slightly)."""
+    ``size`` (``(height, width)``, or one int for a square; the aspect ratio is not kept).
+
+    The default, ``method="bilinear"`` without ``antialias``, is ``tf.image.resize``'s
+    (half-pixel centres, no antialiasing: the Keras example's resize), computed in Rust
+    with TensorFlow's ``float32`` arithmetic and rounded to the nearest level (halves to
+    even): ``np.round`` of TensorFlow's values, exactly. Any other ``method``, or
+    ``antialias=True``, is Pillow's filter of that name, antialiased when shrinking
+    (not what ``tf.image.resize(antialias=True)`` gives, which has kernels of its own).
+    """
     target = image_size(size)
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"resize takes uint8 (H, W[, C]) arrays, not {array.dtype} {array.shape}")
-    out = _resize_array(array, target, _resample(method)).copy()
+    three = array[:, :, None] if array.ndim == 2 else array
+    out = _resize_array(three, target, _resample(method, antialias))
+    out = out if out.flags.writeable and out.base is None else out.copy()
     return out[:, :, 0] if array.ndim == 2 else out
 
 
@@ -341,14 +415,16 @@ def decode_batch(
     size: int | Sequence[int] | None = None,
     channels: int = 3,
     method: Method = "bilinear",
+    antialias: bool = False,
     threads: int | None = None,
     draft: bool = False,
     dct_method: DctMethod = "INTEGER_FAST",
 ) -> Any:
     """Decodes ``images`` (encoded bytes) on ``threads`` threads (default: one per core).
 
-    With ``size`` (``(height, width)`` or one int), every image is resized with
-    :func:`resize`'s ``method`` and the result is one ``uint8`` array
+    With ``size`` (``(height, width)`` or one int), every image is resized as by
+    :func:`resize` with ``method`` and ``antialias`` (by default TensorFlow's bilinear
+    resize, rounded), and the result is one ``uint8`` array
     ``(n, height, width, channels)``; without it, a list of ``(h, w, channels)`` arrays
     (sizes may differ). The JPEGs of one call are decoded into one buffer, reused by a
     later call once all of this call's arrays are gone: keeping one array of a batch
@@ -359,7 +435,7 @@ def decode_batch(
     mode = _check_channels(channels)
     fast = _check_dct(dct_method)
     target = image_size(size) if size is not None else None
-    resample = _resample(method) if target is not None else None
+    resample = _resample(method, antialias) if target is not None else None
     n = len(images)
     threads = default_threads() if threads is None else threads
     if threads < 1:

@@ -14,6 +14,7 @@ pub mod example;
 pub mod framing;
 mod parallel;
 pub mod reader;
+pub mod resize;
 pub mod row;
 pub mod scan;
 pub mod sequence;

@@ -7,6 +7,7 @@ mod columns;
 mod convert;
 mod decode;
 mod errors;
+mod image;
 mod io;
 mod pyfile;
 mod reader;
@@ -36,5 +37,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<io::RecordIterator>()?;
     m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
     m.add_function(wrap_pyfunction!(verify::file_crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(image::resize_bilinear, m)?)?;
     Ok(())
 }
