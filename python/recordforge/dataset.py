@@ -98,6 +98,7 @@ class Dataset:
         self._wanted_cache: list[tuple[str, str, int | None]] | None = None
         self._starts_cache: np.ndarray | None = None
         self._rows_cache: _core.RowReader | None = None
+        self._len_cache: int | None = None
         #: Damaged regions skipped with ``on_corrupt="skip"``: file, start, end, reason.
         self.skipped: list[dict[str, Any]] = []
 
@@ -172,6 +173,12 @@ class Dataset:
         return files
 
     def __len__(self) -> int:
+        # Files, counts and the shard never change after construction: computed once.
+        if self._len_cache is None:
+            self._len_cache = self._count_mine()
+        return self._len_cache
+
+    def _count_mine(self) -> int:
         counts = self._file_counts()
         mine = sum(counts[i] for i in self._my_files())
         shard = self._order.shard
