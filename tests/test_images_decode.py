@@ -387,3 +387,22 @@ def test_decode_batch_resizes_as_tensorflow(shared_data: Path) -> None:
     png = encode(RGB, "PNG")
     want = tf.image.resize(tf.io.decode_png(png, channels=3), (7, 5)).numpy()
     assert np.array_equal(images.decode_batch([png], size=(7, 5))[0], np.round(want))
+
+
+def test_draft_scales_are_the_fast_ones() -> None:
+    """1/2, 1/4 or 1/8 when that stays at least the target size, else the full size
+    (3/8 and 5/8 decode more slowly than full size)."""
+    simplejpeg = pytest.importorskip("simplejpeg")
+    smooth = np.linspace(0, 255, 64 * 80 * 3).reshape(64, 80, 3).astype(np.uint8)
+    jpeg = encode(smooth, "JPEG", quality=95)
+    assert images._draft_size(64, 80, (30, 40)) == (32, 40)
+    assert images._draft_size(64, 80, (8, 10)) == (8, 10)
+    assert images._draft_size(64, 80, (9, 10)) == (16, 20)
+    assert images._draft_size(64, 80, (40, 50)) == (64, 80)  # not 5/8 (40x50)
+    assert images._draft_size(375, 500, (224, 224)) == (375, 500)
+    half = simplejpeg.decode_jpeg(jpeg, fastdct=True, min_height=32, min_width=40)
+    assert half.shape == (32, 40, 3)
+    got = images.decode_batch([jpeg], size=(30, 40), draft=True)[0]
+    assert np.array_equal(got, images.resize(half, (30, 40)))
+    full = images.decode_batch([jpeg], size=(40, 50), draft=True)[0]
+    assert np.array_equal(full, images.decode_batch([jpeg], size=(40, 50))[0])

@@ -23,8 +23,8 @@ bilinear ``tf.image.resize``, computed in Rust and rounded to ``uint8``: the Num
 gives what the ``tf.data`` path gives (``to_tf_dataset(image_size=...)``), rounded.
 
 Only ``draft=True`` trades exactness for speed: a JPEG to be resized is decoded straight
-to a smaller scale (a multiple of 1/8; with Pillow alone 1/2, 1/4 or 1/8), never below
-the target size, before the resize.
+to 1/2, 1/4 or 1/8 scale (the smallest that stays at least the target size; else full
+size), before the resize.
 
 >>> import io, numpy as np
 >>> from PIL import Image
@@ -191,14 +191,14 @@ def _decode_jpeg(
     simplejpeg = _simplejpeg()
     if simplejpeg is None:
         return None
-    # Scaled decoding: the smallest scale (k/8) that keeps the image this large.
-    min_height, min_width = size if draft and size is not None else (0, 0)
     try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(
-            data, min_height=min_height, min_width=min_width
-        )
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace in ("CMYK", "YCCK"):
             return None
+        min_height = min_width = 0
+        if draft and size is not None:
+            height, width = _draft_size(height, width, size)
+            min_height, min_width = height, width
         # To be resized: decoded into this thread's scratch buffer, not fresh memory.
         buffer = None if size is None else _scratch((height, width, _CHANNELS[mode]))
         array: np.ndarray = simplejpeg.decode_jpeg(
@@ -216,6 +216,18 @@ def _decode_jpeg(
     if array.shape[:2] != size:
         return _resize_array(array, size, resample, out)
     return array.copy() if out is None else _copy_into(out, array)
+
+
+def _draft_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The size a JPEG decodes to with ``draft``: the smallest of 1/8, 1/4 and 1/2 scale
+    that keeps it at least ``size``, else full size. libjpeg-turbo has SIMD IDCTs for
+    these scales only: 3/8 and 5/8 cost more than a full decode (0.95 and 1.48 ms
+    against 1.18 for a 500x375 image)."""
+    for eighths in (1, 2, 4):
+        scaled = (-(-height * eighths // 8), -(-width * eighths // 8))
+        if scaled[0] >= size[0] and scaled[1] >= size[1]:
+            return scaled
+    return height, width
 
 
 def _copy_into(out: np.ndarray, array: np.ndarray) -> np.ndarray:
