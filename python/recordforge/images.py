@@ -456,8 +456,8 @@ def decode_batch(
     # Without a size, the JPEGs' pixels go into one arena per batch (see `_arena`).
     plan = _plan(images, mode) if out is None else None
     arena = None
-    if plan:
-        last = max(plan)
+    last = max(plan) if plan else (-1, 0, 0)
+    if last[0] >= 0:  # at least one JPEG for simplejpeg
         arena = _arena(last[0] + last[1] * last[2] * channels)
 
     def one(i: int) -> np.ndarray:
