@@ -273,6 +273,17 @@ def _address(array: np.ndarray) -> int:
     return address
 
 
+def _big_jpegs(n: int) -> list[bytes]:
+    """JPEGs of 300x400 and 400x300: a batch of them has over 1 MB of pixels (smaller
+    batches get an array per image)."""
+    rng = np.random.default_rng(7)
+    shapes = [(300, 400, 3), (400, 300, 3)]
+    return [encode(rng.integers(0, 256, shapes[i % 2], dtype=np.uint8), "JPEG") for i in range(n)]
+
+
+BIG = _big_jpegs(10)
+
+
 def test_a_mixed_batch_decodes_as_one_image_at_a_time() -> None:
     """JPEGs go into the batch's shared buffer; a PNG, a CMYK JPEG and one libjpeg-turbo
     warns about get arrays of their own; every one equals :func:`images.decode`."""
@@ -281,7 +292,8 @@ def test_a_mixed_batch_decodes_as_one_image_at_a_time() -> None:
     jpeg = GENERATED["64x80 4:2:0"]
     sos = jpeg.index(b"\xff\xda")
     warns = jpeg[:sos] + b"\x00" * 10 + jpeg[sos:]
-    batch = [*GENERATED.values(), encode(RGB, "PNG"), cmyk.getvalue(), warns]
+    jpegs = [*BIG, *GENERATED.values()]
+    batch = [*jpegs, encode(RGB, "PNG"), cmyk.getvalue(), warns]
     for channels in (1, 3, 4):
         for threads in (1, 2):
             got = images.decode_batch(batch, channels=channels, threads=threads)
@@ -291,13 +303,33 @@ def test_a_mixed_batch_decodes_as_one_image_at_a_time() -> None:
                 assert array.shape == want.shape and array.dtype == np.uint8
                 assert array.tobytes() == want.tobytes()
                 assert array.flags.writeable and array.flags.c_contiguous
-            shared = [a for a in got[: len(GENERATED)] if a.base is not None]
-            assert len(shared) == len(GENERATED)  # every JPEG in the one buffer
+            shared = [a for a in got[: len(jpegs)] if a.base is not None]
+            assert len(shared) == len(jpegs)  # every JPEG in the one buffer
             assert len({id(a.base) for a in shared}) == 1
+            assert all(a.base is None for a in got[len(jpegs) :])
+    # A batch of under 1 MB of pixels: an array per image.
+    assert all(a.base is None for a in images.decode_batch(list(GENERATED.values())))
+
+
+def test_a_small_batch_does_not_pin_a_large_buffer() -> None:
+    images.decode_batch(BIG * 4)  # a large buffer, freed at once
+    small = images.decode_batch(BIG[:3])
+    assert small[0].base is not None
+    assert small[0].base.nbytes <= 2 * sum(a.nbytes for a in small) + 3 * 64
+
+
+def test_an_image_too_large_for_the_buffer_gets_its_own_array() -> None:
+    jpeg = bytearray(BIG[0])
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    # The header claims 60000x60000 (10.8 GB of RGB): no buffer that size for the batch;
+    # the image fails alone, named, and the others are not allocated for its sake.
+    with pytest.raises(rf.DecodeError, match=r"^image 1 of 3: .*3600000000 pixels"):
+        images.decode_batch([BIG[1], bytes(jpeg), BIG[2]], threads=1)
 
 
 def test_the_buffer_is_reused_only_after_every_array_of_its_batch_is_gone() -> None:
-    data = list(GENERATED.values())
+    data = list(BIG)
     first = images.decode_batch(data, threads=2)
     kept = first[3]
     expected = kept.copy()
@@ -317,7 +349,7 @@ def test_the_buffer_is_reused_only_after_every_array_of_its_batch_is_gone() -> N
 
 def test_a_tensor_keeps_the_buffer_alive() -> None:
     torch = pytest.importorskip("torch")
-    data = list(GENERATED.values())
+    data = list(BIG)
     tensor = torch.from_numpy(images.decode_batch(data, threads=2)[-1])
     expected = tensor.clone()
     for _ in range(3):

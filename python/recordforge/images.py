@@ -47,6 +47,7 @@ from __future__ import annotations
 import collections
 import functools
 import io
+import numbers
 import os
 import threading
 import weakref
@@ -74,6 +75,12 @@ _CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
 _FREE_ARENAS: collections.deque[np.ndarray] = collections.deque(maxlen=4)
 _ARENA_REFS: dict[int, weakref.ref[np.ndarray]] = {}
 _ARENA_ALIGN = 64
+#: Batches of fewer pixel bytes get an array per image (a page fault per 4 KB matters
+#: little there); images of more get their own array (and a hostile header's size is
+#: not allocated for the whole batch up front); arenas of more are not kept for reuse.
+_ARENA_MIN = 1 << 20
+_IMAGE_MAX = 64 << 20
+_ARENA_KEEP_MAX = 512 << 20
 
 
 def image_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -82,10 +89,12 @@ def image_size(size: int | Sequence[int]) -> tuple[int, int]:
     >>> image_size(224), image_size((48, 64))
     ((224, 224), (48, 64))
     """
-    pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+    # NumPy integers count as ints (numbers.Integral).
+    given: Any = size
+    pair = (given, given) if isinstance(given, numbers.Integral) else tuple(given)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and int(v) > 0 for v in pair):
         raise ValueError(f"image size must be an int > 0 or (height, width), not {size!r}")
-    return (pair[0], pair[1])
+    return (int(pair[0]), int(pair[1]))
 
 
 #: The ``resample`` that means TensorFlow's bilinear resize, in Rust (not Pillow's).
@@ -279,7 +288,7 @@ def _decode_pillow(
             if pillow_resizes and size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), resample)
             array = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         kind = image_format(bytes(data[:16])) or "not an image format we know"
         raise DecodeError(f"cannot decode image ({kind}, {len(data)} bytes): {e}") from None
     array = array[:, :, None] if array.ndim == 2 else array
@@ -355,21 +364,24 @@ def _arena(nbytes: int) -> np.ndarray:
     collapse their base past it): it lives while any of them does, and when it goes, a
     weakref callback puts the memory back for the next batch."""
     mem = None
-    while _FREE_ARENAS:
+    # A free arena fits if it is big enough but not over twice the size: a small batch
+    # must not pin a large earlier batch's memory. Those that do not fit are dropped.
+    for _ in range(len(_FREE_ARENAS)):
         try:
             candidate = _FREE_ARENAS.pop()
         except IndexError:  # another thread took the last one
             break
-        if candidate.nbytes >= nbytes:
+        if nbytes <= candidate.nbytes <= 2 * nbytes:
             mem = candidate
             break
     if mem is None:
-        mem = np.empty(max(nbytes + nbytes // 8, 1 << 20), np.uint8)
+        mem = np.empty(nbytes + nbytes // 8, np.uint8)
     handle: np.ndarray = np.frombuffer(mem.data, np.uint8)
 
     def release(ref: weakref.ref[np.ndarray], mem: np.ndarray = mem) -> None:
         _ARENA_REFS.pop(id(ref), None)
-        _FREE_ARENAS.append(mem)
+        if mem.nbytes <= _ARENA_KEEP_MAX:
+            _FREE_ARENAS.append(mem)
 
     ref = weakref.ref(handle, release)
     _ARENA_REFS[id(ref)] = ref
@@ -378,8 +390,9 @@ def _arena(nbytes: int) -> np.ndarray:
 
 def _plan(images: Sequence[bytes], mode: str) -> list[tuple[int, int, int]] | None:
     """Where each JPEG's pixels go in one arena: ``(offset, height, width)``; offset -1
-    for an image simplejpeg is not to decode (not a JPEG, CMYK / YCCK, a bad header),
-    which then gets its own array. None when simplejpeg is not installed."""
+    for an image simplejpeg is not to decode (not a JPEG, CMYK / YCCK, a bad header) or
+    one over ``_IMAGE_MAX`` bytes of pixels, which then gets its own array. None when
+    simplejpeg is not installed."""
     simplejpeg = _simplejpeg()
     if simplejpeg is None:
         return None
@@ -391,7 +404,8 @@ def _plan(images: Sequence[bytes], mode: str) -> list[tuple[int, int, int]] | No
         if image_format(bytes(data[:3])) == "jpeg":
             try:
                 height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-                if colorspace not in ("CMYK", "YCCK"):
+                small = height * width * channels <= _IMAGE_MAX
+                if small and colorspace not in ("CMYK", "YCCK"):
                     shape = (height, width)
             except ValueError:
                 pass
@@ -438,9 +452,10 @@ def decode_batch(
     :func:`resize` with ``method`` and ``antialias`` (by default TensorFlow's bilinear
     resize, rounded), and the result is one ``uint8`` array
     ``(n, height, width, channels)``; without it, a list of ``(h, w, channels)`` arrays
-    (sizes may differ). The JPEGs of one call are decoded into one buffer, reused by a
-    later call once all of this call's arrays are gone: keeping one array of a batch
-    keeps the whole batch's pixels in memory. ``draft=True`` (with ``size``) decodes
+    (sizes may differ). The JPEGs of one call (from 1 MB of pixels) are decoded into one
+    buffer, reused by a later call once all of this call's arrays are gone: keeping one
+    array of a batch keeps the buffer (up to twice the batch's pixels) in memory, and up
+    to 4 freed buffers stay allocated for reuse. ``draft=True`` (with ``size``) decodes
     JPEGs at a reduced DCT scale first: much faster for large shrinks, not pixel-exact.
     ``dct_method`` as for :func:`decode`. A bad image raises
     :class:`~recordforge.DecodeError` naming its position."""
@@ -457,8 +472,9 @@ def decode_batch(
     plan = _plan(images, mode) if out is None else None
     arena = None
     last = max(plan) if plan else (-1, 0, 0)
-    if last[0] >= 0:  # at least one JPEG for simplejpeg
-        arena = _arena(last[0] + last[1] * last[2] * channels)
+    total = last[0] + last[1] * last[2] * channels
+    if last[0] >= 0 and total >= _ARENA_MIN:
+        arena = _arena(total)
 
     def one(i: int) -> np.ndarray:
         try:

@@ -24,7 +24,9 @@ impl Taps {
         for i in 0..output {
             let at = (i as f32 + 0.5) * scale - 0.5;
             let floor = at.floor();
-            taps.lower.push((floor as i64).max(0) as usize);
+            // Clamped at both ends: at widths near 2^24, f32 rounding can put `floor`
+            // past the last pixel.
+            taps.lower.push((floor as i64).clamp(0, last) as usize);
             taps.upper.push((at.ceil() as i64).min(last) as usize);
             taps.lerp.push(at - floor);
         }
