@@ -470,13 +470,7 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use crate::example::{decode_example, encode_example, Feature};
-
-    fn record(features: &[(&str, Feature<'_>)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_example(features, &mut out);
-        out
-    }
+    use crate::example::{decode_example, example_bytes as record, Feature};
 
     #[test]
     fn columns_equal_per_record_decoding() {

@@ -375,15 +375,18 @@ pub fn encode_example<K: AsRef<[u8]>>(features: &[(K, Feature<'_>)], out: &mut V
     write_features(out, features);
 }
 
+/// `features` encoded as one `Example`, in a new buffer (for tests across the crate).
+#[cfg(test)]
+pub(crate) fn example_bytes(features: &[(&str, Feature<'_>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_example(features, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use super::example_bytes as enc;
     use super::*;
-
-    fn enc(features: &[(&str, Feature<'_>)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_example(features, &mut out);
-        out
-    }
 
     #[test]
     fn golden_single_bytes_feature() {

@@ -105,13 +105,7 @@ mod tests {
 
     use super::*;
     use crate::batch::{decode_batch_spans, Values};
-    use crate::example::{encode_example, Feature};
-
-    fn record(features: &[(&str, Feature<'_>)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_example(features, &mut out);
-        out
-    }
+    use crate::example::{example_bytes as record, Feature};
 
     #[test]
     fn rows_are_found_across_empty_files_shards_and_from_the_end() {
