@@ -45,6 +45,7 @@ size), before the resize.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import io
 import numbers
@@ -162,6 +163,12 @@ def _resize_array(
     resample: Any,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
+    """``array`` at ``size`` in ``out`` (or a new array): a copy when it is that size."""
+    if array.shape[:2] == size:
+        if out is None:
+            return array.copy()
+        out[...] = array
+        return out
     if resample == _TF_BILINEAR:
         from recordforge import _core
 
@@ -185,46 +192,47 @@ def _resize_pillow(array: np.ndarray, size: tuple[int, int], resample: Any) -> n
     return out[:, :, None] if out.ndim == 2 else out
 
 
-def _decode_jpeg(
-    data: bytes,
-    mode: str,
-    size: tuple[int, int] | None,
-    resample: Any,
-    draft: bool,
-    fast: bool,
-    out: np.ndarray | None = None,
-) -> np.ndarray | None:
+@dataclasses.dataclass(frozen=True)
+class _How:
+    """How to decode: Pillow's mode, the fast IDCT or not, and the size, filter
+    (:func:`_resample`) and ``draft`` of a resize (``size`` None: none)."""
+
+    mode: str
+    fast: bool
+    size: tuple[int, int] | None = None
+    resample: Any = None
+    draft: bool = False
+
+
+def _decode_jpeg(data: bytes, how: _How, out: np.ndarray | None = None) -> np.ndarray | None:
     """libjpeg-turbo's decode (through simplejpeg), or None where Pillow is to decode:
     no simplejpeg, a CMYK / YCCK JPEG, or any error or warning from libjpeg-turbo
     (Pillow then decodes what it can and raises the error message users know)."""
     simplejpeg = _simplejpeg()
     if simplejpeg is None:
         return None
+    size = how.size
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace in ("CMYK", "YCCK"):
             return None
         min_height = min_width = 0
-        if draft and size is not None:
+        if how.draft and size is not None:
             height, width = _draft_size(height, width, size)
             min_height, min_width = height, width
         # To be resized: decoded into this thread's scratch buffer, not fresh memory.
-        buffer = None if size is None else _scratch((height, width, _CHANNELS[mode]))
+        buffer = None if size is None else _scratch((height, width, _CHANNELS[how.mode]))
         array: np.ndarray = simplejpeg.decode_jpeg(
             data,
-            colorspace=_JPEG_COLORSPACES[mode],
-            fastdct=fast,
+            colorspace=_JPEG_COLORSPACES[how.mode],
+            fastdct=how.fast,
             min_height=min_height,
             min_width=min_width,
             buffer=buffer,
         )
     except ValueError:
         return None
-    if size is None:
-        return array
-    if array.shape[:2] != size:
-        return _resize_array(array, size, resample, out)
-    return array.copy() if out is None else _copy_into(out, array)
+    return array if size is None else _resize_array(array, size, how.resample, out)
 
 
 def _draft_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
@@ -239,27 +247,14 @@ def _draft_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, in
     return height, width
 
 
-def _copy_into(out: np.ndarray, array: np.ndarray) -> np.ndarray:
-    out[...] = array
-    return out
-
-
-def _decode(
-    data: bytes,
-    mode: str,
-    size: tuple[int, int] | None,
-    resample: Any,
-    draft: bool,
-    fast: bool,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
+def _decode(data: bytes, how: _How, out: np.ndarray | None = None) -> np.ndarray:
     array = None
     if image_format(bytes(data[:3])) == "jpeg":
-        array = _decode_jpeg(data, mode, size, resample, draft, fast, out)
+        array = _decode_jpeg(data, how, out)
         if array is not None and array is out:
             return out
     if array is None:
-        array = _decode_pillow(data, mode, size, resample, draft)
+        array = _decode_pillow(data, how)
     if out is not None:
         out[...] = array
         return out
@@ -268,14 +263,13 @@ def _decode(
     return array if array.flags.writeable else array.copy()
 
 
-def _decode_pillow(
-    data: bytes, mode: str, size: tuple[int, int] | None, resample: Any, draft: bool
-) -> np.ndarray:
+def _decode_pillow(data: bytes, how: _How) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    mode, size, resample = how.mode, how.size, how.resample
     try:
         with Image.open(io.BytesIO(data)) as opened:
-            scale = (size[1], size[0]) if draft and size is not None else None
+            scale = (size[1], size[0]) if how.draft and size is not None else None
             if opened.format == "JPEG" and (scale or mode == "L"):
                 # "L": libjpeg's luma plane, as simplejpeg and TF give, rather than
                 # Pillow's conversion of the RGB pixels.
@@ -304,7 +298,7 @@ def decode(data: bytes, *, channels: int = 3, dct_method: DctMethod = "INTEGER_F
     ``tf.io.decode_jpeg``'s does (see the module docstring). Raises
     :class:`~recordforge.DecodeError` for bytes that are not a decodable image."""
     fast = _check_dct(dct_method)
-    return _decode(data, _check_channels(channels), None, None, False, fast)
+    return _decode(data, _How(_check_channels(channels), fast))
 
 
 def resize(
@@ -418,21 +412,21 @@ def _plan(images: Sequence[bytes], mode: str) -> list[tuple[int, int, int]] | No
 
 
 def _decode_into(
-    data: bytes, arena: np.ndarray, where: tuple[int, int, int], mode: str, fast: bool
+    data: bytes, arena: np.ndarray, where: tuple[int, int, int], how: _How
 ) -> np.ndarray:
     """One image into its place in ``arena`` (see :func:`_plan`), else as :func:`_decode`."""
     at, height, width = where
     if at >= 0:
-        channels = _CHANNELS[mode]
+        channels = _CHANNELS[how.mode]
         view = arena[at : at + height * width * channels].reshape(height, width, channels)
         try:
             _simplejpeg().decode_jpeg(
-                data, colorspace=_JPEG_COLORSPACES[mode], fastdct=fast, buffer=view
+                data, colorspace=_JPEG_COLORSPACES[how.mode], fastdct=how.fast, buffer=view
             )
             return view
         except ValueError:  # a warning or an error: Pillow decodes it or says why not
             pass
-    return _decode(data, mode, None, None, False, fast)
+    return _decode(data, how)
 
 
 def decode_batch(
@@ -460,9 +454,9 @@ def decode_batch(
     ``dct_method`` as for :func:`decode`. A bad image raises
     :class:`~recordforge.DecodeError` naming its position."""
     mode = _check_channels(channels)
-    fast = _check_dct(dct_method)
     target = image_size(size) if size is not None else None
     resample = _resample(method, antialias) if target is not None else None
+    how = _How(mode, _check_dct(dct_method), target, resample, draft)
     n = len(images)
     threads = default_threads() if threads is None else threads
     if threads < 1:
@@ -479,9 +473,8 @@ def decode_batch(
     def one(i: int) -> np.ndarray:
         try:
             if arena is not None and plan is not None:
-                return _decode_into(images[i], arena, plan[i], mode, fast)
-            dest = None if out is None else out[i]
-            return _decode(images[i], mode, target, resample, draft, fast, dest)
+                return _decode_into(images[i], arena, plan[i], how)
+            return _decode(images[i], how, None if out is None else out[i])
         except DecodeError as e:
             raise DecodeError(f"image {i} of {n}: {e}") from None
 
