@@ -2,9 +2,9 @@
 //!
 //! Both directions drive zlib itself (statically linked through `libz-sys`) with
 //! TensorFlow's parameters: level 6, 15-bit window, memLevel 9, zlib's own gzip header
-//! (mtime 0, OS 3), so the compressed bytes equal TensorFlow's. The
-//! decoder insists on the stream's end marker and checksum: a stream cut short is an
-//! error, never a silent end of file.
+//! (mtime 0, OS 3), so the compressed bytes equal TensorFlow's, flushes included (see
+//! [`Encoder`]'s `flush`). The decoder insists on the stream's end marker and checksum:
+//! a stream cut short is an error, never a silent end of file.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::crc::masked_crc32c;
-use crate::deflate::{Deflate, GZIP_WINDOW_BITS, ZLIB_WINDOW_BITS};
+use crate::deflate::{Deflate, DeflateFlush, GZIP_WINDOW_BITS, ZLIB_WINDOW_BITS};
 use crate::error::{Error, Result};
 
 /// The compression of a TFRecord file.
@@ -125,26 +125,37 @@ impl<W: Write> Encoder<W> {
         })
     }
 
-    fn run(&mut self, mut input: &[u8], finish: bool) -> io::Result<()> {
+    fn run(&mut self, mut input: &[u8], flush: DeflateFlush) -> io::Result<()> {
         let Some(deflate) = self.deflate.as_mut() else {
             return self.inner.write_all(input);
         };
         loop {
             self.out.clear();
-            let (consumed, ended) = deflate.run(input, &mut self.out, finish)?;
+            let (consumed, ended) = deflate.run(input, &mut self.out, flush)?;
             input = &input[consumed..];
             self.inner.write_all(&self.out)?;
+            // zlib is done with a call once it leaves output space unused (and, to finish,
+            // once it has written the end of the stream).
             let output_full = self.out.len() == self.out.capacity();
-            if (finish && ended) || (!finish && input.is_empty() && !output_full) {
+            let done = match flush {
+                DeflateFlush::Finish => ended,
+                DeflateFlush::No | DeflateFlush::Partial => input.is_empty() && !output_full,
+            };
+            if done {
                 return Ok(());
             }
         }
     }
 
+    /// The writer below.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Writes the end of the compressed stream and returns the inner writer, flushed.
     pub fn finish(mut self) -> io::Result<W> {
         if self.deflate.is_some() {
-            self.run(&[], true)?;
+            self.run(&[], DeflateFlush::Finish)?;
         }
         self.inner.flush()?;
         Ok(self.inner)
@@ -153,17 +164,23 @@ impl<W: Write> Encoder<W> {
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.run(buf, false)?;
+        self.run(buf, DeflateFlush::No)?;
         Ok(buf.len())
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.run(buf, false)
+        self.run(buf, DeflateFlush::No)
     }
 
-    /// Flushes what is buffered below this layer. The compressed stream is not
-    /// sync-flushed (TensorFlow does not either): its bytes change only at `finish`.
+    /// Makes everything written so far decodable from the bytes below, then flushes them.
+    /// A compressed stream gets TensorFlow's flush (`Z_PARTIAL_FLUSH`, byte for byte
+    /// what `tf.io.TFRecordWriter.flush` writes): a reader of the file as it is then gets
+    /// every byte written so far, and then the error of a stream without its end. A
+    /// second flush with nothing written in between adds nothing.
     fn flush(&mut self) -> io::Result<()> {
+        if self.deflate.is_some() {
+            self.run(&[], DeflateFlush::Partial)?;
+        }
         self.inner.flush()
     }
 }
@@ -333,6 +350,37 @@ mod tests {
                 let r = decompress(&z[..cut], c);
                 assert!(r.is_err(), "{c} cut at {cut} not detected");
             }
+        }
+    }
+
+    #[test]
+    fn flush_makes_everything_written_decodable() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        for c in [Compression::Gzip, Compression::Zlib] {
+            let mut e = Encoder::new(Vec::new(), c).unwrap();
+            // Before anything is written, then twice in a row: the second adds nothing.
+            e.flush().unwrap();
+            e.write_all(&data[..1000]).unwrap();
+            e.flush().unwrap();
+            let once = e.inner.clone();
+            e.flush().unwrap();
+            assert_eq!(e.inner, once, "{c}: a second flush wrote more");
+            e.write_all(&data[1000..]).unwrap();
+            e.flush().unwrap();
+            let flushed = e.inner.clone();
+            // The file as a reader sees it now: every byte so far, then the cut.
+            let mut d = Decoder::new(&flushed[..], c);
+            let mut out = vec![0u8; data.len()];
+            d.read_exact(&mut out).unwrap();
+            assert_eq!(out, data);
+            let err = d.read(&mut [0u8; 1]).unwrap_err();
+            assert!(
+                compressed_stream_error(&err).is_some_and(|m| m.contains("cut short")),
+                "{c}: {err}"
+            );
+            let done = e.finish().unwrap();
+            assert!(done.starts_with(&flushed));
+            assert_eq!(decompress(&done, c).unwrap(), data);
         }
     }
 

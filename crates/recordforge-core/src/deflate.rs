@@ -28,6 +28,19 @@ unsafe extern "C" fn zfree(_opaque: z::voidpf, ptr: z::voidpf) {
     unsafe { free(ptr) }
 }
 
+/// How far [`Deflate::run`] pushes the stream out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeflateFlush {
+    /// Compress as zlib sees fit; bytes may stay inside zlib.
+    No,
+    /// Everything given so far comes out, decodable (`Z_PARTIAL_FLUSH`: the block is
+    /// ended and followed by an empty static block, not byte-aligned). This is what
+    /// TensorFlow's `ZlibOutputBuffer::Flush` does, so flushed files stay byte-identical.
+    Partial,
+    /// End the stream (`Z_FINISH`): end marker and checksum.
+    Finish,
+}
+
 /// A deflate stream (zlib or gzip framing by `window_bits`).
 pub(crate) struct Deflate {
     // Boxed: zlib keeps a pointer back to the z_stream, so it must not move.
@@ -79,12 +92,13 @@ impl Deflate {
     }
 
     /// Compresses from `input` into the spare capacity of `out`. Returns the input bytes
-    /// consumed and whether the stream has ended (only when `finish`).
+    /// consumed and whether the stream has ended (only with [`DeflateFlush::Finish`]).
+    /// With a flush, call again (same mode) until `out` is left with spare capacity.
     pub(crate) fn run(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
-        finish: bool,
+        flush: DeflateFlush,
     ) -> io::Result<(usize, bool)> {
         let avail_in = input.len().min(z::uInt::MAX as usize);
         let spare = (out.capacity() - out.len()).min(z::uInt::MAX as usize);
@@ -93,7 +107,11 @@ impl Deflate {
         // SAFETY: the output pointer and length stay inside `out`'s allocation.
         self.strm.next_out = unsafe { out.as_mut_ptr().add(out.len()) };
         self.strm.avail_out = spare as z::uInt;
-        let flush = if finish { z::Z_FINISH } else { z::Z_NO_FLUSH };
+        let flush = match flush {
+            DeflateFlush::No => z::Z_NO_FLUSH,
+            DeflateFlush::Partial => z::Z_PARTIAL_FLUSH,
+            DeflateFlush::Finish => z::Z_FINISH,
+        };
         // SAFETY: the stream was initialised by deflateInit2 and its buffers are valid.
         let rc = unsafe { z::deflate(&mut *self.strm, flush) };
         let consumed = avail_in - self.strm.avail_in as usize;

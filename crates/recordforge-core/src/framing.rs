@@ -59,6 +59,10 @@ impl<W: Write> RecordWriter<W> {
         self.offset
     }
 
+    /// Makes every record written so far readable from the bytes below and flushes
+    /// them (a compressed stream gets TensorFlow's flush: see [`Encoder`]). A reader of a
+    /// compressed file that ends there gets those records, then an error: the stream has
+    /// no end marker yet.
     pub fn flush(&mut self) -> io::Result<()> {
         self.sink.flush()
     }
@@ -550,6 +554,53 @@ mod tests {
             0xc8,
         ]);
         assert_eq!(write(&[b"foo", b"bar"]), two);
+    }
+
+    /// Bytes `tf.io.TFRecordWriter` (TensorFlow 2.21) wrote: records b"x" and b"y", each
+    /// followed by `flush()`, as the file stood after the second flush and after `close()`.
+    #[test]
+    fn flush_bytes_equal_tensorflow() {
+        fn hex(s: &str) -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        const DEFLATED: &str = "62648000c6d27b8e1501b6ab120102881149a0b27de1e2688000";
+        let cases = [
+            (
+                Compression::Gzip,
+                format!("1f8b0800000000000003{DEFLATED}"),
+                "03009f57a96122000000",
+            ),
+            (Compression::Zlib, format!("789c{DEFLATED}"), "030062dd07dc"),
+        ];
+        for (c, flushed, tail) in cases {
+            let (flushed, closed_bytes) = (hex(&flushed), hex(&(flushed + tail)));
+            let mut w = RecordWriter::new(Vec::new(), c).unwrap();
+            w.write_record(b"x").unwrap();
+            w.flush().unwrap();
+            w.write_record(b"y").unwrap();
+            w.flush().unwrap();
+            assert_eq!(w.sink.get_ref(), &flushed, "{c} after flush");
+            assert_eq!(w.finish().unwrap(), closed_bytes, "{c} after close");
+            let mut r = RecordReader::new(Decoder::new(&flushed[..], c), true);
+            let mut buf = Vec::new();
+            assert_eq!(r.read_into(&mut buf).unwrap(), Some(0));
+            assert_eq!(r.read_into(&mut buf).unwrap(), Some(17));
+            assert_eq!(buf, b"y");
+            let err = r.read_into(&mut buf).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Corrupt {
+                        offset: 34,
+                        kind: CorruptKind::Compression(_)
+                    }
+                ),
+                "{c}: {err}"
+            );
+        }
     }
 
     #[test]
