@@ -7,9 +7,12 @@ streams TensorFlow writes and reads.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
+import warnings
+import weakref
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
@@ -49,9 +52,32 @@ class TFRecordWriter(_core.TFRecordWriter):
     A URL (``s3://``, ``gs://``...; needs the ``cloud`` extra) is written through an
     fsspec file object, which object stores commit only when it is closed (multipart
     completion): a writer left by an exception commits nothing.
+
+    ``flush()`` makes every record written so far readable from the file, as
+    TensorFlow's does (and with its bytes: a compressed stream gets zlib's
+    ``Z_PARTIAL_FLUSH``). A compressed file read before ``close`` gives the flushed
+    records and then :class:`recordforge.CorruptRecordError`: its stream has no end yet.
+
+    A writer that is never closed (``del``, garbage collection, the end of the
+    program) is closed when it goes away, and at the latest when the interpreter exits,
+    with a ``ResourceWarning``, as Python's files are: its records are not lost.
+
+    >>> import warnings
+    >>> buf = io.BytesIO()
+    >>> w = rf.TFRecordWriter(buf, compression="gzip")
+    >>> _ = w.write(b"kept")
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     del w
+    >>> str(caught[0].message).startswith("unclosed TFRecordWriter")
+    True
+    >>> list(rf.read_records(io.BytesIO(buf.getvalue())))
+    [b'kept']
     """
 
     _remote: Any
+    _owner: int  # the process that made it: a forked child's copy is left alone
+    _closed_at_exit = False  # by _close_at_exit: it warns when deleted
 
     def __new__(
         cls,
@@ -63,11 +89,19 @@ class TFRecordWriter(_core.TFRecordWriter):
         remote = None
         if _fs.is_url(path_or_file):
             remote = path_or_file = _named(_fs.open_file(str(path_or_file), "wb"), path_or_file)
-        self = super().__new__(cls, path_or_file, compression, checksum=checksum)
+        try:
+            self = super().__new__(cls, path_or_file, compression, checksum=checksum)
+        except BaseException:
+            if remote is not None:
+                _discard(remote)  # nothing was written: commit nothing
+            raise
         self._remote = remote
+        self._owner = os.getpid()
+        _open_writers.add(self)
         return self
 
     def close(self) -> None:
+        _open_writers.discard(self)
         super().close()
         if self._remote is not None:
             remote, self._remote = self._remote, None
@@ -82,15 +116,75 @@ class TFRecordWriter(_core.TFRecordWriter):
     ) -> Literal[False]:
         if exc_type is not None and self._remote is not None:
             remote, self._remote = self._remote, None
+            _open_writers.discard(self)
             super().close()  # into the upload's buffer, which is then dropped
-            discard = getattr(remote, "discard", None)
-            if discard is not None:
-                discard()  # an unfinished upload is not committed
-                with contextlib.suppress(AttributeError):
-                    remote.closed = True  # nothing left to flush
+            _discard(remote)
             return False
         self.close()
         return False
+
+    def _left_open(self) -> bool:
+        return not self.closed or getattr(self, "_remote", None) is not None
+
+    def _complete(self) -> None:
+        """Closes the writer; a URL whose stream could not be completed is discarded."""
+        try:
+            self.close()
+        except BaseException:
+            remote, self._remote = getattr(self, "_remote", None), None
+            if remote is not None:
+                _discard(remote)
+            raise
+
+    # The defaults keep what this needs reachable at interpreter exit, when module
+    # globals may already be gone (as in ``subprocess.Popen.__del__``).
+    def __del__(
+        self,
+        _warn: Any = warnings.warn,
+        _category: Any = ResourceWarning,
+        _getpid: Any = os.getpid,
+    ) -> None:
+        if getattr(self, "_owner", None) != _getpid():
+            return  # a forked child's copy: the file is its parent's
+        left_open = self._left_open()
+        if not (left_open or self._closed_at_exit):
+            return
+        try:
+            if left_open:
+                self._complete()
+        finally:
+            _warn(f"unclosed TFRecordWriter {self.name}", _category, stacklevel=2, source=self)
+
+
+_open_writers: weakref.WeakSet[TFRecordWriter] = weakref.WeakSet()
+"""Writers not yet closed, for :func:`_close_at_exit`."""
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Closes the writers still open when the interpreter exits, while other threads
+    still run (fsspec's event loop, which a URL's file needs). Each one's
+    ``ResourceWarning`` comes when it is deleted, as for Python's files. Writers a
+    forked child inherited are its parent's to complete."""
+    failed: BaseException | None = None
+    for writer in list(_open_writers):
+        if writer._owner == os.getpid() and writer._left_open():
+            writer._closed_at_exit = True
+            try:
+                writer._complete()
+            except BaseException as e:  # every writer is completed, whatever one raised
+                failed = failed or e
+    if failed is not None:
+        raise failed
+
+
+def _discard(remote: Any) -> None:
+    """Drops an fsspec upload without committing it."""
+    discard = getattr(remote, "discard", None)
+    if discard is not None:
+        discard()  # an unfinished upload is not committed
+        with contextlib.suppress(AttributeError):
+            remote.closed = True  # nothing left to flush
 
 
 def _named(f: Any, url: Any) -> Any:

@@ -1,5 +1,6 @@
 //! `TFRecordWriter` and `read_records` over paths and Python file objects.
 
+use std::ffi::CString;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use numpy::PyArray1;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyResourceWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use recordforge_core::crc::Crc32c;
@@ -195,6 +196,8 @@ pub struct TFRecordWriter {
     compression: Compression,
     digest: Option<Digest>,
     checksum: Option<String>,
+    /// The process that made the writer: a forked child must not write into its file.
+    owner: u32,
 }
 
 #[pymethods]
@@ -241,6 +244,7 @@ impl TFRecordWriter {
             compression,
             digest,
             checksum: None,
+            owner: std::process::id(),
         })
     }
 
@@ -336,7 +340,9 @@ impl TFRecordWriter {
         ))
     }
 
-    /// Flushes buffered bytes to the file (a compressed stream is completed only by close).
+    /// Makes every record written so far readable from the file: flushes the compressed
+    /// stream (as TensorFlow does) and the buffers below. Only close writes a compressed
+    /// stream's end, without which a reader reports the file as cut short after them.
     fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
         let name = &self.name;
         let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
@@ -415,6 +421,42 @@ impl TFRecordWriter {
             self.compression,
             if self.closed() { "closed" } else { "open" }
         )
+    }
+}
+
+/// A writer dropped without `close` (`del`, garbage collection, the end of the script)
+/// completes its stream as `close` does, then says so with a `ResourceWarning`, as Python's
+/// files do. The interpreter drops it (from its deallocator, attached), so a file object
+/// passed in is written and flushed here; errors become unraisable exceptions. A copy in
+/// a forked child writes nothing: the file is its parent's.
+impl Drop for TFRecordWriter {
+    fn drop(&mut self) {
+        let Some(sink) = self
+            .sink
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        if std::process::id() != self.owner {
+            // Not even the buffers' own flush on drop: the parent writes those bytes.
+            std::mem::forget(sink);
+            return;
+        }
+        let name = &self.name;
+        Python::attach(|py| {
+            let what = || PyString::new(py, &format!("closing TFRecordWriter {name}"));
+            if let Err(e) = sink.finish().and_then(|mut inner| inner.flush()) {
+                map_err(py, Error::Io(e), name).write_unraisable(py, Some(what().as_any()));
+            }
+            let message = format!("unclosed TFRecordWriter {name}").replace('\0', "?");
+            let message = CString::new(message).expect("NUL bytes replaced");
+            let category = py.get_type::<PyResourceWarning>();
+            if let Err(e) = PyErr::warn(py, category.as_any(), &message, 1) {
+                e.write_unraisable(py, Some(what().as_any()));
+            }
+        });
     }
 }
 
