@@ -4,14 +4,24 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo install dev test lint rust-test py-test fuzz bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode clean
+.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
 	$(BIN)/recordforge demo
 
+# pip shows a build backend's output only with -v, so the wheel is built on its own and
+# verbosely (cargo prints a line per crate: minutes on a first build, not silence), then
+# installed with the extras; --force-reinstall --no-deps replaces an installed recordforge
+# of the same version (an editable one from `make dev`, or an older build).
 install: $(BIN)/python
-	$(BIN)/pip install --quiet ".[images,tf]"
+	@echo "==> [1/3] building recordforge's wheel: the Rust core, release profile (a few minutes the first time)"
+	rm -rf target/install-wheel
+	$(BIN)/pip wheel -v --no-deps --wheel-dir target/install-wheel .
+	@echo "==> [2/3] installing its dependencies and the images and tf extras (~1.6 GB, mostly tensorflow-cpu)"
+	$(BIN)/pip install --progress-bar on "$$(ls target/install-wheel/recordforge-*.whl)[images,tf]"
+	@echo "==> [3/3] installing the wheel just built"
+	$(BIN)/pip install --force-reinstall --no-deps target/install-wheel/recordforge-*.whl
 
 # Development environment: editable install with the test, TensorFlow, image, table, Beam,
 # cloud-path, PyTorch and JAX/Grain extras (the torch / grain adapters' tests run in CI).
@@ -19,11 +29,12 @@ dev: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev,tf,images,table,beam,cloud,torch,jax]"
 
 $(BIN)/python:
+	@echo "==> creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Quick start 2: everything CI checks.
-test: dev lint rust-test py-test fuzz
+test: dev lint rust-test py-test fuzz extras
 
 lint:
 	$(BIN)/ruff check .
@@ -41,6 +52,14 @@ py-test:
 
 fuzz:
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+# Every extra works alone: per extra, a fresh venv with only recordforge (one wheel, built
+# here) and that extra runs the extra's main path on data it makes (tests/extras/run.sh;
+# ~3 minutes, downloads cached by pip). torch is not in the list: PyPI's torch wheel pulls
+# ~3.4 GB of CUDA packages (`make extras EXTRAS=torch` runs it).
+EXTRAS ?= table images cloud beam jax tf
+extras: dev
+	PYTHON=$(PYTHON) MATURIN=$(BIN)/maturin MOTO_PYTHON=$(BIN)/python tests/extras/run.sh $(EXTRAS)
 
 bench: dev
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
