@@ -228,7 +228,8 @@ def test_sigkill_mid_conversion_then_resume(tmp_path: Path) -> None:
         journal = out / ".recordforge-progress.json"
         if (
             journal.exists()
-            and len(json.loads(journal.read_text())["splits"]["train"]["shards"]) >= 4
+            and len(json.loads(journal.read_text())["splits"].get("train", {}).get("shards", []))
+            >= 4
         ):
             break
         time.sleep(0.02)

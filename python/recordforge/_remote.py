@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recordforge import _fs
+from recordforge._outdir import JOURNAL_NAME
 from recordforge.manifest import MANIFEST_NAME, Manifest
-from recordforge.writer import JOURNAL_NAME
 
 __all__ = ["prepare_out", "write_to_url"]
 
@@ -36,7 +36,8 @@ def prepare_out(out: str, overwrite: bool) -> None:
             _fs.remove(_fs.join(out, name))
     elif MANIFEST_NAME in names:
         raise FileExistsError(
-            f"{out}: already holds a complete dataset; pass overwrite to replace it"
+            f"{out}: already holds a complete dataset; use --overwrite (overwrite=True) "
+            "to replace it"
         )
 
 

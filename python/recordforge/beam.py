@@ -50,6 +50,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsSingleton
 
 from recordforge import _core, _fs
+from recordforge._outdir import JOURNAL_NAME
+from recordforge._outdir import prepare_out as _prepare_out
 from recordforge.dataset import open_dataset
 from recordforge.example import RecordBatch
 from recordforge.manifest import Manifest, ShardInfo
@@ -57,7 +59,6 @@ from recordforge.records import TFRecordWriter
 from recordforge.schema import Schema, infer_schema
 from recordforge.writer import (
     DEFAULT_MAX_BYTES,
-    JOURNAL_NAME,
     ConversionReport,
     Converted,
     ItemError,
@@ -66,7 +67,6 @@ from recordforge.writer import (
     _attempt,
     _default_to_records,
     _frame_sizes,
-    _prepare_out,
     _shard_bounds,
 )
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recordforge import _core, _fs
+from recordforge._outdir import check_finished
 from recordforge.errors import DecodeError, SchemaError
 from recordforge.manifest import MANIFEST_NAME, Manifest
 from recordforge.schema import FeatureSpec, Schema, infer_schema
@@ -566,6 +567,7 @@ def open_dataset(
     from the first 1,000 records, value counts from every record (a feature is fixed-length
     only when every record has the same number of values), see ``_infer_schema``."""
     if _fs.is_url(path):
+        check_finished(str(path).rstrip("/"))
         found = _remote_files(str(path).rstrip("/"))
         if isinstance(found, Manifest):
             ds = _from_manifest(str(path).rstrip("/"), found, split, on_corrupt)
@@ -573,6 +575,7 @@ def open_dataset(
         files = found
     elif isinstance(path, (str, os.PathLike)):
         p = Path(path)
+        check_finished(p)
         if (p / MANIFEST_NAME).exists():
             manifest = Manifest.load(p)
             ds = _from_manifest(p, manifest, split, on_corrupt)
@@ -590,6 +593,8 @@ def open_dataset(
     for f in files:
         if not _fs.isfile(f):
             raise FileNotFoundError(f"{f}: no such file")
+    for parent in dict.fromkeys(_fs.parent(f) for f in files):
+        check_finished(parent)
     if schema is None:
         schema = _infer_schema(files)
     return Dataset(files, schema, on_corrupt=on_corrupt)

@@ -19,9 +19,12 @@ from __future__ import annotations
 __all__ = [
     "CorruptRecordError",
     "DecodeError",
+    "DirectoryLockedError",
     "EncodeError",
     "RecordforgeError",
+    "RecordforgeWarning",
     "SchemaError",
+    "UnfinishedConversionError",
 ]
 
 
@@ -60,3 +63,18 @@ class EncodeError(RecordforgeError, TypeError):
 
 class SchemaError(RecordforgeError, ValueError):
     """A schema that is invalid, or data that does not match its schema."""
+
+
+class UnfinishedConversionError(RecordforgeError):
+    """A directory whose conversion did not finish (killed, failed, or still running):
+    it is not a dataset yet. Rerunning the same conversion command resumes it."""
+
+
+class DirectoryLockedError(RecordforgeError):
+    """Another conversion holds the output directory's lock; the message names its
+    process id and host."""
+
+
+class RecordforgeWarning(UserWarning):
+    """Something recordforge did on its own that a user should know about (a stale lock
+    taken over, ...)."""

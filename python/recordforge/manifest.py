@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from recordforge import _fs
+from recordforge._atomic import write_json_atomic
 from recordforge.errors import SchemaError
 from recordforge.schema import Schema
 
@@ -122,19 +122,3 @@ class Manifest:
             _fs.write_bytes(path, text.encode("utf-8"))
             return path
         return write_json_atomic(Path(directory) / MANIFEST_NAME, self.to_json())
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Writes JSON to a temporary file in the same directory, fsyncs, then renames."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -29,7 +29,7 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,12 @@ from typing import Any
 import numpy as np
 
 from recordforge import _core
+from recordforge._atomic import stage
 from recordforge._fs import is_url
+from recordforge._outdir import Journal, OutputDir
 from recordforge.errors import RecordforgeError
 from recordforge.example import RecordBatch, encode_example, encode_record_batch
-from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo, write_json_atomic
+from recordforge.manifest import Manifest, ShardInfo
 from recordforge.records import TFRecordWriter
 from recordforge.schema import FeatureSpec, Schema, infer_schema
 
@@ -54,10 +56,11 @@ __all__ = [
 ]
 
 DEFAULT_TEMPLATE = "{split}-{index:05d}-of-{count:05d}.tfrecord"
-JOURNAL_NAME = ".recordforge-progress.json"
 CHECKSUMS = ("crc32c", "sha256")
 SUFFIXES = {None: "", "gzip": ".gz", "zlib": ".zlib"}
 DEFAULT_MAX_BYTES = 256 * 10**6
+# Shard indexes a name template is tried with (they must give distinct names).
+_NAME_PROBE = 1000
 COLUMN_BATCH = 4096
 # Records considered at once when placing a batch into shards.
 _FIT_WINDOW = 1 << 16
@@ -135,8 +138,32 @@ class WriteOptions:
             name = self.shard_name("train", 0, 1, 1)
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"bad name_template {self.name_template!r}: {e}") from None
-        if "/" in name or name.startswith("."):
+        if "/" in name or name.startswith(".") or name in (".", "..", "dataset.json"):
             raise ValueError(f"name_template {self.name_template!r} must give plain file names")
+        if name.endswith((".idx", ".partial", ".tmp")):
+            raise ValueError(
+                f"name_template {self.name_template!r} gives names ending in "
+                f"{name.rsplit('.', 1)[1]!r}, which recordforge keeps for its own files"
+            )
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.name_template) if f}
+        if "index" not in fields:
+            raise ValueError(
+                f"name_template {self.name_template!r} has no {{index}}: every shard would "
+                "get the same name"
+            )
+        names = {self.shard_name("train", i, _NAME_PROBE, 1) for i in range(_NAME_PROBE)}
+        if len(names) < _NAME_PROBE:
+            raise ValueError(f"name_template {self.name_template!r} gives two shards the same name")
+
+    def check_names(self, splits: Sequence[str]) -> None:
+        """Refuses, before anything is written, a template that gives shards of two
+        splits one name."""
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.name_template) if f}
+        if len(set(splits)) > 1 and "split" not in fields:
+            raise ValueError(
+                f"name_template {self.name_template!r} has no {{split}}: the shards of "
+                f"splits {', '.join(map(repr, splits))} would get the same names"
+            )
 
     def shard_name(self, split: str, index: int, count: int, records: int) -> str:
         name = self.name_template.format(split=split, index=index, count=count, records=records)
@@ -172,6 +199,11 @@ class ConversionReport:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def replace_with(self, other: ConversionReport) -> None:
+        """Takes ``other``'s contents (a resumed conversion's report, from its journal)."""
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(other, field.name))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ConversionReport:
@@ -419,27 +451,6 @@ def _shard_bounds(total: int, num_shards: int) -> list[int]:
     return [(i + 1) * total // num_shards for i in range(num_shards)]
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = list(out.iterdir())
-    if not entries:
-        return
-    ours = (out / MANIFEST_NAME).exists() or (out / JOURNAL_NAME).exists()
-    if not ours:
-        raise FileExistsError(
-            f"{out}: directory is not empty and is not a recordforge dataset; refusing to write"
-        )
-    if overwrite:
-        for entry in entries:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    elif (out / MANIFEST_NAME).exists():
-        raise FileExistsError(
-            f"{out}: already holds a complete dataset; pass overwrite to replace it"
-        )
-
-
 @dataclasses.dataclass
 class _Shard:
     """A completed shard, under its intermediate name until the conversion finishes."""
@@ -453,43 +464,19 @@ class _Shard:
         return options.shard_name(split, index, count, self.records)
 
 
-class _Journal:
-    """The on-disk record of progress that makes an interrupted conversion resumable."""
-
-    def __init__(self, out: Path, fingerprint: dict[str, Any]) -> None:
-        self.path = out / JOURNAL_NAME
-        self.fingerprint = fingerprint
-        self.splits: dict[str, dict[str, Any]] = {}
-        self.report = ConversionReport()
-        if self.path.exists():
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("fingerprint") != fingerprint:
-                raise FileExistsError(
-                    f"{out}: holds an unfinished conversion started with other options or "
-                    "input; pass overwrite to start over"
-                )
-            self.splits = data["splits"]
-            self.report = ConversionReport.from_json(data["report"])
-
-    def split(self, name: str) -> dict[str, Any]:
-        return self.splits.setdefault(name, {"shards": [], "position": [0, 0], "done": False})
-
-    def save(self) -> None:
-        write_json_atomic(
-            self.path,
-            {
-                "fingerprint": self.fingerprint,
-                "splits": self.splits,
-                "report": self.report.to_json(),
-            },
-        )
-
-
 class _ShardWriter:
     """Writes one split's records into shards, completing each atomically."""
 
-    def __init__(self, out: Path, split: str, options: WriteOptions, journal: _Journal) -> None:
+    def __init__(
+        self,
+        out: Path,
+        split: str,
+        options: WriteOptions,
+        journal: Journal,
+        report: ConversionReport,
+    ) -> None:
         self.out, self.split, self.options, self.journal = out, split, options, journal
+        self.report = report
         self.state = journal.split(split)
         self.writer: TFRecordWriter | None = None
         self.records = 0
@@ -565,11 +552,13 @@ class _ShardWriter:
         return self.used + next_frame > int(self.options.max_bytes or DEFAULT_MAX_BYTES)
 
     def complete(self, position: tuple[int, int]) -> None:
-        """Closes the current shard (an empty one if none is open), renames it to its
-        intermediate name and records it, with the input position reached, in the journal."""
+        """Closes the current shard (an empty one if none is open), writes its index,
+        renames it to its intermediate name and only then records it, with the input
+        position reached and the report so far, in the journal."""
         writer = self.open_if_needed()
         self.wait()
         writer.close()
+        stage("shard closed")
         name = self._tmp_name()
         partial = self.out / f"{name}.partial"
         if self.options.index:
@@ -578,7 +567,13 @@ class _ShardWriter:
             lines = "".join(
                 f"{o} {s}\n" for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)
             )
-            (self.out / f"{name}.idx").write_text(lines, encoding="ascii")
+            index = self.out / f"{name}.idx"
+            try:
+                index.write_text(lines, encoding="ascii")
+            except BaseException:
+                index.unlink(missing_ok=True)
+                raise
+            stage("shard index written")
         shard = _Shard(
             tmp=name,
             records=self.records,
@@ -586,9 +581,10 @@ class _ShardWriter:
             checksum=writer.checksum or "",
         )
         os.replace(partial, self.out / name)
+        stage("shard renamed to its intermediate name")
         self.state["shards"].append(dataclasses.asdict(shard))
         self.state["position"] = list(position)
-        self.journal.save()
+        self.journal.save(self.report.to_json())
         self.writer = None
         self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
 
@@ -688,7 +684,7 @@ def _write_split(
         elif shards.writer is not None or shards.index == 0:
             shards.complete((consumed, 0))
         shards.state["done"] = True
-        shards.journal.save()
+        shards.journal.save(report.to_json())
     except BaseException:
         shards.abandon()
         raise
@@ -696,21 +692,44 @@ def _write_split(
         shards.shutdown()
 
 
+def _final_names(options: WriteOptions, journal: Journal) -> dict[str, list[tuple[_Shard, str]]]:
+    """Each split's completed shards with their final names, checked to be distinct
+    (and distinct from ``dataset.json`` and the working files) before any is renamed."""
+    named = {
+        split: [
+            (shard, shard.final(options, split, i, len(state["shards"])))
+            for i, shard in enumerate(_Shard(**d) for d in state["shards"])
+        ]
+        for split, state in journal.splits.items()
+    }
+    seen: dict[str, str] = {}
+    for split, shards in named.items():
+        for i, (_, final) in enumerate(shards):
+            where = f"shard {i} of split {split!r}"
+            if final in seen:
+                raise ValueError(
+                    f"name_template {options.name_template!r} gives {where} the name "
+                    f"{final!r} of {seen[final]}: use {{index}} (and {{split}} with several "
+                    "splits) in the template"
+                )
+            seen[final] = where
+    return named
+
+
 def _finalize(
-    out: Path, options: WriteOptions, journal: _Journal
+    out: Path, options: WriteOptions, journal: Journal
 ) -> dict[str, tuple[ShardInfo, ...]]:
     """Renames completed shards (and indexes) to their final names. Safe to rerun after a
     crash half-way: a shard already under its final name is taken as renamed."""
     splits: dict[str, tuple[ShardInfo, ...]] = {}
-    for split, state in journal.splits.items():
-        shards = [_Shard(**d) for d in state["shards"]]
+    for split, shards in _final_names(options, journal).items():
         infos = []
-        for i, shard in enumerate(shards):
-            final = shard.final(options, split, i, len(shards))
+        for shard, final in shards:
             for suffix in ("", ".idx") if options.index else ("",):
                 tmp, dst = out / f"{shard.tmp}{suffix}", out / f"{final}{suffix}"
                 if tmp.exists():
                     os.replace(tmp, dst)
+                    stage("renamed to a final name")
                 elif not dst.exists():
                     raise FileNotFoundError(
                         f"{out}: shard {tmp.name} of split {split!r} is missing"
@@ -824,45 +843,50 @@ def write_dataset(
         return write_to_url(str(out), overwrite, local)
     if splits is None:
         splits = {split: data}
+    options.check_names(list(splits))
     out = Path(out)
-    _prepare_out(out, overwrite)
     fingerprint = {
         "options": options.fingerprint(),
         "splits": list(splits),
         "source": json.loads(json.dumps(source or {}, default=str)),
     }
-    journal = _Journal(out, fingerprint)
-    report = report or journal.report
-    journal.report = report
-    custom, to_records = to_records, to_records or _default_to_records
-    column_schemas: list[Schema | None] = []
-    for name, split_data in splits.items():
-        plan = _plan_split(split_data, custom is None, options)
-        column_schemas.append(plan.schema)
-        if journal.split(name)["done"]:
-            continue
-        split_to_records = plan.to_records or to_records
-        shards = _ShardWriter(out, name, options, journal)
-        args = (plan.rows, plan.total, shards, split_to_records, on_error, report, progress)
-        if workers > 1 and split_to_records is not _encode_batch:
-            # (Column batches are encoded on threads in Rust already.)
-            with multiprocessing.get_context("spawn").Pool(
-                workers, initializer=_init_worker, initargs=(split_to_records,)
-            ) as pool:
-                _write_split(*args, pool=pool, bounds=plan.bounds)
-        else:
-            _write_split(*args, bounds=plan.bounds)
-    final = _finalize(out, options, journal)
-    report.records = sum(s.records for shards in final.values() for s in shards)
-    manifest = Manifest(
-        schema=schema if schema is not None else _schema_of(column_schemas, out, final),
-        splits=final,
-        compression=options.compression,
-        index=options.index,
-        source=dict(source or {}),
-        report=report.to_json(),
-        tool_version=_core.__version__,
-    )
-    manifest.save(out)
-    journal.path.unlink(missing_ok=True)
+    report = report if report is not None else ConversionReport()
+    with OutputDir.open(out, fingerprint, overwrite, report.to_json()) as target:
+        if target.complete:
+            return Manifest.load(out)
+        journal = target.journal
+        # A resumed conversion continues the report of the work before the kill.
+        report.replace_with(ConversionReport.from_json(journal.report or {}))
+        custom, to_records = to_records, to_records or _default_to_records
+        column_schemas: list[Schema | None] = []
+        for name, split_data in splits.items():
+            plan = _plan_split(split_data, custom is None, options)
+            column_schemas.append(plan.schema)
+            if journal.split(name)["done"]:
+                continue
+            split_to_records = plan.to_records or to_records
+            shards = _ShardWriter(out, name, options, journal, report)
+            args = (plan.rows, plan.total, shards, split_to_records, on_error, report, progress)
+            if workers > 1 and split_to_records is not _encode_batch:
+                # (Column batches are encoded on threads in Rust already.)
+                with multiprocessing.get_context("spawn").Pool(
+                    workers, initializer=_init_worker, initargs=(split_to_records,)
+                ) as pool:
+                    _write_split(*args, pool=pool, bounds=plan.bounds)
+            else:
+                _write_split(*args, bounds=plan.bounds)
+        final = _finalize(out, options, journal)
+        report.records = sum(s.records for shards in final.values() for s in shards)
+        manifest = Manifest(
+            schema=schema if schema is not None else _schema_of(column_schemas, out, final),
+            splits=final,
+            compression=options.compression,
+            index=options.index,
+            source=dict(source or {}),
+            report=report.to_json(),
+            tool_version=_core.__version__,
+        )
+        manifest.save(out)
+        stage("dataset.json written")
+        target.done()
     return manifest

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from recordforge import __version__
 from recordforge.cli import (
@@ -56,8 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, passed = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     args.pipeline_args = passed
+
+    def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        print(f"recordforge {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        code: int = SUBCOMMANDS[args.command].run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            code: int = SUBCOMMANDS[args.command].run(args)
     except (RecordforgeError, OSError, ValueError, ImportError) as e:
         # Errors name their file / item / record already; no traceback for bad input. An
         # ImportError names the extra to install (s3:// without s3fs, preview without Pillow).

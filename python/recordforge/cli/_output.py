@@ -13,7 +13,8 @@ from recordforge.manifest import Manifest
 @contextlib.contextmanager
 def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
     """A rich progress bar (items, records/s, MB/s, ETA); yields the ``progress``
-    callback ``write_dataset`` takes."""
+    callback ``write_dataset`` takes. The bar is drawn at the first item converted, so an
+    error before any work (a refused directory, a bad option) prints no bar."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -24,7 +25,7 @@ def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
     )
 
     counts = {"records": 0, "bytes": 0}
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -32,19 +33,36 @@ def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=False,
-    ) as bar:
-        task = bar.add_task(description, total=total, rate="")
+    )
+    task: list[Any] = []
 
-        def progress(records: int, nbytes: int) -> None:
-            counts["records"] += records
-            counts["bytes"] += nbytes
-            elapsed = bar.tasks[task].elapsed or 1e-9
-            records_per_s = counts["records"] / elapsed
-            megabytes_per_s = counts["bytes"] / elapsed / 1e6
-            rate = f"{records_per_s:,.0f} rec/s {megabytes_per_s:,.1f} MB/s"
-            bar.update(task, advance=1, rate=rate)
+    def progress(records: int, nbytes: int) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task(description, total=total, rate=""))
+        counts["records"] += records
+        counts["bytes"] += nbytes
+        elapsed = bar.tasks[0].elapsed or 1e-9
+        records_per_s = counts["records"] / elapsed
+        megabytes_per_s = counts["bytes"] / elapsed / 1e6
+        rate = f"{records_per_s:,.0f} rec/s {megabytes_per_s:,.1f} MB/s"
+        bar.update(task[0], advance=1, rate=rate)
 
+    try:
         yield progress
+    finally:
+        if task:
+            bar.stop()
+
+
+# What the report's counters mean, for the summary (a counter not listed is shown by name).
+COUNTERS = {
+    "coco/bad_boxes": "COCO boxes that are degenerate or outside their image",
+    "coco/bad_boxes/clip": "of them clipped to the image (--bad-boxes clip)",
+    "coco/bad_boxes/skip": "of them dropped with their object (--bad-boxes skip)",
+    "coco/bad_boxes/keep": "of them kept as they are (--bad-boxes keep)",
+    "coco/bad_boxes/fail": "of them refused (--bad-boxes fail)",
+}
 
 
 def print_summary(manifest: Manifest, out: Path | str) -> None:
@@ -67,9 +85,18 @@ def print_summary(manifest: Manifest, out: Path | str) -> None:
     skipped = manifest.report.get("skipped", [])
     counters = manifest.report.get("counters", {})
     for name, value in counters.items():
-        console.print(f"{name}: {value}", markup=False)
+        meaning = COUNTERS.get(name)
+        console.print(
+            f"{meaning} ({name}): {value}" if meaning else f"{name}: {value}", markup=False
+        )
+    items = manifest.report.get("items")
+    if items is not None:
+        console.print(f"input items read: {items:,}", markup=False)
     if skipped:
-        console.print(f"[yellow]{len(skipped)} item(s) skipped:[/]")
+        console.print(
+            f"[yellow]{len(skipped)} input item(s) skipped, not in the dataset "
+            "(listed under report.skipped in dataset.json):[/]"
+        )
         for entry in skipped[:20]:
             console.print(f"  {entry['item']}: {entry['reason']}", markup=False)
         if len(skipped) > 20:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from recordforge import _fs
+from recordforge._outdir import check_finished
 from recordforge.inspect._common import Paths
 from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo
 
@@ -80,10 +81,12 @@ def resolve(paths: Paths) -> list[InputFile]:
     out: list[InputFile] = []
     for given in paths:
         if _fs.is_url(given):
+            check_finished(str(given).rstrip("/"))
             out.extend(_resolve_url(str(given).rstrip("/")))
             continue
         p = Path(given)
         if p.is_dir():
+            check_finished(p)
             if (p / MANIFEST_NAME).is_file():
                 manifest = Manifest.load(p)
                 for split, shards in manifest.splits.items():
@@ -113,6 +116,9 @@ def resolve(paths: Paths) -> list[InputFile]:
             out.extend(_with_manifest(f) for f in files)
         else:
             raise FileNotFoundError(f"{given}: no such file or directory")
+    # A file of an unfinished conversion is not a dataset's (yet).
+    for parent in dict.fromkeys(_fs.parent(i.remote or i.path) for i in out):
+        check_finished(parent)
     return out
 
 
