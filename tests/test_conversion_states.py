@@ -459,3 +459,79 @@ def test_disk_full_names_the_file_removes_temporaries_and_resumes(tmp_path: Path
 def test_completed_run_leaves_no_working_file(tmp_path: Path) -> None:
     rf.write_dataset([{"id": i} for i in range(30)], tmp_path / "out", max_records=4, index=True)
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+# -- the CLI, COCO with worker processes ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coco_args(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """tiny COCO with two images missing (skipped items) and a box out of its image."""
+    coco = shared_data / "tiny_coco"
+    data = json.loads((coco / "annotations" / "instances_val2017.json").read_text())
+    data["images"][3]["file_name"] = "missing-1.jpg"
+    data["images"][17]["file_name"] = "missing-2.jpg"
+    data["annotations"][5]["bbox"][2] = 10_000.0
+    annotations = tmp_path_factory.mktemp("coco") / "instances.json"
+    annotations.write_text(json.dumps(data))
+    return [
+        "convert", "coco", "--annotations", str(annotations), "--images",
+        str(coco / "val2017"), "--per", "annotation", "--max-records", "40",
+        "--workers", "2", "--on-error", "skip", "--index", "--bad-boxes", "skip",
+    ]  # fmt: skip
+
+
+def run_cli(args: list[str], out: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "recordforge", *args, "--out", str(out)],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_coco_with_workers_killed_at_stages(coco_args: list[str], tmp_path: Path) -> None:
+    reference = tmp_path / "ref"
+    log = tmp_path / "stages"
+    done = run_cli(coco_args, reference, RECORDFORGE_STAGE_LOG=str(log))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((reference / "dataset.json").read_text())["report"]
+    assert sum("missing" in s["item"] for s in report["skipped"]) == 2
+    assert report["counters"]["coco/bad_boxes/skip"] >= 1
+    expected = listing(reference)
+    count = len(log.read_text().splitlines())
+    assert count >= 20
+    points = sorted({*range(1, count + 1, 5), count - 2, count - 1, count})
+    for n in points:
+        out = tmp_path / f"kill-{n}"
+        killed = run_cli(coco_args, out, RECORDFORGE_KILL_AT=str(n))
+        assert killed.returncode == -signal.SIGKILL, (n, killed.stderr)
+        again = run_cli(coco_args, out)
+        assert again.returncode == 0, (n, again.stderr)
+        assert listing(out) == expected, n
+
+
+def test_a_held_lock_refuses_local_and_beam_conversions(tmp_path: Path) -> None:
+    import recordforge.beam as rfbeam
+    from recordforge._outdir import locked
+    from recordforge.sources.table import TableSource
+
+    out = tmp_path / "out"
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with locked(out, {}):
+        before = listing(out)
+        with pytest.raises(rf.DirectoryLockedError, match=f"pid {os.getpid()}"):
+            rf.write_dataset([{"id": 1}], out)
+        assert listing(out) == before
+        code = cli(["convert", "table", str(tmp_path / "x.csv"), "--out", str(out)])
+        assert code == 1
+        with pytest.raises(rf.DirectoryLockedError):
+            rfbeam.convert(TableSource(tmp_path / "x.csv"), out)
+        assert listing(out) == before
+    rf.write_dataset([{"id": 1}], out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dataset.json",
+        "train-00000-of-00001.tfrecord",
+    ]

@@ -72,6 +72,7 @@ __all__ = [
     "Journal",
     "OutputDir",
     "check_finished",
+    "locked",
     "prepare_out",
     "working_files",
 ]
@@ -283,18 +284,32 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     names = {e.name for e in os.scandir(out)}
     ours = set(working_files(out))
-    if names - ours - {MANIFEST_NAME} and MANIFEST_NAME not in names and JOURNAL_NAME not in names:
+    if names - ours and MANIFEST_NAME not in names and JOURNAL_NAME not in names:
         raise FileExistsError(
             f"{out}: directory is not empty and is not a recordforge dataset; refusing to write"
         )
     if overwrite:
-        for name in names:
+        for name in names - {LOCK_NAME}:
             _remove(out / name)
     elif MANIFEST_NAME in names and JOURNAL_NAME not in names:
         raise FileExistsError(
             f"{out}: already holds a complete dataset; use --overwrite (overwrite=True) "
             "to replace it"
         )
+
+
+@contextlib.contextmanager
+def locked(out: Path, fingerprint: dict[str, Any]) -> Any:
+    """Holds the lock of ``out`` (created if needed) for a conversion that keeps its own
+    journal (the Beam writer's driver)."""
+    out.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    lock = _Lock(out, digest)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclasses.dataclass

@@ -34,6 +34,7 @@ the conversion report with every worker's skipped items, in item order).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -50,7 +51,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsSingleton
 
 from recordforge import _core, _fs
-from recordforge._outdir import JOURNAL_NAME
+from recordforge._outdir import JOURNAL_NAME, locked
 from recordforge._outdir import prepare_out as _prepare_out
 from recordforge.dataset import open_dataset
 from recordforge.example import RecordBatch
@@ -600,6 +601,9 @@ def convert(
     if runner is None and workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     chosen = in_process_runner() if runner in (None, "FnApiRunner", "in-process") else runner
-    with beam.Pipeline(runner=chosen, options=PipelineOptions(args)) as p:
+    # One conversion at a time into a local directory, as with the local writer (the
+    # workers write under the driver's lock).
+    lock = contextlib.nullcontext() if _fs.is_url(os.fspath(out)) else locked(Path(out), {})
+    with lock, beam.Pipeline(runner=chosen, options=PipelineOptions(args)) as p:
         _ = p | "Convert" >> ConvertDataset(source, out, **kwargs)
     return Manifest.load(out if _fs.is_url(os.fspath(out)) else os.fspath(out))
