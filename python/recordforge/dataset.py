@@ -24,6 +24,7 @@ import dataclasses
 import glob
 import math
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -433,9 +434,17 @@ class Dataset:
         shard = self._order.shard
         every = shard if shard is not None and len(self.files) < shard[1] else None
 
+        # The reader keeps ``load``, and this dataset keeps the reader: ``load`` holds the
+        # dataset weakly, so that dropping the dataset frees its maps at once (the Rust
+        # reader is opaque to the cycle collector: a cycle through it is never freed).
+        owner = weakref.ref(self)
+
         def load(k: int) -> tuple[Any, np.ndarray]:
-            path = self.files[mine[k]]
-            return self._file(path), self._offsets_of(path)
+            ds = owner()
+            if ds is None:
+                raise ReferenceError("the dataset of this row reader was dropped")
+            path = ds.files[mine[k]]
+            return ds._file(path), ds._offsets_of(path)
 
         self._rows_cache = _core.RowReader([counts[f] for f in mine], features, load, every=every)
         return self._rows_cache
