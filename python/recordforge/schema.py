@@ -20,11 +20,13 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
+from recordforge._jsonfields import Field, _shown
 from recordforge.errors import SchemaError
 
 __all__ = [
@@ -148,21 +150,64 @@ class FeatureSpec:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FeatureSpec:
+    def from_json(cls, data: Any, *, field: Field | None = None) -> FeatureSpec:
+        """A spec from its JSON form, every field checked (``field`` names where it is,
+        for the errors)."""
+        field = field or Field("feature spec")
+        data = field.mapping(data)
         meaning = None
         if data.get("meaning") is not None:
-            fields = dict(data["meaning"])
-            tag = fields.pop("type", None)
-            if tag not in MEANINGS:
-                raise SchemaError(f"unknown meaning {tag!r}: expected one of {sorted(MEANINGS)}")
-            for key in ("names", "ids"):
-                if fields.get(key) is not None:
-                    fields[key] = tuple(fields[key])
-            meaning = MEANINGS[tag](**fields)
+            meaning = _meaning_from_json(data["meaning"], field["meaning"])
+        dtype = field["dtype"].text(field.get(data, "dtype"))
+        shape_field = field["shape"]
+        shape = shape_field.array(data.get("shape", []))
+        for k, dim in enumerate(shape):
+            if dim is not None:
+                shape_field[k].integer(dim, low=0, high=_MAX_VALUES)
+        if math.prod(d for d in shape if d is not None) > _MAX_VALUES:
+            raise shape_field.wrong(f"at most {_MAX_VALUES} values per record", shape)
         try:
-            return cls(dtype=data["dtype"], shape=tuple(data.get("shape", ())), meaning=meaning)
-        except KeyError as e:
-            raise SchemaError(f"feature spec {dict(data)!r} has no {e.args[0]!r}") from None
+            return cls(dtype=dtype, shape=tuple(shape), meaning=meaning)
+        except SchemaError as e:
+            raise field.error(str(e)) from None
+
+
+# A tf.train.Example is a protobuf message, under 2 GiB: no feature holds more values.
+_MAX_VALUES = (1 << 31) - 1
+
+
+def _meaning_from_json(data: Any, field: Field) -> Meaning:
+    data = field.mapping(data)
+    tag = data.get("type")
+    if tag not in MEANINGS:
+        raise field["type"].error(
+            f"unknown meaning {_shown(tag)}: expected one of {sorted(MEANINGS)}"
+        )
+    fields: dict[str, Any] = {}
+    for key, value in data.items():
+        at = field[key]
+        if key == "type":
+            continue
+        if tag == "image" and key == "format":
+            fields[key] = at.text(value, optional=True)
+        elif tag == "class_label" and key == "names":
+            fields[key] = tuple(at[k].text(v) for k, v in enumerate(at.array(value)))
+        elif tag == "class_label" and key == "ids":
+            if value is not None:
+                fields[key] = tuple(at[k].integer(v) for k, v in enumerate(at.array(value)))
+        elif tag == "bbox" and key == "layout":
+            fields[key] = at.text(value)
+        elif tag == "bbox" and key == "normalized":
+            fields[key] = at.flag(value)
+        else:
+            raise at.error(f"not a field of a {tag!r} meaning")
+    try:
+        meaning: Meaning = MEANINGS[tag](**fields)
+    except TypeError as e:  # a required field missing
+        raise field.error(f"incomplete {tag!r} meaning: {e}") from None
+    except SchemaError as e:
+        raise field.error(str(e)) from None
+    return meaning
 
 
 def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
@@ -206,13 +251,24 @@ class Schema(Mapping[str, FeatureSpec]):
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Schema:
+    def from_json(cls, data: Any, *, field: Field | None = None) -> Schema:
+        """A schema from its JSON form (:meth:`to_json`), every field checked: a bad one
+        is a :class:`~recordforge.SchemaError` naming it (``field``: where the schema is,
+        e.g. in ``dataset.json``)."""
+        field = field or Field("schema")
+        data = field.mapping(data)
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise SchemaError(
-                f"schema format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise field["format_version"].error(
+                f"{_shown(version)} is not supported (expected {FORMAT_VERSION})"
             )
-        return cls({name: FeatureSpec.from_json(s) for name, s in data["features"].items()})
+        features = field["features"].mapping(field.get(data, "features"))
+        return cls(
+            {
+                name: FeatureSpec.from_json(s, field=field["features"][name])
+                for name, s in features.items()
+            }
+        )
 
     def to_tf_feature_description(self) -> dict[str, Any]:
         """The feature description ``tf.io.parse_example`` takes (imports TensorFlow):
