@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -287,7 +288,12 @@ def test_malformed_json_names_file_and_position(tmp_path: Path) -> None:
     with pytest.raises(rf.SchemaError, match=r"instances\.json: not valid JSON at line 2 column"):
         load_coco(path, tmp_path)
     path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": []}))
-    with pytest.raises(rf.SchemaError, match=r"instances\.json: images\[0\]: 'width'"):
+    # A bad entry is an item error of its own (tests/test_hostile_coco.py), not the file's.
+    (problem,) = load_coco(path, tmp_path).problems
+    assert problem.item == "image a.jpg (id 1)"
+    assert re.search(r"instances\.json: images\[0\]: 'width'", problem.reason)
+    path.write_text(json.dumps({"images": [{"id": 1}, {"id": 1}], "categories": []}))
+    with pytest.raises(rf.SchemaError, match=r"instances\.json: images\[1\]: duplicate image id"):
         load_coco(path, tmp_path)
     captions = tmp_path / "captions.json"
     captions.write_text("[1, 2")

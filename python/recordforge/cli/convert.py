@@ -10,6 +10,7 @@ from typing import Any
 
 from recordforge._fs import is_url, read_bytes
 from recordforge.cli._output import conversion_progress, print_summary
+from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES
 from recordforge.writer import WriteOptions, write_source
 
 HELP = "Convert a dataset (COCO, image folder, table) into sharded TFRecord files."
@@ -55,6 +56,16 @@ def add_shared_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
 
+def add_max_image_bytes(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-image-bytes",
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="SIZE",
+        help="largest image file read, e.g. 64MB (default 256MiB); a bigger file is an "
+        "item error (see --on-error)",
+    )
+
+
 def add_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True)
     coco = sub.add_parser("coco", help="COCO instances JSON + image directory")
@@ -66,11 +77,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     coco.add_argument("--bad-boxes", choices=["keep", "clip", "skip", "fail"])
     coco.add_argument("--resize", type=int, metavar="MAX_SIDE")
     coco.add_argument("--reencode", type=int, metavar="QUALITY")
+    add_max_image_bytes(coco)
     add_shared_flags(coco)
     images = sub.add_parser("images", help="a folder with one subfolder per class")
     images.add_argument("root", help="folder of class subfolders")
     images.add_argument("--resize", type=int, metavar="MAX_SIDE")
     images.add_argument("--verify-images", action="store_true", help="decode every image")
+    add_max_image_bytes(images)
     add_shared_flags(images)
     table = sub.add_parser("table", help="CSV, Parquet or JSONL")
     table.add_argument("file", help="the table file")
@@ -105,7 +118,12 @@ def options_from(args: argparse.Namespace) -> WriteOptions:
 def coco_source(args: argparse.Namespace) -> Any:
     from recordforge.sources.coco import CocoSource
 
-    kwargs: dict[str, Any] = {"per": args.per, "resize": args.resize, "reencode": args.reencode}
+    kwargs: dict[str, Any] = {
+        "per": args.per,
+        "resize": args.resize,
+        "reencode": args.reencode,
+        "max_image_bytes": args.max_image_bytes,
+    }
     if args.bad_boxes:
         kwargs["bad_boxes"] = args.bad_boxes
     return CocoSource.from_files(
@@ -116,7 +134,12 @@ def coco_source(args: argparse.Namespace) -> Any:
 def images_source(args: argparse.Namespace) -> Any:
     from recordforge.sources.images import ImageFolderSource
 
-    return ImageFolderSource(args.root, resize=args.resize, verify=args.verify_images)
+    return ImageFolderSource(
+        args.root,
+        resize=args.resize,
+        verify=args.verify_images,
+        max_image_bytes=args.max_image_bytes,
+    )
 
 
 def table_source(args: argparse.Namespace) -> Any:

@@ -36,7 +36,7 @@ import os
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -44,7 +44,8 @@ from recordforge import _fs
 from recordforge.errors import SchemaError
 from recordforge.example import encode_example
 from recordforge.schema import BBox, ClassLabel, FeatureSpec, Image, Schema, Text
-from recordforge.writer import ConversionReport, ItemError
+from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside
+from recordforge.writer import ConversionReport, ItemError, parse_size
 
 __all__ = [
     "CocoAnnotation",
@@ -63,6 +64,10 @@ BadBoxes = Literal["keep", "clip", "skip", "fail"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (those that carry the image size): C0-CF but C4, C8, CC.
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The largest width or height an image may claim (PNG's limit; JPEG's is 65535).
+_MAX_SIDE = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +92,9 @@ class CocoAnnotation:
 
 @dataclasses.dataclass(frozen=True)
 class CocoImage:
-    """One image entry with its annotations and captions: the item a source converts."""
+    """One image entry with its annotations and captions: the item a source converts.
+    ``problems`` says what is wrong with entries of this image (a bad annotation or
+    caption): converting an image with problems raises :class:`ItemError`."""
 
     id: int
     file_name: str
@@ -95,11 +102,12 @@ class CocoImage:
     height: int
     annotations: tuple[CocoAnnotation, ...] = ()
     captions: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         """How errors and reports name the image: its file name and id."""
-        return f"image {self.file_name} (id {self.id})"
+        return _image_name(self.file_name, self.id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,28 +166,69 @@ def _entries(data: Mapping[str, Any], key: str, path: Any, required: bool = True
     return value
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a JSON value, cut: a hostile file's value can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _get(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     value = entry.get(key)
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok, value = True, float(value)
     if not ok:
-        raise SchemaError(f"{where}: {key!r} must be {kind.__name__}, found {value!r}")
+        raise SchemaError(f"{where}: {key!r} must be {kind.__name__}, found {_short(value)}")
     return value
 
 
+def _int64(entry: Mapping[str, Any], key: str, where: str) -> int:
+    value: int = _get(entry, key, int, where)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise SchemaError(f"{where}: {key!r} must fit in int64, found {value}")
+    return value
+
+
+def _size(entry: Mapping[str, Any], key: str, where: str) -> int:
+    value: int = _get(entry, key, int, where)
+    if not 1 <= value <= _MAX_SIDE:
+        raise SchemaError(f"{where}: {key!r} must be an int in 1..{_MAX_SIDE}, found {value}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """A number that float32 holds as a finite value (NaN, infinities and values beyond
+    float32's range, such as JSON's ``1e999``, are not)."""
+    return _is_number(value) and abs(value) <= _FLOAT32_MAX  # False for NaN too
+
+
+def _finite_list(value: Any) -> TypeGuard[list[Any]]:
+    return isinstance(value, list) and all(_is_finite(v) for v in value)
+
+
 def rle_from_string(counts: str) -> list[int]:
-    """Decodes pycocotools' compressed RLE string into run lengths.
+    """Decodes pycocotools' compressed RLE string into run lengths; ``ValueError`` for
+    a string that is not one (a character outside ``0``-``o``, a value cut short).
 
     >>> rle_from_string("61X13")
     [6, 1, 40, 4]
     """
     out: list[int] = []
-    p = 0
-    while p < len(counts):
+    p, n = 0, len(counts)
+    while p < n:
         x, k, more = 0, 0, True
         while more:
+            if p >= n:
+                raise ValueError(f"the string ends inside a value (at character {p})")
             c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"{counts[p]!r} at character {p} is not an RLE character")
+            if k >= 13:  # 13 x 5 bits: beyond int64
+                raise ValueError(f"the value ending at character {p} does not fit in int64")
             x |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)
             p, k = p + 1, k + 1
@@ -191,39 +240,187 @@ def rle_from_string(counts: str) -> list[int]:
     return out
 
 
+def _rle(segmentation: Mapping[str, Any], where: str) -> tuple[tuple[int, ...], tuple[int, int]]:
+    size = segmentation.get("size")
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_SIDE for v in size
+        )
+    ):
+        raise SchemaError(f"{where}: RLE 'size' must be [height, width], found {_short(size)}")
+    counts = segmentation.get("counts")
+    if isinstance(counts, str):
+        try:
+            decoded = rle_from_string(counts)
+        except ValueError as e:
+            raise SchemaError(f"{where}: RLE 'counts' is not compressed RLE: {e}") from None
+    elif isinstance(counts, list):
+        decoded = counts
+    else:
+        raise SchemaError(
+            f"{where}: RLE 'counts' must be a list of run lengths or a compressed string, "
+            f"found {_short(counts)}"
+        )
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in decoded):
+        raise SchemaError(
+            f"{where}: RLE 'counts' must be run lengths (ints >= 0), found {_short(counts)}"
+        )
+    height, width = size
+    if sum(decoded) != height * width:
+        raise SchemaError(
+            f"{where}: RLE 'counts' sum to {sum(decoded)}, not height x width = "
+            f"{height} x {width} = {height * width}"
+        )
+    return tuple(decoded), (height, width)
+
+
+def _polygons(segmentation: list[Any], where: str) -> tuple[tuple[float, ...], ...]:
+    for k, poly in enumerate(segmentation):
+        if not (_finite_list(poly) and len(poly) % 2 == 0):
+            raise SchemaError(
+                f"{where}: polygon {k} of 'segmentation' must be an even count of finite "
+                f"numbers [x0, y0, x1, y1, ...], found {_short(poly)}"
+            )
+    return tuple(tuple(float(v) for v in poly) for poly in segmentation)
+
+
 def _annotation(entry: Mapping[str, Any], where: str) -> CocoAnnotation:
+    """One annotation entry, every field checked; SchemaError names the field."""
+    ann_id = _int64(entry, "id", where)
+    image_id = _int64(entry, "image_id", where)
+    category_id = _int64(entry, "category_id", where)
     bbox = entry.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        raise SchemaError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], found {bbox!r}")
+    if not (_finite_list(bbox) and len(bbox) == 4):
+        raise SchemaError(
+            f"{where}: 'bbox' must be 4 finite numbers [x, y, width, height], found {_short(bbox)}"
+        )
+    area = entry.get("area", 0.0)
+    if not _is_finite(area):
+        raise SchemaError(f"{where}: 'area' must be a finite number, found {_short(area)}")
+    iscrowd = entry.get("iscrowd", 0)
+    if iscrowd not in (0, 1) or isinstance(iscrowd, (bool, float)):
+        raise SchemaError(f"{where}: 'iscrowd' must be 0 or 1, found {_short(iscrowd)}")
     polygons: tuple[tuple[float, ...], ...] = ()
     rle_counts: tuple[int, ...] = ()
     rle_size = None
     segmentation = entry.get("segmentation")
     if isinstance(segmentation, list):
-        polygons = tuple(tuple(float(v) for v in poly) for poly in segmentation)
+        polygons = _polygons(segmentation, where)
     elif isinstance(segmentation, dict):
-        counts, size = segmentation.get("counts"), segmentation.get("size")
-        if not (isinstance(size, list) and len(size) == 2):
-            raise SchemaError(f"{where}: RLE 'size' must be [height, width], found {size!r}")
-        decoded = rle_from_string(counts) if isinstance(counts, str) else counts
-        if not isinstance(decoded, list):
-            raise SchemaError(f"{where}: RLE 'counts' must be a list or string")
-        rle_counts, rle_size = tuple(int(c) for c in decoded), (int(size[0]), int(size[1]))
+        rle_counts, rle_size = _rle(segmentation, where)
+    elif segmentation is not None:
+        raise SchemaError(
+            f"{where}: 'segmentation' must be polygons (a list) or RLE (an object), "
+            f"found {_short(segmentation)}"
+        )
     return CocoAnnotation(
-        id=_get(entry, "id", int, where),
-        image_id=_get(entry, "image_id", int, where),
-        category_id=_get(entry, "category_id", int, where),
+        id=ann_id,
+        image_id=image_id,
+        category_id=category_id,
         bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
-        area=float(entry.get("area", 0.0)),
-        iscrowd=int(entry.get("iscrowd", 0)),
+        area=float(area),
+        iscrowd=int(iscrowd),
         polygons=polygons,
         rle_counts=rle_counts,
         rle_size=rle_size,
     )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _keypoints(
+    entry: Mapping[str, Any], names: tuple[str, ...], where: str
+) -> tuple[tuple[float, ...], int]:
+    values = entry.get("keypoints")
+    count = 3 * len(names)
+    if names and not (_finite_list(values) and len(values) == count):
+        raise SchemaError(
+            f"{where}: 'keypoints' must be {count} numbers (x, y, visibility for each of "
+            f"{len(names)} keypoints), found {_short(values)}"
+        )
+    if not (_finite_list(values) and len(values) % 3 == 0):
+        raise SchemaError(
+            f"{where}: 'keypoints' must be finite numbers, 3 per keypoint, found {_short(values)}"
+        )
+    num = _get(entry, "num_keypoints", int, where) if "num_keypoints" in entry else 0
+    return tuple(float(v) for v in values), num
+
+
+def _image_name(file_name: str, image_id: int) -> str:
+    shown = file_name if file_name.isprintable() else repr(file_name)
+    return f"image {shown} (id {image_id})"
+
+
+class _Loader:
+    """Collects the entries of the COCO files. A bad entry is not fatal: it becomes a
+    problem of its image (the image is then an item error, so that a record never lacks
+    an object that its file has), or a :class:`CocoProblem` of its own when it names no
+    usable image. Only damage to the file as a whole (not JSON, no ``images`` list, bad
+    categories, duplicate image ids) raises :class:`~recordforge.SchemaError`."""
+
+    def __init__(self, annotations: str | os.PathLike[str]) -> None:
+        self.path = annotations
+        self.images: dict[int, dict[str, Any]] = {}
+        self.bad_images: set[int] = set()
+        self.problems: list[CocoProblem] = []
+
+    def image(self, i: int, entry: Mapping[str, Any]) -> None:
+        where = f"{self.path}: images[{i}]"
+        try:
+            image_id = _int64(entry, "id", where)
+        except SchemaError as e:  # named by its place (its annotations name no image)
+            self.problems.append(CocoProblem(where, str(e)))
+            return
+        if image_id in self.images or image_id in self.bad_images:
+            raise SchemaError(f"{where}: duplicate image id {image_id}")
+        file_name = entry.get("file_name")
+        name = _image_name(file_name, image_id) if isinstance(file_name, str) else None
+        try:
+            file_name = _get(entry, "file_name", str, where)
+            if not file_name:
+                raise SchemaError(f"{where}: 'file_name' must not be empty")
+            if "\x00" in file_name:
+                raise SchemaError(f"{where}: 'file_name' contains a NUL character")
+            width, height = _size(entry, "width", where), _size(entry, "height", where)
+        except SchemaError as e:
+            self.bad_images.add(image_id)
+            self.problems.append(CocoProblem(name or f"image id {image_id}", str(e)))
+            return
+        self.images[image_id] = {
+            "id": image_id,
+            "file_name": file_name,
+            "width": width,
+            "height": height,
+            "annotations": [],
+            "captions": [],
+            "problems": [],
+        }
+
+    def reject(self, what: str, image_id: Any, reason: str) -> None:
+        """A bad entry (``what`` names it): a problem of its image when it names one."""
+        if isinstance(image_id, int) and image_id in self.images:
+            self.images[image_id]["problems"].append(f"{what}: {reason}")
+        elif not (isinstance(image_id, int) and image_id in self.bad_images):
+            self.problems.append(CocoProblem(what, reason))
+
+    def place(self, ann: CocoAnnotation) -> None:
+        image = self.images.get(ann.image_id)
+        if image is None:
+            if ann.image_id not in self.bad_images:
+                reason = f"image_id {ann.image_id} names no image in {self.path}"
+                self.problems.append(CocoProblem(f"annotation {ann.id}", reason))
+            return
+        if ann.rle_size is not None and ann.rle_size != (image["height"], image["width"]):
+            size = [image["height"], image["width"]]
+            reason = f"RLE 'size' {list(ann.rle_size)} is not the image's [height, width] {size}"
+            image["problems"].append(f"annotation {ann.id}: {reason}")
+            return
+        image["annotations"].append(ann)
+
+
+def _entry_name(entry: Mapping[str, Any], kind: str, where: str) -> str:
+    ann_id = entry.get("id")
+    return f"{kind} {ann_id}" if isinstance(ann_id, int) else where
 
 
 def load_coco(
@@ -235,72 +432,79 @@ def load_coco(
 ) -> CocoIndex:
     """Reads COCO JSON files into a :class:`CocoIndex`.
 
-    Malformed JSON or a missing required field raises :class:`~recordforge.SchemaError`
-    naming the file and the position or entry. Annotations, captions and keypoints whose
-    ``image_id`` names no image become :class:`CocoProblem` entries (``index.problems``).
-    Keypoint annotations are matched to instance annotations by ``id``.
+    Malformed JSON, a file without its ``images`` or ``categories`` list, a bad category
+    or a duplicate image id raises :class:`~recordforge.SchemaError` naming the file and
+    the position or entry. A bad value in one entry (a field missing or of the wrong
+    type, a box with NaN or infinite values, a polygon of odd length, RLE counts that do
+    not fill their size, an id beyond int64, a width <= 0) is an item error instead,
+    named in ``index.problems`` or in the problems of its image (so ``on_error`` decides):
+    an image is never converted with one of its objects silently left out. Annotations,
+    captions and keypoints whose ``image_id`` names no image are problems too. Keypoint
+    annotations are matched to instance annotations by ``id``.
     """
     data = _read_json(annotations)
-    images: dict[int, dict[str, Any]] = {}
+    loader = _Loader(annotations)
     for i, entry in enumerate(_entries(data, "images", annotations)):
-        where = f"{annotations}: images[{i}]"
-        image_id = _get(entry, "id", int, where)
-        if image_id in images:
-            raise SchemaError(f"{where}: duplicate image id {image_id}")
-        images[image_id] = {
-            "id": image_id,
-            "file_name": _get(entry, "file_name", str, where),
-            "width": _get(entry, "width", int, where),
-            "height": _get(entry, "height", int, where),
-            "annotations": [],
-            "captions": [],
-        }
+        loader.image(i, entry)
     categories = []
     for i, entry in enumerate(_entries(data, "categories", annotations)):
         where = f"{annotations}: categories[{i}]"
-        categories.append((_get(entry, "id", int, where), _get(entry, "name", str, where)))
+        categories.append((_int64(entry, "id", where), _get(entry, "name", str, where)))
     categories.sort()
-    problems: list[CocoProblem] = []
-    by_id: dict[int, CocoAnnotation] = {}
+    ids = [i for i, _ in categories]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise SchemaError(f"{annotations}: duplicate category id {duplicate}")
+    by_id: dict[int, tuple[CocoAnnotation, str]] = {}
     for i, entry in enumerate(_entries(data, "annotations", annotations, required=False)):
-        ann = _annotation(entry, f"{annotations}: annotations[{i}]")
-        by_id[ann.id] = ann
+        where = f"{annotations}: annotations[{i}]"
+        try:
+            ann = _annotation(entry, where)
+            if ann.id in by_id:
+                raise SchemaError(
+                    f"{where}: duplicate annotation id {ann.id} (also {by_id[ann.id][1]})"
+                )
+        except SchemaError as e:
+            loader.reject(_entry_name(entry, "annotation", where), entry.get("image_id"), str(e))
+            continue
+        by_id[ann.id] = ann, where
     keypoint_names: tuple[str, ...] = ()
     if keypoints is not None:
         kp_data = _read_json(keypoints)
-        for entry in _entries(kp_data, "categories", keypoints, required=False):
-            keypoint_names = keypoint_names or tuple(entry.get("keypoints") or ())
+        for i, entry in enumerate(_entries(kp_data, "categories", keypoints, required=False)):
+            names = entry.get("keypoints") or ()
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise SchemaError(f"{keypoints}: categories[{i}]: 'keypoints' must be names")
+            keypoint_names = keypoint_names or tuple(names)
         for i, entry in enumerate(_entries(kp_data, "annotations", keypoints)):
             where = f"{keypoints}: annotations[{i}]"
-            values = entry.get("keypoints")
-            if not (isinstance(values, list) and all(_is_number(v) for v in values)):
-                raise SchemaError(f"{where}: 'keypoints' must be a list of numbers")
-            ann = by_id.get(_get(entry, "id", int, where)) or _annotation(entry, where)
-            by_id[ann.id] = dataclasses.replace(
-                ann,
-                keypoints=tuple(float(v) for v in values),
-                num_keypoints=int(entry.get("num_keypoints", 0)),
-            )
-    for ann in by_id.values():
-        if ann.image_id in images:
-            images[ann.image_id]["annotations"].append(ann)
-        else:
-            problems.append(
-                CocoProblem(
-                    f"annotation {ann.id}",
-                    f"image_id {ann.image_id} names no image in {annotations}",
+            try:
+                values, num = _keypoints(entry, keypoint_names, where)
+                ann_id = _int64(entry, "id", where)
+                ann, _ = by_id.get(ann_id) or (_annotation(entry, where), where)
+            except SchemaError as e:
+                loader.reject(
+                    _entry_name(entry, "annotation", where), entry.get("image_id"), str(e)
                 )
-            )
+                continue
+            ann = dataclasses.replace(ann, keypoints=values, num_keypoints=num)
+            by_id[ann.id] = ann, where
+    for ann, _ in by_id.values():
+        loader.place(ann)
     if captions is not None:
         cap_data = _read_json(captions)
         for i, entry in enumerate(_entries(cap_data, "annotations", captions)):
             where = f"{captions}: annotations[{i}]"
-            image_id = _get(entry, "image_id", int, where)
-            text = _get(entry, "caption", str, where)
-            if image_id in images:
-                images[image_id]["captions"].append(text)
-            else:
-                problems.append(
+            try:
+                image_id = _int64(entry, "image_id", where)
+                text = _get(entry, "caption", str, where)
+            except SchemaError as e:
+                loader.reject(_entry_name(entry, "caption", where), entry.get("image_id"), str(e))
+                continue
+            if image_id in loader.images:
+                loader.images[image_id]["captions"].append(text)
+            elif image_id not in loader.bad_images:
+                loader.problems.append(
                     CocoProblem(
                         f"caption {entry.get('id')}",
                         f"image_id {image_id} names no image in {annotations}",
@@ -317,11 +521,12 @@ def load_coco(
                 height=e["height"],
                 annotations=tuple(e["annotations"]),
                 captions=tuple(e["captions"]),
+                problems=tuple(e["problems"]),
             )
-            for e in images.values()
+            for e in loader.images.values()
         ),
         categories=tuple(categories),
-        problems=tuple(problems),
+        problems=tuple(loader.problems),
         captions_file=os.fspath(captions) if captions is not None else None,
         keypoints_file=os.fspath(keypoints) if keypoints is not None else None,
         keypoint_names=keypoint_names,
@@ -341,6 +546,8 @@ def sniff_image(data: bytes) -> tuple[str, int, int]:
         width, height = struct.unpack(">II", data[16:24])
         if b"IEND" not in data[-16:]:
             raise ValueError("PNG without its IEND chunk (truncated?)")
+        if not (width and height):
+            raise ValueError(f"PNG header gives a size of {width}x{height}")
         return "png", width, height
     if not data.startswith(b"\xff\xd8\xff"):
         raise ValueError(f"not a JPEG or PNG (starts with {data[:8]!r})")
@@ -360,6 +567,8 @@ def sniff_image(data: bytes) -> tuple[str, int, int]:
             # file that lacks it near its end was cut short.
             if b"\xff\xd9" not in data[-1024:]:
                 raise ValueError("JPEG without its end marker (truncated?)")
+            if not (width and height):
+                raise ValueError(f"JPEG frame header gives a size of {width}x{height}")
             return "jpeg", width, height
         i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
     raise ValueError("JPEG without a frame header (truncated?)")
@@ -409,13 +618,23 @@ class CocoSource:
     <= 0 or reaching outside its image: ``keep`` (default per annotation), ``clip``
     (default per image), ``skip`` the object, or ``fail`` the image. ``resize`` (longest
     side, downscale only) and ``reencode`` (JPEG quality) need Pillow; by default image
-    bytes are stored exactly as in their files."""
+    bytes are stored exactly as in their files.
+
+    A box with a NaN or infinite value is not a bad box but a bad annotation, whatever
+    ``bad_boxes`` says: :func:`load_coco` makes it a problem of its image, so the image
+    is an item error (``on_error`` decides) and no record ever holds a non-finite box.
+
+    Image files are untrusted input: only regular files inside ``index.images_dir`` are
+    read (links resolved; a FIFO or device is refused without blocking), each of at most
+    ``max_image_bytes`` (default 256 MiB; an int or a size such as ``"64MB"``). Any
+    other file is an item error naming the image."""
 
     index: CocoIndex
     per: Per = "image"
     bad_boxes: BadBoxes | None = None
     resize: int | None = None
     reencode: int | None = None
+    max_image_bytes: int | str = DEFAULT_MAX_FILE_BYTES
 
     def __post_init__(self) -> None:
         if self.per not in ("image", "annotation"):
@@ -430,6 +649,10 @@ class CocoSource:
             raise ValueError(f"resize must be >= 1, not {self.resize}")
         if self.reencode is not None and not 1 <= self.reencode <= 100:
             raise ValueError(f"reencode (JPEG quality) must be in 1..100, not {self.reencode}")
+        limit = parse_size(self.max_image_bytes)
+        if limit < 1:
+            raise ValueError(f"max_image_bytes must be >= 1, not {self.max_image_bytes!r}")
+        object.__setattr__(self, "max_image_bytes", limit)
 
     @classmethod
     def from_files(
@@ -473,6 +696,8 @@ class CocoSource:
         """``(annotation name, what is wrong)`` for every degenerate box."""
         out = []
         for image in self.index.images:
+            if image.problems:  # the image is an item error: its boxes are not read
+                continue
             for ann in image.annotations:
                 problem = _box_problem(ann, image.width, image.height)
                 if problem is not None:
@@ -552,6 +777,8 @@ class CocoSource:
         cannot be converted."""
         if isinstance(item, CocoProblem):
             raise ItemError(item.item, item.reason)
+        if item.problems:
+            raise ItemError(item.name, "; ".join(item.problems))
         data, fmt, width, height = self._image(item)
         sx, sy = width / item.width, height / item.height
         objects = self._objects(item)
@@ -657,12 +884,16 @@ class CocoSource:
 
     def _image(self, item: CocoImage) -> tuple[bytes, str, int, int]:
         """The bytes to store, their format, width and height; checks the file."""
-        name = PurePath(item.file_name)
-        if name.is_absolute() or name.drive or ".." in name.parts or "\\" in item.file_name:
-            raise ItemError(item.name, f"file_name {item.file_name!r} escapes the image directory")
         path = _fs.join(self.index.images_dir, item.file_name)
         try:
-            data = _fs.read_bytes(path)
+            data = read_inside(
+                self.index.images_dir,
+                item.file_name,
+                limit=int(self.max_image_bytes),
+                where="the image directory",
+            )
+        except Refused as e:
+            raise ItemError(item.name, str(e)) from None
         except FileNotFoundError:
             raise ItemError(item.name, f"image file {path} does not exist") from None
         except OSError as e:
@@ -689,7 +920,7 @@ class CocoSource:
             with PILImage.open(io.BytesIO(data)) as img:
                 img.load()
                 rgb = img.convert("RGB")
-        except (OSError, ValueError, SyntaxError) as e:
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
             raise ItemError(item.name, f"{path} cannot be decoded: {e}") from None
         width, height = rgb.size
         if self.resize is not None and max(width, height) > self.resize:

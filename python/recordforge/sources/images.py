@@ -49,7 +49,8 @@ from typing import Any
 from recordforge import _fs
 from recordforge.example import encode_example
 from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
-from recordforge.writer import ItemError
+from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside
+from recordforge.writer import ItemError, parse_size
 
 __all__ = ["ImageFile", "ImageFolderSource", "image_format"]
 
@@ -87,10 +88,13 @@ def image_format(data: bytes) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class ImageFile:
-    """One item: ``path`` relative to the root (``/``-separated) and its class id."""
+    """One item: ``path`` relative to the root (``/``-separated) and its class id;
+    ``problem`` says why the walk refused it (a folder link leaving the root, or one
+    that loops), which makes it an item error."""
 
     path: str
     label: int
+    problem: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -119,6 +123,21 @@ class _Root:
     def has_folder(self, name: str) -> bool:
         return _fs.isdir(_fs.join(self.root, name))
 
+    def link_problem(self, path: str, seen: set[str]) -> str | None:
+        """Why the folder ``root/path`` is not to be walked, or None: it resolves (links
+        followed) outside the root, or to a folder already walked (``seen``, the
+        resolved folders so far, which a walkable folder joins). URLs have no links."""
+        if _fs.is_url(self.root):
+            return None
+        real_root = os.path.realpath(self.root)
+        real = os.path.realpath(os.path.join(self.root, path))
+        if os.path.commonpath([real_root, real]) != real_root:
+            return f"a link to {real}, outside the image folder"
+        if real in seen:
+            return f"a link to a folder already read ({real}): not read twice"
+        seen.add(real)
+        return None
+
     def walk(self, name: str) -> Iterator[tuple[str, list[str], list[str]]]:
         """``os.walk`` under ``root/name`` (following links) with folders relative to the
         root, as POSIX paths; pruning the folder list in place prunes the walk."""
@@ -143,6 +162,12 @@ class ImageFolderSource:
     every non-hidden file is an item. ``resize`` bounds the longer side in pixels.
     ``verify=True`` decodes every image fully (slower) so that a corrupt body is an
     ItemError too; by default only the header is read.
+
+    Files are untrusted input: only regular files inside the root are read (links
+    resolved; a FIFO or device is refused without blocking), each of at most
+    ``max_image_bytes`` (default 256 MiB; an int or a size such as ``"64MB"``); folder
+    links are followed only while they stay inside the root and reach no folder twice.
+    Anything else is an ItemError naming the path.
     """
 
     root: str | os.PathLike[str]
@@ -150,6 +175,7 @@ class ImageFolderSource:
     extensions: Sequence[str] | None = dataclasses.field(default=None, kw_only=True)
     resize: int | None = dataclasses.field(default=None, kw_only=True)
     verify: bool = dataclasses.field(default=False, kw_only=True)
+    max_image_bytes: int | str = dataclasses.field(default=DEFAULT_MAX_FILE_BYTES, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", str(self.root))
@@ -160,6 +186,10 @@ class ImageFolderSource:
             raise ValueError(
                 f"resize must be a positive int (max side in pixels), not {self.resize}"
             )
+        limit = parse_size(self.max_image_bytes)
+        if limit < 1:
+            raise ValueError(f"max_image_bytes must be >= 1, not {self.max_image_bytes!r}")
+        object.__setattr__(self, "max_image_bytes", limit)
         if self.extensions is not None:
             exts = tuple(
                 e.lower() if e.startswith(".") else f".{e.lower()}" for e in self.extensions
@@ -192,9 +222,25 @@ class ImageFolderSource:
         out: list[ImageFile] = []
         root = _Root(str(self.root))
         for label, name in enumerate(self.names):
-            found = []
+            # Folder links are followed (as Keras does) while they stay inside the root
+            # and reach no folder twice; those that do not are items refused by name.
+            seen: set[str] = set()
+            problem = root.link_problem(name, seen)
+            if problem is not None:
+                out.append(ImageFile(name, label, problem))
+                continue
+            found: list[tuple[str, str | None]] = []
             for dirpath, dirnames, filenames in root.walk(name):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                walked = []
+                for d in dirnames:
+                    if d.startswith("."):
+                        continue
+                    problem = root.link_problem(f"{dirpath}/{d}", seen)
+                    if problem is None:
+                        walked.append(d)
+                    else:
+                        found.append((f"{dirpath}/{d}", problem))
+                dirnames[:] = walked
                 for filename in filenames:
                     if filename.startswith("."):
                         continue
@@ -202,8 +248,8 @@ class ImageFolderSource:
                         tuple(self.extensions)
                     ):
                         continue
-                    found.append(f"{dirpath}/{filename}")
-            out.extend(ImageFile(path, label) for path in sorted(found))
+                    found.append((f"{dirpath}/{filename}", None))
+            out.extend(ImageFile(path, label, problem) for path, problem in sorted(found))
         return tuple(out)
 
     def schema(self) -> Schema:
@@ -212,7 +258,7 @@ class ImageFolderSource:
         suffixes = (
             set(self.extensions)
             if self.extensions is not None
-            else {PurePosixPath(i.path).suffix.lower() for i in self.items()}
+            else {PurePosixPath(i.path).suffix.lower() for i in self.items() if not i.problem}
         )
         formats = {_SUFFIX_FORMAT.get(s) for s in suffixes}
         fmt = formats.pop() if len(formats) == 1 else None
@@ -234,8 +280,17 @@ class ImageFolderSource:
         """One image file -> its serialized Example; ItemError for a file that is not a
         readable image."""
         path = _fs.join(self.root, item.path)
+        if item.problem is not None:
+            raise ItemError(str(path), item.problem)
         try:
-            data = _fs.read_bytes(path)
+            data = read_inside(
+                str(self.root),
+                item.path,
+                limit=int(self.max_image_bytes),
+                where="the image folder",
+            )
+        except Refused as e:
+            raise ItemError(str(path), str(e)) from None
         except OSError as e:
             raise ItemError(str(path), f"cannot read: {e.strerror or e}") from None
         image = self._encoded(path, data)
