@@ -6,9 +6,11 @@ features."""
 from __future__ import annotations
 
 import gc
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import recordforge as rf
 
@@ -66,3 +68,110 @@ def test_row_reader_of_a_dropped_dataset_says_so(tmp_path: Path) -> None:
         assert "dataset" in str(e)
     else:  # pragma: no cover - the file of record 7 was not loaded yet
         raise AssertionError("a row reader outlived its dataset")
+
+
+# --------------------------------------------------------------------------------------
+# Item 3: compression comes from the bytes, not from the file name
+
+
+def _gzip_shard(tmp_path: Path, compression: str = "gzip") -> Path:
+    out = tmp_path / f"src-{compression}"
+    rf.write_dataset({"id": np.arange(10)}, out, compression=compression)
+    (shard,) = [p for p in out.iterdir() if p.name != "dataset.json"]
+    return shard
+
+
+@pytest.mark.parametrize(
+    ("compression", "name"),
+    [("gzip", "a.tfrecord"), ("gzip", "a.gzip"), ("zlib", "a.gz"), ("gzip", "a.zlib")],
+)
+def test_compression_is_detected_from_the_bytes(
+    tmp_path: Path, compression: str, name: str
+) -> None:
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / name
+    shutil.copy(_gzip_shard(tmp_path, compression), path)
+    for given in (path, [path], tmp_path / "in" / "*"):
+        ds = rf.open_dataset(str(given) if not isinstance(given, list) else given)
+        assert ds.compression == compression
+        assert [int(r["id"]) for r in ds] == list(range(10))
+    with pytest.raises(TypeError, match=rf"{path}: random access .* {compression}-compressed"):
+        ds[5]
+    assert rf.inspect.detect_compression(path) == compression
+
+
+def test_tf_dataset_of_a_misnamed_gzip_file(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    path = tmp_path / "a.tfrecord"
+    shutil.copy(_gzip_shard(tmp_path), path)
+    batches = list(rf.open_dataset(path).to_tf_dataset(batch_size=4))
+    assert np.concatenate([b["id"].numpy() for b in batches]).tolist() == list(range(10))
+
+
+def test_plain_file_named_gz_is_plain(tmp_path: Path) -> None:
+    rf.write_dataset({"id": np.arange(10)}, tmp_path / "src")
+    path = tmp_path / "a.tfrecord.gz"
+    shutil.copy(next((tmp_path / "src").glob("*.tfrecord")), path)
+    ds = rf.open_dataset(path)
+    assert ds.compression is None and int(ds[5]["id"]) == 5
+
+
+def test_files_of_two_compressions(tmp_path: Path) -> None:
+    rf.write_dataset({"id": np.arange(10)}, tmp_path / "src")
+    plain = tmp_path / "p.tfrecord"
+    shutil.copy(next((tmp_path / "src").glob("*.tfrecord")), plain)
+    gz = tmp_path / "g.tfrecord"
+    shutil.copy(_gzip_shard(tmp_path), gz)
+    ds = rf.open_dataset([plain, gz])
+    assert len(list(ds.batches(3))) == 7  # each file read with its own compression
+    with pytest.raises(ValueError, match=rf"mix compressions: {plain} is not compressed, {gz}"):
+        _ = ds.compression
+
+
+# --------------------------------------------------------------------------------------
+# Item 5: on_corrupt="skip" also skips damaged records while inferring the schema
+
+
+def _damaged(tmp_path: Path, where: str) -> tuple[Path, int]:
+    """A bare file of 20 records with record 0 (``where="first"``) or records 0-1
+    (``"header"``: a length field broken) damaged; and the intact records' count."""
+    out = tmp_path / "src"
+    rf.write_dataset({"id": np.arange(20), "x": np.ones((20, 3), np.float32)}, out)
+    data = bytearray(next(out.glob("*.tfrecord")).read_bytes())
+    size = len(data) // 20
+    if where == "first":
+        data[14] ^= 1  # record 0's payload: a data CRC mismatch
+        intact = 19
+    else:
+        data[1] ^= 0x40  # record 0's length: the walk resynchronises at record 1
+        data[size + 20] ^= 1  # record 1's payload
+        intact = 18
+    path = tmp_path / "damaged.tfrecord"
+    path.write_bytes(bytes(data))
+    return path, intact
+
+
+@pytest.mark.parametrize("where", ["first", "header"])
+def test_skip_infers_the_schema_past_damage(tmp_path: Path, where: str) -> None:
+    path, intact = _damaged(tmp_path, where)
+    with pytest.raises(rf.CorruptRecordError, match=str(path)):
+        rf.open_dataset(path)
+    ds = rf.open_dataset(path, on_corrupt="skip")
+    assert dict(ds.schema) == {
+        "id": rf.FeatureSpec(dtype="int64"),
+        "x": rf.FeatureSpec(dtype="float32", shape=(3,)),
+    }
+    ids = np.concatenate([b["id"] for b in ds.batches(8)]).tolist()
+    assert ids == list(range(20 - intact, 20))
+    assert ds.skipped and all(s["file"] == str(path) for s in ds.skipped)
+
+
+def test_skip_infers_the_schema_of_a_damaged_compressed_file(tmp_path: Path) -> None:
+    good = _gzip_shard(tmp_path)
+    data = good.read_bytes()
+    path = tmp_path / "cut.tfrecord.gz"
+    path.write_bytes(data[: len(data) // 2])  # a truncated GZIP stream
+    with pytest.raises(rf.CorruptRecordError):
+        rf.open_dataset(path)
+    ds = rf.open_dataset(path, on_corrupt="skip")
+    assert dict(ds.schema) == {"id": rf.FeatureSpec(dtype="int64")}

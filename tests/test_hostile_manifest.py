@@ -241,3 +241,226 @@ def test_legacy_sha256_key_still_loads(pristine: Path, tmp_path: Path) -> None:
     d = edit(_copy(pristine, tmp_path), legacy)
     assert rf.Manifest.load(d).splits["train"][0].checksum == "sha256:" + "0" * 64
     assert os.path.isdir(d)
+
+
+# --------------------------------------------------------------------------------------
+# Item 9: shard paths stay inside the dataset directory
+
+
+def _point_shard0(d: Path, name: str) -> Path:
+    return edit(d, lambda m: shard0(m).update(file=name))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../elsewhere/train-00000-of-00004.tfrecord", "/dev/zero", "/etc/passwd", "a/b", ".x", ""],
+)
+def test_shard_path_that_is_not_a_plain_name(
+    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    elsewhere = make(tmp_path / "elsewhere")
+    d = _point_shard0(_copy(pristine, tmp_path), name)
+    message = f"{S0}.file: expected a plain file name in the dataset's directory, got {name!r}"
+    with pytest.raises(rf.SchemaError) as e:
+        rf.open_dataset(d)
+    assert message in str(e.value)
+    for command in ("count", "verify", "index", "info"):
+        code, text = cli(capsys, command, str(d))
+        assert code == 1 and message in text, (command, text)
+    assert not list(elsewhere.glob("*.idx"))  # index wrote nothing in the other dataset
+
+
+@pytest.mark.parametrize("target", ["other_dataset", "dev_zero", "directory", "fifo"])
+def test_shard_that_resolves_outside_or_is_not_a_regular_file(
+    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    elsewhere = make(tmp_path / "elsewhere")
+    d = _copy(pristine, tmp_path)
+    link = d / "train-00000-of-00004.tfrecord"
+    link.unlink()
+    if target == "other_dataset":
+        link.symlink_to(elsewhere / "train-00000-of-00004.tfrecord")
+        message = "resolves to"
+    elif target == "dev_zero":
+        link.symlink_to("/dev/zero")
+        message = "resolves to /dev/zero, outside the dataset directory"
+    elif target == "directory":
+        link.mkdir()
+        message = "is not a regular file"
+    else:
+        os.mkfifo(link)
+        message = "is not a regular file"
+    with pytest.raises(rf.SchemaError) as e:
+        rf.open_dataset(d)
+    assert str(e.value).startswith(f"{S0}.file: {link}") or f"{S0}.file: {link}" in str(e.value)
+    assert message in str(e.value)
+    for command in ("count", "verify", "index", "head"):
+        code, text = cli(capsys, command, str(d))
+        assert code == 1 and message in text, (command, text)
+    assert not list(elsewhere.glob("*.idx"))
+
+
+def test_shard_link_inside_the_directory_is_fine(pristine: Path, tmp_path: Path) -> None:
+    d = _copy(pristine, tmp_path)
+    (d / "data").mkdir()
+    name = "train-00000-of-00004.tfrecord"
+    (d / name).rename(d / "data" / name)
+    (d / name).symlink_to(Path("data") / name)
+    ds = rf.open_dataset(d)
+    assert len(ds) == N and int(ds[3]["id"]) == 3
+
+
+def test_manifest_and_index_links_outside_are_refused(
+    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = make(tmp_path / "elsewhere", index=True)
+    d = _copy(pristine, tmp_path)
+    (d / "dataset.json").unlink()
+    (d / "dataset.json").symlink_to("/dev/zero")
+    with pytest.raises(rf.SchemaError, match="outside the dataset directory"):
+        rf.open_dataset(d)
+    # An .idx that is a link out of the directory is not read (nor its target written).
+    d = make(tmp_path / "indexed", index=True)
+    idx = d / "train-00001-of-00004.tfrecord.idx"
+    idx.unlink()
+    idx.symlink_to(elsewhere / "train-00001-of-00004.tfrecord.idx")
+    with pytest.raises(rf.SchemaError, match="outside the dataset directory"):
+        rf.open_dataset(d)[30]
+    code, text = cli(capsys, "verify", str(d))
+    assert code == 1 and "outside the dataset directory" in text
+    before = (elsewhere / "train-00001-of-00004.tfrecord.idx").read_bytes()
+    idx.unlink()
+    idx.symlink_to(elsewhere / "train-00001-of-00004.tfrecord.idx")
+    planted = d / ".train-00002-of-00004.tfrecord.idx.tmp"
+    planted.symlink_to(elsewhere / "planted")
+    code, _ = cli(capsys, "index", str(d))
+    assert (elsewhere / "train-00001-of-00004.tfrecord.idx").read_bytes() == before
+    assert not (elsewhere / "planted").exists()
+
+
+def test_remote_manifest_shard_names_are_plain(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    local = make(tmp_path / "ds")
+    for f in local.iterdir():
+        fs.pipe_file(f"/hostile/{f.name}", f.read_bytes())
+    fs.pipe_file("/secret/x.tfrecord", (local / "train-00000-of-00004.tfrecord").read_bytes())
+    data = json.loads((local / "dataset.json").read_text())
+    shard0(data)["file"] = "../secret/x.tfrecord"
+    fs.pipe_file("/hostile/dataset.json", json.dumps(data).encode())
+    with pytest.raises(rf.SchemaError, match=r"shards\[0\]\.file: expected a plain file name"):
+        rf.open_dataset("memory://hostile")
+    with pytest.raises(rf.SchemaError, match=r"shards\[0\]\.file: expected a plain file name"):
+        rf.inspect.count("memory://hostile")
+
+
+# --------------------------------------------------------------------------------------
+# Item 10: counts are checked before they are trusted
+
+
+def _tamper_count(m: dict[str, Any]) -> None:
+    """Shard 0 says 20 records (it has 25), and the split total agrees with the lie."""
+    shard0(m)["records"] = 20
+    m["splits"]["train"]["records"] = 95
+
+
+def test_tampered_count_never_gives_one_record_for_another(pristine: Path, tmp_path: Path) -> None:
+    d = edit(_copy(pristine, tmp_path), _tamper_count)
+    ds = rf.open_dataset(d)
+    where = f"{d / 'dataset.json'}: {S0}.records: 20, but {d / 'train-00000-of-00004.tfrecord'}"
+    for access in (lambda: ds[20], lambda: ds[0], lambda: ds.take([20]), lambda: ds[-1]):
+        with pytest.raises(rf.SchemaError) as e:
+            access()
+        assert str(e.value) == f"{where} holds 25 records"
+    assert sum(len(b["id"]) for b in ds.batches(7)) == N  # the sequential read is whole
+
+
+def test_tampered_count_with_an_index_is_caught_by_len(pristine: Path, tmp_path: Path) -> None:
+    d = edit(make(tmp_path / "ds", index=True), _tamper_count)
+    with pytest.raises(rf.SchemaError, match=r"shards\[0\]\.records: 20, but .* holds 25"):
+        len(rf.open_dataset(d))
+
+
+def test_changed_shard_size_makes_len_count_the_records(pristine: Path, tmp_path: Path) -> None:
+    d = _copy(pristine, tmp_path)
+    with open(d / "train-00002-of-00004.tfrecord", "r+b") as f:
+        f.truncate(31 * 20)  # 5 whole records cut off
+    with pytest.raises(rf.SchemaError, match=r"shards\[2\]\.records: 25, but .* holds 20"):
+        len(rf.open_dataset(d))
+
+
+def test_index_that_does_not_cover_its_shard_is_not_believed(tmp_path: Path) -> None:
+    d = make(tmp_path / "ds", index=True)
+    idx = d / "train-00001-of-00004.tfrecord.idx"
+    lines = idx.read_text().splitlines()
+    idx.write_text("\n".join(lines[:-3]) + "\n")  # 22 lines for 25 records
+    ds = rf.open_dataset(d)
+    assert len(ds) == N
+    assert [int(ds[i]["id"]) for i in (24, 25, 49, 50, 99)] == [24, 25, 49, 50, 99]
+    idx.write_text("garbage\n" * 10)
+    ds = rf.open_dataset(d)
+    assert int(ds[47]["id"]) == 47
+
+
+def test_negative_and_huge_counts(pristine: Path, tmp_path: Path, capsys: Any) -> None:
+    for value in (-5, 2**64, 10**30):
+        d = edit(
+            _copy(pristine, tmp_path / str(value)), lambda m, v=value: shard0(m).update(records=v)
+        )
+        with pytest.raises(rf.SchemaError, match=r"records: expected a non-negative integer"):
+            rf.open_dataset(d)
+        code, text = cli(capsys, "count", str(d))
+        assert code == 1 and "expected a non-negative integer" in text
+    # More records than the bytes can frame: refused without reading a record.
+    d = edit(_copy(pristine, tmp_path / "many"), lambda m: shard0(m).update(records=10**6))
+    with pytest.raises(rf.SchemaError):
+        rf.open_dataset(d)
+
+
+TAMPERED: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    ("count", _tamper_count, "25 records, dataset.json says 20"),
+    (
+        "listed twice",
+        lambda m: m["splits"]["train"]["shards"].append(dict(shard0(m))),
+        "is listed twice",
+    ),
+    ("split total", lambda m: m["splits"]["train"].update(records=7), "splits.train.records: 7"),
+    (
+        "compression",
+        lambda m: m.update(compression="gzip"),
+        "not compressed (from its first bytes), dataset.json says compression 'gzip'",
+    ),
+    ("too many", lambda m: shard0(m).update(records=500), "cannot fit in 775 bytes"),
+]
+
+
+@pytest.mark.parametrize(("what", "change", "message"), TAMPERED, ids=[t[0] for t in TAMPERED])
+def test_verify_and_count_flag_tampered_manifests(
+    pristine: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    what: str,
+    change: Callable[[dict[str, Any]], Any],
+    message: str,
+) -> None:
+    d = edit(_copy(pristine, tmp_path), change)
+    result = rf.inspect.verify(d)
+    assert not result.ok and any(message in str(p) for p in result.problems), result.problems
+    code, text = cli(capsys, "verify", str(d))
+    assert code == 1 and message in text
+    code, text = cli(capsys, "count", str(d))
+    assert code == 1 and message in text, text
+    with pytest.raises((rf.SchemaError, rf.CorruptRecordError)):
+        ds = rf.open_dataset(d)
+        len(ds), ds[len(ds) - 1]
+
+
+def test_compression_claim_that_the_bytes_contradict(tmp_path: Path) -> None:
+    d = make(tmp_path / "gz", compression="gzip")
+    edit(d, lambda m: m.update(compression=None))
+    with pytest.raises(rf.SchemaError, match=r"compression: null, but .* is gzip-compressed"):
+        rf.open_dataset(d)
+    result = rf.inspect.verify(d)
+    assert not result.ok
+    message = "gzip compressed (from its first bytes), dataset.json says compression null"
+    assert any(message in str(p) for p in result.problems)

@@ -40,6 +40,7 @@ __all__ = [
     "parent",
     "read_bytes",
     "remove",
+    "size",
     "staged",
     "temp_name",
     "upload",
@@ -115,6 +116,14 @@ def isfile(path: str | os.PathLike[str]) -> bool:
         fs, p = filesystem(str(path))
         return bool(fs.isfile(p))
     return os.path.isfile(_local(path))
+
+
+def size(path: str | os.PathLike[str]) -> int:
+    """The size of a file in bytes."""
+    if is_url(path):
+        fs, p = filesystem(str(path))
+        return int(fs.size(p))
+    return os.stat(_local(path)).st_size
 
 
 def isdir(path: str | os.PathLike[str]) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import math
 import os
 import weakref
@@ -31,10 +32,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recordforge import _core, _fs
+from recordforge import _core, _fs, _index
+from recordforge._jsonfields import Field
 from recordforge._outdir import check_finished
-from recordforge.errors import DecodeError, SchemaError
-from recordforge.manifest import MANIFEST_NAME, Manifest
+from recordforge.errors import CorruptRecordError, DecodeError, SchemaError
+from recordforge.manifest import MANIFEST_NAME, Manifest, inside
 from recordforge.schema import FeatureSpec, Schema, infer_schema
 
 __all__ = ["Dataset", "Ragged", "open_dataset"]
@@ -61,6 +63,18 @@ class Ragged:
         return np.diff(self.row_splits)
 
 
+@dataclasses.dataclass
+class _Claim:
+    """A shard's record count as ``dataset.json`` gives it, not believed before it is
+    checked: ``checked`` is 1 once its file's size (and ``.idx``, when there is one)
+    agree, 2 once the records were counted (the ``.idx`` lines, or a framing walk)."""
+
+    field: Field
+    records: int
+    bytes: int
+    checked: int = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class _Order:
     """How records are ordered and divided: shuffle and shard settings."""
@@ -84,6 +98,7 @@ class Dataset:
         root: Path | str | None = None,
         on_corrupt: OnCorrupt = "raise",
         order: _Order = _Order(),
+        claims: Sequence[_Claim | None] | None = None,
     ) -> None:
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt must be 'raise' or 'skip', not {on_corrupt!r}")
@@ -101,6 +116,8 @@ class Dataset:
         self._starts_cache: np.ndarray | None = None
         self._rows_cache: _core.RowReader | None = None
         self._len_cache: int | None = None
+        self._claims = list(claims) if claims is not None else None
+        self._compressions: list[str | None] | None = None
         #: Damaged regions skipped with ``on_corrupt="skip"``: file, start, end, reason.
         self.skipped: list[dict[str, Any]] = []
 
@@ -113,6 +130,7 @@ class Dataset:
             "root": self._root,
             "on_corrupt": self.on_corrupt,
             "order": self._order,
+            "claims": self._claims,
         }
         kwargs.update(changes)
         return Dataset(**kwargs)
@@ -122,11 +140,44 @@ class Dataset:
 
     @property
     def compression(self) -> str | None:
-        """The shards' compression (from the manifest, else from the file names)."""
-        if self.manifest is not None:
-            return self.manifest.compression
-        names = {Path(f).suffix for f in self.files}
-        return "gzip" if names == {".gz"} else "zlib" if names == {".zlib"} else None
+        """The shards' compression, ``"gzip"``, ``"zlib"`` or ``None``, from their first
+        bytes (whatever their names or ``dataset.json`` say; a manifest that disagrees is a
+        :class:`~recordforge.SchemaError`). Local files are each looked at; of remote ones,
+        the first (the readers detect each file's own)."""
+        found = self._file_compressions()
+        kinds = set(found)
+        if len(kinds) > 1:
+            first = found[0]
+            other = next(i for i, c in enumerate(found) if c != first)
+            raise ValueError(
+                f"the files mix compressions: {self.files[0]} is {first or 'not compressed'}, "
+                f"{self.files[other]} is {found[other] or 'not compressed'}"
+            )
+        return found[0] if found else None
+
+    def _file_compressions(self) -> list[str | None]:
+        if self._compressions is None:
+            from recordforge.inspect._walker import detect_compression
+
+            found: list[str | None]
+            if all(_is_local(f) for f in self.files):
+                found = [detect_compression(f) for f in self.files]
+            else:
+                found = [detect_compression(self.files[0])] * len(self.files)
+            if self.manifest is not None:
+                claim = self.manifest.compression
+                for path, kind in zip(self.files, found, strict=True):
+                    if kind != claim:
+                        what = f"{kind}-compressed" if kind else "not compressed"
+                        raise SchemaError(
+                            f"{self._source()}: compression: {json.dumps(claim)}, but {path} "
+                            f"is {what} (from its first bytes)"
+                        )
+            self._compressions = found
+        return self._compressions
+
+    def _source(self) -> str:
+        return _fs.join(self._root, MANIFEST_NAME) if self._root is not None else MANIFEST_NAME
 
     # -- views -------------------------------------------------------------------------
 
@@ -161,10 +212,41 @@ class Dataset:
 
     # -- sizes -------------------------------------------------------------------------
 
-    def _file_counts(self) -> list[int]:
+    def _file_counts(self, exact: bool = False) -> list[int]:
+        """Records per file. Counts from ``dataset.json`` are checked before use, cheaply
+        for ``len`` (each file's size, and its ``.idx`` when there is one), and
+        ``exact``-ly for random access (the records counted: ``.idx`` lines or a framing
+        walk) where a wrong count would silently give one record for another."""
         if self._counts is None:
             self._counts = [_count(f) for f in self.files]
+        elif self._claims is not None:
+            for i in self._my_files():
+                self._check_claim(i, exact)
         return self._counts
+
+    def _check_claim(self, i: int, exact: bool) -> None:
+        claim = self._claims[i] if self._claims is not None else None
+        if claim is None or claim.checked >= (2 if exact else 1):
+            return
+        path = self.files[i]
+        found: int | None = None
+        checked = 1
+        if _is_local(path):
+            size = os.stat(path).st_size
+            if size == claim.bytes:
+                index = _index.read(path, size)
+                if index is not None:
+                    found, checked = len(index[0]), 2
+            else:
+                exact = True  # the file changed since dataset.json: count its records
+        if found is None and exact:
+            found, checked = _count(path), 2
+        if found is not None and found != claim.records:
+            raise SchemaError(
+                f"{claim.field['records']}: {claim.records}, but {path} holds {found} records"
+            )
+        if found is not None or _is_local(path):
+            claim.checked = checked
 
     def _my_files(self) -> list[int]:
         """Indexes of the files this dataset reads (all, or its shard's)."""
@@ -221,7 +303,8 @@ class Dataset:
         return records
 
     def _file_records(self, path: str) -> Iterator[bytes]:
-        if self.on_corrupt == "raise" or self.compression is not None:
+        compression = self._file_compressions()[self.files.index(path)]
+        if self.on_corrupt == "raise" or compression is not None:
             yield from _read_records(path)
             return
         f = _core.RecordFile(_fs.staged(path))
@@ -324,19 +407,31 @@ class Dataset:
     # -- random access -----------------------------------------------------------------
 
     def _offsets_of(self, path: str) -> np.ndarray:
+        """Each record's offset in ``path``: from its ``.idx`` when that covers the file
+        exactly, else from one framing walk; as many as the file's checked count."""
         if path not in self._offsets:
-            idx = path + ".idx"
-            if _fs.exists(idx):
-                text = _fs.read_bytes(idx).decode("ascii").split()
-                self._offsets[path] = np.array(text[0::2], dtype=np.uint64)
+            index = _index.read(path)
+            if index is not None:
+                offsets = index[0].astype(np.uint64)
             else:
-                self._offsets[path] = self._file(path).offsets(False)
+                offsets = self._file(path).offsets(False)
+            counts = self._file_counts(exact=True)
+            expected = counts[self.files.index(path)]
+            if len(offsets) != expected:  # the file changed since it was counted
+                raise CorruptRecordError(
+                    path, 0, f"{len(offsets)} records, {expected} when it was counted"
+                )
+            self._offsets[path] = offsets
         return self._offsets[path]
 
     def _file(self, path: str) -> Any:
         if path not in self._open:
-            if self.compression is not None:
-                raise TypeError("random access needs uncompressed shards")
+            compression = self._file_compressions()[self.files.index(path)]
+            if compression is not None:
+                raise TypeError(
+                    f"{path}: random access (ds[i], take) needs uncompressed shards; "
+                    f"this one is {compression}-compressed"
+                )
             # A remote file is downloaded once for random access (memory-mapped).
             self._open[path] = _core.RecordFile(_fs.staged(path))
         return self._open[path]
@@ -344,7 +439,7 @@ class Dataset:
     def _starts(self) -> np.ndarray:
         """Index of the first record of each of this dataset's files, and the total."""
         if self._starts_cache is None:
-            counts = self._file_counts()
+            counts = self._file_counts(exact=True)
             mine = [counts[f] for f in self._my_files()]
             self._starts_cache = np.concatenate([[0], np.cumsum(mine, dtype=np.int64)])
         return self._starts_cache
@@ -418,8 +513,12 @@ class Dataset:
     def _rows(self) -> _core.RowReader:
         """The Rust reader behind ``ds[i]``, made on first use; it opens each file
         (:meth:`_file`, :meth:`_offsets_of`) the first time one of its records is read."""
-        if self.compression is not None:
-            raise TypeError("random access needs uncompressed shards")
+        compression = self.compression
+        if compression is not None:
+            raise TypeError(
+                f"{self.files[0]}: random access (ds[i], take) needs uncompressed shards; "
+                f"this one is {compression}-compressed"
+            )
         features = []
         for name, kind, width in self._wanted():
             spec = self.schema.get(name)
@@ -430,7 +529,7 @@ class Dataset:
                 shape = spec.shape
             features.append((name, kind, width, shape))
         mine = self._my_files()
-        counts = self._file_counts()
+        counts = self._file_counts(exact=True)
         shard = self._order.shard
         every = shard if shard is not None and len(self.files) < shard[1] else None
 
@@ -515,10 +614,11 @@ def _is_local(path: str) -> bool:
 
 
 def _count(path: str) -> int:
-    idx = path + ".idx"
-    if _fs.exists(idx):
-        with _fs.open_file(idx) as f:
-            return sum(1 for _ in f)
+    """The records of a file: its ``.idx`` lines when the index covers the file exactly,
+    else a framing walk."""
+    index = _index.read(path)
+    if index is not None:
+        return len(index[0])
     if _is_local(path):
         count: int = _core.scan_records(path, "auto", False)[0]
         return count
@@ -546,21 +646,41 @@ def _from_manifest(
         if split not in manifest.splits:
             raise KeyError(f"{root}: no split {split!r} (splits: {list(manifest.splits)})")
         names = [split]
-    shards = [s for name in names for s in manifest.splits[name]]
-    schema = manifest.schema
-    if schema is None:
-        schema = infer_schema(
-            _core.decode_example(r)
-            for r in _first_records([_fs.join(root, s.file) for s in shards])
-        )
-    return Dataset(
-        [_fs.join(root, s.file) for s in shards],
-        schema,
-        counts=[s.records for s in shards],
+    source = _fs.join(root, MANIFEST_NAME)
+    files, claims = [], []
+    for name in names:
+        for k, shard in enumerate(manifest.splits[name]):
+            field = Field(source)["splits"][name]["shards"][k]
+            files.append(_shard_path(root, shard.file, field))
+            claims.append(_Claim(field=field, records=shard.records, bytes=shard.bytes))
+    ds = Dataset(
+        files,
+        manifest.schema or Schema({}),
+        counts=[c.records for c in claims],
         manifest=manifest,
         root=root,
         on_corrupt=on_corrupt,
+        claims=claims,
     )
+    if all(_is_local(f) for f in files):
+        ds._file_compressions()  # the manifest's claim checked now, against the bytes
+    manifest.check(source)
+    if manifest.schema is None:
+        ds.schema = infer_schema(
+            _core.decode_example(r) for r in _first_records(files, on_corrupt == "skip")
+        )
+    return ds
+
+
+def _shard_path(root: Path | str, name: str, field: Field) -> str:
+    """The path of a shard listed in ``dataset.json``: inside the dataset directory
+    (links resolved) and a regular file; a missing one is a ``FileNotFoundError``."""
+    if _fs.is_url(root):
+        return _fs.join(root, name)  # a plain name (Manifest.from_json checked it)
+    path = inside(root, name, field["file"])
+    if not path.exists():
+        raise FileNotFoundError(f"{field['file']}: {path}: no such file")
+    return str(path)
 
 
 def open_dataset(
@@ -605,18 +725,18 @@ def open_dataset(
     for parent in dict.fromkeys(_fs.parent(f) for f in files):
         check_finished(parent)
     if schema is None:
-        schema = _infer_schema(files)
+        schema = _infer_schema(files, on_corrupt == "skip")
     return Dataset(files, schema, on_corrupt=on_corrupt)
 
 
-def _infer_schema(files: Sequence[str]) -> Schema:
+def _infer_schema(files: Sequence[str], skip: bool = False) -> Schema:
     """The schema of files without a manifest. Names and kinds come from the first
     records; then the number of values of every feature is counted in every record (a
     feature is fixed-length only when all records agree), so that a value missing in
     record 50,000 does not make the files unreadable with the schema inferred from them.
     Local uncompressed files are counted in Rust from a memory map (no value copied,
     ~10 GB/s on 2 cores); others are read through the columnar reader."""
-    sample = infer_schema(_core.decode_example(r) for r in _first_records(files))
+    sample = infer_schema(_core.decode_example(r) for r in _first_records(files, skip))
     if not len(sample):
         return sample
     names = list(sample)
@@ -684,11 +804,31 @@ def _remote_files(url: str) -> Manifest | list[str]:
     return [url]
 
 
-def _first_records(files: Sequence[str]) -> Iterator[bytes]:
+def _first_records(files: Sequence[str], skip: bool = False) -> Iterator[bytes]:
+    """The first records of ``files`` (for a schema); with ``skip``, damaged records are
+    passed over as ``on_corrupt="skip"`` reads do."""
     n = 0
     for f in files:
-        for record in _read_records(f):
+        for record in _intact_records(f) if skip else _read_records(f):
             yield record
             n += 1
             if n == _SCHEMA_SCAN:
                 return
+
+
+def _intact_records(path: str) -> Iterator[bytes]:
+    """A file's records whose both CRCs check, past any damage: for a plain file, those
+    of the framing walk that resynchronises after damage; for a compressed one, those
+    before the first damaged one (a broken stream cannot be resynchronised)."""
+    from recordforge.inspect._walker import detect_compression
+
+    if detect_compression(path) is None:
+        f = _core.RecordFile(_fs.staged(path))
+        good, _ = f.intact()
+        for start in range(0, len(good), 1024):
+            yield from f.read_many(good[start : start + 1024].tolist())
+        return
+    try:
+        yield from _read_records(path)
+    except CorruptRecordError:
+        return

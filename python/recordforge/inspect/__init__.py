@@ -8,7 +8,7 @@ index and the byte offset (in the decompressed record stream for compressed file
 
 >>> import os, tempfile, recordforge as rf
 >>> d = tempfile.mkdtemp()
->>> manifest = rf.write_dataset([{"id": i} for i in range(10)], d)
+>>> manifest = rf.write_dataset([{"id": i} for i in range(10)], d, index=True)
 >>> rf.inspect.count(d).records, rf.inspect.count(d).files[0].method
 (10, 'manifest')
 >>> rf.inspect.verify(d).ok

@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from recordforge import _fs
+from recordforge import _fs, _index
+from recordforge._jsonfields import Field
 from recordforge._outdir import check_finished
-from recordforge.inspect._common import Paths
-from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo
+from recordforge.inspect._common import Paths, Problem
+from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo, inside
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -89,10 +90,16 @@ def resolve(paths: Paths) -> list[InputFile]:
             check_finished(p)
             if (p / MANIFEST_NAME).is_file():
                 manifest = Manifest.load(p)
+                source = Field(str(p / MANIFEST_NAME))
                 for split, shards in manifest.splits.items():
                     out.extend(
-                        InputFile(path=p / s.file, split=split, shard=s, manifest=manifest)
-                        for s in shards
+                        InputFile(
+                            path=inside(p, s.file, source["splits"][split]["shards"][k]["file"]),
+                            split=split,
+                            shard=s,
+                            manifest=manifest,
+                        )
+                        for k, s in enumerate(shards)
                     )
                 continue
             found = sorted(
@@ -181,6 +188,50 @@ def _with_manifest(path: Path) -> InputFile:
 
 
 def _read_index(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    text = path.read_text(encoding="ascii").split()
+    """The ``offset size`` lines of an ``.idx`` file, read only when it is a regular file
+    in its shard's directory (links resolved) no larger than an index of that shard can
+    be. Raises ``ValueError`` (a ``SchemaError`` for a path outside) saying what is wrong."""
+    inside(path.parent, path.name, Field(str(path)))
+    shard = path.with_name(path.name.removesuffix(".idx"))
+    limit = _index.max_size(shard.stat().st_size if shard.is_file() else 0)
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than an index of its shard can be ({limit} bytes)")
+    text = data.decode("ascii").split()
+    if len(text) % 2:
+        raise ValueError(f"{len(text)} numbers: not 'offset size' pairs")
     values = np.array(text, dtype=np.int64).reshape(-1, 2) if text else np.zeros((0, 2), np.int64)
     return values[:, 0], values[:, 1]
+
+
+def manifest_problems(items: list[InputFile]) -> list[Problem]:
+    """What is wrong with the ``dataset.json`` of ``items`` without reading a record: its
+    own disagreements (split totals, files listed twice, counts that cannot fit) and a
+    ``compression`` that the files' first bytes contradict."""
+    from recordforge.inspect._walker import detect_compression
+
+    out: list[Problem] = []
+    seen: set[int] = set()
+    for item in items:
+        manifest = item.manifest
+        if manifest is None or item.shard is None:
+            continue
+        parent = str(item.path.parent) if item.remote is None else _fs.parent(item.remote)
+        where = _fs.join(parent, MANIFEST_NAME)
+        if id(manifest) not in seen:
+            seen.add(id(manifest))
+            out.extend(Problem(file=where, kind="manifest", message=m) for m in manifest.problems())
+        if item.path.is_file():
+            found = detect_compression(item.path)
+            if found != manifest.compression:
+                claim = "null" if manifest.compression is None else repr(manifest.compression)
+                out.append(
+                    Problem(
+                        file=str(item.path),
+                        kind="manifest",
+                        message=f"{found or 'not'} compressed (from its first bytes), "
+                        f"dataset.json says compression {claim}",
+                    )
+                )
+    return out

@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from recordforge import _core, _fs
+from recordforge import _core, _fs, _index
+from recordforge._atomic import write_bytes_atomic
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
-from recordforge.inspect._files import InputFile, _read_index, as_given, resolve
+from recordforge.inspect._files import InputFile, as_given, manifest_problems, resolve
 from recordforge.inspect._walker import _problems_of, _stream, _walk, detect_compression
 
 # --------------------------------------------------------------------------------------
@@ -53,10 +54,12 @@ def count(
     scan: bool = False,
     progress: Progress | None = None,
 ) -> CountResult:
-    """Counts records. Without ``verify``/``scan`` a shard's count comes from
-    ``dataset.json`` (when its size still matches) or from its ``.idx`` file (when it
-    still covers the file exactly); otherwise the framing is walked in Rust without
-    parsing (``verify``: every CRC checked too). A damaged file is walked record by
+    """Counts records. Without ``verify``/``scan`` a plain file's count comes from its
+    ``.idx`` file when that covers the file exactly (``manifest`` when ``dataset.json``
+    says the same, ``index`` otherwise); otherwise the framing is walked in Rust without
+    parsing (``verify``: every CRC checked too). ``dataset.json`` alone is not believed:
+    a count it gives that the files contradict is a problem, as are its own
+    disagreements (:func:`manifest_problems`). A damaged file is walked record by
     record: the count then includes every record that could be delimited.
 
     >>> import io, tempfile, recordforge as rf
@@ -69,7 +72,17 @@ def count(
     """
     files, problems = [], []
     items = resolve(paths)
+    problems.extend(manifest_problems(items))
     for item in items:
+        if not item.path.is_file():
+            problems.append(
+                Problem(
+                    file=str(item.path),
+                    kind="missing",
+                    message="listed in dataset.json but missing",
+                )
+            )
+            continue
         size = item.path.stat().st_size
         counted = None if verify or scan else _count_from_metadata(item, size)
         if counted is not None:
@@ -99,6 +112,14 @@ def count(
                     compression=compression,
                 )
             )
+        if item.shard is not None and item.shard.records != files[-1].records:
+            problems.append(
+                Problem(
+                    file=str(item.path),
+                    kind="manifest",
+                    message=f"{files[-1].records} records, dataset.json says {item.shard.records}",
+                )
+            )
         if progress is not None:
             progress(size)
     result = CountResult(
@@ -111,15 +132,18 @@ def count(
 
 
 def _count_from_metadata(item: InputFile, size: int) -> tuple[int, str] | None:
-    if item.shard is not None and item.shard.bytes == size:
-        return item.shard.records, "manifest"
-    if item.index_path.is_file() and detect_compression(item.path) is None:
-        offsets, sizes = _read_index(item.index_path)
-        if len(offsets) and int(offsets[-1] + sizes[-1]) == size:
-            return len(offsets), "index"
-        if not len(offsets) and size == 0:
-            return 0, "index"
-    return None
+    """The count of an ``.idx`` file that covers a plain file exactly (``manifest`` when
+    ``dataset.json`` agrees with it), else ``None``: the framing is walked."""
+    if detect_compression(item.path) is not None:
+        return None  # an index's offsets are in the decompressed stream
+    index = _index.read(str(item.path), size)
+    if index is None:
+        return None
+    n = len(index[0])
+    shard = item.shard
+    if shard is not None and shard.bytes == size and shard.records == n:
+        return n, "manifest"
+    return n, "index"
 
 
 # --------------------------------------------------------------------------------------
@@ -190,9 +214,9 @@ def write_index(
             if progress is not None:
                 progress(item.path.stat().st_size)
         target = item.index_path
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text("".join(lines), encoding="ascii")
-        os.replace(tmp, target)
+        # A new temporary file (O_EXCL) renamed over the target: a link planted at either
+        # name is replaced, never written through.
+        write_bytes_atomic(target, "".join(lines).encode("ascii"))
         if item.remote is not None:  # a downloaded copy: the index goes beside the original
             _fs.upload(target, f"{item.remote}.idx")
             files.append(

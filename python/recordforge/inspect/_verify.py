@@ -16,7 +16,13 @@ from recordforge import _core
 from recordforge.errors import CorruptRecordError, DecodeError
 from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
 from recordforge.inspect._decode import RecordType, record_type
-from recordforge.inspect._files import InputFile, _read_index, as_given, resolve
+from recordforge.inspect._files import (
+    InputFile,
+    _read_index,
+    as_given,
+    manifest_problems,
+    resolve,
+)
 from recordforge.inspect._values import _image_of, _kind_of
 from recordforge.inspect._walker import _problems_of, _stream, _walk, detect_compression
 from recordforge.schema import FeatureSpec, Image, Schema
@@ -226,6 +232,7 @@ def verify(
     files, problems = [], []
     checked = ["framing", "crc", "parse"]
     items = resolve(paths)
+    problems.extend(manifest_problems(items))
     hashing = _start_hashing(items) if checksums else {}
     for item in items:
         found: list[Problem] = []

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recordforge import _core
+from recordforge import _core, _fs
 from recordforge.inspect._common import Problem
 
 _HEADER = struct.Struct("<QI")
@@ -36,15 +36,26 @@ def detect_compression(path: str | os.PathLike[str]) -> Literal["gzip", "zlib"] 
     >>> rf.inspect.detect_compression(path)
     'gzip'
     """
-    with open(path, "rb") as f:
+    with _fs.open_file(path) as f:  # a URL too: 12 bytes read
         head = f.read(12)
-    if len(head) == 12:
-        _, crc = _HEADER.unpack(head)
+    return compression_of(head)
+
+
+def compression_of(head: bytes) -> Literal["gzip", "zlib"] | None:
+    """What ``detect_compression`` says of a file starting with ``head`` (its first 12
+    bytes): the rule of the Rust core's ``Compression::detect``."""
+    if len(head) >= 12:
+        _, crc = _HEADER.unpack_from(head)
         if _core.masked_crc32c(head[:8]) == crc:
             return None
     if head[:2] == b"\x1f\x8b":
         return "gzip"
-    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+    if (
+        len(head) >= 2
+        and head[0] & 0x0F == 8
+        and head[0] >> 4 <= 7
+        and (head[0] << 8 | head[1]) % 31 == 0
+    ):
         return "zlib"
     return None
 
