@@ -7,6 +7,7 @@ traceback. Inputs are built in tmp_path from the real tiny COCO subset."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -666,3 +667,103 @@ def test_non_finite_boxes_are_item_errors_in_every_mode(
         for name, values in ex.items():
             if isinstance(values, np.ndarray) and values.dtype == np.float32:
                 assert np.isfinite(values).all(), name
+
+
+# --- item 15: verify --images decodes fully and checks the format -------------------------
+
+
+def _corrupt_middle(jpeg: bytes) -> bytes:
+    data = bytearray(jpeg)
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)
+    return bytes(data)
+
+
+def _png_of(jpeg: bytes) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(io.BytesIO(jpeg)) as im:
+        im.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def image_dataset(tmp_path: Path, shared_data: Path) -> tuple[Path, list[bytes]]:
+    pytest.importorskip("PIL")
+    jpegs = [p.read_bytes() for p in sorted((shared_data / "tiny_coco" / "val2017").glob("*.jpg"))]
+    images = [jpegs[0], _corrupt_middle(jpegs[1]), _png_of(jpegs[2]), jpegs[3]]
+    schema = rf.Schema(
+        {
+            "image": rf.FeatureSpec(dtype="bytes", meaning=rf.Image(format="jpeg")),
+            "label": rf.FeatureSpec(dtype="int64"),
+        }
+    )
+    out = tmp_path / "ds"
+    rows = [{"image": image, "label": k} for k, image in enumerate(images)]
+    rf.write_dataset(rows, out, schema=schema)
+    return out, images
+
+
+def test_verify_images_decodes_fully_and_checks_the_format(
+    image_dataset: tuple[Path, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = image_dataset
+    result = rf.inspect.verify(out, images=True)
+    assert not result.ok
+    problems = sorted((p.record, p.kind, p.message) for p in result.problems)
+    assert [(r, k) for r, k, _ in problems] == [(1, "image"), (2, "image")]
+    shard = next(out.glob("*.tfrecord"))
+    assert all(p.file == str(shard) for p in result.problems)
+    assert "feature 'image'[0]" in problems[0][2] and "Corrupt JPEG data" in problems[0][2]
+    assert "feature 'image'[0]" in problems[1][2]
+    assert "PNG" in problems[1][2] and "the schema says jpeg" in problems[1][2]
+    assert rf.inspect.verify(out).ok  # without --images, the records themselves are fine
+    assert main(["verify", "--images", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "Corrupt JPEG data" in printed and "the schema says jpeg" in printed
+
+
+def test_verify_images_without_a_schema_checks_every_image(
+    image_dataset: tuple[Path, list[bytes]], tmp_path: Path
+) -> None:
+    out, _ = image_dataset
+    shard = tmp_path / "alone.tfrecord"  # no dataset.json beside it: no schema
+    shutil.copy(next(out.glob("*.tfrecord")), shard)
+    result = rf.inspect.verify(shard, images=True)
+    assert [p.record for p in result.problems] == [1]
+    assert "Corrupt JPEG data" in result.problems[0].message
+
+
+def test_coco_png_named_jpg_is_an_item_error(coco: dict[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    info = coco["json"]["images"][1]
+    path = coco["images_dir"] / info["file_name"]
+    path.write_bytes(_png_of(path.read_bytes()))
+    src = source(coco)
+    assert src.schema()["image/encoded"].meaning == rf.Image(format="jpeg")
+    with pytest.raises(rf.ItemError, match="holds PNG bytes, but the schema says jpeg") as e:
+        convert(src, tmp_path / "fail")
+    assert e.value.item == image_name(info)
+    manifest = convert(src, tmp_path / "skip", on_error="skip")
+    assert [s["item"] for s in manifest.report["skipped"]] == [image_name(info)]
+    assert rf.inspect.verify(tmp_path / "skip", images=True).ok
+
+
+def test_image_folder_png_named_jpg_and_corrupt_jpeg(
+    folder: dict[str, Any], tmp_path: Path
+) -> None:
+    png = folder["root"] / "cat" / "0.jpg"
+    png.write_bytes(_png_of(png.read_bytes()))
+    corrupt = folder["root"] / "dog" / "1.jpg"
+    corrupt.write_bytes(_corrupt_middle(corrupt.read_bytes()))
+    src = ImageFolderSource(folder["root"], verify=True)
+    manifest = convert(src, tmp_path / "skip", on_error="skip")
+    skipped = {s["item"]: s["reason"] for s in manifest.report["skipped"]}
+    assert sorted(skipped) == [str(png), str(corrupt)]
+    assert "holds PNG bytes, but the schema says jpeg" in skipped[str(png)]
+    assert "Corrupt JPEG data" in skipped[str(corrupt)]
+    assert rf.inspect.verify(tmp_path / "skip", images=True).ok
+    # Without verify, the corrupt body is not looked at; the PNG still is refused.
+    manifest = convert(ImageFolderSource(folder["root"]), tmp_path / "fast", on_error="skip")
+    assert [s["item"] for s in manifest.report["skipped"]] == [str(png)]

@@ -61,7 +61,7 @@ import numpy as np
 from recordforge.errors import DecodeError
 from recordforge.sources.images import image_format
 
-__all__ = ["decode", "decode_batch", "default_threads", "image_size", "resize"]
+__all__ = ["check", "decode", "decode_batch", "default_threads", "image_size", "resize"]
 
 Method = Literal["nearest", "bilinear", "bicubic", "lanczos", "area"]
 DctMethod = Literal["INTEGER_FAST", "INTEGER_ACCURATE"]
@@ -299,6 +299,55 @@ def decode(data: bytes, *, channels: int = 3, dct_method: DctMethod = "INTEGER_F
     :class:`~recordforge.DecodeError` for bytes that are not a decodable image."""
     fast = _check_dct(dct_method)
     return _decode(data, _How(_check_channels(channels), fast))
+
+
+def check(data: bytes) -> str:
+    """Decodes ``data`` fully and strictly, as ``verify --images`` does, and returns its
+    format as its bytes say (``jpeg``, ``png``, ``gif``, ``bmp``, ``webp``), whatever
+    name or schema it came with. Raises :class:`~recordforge.DecodeError` saying what is
+    wrong: bytes of no format we know, or an image that does not decode cleanly. A JPEG is
+    decoded by libjpeg-turbo (``simplejpeg``), which TensorFlow decodes with too, with its
+    warnings as errors: damaged entropy-coded data that a decoder gets through with a
+    warning ("Corrupt JPEG data: premature end of data segment") and Pillow passes
+    silently counts as damage. Without ``simplejpeg``, Pillow decodes JPEGs and such
+    damage can pass. A PNG has every chunk CRC checked, then is decoded.
+
+    >>> import io
+    >>> from PIL import Image
+    >>> buf = io.BytesIO()
+    >>> Image.new("RGB", (4, 3)).save(buf, format="PNG")
+    >>> check(buf.getvalue())
+    'png'
+    >>> check(buf.getvalue()[:40])
+    Traceback (most recent call last):
+    ...
+    recordforge.errors.DecodeError: cannot decode image (png, 40 bytes): ...
+    """
+    fmt = image_format(bytes(data[:32]))
+    if fmt is None:
+        raise DecodeError(
+            f"not a JPEG, PNG, GIF, BMP or WebP image (starts with {bytes(data[:8])!r})"
+        )
+    simplejpeg = _simplejpeg()
+    if fmt == "jpeg" and simplejpeg is not None:
+        try:
+            colorspace = simplejpeg.decode_jpeg_header(data)[2]
+            target = "CMYK" if colorspace in ("CMYK", "YCCK") else "RGB"
+            simplejpeg.decode_jpeg(data, colorspace=target, strict=True)
+        except ValueError as e:
+            raise DecodeError(f"cannot decode image (jpeg, {len(data)} bytes): {e}") from None
+        return fmt
+    from PIL import Image
+
+    try:
+        if fmt == "png":
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()  # every chunk's CRC
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception as e:  # Pillow raises many types for damaged data (EOFError, ...)
+        raise DecodeError(f"cannot decode image ({fmt}, {len(data)} bytes): {e}") from None
+    return fmt
 
 
 def resize(

@@ -14,7 +14,12 @@ HELP = (
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_inputs(parser)
-    parser.add_argument("--images", action="store_true", help="decode every image (Pillow)")
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="decode every image fully (JPEGs by libjpeg-turbo, its warnings counting as "
+        "damage) and check that its bytes are of the schema's format",
+    )
     parser.add_argument(
         "--no-checksums",
         action="store_true",

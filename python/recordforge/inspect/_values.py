@@ -8,22 +8,14 @@ from typing import Any
 
 import numpy as np
 
-_IMAGE_MAGIC = {
-    b"\xff\xd8\xff": "JPEG",
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"GIF87a": "GIF",
-    b"GIF89a": "GIF",
-    b"BM": "BMP",
-}
+from recordforge.sources.images import image_format
 
 
 def _image_of(value: bytes) -> str | None:
-    for magic, name in _IMAGE_MAGIC.items():
-        if value.startswith(magic):
-            return name
-    if value[:4] == b"RIFF" and value[8:12] == b"WEBP":
-        return "WEBP"
-    return None
+    """The image format of ``value`` from its first bytes, upper case (``JPEG``), by the
+    one sniffer that conversion and ``verify --images`` use too."""
+    fmt = image_format(bytes(value[:32]))
+    return fmt.upper() if fmt else None
 
 
 def _is_text(value: bytes) -> bool:

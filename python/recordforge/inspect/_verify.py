@@ -91,6 +91,9 @@ def _schema_problems(ex: Mapping[str, Any], schema: Schema) -> list[str]:
     return out
 
 
+_FORMAT_ALIASES = {"jpg": "jpeg"}
+
+
 class _Checker:
     """Parses each record of a file and checks it against the schema (and images)."""
 
@@ -100,6 +103,12 @@ class _Checker:
         self.image_features = (
             {n for n, s in schema.items() if isinstance(s.meaning, Image)} if schema else None
         )
+        # The format each image feature's schema names, as image_format spells it.
+        self.image_formats = {
+            n: _FORMAT_ALIASES.get(s.meaning.format.lower(), s.meaning.format.lower())
+            for n, s in (schema.items() if schema else ())
+            if isinstance(s.meaning, Image) and s.meaning.format
+        }
         self.problems: list[Problem] = []
 
     def problem(self, kind: str, index: int, offset: int | None, message: str) -> None:
@@ -131,24 +140,33 @@ class _Checker:
                 self.check_images(context, index, offset)
 
     def check_images(self, ex: Mapping[str, Any], index: int, offset: int | None) -> None:
-        import io
-
-        from PIL import Image as PILImage
+        """Every image decoded fully (:func:`recordforge.images.check`), and its format,
+        taken from its bytes, compared with the schema's: PNG bytes under a feature whose
+        schema says ``jpeg`` are a problem (``tf.io.decode_jpeg`` refuses them)."""
+        from recordforge.images import check
 
         for name, value in ex.items():
             if not isinstance(value, list):
                 continue
             if self.image_features is not None and name not in self.image_features:
                 continue
+            declared = self.image_formats.get(name)
             for k, v in enumerate(value):
                 if self.image_features is None and _image_of(v) is None:
                     continue
                 try:
-                    with PILImage.open(io.BytesIO(v)) as img:
-                        img.load()
-                except Exception as e:  # Pillow raises many types for bad data
+                    found = check(v)
+                except DecodeError as e:
+                    where = f"feature {name!r}[{k}]"
+                    self.problem("image", index, offset, f"{where}: image not decodable: {e}")
+                    continue
+                if declared is not None and found != declared:
                     self.problem(
-                        "image", index, offset, f"feature {name!r}[{k}]: image not decodable: {e}"
+                        "image",
+                        index,
+                        offset,
+                        f"feature {name!r}[{k}]: the bytes are {found.upper()}, "
+                        f"but the schema says {declared}",
                     )
 
 
@@ -293,7 +311,10 @@ def verify(
     if any(item.shard is not None for item in items):
         checked.append("manifest (counts, sizes" + (", checksums)" if checksums else ")"))
     if images:
-        checked.append("images")
+        from recordforge.images import _simplejpeg
+
+        strict = _simplejpeg() is not None
+        checked.append("images" if strict else "images (JPEGs by Pillow, without libjpeg's checks)")
     result = VerifyResult(
         ok=not problems,
         records=sum(f.records for f in files),

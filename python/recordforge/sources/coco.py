@@ -29,6 +29,7 @@ all its objects (keys of the TensorFlow Object Detection API) or one per annotat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -718,15 +719,23 @@ class CocoSource:
                 report.skip(item, f"{reason}; object dropped (bad_boxes='skip')")
         return report
 
+    @functools.cached_property
+    def _declared_format(self) -> str | None:
+        """The image format the schema names: ``jpeg`` when every file name ends in
+        ``.jpg`` / ``.jpeg`` (or images are re-encoded), ``png`` when every one ends in
+        ``.png``, else None. A file whose bytes are of another format is an ItemError."""
+        if self.resize is not None or self.reencode is not None:
+            return "jpeg"
+        formats = {PurePath(i.file_name).suffix.lower() for i in self.index.images}
+        return "jpeg" if formats <= {".jpg", ".jpeg"} else ("png" if formats == {".png"} else None)
+
     def schema(self) -> Schema:
         """The schema of the records ``to_records`` makes."""
         labels = ClassLabel(
             names=tuple(name for _, name in self.index.categories),
             ids=tuple(i for i, _ in self.index.categories),
         )
-        formats = {PurePath(i.file_name).suffix.lower() for i in self.index.images}
-        jpeg = self.resize is not None or self.reencode is not None or formats <= {".jpg", ".jpeg"}
-        image = Image(format="jpeg" if jpeg else ("png" if formats == {".png"} else None))
+        image = Image(format=self._declared_format)
         if self.per == "annotation":
             return Schema(
                 {
@@ -908,6 +917,12 @@ class CocoSource:
                 f"{path} is {width}x{height} but the annotations say {item.width}x{item.height}",
             )
         if self.resize is None and self.reencode is None:
+            if self._declared_format not in (None, fmt):
+                raise ItemError(
+                    item.name,
+                    f"{path} holds {fmt.upper()} bytes, but the schema says "
+                    f"{self._declared_format} (from the file names)",
+                )
             return data, fmt, width, height
         return self._transcode(item, path, data)
 

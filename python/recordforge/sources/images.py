@@ -40,6 +40,7 @@ With ``rf.write_dataset``::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -252,16 +253,23 @@ class ImageFolderSource:
             out.extend(ImageFile(path, label, problem) for path, problem in sorted(found))
         return tuple(out)
 
-    def schema(self) -> Schema:
-        """The schema of the records; ``image/encoded``'s format is named when the file
-        extensions (or ``extensions``) say all images are one format."""
+    @functools.cached_property
+    def _declared_format(self) -> str | None:
+        """The format the schema names: that of every file's extension (or of every one
+        of ``extensions``) when they all name one, else None. A file whose bytes are of
+        another format is an ItemError, so the schema never says ``jpeg`` over a PNG."""
         suffixes = (
             set(self.extensions)
             if self.extensions is not None
             else {PurePosixPath(i.path).suffix.lower() for i in self.items() if not i.problem}
         )
         formats = {_SUFFIX_FORMAT.get(s) for s in suffixes}
-        fmt = formats.pop() if len(formats) == 1 else None
+        return formats.pop() if len(formats) == 1 else None
+
+    def schema(self) -> Schema:
+        """The schema of the records; ``image/encoded``'s format is named when the file
+        extensions (or ``extensions``) say all images are one format."""
+        fmt = self._declared_format
         return Schema(
             {
                 "image/encoded": FeatureSpec(dtype="bytes", meaning=Image(format=fmt)),
@@ -314,13 +322,26 @@ class ImageFolderSource:
             raise ItemError(
                 str(path), "not a JPEG, PNG, GIF, BMP or WebP image (unknown header bytes)"
             )
+        declared = self._declared_format
+        if declared is not None and fmt != declared:
+            raise ItemError(
+                str(path),
+                f"holds {fmt.upper()} bytes, but the schema says {declared} (from the file "
+                "names): rename it, or limit the files taken with extensions",
+            )
+        if self.verify:
+            from recordforge.errors import DecodeError
+            from recordforge.images import check
+
+            try:
+                check(data)  # libjpeg-turbo's warnings count: a corrupt middle is found
+            except DecodeError as e:
+                raise ItemError(str(path), str(e)) from None
         from PIL import Image as PILImage
 
         try:
             with PILImage.open(io.BytesIO(data)) as im:
                 width, height = im.size
-                if self.verify:
-                    im.load()
                 if self.resize is not None and max(width, height) > self.resize:
                     return self._resized(im, fmt)
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
