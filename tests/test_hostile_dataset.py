@@ -175,3 +175,95 @@ def test_skip_infers_the_schema_of_a_damaged_compressed_file(tmp_path: Path) -> 
         rf.open_dataset(path)
     ds = rf.open_dataset(path, on_corrupt="skip")
     assert dict(ds.schema) == {"id": rf.FeatureSpec(dtype="int64")}
+
+
+# --------------------------------------------------------------------------------------
+# Item 17: lists of dataset directories; Grain batches of ragged features
+
+
+def test_list_of_dataset_directories(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    rf.write_dataset({"id": np.arange(10)}, a, max_records=4, index=True)
+    rf.write_dataset({"id": np.arange(10, 25)}, b, max_records=4)
+    ds = rf.open_dataset([a, str(b)])
+    assert len(ds) == 25 and len(ds.files) == 7
+    assert [int(r["id"]) for r in ds] == list(range(25))
+    assert [int(ds[i]["id"]) for i in (0, 9, 10, 24, -1)] == [0, 9, 10, 24, 24]
+    # A bare directory and a glob may be listed too.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in b.glob("*.tfrecord"):
+        shutil.copy(f, bare / f.name)
+    ds = rf.open_dataset([a, bare, str(b / "*-00000-*.tfrecord")])
+    assert [int(r["id"]) for r in ds] == [*range(10), *range(10, 25), *range(10, 14)]
+
+
+def test_list_of_directories_with_different_schemas(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    rf.write_dataset({"id": np.arange(10), "x": np.ones(10)}, a)
+    rf.write_dataset({"id": np.arange(10), "y": np.ones(10)}, b)
+    with pytest.raises(rf.SchemaError) as e:
+        rf.open_dataset([a, b])
+    assert str(e.value).startswith(f"{b}: its schema differs from {a}'s in 2 feature(s): ")
+    assert "'x' (float32 () vs absent)" in str(e.value)
+    assert "'y' (absent vs float32 ())" in str(e.value)
+
+
+def test_list_naming_nothing(tmp_path: Path) -> None:
+    rf.write_dataset({"id": np.arange(3)}, tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match=r"nothing\.tfrecord: no such file \(a list"):
+        rf.open_dataset([tmp_path / "nothing.tfrecord"])
+
+
+@pytest.fixture(scope="module")
+def coco_per_image(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from recordforge.sources.coco import CocoSource
+
+    root = shared_data / "tiny_coco"
+    source = CocoSource.from_files(
+        root / "annotations" / "instances_val2017.json", root / "val2017"
+    )
+    out = tmp_path_factory.mktemp("coco") / "per_image"
+    rf.write_dataset(
+        source.items(), out, to_records=source.to_records, schema=source.schema(), max_records=16
+    )
+    return out
+
+
+def test_grain_batches_per_image_coco(coco_per_image: Path) -> None:
+    grain = pytest.importorskip("grain")
+    from recordforge.dataset import Ragged
+
+    ds = rf.open_dataset(coco_per_image)
+    source = ds.to_grain()
+    # The README's line, with the batch function for ragged features.
+    shuffled = grain.MapDataset.source(source).shuffle(seed=0).batch(32, batch_fn=source.collate)
+    got = list(shuffled)
+    assert [len(b["image/height"]) for b in got] == [32, 18]
+    assert sorted(np.concatenate([b["image/object/id"].values for b in got]).tolist()) == sorted(
+        np.concatenate([b["image/object/id"].values for b in ds.batches(50)]).tolist()
+    )
+    # In order, the batches are those of ds.batches, feature for feature.
+    ordered = grain.MapDataset.source(source).batch(16, batch_fn=source.collate)
+    for mine, theirs in zip(ordered, ds.batches(16), strict=True):
+        assert list(mine) == list(theirs)
+        for name, column in theirs.items():
+            if isinstance(column, Ragged):
+                assert isinstance(mine[name], Ragged), name
+                assert np.array_equal(mine[name].row_splits, column.row_splits), name
+                assert np.array_equal(np.asarray(mine[name].values), np.asarray(column.values)), (
+                    name
+                )
+            else:
+                assert np.array_equal(mine[name], column), name
+    # Padded, with lengths.
+    import functools
+
+    padded = grain.MapDataset.source(source).batch(
+        8, batch_fn=functools.partial(source.collate, pad=True)
+    )
+    first = next(iter(padded))
+    lengths = first["image/object/bbox/xmin/lengths"]
+    assert first["image/object/bbox/xmin"].shape == (8, lengths.max())
+    assert lengths.tolist() == [len(source[i]["image/object/bbox/xmin"]) for i in range(8)]
+    assert first["image/encoded"].dtype == object and len(first["image/encoded"]) == 8

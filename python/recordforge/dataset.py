@@ -692,9 +692,21 @@ def open_dataset(
 ) -> Dataset:
     """Opens a dataset directory (its ``dataset.json``; ``split`` picks one, default
     ``train`` when there is one, else all), a directory of TFRecord files, a glob, or a
-    list of files. Without a manifest the schema is inferred: feature names and kinds
-    from the first 1,000 records, value counts from every record (a feature is fixed-length
-    only when every record has the same number of values), see ``_infer_schema``."""
+    list. A list of files is one dataset (one schema inferred for all of them); a list
+    that holds directories or globs opens each entry as above and reads them one after
+    the other, when their schemas are the same (else a :class:`~recordforge.SchemaError`
+    says which features differ). Without a manifest the schema is inferred: feature
+    names and kinds from the first 1,000 records, value counts from every record (a
+    feature is fixed-length only when every record has the same number of values), see
+    ``_infer_schema``.
+
+    >>> import tempfile, numpy as np, recordforge as rf
+    >>> a, b = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> _ = rf.write_dataset({"id": np.arange(3)}, a)
+    >>> _ = rf.write_dataset({"id": np.arange(3, 5)}, b)
+    >>> [int(r["id"]) for r in rf.open_dataset([a, b])]
+    [0, 1, 2, 3, 4]
+    """
     if _fs.is_url(path):
         check_finished(str(path).rstrip("/"))
         found = _remote_files(str(path).rstrip("/"))
@@ -716,17 +728,62 @@ def open_dataset(
         else:
             files = [str(p)]
     else:
-        files = [str(f) for f in path]
+        entries = [os.fspath(f) for f in path]
+        if any(_fs.isdir(e) or any(c in e for c in "*?[") for e in entries):
+            parts = [
+                open_dataset(e, split=split, schema=schema, on_corrupt=on_corrupt) for e in entries
+            ]
+            return _joined(entries, parts, on_corrupt)
+        files = entries
     if not files:
         raise FileNotFoundError(f"{path}: no TFRecord files")
     for f in files:
         if not _fs.isfile(f):
-            raise FileNotFoundError(f"{f}: no such file")
+            hint = "" if isinstance(path, (str, os.PathLike)) else _LIST_HINT
+            raise FileNotFoundError(f"{f}: no such file{hint}")
     for parent in dict.fromkeys(_fs.parent(f) for f in files):
         check_finished(parent)
     if schema is None:
         schema = _infer_schema(files, on_corrupt == "skip")
     return Dataset(files, schema, on_corrupt=on_corrupt)
+
+
+_LIST_HINT = (
+    " (a list given to open_dataset holds TFRecord files, dataset directories, "
+    "directories of TFRecord files or globs)"
+)
+
+
+def _joined(entries: Sequence[str], parts: Sequence[Dataset], on_corrupt: OnCorrupt) -> Dataset:
+    """One dataset reading ``parts`` (opened from ``entries``) one after the other; their
+    schemas must be the same."""
+    first = parts[0].schema
+    for entry, part in zip(entries[1:], parts[1:], strict=True):
+        if part.schema != first:
+            names = list(dict.fromkeys([*first, *part.schema]))
+            differ = [n for n in names if first.get(n) != part.schema.get(n)]
+            shown = ", ".join(
+                f"{n!r} ({_spec_text(first.get(n))} vs {_spec_text(part.schema.get(n))})"
+                for n in differ[:5]
+            )
+            more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
+            raise SchemaError(
+                f"{entry}: its schema differs from {entries[0]}'s in {len(differ)} "
+                f"feature(s): {shown}{more}"
+            )
+    files = [f for part in parts for f in part.files]
+    known = all(part._counts is not None for part in parts)
+    counts = [c for part in parts for c in part._counts or []] if known else None
+    claims = (
+        [c for part in parts for c in (part._claims or [None] * len(part.files))] if known else None
+    )
+    return Dataset(files, first, counts=counts, on_corrupt=on_corrupt, claims=claims)
+
+
+def _spec_text(spec: FeatureSpec | None) -> str:
+    if spec is None:
+        return "absent"
+    return f"{spec.dtype} {spec.shape}" + (f" {spec.meaning.tag}" if spec.meaning else "")
 
 
 def _infer_schema(files: Sequence[str], skip: bool = False) -> Schema:

@@ -7,6 +7,11 @@ file, with the CRC checked), the ``RandomAccessDataSource`` protocol that Grain'
 ``DataLoader`` and ``MapDataset.source`` take. Grain does the shuffling, sharding
 between hosts (``ShardOptions``), batching and multiprocessing; the source is picklable
 (each worker process opens the files itself). Random access needs uncompressed shards.
+Grain's default batching stacks every feature, which fails on features whose length
+varies (COCO's boxes per image): pass ``batch_fn=source.collate``
+(:meth:`GrainSource.collate`), which batches as :meth:`Dataset.batches
+<recordforge.Dataset.batches>` does (ragged features as :class:`~recordforge.Ragged`), or
+padded with ``functools.partial(source.collate, pad=True)``.
 Grain's ``DataLoader(worker_count > 0)`` reads absl flags: outside ``absl.app``, call
 ``absl.flags.FLAGS.mark_as_parsed()`` first.
 
@@ -26,7 +31,7 @@ shapes, so ``jit`` compiles once) and decoded, resized images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -84,6 +89,52 @@ class GrainSource:
                 record[name] = rf_images.decode_batch([data], size=self.image_size)[0]
         return record
 
+    def collate(self, records: Sequence[Mapping[str, Any]], *, pad: bool = False) -> dict[str, Any]:
+        """Grain's ``batch_fn`` for this source's records, typed by the schema (so every
+        batch has the same structure): fixed-shape features stacked into
+        ``(batch, *shape)`` arrays (bytes as object arrays), variable-length ones as a
+        :class:`~recordforge.Ragged` (values + row splits, what :meth:`Dataset.batches
+        <recordforge.Dataset.batches>` gives), or with ``pad`` zero-padded (``b""`` for
+        bytes) to the batch's longest, with their lengths as ``<name>/lengths``. Decoded
+        images of different sizes (no ``image_size``) come as an object array of arrays.
+
+        >>> import grain, tempfile, numpy as np, recordforge as rf
+        >>> d = tempfile.mkdtemp()
+        >>> _ = rf.write_dataset([{"id": i, "v": np.arange(i)} for i in range(5)], d)
+        >>> source = rf.open_dataset(d).to_grain()
+        >>> batch = next(iter(grain.MapDataset.source(source).batch(4, batch_fn=source.collate)))
+        >>> batch["id"].tolist(), batch["v"].values.tolist(), batch["v"].row_splits.tolist()
+        ([0, 1, 2, 3], [0, 0, 1, 0, 1, 2], [0, 0, 1, 3, 6])
+        >>> padded = source.collate([source[i] for i in range(3)], pad=True)
+        >>> padded["v"].tolist(), padded["v/lengths"].tolist()
+        ([[0, 0], [0, 0], [0, 1]], [0, 1, 2])
+        """
+        from recordforge.dataset import Ragged
+
+        out: dict[str, Any] = {}
+        if not records:
+            return out
+        for name in records[0]:
+            values = [r[name] for r in records]
+            spec = self._ds.schema.get(name)
+            if name in self.images:
+                shapes = {np.shape(v) for v in values}
+                out[name] = np.stack(values) if len(shapes) == 1 else _objects(values)
+            elif spec is not None and spec.fixed:
+                if spec.kind == "bytes":
+                    out[name] = _objects(values).reshape(len(values), *spec.shape)
+                else:
+                    out[name] = np.stack([np.asarray(v) for v in values])
+            else:  # variable length: the schema's (None, ...), or a <name>/row_lengths
+                arrays = [np.asarray(v) for v in values]
+                lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+                if pad:
+                    out[name], out[f"{name}/lengths"] = _padded(arrays, lengths), lengths
+                else:
+                    splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+                    out[name] = Ragged(np.concatenate(arrays), splits)
+        return out
+
     def _getitems(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """Many records in one read (Grain's batched-read protocol): ``ds.take``, one
         Rust call, and the images decoded on the thread pool together."""
@@ -108,6 +159,24 @@ class GrainSource:
         state = dict(self.__dict__)
         state["_ds"] = _fresh(self._ds)
         return state
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """An object array holding each of ``values`` as it is (arrays not broadcast)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def _padded(arrays: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    width = int(lengths.max()) if len(lengths) else 0
+    first = arrays[0]
+    fill: Any = b"" if first.dtype == object else 0
+    out = np.full((len(arrays), width, *first.shape[1:]), fill, dtype=first.dtype)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return out
 
 
 def to_grain(ds: Dataset, **kwargs: Any) -> GrainSource:
