@@ -310,8 +310,9 @@ def test_read_module_doctests() -> None:
 def test_max_image_bytes_is_validated(coco: dict[str, Any]) -> None:
     assert source(coco).max_image_bytes == 256 * 2**20
     assert source(coco, max_image_bytes="1MiB").max_image_bytes == 2**20
-    with pytest.raises(ValueError, match="max_image_bytes"):
-        source(coco, max_image_bytes=0)
+    for bad in (0, -5, "lots", 1.5):
+        with pytest.raises(ValueError, match="max_image_bytes"):
+            source(coco, max_image_bytes=bad)
 
 
 # --- item 12: image folders ------------------------------------------------------------
@@ -347,6 +348,11 @@ def _folder_loop(folder: dict[str, Any]) -> tuple[str, str]:
     return "cat/loop", "a link to a folder already read"
 
 
+def _folder_class_link_out(folder: dict[str, Any]) -> tuple[str, str]:
+    (folder["root"] / "bird").symlink_to(folder["outside"], target_is_directory=True)
+    return "bird", "outside the image folder"
+
+
 def _folder_too_big(folder: dict[str, Any]) -> tuple[str, str]:
     shutil.copy(folder["outside"] / "secret.jpg", folder["root"] / "cat" / "big.jpg")
     size = (folder["root"] / "cat" / "big.jpg").stat().st_size
@@ -373,7 +379,14 @@ def _folder_device(folder: dict[str, Any]) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize(
-    "escape", [_folder_dir_link_out, _folder_file_link_out, _folder_loop, _folder_too_big]
+    "escape",
+    [
+        _folder_dir_link_out,
+        _folder_file_link_out,
+        _folder_class_link_out,
+        _folder_loop,
+        _folder_too_big,
+    ],
 )
 def test_image_folder_reads_stay_in_the_root(
     folder: dict[str, Any], tmp_path: Path, escape: Callable[..., tuple[str, str]]

@@ -36,8 +36,9 @@ import stat
 from pathlib import PurePosixPath, PureWindowsPath
 
 from recordforge import _fs
+from recordforge.writer import parse_size
 
-__all__ = ["DEFAULT_MAX_FILE_BYTES", "Refused", "check_name", "read_inside"]
+__all__ = ["DEFAULT_MAX_FILE_BYTES", "Refused", "check_name", "inside", "read_inside", "size_limit"]
 
 #: The default per-file size limit: 256 MiB, far above any real photo (a 100-megapixel
 #: JPEG is some 30 MB), far below what would exhaust a worker's memory.
@@ -74,8 +75,23 @@ def check_name(name: str, where: str) -> None:
         raise Refused(f"file name {name!r} escapes {where}")
 
 
-def _inside(root: str, path: str) -> bool:
-    return os.path.commonpath([root, path]) == root
+def inside(root: str, path: str) -> bool:
+    """Whether the resolved ``path`` is ``root`` or under it (both resolved)."""
+    try:
+        return os.path.commonpath([root, path]) == root
+    except ValueError:  # Windows: another drive
+        return False
+
+
+def size_limit(value: int | str) -> int:
+    """A ``max_image_bytes`` given as an int or a size such as ``"64MB"``, checked."""
+    try:
+        limit = parse_size(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"max_image_bytes: {e}") from None
+    if isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"max_image_bytes must be >= 1 byte, not {value!r}")
+    return limit
 
 
 def read_inside(root: str, name: str, *, limit: int, where: str) -> bytes:
@@ -89,7 +105,7 @@ def read_inside(root: str, name: str, *, limit: int, where: str) -> bytes:
         return _read_url(path, limit)
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
-    if not _inside(real_root, real):
+    if not inside(real_root, real):
         raise Refused(f"{path} resolves to {real}, outside {where}")
     fd = os.open(real, _FLAGS)
     try:

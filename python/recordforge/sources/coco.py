@@ -51,8 +51,8 @@ from recordforge.sources._coco_index import (
     load_coco,
     rle_from_string,
 )
-from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside
-from recordforge.writer import ConversionReport, ItemError, parse_size
+from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside, size_limit
+from recordforge.writer import ConversionReport, ItemError
 
 __all__ = [
     "CocoAnnotation",
@@ -189,10 +189,7 @@ class CocoSource:
             raise ValueError(f"resize must be >= 1, not {self.resize}")
         if self.reencode is not None and not 1 <= self.reencode <= 100:
             raise ValueError(f"reencode (JPEG quality) must be in 1..100, not {self.reencode}")
-        limit = parse_size(self.max_image_bytes)
-        if limit < 1:
-            raise ValueError(f"max_image_bytes must be >= 1, not {self.max_image_bytes!r}")
-        object.__setattr__(self, "max_image_bytes", limit)
+        object.__setattr__(self, "max_image_bytes", size_limit(self.max_image_bytes))
 
     @classmethod
     def from_files(

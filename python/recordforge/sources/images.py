@@ -50,8 +50,14 @@ from typing import Any
 from recordforge import _fs
 from recordforge.example import encode_example
 from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
-from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside
-from recordforge.writer import ItemError, parse_size
+from recordforge.sources._read import (
+    DEFAULT_MAX_FILE_BYTES,
+    Refused,
+    inside,
+    read_inside,
+    size_limit,
+)
+from recordforge.writer import ItemError
 
 __all__ = ["ImageFile", "ImageFolderSource", "image_format"]
 
@@ -130,9 +136,8 @@ class _Root:
         resolved folders so far, which a walkable folder joins). URLs have no links."""
         if _fs.is_url(self.root):
             return None
-        real_root = os.path.realpath(self.root)
         real = os.path.realpath(os.path.join(self.root, path))
-        if os.path.commonpath([real_root, real]) != real_root:
+        if not inside(os.path.realpath(self.root), real):
             return f"a link to {real}, outside the image folder"
         if real in seen:
             return f"a link to a folder already read ({real}): not read twice"
@@ -187,10 +192,7 @@ class ImageFolderSource:
             raise ValueError(
                 f"resize must be a positive int (max side in pixels), not {self.resize}"
             )
-        limit = parse_size(self.max_image_bytes)
-        if limit < 1:
-            raise ValueError(f"max_image_bytes must be >= 1, not {self.max_image_bytes!r}")
-        object.__setattr__(self, "max_image_bytes", limit)
+        object.__setattr__(self, "max_image_bytes", size_limit(self.max_image_bytes))
         if self.extensions is not None:
             exts = tuple(
                 e.lower() if e.startswith(".") else f".{e.lower()}" for e in self.extensions
