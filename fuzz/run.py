@@ -1,17 +1,25 @@
 """Builds the seed corpora and runs the atheris fuzz targets for a bounded time.
 
-    python fuzz/run.py                       # both targets, 60 s each
+    python fuzz/run.py                       # every target, 60 s each
     python fuzz/run.py --seconds 30 --targets decode
     python fuzz/run.py --fresh               # forget the corpus grown by earlier runs
 
+Targets: ``read_records`` (framing, CRCs, compression), ``decode`` (the Example and
+SequenceExample decoders), ``manifest`` (a mutated ``dataset.json`` read by the manifest
+loader, ``open_dataset``, ``ds[i]`` and ``count``) and ``dataset`` (a mutated whole file
+read by ``open_dataset``, ``batches()`` and ``ds[i]``).
+
 Seeds are generated at every run from the golden TFRecord files (never copied into the
 repository): the files as they are, GZIP- and ZLIB-compressed with Python's ``gzip`` and
-``zlib`` (for ``read_records``), and their individual records (for the decoders). Everything
-is written under ``--workdir`` (default ``fuzz/work/``, which git ignores):
+``zlib`` (for ``read_records``), and their individual records (for the decoders); the
+``manifest`` and ``dataset`` targets add the files of small datasets written with fixed
+data (the same seeds every run). Everything is written under ``--workdir`` (default
+``fuzz/work/``, which git ignores):
 
     seeds/<target>/          rebuilt every run
     corpus/<target>/         grows across runs (libFuzzer writes new inputs here)
     artifacts/<target>-<time>/  crash-*, timeout-*, oom-* inputs of one run
+    tmp/<target>/            the dataset directories the targets read (removed after)
 
 Each target runs with ``-max_total_time=SECONDS -timeout=10 -rss_limit_mb=2048``. The exit
 status is non-zero when any target crashed, hung, ran out of memory or left an artifact;
@@ -43,6 +51,8 @@ GOLDEN_GLOBS = (
 TARGETS = {
     "read_records": FUZZ_DIR / "fuzz_read_records.py",
     "decode": FUZZ_DIR / "fuzz_decode.py",
+    "manifest": FUZZ_DIR / "fuzz_manifest.py",
+    "dataset": FUZZ_DIR / "fuzz_dataset.py",
 }
 MAX_LEN = 1 << 15  # the largest golden file is ~22 kB
 
@@ -123,6 +133,30 @@ def build_decode_seeds(files: list[Path], out: Path) -> int:
     return len(seeds)
 
 
+def build_manifest_seeds(files: list[Path], out: Path) -> int:
+    import fuzz_manifest
+
+    try:
+        seeds = fuzz_manifest.seeds()
+    finally:
+        fuzz_manifest.cleanup()
+    for s in seeds:
+        _write(out, s)
+    return len(set(seeds))
+
+
+def build_dataset_seeds(files: list[Path], out: Path) -> int:
+    import fuzz_dataset
+
+    try:
+        seeds = fuzz_dataset.seeds(files)
+    finally:
+        fuzz_dataset.cleanup()
+    for s in seeds:
+        _write(out, s)
+    return len(set(seeds))
+
+
 def run_target(
     name: str, seconds: int, work: Path, seeds: Path, extra: list[str]
 ) -> tuple[bool, str]:
@@ -145,25 +179,38 @@ def run_target(
         *extra,
     ]
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    # The manifest and dataset targets make their directories here (libFuzzer exits
+    # without running Python's cleanup): removed once the target has stopped.
+    scratch = work / "tmp" / name
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RF_FUZZ_TMP": str(scratch)}
     started = time.monotonic()
     with open(log, "wb") as out:
         try:
             proc = subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + 300, cwd=REPO
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=seconds + 300,
+                cwd=REPO,
+                env=env,
             )
             rc: int | str = proc.returncode
         except subprocess.TimeoutExpired:
             rc = "killed: libFuzzer did not stop on its own"
     elapsed = time.monotonic() - started
+    shutil.rmtree(scratch, ignore_errors=True)
     text = log.read_text(errors="replace")
     bad = re.compile(r"(crash|timeout|oom|leak|slow-unit)-")
     found = sorted(p.name for p in artifacts.iterdir() if bad.match(p.name))
     runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", text)
     speed = re.search(r"stat::average_exec_per_sec:\s*(\d+)", text)
+    peak = re.search(r"stat::peak_rss_mb:\s*(\d+)", text)
     cov = re.findall(r"cov: (\d+) ft: (\d+) corp: (\d+)", text)
     summary = (
         f"{name}: rc={rc} in {elapsed:.0f}s, "
-        f"{runs.group(1) if runs else '?'} execs, {speed.group(1) if speed else '?'} exec/s"
+        f"{runs.group(1) if runs else '?'} execs, {speed.group(1) if speed else '?'} exec/s, "
+        f"peak RSS {peak.group(1) if peak else '?'} MB"
         + (f", cov {cov[-1][0]} ft {cov[-1][1]} corpus {cov[-1][2]}" if cov else "")
     )
     ok = rc == 0 and not found
@@ -190,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
 
     files = golden_files(args.golden)
     work = args.workdir.resolve()
-    builders = {"read_records": build_read_records_seeds, "decode": build_decode_seeds}
+    builders = {
+        "read_records": build_read_records_seeds,
+        "decode": build_decode_seeds,
+        "manifest": build_manifest_seeds,
+        "dataset": build_dataset_seeds,
+    }
     results = []
     for name in args.targets:
         seeds = work / "seeds" / name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -267,3 +268,62 @@ def test_grain_batches_per_image_coco(coco_per_image: Path) -> None:
     assert first["image/object/bbox/xmin"].shape == (8, lengths.max())
     assert lengths.tolist() == [len(source[i]["image/object/bbox/xmin"]) for i in range(8)]
     assert first["image/encoded"].dtype == object and len(first["image/encoded"]) == 8
+
+
+# --------------------------------------------------------------------------------------
+# The dataset fuzz target (fuzz/fuzz_dataset.py), replayed without atheris
+
+
+def _fuzz_module(name: str) -> Any:
+    import importlib.util
+    import sys
+
+    fuzz_dir = Path(__file__).resolve().parent.parent / "fuzz"
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.path.insert(0, str(fuzz_dir))
+    spec = importlib.util.spec_from_file_location(name, fuzz_dir / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_iterating_records_without_features(tmp_path: Path) -> None:
+    path = tmp_path / "empty.tfrecord"
+    with rf.TFRecordWriter(str(path)) as w:
+        w.write_many([b"", b"\n\x00", rf.encode_example({})])
+    ds = rf.open_dataset(path)
+    assert len(ds.schema) == 0 and len(ds) == 3
+    assert list(ds) == [{}, {}, {}]
+
+
+def test_dataset_fuzz_target_on_its_seeds_and_mutations(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import random
+
+    monkeypatch.setenv("RF_FUZZ_TMP", str(tmp_path))
+    fd = _fuzz_module("fuzz_dataset")
+    golden = sorted((shared_data / "tfrecord_vectors" / "pytorch_data").glob("*.tfrecord"))
+    regressions = sorted((fd.Path(fd.__file__).parent / "regressions").glob("dataset-*"))
+    try:
+        seeds = fd.seeds(golden)
+        for data in [*seeds, *(p.read_bytes() for p in regressions)]:
+            fd.check(data)
+        rng = random.Random(13)
+        for _ in range(300):  # byte-level damage, fixed seed
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randrange(1, 4)):
+                op = rng.randrange(3)
+                if op == 0 and len(data) > 1:
+                    data[rng.randrange(1, len(data))] ^= 1 << rng.randrange(8)
+                elif op == 1 and len(data) > 1:
+                    del data[rng.randrange(1, len(data)) :]
+                else:
+                    at = rng.randrange(1, len(data) + 1)
+                    data[at:at] = rng.randbytes(rng.randrange(1, 9))
+            fd.check(bytes(data))
+    finally:
+        fd.cleanup()

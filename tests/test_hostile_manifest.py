@@ -464,3 +464,34 @@ def test_compression_claim_that_the_bytes_contradict(tmp_path: Path) -> None:
     assert not result.ok
     message = "gzip compressed (from its first bytes), dataset.json says compression null"
     assert any(message in str(p) for p in result.problems)
+
+
+# --------------------------------------------------------------------------------------
+# The manifest fuzz target (fuzz/fuzz_manifest.py), replayed without atheris
+
+
+def test_manifest_fuzz_target_on_its_seeds_and_mutations(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+    import random
+    import sys
+
+    monkeypatch.setenv("RF_FUZZ_TMP", str(tmp_path))
+    fuzz_dir = Path(__file__).resolve().parent.parent / "fuzz"
+    spec = importlib.util.spec_from_file_location("fuzz_manifest", fuzz_dir / "fuzz_manifest.py")
+    assert spec is not None and spec.loader is not None
+    fm = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz_manifest"] = fm
+    spec.loader.exec_module(fm)
+    try:
+        seeds = fm.seeds()
+        for data in [*seeds, *(p.read_bytes() for p in fuzz_dir.glob("regressions/manifest-*"))]:
+            fm.check(data)
+        rng = random.Random(7)
+        data = seeds[0]
+        for _ in range(400):  # the target's JSON mutator, fixed seed
+            data = fm.mutate_json(data if rng.random() < 0.7 else seeds[0], rng) or seeds[0]
+            fm.check(data)
+    finally:
+        fm.cleanup()

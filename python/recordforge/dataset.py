@@ -362,10 +362,18 @@ class Dataset:
         files loaded in parallel (memory-mapped, or decompressed a chunk at a time), CRCs
         checked, the next batches decoded ahead of the one you are using; no Python
         object is made per record, and what is in flight is a few batches."""
+        for _, columns in self._sized_batches(batch_size, drop_remainder, threads):
+            yield columns
+
+    def _sized_batches(
+        self, batch_size: int, drop_remainder: bool = False, threads: int = 0
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """:meth:`batches` with each batch's number of records (which columns cannot
+        tell when no feature is selected, or the records have none)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if not all(_is_local(f) for f in self.files):
-            yield from self._batches_in_python(batch_size, drop_remainder)
+            yield from self._sized_in_python(batch_size, drop_remainder)
             return
         files, every, shuffle = self._plan()
         reader = _core.BatchReader(
@@ -383,24 +391,30 @@ class Dataset:
                 path = self.files[files[f]]
                 self.skipped.append({"file": path, "start": start, "end": end, "reason": why})
             if n:
-                yield self._assemble(n, decoded)
+                yield n, self._assemble(n, decoded)
 
     def _batches_in_python(
         self, batch_size: int, drop_remainder: bool = False
     ) -> Iterator[dict[str, Any]]:
         """:meth:`batches` with the records read one at a time (see :meth:`_raw`)."""
+        for _, columns in self._sized_in_python(batch_size, drop_remainder):
+            yield columns
+
+    def _sized_in_python(
+        self, batch_size: int, drop_remainder: bool = False
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """:meth:`_sized_batches` with the records read one at a time."""
         pending: list[bytes] = []
         for record in self._raw():
             pending.append(record)
             if len(pending) == batch_size:
-                yield self._columns(pending)
+                yield len(pending), self._columns(pending)
                 pending = []
         if pending and not drop_remainder:
-            yield self._columns(pending)
+            yield len(pending), self._columns(pending)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.batches(256):
-            n = len(next(iter(batch.values()))) if batch else 0
+        for n, batch in self._sized_batches(256):
             for i in range(n):
                 yield {name: column[i] for name, column in batch.items()}
 
