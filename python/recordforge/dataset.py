@@ -133,7 +133,10 @@ class Dataset:
             "claims": self._claims,
         }
         kwargs.update(changes)
-        return Dataset(**kwargs)
+        new = Dataset(**kwargs)
+        if "files" not in changes:
+            new._compressions = self._compressions  # the same files: already looked at
+        return new
 
     def __repr__(self) -> str:
         return f"<Dataset {len(self.files)} files, features {list(self.schema)}>"
@@ -229,24 +232,20 @@ class Dataset:
         if claim is None or claim.checked >= (2 if exact else 1):
             return
         path = self.files[i]
-        found: int | None = None
-        checked = 1
-        if _is_local(path):
-            size = os.stat(path).st_size
-            if size == claim.bytes:
-                index = _index.read(path, size)
-                if index is not None:
-                    found, checked = len(index[0]), 2
-            else:
-                exact = True  # the file changed since dataset.json: count its records
-        if found is None and exact:
-            found, checked = _count(path), 2
+        local = _is_local(path)
+        if local and os.stat(path).st_size != claim.bytes:
+            exact = True  # the file changed since dataset.json was written: count it
+        if exact:
+            found: int | None = _count(path)  # .idx lines when it covers the file, else a walk
+        elif local:
+            found = _index.count(path, claim.bytes)  # None: no usable .idx, the size agrees
+        else:
+            return  # a remote shard: counted at the first random access
         if found is not None and found != claim.records:
             raise SchemaError(
                 f"{claim.field['records']}: {claim.records}, but {path} holds {found} records"
             )
-        if found is not None or _is_local(path):
-            claim.checked = checked
+        claim.checked = 2 if exact else 1
 
     def _my_files(self) -> list[int]:
         """Indexes of the files this dataset reads (all, or its shard's)."""
@@ -438,14 +437,22 @@ class Dataset:
             self._offsets[path] = offsets
         return self._offsets[path]
 
+    def _check_uncompressed(self) -> None:
+        """Random access reads records in place: a compressed shard is a ``TypeError``
+        naming it (before anything is counted)."""
+        found = self._file_compressions()
+        if any(c is not None for c in found):
+            path, compression = next(
+                (p, c) for p, c in zip(self.files, found, strict=True) if c is not None
+            )
+            raise TypeError(
+                f"{path}: random access (ds[i], take) needs uncompressed shards; "
+                f"this one is {compression}-compressed"
+            )
+
     def _file(self, path: str) -> Any:
         if path not in self._open:
-            compression = self._file_compressions()[self.files.index(path)]
-            if compression is not None:
-                raise TypeError(
-                    f"{path}: random access (ds[i], take) needs uncompressed shards; "
-                    f"this one is {compression}-compressed"
-                )
+            self._check_uncompressed()
             # A remote file is downloaded once for random access (memory-mapped).
             self._open[path] = _core.RecordFile(_fs.staged(path))
         return self._open[path]
@@ -482,6 +489,7 @@ class Dataset:
         ...     rf.open_dataset(d).take([7, 0, 7])["id"].tolist()
         [70, 0, 70]
         """
+        self._check_uncompressed()
         where = self._stored(np.asarray(indices, dtype=np.int64).reshape(-1))
         starts = self._starts()
         mine = self._my_files()
@@ -527,12 +535,7 @@ class Dataset:
     def _rows(self) -> _core.RowReader:
         """The Rust reader behind ``ds[i]``, made on first use; it opens each file
         (:meth:`_file`, :meth:`_offsets_of`) the first time one of its records is read."""
-        compression = self.compression
-        if compression is not None:
-            raise TypeError(
-                f"{self.files[0]}: random access (ds[i], take) needs uncompressed shards; "
-                f"this one is {compression}-compressed"
-            )
+        self._check_uncompressed()
         features = []
         for name, kind, width in self._wanted():
             spec = self.schema.get(name)
