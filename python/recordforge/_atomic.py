@@ -16,7 +16,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-__all__ = ["stage", "write_bytes_atomic", "write_json_atomic"]
+__all__ = [
+    "append_line",
+    "fsync",
+    "named",
+    "stage",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
 
 _reached = 0
 
@@ -35,22 +42,59 @@ def stage(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def named(error: OSError, path: Path) -> OSError:
+    """``error`` with the file it is about, when it names none (a full disk's ENOSPC)."""
+    if error.filename is None and error.errno is not None:
+        return type(error)(error.errno, error.strerror, str(path))
+    return error
+
+
+def fsync(path: Path) -> None:
+    """Makes a written file durable before a journal or a rename refers to it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        raise named(e, path) from None
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Writes ``data`` to a temporary file beside ``path`` (created with the umask's
-    permissions, as ``open`` would), fsyncs it, then renames it over ``path``."""
+    permissions, as ``open`` would; never through a link), fsyncs it, then renames it
+    over ``path`` (which replaces a link there rather than following it)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         stage(f"{path.name} written under a temporary name")
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise named(e, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def append_line(path: Path, data: bytes) -> None:
+    """Appends one line to ``path`` and fsyncs it (never through a link)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        try:
+            view = memoryview(data + b"\n")
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise named(e, path) from None
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

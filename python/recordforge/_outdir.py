@@ -54,12 +54,14 @@ import os
 import re
 import shutil
 import socket
+import stat
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from recordforge import _fs
-from recordforge._atomic import stage, write_json_atomic
+from recordforge._atomic import append_line, stage, write_bytes_atomic
 from recordforge.errors import (
     DirectoryLockedError,
     RecordforgeWarning,
@@ -80,10 +82,12 @@ __all__ = [
 MANIFEST_NAME = "dataset.json"
 JOURNAL_NAME = ".recordforge-progress.json"
 LOCK_NAME = ".recordforge.lock"
+# Attempts, 50 ms apart, to take a lock that a reader may hold for a moment.
+_LOCK_TRIES = 20
 # recordforge's own working files: journal, lock, temporary JSON, shards and indexes
 # under their intermediate names, partial files (of this writer and of the Beam one).
 _WORKING = re.compile(
-    r"^\.+(recordforge[-.].*|dataset\.json\..*\.tmp|.+\.shard(\.idx)?(\.partial)?|.+\.partial)$"
+    r"^\.+(recordforge[-.].*|.+\.\d+-[0-9a-f]{8}\.tmp|.+\.shard(\.idx)?(\.partial)?|.+\.partial)$"
 )
 
 
@@ -142,7 +146,7 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
 def _live_holder(path: Path) -> str | None:
     """``"pid N on host H"`` when a process holds the flock of the lock file ``path``."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
@@ -168,13 +172,28 @@ class _Lock:
         self.stale: dict[str, Any] | None = None
 
     def acquire(self) -> None:
+        tries = 0
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            except OSError as e:
+                raise DirectoryLockedError(
+                    f"{self.path}: cannot be opened as recordforge's lock file ({e.strerror}); "
+                    "it must be a regular file (not a link)"
+                ) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise DirectoryLockedError(f"{self.path}: is not a regular file")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
+                tries += 1
+                if tries < _LOCK_TRIES:
+                    # A reader asking whether a conversion runs holds the lock a moment.
+                    time.sleep(0.05)
+                    continue
                 raise DirectoryLockedError(
                     f"{self.path.parent}: another conversion is writing into it "
                     f"({_holder_text(holder) if holder else 'another process'}); wait for it "
@@ -209,11 +228,23 @@ class _Lock:
                 RecordforgeWarning,
                 stacklevel=4,
             )
-        os.ftruncate(fd, 0)
-        holder = {"pid": os.getpid(), "host": host, "fingerprint": self.digest}
-        os.pwrite(fd, json.dumps(holder).encode() + b"\n", 0)
         self.fd = fd
+        self.write(finished=False)
         stage("lock taken")
+
+    def write(self, *, finished: bool) -> None:
+        """The holder, in the lock file; ``finished`` once ``dataset.json`` is written
+        (a lock left after that by a kill belongs to a complete run of the command)."""
+        assert self.fd is not None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "fingerprint": self.digest,
+            "finished": finished,
+        }
+        data = json.dumps(holder).encode() + b"\n"
+        os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
 
     def release(self) -> None:
         if self.fd is None:
@@ -226,7 +257,13 @@ class _Lock:
 
 class Journal:
     """``.recordforge-progress.json``: what a rerun needs to resume (the command's
-    fingerprint, per split the completed shards and the input position, the report)."""
+    fingerprint, per split the completed shards and the input position, the report).
+
+    Its first line is a snapshot (one JSON object); each completed shard then appends one
+    line (the shard, the position, what the report gained), fsynced, so a save costs the
+    same at shard 10 as at shard 10,000. A torn last line (a kill inside the append) is
+    ignored: that shard is written again. A loaded journal is rewritten whole at its
+    first save."""
 
     def __init__(self, out: Path, fingerprint: dict[str, Any]) -> None:
         self.path = out / JOURNAL_NAME
@@ -234,38 +271,137 @@ class Journal:
         self.splits: dict[str, dict[str, Any]] = {}
         self.report: dict[str, Any] | None = None
         self.clearing = False
+        self._whole = True  # the next save rewrites the file
+        self._saved = (0, 0)  # skipped and notes entries the file holds
 
     @classmethod
     def load(cls, out: Path, fingerprint: dict[str, Any]) -> Journal | None:
         """The journal in ``out`` when it is this command's, None when it is another's."""
+        lines = (out / JOURNAL_NAME).read_bytes().split(b"\n")
         try:
-            data = json.loads((out / JOURNAL_NAME).read_text(encoding="utf-8"))
+            head = json.loads(lines[0])
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return None  # written whole by rename: not ours
-        if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
+            return None
+        if not isinstance(head, dict) or head.get("fingerprint") != fingerprint:
             return None
         journal = cls(out, fingerprint)
-        journal.splits = dict(data.get("splits") or {})
-        journal.report = data.get("report")
-        journal.clearing = bool(data.get("clearing", False))
+        journal.splits = dict(head.get("splits") or {})
+        journal.report = head.get("report")
+        journal.clearing = bool(head.get("clearing", False))
+        for line in lines[1:]:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break  # torn by a kill inside the append
+            journal._apply(entry)
         return journal
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        state = self.split(entry["split"])
+        if "shard" in entry:
+            state["shards"].append(entry["shard"])
+        state["position"], state["done"] = entry["position"], entry["done"]
+        gained = entry["report"]
+        report = dict(self.report or {})
+        for name in ("items", "records", "counters"):
+            report[name] = gained[name]
+        for name in ("skipped", "notes"):
+            report[name] = [*report.get(name, []), *gained[name]]
+        self.report = report
 
     def split(self, name: str) -> dict[str, Any]:
         return self.splits.setdefault(name, {"shards": [], "position": [0, 0], "done": False})
 
-    def save(self, report: dict[str, Any] | None = None) -> None:
-        if report is not None:
-            self.report = report
-        write_json_atomic(
-            self.path,
-            {
-                "fingerprint": self.fingerprint,
-                "clearing": self.clearing,
-                "splits": self.splits,
-                "report": self.report,
-            },
-        )
+    def save(self) -> None:
+        """Rewrites the whole journal (atomically)."""
+        snapshot = {
+            "fingerprint": self.fingerprint,
+            "clearing": self.clearing,
+            "splits": self.splits,
+            "report": self.report,
+        }
+        # One line: the lines after it are appended.
+        text = json.dumps(snapshot, separators=(",", ":")) + "\n"
+        write_bytes_atomic(self.path, text.encode("utf-8"))
+        self._whole = False
+        report = self.report or {}
+        self._saved = (len(report.get("skipped", [])), len(report.get("notes", [])))
         stage("journal saved")
+
+    def record(
+        self,
+        split: str,
+        report: dict[str, Any],
+        *,
+        shard: dict[str, Any] | None = None,
+        position: list[int] | None = None,
+        done: bool = False,
+    ) -> None:
+        """A completed shard (with the input position after it), or a split done, and
+        the report at that moment."""
+        state = self.split(split)
+        if shard is not None:
+            state["shards"].append(shard)
+        if position is not None:
+            state["position"] = position
+        state["done"] = done
+        self.report = report
+        if self._whole:
+            self.save()
+            return
+        skipped, notes = self._saved
+        entry: dict[str, Any] = {
+            "split": split,
+            "position": state["position"],
+            "done": done,
+            "report": {
+                "items": report["items"],
+                "records": report["records"],
+                "counters": report["counters"],
+                "skipped": report["skipped"][skipped:],
+                "notes": report["notes"][notes:],
+            },
+        }
+        if shard is not None:
+            entry["shard"] = shard
+        append_line(self.path, json.dumps(entry, separators=(",", ":")).encode())
+        self._saved = (len(report["skipped"]), len(report["notes"]))
+        stage("journal saved")
+
+
+def _dataset_files(out: Path) -> set[str] | None:
+    """``dataset.json`` and the files it lists when it is a recordforge manifest."""
+    try:
+        data = json.loads((out / MANIFEST_NAME).read_bytes())
+        if data["tool"]["name"] != "recordforge":
+            return None
+        files = {shard["file"] for split in data["splits"].values() for shard in split["shards"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not all(isinstance(f, str) for f in files):
+        return None
+    return {MANIFEST_NAME, *files, *(f"{f}.idx" for f in files)}
+
+
+def _missing_dirs(out: Path) -> list[Path]:
+    """``out`` and those of its parents that do not exist (yet), deepest first."""
+    missing = []
+    for path in (out, *out.absolute().parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_dirs(paths: list[Path]) -> None:
+    """Removes directories this run made, deepest first, while they are empty."""
+    for path in paths:
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def _remove(path: Path) -> None:
@@ -321,7 +457,9 @@ class OutputDir:
     out: Path
     journal: Journal
     lock: _Lock
-    created: bool
+    # The directories this run made (``out`` first, then its parents), removed again when
+    # a run fails before anything worth resuming.
+    created: list[Path]
     # A complete dataset this same command wrote (a kill came after its journal was
     # removed): nothing to do.
     complete: bool = False
@@ -336,16 +474,14 @@ class OutputDir:
         conversion starts from (a resumed one continues the journal's)."""
         if out.exists() and not out.is_dir():
             raise FileExistsError(f"{out}: exists and is not a directory")
-        created = not out.exists()
+        created = _missing_dirs(out)
         out.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
         lock = _Lock(out, digest)
         try:
             lock.acquire()
         except BaseException:
-            if created:
-                with contextlib.suppress(OSError):
-                    out.rmdir()
+            _remove_dirs(created)
             raise
         journal = Journal(out, fingerprint)
         journal.report = report
@@ -358,8 +494,7 @@ class OutputDir:
                 # made goes again.
                 if created and set(working_files(out)) <= {LOCK_NAME}:
                     lock.release()
-                    with contextlib.suppress(OSError):
-                        out.rmdir()
+                    _remove_dirs(created)
                 raise
             try:
                 yield target
@@ -375,11 +510,17 @@ class OutputDir:
         ours = set(working_files(out))
         has_journal = JOURNAL_NAME in names
         journal = Journal.load(out, self.journal.fingerprint) if has_journal else None
-        foreign = names - ours - {MANIFEST_NAME}
-        if not has_journal and MANIFEST_NAME not in names and foreign:
-            raise FileExistsError(
-                f"{out}: directory is not empty and is not a recordforge dataset; refusing to write"
-            )
+        if not has_journal and names - ours:
+            # Only a recordforge dataset (its manifest and the files it lists) is ours to
+            # replace: a folder that merely has a dataset.json is someone else's.
+            listed = _dataset_files(out)
+            foreign = sorted(names - ours - (listed or set()))
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+                what = "is not a recordforge dataset" if listed is None else "holds files"
+                raise FileExistsError(
+                    f"{out}: directory is not empty and {what} ({shown}); refusing to write"
+                )
         if overwrite and (names - ours or has_journal):
             # Marked first, so that a kill while clearing leaves a directory that is
             # recognisably ours and unfinished.
@@ -393,8 +534,9 @@ class OutputDir:
             if journal is None:
                 raise FileExistsError(
                     f"{out}: holds an unfinished conversion started with other options or "
-                    "input; rerun that command to finish it, or use --overwrite "
-                    "(overwrite=True) to start over"
+                    "input (or the input files changed since: their sizes and modification "
+                    "times are part of the command); rerun that command on that input to "
+                    "finish it, or use --overwrite (overwrite=True) to start over"
                 )
             initial, self.journal = self.journal.report, journal
             if journal.report is None:
@@ -411,7 +553,11 @@ class OutputDir:
             return
         if MANIFEST_NAME in names:
             stale = self.lock.stale
-            if stale is not None and stale.get("fingerprint") == self.lock.digest:
+            if (
+                stale is not None
+                and stale.get("finished") is True
+                and stale.get("fingerprint") == self.lock.digest
+            ):
                 self.complete = True
                 self._remove_temporary()
                 return
@@ -454,11 +600,12 @@ class OutputDir:
             for name in names:
                 _remove(self.out / name)
             self.lock.release()
-            with contextlib.suppress(OSError):
-                self.out.rmdir()
+            _remove_dirs(self.created)
 
     def done(self) -> None:
         """After ``dataset.json``: the journal goes, then any working file left."""
+        self.lock.write(finished=True)
+        stage("lock marked finished")
         self.journal.path.unlink(missing_ok=True)
         stage("journal removed")
         for name in set(working_files(self.out)) - {LOCK_NAME}:

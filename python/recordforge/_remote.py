@@ -31,7 +31,9 @@ def prepare_out(out: str, overwrite: bool) -> None:
         raise FileExistsError(
             f"{out}: directory is not empty and is not a recordforge dataset; refusing to write"
         )
-    if overwrite:
+    if overwrite or JOURNAL_NAME in names:
+        # With the marker there, an earlier run did not finish (remote writes do not
+        # resume yet): it starts over, leftovers of the killed run included.
         for name, _ in entries:
             _fs.remove(_fs.join(out, name))
     elif MANIFEST_NAME in names:

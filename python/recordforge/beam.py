@@ -397,13 +397,14 @@ def _finalize(results: list[dict[str, Any]], finish: _Finish, plan: _Plan) -> Ma
         tool_version=_core.__version__,
     )
     manifest.save(target.out)
-    journal = _fs.join(target.out, JOURNAL_NAME)
-    if _fs.exists(journal):
-        _fs.remove(journal)
+    # Leftovers first, the journal last: until it goes, the directory is unfinished.
     for entry, is_dir in _fs.listdir(target.out):
         leftover = entry.endswith(".partial") or entry.startswith(_SHIPPED_PREFIX)
         if not is_dir and entry.startswith(".") and leftover:
             _fs.remove(_fs.join(target.out, entry))
+    journal = _fs.join(target.out, JOURNAL_NAME)
+    if _fs.exists(journal):
+        _fs.remove(journal)
     _SHIPPED.pop(target.shipped, None)
     return manifest
 
@@ -429,7 +430,7 @@ def _prepare(out: str, overwrite: bool, fingerprint: Mapping[str, Any]) -> None:
         if found != fingerprint:
             raise FileExistsError(
                 f"{out}: holds an unfinished conversion started with other options or "
-                "input; pass overwrite to start over"
+                "input; use --overwrite (overwrite=True) to start over"
             )
     state = {"fingerprint": fingerprint, "splits": {}, "report": ConversionReport().to_json()}
     _fs.write_bytes(journal, json.dumps(state, indent=2).encode())

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from recordforge import _core
-from recordforge._atomic import stage
+from recordforge._atomic import fsync as _fsync
+from recordforge._atomic import stage, write_bytes_atomic
 from recordforge._fs import is_url
 from recordforge._outdir import Journal, OutputDir
 from recordforge.errors import RecordforgeError
@@ -66,6 +67,22 @@ COLUMN_BATCH = 4096
 _FIT_WINDOW = 1 << 16
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def _plain_name(template: str, name: str) -> None:
+    """A shard name must be a plain file name, not one of recordforge's own."""
+    if (
+        not name
+        or any(c in name for c in "/\\\0")
+        or name.startswith(".")
+        or name == "dataset.json"
+    ):
+        raise ValueError(f"name_template {template!r} must give plain file names, not {name!r}")
+    if name.endswith((".idx", ".partial", ".tmp")):
+        raise ValueError(
+            f"name_template {template!r} gives names ending in "
+            f"{name.rsplit('.', 1)[1]!r}, which recordforge keeps for its own files"
+        )
 
 
 def parse_size(value: int | str) -> int:
@@ -135,29 +152,35 @@ class WriteOptions:
         if self.checksum not in CHECKSUMS:
             raise ValueError(f"checksum must be 'crc32c' or 'sha256', not {self.checksum!r}")
         try:
-            name = self.shard_name("train", 0, 1, 1)
-        except (KeyError, IndexError, ValueError) as e:
+            names = {self.shard_name("train", i, _NAME_PROBE, 1) for i in range(_NAME_PROBE)}
+        except (KeyError, IndexError, ValueError, TypeError, OverflowError) as e:
             raise ValueError(f"bad name_template {self.name_template!r}: {e}") from None
-        if "/" in name or name.startswith(".") or name in (".", "..", "dataset.json"):
-            raise ValueError(f"name_template {self.name_template!r} must give plain file names")
-        if name.endswith((".idx", ".partial", ".tmp")):
-            raise ValueError(
-                f"name_template {self.name_template!r} gives names ending in "
-                f"{name.rsplit('.', 1)[1]!r}, which recordforge keeps for its own files"
-            )
         fields = {f for _, f, _, _ in string.Formatter().parse(self.name_template) if f}
         if "index" not in fields:
             raise ValueError(
                 f"name_template {self.name_template!r} has no {{index}}: every shard would "
                 "get the same name"
             )
-        names = {self.shard_name("train", i, _NAME_PROBE, 1) for i in range(_NAME_PROBE)}
+        for name in names:
+            _plain_name(self.name_template, name)
         if len(names) < _NAME_PROBE:
             raise ValueError(f"name_template {self.name_template!r} gives two shards the same name")
 
     def check_names(self, splits: Sequence[str]) -> None:
-        """Refuses, before anything is written, a template that gives shards of two
-        splits one name."""
+        """Refuses, before anything is written, split names that are not plain names and
+        a template that gives shards of two splits one name."""
+        for split in splits:
+            if (
+                not isinstance(split, str)
+                or not split
+                or split.startswith(".")
+                or any(c in split for c in "/\\\0")
+            ):
+                raise ValueError(
+                    f"split name {split!r}: must be a plain name (not empty, no '/', no "
+                    "leading '.')"
+                )
+            _plain_name(self.name_template, self.shard_name(split, 0, 1, 1))
         fields = {f for _, f, _, _ in string.Formatter().parse(self.name_template) if f}
         if len(set(splits)) > 1 and "split" not in fields:
             raise ValueError(
@@ -490,8 +513,11 @@ class _ShardWriter:
     def wait(self) -> None:
         """Waits for the write in flight, if any (raising its error)."""
         if self.pending is not None:
-            pending, self.pending = self.pending, None
-            self.offsets.append(pending.result())
+            # Cleared only once the write is over: an interrupt while waiting must leave
+            # it for abandon() to wait for.
+            offsets = self.pending.result()
+            self.pending = None
+            self.offsets.append(offsets)
 
     def shutdown(self) -> None:
         self.io.shutdown(wait=True)
@@ -567,13 +593,10 @@ class _ShardWriter:
             lines = "".join(
                 f"{o} {s}\n" for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)
             )
-            index = self.out / f"{name}.idx"
-            try:
-                index.write_text(lines, encoding="ascii")
-            except BaseException:
-                index.unlink(missing_ok=True)
-                raise
+            # By rename, which replaces whatever is there (a link is not followed).
+            write_bytes_atomic(self.out / f"{name}.idx", lines.encode("ascii"))
             stage("shard index written")
+        _fsync(partial)
         shard = _Shard(
             tmp=name,
             records=self.records,
@@ -582,16 +605,19 @@ class _ShardWriter:
         )
         os.replace(partial, self.out / name)
         stage("shard renamed to its intermediate name")
-        self.state["shards"].append(dataclasses.asdict(shard))
-        self.state["position"] = list(position)
-        self.journal.save(self.report.to_json())
+        self.journal.record(
+            self.split,
+            self.report.to_json(),
+            shard=dataclasses.asdict(shard),
+            position=list(position),
+        )
         self.writer = None
         self.records, self.offsets, self.sizes, self.used = 0, [], [], 0
 
     def abandon(self) -> None:
-        if self.pending is not None:
-            concurrent.futures.wait([self.pending])
-            self.pending = None
+        # Every write in flight ends before the writer is closed under it.
+        self.io.shutdown(wait=True)
+        self.pending = None
         if self.writer is not None:
             self.writer.close()
             (self.out / f"{self._tmp_name()}.partial").unlink(missing_ok=True)
@@ -634,8 +660,7 @@ def _write_split(
     options = shards.options
     start_item, start_record = shards.state["position"]
     if options.num_shards and bounds is None:
-        if total is None:
-            raise ValueError("num_shards needs an input whose length is known; use max_records")
+        assert total is not None  # checked by write_dataset before anything is written
         bounds = _shard_bounds(total, options.num_shards)
     consumed = start_item
     try:
@@ -653,20 +678,24 @@ def _write_split(
             records: Sequence[bytes] = ()
             items = 1
             first = start_record if position == start_item else 0
+            errors: Sequence[ItemError] = ()
             if isinstance(records_or_error, ItemError):
-                if on_error == "fail":
-                    raise records_or_error
-                report.skip(records_or_error.item, records_or_error.reason)
+                errors = (records_or_error,)
             elif isinstance(records_or_error, Converted):
                 records, items = records_or_error.records, records_or_error.items
-                for error in records_or_error.errors if first == 0 else ():
-                    if on_error == "fail":
-                        raise error
-                    report.skip(error.item, error.reason)
+                errors = records_or_error.errors if first == 0 else ()
             else:
                 records = records_or_error
             frames = _frame_sizes(records)
             k = first
+            if k < len(records) and shards.full(int(frames[k])):
+                # Before this item's errors are reported: the journal saved with the shard
+                # holds the report of the items before it only.
+                shards.complete((position, k))
+            for error in errors:
+                if on_error == "fail":
+                    raise error
+                report.skip(error.item, error.reason)
             while k < len(records):
                 if shards.full(int(frames[k])):
                     shards.complete((position, k))
@@ -683,8 +712,7 @@ def _write_split(
                 shards.complete((consumed, 0))
         elif shards.writer is not None or shards.index == 0:
             shards.complete((consumed, 0))
-        shards.state["done"] = True
-        shards.journal.save(report.to_json())
+        shards.journal.record(shards.split, report.to_json(), done=True)
     except BaseException:
         shards.abandon()
         raise
@@ -763,6 +791,41 @@ def _infer_from_files(out: Path, splits: Mapping[str, Sequence[ShardInfo]]) -> S
         for shard in shards
         for record in _core.read_records(out / shard.file, "auto", True)
     )
+
+
+def _local_paths(value: Any) -> Iterable[str]:
+    """The strings of a source description that name existing local files or folders."""
+    if isinstance(value, str):
+        if value and not is_url(value) and "\0" not in value and os.path.exists(value):
+            yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _local_paths(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _local_paths(v)
+
+
+def _resolved(value: Any) -> Any:
+    """A source description with its local paths made absolute (links resolved), so a
+    rerun that spells a path differently is the same conversion."""
+    if isinstance(value, str):
+        return os.path.realpath(value) if any(_local_paths(value)) else value
+    if isinstance(value, Mapping):
+        return {k: _resolved(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolved(v) for v in value]
+    return value
+
+
+def _input_identity(source: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Size and modification time of every local input a source names: a rerun over
+    changed input starts over instead of resuming with a mix of old and new records."""
+    identity = {}
+    for path in sorted(set(_local_paths(source))):
+        info = os.stat(path)
+        identity[os.path.realpath(path)] = [info.st_size, info.st_mtime_ns]
+    return identity
 
 
 def write_source(
@@ -848,20 +911,27 @@ def write_dataset(
     fingerprint = {
         "options": options.fingerprint(),
         "splits": list(splits),
-        "source": json.loads(json.dumps(source or {}, default=str)),
+        "source": _resolved(json.loads(json.dumps(source or {}, default=str))),
+        "inputs": _input_identity(source or {}),
     }
     report = report if report is not None else ConversionReport()
+    custom, to_records = to_records, to_records or _default_to_records
+    # Planned (and checked) before the directory is touched.
+    plans = {name: _plan_split(data, custom is None, options) for name, data in splits.items()}
+    for name, plan in plans.items():
+        if options.num_shards and plan.bounds is None and plan.total is None:
+            raise ValueError(
+                f"split {name!r}: --num-shards (num_shards) needs an input whose length is "
+                "known; use --max-records or --max-bytes"
+            )
+    column_schemas = [plan.schema for plan in plans.values()]
     with OutputDir.open(out, fingerprint, overwrite, report.to_json()) as target:
         if target.complete:
             return Manifest.load(out)
         journal = target.journal
         # A resumed conversion continues the report of the work before the kill.
         report.replace_with(ConversionReport.from_json(journal.report or {}))
-        custom, to_records = to_records, to_records or _default_to_records
-        column_schemas: list[Schema | None] = []
-        for name, split_data in splits.items():
-            plan = _plan_split(split_data, custom is None, options)
-            column_schemas.append(plan.schema)
+        for name, plan in plans.items():
             if journal.split(name)["done"]:
                 continue
             split_to_records = plan.to_records or to_records

@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = show
             code: int = SUBCOMMANDS[args.command].run(args)
+    except KeyboardInterrupt:
+        print(
+            f"recordforge {args.command}: interrupted"
+            + (" (rerun the same command to resume)" if args.command == "convert" else ""),
+            file=sys.stderr,
+        )
+        return 130
     except (RecordforgeError, OSError, ValueError, ImportError) as e:
         # Errors name their file / item / record already; no traceback for bad input. An
         # ImportError names the extra to install (s3:// without s3fs, preview without Pillow).
