@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover
 
 COMPRESSIONS: tuple[str | None, ...] = ("auto", None, "gzip", "zlib")
 U64_MAX = (1 << 64) - 1
+MAX_RECORD = rf.records.DEFAULT_MAX_RECORD_BYTES  # a longer claim is refused at the header
 ALLOWED = (rf.CorruptRecordError, OSError)
 
 
@@ -153,6 +154,12 @@ def ref_read(stream: bytes, verify: bool) -> tuple[list[bytes], tuple[int, str] 
                     pos,
                     f"length CRC mismatch (stored {stored:#010x}, computed {computed:#010x})",
                 )
+        if length > MAX_RECORD:
+            return records, (
+                pos,
+                f"record claims {length} bytes, more than the limit of {MAX_RECORD} "
+                "(max_record_bytes)",
+            )
         expected = min(length + 16, U64_MAX)
         if rest < expected:
             return records, (
@@ -194,8 +201,18 @@ def _read_all(source: Any, compression: str | None, verify: bool) -> tuple[list[
         err: Any = e
     else:
         err = None
-    if next(it, None) is not None:
-        raise Mismatch("iterator yields again after it ended")
+    if err is None:
+        if next(it, None) is not None:
+            raise Mismatch("iterator yields again after it ended")
+        return records, err
+    # After an error, every later next() raises the same error again.
+    try:
+        again = next(it)
+    except ALLOWED as e:
+        if type(e) is not type(err) or str(e) != str(err):
+            raise Mismatch(f"next() after {err!r} raised {e!r}") from None
+    else:
+        raise Mismatch(f"next() after {err!r} returned {again!r} instead of raising it again")
     return records, err
 
 

@@ -48,9 +48,9 @@ def test_every_index_equals_the_sequential_read_with_each_file_opened_once(
     opened: list[str] = []
     real = dataset_module._core.RecordFile
 
-    def counting(path: Any) -> Any:
+    def counting(path: Any, **kwargs: Any) -> Any:
         opened.append(str(path))
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(dataset_module._core, "RecordFile", counting)
     for _ in range(2):

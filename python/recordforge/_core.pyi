@@ -9,12 +9,15 @@ import numpy.typing as npt
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
     "BatchReader",
     "RecordBatch",
     "RecordFile",
     "RecordIterator",
+    "RecordWalker",
     "RowReader",
     "TFRecordWriter",
+    "WalkSpan",
     "__version__",
     "crc32c",
     "decode_batch",
@@ -33,6 +36,7 @@ __all__ = [
     "verify_file",
 ]
 __version__: str
+DEFAULT_MAX_RECORD_BYTES: int
 
 _FeatureValue: TypeAlias = npt.NDArray[np.int64] | npt.NDArray[np.float32] | list[bytes]
 
@@ -52,10 +56,19 @@ def decode_sequence_example(
     data: bytes | bytearray | memoryview,
 ) -> tuple[dict[str, _FeatureValue], dict[str, list[_FeatureValue]]]: ...
 def read_records(
-    path_or_file: Any, compression: str | None = "auto", verify: bool = True
+    path_or_file: Any,
+    compression: str | None = "auto",
+    verify: bool = True,
+    *,
+    max_record_bytes: int = ...,
 ) -> RecordIterator: ...
 def scan_records(
-    path_or_file: Any, compression: str | None = "auto", verify: bool = True, threads: int = 0
+    path_or_file: Any,
+    compression: str | None = "auto",
+    verify: bool = True,
+    threads: int = 0,
+    *,
+    max_record_bytes: int = ...,
 ) -> tuple[int, int, int]: ...
 def file_crc32c(path: str | os.PathLike[str], threads: int = 2) -> int: ...
 def resize_bilinear(
@@ -67,6 +80,8 @@ def verify_file(
     sums: Sequence[bool],
     threads: int = 2,
     checksum: bool = False,
+    *,
+    max_record_bytes: int = ...,
 ) -> tuple[
     npt.NDArray[np.uint64],
     npt.NDArray[np.uint64],
@@ -128,8 +143,43 @@ class RecordBatch(Sequence[bytes]):
     def nbytes(self) -> int: ...
 
 @final
+class WalkSpan:
+    @property
+    def kind(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def payload(self) -> bytes | None: ...
+
+@final
+class RecordWalker:
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        compression: str | None = "auto",
+        verify: bool = True,
+        *,
+        payloads: bool = True,
+        max_record_bytes: int = ...,
+    ) -> Self: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> WalkSpan: ...
+    @property
+    def compression(self) -> str | None: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+
+@final
 class RecordFile:
-    def __new__(cls, path: str | os.PathLike[str]) -> Self: ...
+    def __new__(cls, path: str | os.PathLike[str], *, max_record_bytes: int = ...) -> Self: ...
     def offsets(self, verify: bool = True) -> npt.NDArray[np.uint64]: ...
     def intact(self) -> tuple[npt.NDArray[np.uint64], list[tuple[int, int, str]]]: ...
     def read(self, offset: int) -> bytes: ...
@@ -137,6 +187,8 @@ class RecordFile:
     def __len__(self) -> int: ...
     @property
     def name(self) -> str: ...
+    @property
+    def max_record_bytes(self) -> int: ...
     overhead: int
 
 _Skipped: TypeAlias = tuple[int, int, int, str]
@@ -157,6 +209,7 @@ class BatchReader(Iterator[tuple[int, list[tuple[Any, npt.NDArray[np.int64]]], l
         shuffle: tuple[int, int] | None = None,
         threads: int = 0,
         prefetch: int = 2,
+        max_record_bytes: int = ...,
     ) -> Self: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> tuple[int, list[tuple[Any, npt.NDArray[np.int64]]], list[_Skipped]]: ...

@@ -35,8 +35,10 @@ import numpy as np
 from recordforge import _core, _fs, _index
 from recordforge._jsonfields import Field
 from recordforge._outdir import check_finished
+from recordforge._sticky import Sticky
 from recordforge.errors import CorruptRecordError, DecodeError, SchemaError
 from recordforge.manifest import MANIFEST_NAME, Manifest, inside
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import FeatureSpec, Schema, infer_schema
 
 __all__ = ["Dataset", "Ragged", "open_dataset"]
@@ -99,10 +101,13 @@ class Dataset:
         on_corrupt: OnCorrupt = "raise",
         order: _Order = _Order(),
         claims: Sequence[_Claim | None] | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt must be 'raise' or 'skip', not {on_corrupt!r}")
         self.files = list(files)
+        #: Records that claim more bytes are damaged (refused before any allocation).
+        self.max_record_bytes = max_record_bytes
         self.schema = schema
         self.manifest = manifest
         self.on_corrupt: OnCorrupt = on_corrupt
@@ -131,6 +136,7 @@ class Dataset:
             "on_corrupt": self.on_corrupt,
             "order": self._order,
             "claims": self._claims,
+            "max_record_bytes": self.max_record_bytes,
         }
         kwargs.update(changes)
         new = Dataset(**kwargs)
@@ -188,7 +194,9 @@ class Dataset:
         """The files of one split of a recordforge dataset."""
         if self.manifest is None or self._root is None:
             raise ValueError("split() needs a dataset directory with dataset.json")
-        return _from_manifest(self._root, self.manifest, name, self.on_corrupt)
+        return _from_manifest(
+            self._root, self.manifest, name, self.on_corrupt, self.max_record_bytes
+        )
 
     def select(self, names: Sequence[str]) -> Dataset:
         """Only these features are decoded; the others' bytes are skipped."""
@@ -304,9 +312,9 @@ class Dataset:
     def _file_records(self, path: str) -> Iterator[bytes]:
         compression = self._file_compressions()[self.files.index(path)]
         if self.on_corrupt == "raise" or compression is not None:
-            yield from _read_records(path)
+            yield from _read_records(path, self.max_record_bytes)
             return
-        f = _core.RecordFile(_fs.staged(path))
+        f = _core.RecordFile(_fs.staged(path), max_record_bytes=self.max_record_bytes)
         good, bad = f.intact()
         self.skipped.extend(
             {"file": path, "start": s, "end": e, "reason": why} for s, e, why in bad
@@ -360,9 +368,10 @@ class Dataset:
         Read in Rust on background threads (``threads``, default: one per CPU up to 8):
         files loaded in parallel (memory-mapped, or decompressed a chunk at a time), CRCs
         checked, the next batches decoded ahead of the one you are using; no Python
-        object is made per record, and what is in flight is a few batches."""
-        for _, columns in self._sized_batches(batch_size, drop_remainder, threads):
-            yield columns
+        object is made per record, and what is in flight is a few batches. After an
+        error, every later ``next()`` raises it again."""
+        sized = self._sized_batches(batch_size, drop_remainder, threads)
+        return Sticky(columns for _, columns in sized)
 
     def _sized_batches(
         self, batch_size: int, drop_remainder: bool = False, threads: int = 0
@@ -384,6 +393,7 @@ class Dataset:
             every=every,
             shuffle=shuffle,
             threads=threads,
+            max_record_bytes=self.max_record_bytes,
         )
         for n, decoded, skipped in reader:
             for f, start, end, why in skipped:
@@ -413,6 +423,11 @@ class Dataset:
             yield len(pending), self._columns(pending)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Records one at a time, as dicts; after an error, every later ``next()``
+        raises it again (a retry loop does not take a damaged file for the end)."""
+        return Sticky(self._records_one_by_one())
+
+    def _records_one_by_one(self) -> Iterator[dict[str, Any]]:
         for n, batch in self._sized_batches(256):
             for i in range(n):
                 yield {name: column[i] for name, column in batch.items()}
@@ -454,7 +469,9 @@ class Dataset:
         if path not in self._open:
             self._check_uncompressed()
             # A remote file is downloaded once for random access (memory-mapped).
-            self._open[path] = _core.RecordFile(_fs.staged(path))
+            self._open[path] = _core.RecordFile(
+                _fs.staged(path), max_record_bytes=self.max_record_bytes
+            )
         return self._open[path]
 
     def _starts(self) -> np.ndarray:
@@ -630,32 +647,37 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _count(path: str) -> int:
+def _count(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> int:
     """The records of a file: its ``.idx`` lines when the index covers the file exactly,
     else a framing walk."""
     index = _index.read(path)
     if index is not None:
         return len(index[0])
+    limit = max_record_bytes
     if _is_local(path):
-        count: int = _core.scan_records(path, "auto", False)[0]
+        count: int = _core.scan_records(path, "auto", False, max_record_bytes=limit)[0]
         return count
     with _fs.open_file(path) as f:
-        count = _core.scan_records(f, "auto", False)[0]
+        count = _core.scan_records(f, "auto", False, max_record_bytes=limit)[0]
     return count
 
 
-def _read_records(path: str) -> Iterator[bytes]:
+def _read_records(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[bytes]:
     """A file's records, CRCs checked; a URL (gs://, s3://, ...) is streamed through
     fsspec."""
     if _is_local(path):
-        yield from _core.read_records(path, "auto", True)
+        yield from _core.read_records(path, "auto", True, max_record_bytes=max_record_bytes)
         return
     with _fs.open_file(path) as f:
-        yield from _core.read_records(f, "auto", True)
+        yield from _core.read_records(f, "auto", True, max_record_bytes=max_record_bytes)
 
 
 def _from_manifest(
-    root: Path | str, manifest: Manifest, split: str | None, on_corrupt: OnCorrupt
+    root: Path | str,
+    manifest: Manifest,
+    split: str | None,
+    on_corrupt: OnCorrupt,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Dataset:
     if split is None:
         names = ["train"] if "train" in manifest.splits else list(manifest.splits)
@@ -678,14 +700,14 @@ def _from_manifest(
         root=root,
         on_corrupt=on_corrupt,
         claims=claims,
+        max_record_bytes=max_record_bytes,
     )
     if all(_is_local(f) for f in files):
         ds._file_compressions()  # the manifest's claim checked now, against the bytes
     manifest.check(source)
     if manifest.schema is None:
-        ds.schema = infer_schema(
-            _core.decode_example(r) for r in _first_records(files, on_corrupt == "skip")
-        )
+        first = _first_records(files, on_corrupt == "skip", max_record_bytes)
+        ds.schema = infer_schema(_core.decode_example(r) for r in first)
     return ds
 
 
@@ -706,6 +728,7 @@ def open_dataset(
     split: str | None = None,
     schema: Schema | None = None,
     on_corrupt: OnCorrupt = "raise",
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Dataset:
     """Opens a dataset directory (its ``dataset.json``; ``split`` picks one, default
     ``train`` when there is one, else all), a directory of TFRecord files, a glob, or a
@@ -715,7 +738,9 @@ def open_dataset(
     says which features differ). Without a manifest the schema is inferred: feature
     names and kinds from the first 1,000 records, value counts from every record (a
     feature is fixed-length only when every record has the same number of values), see
-    ``_infer_schema``.
+    ``_infer_schema``. A record that claims more than ``max_record_bytes``
+    (:data:`~recordforge.records.DEFAULT_MAX_RECORD_BYTES`, 1 GiB) is damaged: refused
+    before anything is allocated for it, as :func:`~recordforge.read_records` does.
 
     >>> import tempfile, numpy as np, recordforge as rf
     >>> a, b = tempfile.mkdtemp(), tempfile.mkdtemp()
@@ -728,7 +753,7 @@ def open_dataset(
         check_finished(str(path).rstrip("/"))
         found = _remote_files(str(path).rstrip("/"))
         if isinstance(found, Manifest):
-            ds = _from_manifest(str(path).rstrip("/"), found, split, on_corrupt)
+            ds = _from_manifest(str(path).rstrip("/"), found, split, on_corrupt, max_record_bytes)
             return ds if schema is None else ds._replace(schema=schema)
         files = found
     elif isinstance(path, (str, os.PathLike)):
@@ -736,7 +761,7 @@ def open_dataset(
         check_finished(p)
         if (p / MANIFEST_NAME).exists():
             manifest = Manifest.load(p)
-            ds = _from_manifest(p, manifest, split, on_corrupt)
+            ds = _from_manifest(p, manifest, split, on_corrupt, max_record_bytes)
             return ds if schema is None else ds._replace(schema=schema)
         if p.is_dir():
             files = sorted(str(f) for f in p.iterdir() if f.name.endswith(_SUFFIXES))
@@ -748,7 +773,14 @@ def open_dataset(
         entries = [os.fspath(f) for f in path]
         if any(_fs.isdir(e) or any(c in e for c in "*?[") for e in entries):
             parts = [
-                open_dataset(e, split=split, schema=schema, on_corrupt=on_corrupt) for e in entries
+                open_dataset(
+                    e,
+                    split=split,
+                    schema=schema,
+                    on_corrupt=on_corrupt,
+                    max_record_bytes=max_record_bytes,
+                )
+                for e in entries
             ]
             return _joined(entries, parts, on_corrupt)
         files = entries
@@ -761,8 +793,8 @@ def open_dataset(
     for parent in dict.fromkeys(_fs.parent(f) for f in files):
         check_finished(parent)
     if schema is None:
-        schema = _infer_schema(files, on_corrupt == "skip")
-    return Dataset(files, schema, on_corrupt=on_corrupt)
+        schema = _infer_schema(files, on_corrupt == "skip", max_record_bytes)
+    return Dataset(files, schema, on_corrupt=on_corrupt, max_record_bytes=max_record_bytes)
 
 
 _LIST_HINT = (
@@ -794,7 +826,14 @@ def _joined(entries: Sequence[str], parts: Sequence[Dataset], on_corrupt: OnCorr
     claims = (
         [c for part in parts for c in (part._claims or [None] * len(part.files))] if known else None
     )
-    return Dataset(files, first, counts=counts, on_corrupt=on_corrupt, claims=claims)
+    return Dataset(
+        files,
+        first,
+        counts=counts,
+        on_corrupt=on_corrupt,
+        claims=claims,
+        max_record_bytes=parts[0].max_record_bytes,
+    )
 
 
 def _spec_text(spec: FeatureSpec | None) -> str:
@@ -803,14 +842,17 @@ def _spec_text(spec: FeatureSpec | None) -> str:
     return f"{spec.dtype} {spec.shape}" + (f" {spec.meaning.tag}" if spec.meaning else "")
 
 
-def _infer_schema(files: Sequence[str], skip: bool = False) -> Schema:
+def _infer_schema(
+    files: Sequence[str], skip: bool = False, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Schema:
     """The schema of files without a manifest. Names and kinds come from the first
     records; then the number of values of every feature is counted in every record (a
     feature is fixed-length only when all records agree), so that a value missing in
     record 50,000 does not make the files unreadable with the schema inferred from them.
     Local uncompressed files are counted in Rust from a memory map (no value copied,
     ~10 GB/s on 2 cores); others are read through the columnar reader."""
-    sample = infer_schema(_core.decode_example(r) for r in _first_records(files, skip))
+    first = _first_records(files, skip, max_record_bytes)
+    sample = infer_schema(_core.decode_example(r) for r in first)
     if not len(sample):
         return sample
     names = list(sample)
@@ -818,9 +860,9 @@ def _infer_schema(files: Sequence[str], skip: bool = False) -> Schema:
     kinds: dict[str, set[int]] = {name: set() for name in names}
     for f in files:
         if not _fs.is_url(f) and _plain(f):
-            _count_in_rust(f, names, lengths, kinds)
+            _count_in_rust(f, names, lengths, kinds, max_record_bytes)
         else:
-            _count_by_reading(f, sample, lengths)
+            _count_by_reading(f, sample, lengths, max_record_bytes)
     codes = {1: "bytes", 2: "float32", 3: "int64"}
     features = {}
     for name, spec in sample.items():
@@ -844,10 +886,14 @@ def _plain(path: str) -> bool:
 
 
 def _count_in_rust(
-    path: str, names: list[str], lengths: dict[str, set[int]], kinds: dict[str, set[int]]
+    path: str,
+    names: list[str],
+    lengths: dict[str, set[int]],
+    kinds: dict[str, set[int]],
+    max_record_bytes: int,
 ) -> None:
     offsets, _, crc_ok, _, kind, count, _, errors, _ = _core.verify_file(
-        path, names, [False] * len(names), os.cpu_count() or 1
+        path, names, [False] * len(names), os.cpu_count() or 1, max_record_bytes=max_record_bytes
     )
     good = crc_ok.copy()
     good[[i for i, _ in errors]] = False
@@ -859,9 +905,12 @@ def _count_in_rust(
         kinds[name].update(np.unique(kind[:, j]).tolist())
 
 
-def _count_by_reading(path: str, sample: Schema, lengths: dict[str, set[int]]) -> None:
+def _count_by_reading(
+    path: str, sample: Schema, lengths: dict[str, set[int]], max_record_bytes: int
+) -> None:
     ragged = Schema({n: FeatureSpec(dtype=s.dtype, shape=(None,)) for n, s in sample.items()})
-    for batch in Dataset([path], ragged, on_corrupt="skip").batches(8192):
+    ds = Dataset([path], ragged, on_corrupt="skip", max_record_bytes=max_record_bytes)
+    for batch in ds.batches(8192):
         for name, column in batch.items():
             lengths[name].update(np.unique(np.diff(column.row_splits)).tolist())
 
@@ -878,31 +927,34 @@ def _remote_files(url: str) -> Manifest | list[str]:
     return [url]
 
 
-def _first_records(files: Sequence[str], skip: bool = False) -> Iterator[bytes]:
+def _first_records(
+    files: Sequence[str], skip: bool = False, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[bytes]:
     """The first records of ``files`` (for a schema); with ``skip``, damaged records are
     passed over as ``on_corrupt="skip"`` reads do."""
     n = 0
+    limit = max_record_bytes
     for f in files:
-        for record in _intact_records(f) if skip else _read_records(f):
+        for record in _intact_records(f, limit) if skip else _read_records(f, limit):
             yield record
             n += 1
             if n == _SCHEMA_SCAN:
                 return
 
 
-def _intact_records(path: str) -> Iterator[bytes]:
+def _intact_records(path: str, max_record_bytes: int) -> Iterator[bytes]:
     """A file's records whose both CRCs check, past any damage: for a plain file, those
     of the framing walk that resynchronises after damage; for a compressed one, those
     before the first damaged one (a broken stream cannot be resynchronised)."""
     from recordforge.inspect._walker import detect_compression
 
     if detect_compression(path) is None:
-        f = _core.RecordFile(_fs.staged(path))
+        f = _core.RecordFile(_fs.staged(path), max_record_bytes=max_record_bytes)
         good, _ = f.intact()
         for start in range(0, len(good), 1024):
             yield from f.read_many(good[start : start + 1024].tolist())
         return
     try:
-        yield from _read_records(path)
+        yield from _read_records(path, max_record_bytes)
     except CorruptRecordError:
         return

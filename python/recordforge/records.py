@@ -18,9 +18,25 @@ from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
 from recordforge import _core, _fs
+from recordforge._sticky import Sticky
 from recordforge.errors import CorruptRecordError
 
-__all__ = ["RecordIterator", "RecordStats", "TFRecordWriter", "read_records", "scan_records"]
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "RecordIterator",
+    "RecordStats",
+    "TFRecordWriter",
+    "read_records",
+    "scan_records",
+]
+
+#: The largest record a reader accepts unless told otherwise (``max_record_bytes``,
+#: ``--max-record-bytes``): 1 GiB. A record whose length field claims more is a
+#: :class:`~recordforge.CorruptRecordError` ("record claims N bytes, more than the limit
+#: of M"), raised before anything is allocated for it — a damaged or hostile length
+#: (a GZIP bomb that claims 2**40 bytes) costs nothing. Every reader takes the keyword:
+#: ``read_records``, ``scan_records``, ``open_dataset`` and the ``inspect`` functions.
+DEFAULT_MAX_RECORD_BYTES: int = _core.DEFAULT_MAX_RECORD_BYTES
 
 Compression = Literal["gzip", "zlib"] | None
 RecordIterator = _core.RecordIterator
@@ -195,11 +211,16 @@ def _named(f: Any, url: Any) -> Any:
 
 
 def _remote_records(
-    url: str, compression: Literal["auto", "gzip", "zlib"] | None, verify: bool
+    url: str,
+    compression: Literal["auto", "gzip", "zlib"] | None,
+    verify: bool,
+    max_record_bytes: int,
 ) -> Iterator[bytes]:
     with _fs.open_file(url) as f:
         try:
-            yield from _core.read_records(_named(f, url), compression, verify)
+            yield from _core.read_records(
+                _named(f, url), compression, verify, max_record_bytes=max_record_bytes
+            )
         except CorruptRecordError as e:
             if e.path == url:
                 raise
@@ -210,6 +231,8 @@ def read_records(
     path_or_file: str | os.PathLike[str] | BinaryIO,
     compression: Literal["auto", "gzip", "zlib"] | None = "auto",
     verify: bool = True,
+    *,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Iterator[bytes]:
     """Iterates over the records of one TFRecord file.
 
@@ -236,12 +259,17 @@ def read_records(
     ...     print(e.offset, e.reason.split(":")[0])
     21 compressed stream error
 
+    After an error, every later ``next()`` raises it again (a retry loop does not take
+    a damaged file for a finished one). A record that claims more than
+    ``max_record_bytes`` (:data:`DEFAULT_MAX_RECORD_BYTES`, 1 GiB) is refused before
+    anything is read or allocated for it.
+
     ``path_or_file`` may be a URL (``s3://``, ``gs://``...; the ``cloud`` extra): the
     file is streamed through fsspec, and errors name the URL.
     """
     if _fs.is_url(path_or_file):
-        return _remote_records(str(path_or_file), compression, verify)
-    return _core.read_records(path_or_file, compression, verify)
+        return Sticky(_remote_records(str(path_or_file), compression, verify, max_record_bytes))
+    return _core.read_records(path_or_file, compression, verify, max_record_bytes=max_record_bytes)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -258,11 +286,14 @@ def scan_records(
     compression: Literal["auto", "gzip", "zlib"] | None = "auto",
     verify: bool = True,
     threads: int = 0,
+    *,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> RecordStats:
     """Walks a whole file's framing without returning records: counts them and, with
     ``verify``, checks every CRC. Uncompressed files are memory-mapped and their CRCs
     checked on ``threads`` threads (0: one per core); the error raised is always the one
-    at the lowest offset, as :func:`read_records` would raise it.
+    at the lowest offset, as :func:`read_records` would raise it (records over
+    ``max_record_bytes`` refused as there).
 
     >>> import io, recordforge as rf
     >>> buf = io.BytesIO()
@@ -276,12 +307,14 @@ def scan_records(
         with _fs.open_file(url) as f:
             try:
                 records, payload, stream = _core.scan_records(
-                    _named(f, url), compression, verify, threads
+                    _named(f, url), compression, verify, threads, max_record_bytes=max_record_bytes
                 )
             except CorruptRecordError as e:
                 if e.path == url:
                     raise
                 raise CorruptRecordError(url, e.offset, e.reason) from None
         return RecordStats(records=records, payload_bytes=payload, stream_bytes=stream)
-    records, payload, stream = _core.scan_records(path_or_file, compression, verify, threads)
+    records, payload, stream = _core.scan_records(
+        path_or_file, compression, verify, threads, max_record_bytes=max_record_bytes
+    )
     return RecordStats(records=records, payload_bytes=payload, stream_bytes=stream)

@@ -197,6 +197,9 @@ pub struct Decoder<R: Read> {
     stream_ended: bool,
     /// Compressed bytes consumed so far, for error messages.
     consumed: u64,
+    /// An error met by a call that also produced bytes: those are handed out first, and
+    /// the error is returned by every later call.
+    failed: Option<String>,
 }
 
 impl<R: Read> Decoder<R> {
@@ -213,6 +216,7 @@ impl<R: Read> Decoder<R> {
             input_done: false,
             stream_ended: false,
             consumed: 0,
+            failed: None,
         }
     }
 
@@ -266,6 +270,9 @@ impl<R: Read> Read for Decoder<R> {
         if dst.is_empty() {
             return Ok(0);
         }
+        if let Some(msg) = &self.failed {
+            return Err(stream_error(msg.clone()));
+        }
         loop {
             if self.stream_ended && !self.after_stream_end()? {
                 return Ok(0);
@@ -273,16 +280,28 @@ impl<R: Read> Read for Decoder<R> {
             self.fill()?;
             let before_in = self.decompress.total_in();
             let before_out = self.decompress.total_out();
-            let status = self
-                .decompress
-                .decompress(&self.buf[self.start..self.end], dst, FlushDecompress::None)
-                .map_err(|e| {
-                    // zlib has consumed input up to the point where it failed.
-                    let failed_at = self.consumed + (self.decompress.total_in() - before_in);
-                    stream_error(format!("{e} (after {failed_at} compressed bytes)"))
-                })?;
+            let result = self.decompress.decompress(
+                &self.buf[self.start..self.end],
+                dst,
+                FlushDecompress::None,
+            );
             let consumed = (self.decompress.total_in() - before_in) as usize;
             let produced = (self.decompress.total_out() - before_out) as usize;
+            let status = match result {
+                Ok(status) => status,
+                Err(e) => {
+                    // zlib has consumed input up to the point where it failed; what it
+                    // wrote before that is good, and is not lost with the error.
+                    let failed_at = self.consumed + consumed as u64;
+                    let msg = format!("{e} (after {failed_at} compressed bytes)");
+                    if produced > 0 {
+                        self.failed = Some(msg);
+                        return Ok(produced);
+                    }
+                    self.failed = Some(msg.clone());
+                    return Err(stream_error(msg));
+                }
+            };
             self.start += consumed;
             self.consumed += consumed as u64;
             if status == Status::StreamEnd {
@@ -381,6 +400,59 @@ mod tests {
             let done = e.finish().unwrap();
             assert!(done.starts_with(&flushed));
             assert_eq!(decompress(&done, c).unwrap(), data);
+        }
+    }
+
+    /// A stream damaged in the middle gives every byte zlib decoded before the damage,
+    /// however large the reads: a failing call's output is not lost with its error.
+    #[test]
+    fn bytes_before_damage_are_not_lost_with_the_error() {
+        let data: Vec<u8> = (0..400_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for c in [Compression::Gzip, Compression::Zlib] {
+            let mut z = compress(&data, c);
+            let mid = z.len() / 2;
+            z[mid] ^= 0xff;
+            // How far zlib gets, fed one byte at a time.
+            let mut d = if c == Compression::Gzip {
+                Decompress::new_gzip(15)
+            } else {
+                Decompress::new(true)
+            };
+            let mut reference = Vec::with_capacity(data.len() * 2);
+            for b in &z {
+                let mut out = [0u8; 4096];
+                let before = d.total_out();
+                let failed = d
+                    .decompress(&[*b], &mut out, FlushDecompress::None)
+                    .is_err();
+                reference.extend_from_slice(&out[..(d.total_out() - before) as usize]);
+                if failed {
+                    break;
+                }
+            }
+            let mut dec = Decoder::new(&z[..], c);
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let err = loop {
+                match dec.read(&mut buf) {
+                    Ok(0) => panic!("{c}: damage not detected"),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break e,
+                }
+            };
+            assert!(compressed_stream_error(&err).is_some(), "{c}: {err}");
+            assert!(
+                got.len() >= reference.len().min(data.len()) - 1,
+                "{c}: {} of {}",
+                got.len(),
+                reference.len()
+            );
+            let good = got.iter().zip(&data).take_while(|(a, b)| a == b).count();
+            assert!(good > data.len() / 4, "{c}: {good}");
+            // The error stays.
+            assert!(dec.read(&mut buf).is_err());
         }
     }
 

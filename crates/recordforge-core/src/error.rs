@@ -20,6 +20,10 @@ pub enum CorruptKind {
     /// "compressed stream error: …": the GZIP/ZLIB layer failed (bad header, bad checksum,
     /// stream cut short) at or after this point of the decompressed stream.
     Compression(String),
+    /// "record claims N bytes, more than the limit of M (max_record_bytes)": the length
+    /// field (its CRC intact) asks for more than the reader was allowed to hold; refused
+    /// before anything is allocated or read.
+    TooLarge { length: u64, limit: u64 },
 }
 
 impl fmt::Display for CorruptKind {
@@ -38,6 +42,10 @@ impl fmt::Display for CorruptKind {
                 "truncated record: expected {expected} bytes, file ends after {got}"
             ),
             CorruptKind::Compression(msg) => write!(f, "compressed stream error: {msg}"),
+            CorruptKind::TooLarge { length, limit } => write!(
+                f,
+                "record claims {length} bytes, more than the limit of {limit} (max_record_bytes)"
+            ),
         }
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! Readers report every failure with the byte offset of the record's length field. A
 //! stream that ends exactly at a record boundary is a clean end; anything else is an error.
+//!
+//! A length field is input like any other: a record that claims more than the reader's
+//! `max_record` bytes ([`DEFAULT_MAX_RECORD_BYTES`] unless the caller says otherwise) is
+//! refused before anything is allocated for it ([`CorruptKind::TooLarge`]).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -16,6 +20,13 @@ use crate::error::{CorruptKind, Error, Result};
 pub const FRAME_OVERHEAD: u64 = 16;
 const HEADER: usize = 12;
 const IO_BUFFER: usize = 1 << 20;
+
+/// The largest record a reader accepts unless told otherwise: 1 GiB. A length field that
+/// claims more is [`CorruptKind::TooLarge`], refused before any allocation.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1 << 30;
+
+/// A record's buffer grows by at most this much at a time.
+const RESERVE_STEP: u64 = 64 << 20;
 
 /// Writes framed records, optionally compressed, into `W`.
 pub struct RecordWriter<W: Write> {
@@ -95,7 +106,7 @@ fn map_read_error(e: io::Error, offset: u64) -> Error {
     }
 }
 
-fn check_length(header: &[u8; HEADER], offset: u64, verify: bool) -> Result<u64> {
+fn check_length(header: &[u8; HEADER], offset: u64, verify: bool, max: u64) -> Result<u64> {
     let len = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
     if verify {
         let stored = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
@@ -106,6 +117,15 @@ fn check_length(header: &[u8; HEADER], offset: u64, verify: bool) -> Result<u64>
                 CorruptKind::LengthCrcMismatch { stored, computed },
             ));
         }
+    }
+    if len > max {
+        return Err(Error::corrupt(
+            offset,
+            CorruptKind::TooLarge {
+                length: len,
+                limit: max,
+            },
+        ));
     }
     Ok(len)
 }
@@ -133,15 +153,29 @@ pub struct RecordReader<R: Read> {
     inner: R,
     offset: u64,
     verify: bool,
+    max_record: u64,
 }
 
 impl<R: Read> RecordReader<R> {
+    /// A reader that accepts records of up to [`DEFAULT_MAX_RECORD_BYTES`].
     pub fn new(inner: R, verify: bool) -> Self {
         RecordReader {
             inner,
             offset: 0,
             verify,
+            max_record: DEFAULT_MAX_RECORD_BYTES,
         }
+    }
+
+    /// The same reader, refusing records that claim more than `max` bytes.
+    pub fn with_max_record(mut self, max: u64) -> Self {
+        self.max_record = max;
+        self
+    }
+
+    /// The largest record this reader accepts.
+    pub fn max_record(&self) -> u64 {
+        self.max_record
     }
 
     /// Offset of the next record in the record stream.
@@ -171,7 +205,7 @@ impl<R: Read> RecordReader<R> {
         if got < HEADER {
             return Err(truncated(at, HEADER as u64, got as u64));
         }
-        let len = check_length(&header, at, self.verify)?;
+        let len = check_length(&header, at, self.verify, self.max_record)?;
         let expected = len.saturating_add(FRAME_OVERHEAD);
         let result = self.read_payload(buf, at, len, expected);
         if result.is_err() {
@@ -192,15 +226,31 @@ impl<R: Read> RecordReader<R> {
 
     fn read_payload(&mut self, buf: &mut Vec<u8>, at: u64, len: u64, expected: u64) -> Result<()> {
         let base = buf.len();
-        // The length is not trusted for allocation: read through `take`, which grows the
-        // buffer only as bytes actually arrive.
-        let mut limited = (&mut self.inner).take(len);
-        loop {
-            match limited.read_to_end(buf) {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(map_read_error(e, at)),
+        // `len` is at most `max_record` (checked with the header). The buffer grows by
+        // exact steps as the bytes arrive: never past the record, never doubled, and at
+        // most one step ahead of what the stream really holds.
+        let mut remaining = len;
+        while remaining > 0 {
+            let step = remaining.min(RESERVE_STEP);
+            buf.try_reserve_exact(step as usize).map_err(|_| {
+                Error::Io(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("cannot allocate {len} bytes for the record at offset {at}"),
+                ))
+            })?;
+            let before = buf.len();
+            let mut limited = (&mut self.inner).take(step);
+            loop {
+                match limited.read_to_end(buf) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(map_read_error(e, at)),
+                }
             }
+            if ((buf.len() - before) as u64) < step {
+                break;
+            }
+            remaining -= step;
         }
         let got = (buf.len() - base) as u64;
         if got < len {
@@ -265,9 +315,9 @@ impl Frame {
 }
 
 /// Locates the record starting at `pos` of an in-memory record stream: checks the length
-/// CRC (when `verify`) and that the whole frame is there, but not the payload CRC (see
-/// [`Frame::check`]). `None` when `pos` is exactly the end.
-pub fn locate(data: &[u8], pos: usize, verify: bool) -> Result<Option<Frame>> {
+/// CRC (when `verify`), the length against `max`, and that the whole frame is there, but
+/// not the payload CRC (see [`Frame::check`]). `None` when `pos` is exactly the end.
+pub fn locate(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Option<Frame>> {
     let at = pos as u64;
     let rest = &data[pos.min(data.len())..];
     if rest.is_empty() {
@@ -277,7 +327,7 @@ pub fn locate(data: &[u8], pos: usize, verify: bool) -> Result<Option<Frame>> {
         return Err(truncated(at, HEADER as u64, rest.len() as u64));
     }
     let header: &[u8; HEADER] = rest[..HEADER].try_into().expect("12 bytes");
-    let len = check_length(header, at, verify)?;
+    let len = check_length(header, at, verify, max)?;
     let expected = len.saturating_add(FRAME_OVERHEAD);
     if (rest.len() as u64) < expected {
         return Err(truncated(at, expected, rest.len() as u64));
@@ -293,10 +343,11 @@ pub fn locate(data: &[u8], pos: usize, verify: bool) -> Result<Option<Frame>> {
     }))
 }
 
-/// Parses and fully checks the record starting at `pos` of an in-memory record stream.
-/// Returns the payload range, or `None` when `pos` is exactly the end.
-pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<Range<usize>>> {
-    match locate(data, pos, verify)? {
+/// Parses and fully checks the record starting at `pos` of an in-memory record stream
+/// (records over `max` bytes refused). Returns the payload range, or `None` when `pos`
+/// is exactly the end.
+pub fn frame_at(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Option<Range<usize>>> {
+    match locate(data, pos, verify, max)? {
         None => Ok(None),
         Some(frame) => {
             if verify {
@@ -307,16 +358,26 @@ pub fn frame_at(data: &[u8], pos: usize, verify: bool) -> Result<Option<Range<us
     }
 }
 
-/// Where the next intact record starts after a damaged one at `pos`: the next frame when
-/// the damaged one's length is intact, else the first later offset holding a whole,
-/// CRC-valid record (or the end).
-pub fn next_intact(data: &[u8], pos: usize) -> usize {
-    if let Ok(Some(frame)) = locate(data, pos, true) {
-        return frame.end();
+/// Where the next intact record starts after a damaged one at `pos`, as the
+/// resynchronising walk of [`crate::walker`] finds it: when the damaged record's length
+/// is intact (only its data CRC fails), the first whole, CRC-valid record inside its
+/// claimed length (a torn write) or else its end; otherwise the first later offset
+/// holding a whole record of at most `max` bytes whose two CRCs check (or the end).
+pub fn next_intact(data: &[u8], pos: usize, max: u64) -> usize {
+    use crate::walker::{find_valid, SliceSource};
+    let mut src = SliceSource(data);
+    let (from, before) = (pos as u64 + 1, data.len() as u64);
+    if let Ok(Some(frame)) = locate(data, pos, true, max) {
+        let end = frame.end() as u64;
+        return match find_valid(&mut src, from, end, max) {
+            Ok(Some(q)) => q as usize,
+            _ => end as usize,
+        };
     }
-    (pos + 1..data.len())
-        .find(|&p| matches!(frame_at(data, p, true), Ok(Some(_))))
-        .unwrap_or(data.len())
+    match find_valid(&mut src, from, before, max) {
+        Ok(Some(q)) => q as usize,
+        _ => data.len(),
+    }
 }
 
 /// Records of an in-memory (or memory-mapped) uncompressed record stream.
@@ -324,6 +385,7 @@ pub struct SliceRecords<'a> {
     data: &'a [u8],
     pos: usize,
     verify: bool,
+    max_record: u64,
     failed: bool,
 }
 
@@ -333,8 +395,15 @@ impl<'a> SliceRecords<'a> {
             data,
             pos: 0,
             verify,
+            max_record: DEFAULT_MAX_RECORD_BYTES,
             failed: false,
         }
+    }
+
+    /// The same records, refusing any that claims more than `max` bytes.
+    pub fn with_max_record(mut self, max: u64) -> Self {
+        self.max_record = max;
+        self
     }
 
     /// Offset of the next record.
@@ -351,7 +420,7 @@ impl<'a> Iterator for SliceRecords<'a> {
         if self.failed {
             return None;
         }
-        match frame_at(self.data, self.pos, self.verify) {
+        match frame_at(self.data, self.pos, self.verify, self.max_record) {
             Ok(None) => None,
             Ok(Some(range)) => {
                 let at = self.pos as u64;
@@ -373,6 +442,7 @@ pub enum FileRecords {
         map: memmap2::Mmap,
         pos: usize,
         verify: bool,
+        max_record: u64,
     },
     Stream(RecordReader<Box<dyn Read + Send>>),
 }
@@ -407,11 +477,13 @@ pub fn detect_stream<R: Read + Send + 'static>(
     Ok((c, Box::new(io::Cursor::new(prefix).chain(r))))
 }
 
-/// Wraps a raw (possibly compressed) byte stream into a record reader.
+/// Wraps a raw (possibly compressed) byte stream into a record reader that refuses
+/// records over `max_record` bytes.
 pub fn stream_records<R: Read + Send + 'static>(
     r: R,
     compression: Option<Compression>,
     verify: bool,
+    max_record: u64,
 ) -> io::Result<RecordReader<Box<dyn Read + Send>>> {
     let (c, r): (Compression, Box<dyn Read + Send>) = match compression {
         Some(c) => (c, Box::new(r)),
@@ -421,13 +493,19 @@ pub fn stream_records<R: Read + Send + 'static>(
         Compression::None => r,
         c => Box::new(Decoder::new(r, c)),
     };
-    Ok(RecordReader::new(r, verify))
+    Ok(RecordReader::new(r, verify).with_max_record(max_record))
 }
 
 impl FileRecords {
-    /// Opens `path`. `compression` `None` means detect from the first bytes.
-    pub fn open(path: &Path, compression: Option<Compression>, verify: bool) -> Result<Self> {
-        Self::open_with(path, compression, verify, false)
+    /// Opens `path`. `compression` `None` means detect from the first bytes; records
+    /// over `max_record` bytes are refused.
+    pub fn open(
+        path: &Path,
+        compression: Option<Compression>,
+        verify: bool,
+        max_record: u64,
+    ) -> Result<Self> {
+        Self::open_with(path, compression, verify, max_record, false)
     }
 
     /// Like [`open`](FileRecords::open); `populate` maps every page of an uncompressed
@@ -437,6 +515,7 @@ impl FileRecords {
         path: &Path,
         compression: Option<Compression>,
         verify: bool,
+        max_record: u64,
         populate: bool,
     ) -> Result<Self> {
         let mut file = File::open(path)?;
@@ -451,10 +530,10 @@ impl FileRecords {
         if c == Compression::None {
             let len = file.metadata()?.len();
             if len == 0 {
-                return Ok(FileRecords::Stream(RecordReader::new(
-                    Box::new(io::empty()),
-                    verify,
-                )));
+                let empty: Box<dyn Read + Send> = Box::new(io::empty());
+                return Ok(FileRecords::Stream(
+                    RecordReader::new(empty, verify).with_max_record(max_record),
+                ));
             }
             // SAFETY: the map is read-only and private to this reader. Like every reader of
             // a memory-mapped file it assumes the file is not truncated while it is read.
@@ -469,14 +548,15 @@ impl FileRecords {
                 map,
                 pos: 0,
                 verify,
+                max_record,
             });
         }
         let file = File::open(path)?;
         let buffered = BufReader::with_capacity(IO_BUFFER, file);
-        Ok(FileRecords::Stream(RecordReader::new(
-            Box::new(Decoder::new(buffered, c)),
-            verify,
-        )))
+        let decoder: Box<dyn Read + Send> = Box::new(Decoder::new(buffered, c));
+        Ok(FileRecords::Stream(
+            RecordReader::new(decoder, verify).with_max_record(max_record),
+        ))
     }
 
     /// Reads the next record: its offset and where its payload is (see [`payload`]).
@@ -485,7 +565,12 @@ impl FileRecords {
     /// [`payload`]: FileRecords::payload
     pub fn next_record(&mut self, scratch: &mut Vec<u8>) -> Result<Option<(u64, Range<usize>)>> {
         match self {
-            FileRecords::Mapped { map, pos, verify } => match frame_at(map, *pos, *verify)? {
+            FileRecords::Mapped {
+                map,
+                pos,
+                verify,
+                max_record,
+            } => match frame_at(map, *pos, *verify, *max_record)? {
                 None => Ok(None),
                 Some(range) => {
                     let at = *pos as u64;
@@ -505,8 +590,13 @@ impl FileRecords {
     /// streamed files, which go through [`next_record`](FileRecords::next_record).
     pub fn next_mapped(&mut self) -> Option<MappedNext<'_>> {
         match self {
-            FileRecords::Mapped { map, pos, verify } => {
-                let frame = locate(map, *pos, *verify);
+            FileRecords::Mapped {
+                map,
+                pos,
+                verify,
+                max_record,
+            } => {
+                let frame = locate(map, *pos, *verify, *max_record);
                 if let Ok(Some(f)) = &frame {
                     *pos = f.end();
                 }
@@ -655,7 +745,60 @@ mod tests {
         header[8..].copy_from_slice(&crc.to_le_bytes());
         let mut r = RecordReader::new(&header[..], true);
         let err = r.read_into(&mut Vec::new()).unwrap_err();
-        assert!(err.to_string().contains("truncated record"), "{err}");
+        assert!(err.to_string().contains("more than the limit"), "{err}");
         assert!(SliceRecords::new(&header, true).next().unwrap().is_err());
+        // Without a limit, the claim is checked against the bytes there are.
+        let mut r = RecordReader::new(&header[..], true).with_max_record(u64::MAX);
+        let err = r.read_into(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("truncated record"), "{err}");
+    }
+
+    /// A claimed length over the limit is refused at the header: nothing after it is read,
+    /// so a stream of zeros behind it costs nothing.
+    #[test]
+    fn a_length_over_the_limit_is_refused_before_reading() {
+        struct Zeros(u64);
+        impl Read for Zeros {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0 += buf.len() as u64;
+                buf.fill(0);
+                Ok(buf.len())
+            }
+        }
+        let mut data = write(&[b"ok", &[7u8; 100]]);
+        let cut = data.len() - 100 - 16;
+        data.truncate(cut);
+        let mut header = (1u64 << 40).to_le_bytes().to_vec();
+        let crc = masked_crc32c(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        data.extend_from_slice(&header);
+        let zeros = Zeros(0);
+        let mut r =
+            RecordReader::new(io::Cursor::new(data.clone()).chain(zeros), true).with_max_record(64);
+        let mut buf = Vec::new();
+        assert_eq!(r.read_into(&mut buf).unwrap(), Some(0));
+        let err = r.read_into(&mut buf).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "corrupt record at offset {cut}: record claims 1099511627776 bytes, more than \
+                 the limit of 64 (max_record_bytes)"
+            )
+        );
+        assert!(buf.capacity() < 1 << 20);
+        // The limit is inclusive, and the same in memory.
+        let two = write(&[&[1u8; 64], &[2u8; 65]]);
+        let got: Vec<_> = SliceRecords::new(&two, true).with_max_record(64).collect();
+        assert_eq!(got[0].as_ref().unwrap().1, &[1u8; 64][..]);
+        assert!(matches!(
+            got[1],
+            Err(Error::Corrupt {
+                offset: 80,
+                kind: CorruptKind::TooLarge {
+                    length: 65,
+                    limit: 64
+                }
+            })
+        ));
     }
 }

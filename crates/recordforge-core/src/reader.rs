@@ -37,6 +37,9 @@ pub struct ReadOptions {
     pub compression: Option<Compression>,
     /// Check the payload CRC of every record (length CRCs are always checked).
     pub verify: bool,
+    /// Refuse records that claim more bytes than this (a damaged record, skipped with
+    /// `skip_corrupt`).
+    pub max_record: u64,
     /// Skip damaged records (listed in [`Batch::skipped`]) instead of stopping there.
     pub skip_corrupt: bool,
     /// `(index, count)`: keep only records whose position in the stream (after skipped
@@ -58,6 +61,7 @@ impl Default for ReadOptions {
         ReadOptions {
             compression: None,
             verify: true,
+            max_record: crate::framing::DEFAULT_MAX_RECORD_BYTES,
             skip_corrupt: false,
             every: None,
             shuffle: None,
@@ -330,7 +334,12 @@ impl Iterator for BatchReader {
 /// Loads one file into chunks sent on `tx`. Returns false when the receiver is gone or
 /// the file ended with an error (sent as the last chunk).
 fn load_file(file: usize, path: &Path, options: &ReadOptions, tx: &SyncSender<Load>) -> bool {
-    let opened = FileRecords::open(path, options.compression, options.verify);
+    let opened = FileRecords::open(
+        path,
+        options.compression,
+        options.verify,
+        options.max_record,
+    );
     match opened {
         Ok(FileRecords::Mapped { map, .. }) => {
             load_mapped(file, Arc::new(Data::Map(map)), options, tx)
@@ -360,7 +369,7 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
     let mut chunk_bytes = 0usize;
     let mut pos = 0usize;
     while pos < bytes.len() {
-        let found = locate(bytes, pos, true).and_then(|frame| match frame {
+        let found = locate(bytes, pos, true, options.max_record).and_then(|frame| match frame {
             Some(f) if options.verify => f.check(&bytes[f.payload.clone()]).map(|()| Some(f)),
             other => Ok(other),
         });
@@ -372,7 +381,7 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
                 pos = frame.end();
             }
             Err(e @ Error::Corrupt { .. }) if options.skip_corrupt => {
-                let next = next_intact(bytes, pos);
+                let next = next_intact(bytes, pos, options.max_record);
                 chunk.skipped.push(Damaged {
                     file,
                     start: pos as u64,

@@ -26,8 +26,13 @@ pub struct ScanSummary {
 /// Payload bytes per window whose CRCs are checked in parallel.
 const WINDOW: usize = 64 << 20;
 
-/// Scans an in-memory record stream.
-pub fn scan_slice(data: &[u8], verify: bool, threads: usize) -> Result<ScanSummary> {
+/// Scans an in-memory record stream (records over `max_record` bytes refused).
+pub fn scan_slice(
+    data: &[u8],
+    verify: bool,
+    threads: usize,
+    max_record: u64,
+) -> Result<ScanSummary> {
     let threads = threads.max(1);
     let mut summary = ScanSummary::default();
     let mut pos = 0usize;
@@ -37,7 +42,7 @@ pub fn scan_slice(data: &[u8], verify: bool, threads: usize) -> Result<ScanSumma
         let mut window_bytes = 0usize;
         let mut pending: Option<Error> = None;
         while window_bytes < WINDOW {
-            match locate(data, pos, verify) {
+            match locate(data, pos, verify, max_record) {
                 Ok(Some(frame)) => {
                     pos = frame.end();
                     window_bytes += frame.payload.len() + 16;
@@ -131,11 +136,13 @@ const POPULATE_MAX: u64 = 4 << 30;
 /// Scans a file: memory-mapped (and checked on several threads) when uncompressed,
 /// streamed otherwise. `compression` `None` detects it. `threads` 0 means automatic: one
 /// per core for populated maps, one for larger files, whose page faults serialize.
+/// Records over `max_record` bytes are refused.
 pub fn scan_file(
     path: &Path,
     compression: Option<Compression>,
     verify: bool,
     threads: usize,
+    max_record: u64,
 ) -> Result<ScanSummary> {
     let populate = std::fs::metadata(path)?.len() <= POPULATE_MAX;
     let threads = match threads {
@@ -143,8 +150,8 @@ pub fn scan_file(
         0 => 1,
         n => n,
     };
-    match FileRecords::open_with(path, compression, verify, populate)? {
-        FileRecords::Mapped { map, .. } => scan_slice(&map, verify, threads),
+    match FileRecords::open_with(path, compression, verify, max_record, populate)? {
+        FileRecords::Mapped { map, .. } => scan_slice(&map, verify, threads, max_record),
         FileRecords::Stream(mut reader) => scan_stream(&mut reader),
     }
 }
@@ -166,7 +173,7 @@ mod tests {
     fn counts_and_bytes() {
         let data = stream(300, 10_000);
         for threads in [1, 2, 4] {
-            let s = scan_slice(&data, true, threads).unwrap();
+            let s = scan_slice(&data, true, threads, 1 << 30).unwrap();
             assert_eq!(s.records, 300);
             assert_eq!(s.payload_bytes, 3_000_000);
             assert_eq!(s.stream_bytes as usize, data.len());
@@ -179,18 +186,18 @@ mod tests {
         let frame = 10_016;
         data[frame * 250 + 20] ^= 1; // payload of record 250
         data[frame * 10 + 20] ^= 1; // payload of record 10
-        let err = scan_slice(&data, true, 4).unwrap_err();
+        let err = scan_slice(&data, true, 4, 1 << 30).unwrap_err();
         assert!(
             matches!(err, Error::Corrupt { offset, .. } if offset == (frame * 10) as u64),
             "{err}"
         );
         // A truncated tail after a bad payload: the bad payload is reported.
         let cut = &data[..data.len() - 5];
-        let err = scan_slice(cut, true, 2).unwrap_err();
+        let err = scan_slice(cut, true, 2, 1 << 30).unwrap_err();
         assert!(
             matches!(err, Error::Corrupt { offset, .. } if offset == (frame * 10) as u64),
             "{err}"
         );
-        assert_eq!(scan_slice(&data, false, 2).unwrap().records, 300);
+        assert_eq!(scan_slice(&data, false, 2, 1 << 30).unwrap().records, 300);
     }
 }

@@ -10,6 +10,7 @@ use crate::crc::{crc32c, crc32c_combine, crc32c_threads, mask, masked_crc32c};
 use crate::error::Result;
 use crate::example::parse_map_entry;
 use crate::parallel::map_parts;
+use crate::walker::{SliceSource, SpanKind, Walker};
 use crate::wire::{for_each_len_field, Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
 
 /// A damaged region of the stream (a record whose data CRC fails is one too).
@@ -44,69 +45,49 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Walks a plain record stream. Headers are checked (length CRC) one after the other;
-/// after one that fails, the walk resumes at the next valid header. With `verify`, data
-/// CRCs are checked on `threads` threads; a record whose data CRC fails is one lost
-/// record, and the walk goes on after it.
-pub fn walk(buf: &[u8], verify: bool, threads: usize) -> Walk {
-    walk_impl(buf, verify, threads, false).0
+/// Walks a plain record stream. Headers are checked (length CRC, length at most
+/// `max_record`) one after the other, and with `verify` data CRCs on `threads` threads.
+/// A stream with any damage is walked again by the resynchronising walk of
+/// [`crate::walker`] (one thread; damage is rare): after a damaged record the walk goes on
+/// at the next offset holding a whole record whose two CRCs check. A record whose data
+/// CRC fails and whose successor starts where its length says is one lost record.
+pub fn walk(buf: &[u8], verify: bool, threads: usize, max_record: u64) -> Walk {
+    walk_impl(buf, verify, threads, false, max_record).0
 }
 
 /// [`walk`] with data CRCs verified, plus the CRC32C of the whole buffer (the shard
 /// checksum), computed in the same pass: each thread hashes its part of the buffer a
 /// window ahead of the records it checks, so the record CRCs read bytes still in cache,
 /// and a large record's data CRC is combined into the buffer's instead of read twice.
-pub fn walk_checksummed(buf: &[u8], threads: usize) -> (Walk, u32) {
-    let (w, crc) = walk_impl(buf, true, threads, true);
+pub fn walk_checksummed(buf: &[u8], threads: usize, max_record: u64) -> (Walk, u32) {
+    let (w, crc) = walk_impl(buf, true, threads, true, max_record);
     (w, crc.expect("asked for"))
 }
 
-fn walk_impl(buf: &[u8], verify: bool, threads: usize, file_crc: bool) -> (Walk, Option<u32>) {
+fn walk_impl(
+    buf: &[u8],
+    verify: bool,
+    threads: usize,
+    file_crc: bool,
+    max_record: u64,
+) -> (Walk, Option<u32>) {
     let n = buf.len();
     let mut out = Walk::default();
     let mut pos = 0usize;
+    let mut damaged = false;
     while pos < n {
-        if n - pos < 12 {
-            out.damage.push(Damage {
-                start: pos,
-                end: n,
-                record: out.offsets.len(),
-                reason: format!("truncated record header: {} of 12 bytes", n - pos),
-            });
+        if n - pos < 12 || masked_crc32c(&buf[pos..pos + 8]) != u32_at(buf, pos + 8) {
+            damaged = true;
             break;
         }
         let length = u64_at(buf, pos);
-        if masked_crc32c(&buf[pos..pos + 8]) != u32_at(buf, pos + 8) {
-            let next = resync(buf, pos + 1);
-            let tail = if next < n {
-                format!("; next valid record at byte {next}")
-            } else {
-                "; no valid record after it".to_string()
-            };
-            out.damage.push(Damage {
-                start: pos,
-                end: next,
-                record: out.offsets.len(),
-                reason: format!("length CRC mismatch (not a record header){tail}"),
-            });
-            pos = next;
-            continue;
-        }
         let end = usize::try_from(length)
             .ok()
+            .filter(|_| length <= max_record)
             .and_then(|l| l.checked_add(pos + 16))
             .filter(|&e| e <= n);
         let Some(end) = end else {
-            out.damage.push(Damage {
-                start: pos,
-                end: n,
-                record: out.offsets.len(),
-                reason: format!(
-                    "truncated record: expected {} bytes, stream ends after {}",
-                    u128::from(length) + 16,
-                    n - pos
-                ),
-            });
+            damaged = true;
             break;
         };
         out.offsets.push(pos as u64);
@@ -114,11 +95,56 @@ fn walk_impl(buf: &[u8], verify: bool, threads: usize, file_crc: bool) -> (Walk,
         pos = end;
     }
     out.crc_ok = vec![true; out.offsets.len()];
+    if damaged {
+        return careful(buf, verify, threads, file_crc, max_record);
+    }
     let mut crc = None;
     if verify {
         crc = check_data_crcs(buf, &mut out, threads.max(1), file_crc);
+        if out.crc_ok.iter().any(|ok| !ok) {
+            return careful(buf, verify, threads, file_crc, max_record);
+        }
+    } else if file_crc {
+        crc = Some(crc32c_threads(buf, threads.max(1)));
     }
     (out, crc)
+}
+
+/// The walk of a damaged stream, by [`crate::walker::Walker`].
+fn careful(
+    buf: &[u8],
+    verify: bool,
+    threads: usize,
+    file_crc: bool,
+    max_record: u64,
+) -> (Walk, Option<u32>) {
+    let mut out = Walk::default();
+    let mut walker = Walker::new(SliceSource(buf), verify, max_record);
+    while let Ok(Some(span)) = walker.next_span() {
+        let (start, end) = (span.start as usize, span.end as usize);
+        match span.kind {
+            SpanKind::Record => {
+                out.offsets.push(span.start);
+                out.sizes.push(span.end - span.start);
+                out.crc_ok.push(true);
+            }
+            SpanKind::Damaged { reason, records } => {
+                out.damage.push(Damage {
+                    start,
+                    end,
+                    record: out.offsets.len(),
+                    reason,
+                });
+                if records == 1 {
+                    out.offsets.push(span.start);
+                    out.sizes.push(span.end - span.start);
+                    out.crc_ok.push(false);
+                }
+            }
+            SpanKind::StreamError(_) => {}
+        }
+    }
+    (out, file_crc.then(|| crc32c_threads(buf, threads.max(1))))
 }
 
 /// How far ahead of the records being checked the buffer's CRC is computed.
@@ -206,48 +232,7 @@ fn check_data_crcs(buf: &[u8], out: &mut Walk, threads: usize, file_crc: bool) -
     let crc = crcs
         .into_iter()
         .fold(0u32, |acc, (crc, len)| crc32c_combine(acc, crc, len));
-    let mut bad: Vec<Damage> = (0..total)
-        .filter(|&i| !out.crc_ok[i])
-        .map(|i| Damage {
-            start: offsets[i] as usize,
-            end: (offsets[i] + sizes[i]) as usize,
-            record: i,
-            reason: "data CRC mismatch".to_string(),
-        })
-        .collect();
-    if !bad.is_empty() {
-        bad.append(&mut out.damage);
-        bad.sort_by_key(|d| d.start);
-        out.damage = bad;
-    }
     file_crc.then_some(crc)
-}
-
-/// The offset of the next header at or after `start` whose length CRC checks and whose
-/// record fits in the stream (`buf.len()` when there is none). Lengths of 2^40 or more
-/// and the all-zero header are not taken for headers.
-pub fn resync(buf: &[u8], start: usize) -> usize {
-    let n = buf.len();
-    if n < 16 {
-        return n;
-    }
-    for q in start..=n - 16 {
-        if buf[q + 5] | buf[q + 6] | buf[q + 7] != 0 {
-            continue;
-        }
-        let length = u64_at(buf, q);
-        if length > (n - 16 - q) as u64 {
-            continue;
-        }
-        let stored = u32_at(buf, q + 8);
-        if length == 0 && stored == 0 {
-            continue;
-        }
-        if masked_crc32c(&buf[q..q + 8]) == stored {
-            return q;
-        }
-    }
-    n
 }
 
 /// Kind codes in [`Stats::kinds`].
@@ -454,7 +439,7 @@ mod tests {
     fn walk_finds_every_record_and_every_damage() {
         let records: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + i as usize]).collect();
         let mut buf = stream(&records);
-        let clean = walk(&buf, true, 2);
+        let clean = walk(&buf, true, 2, 1 << 30);
         assert_eq!(clean.offsets.len(), 20);
         assert!(clean.damage.is_empty());
         // Damage record 3's header and record 7's payload, and cut the tail.
@@ -464,7 +449,7 @@ mod tests {
         buf[p7] ^= 1;
         buf.truncate(buf.len() - 5);
         for threads in [1, 2, 3] {
-            let w = walk(&buf, true, threads);
+            let w = walk(&buf, true, threads, 1 << 30);
             assert_eq!(w.offsets.len(), 18, "record 3 lost, record 19 cut");
             let reasons: Vec<(usize, &str)> = w
                 .damage
@@ -482,7 +467,7 @@ mod tests {
             assert_eq!(w.damage[0].end, clean.offsets[4] as usize);
             assert_eq!(w.crc_ok.iter().filter(|ok| !**ok).count(), 1);
         }
-        let unverified = walk(&buf, false, 1);
+        let unverified = walk(&buf, false, 1, 1 << 30);
         assert!(unverified.crc_ok.iter().all(|ok| *ok));
         assert_eq!(unverified.damage.len(), 2);
     }
@@ -502,7 +487,7 @@ mod tests {
             .collect();
         let clean = stream(&records);
         let mut damaged = clean.clone();
-        let first = walk(&clean, false, 1);
+        let first = walk(&clean, false, 1, 1 << 30);
         damaged[first.offsets[5] as usize + 3] ^= 0x40; // a header: resync
         damaged[first.offsets[10] as usize + 20] ^= 1; // a large record's data
         damaged[first.offsets[20] as usize + 20] ^= 1; // a small record's data
@@ -510,12 +495,12 @@ mod tests {
         cut.truncate(cut.len() - 9);
         for buf in [&clean, &damaged, &cut, &clean[..0], &clean[..7]] {
             for threads in [1, 2, 3, 5] {
-                let (w, crc) = walk_checksummed(buf, threads);
+                let (w, crc) = walk_checksummed(buf, threads, 1 << 30);
                 assert_eq!(crc, crc32c(buf), "{} bytes, {threads} threads", buf.len());
-                assert_eq!(w, walk(buf, true, threads));
+                assert_eq!(w, walk(buf, true, threads, 1 << 30));
             }
         }
-        let (w, _) = walk_checksummed(&damaged, 2);
+        let (w, _) = walk_checksummed(&damaged, 2, 1 << 30);
         assert_eq!(w.crc_ok.iter().filter(|ok| !**ok).count(), 2);
     }
 

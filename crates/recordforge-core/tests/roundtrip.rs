@@ -89,7 +89,7 @@ proptest! {
             w.write_record(r).unwrap();
         }
         let bytes = w.finish().unwrap();
-        let mut reader = stream_records(std::io::Cursor::new(bytes.clone()), None, true).unwrap();
+        let mut reader = stream_records(std::io::Cursor::new(bytes.clone()), None, true, 1 << 30).unwrap();
         let mut buf = Vec::new();
         let mut back = Vec::new();
         while reader.read_into(&mut buf).unwrap().is_some() {
@@ -108,7 +108,7 @@ proptest! {
         let _ = decode_sequence_example(&data);
         let _: Vec<_> = SliceRecords::new(&data, true).collect();
         for c in [None, Some(Compression::Gzip), Some(Compression::Zlib)] {
-            let mut r = stream_records(std::io::Cursor::new(data.clone()), c, true).unwrap();
+            let mut r = stream_records(std::io::Cursor::new(data.clone()), c, true, 1 << 30).unwrap();
             let mut buf = Vec::new();
             while let Ok(Some(_)) = r.read_into(&mut buf) {}
         }

@@ -7,16 +7,18 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use recordforge_core::framing::{frame_at, locate, next_intact};
-use recordforge_core::{Error, FRAME_OVERHEAD};
+use recordforge_core::{Error, DEFAULT_MAX_RECORD_BYTES, FRAME_OVERHEAD};
 
 use crate::errors::to_py;
 
 /// An uncompressed TFRecord file, memory-mapped, read at record offsets (what ``.idx``
-/// files hold). Every read checks both CRCs.
+/// files hold). Every read checks both CRCs; a record over ``max_record_bytes`` is
+/// refused as damaged.
 #[pyclass(module = "recordforge._core", frozen)]
 pub struct RecordFile {
     map: Option<Mmap>,
     name: String,
+    max_record: u64,
 }
 
 impl RecordFile {
@@ -38,7 +40,7 @@ impl RecordFile {
                 &self.name,
             ));
         }
-        match frame_at(data, pos, true) {
+        match frame_at(data, pos, true, self.max_record) {
             Ok(Some(range)) => Ok(PyBytes::new(py, &data[range])),
             Ok(None) => unreachable!("pos < len"),
             Err(e) => Err(to_py(py, e, &self.name)),
@@ -52,7 +54,8 @@ type Damaged = (u64, u64, String);
 #[pymethods]
 impl RecordFile {
     #[new]
-    fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, *, max_record_bytes=DEFAULT_MAX_RECORD_BYTES))]
+    fn new(py: Python<'_>, path: std::path::PathBuf, max_record_bytes: u64) -> PyResult<Self> {
         let name = path.display().to_string();
         let map = py
             .detach(|| -> std::io::Result<Option<Mmap>> {
@@ -64,7 +67,11 @@ impl RecordFile {
                 Ok(Some(unsafe { Mmap::map(&file)? }))
             })
             .map_err(|e| to_py(py, Error::Io(e), &name))?;
-        Ok(RecordFile { map, name })
+        Ok(RecordFile {
+            map,
+            name,
+            max_record: max_record_bytes,
+        })
     }
 
     /// The offset of every record, from a walk over the framing (length CRCs checked;
@@ -72,11 +79,12 @@ impl RecordFile {
     #[pyo3(signature = (verify=true))]
     fn offsets<'py>(&self, py: Python<'py>, verify: bool) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let data = self.data();
+        let max = self.max_record;
         let found = py.detach(|| {
             let mut out = Vec::new();
             let mut pos = 0usize;
             loop {
-                let frame = match locate(data, pos, true)? {
+                let frame = match locate(data, pos, true, max)? {
                     None => return Ok(out),
                     Some(f) => f,
                 };
@@ -96,18 +104,19 @@ impl RecordFile {
     /// skipped, resynchronising on the next valid record after damage.
     fn intact<'py>(&self, py: Python<'py>) -> (Bound<'py, PyArray1<u64>>, Vec<Damaged>) {
         let data = self.data();
+        let max = self.max_record;
         let (good, bad) = py.detach(|| {
             let (mut good, mut bad): (Vec<u64>, Vec<Damaged>) = (Vec::new(), Vec::new());
             let mut pos = 0usize;
             while pos < data.len() {
-                match frame_at(data, pos, true) {
+                match frame_at(data, pos, true, max) {
                     Ok(Some(range)) => {
                         good.push(pos as u64);
                         pos = range.end + 4;
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let next = next_intact(data, pos);
+                        let next = next_intact(data, pos, max);
                         bad.push((pos as u64, next as u64, e.to_string()));
                         pos = next;
                     }
@@ -140,6 +149,12 @@ impl RecordFile {
     #[getter]
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The largest record this file's reads accept.
+    #[getter]
+    pub(crate) fn max_record_bytes(&self) -> u64 {
+        self.max_record
     }
 
     /// Bytes of framing around each record.

@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use recordforge_core::crc::Crc32c;
 use recordforge_core::framing::{stream_records, FileRecords, Frame};
 use recordforge_core::scan::{scan_file, scan_stream};
-use recordforge_core::{Compression, Error, RecordWriter};
+use recordforge_core::{Compression, Error, RecordWriter, DEFAULT_MAX_RECORD_BYTES};
 use sha2::{Digest as _, Sha256};
 
 use crate::columns::RecordBatch;
@@ -481,6 +481,9 @@ pub struct RecordIterator {
     scratch: Vec<u8>,
     name: String,
     last_offset: Option<u64>,
+    /// The error that stopped the iteration: raised again by every later `next()`, so
+    /// that a retry loop does not mistake a damaged file for a finished one.
+    failed: Option<PyErr>,
 }
 
 #[pymethods]
@@ -490,6 +493,9 @@ impl RecordIterator {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone_ref(py));
+        }
         let slot = self.records.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(records) = slot.as_mut() else {
             return Ok(None);
@@ -518,7 +524,9 @@ impl RecordIterator {
             }
             Err(e) => {
                 *slot = None;
-                Err(map_err(py, e, &self.name))
+                let e = map_err(py, e, &self.name);
+                self.failed = Some(e.clone_ref(py));
+                Err(e)
             }
         }
     }
@@ -572,18 +580,22 @@ fn copy_out<'py>(
 
 /// Opens a TFRecord file (path or file object) for reading. See `recordforge.read_records`.
 #[pyfunction]
-#[pyo3(signature = (path_or_file, compression="auto", verify=true))]
+#[pyo3(signature = (
+    path_or_file, compression="auto", verify=true, *, max_record_bytes=DEFAULT_MAX_RECORD_BYTES
+))]
 pub fn read_records(
     py: Python<'_>,
     path_or_file: &Bound<'_, PyAny>,
     compression: Option<&str>,
     verify: bool,
+    max_record_bytes: u64,
 ) -> PyResult<RecordIterator> {
     let compression = parse_read_compression(compression)?;
+    let max = max_record_bytes;
     let (records, name) = match target(path_or_file, "read")? {
         Target::Path(path, shown) => {
             let r = py
-                .detach(|| FileRecords::open(&path, compression, verify))
+                .detach(|| FileRecords::open(&path, compression, verify, max))
                 .map_err(|e| map_err(py, e, &shown))?;
             (r, shown)
         }
@@ -594,6 +606,7 @@ pub fn read_records(
                         BufReader::with_capacity(IO_BUFFER, PyReader::new(file)),
                         compression,
                         verify,
+                        max,
                     )
                 })
                 .map_err(|e| map_err(py, Error::Io(e), &shown))?;
@@ -605,30 +618,36 @@ pub fn read_records(
         scratch: Vec::new(),
         name,
         last_offset: None,
+        failed: None,
     })
 }
 
 /// Scans a whole file's framing (and CRCs when `verify`) without returning records.
 /// Returns `(records, payload_bytes, stream_bytes)`. See `recordforge.scan_records`.
 #[pyfunction]
-#[pyo3(signature = (path_or_file, compression="auto", verify=true, threads=0))]
+#[pyo3(signature = (
+    path_or_file, compression="auto", verify=true, threads=0, *,
+    max_record_bytes=DEFAULT_MAX_RECORD_BYTES
+))]
 pub fn scan_records(
     py: Python<'_>,
     path_or_file: &Bound<'_, PyAny>,
     compression: Option<&str>,
     verify: bool,
     threads: usize,
+    max_record_bytes: u64,
 ) -> PyResult<(u64, u64, u64)> {
     let compression = parse_read_compression(compression)?;
+    let max = max_record_bytes;
     let (result, name) = match target(path_or_file, "read")? {
         Target::Path(path, shown) => (
-            py.detach(|| scan_file(&path, compression, verify, threads)),
+            py.detach(|| scan_file(&path, compression, verify, threads, max)),
             shown,
         ),
         Target::File(file, shown) => {
             let result = py.detach(|| {
                 let reader = BufReader::with_capacity(IO_BUFFER, PyReader::new(file));
-                let mut records = stream_records(reader, compression, verify)?;
+                let mut records = stream_records(reader, compression, verify, max)?;
                 scan_stream(&mut records)
             });
             (result, shown)

@@ -13,6 +13,7 @@ mod pyfile;
 mod reader;
 mod rows;
 mod verify;
+mod walk;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -36,6 +37,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<io::TFRecordWriter>()?;
     m.add_class::<io::RecordIterator>()?;
     m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
+    m.add_class::<walk::RecordWalker>()?;
+    m.add_class::<walk::WalkSpan>()?;
+    m.add(
+        "DEFAULT_MAX_RECORD_BYTES",
+        recordforge_core::DEFAULT_MAX_RECORD_BYTES,
+    )?;
     m.add_function(wrap_pyfunction!(verify::file_crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(image::resize_bilinear, m)?)?;
     Ok(())

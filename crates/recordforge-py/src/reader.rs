@@ -12,7 +12,7 @@ use pyo3::types::PyList;
 use recordforge_core::batch::{decode_batch_spans_threaded, Wanted};
 use recordforge_core::framing::frame_at;
 use recordforge_core::reader::{BatchReader as CoreReader, Damaged, ReadError, ReadOptions};
-use recordforge_core::{Compression, Error};
+use recordforge_core::{Compression, Error, DEFAULT_MAX_RECORD_BYTES};
 
 use crate::access::RecordFile;
 use crate::decode::{columns_to_py, kind_of};
@@ -54,6 +54,8 @@ fn default_threads() -> usize {
 pub struct BatchReader {
     inner: Mutex<CoreReader>,
     names: Vec<String>,
+    /// The error that stopped reading, raised again by every later `next()`.
+    failed: Mutex<Option<PyErr>>,
 }
 
 #[pymethods]
@@ -61,7 +63,8 @@ impl BatchReader {
     #[new]
     #[pyo3(signature = (
         files, features, batch_size, *, drop_remainder=false, compression="auto",
-        verify=true, skip_corrupt=false, every=None, shuffle=None, threads=0, prefetch=2
+        verify=true, skip_corrupt=false, every=None, shuffle=None, threads=0, prefetch=2,
+        max_record_bytes=DEFAULT_MAX_RECORD_BYTES
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -77,6 +80,7 @@ impl BatchReader {
         shuffle: Option<(usize, u64)>,
         threads: usize,
         prefetch: usize,
+        max_record_bytes: u64,
     ) -> PyResult<Self> {
         if batch_size == 0 {
             return Err(PyValueError::new_err("batch_size must be >= 1"));
@@ -104,6 +108,7 @@ impl BatchReader {
         let options = ReadOptions {
             compression,
             verify,
+            max_record: max_record_bytes,
             skip_corrupt,
             every,
             shuffle,
@@ -119,6 +124,7 @@ impl BatchReader {
         Ok(BatchReader {
             inner: Mutex::new(CoreReader::start(files, wanted, options)),
             names,
+            failed: Mutex::new(None),
         })
     }
 
@@ -127,10 +133,17 @@ impl BatchReader {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Item<'py>>> {
+        if let Some(e) = lock(&self.failed).as_ref() {
+            return Err(e.clone_ref(py));
+        }
         let next = py.detach(|| lock(&self.inner).next_batch());
         match next {
             None => Ok(None),
-            Some(Err(e)) => Err(read_error(py, e, &self.names)),
+            Some(Err(e)) => {
+                let e = read_error(py, e, &self.names);
+                *lock(&self.failed) = Some(e.clone_ref(py));
+                Err(e)
+            }
             Some(Ok(mut batch)) => {
                 let skipped = std::mem::take(&mut batch.skipped)
                     .into_iter()
@@ -169,7 +182,12 @@ fn wanted_of<'f>(py: Python<'_>, features: &'f Features) -> PyResult<Vec<Wanted<
 }
 
 /// The payload of the record framed at `offset` of `data`, CRC-checked with `verify`.
-pub(crate) fn record_at(data: &[u8], offset: u64, verify: bool) -> Result<&[u8], Error> {
+pub(crate) fn record_at(
+    data: &[u8],
+    offset: u64,
+    verify: bool,
+    max_record: u64,
+) -> Result<&[u8], Error> {
     let pos = usize::try_from(offset).unwrap_or(usize::MAX);
     if pos >= data.len() {
         return Err(Error::InvalidArgument(format!(
@@ -177,7 +195,7 @@ pub(crate) fn record_at(data: &[u8], offset: u64, verify: bool) -> Result<&[u8],
             data.len()
         )));
     }
-    let range = frame_at(data, pos, verify)?.expect("pos is before the end");
+    let range = frame_at(data, pos, verify, max_record)?.expect("pos is before the end");
     Ok(&data[range])
 }
 
@@ -217,17 +235,22 @@ pub fn take_records<'py>(
             files.len()
         )));
     }
-    let datas: Vec<&[u8]> = files.iter().map(|f| f.data()).collect();
+    let datas: Vec<(&[u8], u64)> = files
+        .iter()
+        .map(|f| (f.data(), f.max_record_bytes()))
+        .collect();
     let names: Vec<String> = files.iter().map(|f| f.name().to_string()).collect();
     let result = py.detach(|| -> Result<_, ReadError> {
         let mut slices = Vec::with_capacity(offsets.len());
         for (&f, &offset) in which.iter().zip(offsets) {
-            let data = datas[f as usize];
-            slices.push(record_at(data, offset, verify).map_err(|error| ReadError {
-                file: f as usize,
-                record: None,
-                error,
-            })?);
+            let (data, max) = datas[f as usize];
+            slices.push(
+                record_at(data, offset, verify, max).map_err(|error| ReadError {
+                    file: f as usize,
+                    record: None,
+                    error,
+                })?,
+            );
         }
         decode_batch_spans_threaded(&slices, &wanted, threads, 1024)
             .map(|columns| (columns, slices))

@@ -230,9 +230,10 @@ impl RowReader {
 fn read<'a>(
     data: &'a [u8],
     offset: u64,
+    max_record: u64,
     decoder: &'a mut RecordDecoder,
 ) -> Result<(&'a [DecodedColumn], &'a [u8]), ReadError> {
-    let record = record_at(data, offset, true).map_err(|error| ReadError {
+    let record = record_at(data, offset, true, max_record).map_err(|error| ReadError {
         file: 0,
         record: None,
         error,
@@ -331,6 +332,7 @@ impl RowReader {
             )));
         };
         let data = file.data();
+        let max_record = file.max_record_bytes();
         let mut spare;
         let mut guard;
         let decoder: &mut RecordDecoder = match self.decoder.try_lock() {
@@ -353,9 +355,9 @@ impl RowReader {
             .and_then(|pos| data.get(pos..pos.checked_add(8)?))
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
         let result = if size >= DETACH_BYTES as u64 {
-            py.detach(move || read(data, offset, decoder))
+            py.detach(move || read(data, offset, max_record, decoder))
         } else {
-            read(data, offset, decoder)
+            read(data, offset, max_record, decoder)
         };
         let (columns, record) =
             result.map_err(|e| read_error(py, e, &[file.name().to_string()]))?;

@@ -8,7 +8,7 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 use recordforge_core::crc::crc32c_threads;
 use recordforge_core::verify::{feature_stats_threads, walk, walk_checksummed};
-use recordforge_core::Error;
+use recordforge_core::{Error, DEFAULT_MAX_RECORD_BYTES};
 
 use crate::errors::to_py;
 
@@ -56,9 +56,12 @@ pub fn file_crc32c(py: Python<'_>, path: std::path::PathBuf, threads: usize) -> 
 /// kind, 1 bytes, 2 float, 3 int64), its number of values and (where ``sums[i]``) the
 /// sum of its int64 values. Statistics are flat, row-major, records x names; rows of
 /// records failing their data CRC are all missing. With ``checksum``, the file's CRC32C
-/// is computed in the same pass.
+/// is computed in the same pass. A record over ``max_record_bytes`` is damage.
 #[pyfunction]
-#[pyo3(signature = (path, names, sums, threads=2, checksum=false))]
+#[pyo3(signature = (
+    path, names, sums, threads=2, checksum=false, *, max_record_bytes=DEFAULT_MAX_RECORD_BYTES
+))]
+#[allow(clippy::too_many_arguments)]
 pub fn verify_file<'py>(
     py: Python<'py>,
     path: std::path::PathBuf,
@@ -66,15 +69,16 @@ pub fn verify_file<'py>(
     sums: Vec<bool>,
     threads: usize,
     checksum: bool,
+    max_record_bytes: u64,
 ) -> PyResult<Verified<'py>> {
     let name = path.display().to_string();
     let result = py.detach(|| {
         with_map(&path, |data| {
             let (w, crc) = if checksum {
-                let (w, crc) = walk_checksummed(data, threads);
+                let (w, crc) = walk_checksummed(data, threads, max_record_bytes);
                 (w, Some(crc))
             } else {
-                (walk(data, true, threads), None)
+                (walk(data, true, threads, max_record_bytes), None)
             };
             let records: Vec<&[u8]> = w
                 .offsets

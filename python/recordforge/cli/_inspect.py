@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from recordforge.inspect import Problem, resolve
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
 # Below this many bytes of input no progress bar is drawn: the work takes moments.
 PROGRESS_MIN_BYTES = 32 << 20
@@ -24,7 +25,32 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
         help="a dataset directory (with dataset.json), a directory of TFRecord files, a "
         "glob, or files; GZIP/ZLIB compression is detected",
     )
+    add_max_record_bytes(p)
     add_json(p)
+
+
+def record_size(value: str) -> int:
+    """A ``--max-record-bytes`` value: bytes, or a size such as ``512MiB`` or ``2GB``."""
+    from recordforge.writer import parse_size
+
+    try:
+        n = parse_size(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, not {value!r}")
+    return n
+
+
+def add_max_record_bytes(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-record-bytes",
+        type=record_size,
+        default=DEFAULT_MAX_RECORD_BYTES,
+        metavar="SIZE",
+        help="largest record read, e.g. 2GiB (default 1GiB): a record whose length field "
+        "claims more is reported as damaged, before anything is allocated for it",
+    )
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

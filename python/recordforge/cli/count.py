@@ -27,7 +27,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with byte_progress(args.paths, "count") as progress:
-        result = inspect.count(args.paths, verify=args.verify, scan=args.scan, progress=progress)
+        result = inspect.count(
+            args.paths,
+            verify=args.verify,
+            scan=args.scan,
+            progress=progress,
+            max_record_bytes=args.max_record_bytes,
+        )
     if args.json:
         print_json({"ok": result.ok, **result.to_json()})
         return 0 if result.ok else 1

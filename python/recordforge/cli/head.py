@@ -18,7 +18,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     features = [f for f in args.features.split(",") if f] if args.features else None
-    result = inspect.head(args.paths, n=args.n, features=features)
+    result = inspect.head(
+        args.paths, n=args.n, features=features, max_record_bytes=args.max_record_bytes
+    )
     code = 1 if result.problems else 0
     if args.json:
         print_json(result.to_json())

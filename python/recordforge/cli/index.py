@@ -17,7 +17,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with byte_progress(args.paths, "index") as progress:
-        result = inspect.write_index(args.paths, verify=not args.no_verify, progress=progress)
+        result = inspect.write_index(
+            args.paths,
+            verify=not args.no_verify,
+            progress=progress,
+            max_record_bytes=args.max_record_bytes,
+        )
     if args.json:
         print_json({"ok": result.ok, **result.to_json()})
         return 0 if result.ok else 1

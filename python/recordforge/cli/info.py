@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     with byte_progress(args.paths, "info") as progress:
-        result = inspect.info(args.paths, scan=args.scan, progress=progress)
+        result = inspect.info(
+            args.paths, scan=args.scan, progress=progress, max_record_bytes=args.max_record_bytes
+        )
     code = 1 if result.problems else 0
     if args.json:
         print_json(result.to_json())

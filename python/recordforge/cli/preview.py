@@ -19,7 +19,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = inspect.preview(args.paths, args.out, n=args.n, cell=args.cell, columns=args.columns)
+    result = inspect.preview(
+        args.paths,
+        args.out,
+        n=args.n,
+        cell=args.cell,
+        columns=args.columns,
+        max_record_bytes=args.max_record_bytes,
+    )
     code = 1 if result.problems else 0
     if args.json:
         print_json(result.to_json())

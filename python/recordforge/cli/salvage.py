@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from recordforge import inspect
-from recordforge.cli._inspect import add_json, byte_progress, console, print_json
+from recordforge.cli._inspect import (
+    add_json,
+    add_max_record_bytes,
+    byte_progress,
+    console,
+    print_json,
+)
 
 HELP = "Copy every intact record of a damaged TFRecord file into a new file; report the losses."
 
@@ -20,6 +26,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="of the output (default: as the input)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_max_record_bytes(parser)
     add_json(parser)
 
 
@@ -32,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
             compression=compression,
             overwrite=args.overwrite,
             progress=progress,
+            max_record_bytes=args.max_record_bytes,
         )
     code = 1 if result.damaged else 0
     if args.json:

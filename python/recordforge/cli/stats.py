@@ -26,7 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     with byte_progress(args.paths, "stats") as progress:
         result = inspect.stats(
-            args.paths, max_records=args.max_records, top=args.top, progress=progress
+            args.paths,
+            max_records=args.max_records,
+            top=args.top,
+            progress=progress,
+            max_record_bytes=args.max_record_bytes,
         )
     code = 1 if result.problems else 0
     if args.json:

@@ -30,7 +30,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     with byte_progress(args.paths, "verify") as progress:
         result = inspect.verify(
-            args.paths, images=args.images, checksums=not args.no_checksums, progress=progress
+            args.paths,
+            images=args.images,
+            checksums=not args.no_checksums,
+            progress=progress,
+            max_record_bytes=args.max_record_bytes,
         )
     if args.json:
         print_json(result.to_json())

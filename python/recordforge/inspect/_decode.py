@@ -15,6 +15,7 @@ from recordforge import _core
 from recordforge.errors import CorruptRecordError, DecodeError
 from recordforge.inspect._common import Problem
 from recordforge.inspect._files import InputFile
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
 RecordType = Literal["Example", "SequenceExample", "ExampleListWithContext", "unknown", "empty"]
 
@@ -132,13 +133,17 @@ class _Record:
 
 
 def _records(
-    items: Sequence[InputFile], problems: list[Problem], limit: int | None = None
+    items: Sequence[InputFile],
+    problems: list[Problem],
+    limit: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Iterator[_Record]:
-    """Records of the files in order (CRCs checked); a damaged file adds a problem and
-    the iteration goes on with the next file."""
+    """Records of the files in order (CRCs checked; a record over ``max_record_bytes``
+    is damage, refused before it is read); a damaged file adds a problem and the
+    iteration goes on with the next file."""
     produced = 0
     for item in items:
-        it = _core.read_records(str(item.path), "auto", True)
+        it = _core.read_records(str(item.path), "auto", True, max_record_bytes=max_record_bytes)
         index = 0
         try:
             for data in it:

@@ -14,7 +14,8 @@ from recordforge._atomic import write_bytes_atomic
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
 from recordforge.inspect._files import InputFile, as_given, manifest_problems, resolve
-from recordforge.inspect._walker import _problems_of, _stream, _walk, detect_compression
+from recordforge.inspect._walker import _problem_of, _walk, detect_compression
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
 # --------------------------------------------------------------------------------------
 # count
@@ -53,6 +54,7 @@ def count(
     verify: bool = False,
     scan: bool = False,
     progress: Progress | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> CountResult:
     """Counts records. Without ``verify``/``scan`` a plain file's count comes from its
     ``.idx`` file when that covers the file exactly (``manifest`` when ``dataset.json``
@@ -60,7 +62,10 @@ def count(
     parsing (``verify``: every CRC checked too). ``dataset.json`` alone is not believed:
     a count it gives that the files contradict is a problem, as are its own
     disagreements (:func:`manifest_problems`). A damaged file is walked record by
-    record: the count then includes every record that could be delimited.
+    record, resynchronising after each damaged region, in one streaming pass (memory
+    within ``max_record_bytes``): the count then includes every record that could be
+    delimited. A record that claims more than ``max_record_bytes`` is damage, refused
+    before anything is allocated for it.
 
     >>> import io, tempfile, recordforge as rf
     >>> path = tempfile.mktemp(suffix=".tfrecord")
@@ -93,16 +98,13 @@ def count(
             compression = detect_compression(item.path)
             method = "scan+crc" if verify else "scan"
             try:
-                stats = _core.scan_records(str(item.path), compression, verify, 0)
+                stats = _core.scan_records(
+                    str(item.path), compression, verify, 0, max_record_bytes=max_record_bytes
+                )
                 records = stats[0]
             except CorruptRecordError:
-                with _stream(item.path) as (buf, stream_problem, _):
-                    spans = list(_walk(buf, verify))
-                found = _problems_of(item.path, spans)
-                if stream_problem is not None:
-                    found.append(stream_problem)
+                records, found = _walk_count(item.path, verify, max_record_bytes)
                 problems.extend(found)
-                records = sum(1 for s in spans if s.reason in (None, "data CRC mismatch"))
             files.append(
                 FileCount(
                     path=str(item.path),
@@ -129,6 +131,19 @@ def count(
         problems=problems,
     )
     return as_given(result, items)
+
+
+def _walk_count(path: Path, verify: bool, max_record_bytes: int) -> tuple[int, list[Problem]]:
+    """The records of a damaged file that could be delimited (intact, or framed with a
+    failing data CRC), and its problems."""
+    records, problems = 0, []
+    for span in _walk(path, verify, max_record_bytes=max_record_bytes):
+        if span.kind == "record":
+            records += 1
+            continue
+        problems.append(_problem_of(path, span, records))
+        records += span.records
+    return records, problems
 
 
 def _count_from_metadata(item: InputFile, size: int) -> tuple[int, str] | None:
@@ -172,7 +187,11 @@ class IndexResult(_Result):
 
 
 def write_index(
-    paths: Paths, *, verify: bool = True, progress: Progress | None = None
+    paths: Paths,
+    *,
+    verify: bool = True,
+    progress: Progress | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> IndexResult:
     """Writes ``<file>.idx`` beside each file: one ``offset size`` line per record (the
     record's byte offset and its framed size, 16 + payload), the format of the files
@@ -193,7 +212,7 @@ def write_index(
     """
     files, problems = [], []
     for item in resolve(paths):
-        it = _core.read_records(str(item.path), "auto", verify)
+        it = _core.read_records(str(item.path), "auto", verify, max_record_bytes=max_record_bytes)
         lines = []
         try:
             for data in it:
@@ -230,6 +249,9 @@ def write_index(
 # --------------------------------------------------------------------------------------
 # salvage
 
+# Records handed to the writer at a time are at most this many bytes (or 1,024 records).
+_BATCH_BYTES = 16 << 20
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LostRegion(_Result):
@@ -260,6 +282,18 @@ class SalvageResult(_Result):
         return bool(self.lost)
 
 
+def _lost_region(span: _core.WalkSpan) -> LostRegion:
+    reason = span.reason or ""
+    if span.kind == "stream":  # the rest of a compressed stream
+        return LostRegion(
+            start=span.start,
+            end=None,
+            reason=f"{reason}; the rest cannot be decompressed",
+            records=0,
+        )
+    return LostRegion(start=span.start, end=span.end, reason=reason, records=span.records)
+
+
 def salvage(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -267,16 +301,21 @@ def salvage(
     compression: Literal["same", "gzip", "zlib"] | None = "same",
     overwrite: bool = False,
     progress: Progress | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> SalvageResult:
     """Copies every intact record of a damaged file into a new, valid file, in order.
 
-    Bit flips, truncation and garbage in the middle are survived: a record whose header
-    checks but whose data does not is dropped and the walk goes on after it; after a
-    header that does not check, the walk resynchronises at the next offset holding a
-    valid header (length CRC) of a record that fits in the file. Only records whose two
-    CRCs check are kept, so nothing corrupt is copied. GZIP/ZLIB input is decompressed as
-    far as it goes. ``compression="same"`` writes the output as the input was. The output
-    is written under a temporary name and renamed. Either path may be a URL (``gs://``,
+    Bit flips, truncation, torn writes and garbage in the middle are survived: after a
+    damaged record (a header or data CRC that fails, a length over ``max_record_bytes``,
+    a record cut short) the walk resynchronises at the next offset holding a whole
+    record whose length CRC and data CRC both check — every offset is tried, those inside
+    the damaged record's claimed length too, so a record written whole after a torn one
+    is kept. Only records whose two CRCs check are kept, so nothing corrupt is copied.
+    The file is read once, front to back, in Rust, with memory bounded by
+    ``max_record_bytes``: GZIP/ZLIB input is decompressed as it is walked (never into a
+    temporary copy), as far as it goes, and every record decompressed before a break in
+    the stream is kept. ``compression="same"`` writes the output as the input was. The
+    output is written under a temporary name and renamed. Either path may be a URL (``gs://``,
     ``s3://``, ...): a remote input is downloaded once per process; a remote output is
     written locally, then uploaded under a temporary key and moved to its own.
 
@@ -308,31 +347,27 @@ def salvage(
             tmp = stack.enter_context(_fs.local_dir()) / _fs.name(target)
         else:
             tmp = Path(target).with_name(f".{Path(target).name}.salvage")
-        buf, stream_problem, found_compression = stack.enter_context(_stream(local_src))
-        out_compression = found_compression if compression == "same" else compression
+        walker = _walk(local_src, True, payloads=True, max_record_bytes=max_record_bytes)
+        out_compression = walker.compression if compression == "same" else compression
         done = 0
         try:
             with _core.TFRecordWriter(str(tmp), out_compression) as writer:
                 batch: list[bytes] = []
-                for span in _walk(buf, True):
-                    if span.reason is None:
-                        batch.append(bytes(buf[span.start + 12 : span.end - 4]))
+                batch_bytes = 0
+                for span in walker:
+                    if span.payload is not None:
+                        batch.append(span.payload)
+                        batch_bytes += len(span.payload)
                         kept += 1
-                        if len(batch) >= 1024:
+                        if len(batch) >= 1024 or batch_bytes >= _BATCH_BYTES:
                             writer.write_many(batch)
                             batch.clear()
+                            batch_bytes = 0
                     else:
-                        lost.append(
-                            LostRegion(
-                                start=span.start,
-                                end=span.end,
-                                reason=span.reason,
-                                records=1 if span.reason == "data CRC mismatch" else 0,
-                            )
-                        )
-                    if progress is not None and span.end - done >= _PROGRESS_STEP:
-                        progress(span.end - done)
-                        done = span.end
+                        lost.append(_lost_region(span))
+                    if progress is not None and walker.bytes_read - done >= _PROGRESS_STEP:
+                        progress(walker.bytes_read - done)
+                        done = walker.bytes_read
                 writer.write_many(batch)
             if remote_out:
                 _fs.upload(tmp, target)
@@ -340,15 +375,6 @@ def salvage(
                 os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-    if stream_problem is not None:
-        lost.append(
-            LostRegion(
-                start=stream_problem.offset or 0,
-                end=None,
-                reason=stream_problem.message,
-                records=0,
-            )
-        )
     if progress is not None:
         progress(max(0, local_src.stat().st_size - done))
     return SalvageResult(

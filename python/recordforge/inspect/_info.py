@@ -15,6 +15,7 @@ from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._framing import count
 from recordforge.inspect._values import _image_of, _is_text, _kind_of
 from recordforge.inspect._walker import detect_compression
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import BBox, ClassLabel, Image, Schema, Text
 
 # --------------------------------------------------------------------------------------
@@ -114,7 +115,13 @@ class _Lengths:
                 self.text = False
 
 
-def info(paths: Paths, *, scan: int | None = 1000, progress: Progress | None = None) -> Info:
+def info(
+    paths: Paths,
+    *,
+    scan: int | None = 1000,
+    progress: Progress | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Info:
     """Splits, shards, records, sizes, compression, and the features: from
     ``dataset.json`` when there is one, otherwise inferred from the first ``scan``
     records (``None``: all) — kind, fixed or variable length, the lengths seen. Records
@@ -135,7 +142,7 @@ def info(paths: Paths, *, scan: int | None = 1000, progress: Progress | None = N
     """
     items = resolve(paths)
     problems: list[Problem] = []
-    counted = count(paths)
+    counted = count(paths, max_record_bytes=max_record_bytes)
     problems.extend(counted.problems)
     by_path = {f.path: f for f in counted.files}
     files: list[FileInfo] = []
@@ -163,7 +170,7 @@ def info(paths: Paths, *, scan: int | None = 1000, progress: Progress | None = N
     kinds: collections.Counter[str] = collections.Counter()
     acc: dict[tuple[str, str], _Lengths] = {}
     scanned = 0
-    for rec in _records(items, problems, scan):
+    for rec in _records(items, problems, scan, max_record_bytes):
         kind = record_type(rec.data)
         kinds[kind] += 1
         scanned += 1
@@ -293,7 +300,13 @@ class HeadResult(_Result):
     problems: list[Problem]
 
 
-def head(paths: Paths, *, n: int = 5, features: Sequence[str] | None = None) -> HeadResult:
+def head(
+    paths: Paths,
+    *,
+    n: int = 5,
+    features: Sequence[str] | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> HeadResult:
     """The first ``n`` records, decoded (only ``features`` when given; a name no shown
     record has raises ``ValueError`` listing the names there are).
 
@@ -309,7 +322,7 @@ def head(paths: Paths, *, n: int = 5, features: Sequence[str] | None = None) -> 
     out = []
     wanted = list(features) if features else None
     items = resolve(paths)
-    for rec in _records(items, problems, n):
+    for rec in _records(items, problems, n, max_record_bytes):
         kind = record_type(rec.data)
         feats: dict[str, Any] = {}
         lists = examples = raw = None
@@ -353,7 +366,7 @@ def head(paths: Paths, *, n: int = 5, features: Sequence[str] | None = None) -> 
         missing = [k for k in wanted if k not in shown]
         if missing:
             every: set[str] = set()
-            for rec in _records(items, [], n):
+            for rec in _records(items, [], n, max_record_bytes):
                 every.update(name for _, name, _, _ in _decoded(rec.data, record_type(rec.data)))
             raise ValueError(
                 f"feature(s) {', '.join(map(repr, missing))} not in the first {len(out)} "

@@ -17,6 +17,7 @@ from recordforge.inspect._common import Paths, Problem, _Result
 from recordforge.inspect._decode import RecordType, _decoded, _Record, _records, record_type
 from recordforge.inspect._files import resolve
 from recordforge.inspect._values import _image_of
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import BBox, ClassLabel, Image, Schema
 
 
@@ -137,6 +138,7 @@ def preview(
     n: int = 16,
     cell: int = 256,
     columns: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> PreviewResult:
     """Writes a contact sheet (PNG, or any format Pillow writes by the suffix of
     ``out``) of the first ``n`` records that hold an image: each image scaled to fit a
@@ -158,7 +160,7 @@ def preview(
     schema = items[0].manifest.schema if items and items[0].manifest else None
     problems: list[Problem] = []
     pictures: list[tuple[_Record, Any, list[_Box], str | None]] = []
-    for rec in _records(items, problems):
+    for rec in _records(items, problems, None, max_record_bytes):
         if len(pictures) >= n:
             break
         kind = record_type(rec.data)

@@ -16,6 +16,7 @@ from recordforge.inspect._common import Paths, Problem, Progress, _Result
 from recordforge.inspect._decode import _decoded, _natural, _records, record_type
 from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._values import _describe_bytes, _image_of, _image_size, _is_text, _kind_of
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import ClassLabel
 
 
@@ -189,6 +190,7 @@ def stats(
     max_records: int | None = None,
     top: int = 10,
     progress: Progress | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Stats:
     """Per-feature statistics over every record (or the first ``max_records``):
     presence, lengths, numbers, top values, images, class labels (features with a
@@ -213,7 +215,7 @@ def stats(
     kinds: collections.Counter[str] = collections.Counter()
     records = 0
     current: Path | None = None
-    for rec in _records(items, problems, max_records):
+    for rec in _records(items, problems, max_records, max_record_bytes):
         if progress is not None and rec.file != current:
             if current is not None:
                 progress(current.stat().st_size)

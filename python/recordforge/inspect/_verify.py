@@ -24,7 +24,8 @@ from recordforge.inspect._files import (
     resolve,
 )
 from recordforge.inspect._values import _image_of, _kind_of
-from recordforge.inspect._walker import _problems_of, _stream, _walk, detect_compression
+from recordforge.inspect._walker import _problem_of, _walk, detect_compression
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import FeatureSpec, Image, Schema
 
 
@@ -231,13 +232,15 @@ def verify(
     checksums: bool = True,
     schema: Schema | None = None,
     progress: Progress | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> VerifyResult:
     """Checks everything: every record's framing and both CRCs, every record parsed
     (against the schema of ``dataset.json``, or ``schema``; files without one must hold
     records of one type, that of their first record), counts, sizes and (with ``checksums``)
     shard checksums against the manifest, ``.idx`` files against the records, and with ``images``
     every image decoded (needs Pillow). Never stops at the first problem: damaged regions
-    are skipped by resynchronising on the next valid record.
+    are skipped by resynchronising on the next valid record. A record that claims more
+    than ``max_record_bytes`` is damage, refused before anything is allocated for it.
 
     >>> import tempfile, recordforge as rf
     >>> path = tempfile.mktemp(suffix=".tfrecord")
@@ -279,7 +282,7 @@ def verify(
             checksums and item.shard is not None and item.shard.checksum_algorithm == "crc32c"
         )
         records, framing, compression, framed, crc = _verify_stream(
-            item.path, checker, progress, size, want_crc
+            item.path, checker, progress, size, want_crc, max_record_bytes
         )
         found.extend(framing)
         found.extend(checker.problems)
@@ -327,7 +330,12 @@ def verify(
 
 
 def _verify_stream(
-    path: Path, checker: _Checker, progress: Progress | None, size: int, crc: bool
+    path: Path,
+    checker: _Checker,
+    progress: Progress | None,
+    size: int,
+    crc: bool,
+    max_record_bytes: int,
 ) -> tuple[int, list[Problem], str | None, np.ndarray, int | None]:
     """Walks one file, parsing each intact record; returns (records, framing problems,
     compression, each record's offset and framed size, and with ``crc`` the file's
@@ -335,13 +343,15 @@ def _verify_stream(
     CRC count as records."""
     compression = detect_compression(path)
     if compression is None and not checker.images:
-        fast = _verify_in_rust(path, checker, crc)
+        fast = _verify_in_rust(path, checker, crc, max_record_bytes)
         if fast is not None:
             if progress is not None:
                 progress(size)
             return fast[0], fast[1], None, fast[2], fast[3]
     framed: list[tuple[int, int]] = []
-    records, problems, found = _verify_slow(path, checker, framed, progress, compression)
+    records, problems, found = _verify_slow(
+        path, checker, framed, progress, compression, max_record_bytes
+    )
     return records, problems, found, np.array(framed, dtype=np.int64).reshape(-1, 2), None
 
 
@@ -349,21 +359,22 @@ _KINDS = {1: "bytes", 2: "float32", 3: "int64"}
 _CODES = {v: k for k, v in _KINDS.items()}
 
 
-def _first_record(path: Path) -> bytes | None:
+def _first_record(path: Path, max_record_bytes: int) -> bytes | None:
     try:
-        return next(iter(_core.read_records(str(path), None, True)), None)
+        records = _core.read_records(str(path), None, True, max_record_bytes=max_record_bytes)
+        return next(iter(records), None)
     except (CorruptRecordError, OSError):
         return None
 
 
 def _verify_in_rust(
-    path: Path, checker: _Checker, crc: bool
+    path: Path, checker: _Checker, crc: bool, max_record_bytes: int
 ) -> tuple[int, list[Problem], np.ndarray, int | None] | None:
     """Framing, both CRCs, parsing and the schema checked in Rust from a memory map
     (no Python object per record); ``None`` when the file is not one of Examples (the
     Python walk handles the other record types)."""
     if checker.type is None:
-        first = _first_record(path)
+        first = _first_record(path, max_record_bytes)
         if first is None:
             return None
         checker.type = record_type(first)
@@ -376,7 +387,7 @@ def _verify_in_rust(
             names.append(f"{name}/row_lengths")
     sums = [name.endswith("/row_lengths") for name in names]
     offsets, sizes, crc_ok, damage, kinds, counts, totals, errors, file_crc = _core.verify_file(
-        str(path), names, sums, os.cpu_count() or 1, crc
+        str(path), names, sums, os.cpu_count() or 1, crc, max_record_bytes=max_record_bytes
     )
     n = len(offsets)
     shape = (n, len(names))
@@ -486,11 +497,12 @@ def _verify_slow(
     framed: list[tuple[int, int]],
     progress: Progress | None,
     compression: str | None,
+    max_record_bytes: int,
 ) -> tuple[int, list[Problem], str | None]:
     size = path.stat().st_size
     if compression is not None:
         # Fast path for compressed files: Rust decompresses and checks CRCs.
-        it = _core.read_records(str(path), compression, True)
+        it = _core.read_records(str(path), compression, True, max_record_bytes=max_record_bytes)
         index = 0
         try:
             for data in it:
@@ -511,8 +523,17 @@ def _verify_slow(
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1) as pool:
-            crcs = pool.submit(_core.scan_records, str(path), None, True, 1)
-            records, problems = _walk_and_parse(path, checker, framed, progress, size, False)
+            crcs = pool.submit(
+                _core.scan_records,
+                str(path),
+                None,
+                True,
+                1,
+                max_record_bytes=max_record_bytes,
+            )
+            records, problems = _walk_and_parse(
+                path, checker, framed, progress, size, False, max_record_bytes
+            )
             try:
                 crcs.result()
                 return records, problems, None
@@ -520,7 +541,9 @@ def _verify_slow(
                 checker.problems.clear()
                 framed.clear()
                 progress = None  # the bar is already full
-    records, problems = _walk_and_parse(path, checker, framed, progress, size, True)
+    records, problems = _walk_and_parse(
+        path, checker, framed, progress, size, True, max_record_bytes
+    )
     return records, problems, compression
 
 
@@ -531,26 +554,25 @@ def _walk_and_parse(
     progress: Progress | None,
     size: int,
     crc: bool,
+    max_record_bytes: int,
 ) -> tuple[int, list[Problem]]:
-    """Walks one file (its decompression for GZIP/ZLIB), parsing each intact record and
-    checking data CRCs when ``crc``; returns the records and the framing problems."""
-    done = 0
-    with _stream(path) as (buf, stream_problem, compression):
-        index = 0
-        spans = []
-        for span in _walk(buf, crc):
-            spans.append(span)
-            if span.reason is None:
-                checker.check(buf[span.start + 12 : span.end - 4], index, span.start)
-            if span.reason in (None, "data CRC mismatch"):
-                framed.append((span.start, span.end - span.start))
-                index += 1
-            if progress is not None and compression is None and span.end - done >= _PROGRESS_STEP:
-                progress(span.end - done)
-                done = span.end
-        problems = _problems_of(path, spans)
-    if stream_problem is not None:
-        problems.append(stream_problem)
+    """Walks one file (GZIP/ZLIB decompressed as it goes, in one streaming pass with
+    memory within ``max_record_bytes``), parsing each intact record and checking data
+    CRCs when ``crc``; returns the records and the framing problems."""
+    done = index = 0
+    problems = []
+    walker = _walk(path, crc, payloads=True, max_record_bytes=max_record_bytes)
+    for span in walker:
+        if span.payload is not None:
+            checker.check(span.payload, index, span.start)
+        else:
+            problems.append(_problem_of(path, span, index))
+        if span.end is not None and span.records:  # intact, or framed with a bad CRC
+            framed.append((span.start, span.end - span.start))
+            index += 1
+        if progress is not None and walker.bytes_read - done >= _PROGRESS_STEP:
+            progress(walker.bytes_read - done)
+            done = walker.bytes_read
     if progress is not None:
         progress(size - done)
     return index, problems

@@ -1,0 +1,576 @@
+//! A walk over a record stream that survives damage: every intact record and every
+//! damaged region, in stream order, reading the stream once, front to back, with memory
+//! bounded by the largest record allowed (`max_record`) plus a read chunk.
+//!
+//! In step, each record is checked where the previous one ended (length CRC, length
+//! against `max_record`, the whole record present, data CRC when verifying). After
+//! anything fails there, the walk resynchronises: it tries every later offset, those
+//! inside the damaged record's claimed length included (a torn write leaves intact
+//! records there), and takes the first one holding a whole record whose length CRC and
+//! data CRC both check. A damaged record whose successor starts exactly where its length
+//! says counts as one lost record (its framing was intact); otherwise the number of
+//! records lost in a region is unknown.
+//!
+//! A compressed stream that breaks off (bad block, bad checksum, cut short) ends the walk:
+//! what was decompressed before is walked as usual, then [`SpanKind::StreamError`] says
+//! where and why.
+
+use std::io::{self, Read};
+use std::ops::Range;
+
+use crate::compression::compressed_stream_error;
+use crate::crc::masked_crc32c;
+
+/// Bytes read from the stream at a time.
+const CHUNK: usize = 1 << 20;
+
+/// What a [`Span`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpanKind {
+    /// An intact record; its payload is [`Walker::payload`] until the next call.
+    Record,
+    /// A damaged region. `records` is 1 when it is exactly one framed record whose data
+    /// CRC failed, else 0 (unknown).
+    Damaged { reason: String, records: u64 },
+    /// The compressed stream breaks off at `start` (bytes of record stream decompressed):
+    /// the rest cannot be decompressed. Always the last span.
+    StreamError(String),
+}
+
+/// A record or a damaged region: bytes `start..end` of the (decompressed) record stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+    pub kind: SpanKind,
+}
+
+/// Where a walk reads its bytes from.
+pub trait Source {
+    /// Makes the bytes up to `end` available, or all there are; returns the end of what
+    /// is available.
+    fn fill_to(&mut self, end: u64) -> io::Result<u64>;
+    /// Bytes `start..end`, all available and not released.
+    fn bytes(&self, start: u64, end: u64) -> &[u8];
+    /// Bytes before `before` will not be asked for again.
+    fn release(&mut self, before: u64);
+    /// Once the bytes have run out: why, when the stream broke off instead of ending.
+    fn broken(&mut self) -> Option<String>;
+}
+
+/// An in-memory (or memory-mapped) record stream.
+pub struct SliceSource<'a>(pub &'a [u8]);
+
+impl Source for SliceSource<'_> {
+    fn fill_to(&mut self, end: u64) -> io::Result<u64> {
+        Ok(end.min(self.0.len() as u64))
+    }
+
+    fn bytes(&self, start: u64, end: u64) -> &[u8] {
+        &self.0[start as usize..end as usize]
+    }
+
+    fn release(&mut self, _before: u64) {}
+
+    fn broken(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// A record stream read from `R` (a file, or a [`crate::compression::Decoder`]), kept in
+/// a window that holds only what the walk still needs.
+pub struct ReadSource<R: Read> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+    error: Option<String>,
+}
+
+impl<R: Read> ReadSource<R> {
+    pub fn new(inner: R) -> Self {
+        ReadSource {
+            inner,
+            buf: Vec::new(),
+            base: 0,
+            eof: false,
+            error: None,
+        }
+    }
+
+    /// The reader below.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl<R: Read> Source for ReadSource<R> {
+    fn fill_to(&mut self, end: u64) -> io::Result<u64> {
+        while !self.eof && self.base + (self.buf.len() as u64) < end {
+            let before = self.buf.len();
+            let step = (&mut self.inner)
+                .take(CHUNK as u64)
+                .read_to_end(&mut self.buf);
+            match step {
+                Ok(_) if self.buf.len() == before => self.eof = true,
+                Ok(_) => {}
+                Err(e) => match compressed_stream_error(&e) {
+                    // What came before the error was appended; the stream ends there.
+                    Some(msg) => {
+                        self.error = Some(msg);
+                        self.eof = true;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+        Ok(end.min(self.base + self.buf.len() as u64))
+    }
+
+    fn bytes(&self, start: u64, end: u64) -> &[u8] {
+        &self.buf[(start - self.base) as usize..(end - self.base) as usize]
+    }
+
+    fn release(&mut self, before: u64) {
+        let k = before.saturating_sub(self.base) as usize;
+        // Amortised: move the kept bytes down only once they are at most half the buffer.
+        if k >= CHUNK && 2 * k >= self.buf.len() {
+            let k = k.min(self.buf.len());
+            self.buf.drain(..k);
+            self.base += k as u64;
+            if self.buf.capacity() > 4 * CHUNK.max(self.buf.len()) {
+                self.buf.shrink_to(2 * CHUNK.max(self.buf.len()));
+            }
+        }
+    }
+
+    fn broken(&mut self) -> Option<String> {
+        self.error.take()
+    }
+}
+
+fn u32_le(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn u64_le(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Walks a record stream; see the module documentation.
+pub struct Walker<S: Source> {
+    src: S,
+    pos: u64,
+    verify: bool,
+    max_record: u64,
+    done: bool,
+    payload: Range<u64>,
+}
+
+impl<S: Source> Walker<S> {
+    /// A walk from the start of `src`, checking data CRCs in step when `verify` (candidates
+    /// for resynchronisation always have both checked) and refusing records over
+    /// `max_record` bytes.
+    pub fn new(src: S, verify: bool, max_record: u64) -> Self {
+        Walker {
+            src,
+            pos: 0,
+            verify,
+            max_record,
+            done: false,
+            payload: 0..0,
+        }
+    }
+
+    /// The source below.
+    pub fn source(&self) -> &S {
+        &self.src
+    }
+
+    /// The payload of the record the last call returned.
+    pub fn payload(&self) -> &[u8] {
+        self.src.bytes(self.payload.start, self.payload.end)
+    }
+
+    /// The next record or damaged region; `None` at the end. Only I/O errors of the
+    /// source (not damage, not a broken compressed stream) are errors.
+    pub fn next_span(&mut self) -> io::Result<Option<Span>> {
+        if self.done {
+            return Ok(None);
+        }
+        let pos = self.pos;
+        self.src.release(pos);
+        self.payload = pos..pos;
+        let avail = self.src.fill_to(pos + 12)?;
+        if avail <= pos {
+            self.done = true;
+            return Ok(self.src.broken().map(|msg| Span {
+                start: pos,
+                end: pos,
+                kind: SpanKind::StreamError(msg),
+            }));
+        }
+        if avail < pos + 12 {
+            self.pos = avail;
+            let reason = format!("truncated record header: {} of 12 bytes", avail - pos);
+            return Ok(Some(damaged(pos, avail, reason, 0)));
+        }
+        let header = self.src.bytes(pos, pos + 12);
+        let length = u64_le(header);
+        if masked_crc32c(&header[..8]) != u32_le(&header[8..]) {
+            return self.resync(
+                pos,
+                "length CRC mismatch (not a record header)".into(),
+                None,
+            );
+        }
+        if length > self.max_record {
+            let reason = format!(
+                "record claims {length} bytes, more than the limit of {} (max_record_bytes)",
+                self.max_record
+            );
+            return self.resync(pos, reason, None);
+        }
+        let end = pos.saturating_add(length).saturating_add(16);
+        let avail = self.src.fill_to(end)?;
+        if avail < end {
+            let reason = format!(
+                "truncated record: expected {} bytes, stream ends after {}",
+                u128::from(length) + 16,
+                avail - pos
+            );
+            return self.resync(pos, reason, None);
+        }
+        if self.verify {
+            let data = self.src.bytes(pos + 12, end - 4);
+            let stored = u32_le(self.src.bytes(end - 4, end));
+            if masked_crc32c(data) != stored {
+                return self.resync(pos, "data CRC mismatch".into(), Some(end));
+            }
+        }
+        self.payload = pos + 12..end - 4;
+        self.pos = end;
+        Ok(Some(Span {
+            start: pos,
+            end,
+            kind: SpanKind::Record,
+        }))
+    }
+
+    /// The damaged region from `start`. `claimed_end`: where the damaged record's
+    /// (intact) length says it ends, when its data CRC failed. A torn write leaves a whole
+    /// record inside that length: the region ends at the first one. Else it is one lost
+    /// record and the walk goes on where it ends (what is there is checked in turn). Any
+    /// other damage ends at the next valid record anywhere after `start`.
+    fn resync(
+        &mut self,
+        start: u64,
+        reason: String,
+        claimed_end: Option<u64>,
+    ) -> io::Result<Option<Span>> {
+        if let Some(e) = claimed_end {
+            if let Some(q) = find_valid(&mut self.src, start + 1, e, self.max_record)? {
+                self.pos = q;
+                let reason = format!("{reason}; an intact record starts inside it at byte {q}");
+                return Ok(Some(damaged(start, q, reason, 0)));
+            }
+            self.pos = e;
+            return Ok(Some(damaged(start, e, reason, 1)));
+        }
+        let span = match find_valid(&mut self.src, start + 1, u64::MAX, self.max_record)? {
+            Some(q) => {
+                self.pos = q;
+                damaged(
+                    start,
+                    q,
+                    format!("{reason}; next valid record at byte {q}"),
+                    0,
+                )
+            }
+            None => {
+                // The search read to the end: this is where the stream ends.
+                let end = self.src.fill_to(u64::MAX)?;
+                self.pos = end;
+                if reason.starts_with("truncated") {
+                    damaged(start, end, reason, 0)
+                } else {
+                    damaged(start, end, format!("{reason}; no valid record after it"), 0)
+                }
+            }
+        };
+        Ok(Some(span))
+    }
+}
+
+fn damaged(start: u64, end: u64, reason: String, records: u64) -> Span {
+    Span {
+        start,
+        end,
+        kind: SpanKind::Damaged { reason, records },
+    }
+}
+
+/// The first offset in `from..before` that holds a whole record of at most `max` bytes
+/// whose length CRC and data CRC both check (the record itself may extend past
+/// `before`); `None` when there is none. Bytes before the offset being tried are
+/// released as the search goes, so memory stays within one candidate record.
+pub fn find_valid<S: Source>(
+    src: &mut S,
+    from: u64,
+    before: u64,
+    max: u64,
+) -> io::Result<Option<u64>> {
+    let mut q = from;
+    while q < before {
+        src.release(q);
+        // The window: every offset with the 16 bytes of an empty record after it.
+        let avail = src.fill_to(q.saturating_add(CHUNK as u64 + 16))?;
+        if avail < q + 16 {
+            return Ok(None); // fewer than 16 bytes left: no record fits
+        }
+        let last = (avail - 16).min(before - 1); // last offset tried in this window
+        let mut candidate = None;
+        {
+            let window = src.bytes(q, last + 12);
+            for (i, h) in window.windows(12).enumerate() {
+                let length = u64_le(h);
+                if length > max {
+                    continue;
+                }
+                let stored = u32_le(&h[8..]);
+                if (length == 0 && stored == 0) || masked_crc32c(&h[..8]) != stored {
+                    continue;
+                }
+                candidate = Some((q + i as u64, length));
+                break;
+            }
+        }
+        let Some((at, length)) = candidate else {
+            q = last + 1;
+            continue;
+        };
+        let end = at + 16 + length;
+        if src.fill_to(end)? >= end {
+            let data = src.bytes(at + 12, end - 4);
+            if masked_crc32c(data) == u32_le(src.bytes(end - 4, end)) {
+                return Ok(Some(at));
+            }
+        }
+        q = at + 1;
+    }
+    Ok(None)
+}
+
+/// [`find_valid`] over an in-memory record stream, from `from` to the end.
+pub fn next_valid(data: &[u8], from: usize, max: u64) -> Option<usize> {
+    let mut src = SliceSource(data);
+    match find_valid(&mut src, from as u64, u64::MAX, max) {
+        Ok(Some(q)) => Some(q as usize),
+        _ => None,
+    }
+}
+
+/// A reader that counts the bytes read through it (how far into the file a walk is).
+pub struct Counting<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R> Counting<R> {
+    pub fn new(inner: R) -> (Self, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        (
+            Counting {
+                inner,
+                count: count.clone(),
+            },
+            count,
+        )
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compression::{Compression, Decoder, Encoder};
+    use crate::framing::RecordWriter;
+    use std::io::Write;
+
+    fn frame(data: &[u8]) -> Vec<u8> {
+        let mut w = RecordWriter::new(Vec::new(), Compression::None).unwrap();
+        w.write_record(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn spans<S: Source>(mut w: Walker<S>) -> Vec<(u64, u64, String, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(s) = w.next_span().unwrap() {
+            let (what, payload) = match s.kind {
+                SpanKind::Record => ("ok".to_string(), w.payload().to_vec()),
+                SpanKind::Damaged { reason, records } => (format!("{records}:{reason}"), vec![]),
+                SpanKind::StreamError(msg) => (format!("stream:{msg}"), vec![]),
+            };
+            out.push((s.start, s.end, what, payload));
+        }
+        out
+    }
+
+    fn walk_both(data: &[u8], max: u64) -> Vec<(u64, u64, String, Vec<u8>)> {
+        let a = spans(Walker::new(SliceSource(data), true, max));
+        let b = spans(Walker::new(ReadSource::new(data), true, max));
+        assert_eq!(a, b);
+        a
+    }
+
+    #[test]
+    fn a_flipped_data_byte_loses_one_record() {
+        let (a, b, c) = (frame(b"first"), frame(b"second"), frame(b"third"));
+        let mut data = [a.clone(), b.clone(), c.clone()].concat();
+        data[a.len() + 14] ^= 1;
+        let got = walk_both(&data, 1 << 20);
+        let ends = (a.len() as u64, (a.len() + b.len()) as u64);
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[1],
+            (ends.0, ends.1, "1:data CRC mismatch".into(), vec![])
+        );
+        assert_eq!(got[2].3, b"third");
+    }
+
+    #[test]
+    fn a_torn_write_keeps_the_record_inside_the_claimed_length() {
+        // Record A claims 100 bytes, but only 10 were written before B, whole, was.
+        let a = frame(&[9u8; 100]);
+        let b = frame(b"intact");
+        let c = frame(b"after");
+        let mut data = a[..22].to_vec();
+        data.extend_from_slice(&b);
+        data.extend_from_slice(&c);
+        data.extend_from_slice(&[0u8; 200]);
+        let got = walk_both(&data, 1 << 20);
+        assert_eq!(got[0].0, 0);
+        assert_eq!(got[0].1, 22);
+        assert!(got[0].2.contains("inside it at byte 22"), "{}", got[0].2);
+        assert_eq!(got[1].3, b"intact");
+        assert_eq!(got[2].3, b"after");
+        assert!(
+            got[3].2.starts_with("0:length CRC mismatch"),
+            "{}",
+            got[3].2
+        );
+    }
+
+    #[test]
+    fn a_huge_length_with_a_valid_crc_loses_nothing_after_it() {
+        let mut header = (1u64 << 40).to_le_bytes().to_vec();
+        let crc = masked_crc32c(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        let mut data = frame(b"before");
+        let at = data.len() as u64;
+        data.extend_from_slice(&header);
+        data.extend_from_slice(&[0u8; 5000]);
+        data.extend_from_slice(&frame(b"kept"));
+        let got = walk_both(&data, 1 << 30);
+        assert_eq!(got[0].3, b"before");
+        assert_eq!(got[1].0, at);
+        assert!(got[1].2.contains("more than the limit"), "{}", got[1].2);
+        assert_eq!(got[2].3, b"kept");
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn every_cut_and_flip_keeps_every_untouched_record() {
+        let records: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 3 + 7 * i as usize]).collect();
+        let framed: Vec<Vec<u8>> = records.iter().map(|r| frame(r)).collect();
+        let data = framed.concat();
+        let mut starts = vec![0usize];
+        for f in &framed {
+            starts.push(starts.last().unwrap() + f.len());
+        }
+        for i in 0..data.len() {
+            let mut bad = data.clone();
+            bad[i] ^= 0x20;
+            let hit = starts.iter().rposition(|&s| s <= i).unwrap();
+            let kept: Vec<Vec<u8>> = walk_both(&bad, 1 << 20)
+                .into_iter()
+                .filter(|s| s.2 == "ok")
+                .map(|s| s.3)
+                .collect();
+            let expected: Vec<Vec<u8>> = (0..records.len())
+                .filter(|&k| k != hit)
+                .map(|k| records[k].clone())
+                .collect();
+            assert_eq!(kept, expected, "flip at {i}");
+        }
+        for cut in 0..data.len() {
+            let whole = starts.iter().filter(|&&s| s > 0 && s <= cut).count();
+            let got = walk_both(&data[..cut], 1 << 20);
+            let kept = got.iter().filter(|s| s.2 == "ok").count();
+            assert_eq!(kept, whole, "cut at {cut}");
+            assert_eq!(got.last().map_or(0, |s| s.1), cut as u64);
+        }
+    }
+
+    #[test]
+    fn a_broken_compressed_stream_keeps_what_came_before() {
+        let records: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| (0..200u32).map(|j| (i * 7 + j * 13) as u8).collect())
+            .collect();
+        let mut w = Encoder::new(Vec::new(), Compression::Gzip).unwrap();
+        for r in &records {
+            w.write_all(&frame(r)).unwrap();
+        }
+        let gz = w.finish().unwrap();
+        let mut bad = gz.clone();
+        let mid = bad.len() / 2;
+        bad.truncate(mid);
+        let got = spans(Walker::new(
+            ReadSource::new(Decoder::new(&bad[..], Compression::Gzip)),
+            true,
+            1 << 20,
+        ));
+        let kept = got.iter().filter(|s| s.2 == "ok").count();
+        let last = got.last().unwrap();
+        assert!(last.2.starts_with("stream:"), "{}", last.2);
+        // All but the record the cut fell in (and what zlib held back) survive.
+        assert!(kept >= 1400, "{kept}");
+        for (s, r) in got.iter().filter(|s| s.2 == "ok").zip(&records) {
+            assert_eq!(&s.3, r);
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_by_the_limit() {
+        // 64 MB of zeros after a 2^40 claim, read through a window.
+        struct Zeros(u64);
+        impl Read for Zeros {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = (buf.len() as u64).min(self.0) as usize;
+                buf[..n].fill(0);
+                self.0 -= n as u64;
+                Ok(n)
+            }
+        }
+        let mut header = (1u64 << 40).to_le_bytes().to_vec();
+        let crc = masked_crc32c(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        let src = ReadSource::new(io::Cursor::new(header).chain(Zeros(64 << 20)));
+        let mut w = Walker::new(src, true, 1 << 20);
+        let span = w.next_span().unwrap().unwrap();
+        assert_eq!(span.end, (64 << 20) + 12);
+        assert!(w.source().buf.capacity() <= 8 * CHUNK);
+        assert!(w.next_span().unwrap().is_none());
+    }
+}
