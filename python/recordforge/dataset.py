@@ -229,7 +229,8 @@ class Dataset:
         ``exact``-ly for random access (the records counted: ``.idx`` lines or a framing
         walk) where a wrong count would silently give one record for another."""
         if self._counts is None:
-            self._counts = [_count(f) for f in self.files]
+            skip = self.on_corrupt == "skip"
+            self._counts = [_count(f, self.max_record_bytes, skip) for f in self.files]
         elif self._claims is not None:
             for i in self._my_files():
                 self._check_claim(i, exact)
@@ -244,7 +245,8 @@ class Dataset:
         if local and os.stat(path).st_size != claim.bytes:
             exact = True  # the file changed since dataset.json was written: count it
         if exact:
-            found: int | None = _count(path)  # .idx lines when it covers the file, else a walk
+            # .idx lines when it covers the file, else a walk
+            found: int | None = _count(path, self.max_record_bytes)
         elif local:
             found = _index.count(path, claim.bytes)  # None: no usable .idx, the size agrees
         else:
@@ -647,15 +649,22 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _count(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> int:
+def _count(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, skip: bool = False) -> int:
     """The records of a file: its ``.idx`` lines when the index covers the file exactly,
-    else a framing walk."""
+    else a framing walk. With ``skip``, a damaged local file counts the intact records
+    that ``on_corrupt="skip"`` reads give (those of the resynchronising walk)."""
     index = _index.read(path)
     if index is not None:
         return len(index[0])
     limit = max_record_bytes
     if _is_local(path):
-        count: int = _core.scan_records(path, "auto", False, max_record_bytes=limit)[0]
+        try:
+            count: int = _core.scan_records(path, "auto", False, max_record_bytes=limit)[0]
+        except CorruptRecordError:
+            if not skip:
+                raise
+            walk = _core.RecordWalker(path, payloads=False, max_record_bytes=limit)
+            count = sum(1 for span in walk if span.kind == "record")
         return count
     with _fs.open_file(path) as f:
         count = _core.scan_records(f, "auto", False, max_record_bytes=limit)[0]

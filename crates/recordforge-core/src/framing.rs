@@ -178,6 +178,16 @@ impl<R: Read> RecordReader<R> {
         self.max_record
     }
 
+    /// Whether payload CRCs are checked.
+    pub fn verify(&self) -> bool {
+        self.verify
+    }
+
+    /// The (decompressed) stream below, positioned at [`offset`](RecordReader::offset).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Offset of the next record in the record stream.
     pub fn offset(&self) -> u64 {
         self.offset

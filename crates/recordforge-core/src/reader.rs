@@ -19,8 +19,9 @@ use std::thread;
 
 use crate::batch::{decode_batch_spans, wanted_of, DecodedColumn, Kind};
 use crate::compression::Compression;
-use crate::error::{CorruptKind, Error};
+use crate::error::Error;
 use crate::framing::{locate, next_intact, FileRecords, RecordReader};
+use crate::walker::{ReadSource, SpanKind, Walker};
 
 /// Records per chunk handed from a loader to the assembler.
 const CHUNK_RECORDS: usize = 4096;
@@ -415,6 +416,50 @@ fn load_stream(
     options: &ReadOptions,
     tx: &SyncSender<Load>,
 ) -> bool {
+    if options.skip_corrupt {
+        return load_walked(file, reader, tx);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut records = Vec::new();
+    let send = |buf: Vec<u8>, records, error| {
+        tx.send(Load::Chunk(Chunk {
+            data: Arc::new(Data::Owned(buf)),
+            records,
+            skipped: Vec::new(),
+            error,
+        }))
+        .is_ok()
+    };
+    loop {
+        let start = buf.len();
+        match reader.read_append(&mut buf) {
+            Ok(None) => break,
+            Ok(Some(at)) => records.push((at, start..buf.len())),
+            Err(e) => {
+                let _ = send(buf, records, Some(e));
+                return false;
+            }
+        }
+        if records.len() == CHUNK_RECORDS || buf.len() >= CHUNK_BYTES {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
+            if !send(full, std::mem::take(&mut records), None) {
+                return false;
+            }
+        }
+    }
+    records.is_empty() || send(buf, records, None)
+}
+
+/// [`load_stream`] with `skip_corrupt`: the stream is walked by [`crate::walker`], which
+/// resynchronises after damage (as the walk of a memory-mapped file does), so every
+/// intact record decompressed before a break in the stream is read.
+fn load_walked(
+    file: usize,
+    reader: RecordReader<Box<dyn std::io::Read + Send>>,
+    tx: &SyncSender<Load>,
+) -> bool {
+    let (verify, max) = (reader.verify(), reader.max_record());
+    let mut walker = Walker::new(ReadSource::new(reader.into_inner()), verify, max);
     let mut buf: Vec<u8> = Vec::new();
     let mut records = Vec::new();
     let mut skipped = Vec::new();
@@ -428,35 +473,32 @@ fn load_stream(
         .is_ok()
     };
     loop {
-        let start = buf.len();
-        match reader.read_append(&mut buf) {
+        let span = match walker.next_span() {
+            Ok(Some(span)) => span,
             Ok(None) => break,
-            Ok(Some(at)) => records.push((at, start..buf.len())),
-            Err(e) if options.skip_corrupt && matches!(e, Error::Corrupt { .. }) => {
-                let Error::Corrupt { offset, kind } = &e else {
-                    unreachable!()
-                };
-                if matches!(kind, CorruptKind::DataCrcMismatch { .. }) {
-                    skipped.push(Damaged {
-                        file,
-                        start: *offset,
-                        end: reader.offset(),
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-                skipped.push(Damaged {
-                    file,
-                    start: *offset,
-                    end: *offset,
-                    reason: format!("{e} (the rest of the compressed file is unreadable)"),
-                });
-                break;
-            }
             Err(e) => {
-                let _ = send(buf, records, skipped, Some(e));
+                let _ = send(buf, records, skipped, Some(Error::Io(e)));
                 return false;
             }
+        };
+        match span.kind {
+            SpanKind::Record => {
+                let start = buf.len();
+                buf.extend_from_slice(walker.payload());
+                records.push((span.start, start..buf.len()));
+            }
+            SpanKind::Damaged { reason, .. } => skipped.push(Damaged {
+                file,
+                start: span.start,
+                end: span.end,
+                reason,
+            }),
+            SpanKind::StreamError(msg) => skipped.push(Damaged {
+                file,
+                start: span.start,
+                end: span.start,
+                reason: format!("{msg} (the rest of the compressed file is unreadable)"),
+            }),
         }
         if records.len() == CHUNK_RECORDS || buf.len() >= CHUNK_BYTES {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
