@@ -16,6 +16,7 @@ MODULES = [
     "recordforge.example",
     "recordforge.records",
     "recordforge.schema",
+    "recordforge.sequence",
     "recordforge.sources.coco",
     "recordforge.sources.samples",
     "recordforge.writer",

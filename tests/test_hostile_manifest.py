@@ -111,7 +111,7 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("source", [1], "source: expected a JSON object, got list"),
     ("report", 5, "report: expected a JSON object, got 5"),
     ("schema", [1], "schema: expected a JSON object, got list"),
-    ("schema.format_version", 2, "schema.format_version: 2 is not supported"),
+    ("schema.format_version", 3, "schema.format_version: 3 is not supported"),
     ("schema.features", _DELETE, "schema: has no 'features'"),
     ("schema.features", [], "schema.features: expected a JSON object, got list"),
     (FEATURE, "int64", f"{FEATURE}: expected a JSON object, got 'int64'"),

@@ -48,6 +48,7 @@ from recordforge.schema import (
     Text,
     infer_schema,
 )
+from recordforge.sequence import RaggedSteps, infer_sequence_schema
 from recordforge.writer import ConversionReport, ItemError, WriteOptions, write_dataset
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "ItemError",
     "Manifest",
     "Ragged",
+    "RaggedSteps",
     "RecordBatch",
     "RecordStats",
     "RecordforgeError",
@@ -86,6 +88,7 @@ __all__ = [
     "encode_sequence_example",
     "images",
     "infer_schema",
+    "infer_sequence_schema",
     "inspect",
     "masked_crc32c",
     "open_dataset",

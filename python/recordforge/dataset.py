@@ -39,7 +39,13 @@ from recordforge._sticky import Sticky
 from recordforge.errors import CorruptRecordError, DecodeError, SchemaError
 from recordforge.manifest import MANIFEST_NAME, Manifest, inside
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
-from recordforge.schema import FeatureSpec, Schema, infer_schema
+from recordforge.schema import FeatureSpec, Schema
+from recordforge.sequence import (
+    feature_list_columns,
+    infer_feature_lists,
+    infer_sequence_schema,
+    sample_schema,
+)
 
 __all__ = ["Dataset", "Ragged", "open_dataset"]
 
@@ -199,11 +205,18 @@ class Dataset:
         )
 
     def select(self, names: Sequence[str]) -> Dataset:
-        """Only these features are decoded; the others' bytes are skipped."""
-        missing = [n for n in names if n not in self.schema]
+        """Only these features (context features or feature lists) are decoded; the
+        others' bytes are skipped."""
+        lists = self.schema.feature_lists
+        missing = [n for n in names if n not in self.schema and n not in lists]
         if missing:
-            raise KeyError(f"no such features: {missing} (have {list(self.schema)})")
-        return self._replace(schema=Schema({n: self.schema[n] for n in names}))
+            have = [*self.schema, *lists]
+            raise KeyError(f"no such features: {missing} (have {have})")
+        schema = Schema(
+            {n: self.schema[n] for n in names if n in self.schema},
+            feature_lists={n: lists[n] for n in names if n in lists},
+        )
+        return self._replace(schema=schema)
 
     def shuffle(self, buffer_size: int, seed: int = 0) -> Dataset:
         """Shuffles the file order every epoch and records through a buffer of
@@ -341,7 +354,16 @@ class Dataset:
             decoded = _core.decode_batch(records, self._wanted())
         except DecodeError as e:
             raise DecodeError(f"{self!r}: {e}") from None
-        return self._assemble(len(records), decoded)
+        return self._with_lists(records, self._assemble(len(records), decoded))
+
+    def _with_lists(self, records: Sequence[bytes], columns: dict[str, Any]) -> dict[str, Any]:
+        """``columns`` and the feature lists of ``records`` (decoded in Python)."""
+        if self.schema.feature_lists:
+            try:
+                columns.update(feature_list_columns(records, self.schema.feature_lists))
+            except DecodeError as e:
+                raise DecodeError(f"{self!r}: {e}") from None
+        return columns
 
     def _assemble(self, n: int, decoded: Sequence[tuple[Any, np.ndarray]]) -> dict[str, Any]:
         """Columns from ``(values, row_splits)`` pairs in ``_wanted()`` order."""
@@ -365,7 +387,8 @@ class Dataset:
         """Dicts of columns, ``batch_size`` records each: fixed shapes as arrays of
         shape ``(batch, *shape)`` (bytes as object arrays), variable lengths as
         :class:`Ragged`. A ragged ``(None, None)`` feature comes as its values per record
-        plus its ``<name>/row_lengths``.
+        plus its ``<name>/row_lengths``. A feature list (SequenceExample records) is a
+        :class:`~recordforge.RaggedSteps` (steps per record, values per step).
 
         Read in Rust on background threads (``threads``, default: one per CPU up to 8):
         files loaded in parallel (memory-mapped, or decompressed a chunk at a time), CRCs
@@ -382,7 +405,9 @@ class Dataset:
         tell when no feature is selected, or the records have none)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        if not all(_is_local(f) for f in self.files):
+        # Feature lists are decoded from the records themselves (the Rust reader gives
+        # columns of Example features only).
+        if self.schema.feature_lists or not all(_is_local(f) for f in self.files):
             yield from self._sized_in_python(batch_size, drop_remainder)
             return
         files, every, shuffle = self._plan()
@@ -519,10 +544,14 @@ class Dataset:
             hit = k == f
             offsets[hit] = self._offsets_of(self.files[mine[f]])[where[hit] - starts[f]]
         files = [self._file(self.files[mine[f]]) for f in used.tolist()]
-        decoded = _core.take_records(
-            files, np.searchsorted(used, k).astype(np.int64), offsets, self._wanted()
-        )
-        return self._assemble(len(where), decoded)
+        file_index = np.searchsorted(used, k).astype(np.int64)
+        decoded = _core.take_records(files, file_index, offsets, self._wanted())
+        columns = self._assemble(len(where), decoded)
+        if not self.schema.feature_lists:
+            return columns
+        where_read = zip(file_index.tolist(), offsets.tolist(), strict=True)
+        records = [files[j].read(offset) for j, offset in where_read]
+        return self._with_lists(records, columns)
 
     def __getitem__(self, i: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
         """Record ``i`` (in stored order; shuffling does not apply; negative from the
@@ -546,6 +575,8 @@ class Dataset:
         if rows is not None and type(i) is int:  # the common case, first: ~0.1 µs
             return rows[i]
         if isinstance(i, (int, np.integer)):
+            if self.schema.feature_lists:
+                return {name: column[0] for name, column in self.take([i]).items()}
             return (rows if rows is not None else self._rows())[i]
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
@@ -716,7 +747,7 @@ def _from_manifest(
     manifest.check(source)
     if manifest.schema is None:
         first = _first_records(files, on_corrupt == "skip", max_record_bytes)
-        ds.schema = infer_schema(_core.decode_example(r) for r in first)
+        ds.schema = infer_sequence_schema(first)
     return ds
 
 
@@ -747,7 +778,10 @@ def open_dataset(
     says which features differ). Without a manifest the schema is inferred: feature
     names and kinds from the first 1,000 records, value counts from every record (a
     feature is fixed-length only when every record has the same number of values), see
-    ``_infer_schema``. A record that claims more than ``max_record_bytes``
+    ``_infer_schema``. When those records are ``tf.train.SequenceExample`` (they have
+    feature lists), the context is inferred so and ``schema.feature_lists`` from every
+    step of every record (:mod:`recordforge.sequence`; decoded in Python, slower). A
+    record that claims more than ``max_record_bytes``
     (:data:`~recordforge.records.DEFAULT_MAX_RECORD_BYTES`, 1 GiB) is damaged: refused
     before anything is allocated for it, as :func:`~recordforge.read_records` does.
 
@@ -861,9 +895,17 @@ def _infer_schema(
     Local uncompressed files are counted in Rust from a memory map (no value copied,
     ~10 GB/s on 2 cores); others are read through the columnar reader."""
     first = _first_records(files, skip, max_record_bytes)
-    sample = infer_schema(_core.decode_example(r) for r in first)
+    sample, sequence = sample_schema(first)
+    lists = {}
+    if sequence:  # SequenceExamples: every step of every record counted, in Python
+        records = (
+            r
+            for f in files
+            for r in (_intact_records if skip else _read_records)(f, max_record_bytes)
+        )
+        lists = infer_feature_lists(_core.decode_sequence_example(r)[1] for r in records)
     if not len(sample):
-        return sample
+        return Schema(feature_lists=lists)
     names = list(sample)
     lengths: dict[str, set[int]] = {name: set() for name in names}
     kinds: dict[str, set[int]] = {name: set() for name in names}
@@ -885,7 +927,7 @@ def _infer_schema(
             (n,) = seen
             shape = () if n == 1 else (n,)
         features[name] = FeatureSpec(dtype=dtype, shape=shape)  # type: ignore[arg-type]
-    return Schema(features)
+    return Schema(features, feature_lists=lists)
 
 
 def _plain(path: str) -> bool:

@@ -3,7 +3,9 @@
 A :class:`Schema` maps feature names to :class:`FeatureSpec` (dtype, shape with ``None``
 for ragged dimensions, optional meaning). It is stored in ``dataset.json``, generates
 the feature description ``tf.io.parse_example`` needs, and can be inferred by scanning
-records someone else wrote.
+records someone else wrote. A schema of ``tf.train.SequenceExample`` records also has
+``feature_lists``: for each, the spec of one step (``()``, a fixed shape, or ``(None,)``
+for any number of values per step).
 
 >>> import recordforge as rf
 >>> schema = rf.Schema({
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeAlias
 
@@ -42,6 +45,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+# The JSON of a schema with feature lists: a recordforge that knows only version 1
+# refuses it, instead of reading the context and silently dropping the lists.
+_SEQUENCE_FORMAT_VERSION = 2
 DType = Literal["int64", "float32", "bytes", "string"]
 DTYPES: tuple[str, ...] = ("int64", "float32", "bytes", "string")
 KIND_OF: dict[str, str] = {
@@ -215,15 +221,49 @@ def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class Schema(Mapping[str, FeatureSpec]):
-    """An ordered mapping of feature name -> :class:`FeatureSpec`."""
+    """An ordered mapping of feature name -> :class:`FeatureSpec`: the features of a
+    ``tf.train.Example``, or the context features of a ``tf.train.SequenceExample``,
+    whose ``feature_lists`` map each list's name to the spec of one of its steps
+    (``()`` one value, a fixed shape, or ``(None,)`` any number of values per step).
+    The mapping itself holds the context features only; a name is in one of the two.
 
-    def __init__(self, features: Mapping[str, FeatureSpec] | None = None) -> None:
+    >>> import recordforge as rf
+    >>> s = rf.Schema({"id": rf.FeatureSpec(dtype="int64")},
+    ...               feature_lists={"tokens": rf.FeatureSpec(dtype="string", shape=(None,))})
+    >>> list(s), list(s.feature_lists), s.to_json()["format_version"]
+    (['id'], ['tokens'], 2)
+    """
+
+    def __init__(
+        self,
+        features: Mapping[str, FeatureSpec] | None = None,
+        *,
+        feature_lists: Mapping[str, FeatureSpec] | None = None,
+    ) -> None:
         self._features: dict[str, FeatureSpec] = dict(features or {})
+        self._lists: dict[str, FeatureSpec] = dict(feature_lists or {})
         for name, spec in self._features.items():
             if not isinstance(spec, FeatureSpec):
                 raise SchemaError(f"feature {name!r}: expected a FeatureSpec, not {spec!r}")
             if spec.ragged and f"{name}/row_lengths" in self._features:
                 raise SchemaError(f"feature {name!r} is ragged; {name}/row_lengths is reserved")
+        reserved = {f"{n}/row_lengths" for n, s in self._features.items() if s.ragged}
+        for name, spec in self._lists.items():
+            if not isinstance(spec, FeatureSpec):
+                raise SchemaError(f"feature list {name!r}: expected a FeatureSpec, not {spec!r}")
+            if not spec.fixed and spec.shape != (None,):
+                raise SchemaError(
+                    f"feature list {name!r}: shape {spec.shape}: a step holds a fixed shape "
+                    "or (None,) values"
+                )
+            if name in self._features or name in reserved:
+                raise SchemaError(f"{name!r} is both a context feature and a feature list")
+
+    @property
+    def feature_lists(self) -> Mapping[str, FeatureSpec]:
+        """The feature lists of ``tf.train.SequenceExample`` records: name -> spec of one
+        step (empty for ``tf.train.Example`` records)."""
+        return types.MappingProxyType(self._lists)
 
     def __getitem__(self, name: str) -> FeatureSpec:
         return self._features[name]
@@ -235,20 +275,30 @@ class Schema(Mapping[str, FeatureSpec]):
         return len(self._features)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schema) and self._features == other._features
+        return (
+            isinstance(other, Schema)
+            and self._features == other._features
+            and self._lists == other._lists
+        )
 
     def __hash__(self) -> int:
-        return hash(tuple(self._features.items()))
+        return hash((tuple(self._features.items()), tuple(self._lists.items())))
 
     def __repr__(self) -> str:
+        if self._lists:
+            return f"Schema({self._features!r}, feature_lists={self._lists!r})"
         return f"Schema({self._features!r})"
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form stored in ``dataset.json``."""
-        return {
-            "format_version": FORMAT_VERSION,
+        """The JSON form stored in ``dataset.json`` (``format_version`` 2 when it has
+        feature lists, under ``"feature_lists"``; 1 otherwise)."""
+        out: dict[str, Any] = {
+            "format_version": _SEQUENCE_FORMAT_VERSION if self._lists else FORMAT_VERSION,
             "features": {name: spec.to_json() for name, spec in self._features.items()},
         }
+        if self._lists:
+            out["feature_lists"] = {name: spec.to_json() for name, spec in self._lists.items()}
+        return out
 
     @classmethod
     def from_json(cls, data: Any, *, field: Field | None = None) -> Schema:
@@ -258,22 +308,37 @@ class Schema(Mapping[str, FeatureSpec]):
         field = field or Field("schema")
         data = field.mapping(data)
         version = data.get("format_version")
-        if type(version) is not int or version != FORMAT_VERSION:
+        known = (FORMAT_VERSION, _SEQUENCE_FORMAT_VERSION)
+        if type(version) is not int or version not in known:
             raise field["format_version"].error(
-                f"{_shown(version)} is not supported (expected {FORMAT_VERSION})"
+                f"{_shown(version)} is not supported (expected {FORMAT_VERSION} or "
+                f"{_SEQUENCE_FORMAT_VERSION})"
             )
         features = field["features"].mapping(field.get(data, "features"))
+        lists: Mapping[str, Any] = {}
+        if "feature_lists" in data:
+            if version != _SEQUENCE_FORMAT_VERSION:
+                raise field["feature_lists"].error(
+                    f"feature lists need format_version {_SEQUENCE_FORMAT_VERSION}"
+                )
+            lists = field["feature_lists"].mapping(data["feature_lists"])
         return cls(
             {
                 name: FeatureSpec.from_json(s, field=field["features"][name])
                 for name, s in features.items()
-            }
+            },
+            feature_lists={
+                name: FeatureSpec.from_json(s, field=field["feature_lists"][name])
+                for name, s in lists.items()
+            },
         )
 
     def to_tf_feature_description(self) -> dict[str, Any]:
         """The feature description ``tf.io.parse_example`` takes (imports TensorFlow):
         ``FixedLenFeature`` for fixed shapes, ``VarLenFeature`` for ``(None,)`` and
-        ``RaggedFeature`` with row lengths for ``(None, None)``."""
+        ``RaggedFeature`` with row lengths for ``(None, None)``. For SequenceExample
+        records it describes the context (``context_features`` of
+        ``tf.io.parse_sequence_example``); see :meth:`to_tf_sequence_features`."""
         import tensorflow as tf
 
         tf_dtype = {"int64": tf.int64, "float32": tf.float32, "bytes": tf.string}
@@ -293,6 +358,16 @@ class Schema(Mapping[str, FeatureSpec]):
             else:
                 out[name] = tf.io.FixedLenSequenceFeature(spec.shape[1:], dtype, allow_missing=True)
         return out
+
+    def to_tf_sequence_features(self) -> dict[str, Any]:
+        """The ``sequence_features`` of ``tf.io.parse_sequence_example`` for the feature
+        lists (imports TensorFlow): a ``RaggedFeature`` each, which TensorFlow parses to
+        a ``tf.RaggedTensor`` ``[batch, (steps), (values)]`` (``[(steps), (values)]``
+        for ``parse_single_sequence_example``), whatever the step shape."""
+        import tensorflow as tf
+
+        tf_dtype = {"int64": tf.int64, "float32": tf.float32, "bytes": tf.string}
+        return {name: tf.io.RaggedFeature(tf_dtype[s.kind]) for name, s in self._lists.items()}
 
 
 def infer_schema(examples: Iterable[Mapping[str, Any]]) -> Schema:

@@ -45,7 +45,8 @@ from recordforge.errors import RecordforgeError
 from recordforge.example import RecordBatch, encode_example, encode_record_batch
 from recordforge.manifest import Manifest, ShardInfo
 from recordforge.records import TFRecordWriter
-from recordforge.schema import FeatureSpec, Schema, infer_schema
+from recordforge.schema import FeatureSpec, Schema
+from recordforge.sequence import infer_sequence_schema
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -785,8 +786,10 @@ def _schema_of(
 
 
 def _infer_from_files(out: Path, splits: Mapping[str, Sequence[ShardInfo]]) -> Schema:
-    return infer_schema(
-        _core.decode_example(record)
+    """The schema of the records written: Examples' features, or SequenceExamples'
+    context features and feature lists."""
+    return infer_sequence_schema(
+        record
         for shards in splits.values()
         for shard in shards
         for record in _core.read_records(out / shard.file, "auto", True)

@@ -25,6 +25,12 @@ it for the schema's feature description):
   0..255, not rescaled: what ``tf.image.resize`` returns and what
   ``keras.applications`` models such as EfficientNet take (they rescale inside).
 
+A dataset of ``tf.train.SequenceExample`` records (a schema with ``feature_lists``) is
+parsed with ``tf.io.parse_sequence_example``: each element is a pair ``(context,
+sequence)`` of dicts, the context features as above and each feature list a
+``tf.RaggedTensor`` ``[n, (steps), (values)]`` (:meth:`Schema.to_tf_sequence_features
+<recordforge.Schema.to_tf_sequence_features>`).
+
 >>> import tempfile, recordforge as rf
 >>> from recordforge.integrations.tf import to_tf_dataset
 >>> d = tempfile.mkdtemp()
@@ -111,6 +117,8 @@ def to_tf_dataset(
     ``inputs`` is the one tensor when ``features`` names a single feature besides the
     label (the Keras example's ``(image, category_id)``), a dict of the others
     otherwise. Label values are passed as stored (COCO's category ids stay 1..90).
+    SequenceExample records give ``(context, sequence)`` pairs (module docstring), and
+    with a label ``((context, sequence), labels)``, the label out of its dict.
 
     - ``features``: parse only these (``tf.io.parse_example`` skips the others);
     - ``decode_images`` / ``image_size``: decode :func:`image_features` to uint8 HWC,
@@ -135,14 +143,18 @@ def to_tf_dataset(
     if ds.compression not in _COMPRESSION_TYPE:
         raise ValueError(f"unknown compression {ds.compression!r}")
     schema = ds.schema
-    names = list(schema) if features is None else list(features)
+    lists = schema.feature_lists
+    names = [*schema, *lists] if features is None else list(features)
     if label is not None and label not in names:
         names.append(label)
-    unknown = [n for n in names if n not in schema]
+    unknown = [n for n in names if n not in schema and n not in lists]
     if unknown:
-        raise SchemaError(f"features {unknown} are not in the schema (it has {list(schema)})")
+        have = [*schema, *lists]
+        raise SchemaError(f"features {unknown} are not in the schema (it has {have})")
     full = schema.to_tf_feature_description()
-    description = {name: full[name] for name in names}
+    description = {name: full[name] for name in names if name in schema}
+    steps = schema.to_tf_sequence_features() if lists else {}
+    sequence = {name: steps[name] for name in names if name in lists}
     size = _image_size(image_size)
     images = [n for n in image_features(schema) if n in description] if decode_images else []
     files = [str(f) for f in ds.files]
@@ -169,13 +181,20 @@ def to_tf_dataset(
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
 
     def parse(serialized: Any) -> Any:
-        parsed = tf.io.parse_example(serialized, description)
+        if lists:
+            parsed, parsed_lists, _ = tf.io.parse_sequence_example(
+                serialized, context_features=description, sequence_features=sequence
+            )
+        else:
+            parsed = tf.io.parse_example(serialized, description)
         for name in images:
             parsed[name] = _decode_batch(tf, parsed[name], size)
-        return parsed
+        return (parsed, parsed_lists) if lists else parsed
 
     out = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    if label is not None:
+    if label is not None and lists:
+        out = out.map(lambda c, s: _split_label(c, s, label))
+    elif label is not None:
         others = [n for n in names if n != label]
         if len(others) == 1 and features is not None:
             (only,) = others
@@ -185,6 +204,14 @@ def to_tf_dataset(
     if prefetch:
         out = out.prefetch(tf.data.AUTOTUNE)
     return out
+
+
+def _split_label(context: dict[str, Any], sequence: dict[str, Any], label: str) -> Any:
+    """``((context, sequence), label)``, the label taken out of its dict."""
+    value = context[label] if label in context else sequence[label]
+    context = {n: v for n, v in context.items() if n != label}
+    sequence = {n: v for n, v in sequence.items() if n != label}
+    return (context, sequence), value
 
 
 def _order(
