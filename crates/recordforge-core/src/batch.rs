@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::parallel::map_parts;
-use crate::wire::{for_each_len_field, Cursor, WT_FIXED32, WT_LEN, WT_VARINT};
+use crate::wire::{Cursor, WT_END_GROUP, WT_LEN, WT_START_GROUP};
 
 /// The value kind of a wanted feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,14 +18,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn field(self) -> u32 {
-        match self {
-            Kind::Bytes => 1,
-            Kind::Float => 2,
-            Kind::Int64 => 3,
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Kind::Bytes => "bytes_list",
@@ -144,30 +136,19 @@ pub(crate) struct Finder {
     map: Option<HashMap<Box<[u8]>, usize>>,
     /// Per entry ordinal: the previous record's key there, and what it was.
     seen: Vec<(Vec<u8>, Option<usize>)>,
+    /// Per wanted feature: where the current record's last entry for it puts its Feature.
+    last: Vec<Option<(usize, usize)>>,
 }
 
 impl Finder {
     /// The wanted index of `key`, the `ordinal`-th entry of its record; `None` when
-    /// not wanted, `Err` when not valid UTF-8 (protobuf's rule for string map keys).
+    /// not wanted. Keys are matched as bytes (TensorFlow's parser does not ask for UTF-8).
     #[inline]
-    fn find(
-        &mut self,
-        wanted: &[Wanted<'_>],
-        ordinal: usize,
-        key: &[u8],
-        at: usize,
-    ) -> Result<Option<usize>> {
+    fn find(&mut self, wanted: &[Wanted<'_>], ordinal: usize, key: &[u8]) -> Option<usize> {
         if let Some((k, found)) = self.seen.get(ordinal) {
             if k.as_slice() == key {
-                return Ok(*found);
+                return *found;
             }
-        }
-        if std::str::from_utf8(key).is_err() {
-            return Err(Error::Decode {
-                message: MSG,
-                what: "map key is not valid UTF-8",
-                position: at,
-            });
         }
         let found = if wanted.len() > 16 {
             let map = self.map.get_or_insert_with(|| {
@@ -188,7 +169,7 @@ impl Finder {
         } else if ordinal == self.seen.len() {
             self.seen.push((key.to_vec(), found));
         }
-        Ok(found)
+        found
     }
 }
 
@@ -329,138 +310,223 @@ pub(crate) fn decode_row(
     Ok(())
 }
 
+/// One record's wanted features, parsed as TensorFlow's `tf.io.parse_example` parses
+/// them (`example_proto_fast_parsing.cc`), so that a batch holds what TensorFlow would
+/// give for the same feature description, also for records that protobuf's own rules
+/// read differently:
+///
+/// - the Example's fields other than `features` are skipped (groups are an error); a
+///   `features` field must be tagged by the single byte 0x0a, and every field of the
+///   `Features` message must be a map entry (0x0a);
+/// - a map entry holds exactly two fields, each the key (1) or the Feature (2), in either
+///   order (a repeated one replaces the first); keys are bytes, matched as they are;
+/// - a wanted Feature's first byte says its kind (0x0a bytes, 0x12 float, 0x1a int64;
+///   an empty Feature has none and no values; any other byte is an error, in every entry
+///   of the key); only that first list is read, whatever follows it in the Feature;
+/// - of a key given several times, the last entry counts (for a fixed width, the last
+///   one that has a kind), and only its list is read; its kind must be the schema's;
+/// - a list's first tag says how it is written: int64 and float values packed (0x0a:
+///   that one block is read, whatever follows) or one by one (0x08 varints, 0x0d fixed32:
+///   every field must be one); bytes values 0x0a each. Anything else is an error.
+///
+/// `decode_example` keeps protobuf's rules (a oneof takes its last member, a repeated
+/// Feature merges), which are what `tf.train.Example.FromString` gives.
 fn decode_one(
     buf: &[u8],
     wanted: &[Wanted<'_>],
     finder: &mut Finder,
     columns: &mut [DecodedColumn],
 ) -> Result<()> {
-    let mut ordinal = 0;
-    for_each_len_field(buf, 0, MSG, 1, |features, at| {
-        for_each_len_field(features, at, MSG, 1, |entry, at| {
-            decode_entry(entry, at, ordinal, wanted, finder, columns)?;
-            ordinal += 1;
-            Ok(())
-        })
-    })
+    let mut last = std::mem::take(&mut finder.last);
+    last.clear();
+    last.resize(wanted.len(), None);
+    let found = find_features(buf, wanted, finder, &mut last);
+    let result = found.and_then(|()| {
+        for (i, slot) in last.iter().enumerate() {
+            if let Some((at, len)) = *slot {
+                append_feature(&buf[at..at + len], at, &wanted[i], &mut columns[i].values)?;
+            }
+        }
+        Ok(())
+    });
+    finder.last = last;
+    result
 }
 
-/// One map entry `{key, Feature}`: the value of a wanted key is appended to its column
-/// (replacing an earlier entry with the same key in this record: last one wins).
-fn decode_entry<'r>(
-    entry: &'r [u8],
-    base: usize,
-    ordinal: usize,
+/// Where the last entry of each wanted key puts its Feature: `(position, length)` in
+/// `buf`.
+fn find_features(
+    buf: &[u8],
     wanted: &[Wanted<'_>],
     finder: &mut Finder,
-    columns: &mut [DecodedColumn],
+    last: &mut [Option<(usize, usize)>],
 ) -> Result<()> {
-    let mut c = Cursor::new(entry, base, MSG);
-    let mut key: Option<(&'r [u8], usize)> = None;
-    // Almost always one value; more only when the Feature is split in parts (merged).
-    let mut first: Option<(&'r [u8], usize)> = None;
-    let mut more: Vec<(&'r [u8], usize)> = Vec::new();
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        match (field, wt) {
-            (1, WT_LEN) => {
-                let at = c.position();
-                let k = c.len_delimited()?.0;
-                // A repeated key field: the last one counts, but each must be UTF-8.
-                if let Some((earlier, earlier_at)) = key.replace((k, at)) {
-                    if std::str::from_utf8(earlier).is_err() {
-                        return Err(Error::Decode {
-                            message: MSG,
-                            what: "map key is not valid UTF-8",
-                            position: earlier_at,
-                        });
-                    }
-                }
+    let mut c = Cursor::new(buf, 0, MSG);
+    let mut ordinal = 0;
+    while let Some(byte) = c.peek() {
+        if byte != ENTRY_TAG {
+            let (field, wt) = c.tag()?;
+            if matches!(wt, WT_START_GROUP | WT_END_GROUP) {
+                return Err(c.error("group in an Example (TensorFlow's parser refuses it)"));
             }
-            (2, WT_LEN) => {
-                let v = c.len_delimited()?;
-                if first.is_none() {
-                    first = Some(v);
-                } else {
-                    more.push(v);
-                }
-            }
-            _ => c.skip(field, wt)?,
-        }
-    }
-    let (key, at) = key.unwrap_or((b"", base));
-    let Some(i) = finder.find(wanted, ordinal, key, at)? else {
-        return Ok(());
-    };
-    let column = &mut columns[i];
-    let record_start = *column.splits.last().expect("splits start with 0");
-    // A repeated key: protobuf's map keeps the last entry.
-    column.values.truncate(record_start);
-    for (feature, at) in first.into_iter().chain(more) {
-        append_feature(feature, at, &wanted[i], &mut column.values)?;
-    }
-    Ok(())
-}
-
-/// Appends the values of a `Feature` message of the wanted kind.
-fn append_feature(buf: &[u8], base: usize, want: &Wanted<'_>, out: &mut Values) -> Result<()> {
-    let mut c = Cursor::new(buf, base, MSG);
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        if wt != WT_LEN || !(1..=3).contains(&field) {
             c.skip(field, wt)?;
             continue;
         }
-        let (list, at) = c.len_delimited()?;
-        if field != want.kind.field() {
-            let found = [Kind::Bytes, Kind::Float, Kind::Int64][field as usize - 1];
-            return Err(mismatch(format!(
-                "feature {:?} is a {}, the schema says {}",
-                want.name,
-                found.name(),
-                want.kind.name()
-            )));
+        c.advance(1);
+        let (features, at) = c.len_delimited()?;
+        let mut f = Cursor::new(features, at, MSG);
+        while let Some(byte) = f.peek() {
+            if byte != ENTRY_TAG {
+                return Err(f.error("Features holds a field that is not a map entry"));
+            }
+            f.advance(1);
+            let (entry, at) = f.len_delimited()?;
+            let (key, value) = map_entry(entry, at)?;
+            if let Some(i) = finder.find(wanted, ordinal, key) {
+                let (at, len) = value;
+                let kinded = len > 0;
+                if kinded && kind_of(buf[at]).is_none() {
+                    return Err(Error::Decode {
+                        message: MSG,
+                        what: "Feature does not start with a bytes_list, float_list or int64_list",
+                        position: at,
+                    });
+                }
+                // A fixed width takes the last entry with a kind; a variable one the last.
+                if kinded || wanted[i].width.is_none() {
+                    last[i] = Some(value);
+                }
+            }
+            ordinal += 1;
         }
-        append_list(list, at, out)?;
     }
     Ok(())
+}
+
+/// The key and the Feature's `(position, length)` of a map entry (exactly two fields).
+fn map_entry(entry: &[u8], base: usize) -> Result<(&[u8], (usize, usize))> {
+    let mut c = Cursor::new(entry, base, MSG);
+    let mut key: &[u8] = b"";
+    let mut value = (base, 0);
+    for _ in 0..2 {
+        if c.at_end() {
+            return Err(c.error("map entry without both a key and a value"));
+        }
+        match c.tag()? {
+            (1, WT_LEN) => key = c.len_delimited()?.0,
+            (2, WT_LEN) => {
+                let (v, at) = c.len_delimited()?;
+                value = (at, v.len());
+            }
+            _ => return Err(c.error("map entry holds a field other than its key and value")),
+        }
+    }
+    if !c.at_end() {
+        return Err(c.error("map entry holds more than a key and a value"));
+    }
+    Ok((key, value))
+}
+
+/// A map entry's tag in `Features`, and `features`' in `Example`: field 1, length-delimited.
+const ENTRY_TAG: u8 = (1 << 3) | WT_LEN;
+
+/// The kind a Feature's first byte gives.
+fn kind_of(first: u8) -> Option<Kind> {
+    match first {
+        0x0a => Some(Kind::Bytes),
+        0x12 => Some(Kind::Float),
+        0x1a => Some(Kind::Int64),
+        _ => None,
+    }
+}
+
+/// Appends the values of a wanted `Feature` (its first byte already checked; see
+/// [`decode_one`] for the rules).
+fn append_feature(buf: &[u8], base: usize, want: &Wanted<'_>, out: &mut Values) -> Result<()> {
+    let Some(found) = buf.first().and_then(|&b| kind_of(b)) else {
+        return Ok(()); // a Feature without a kind: no values
+    };
+    if found != want.kind {
+        return Err(mismatch(format!(
+            "feature {:?} is a {}, the schema says {}",
+            want.name,
+            found.name(),
+            want.kind.name()
+        )));
+    }
+    let mut c = Cursor::new(&buf[1..], base + 1, MSG);
+    let (list, at) = c.len_delimited()?;
+    append_list(list, at, out)
 }
 
 fn append_list(buf: &[u8], base: usize, out: &mut Values) -> Result<()> {
     let mut c = Cursor::new(buf, base, MSG);
-    while !c.at_end() {
-        let (field, wt) = c.tag()?;
-        match (&mut *out, field, wt) {
-            (Values::Spans(v), 1, WT_LEN) => {
+    let Some(first) = c.peek() else {
+        return Ok(());
+    };
+    let stray = |c: &Cursor<'_>| Err(c.error("value list holds a field other than its values"));
+    match (&mut *out, first) {
+        // Packed: one block, and what follows it is not read.
+        (Values::Float(v), 0x0a) => {
+            c.advance(1);
+            let (payload, _) = c.len_delimited()?;
+            if payload.len() % 4 != 0 {
+                return Err(c.error("packed float list length is not a multiple of 4"));
+            }
+            v.extend(
+                payload
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        (Values::Int64(v), 0x0a) => {
+            c.advance(1);
+            let (payload, at) = c.len_delimited()?;
+            let mut p = Cursor::new(payload, at, MSG);
+            while !p.at_end() {
+                v.push(p.varint()? as i64);
+            }
+        }
+        // One by one: every field a value.
+        (Values::Float(v), 0x0d) => {
+            while let Some(byte) = c.peek() {
+                if byte != 0x0d {
+                    return stray(&c);
+                }
+                c.advance(1);
+                v.push(f32::from_le_bytes(c.fixed32()?));
+            }
+        }
+        (Values::Int64(v), 0x08) => {
+            while let Some(byte) = c.peek() {
+                if byte != 0x08 {
+                    return stray(&c);
+                }
+                c.advance(1);
+                v.push(c.varint()? as i64);
+            }
+        }
+        (Values::Spans(v), _) => {
+            while let Some(byte) = c.peek() {
+                if byte != 0x0a {
+                    return stray(&c);
+                }
+                c.advance(1);
                 let (payload, at) = c.len_delimited()?;
                 v.push((at, at + payload.len()));
             }
-            (Values::Bytes { data, offsets }, 1, WT_LEN) => {
+        }
+        (Values::Bytes { data, offsets }, _) => {
+            while let Some(byte) = c.peek() {
+                if byte != 0x0a {
+                    return stray(&c);
+                }
+                c.advance(1);
                 data.extend_from_slice(c.len_delimited()?.0);
                 offsets.push(data.len());
             }
-            (Values::Float(v), 1, WT_LEN) => {
-                let (payload, _) = c.len_delimited()?;
-                if payload.len() % 4 != 0 {
-                    return Err(c.error("packed float list length is not a multiple of 4"));
-                }
-                v.extend(
-                    payload
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                );
-            }
-            (Values::Float(v), 1, WT_FIXED32) => v.push(f32::from_le_bytes(c.fixed32()?)),
-            (Values::Int64(v), 1, WT_LEN) => {
-                let (payload, at) = c.len_delimited()?;
-                let mut p = Cursor::new(payload, at, MSG);
-                while !p.at_end() {
-                    v.push(p.varint()? as i64);
-                }
-            }
-            (Values::Int64(v), 1, WT_VARINT) => v.push(c.varint()? as i64),
-            (_, field, wt) => c.skip(field, wt)?,
         }
+        _ => return stray(&c),
     }
     Ok(())
 }
@@ -555,6 +621,48 @@ mod tests {
         assert_eq!(err.record, 2);
         let err = decode_batch([&ok[..], &ok[..1]], &fixed).unwrap_err();
         assert_eq!(err.record, 1);
+    }
+
+    /// What `tf.io.parse_example` gives (checked against TensorFlow in
+    /// tests/test_hostile_decode.py): a key given twice takes its last entry, whatever the
+    /// first one's kind; a Feature with two kinds reads as its first.
+    #[test]
+    fn records_read_as_tensorflows_parser_reads_them() {
+        fn ld(field: u8, payload: &[u8]) -> Vec<u8> {
+            let mut out = vec![(field << 3) | 2, payload.len() as u8];
+            out.extend_from_slice(payload);
+            out
+        }
+        let entry = |key: &[u8], feature: &[u8]| ld(1, &[ld(1, key), ld(2, feature)].concat());
+        let int64 = ld(3, &ld(1, &[7]));
+        let bytes = ld(1, &ld(1, b"a"));
+        let want = |kind, width| {
+            [Wanted {
+                name: "x",
+                kind,
+                width,
+            }]
+        };
+        let twice = ld(1, &[entry(b"x", &bytes), entry(b"x", &int64)].concat());
+        let cols = decode_batch([&twice[..]], &want(Kind::Int64, None)).unwrap();
+        assert_eq!(cols[0].values, Values::Int64(vec![7]));
+        assert!(decode_batch([&twice[..]], &want(Kind::Bytes, None)).is_err());
+        let both = ld(1, &entry(b"x", &[bytes.clone(), int64.clone()].concat()));
+        let cols = decode_batch([&both[..]], &want(Kind::Bytes, Some(1))).unwrap();
+        assert_eq!(
+            cols[0].values,
+            Values::Bytes {
+                data: b"a".to_vec(),
+                offsets: vec![0, 1]
+            }
+        );
+        assert!(decode_batch([&both[..]], &want(Kind::Int64, None)).is_err());
+        // A fixed width skips a later entry without a kind; a variable one takes it.
+        let then_empty = ld(1, &[entry(b"x", &int64), entry(b"x", b"")].concat());
+        let fixed = decode_batch([&then_empty[..]], &want(Kind::Int64, Some(1))).unwrap();
+        assert_eq!(fixed[0].values, Values::Int64(vec![7]));
+        let ragged = decode_batch([&then_empty[..]], &want(Kind::Int64, None)).unwrap();
+        assert_eq!(ragged[0].values, Values::Int64(vec![]));
     }
 
     #[test]

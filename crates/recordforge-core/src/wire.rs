@@ -39,6 +39,18 @@ impl<'a> Cursor<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// The next byte, not consumed.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    /// Consumes `n` bytes already looked at (with [`peek`](Cursor::peek)).
+    #[inline]
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+
     /// Absolute position (within the record) of the next byte.
     #[inline]
     pub(crate) fn position(&self) -> usize {

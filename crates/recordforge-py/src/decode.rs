@@ -26,7 +26,10 @@ pub fn kind_of(py: Python<'_>, name: &str, kind: &str) -> PyResult<Kind> {
 /// NumPy array (a list of ``bytes`` for bytes), row ``i`` being
 /// ``values[row_splits[i]:row_splits[i + 1]]``. Other features are skipped unparsed.
 /// A record whose feature has another kind, or not ``width`` values, raises
-/// ``DecodeError`` naming the record's index.
+/// ``DecodeError`` naming the record's index. Records are read as
+/// ``tf.io.parse_example`` reads them for the same feature description (a key given
+/// twice: its last entry; a Feature with two kinds: its first), which is where it
+/// differs from ``decode_example``'s protobuf rules.
 ///
 /// >>> import recordforge as rf
 /// >>> records = [rf.encode_example({"a": 1, "t": ["x", "y"]}), rf.encode_example({"a": 2})]
