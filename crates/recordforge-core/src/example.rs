@@ -219,6 +219,38 @@ fn parse_int64_list(buf: &[u8], base: usize, message: &'static str) -> Result<Ve
     Ok(out)
 }
 
+/// How many map entries a serialized Example or SequenceExample holds (those of its
+/// `features` / `context`, plus those of its `feature_lists`), counted without decoding
+/// a value: a bound a caller checks before turning a record into one object per feature.
+/// Counting stops at the first malformed field (decoding reports it).
+pub fn count_features(buf: &[u8]) -> u64 {
+    let mut n = 0u64;
+    let mut c = Cursor::new(buf, 0, "tf.train.Example");
+    while !c.at_end() {
+        let Ok((field, wt)) = c.tag() else { break };
+        if wt != WT_LEN || !(1..=2).contains(&field) {
+            if c.skip(field, wt).is_err() {
+                break;
+            }
+            continue;
+        }
+        let Ok((map, at)) = c.len_delimited() else {
+            break;
+        };
+        let mut m = Cursor::new(map, at, "tf.train.Example");
+        while !m.at_end() {
+            let Ok((field, wt)) = m.tag() else { break };
+            if field == 1 && wt == WT_LEN {
+                n += 1;
+            }
+            if m.skip(field, wt).is_err() {
+                break;
+            }
+        }
+    }
+    n
+}
+
 /// Features keyed by name, in first-seen order, with protobuf's last-wins on duplicates.
 pub type Features<'a> = Vec<(Cow<'a, [u8]>, Feature<'a>)>;
 

@@ -7,6 +7,13 @@ use recordforge_core::batch::{decode_batch as core_decode, DecodedColumn, Kind, 
 
 use crate::errors::decode_error;
 
+/// How many features a serialized Example or SequenceExample holds (map entries of its
+/// ``features``/``context`` and ``feature_lists``), counted without decoding a value.
+#[pyfunction]
+pub fn count_features(data: &[u8]) -> u64 {
+    recordforge_core::example::count_features(data)
+}
+
 pub fn kind_of(py: Python<'_>, name: &str, kind: &str) -> PyResult<Kind> {
     match kind {
         "int64" => Ok(Kind::Int64),

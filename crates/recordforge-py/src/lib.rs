@@ -28,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(columns::encode_record_batch, m)?)?;
     m.add_class::<columns::RecordBatch>()?;
     m.add_function(wrap_pyfunction!(decode::decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(decode::count_features, m)?)?;
     m.add_class::<access::RecordFile>()?;
     m.add_class::<reader::BatchReader>()?;
     m.add_function(wrap_pyfunction!(reader::take_records, m)?)?;

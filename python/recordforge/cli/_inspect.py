@@ -16,6 +16,17 @@ from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 # Below this many bytes of input no progress bar is drawn: the work takes moments.
 PROGRESS_MIN_BYTES = 32 << 20
 
+# Rows of a table (features of a record in head) shown; the rest are counted on a line of
+# their own. rich lays a table out at ~1 ms a row: a record of a million features kept
+# info and stats busy for many minutes. --json gives them all.
+ROWS_SHOWN = 1000
+
+
+def print_more(out: Any, total: int, noun: str, hint: str = "use --json for all") -> None:
+    """The line that says how many of ``total`` were left out of a listing."""
+    if total > ROWS_SHOWN:
+        out.print(f"... and {total - ROWS_SHOWN:,} more {noun} ({hint})", markup=False)
+
 
 def add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -40,6 +51,19 @@ def record_size(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte, not {value!r}")
     return n
+
+
+def add_max_features(p: argparse.ArgumentParser) -> None:
+    from recordforge.inspect import DEFAULT_MAX_FEATURES
+
+    p.add_argument(
+        "--max-features",
+        type=int,
+        default=DEFAULT_MAX_FEATURES,
+        metavar="N",
+        help=f"records of more features are reported, not described (default "
+        f"{DEFAULT_MAX_FEATURES:,}): each feature costs memory and time",
+    )
 
 
 def add_max_record_bytes(p: argparse.ArgumentParser) -> None:

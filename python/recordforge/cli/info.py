@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from recordforge import inspect
-from recordforge.cli._inspect import add_inputs, byte_progress, console, print_json, print_problems
+from recordforge.cli._inspect import (
+    ROWS_SHOWN,
+    add_inputs,
+    add_max_features,
+    byte_progress,
+    console,
+    print_json,
+    print_more,
+    print_problems,
+)
 
 HELP = "Describe a dataset or TFRecord files: splits, shards, records, sizes, schema."
 
@@ -28,6 +37,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         metavar="N|all",
         help="records decoded to infer the schema and lengths (default 1000)",
     )
+    add_max_features(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
     with byte_progress(args.paths, "info") as progress:
         result = inspect.info(
-            args.paths, scan=args.scan, progress=progress, max_record_bytes=args.max_record_bytes
+            args.paths,
+            scan=args.scan,
+            progress=progress,
+            max_record_bytes=args.max_record_bytes,
+            max_features=args.max_features,
         )
     code = 1 if result.problems else 0
     if args.json:
@@ -68,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         features = Table(title=f"features ({result.schema_source})")
         for column in ("name", "part", "kind", "dtype", "shape", "lengths", "present", "meaning"):
             features.add_column(column)
-        for feat in result.features:
+        for feat in result.features[:ROWS_SHOWN]:
             lengths = (
                 f"{feat.min_length}..{feat.max_length}" if feat.min_length is not None else "-"
             )
@@ -83,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 feat.meaning or "",
             )
         out.print(features)
+        print_more(out, len(result.features), "features")
     for note in result.notes:
         out.print(f"[yellow]note:[/] {note}")
     print_problems(out, result.problems)

@@ -6,7 +6,16 @@ import argparse
 from typing import Any
 
 from recordforge import inspect
-from recordforge.cli._inspect import add_inputs, byte_progress, console, print_json, print_problems
+from recordforge.cli._inspect import (
+    ROWS_SHOWN,
+    add_inputs,
+    add_max_features,
+    byte_progress,
+    console,
+    print_json,
+    print_more,
+    print_problems,
+)
 
 HELP = "Per-feature statistics: presence, lengths, numbers, top values, images, class labels."
 
@@ -15,6 +24,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_inputs(parser)
     parser.add_argument("--max-records", type=int, help="read at most this many records")
     parser.add_argument("--top", type=int, default=5, help="top values / labels shown (5)")
+    add_max_features(parser)
 
 
 def _num(x: Any) -> str:
@@ -31,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
             top=args.top,
             progress=progress,
             max_record_bytes=args.max_record_bytes,
+            max_features=args.max_features,
         )
     code = 1 if result.problems else 0
     if args.json:
@@ -41,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table()
     for column in ("feature", "kind", "present", "length", "min", "max", "mean", "std", "top"):
         table.add_column(column)
-    for f in result.features:
+    for f in result.features[:ROWS_SHOWN]:
         length = f.length
         lengths = f"{length['min']}..{length['max']} (mean {_num(length['mean'])})"
         n = f.numbers or {}
@@ -67,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             top,
         )
     out.print(table)
+    print_more(out, len(result.features), "features")
     for f in result.features:
         if f.class_labels:
             labels = sorted(f.class_labels, key=lambda c: -c["count"])

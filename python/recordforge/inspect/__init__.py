@@ -36,8 +36,8 @@ from __future__ import annotations
 from recordforge.inspect._common import Paths as Paths
 from recordforge.inspect._common import Problem
 from recordforge.inspect._common import Progress as Progress
+from recordforge.inspect._decode import DEFAULT_MAX_FEATURES, record_type
 from recordforge.inspect._decode import RecordType as RecordType
-from recordforge.inspect._decode import record_type
 from recordforge.inspect._files import InputFile, resolve
 from recordforge.inspect._framing import (
     CountResult,
@@ -57,6 +57,7 @@ from recordforge.inspect._verify import VerifyResult, verify
 from recordforge.inspect._walker import detect_compression
 
 __all__ = [
+    "DEFAULT_MAX_FEATURES",
     "CountResult",
     "FeatureInfo",
     "FeatureStats",

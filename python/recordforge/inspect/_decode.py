@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,12 @@ from recordforge.errors import CorruptRecordError, DecodeError
 from recordforge.inspect._common import Problem
 from recordforge.inspect._files import InputFile
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
+
+#: The most features a record may have to be described by ``head``, ``info``, ``stats``
+#: and ``preview`` (``max_features=``, ``--max-features``). Each feature becomes Python
+#: objects (~2 KB and tens of µs in ``stats``): a record of a million features costs
+#: gigabytes. One with more is a problem naming it, counted before it is decoded.
+DEFAULT_MAX_FEATURES = 100_000
 
 RecordType = Literal["Example", "SequenceExample", "ExampleListWithContext", "unknown", "empty"]
 
@@ -92,20 +99,33 @@ def record_type(data: bytes | memoryview) -> RecordType:
     >>> rf.inspect.record_type(b"hello")
     'unknown'
     """
+    return _parse(data)[0]
+
+
+def _parse(
+    data: bytes | memoryview,
+) -> tuple[RecordType, dict[str, Any] | None, dict[str, Any] | None]:
+    """:func:`record_type`, with the record's features (an Example's, a SequenceExample's
+    context) and feature lists as decoded on the way: each record is decoded once, not
+    once per question (a record of a million features takes seconds to decode)."""
+    context = lists = None
     with contextlib.suppress(DecodeError):
         context, lists = _core.decode_sequence_example(data)
-        if lists and _names_ok(context) and _names_ok(lists):
-            return "SequenceExample"
-    if _as_example(data) is not None:
-        return "Example"
+    if context is not None and lists and _names_ok(context) and _names_ok(lists):
+        return "SequenceExample", context, lists
+    # A SequenceExample parse that succeeds is the Example parse (field 2 aside, which an
+    # Example skips); one that fails may still be an Example whose field 2 is no list.
+    example = context if context is not None else _as_example(data)
+    if example is not None and _names_ok(example):
+        return "Example", example, None
     fields = _fields(data)
     if (
         fields
         and all(f in (1, 2) and w == 2 for f, w, _ in fields)
         and all(_as_example(payload) is not None for _, _, payload in fields)
     ):
-        return "ExampleListWithContext"
-    return "unknown"
+        return "ExampleListWithContext", None, None
+    return "unknown", None, None
 
 
 def _decode_elwc(data: bytes | memoryview) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -137,10 +157,12 @@ def _records(
     problems: list[Problem],
     limit: int | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_features: int = DEFAULT_MAX_FEATURES,
 ) -> Iterator[_Record]:
     """Records of the files in order (CRCs checked; a record over ``max_record_bytes``
     is damage, refused before it is read); a damaged file adds a problem and the
-    iteration goes on with the next file."""
+    iteration goes on with the next file. A record of more than ``max_features``
+    features (counted before anything is decoded) is a problem and is passed over."""
     produced = 0
     for item in items:
         it = _core.read_records(str(item.path), "auto", True, max_record_bytes=max_record_bytes)
@@ -149,6 +171,20 @@ def _records(
             for data in it:
                 if limit is not None and produced >= limit:
                     return
+                n = _core.count_features(data)
+                if n > max_features:
+                    problems.append(
+                        Problem(
+                            file=str(item.path),
+                            kind="features",
+                            record=index,
+                            offset=it.offset,
+                            message=f"{n:,} features, more than the limit of {max_features:,} "
+                            "(max_features, --max-features): not described",
+                        )
+                    )
+                    index += 1
+                    continue
                 yield _Record(item.path, index, it.offset, data)
                 index += 1
                 produced += 1
@@ -164,14 +200,30 @@ def _records(
             )
 
 
-def _decoded(data: bytes, kind: RecordType) -> list[tuple[str, str, Any, int | None]]:
+def _typed(data: bytes) -> tuple[RecordType, list[tuple[str, str, Any, int | None]]]:
+    """:func:`record_type` and :func:`_decoded` of a record, decoding it once."""
+    kind, features, lists = _parse(data)
+    return kind, _decoded(data, kind, features, lists)
+
+
+def _decoded(
+    data: bytes,
+    kind: RecordType,
+    features: dict[str, Any] | None = None,
+    lists: dict[str, Any] | None = None,
+) -> list[tuple[str, str, Any, int | None]]:
     """``(part, name, value, steps)`` of a record's features; ``steps`` is the number of
-    steps of a feature list (its values are then concatenated)."""
+    steps of a feature list (its values are then concatenated). ``features`` and
+    ``lists``: the record as :func:`_parse` decoded it, when it has."""
     out: list[tuple[str, str, Any, int | None]] = []
     if kind == "Example":
-        out.extend(("feature", n, v, None) for n, v in _core.decode_example(data).items())
+        if features is None:
+            features = _core.decode_example(data)
+        out.extend(("feature", n, v, None) for n, v in features.items())
     elif kind == "SequenceExample":
-        context, lists = _core.decode_sequence_example(data)
+        if features is None or lists is None:
+            features, lists = _core.decode_sequence_example(data)
+        context = features
         out.extend(("context", n, v, None) for n, v in context.items())
         for name, steps in lists.items():
             out.append(("feature_list", name, _concat(steps), len(steps)))
@@ -194,9 +246,10 @@ def _concat(values: Sequence[Any]) -> Any:
     return np.concatenate(arrays) if arrays else np.zeros(0, np.float32)
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
 def _natural(key: tuple[str, str]) -> tuple[Any, ...]:
     """Sort key: part, then name with its numbers compared as numbers (feature_2 < _10)."""
-    import re
-
-    parts = re.split(r"(\d+)", key[1])
-    return (key[0], *((int(p), "") if p.isdigit() else (0, p) for p in parts))
+    parts = _DIGITS.split(key[1])
+    return (key[0], *[(int(p), "") if i % 2 else (0, p) for i, p in enumerate(parts)])

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from recordforge import _core
 from recordforge.inspect._common import Paths, Problem, Progress, _Result
-from recordforge.inspect._decode import _decode_elwc, _decoded, _natural, _records, record_type
+from recordforge.inspect._decode import (
+    DEFAULT_MAX_FEATURES,
+    _decode_elwc,
+    _decoded,
+    _natural,
+    _parse,
+    _records,
+    _typed,
+    record_type,
+)
 from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._framing import count
 from recordforge.inspect._values import _image_of, _is_text, _kind_of
@@ -83,7 +92,8 @@ def _meaning_text(meaning: Any) -> str | None:
     return None
 
 
-def _shape_text(shape: Sequence[int | None]) -> str:
+@functools.lru_cache(maxsize=1024)
+def _shape_text(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
@@ -121,6 +131,7 @@ def info(
     scan: int | None = 1000,
     progress: Progress | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_features: int = DEFAULT_MAX_FEATURES,
 ) -> Info:
     """Splits, shards, records, sizes, compression, and the features: from
     ``dataset.json`` when there is one, otherwise inferred from the first ``scan``
@@ -170,14 +181,14 @@ def info(
     kinds: collections.Counter[str] = collections.Counter()
     acc: dict[tuple[str, str], _Lengths] = {}
     scanned = 0
-    for rec in _records(items, problems, scan, max_record_bytes):
-        kind = record_type(rec.data)
+    for rec in _records(items, problems, scan, max_record_bytes, max_features):
+        kind, decoded = _typed(rec.data)
         kinds[kind] += 1
         scanned += 1
-        present_parts = set()
-        for part, name, value, steps in _decoded(rec.data, kind):
-            present_parts.add(part)
-            a = acc.setdefault((part, name), _Lengths())
+        for part, name, value, steps in decoded:
+            a = acc.get((part, name))
+            if a is None:
+                a = acc[(part, name)] = _Lengths()
             a.add(value, steps if steps is not None else len(value))
             if steps:
                 a.per_step.add(len(value) // steps if steps else 0)
@@ -232,7 +243,7 @@ def _feature_infos(
                     part="feature",
                     kind=spec.kind,
                     dtype=spec.dtype,
-                    shape=_shape_text(spec.shape),
+                    shape=_shape_text(tuple(spec.shape)),
                     min_length=a.min,
                     max_length=a.max,
                     present=a.present,
@@ -306,6 +317,7 @@ def head(
     n: int = 5,
     features: Sequence[str] | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_features: int = DEFAULT_MAX_FEATURES,
 ) -> HeadResult:
     """The first ``n`` records, decoded (only ``features`` when given; a name no shown
     record has raises ``ValueError`` listing the names there are).
@@ -322,17 +334,13 @@ def head(
     out = []
     wanted = list(features) if features else None
     items = resolve(paths)
-    for rec in _records(items, problems, n, max_record_bytes):
-        kind = record_type(rec.data)
-        feats: dict[str, Any] = {}
-        lists = examples = raw = None
-        if kind == "Example":
-            feats = _core.decode_example(rec.data)
-        elif kind == "SequenceExample":
-            feats, lists = _core.decode_sequence_example(rec.data)
-        elif kind == "ExampleListWithContext":
+    for rec in _records(items, problems, n, max_record_bytes, max_features):
+        kind, parsed, lists = _parse(rec.data)
+        feats: dict[str, Any] = parsed or {}
+        examples = raw = None
+        if kind == "ExampleListWithContext":
             examples, feats = _decode_elwc(rec.data)
-        else:
+        elif kind not in ("Example", "SequenceExample"):
             raw = rec.data
         if wanted is not None:
             feats = {k: feats[k] for k in wanted if k in feats}
@@ -366,7 +374,7 @@ def head(
         missing = [k for k in wanted if k not in shown]
         if missing:
             every: set[str] = set()
-            for rec in _records(items, [], n, max_record_bytes):
+            for rec in _records(items, [], n, max_record_bytes, max_features):
                 every.update(name for _, name, _, _ in _decoded(rec.data, record_type(rec.data)))
             raise ValueError(
                 f"feature(s) {', '.join(map(repr, missing))} not in the first {len(out)} "

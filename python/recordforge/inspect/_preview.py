@@ -14,7 +14,14 @@ import numpy as np
 
 from recordforge import _fs
 from recordforge.inspect._common import Paths, Problem, _Result
-from recordforge.inspect._decode import RecordType, _decoded, _Record, _records, record_type
+from recordforge.inspect._decode import (
+    DEFAULT_MAX_FEATURES,
+    RecordType,
+    _decoded,
+    _Record,
+    _records,
+    record_type,
+)
 from recordforge.inspect._files import resolve
 from recordforge.inspect._values import _image_of
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
@@ -139,6 +146,7 @@ def preview(
     cell: int = 256,
     columns: int | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_features: int = DEFAULT_MAX_FEATURES,
 ) -> PreviewResult:
     """Writes a contact sheet (PNG, or any format Pillow writes by the suffix of
     ``out``) of the first ``n`` records that hold an image: each image scaled to fit a
@@ -160,7 +168,7 @@ def preview(
     schema = items[0].manifest.schema if items and items[0].manifest else None
     problems: list[Problem] = []
     pictures: list[tuple[_Record, Any, list[_Box], str | None]] = []
-    for rec in _records(items, problems, None, max_record_bytes):
+    for rec in _records(items, problems, None, max_record_bytes, max_features):
         if len(pictures) >= n:
             break
         kind = record_type(rec.data)

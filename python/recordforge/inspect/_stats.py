@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from recordforge.inspect._common import Paths, Problem, Progress, _Result
-from recordforge.inspect._decode import _decoded, _natural, _records, record_type
+from recordforge.inspect._decode import DEFAULT_MAX_FEATURES, _natural, _records, _typed
 from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._values import _describe_bytes, _image_of, _image_size, _is_text, _kind_of
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
@@ -57,33 +57,46 @@ class Stats(_Result):
 _DISTINCT_CAP = 10_000
 
 
+def _by_count(item: tuple[Any, int]) -> int:
+    """Sort key: the most common first (ties in the order first seen, as Counter's)."""
+    return -item[1]
+
+
+# Arrays of at most this many numbers are summed in Python (see _Acc._add_few).
+_SMALL = 8
+
+
 class _Acc:
     def __init__(self, labels: ClassLabel | None, is_label: bool) -> None:
         self.kind: str | None = None
         self.present = self.empty = 0
-        self.lengths: collections.Counter[int] = collections.Counter()
+        # Plain dicts, Counters made on first use: a record may hold a million features.
+        self.lengths: dict[int, int] = {}
         self.n = self.nan = 0
         self.total = self.total_sq = 0.0
         self.lo = math.inf
         self.hi = -math.inf
-        self.values: collections.Counter[bytes] = collections.Counter()
+        self.values: collections.Counter[bytes] | None = None
         self.capped = False
-        self.formats: collections.Counter[str] = collections.Counter()
+        self.formats: collections.Counter[str] | None = None
         self.sizes: list[tuple[int, int]] = []
         self.undecodable = 0
         self.labels = labels
         self.is_label = is_label
-        self.ids: collections.Counter[int] = collections.Counter()
+        self.ids: collections.Counter[int] | None = None
         self.names: dict[int, str] = {}
 
     def add(self, value: Any, length: int) -> None:
         self.present += 1
-        self.lengths[length] += 1
+        self.lengths[length] = self.lengths.get(length, 0) + 1
         if not len(value):
             self.empty += 1
             return
         kind = _kind_of(value)
         self.kind = self.kind or kind
+        if isinstance(value, np.ndarray) and len(value) <= _SMALL:
+            self._add_few(value)
+            return
         if isinstance(value, np.ndarray):
             v = value.astype(np.float64)
             finite = v[np.isfinite(v)]
@@ -95,21 +108,49 @@ class _Acc:
                 self.lo = min(self.lo, float(finite.min()))
                 self.hi = max(self.hi, float(finite.max()))
             if self.is_label and value.dtype == np.int64:
-                self.ids.update(value.tolist())
+                self._ids().update(value.tolist())
             return
         for item in value:
             image = _image_of(item)
             if image is not None:
+                if self.formats is None:
+                    self.formats = collections.Counter()
                 self.formats[image] += 1
                 size = _image_size(item)
                 if size is None:
                     self.undecodable += 1
                 else:
                     self.sizes.append(size)
+            elif self.values is None:
+                self.values = collections.Counter({item[:200]: 1})
             elif item in self.values or len(self.values) < _DISTINCT_CAP:
                 self.values[item[:200]] += 1
             else:
                 self.capped = True
+
+    def _ids(self) -> collections.Counter[int]:
+        if self.ids is None:
+            self.ids = collections.Counter()
+        return self.ids
+
+    def _add_few(self, value: np.ndarray) -> None:
+        """:meth:`add` of a few numbers, in Python: NumPy's per-call cost is ~20 µs for
+        what takes ~1 µs here (a record may hold a million one-value features)."""
+        items = value.tolist()
+        for x in items:
+            f = float(x)
+            if not math.isfinite(f):
+                self.nan += 1
+                continue
+            self.n += 1
+            self.total += f
+            self.total_sq += f * f
+            if f < self.lo:
+                self.lo = f
+            if f > self.hi:
+                self.hi = f
+        if self.is_label and value.dtype == np.int64:
+            self._ids().update(items)
 
     def result(self, name: str, part: str, records: int, top: int) -> FeatureStats:
         lengths = self.lengths
@@ -118,7 +159,7 @@ class _Acc:
             "min": min(lengths) if lengths else None,
             "max": max(lengths) if lengths else None,
             "mean": sum(k * v for k, v in lengths.items()) / count if count else None,
-            "most_common": [[k, v] for k, v in lengths.most_common(5)],
+            "most_common": [[k, v] for k, v in sorted(lengths.items(), key=_by_count)[:5]],
         }
         numbers = None
         if self.kind in ("int64", "float32"):
@@ -191,6 +232,7 @@ def stats(
     top: int = 10,
     progress: Progress | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_features: int = DEFAULT_MAX_FEATURES,
 ) -> Stats:
     """Per-feature statistics over every record (or the first ``max_records``):
     presence, lengths, numbers, top values, images, class labels (features with a
@@ -215,15 +257,14 @@ def stats(
     kinds: collections.Counter[str] = collections.Counter()
     records = 0
     current: Path | None = None
-    for rec in _records(items, problems, max_records, max_record_bytes):
+    for rec in _records(items, problems, max_records, max_record_bytes, max_features):
         if progress is not None and rec.file != current:
             if current is not None:
                 progress(current.stat().st_size)
             current = rec.file
-        kind = record_type(rec.data)
+        kind, decoded = _typed(rec.data)
         kinds[kind] += 1
         records += 1
-        decoded = _decoded(rec.data, kind)
         for part, name, value, steps in decoded:
             a = acc.get((part, name))
             if a is None:
@@ -238,10 +279,8 @@ def stats(
     notes = []
     if record_kind == "unknown":
         notes.append("records are not tf.train.Example or SequenceExample: no features")
-    order = list(schema) if schema is not None else []
-    keys = sorted(
-        acc, key=lambda k: (order.index(k[1]) if k[1] in order else len(order), _natural(k))
-    )
+    order = {name: i for i, name in enumerate(schema)} if schema is not None else {}
+    keys = sorted(acc, key=lambda k: (order.get(k[1], len(order)), _natural(k)))
     result = Stats(
         records=records,
         record_type=record_kind,
