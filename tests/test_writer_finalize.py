@@ -12,6 +12,11 @@ a flush (issue 12).
 3. A compressed file that ends after a flush (its writer killed) gives every flushed
    record, then ``CorruptRecordError`` at the cut; TensorFlow reads the same records and
    ends there without an error.
+4. Nothing crashes, fails on a borrow or writes twice: a writer dropped with an
+   exception pending (raised by a signal handler in the middle of ``__new__``), calls
+   from several threads (serialized; the exit hook waits for a daemon thread's call, a
+   bounded time), and a forked child's copy (``write``/``flush`` raise, ``close`` drops
+   the parent's buffered records).
 
 TensorFlow is the oracle: it writes the same records with the same flushes, and reads
 what recordforge wrote.
@@ -27,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -424,3 +430,473 @@ def test_forked_child_leaves_its_parents_writers_alone(
         w.write_many([b"before the fork", b"after the fork"])
     for name in ("rf", "core"):
         assert (tmp_path / f"{name}.tfrecord").read_bytes() == expected.read_bytes(), name
+
+
+# 4. Interrupted construction, threads and forks -----------------------------------------
+
+
+def run_script(script: str, *args: str, cwd: Path, timeout: float = 120) -> Any:
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+DROPPED_WHILE_RAISING = """
+import io, sys
+from recordforge import _core
+
+compression = None if sys.argv[1] == "None" else sys.argv[1]
+
+def made(arg):
+    w = _core.TFRecordWriter(arg, compression)
+    w.write(b"kept")
+    return w
+
+buf = io.BytesIO()
+for arg in ("path.tfrecord", buf):
+    try:
+        # The writer is only on the value stack when 1 / 0 raises: it is dropped while
+        # the ZeroDivisionError propagates.
+        [made(arg), 1 / 0]
+    except ZeroDivisionError:
+        print("caught", flush=True)
+open("file.tfrecord", "wb").write(buf.getvalue())
+"""
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_core_writer_dropped_while_an_exception_propagates(
+    tmp_path: Path, compression: str | None
+) -> None:
+    """The Rust ``Drop`` runs with the exception pending: it completes the stream and
+    warns without losing (or tripping over) that exception. Was: SIGSEGV."""
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", DROPPED_WHILE_RAISING, str(compression)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "caught\ncaught\n"
+    assert "Exception ignored" not in done.stderr, done.stderr
+    assert done.stderr.count(f"ResourceWarning: {UNCLOSED}") == 2, done.stderr
+    for name in ("path", "file"):
+        assert_complete(tmp_path / f"{name}.tfrecord", compression, [b"kept"])
+
+
+INTERRUPTED_NEW = """
+import sys
+import recordforge as rf
+
+class Stop(Exception):
+    pass
+
+compression = None if sys.argv[1] == "None" else sys.argv[1]
+new = rf.TFRecordWriter.__new__.__code__
+opcodes = 0
+stop_at = 0
+
+def trace(frame, event, arg):
+    # Raises Stop before the stop_at-th opcode of TFRecordWriter.__new__, as an exception
+    # raised by a signal handler (KeyboardInterrupt) may land there.
+    global opcodes
+    if frame.f_code is not new:
+        return None
+    frame.f_trace_opcodes = True
+    if event == "opcode":
+        opcodes += 1
+        if opcodes == stop_at:
+            raise Stop
+    return trace
+
+interrupted = 0
+for stop_at in range(1, 10_000):
+    opcodes = 0
+    sys.settrace(trace)
+    try:
+        w = rf.TFRecordWriter(f"w{stop_at}.tfrecord", compression)
+    except Stop:
+        interrupted += 1
+        continue
+    finally:
+        sys.settrace(None)
+    w.write(b"whole")
+    w.close()
+    break  # ran to the end: it was stopped before each of its opcodes once
+print(interrupted, stop_at, flush=True)
+"""
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_exception_at_any_point_of_construction(tmp_path: Path, compression: str | None) -> None:
+    """An exception raised before each opcode of ``TFRecordWriter.__new__`` in turn: the
+    half-made writer is dropped (with the exception pending) and completes its file, or
+    no file was made. Was: SIGSEGV once the Rust object existed and ``_owner`` did not."""
+    done = run_script(INTERRUPTED_NEW, str(compression), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+    interrupted, last = map(int, done.stdout.split())
+    assert interrupted == last - 1 > 10
+    made = 0
+    for i in range(1, last):
+        path = tmp_path / f"w{i}.tfrecord"
+        if path.exists():
+            made += 1
+            assert_complete(path, compression, [])
+    assert 0 < made < last - 1  # stopped both before and after the file was made
+    assert_complete(tmp_path / f"w{last}.tfrecord", compression, [b"whole"])
+    gc.collect()
+
+
+SIGNAL_DURING_NEW = """
+import signal, sys
+import recordforge as rf
+
+class Boom(Exception):
+    pass
+
+armed = False
+
+def handler(*_):
+    if armed:
+        raise Boom()
+
+signal.signal(signal.SIGALRM, handler)
+compression = None if sys.argv[1] == "None" else sys.argv[1]
+hits = 0
+for i in range(2000):
+    try:
+        armed = True
+        signal.setitimer(signal.ITIMER_REAL, 0.00001 * (i % 60 + 1))
+        w = rf.TFRecordWriter("n.tfrecord", compression)
+        armed = False
+        w.close()
+    except Boom:
+        hits += 1
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+print("survived", hits, flush=True)
+"""
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_signal_handler_raising_during_construction(
+    tmp_path: Path, compression: str | None
+) -> None:
+    """The review's reproduction: a signal handler's exception lands at random points of
+    the constructor, 2,000 times. Was: SIGSEGV within a few hundred."""
+    done = run_script(SIGNAL_DURING_NEW, str(compression), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("survived "), done.stdout
+    # The handler's Boom may also land in some __del__ (reported as ignored): nothing else.
+    assert "Error" not in done.stderr, done.stderr
+
+
+BUSY_AT_EXIT = """
+import sys, threading, time
+import recordforge as rf
+
+compression = None if sys.argv[1] == "None" else sys.argv[1]
+target = "daemon.tfrecord" if sys.argv[2] == "path" else open("daemon.tfrecord", "wb")
+w = rf.TFRecordWriter(target, compression)
+w.write_many([b"early"] * 1000)  # long before the exit
+calls = 0
+
+def loop():
+    global calls
+    try:
+        while True:
+            w.write_many([b"y" * 100] * 20_000)  # ~2.3 MB a call, the GIL released
+            calls += 1
+    except ValueError as e:  # closed at exit
+        print("daemon:", e, flush=True)
+
+threading.Thread(target=loop, daemon=True).start()
+while calls < 3:
+    time.sleep(0.01)
+# The program ends with the daemon thread (almost always) inside write_many.
+"""
+
+
+@pytest.mark.parametrize("kind", ["path", "file"])
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_writer_busy_in_a_daemon_thread_at_exit(
+    tmp_path: Path, compression: str | None, kind: str
+) -> None:
+    """The exit hook waits for the call in flight, then completes the stream. Was:
+    RuntimeError: Already mutably borrowed, and (GZIP) often an empty file."""
+    for _ in range(3):
+        done = run_script(BUSY_AT_EXIT, str(compression), kind, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "Error" not in done.stderr, done.stderr
+        records, error = rf_read(tmp_path / "daemon.tfrecord")
+        assert error is None
+        assert records[:1000] == [b"early"] * 1000
+        assert len(records) >= 1000 + 3 * 20_000
+        assert set(records[1000:]) == {b"y" * 100}
+        assert (len(records) - 1000) % 20_000 == 0  # whole calls only
+
+
+STUCK_AT_EXIT = """
+import io, threading, time
+import recordforge as rf
+from recordforge import records
+
+records._EXIT_WAIT = 0.5
+
+class Stuck(io.BytesIO):
+    # A file whose write never returns once the daemon thread is in it.
+    def write(self, data):
+        if threading.current_thread() is not threading.main_thread():
+            inside.set()
+            threading.Event().wait()
+        return super().write(data)
+
+inside = threading.Event()
+w = rf.TFRecordWriter(Stuck())
+stuck = rf.TFRecordWriter("stuck.tfrecord")
+stuck.write(b"kept")
+threading.Thread(target=lambda: w.write_many([b"x" * 1000] * 3000), daemon=True).start()
+inside.wait()
+"""
+
+
+def test_exit_hook_waits_a_bounded_time_for_a_stuck_call(tmp_path: Path) -> None:
+    """A call that never returns (a file object stuck in ``write``): the exit hook gives up
+    on that writer after ``_EXIT_WAIT`` seconds, saying so, and completes the others."""
+    done = run_script(STUCK_AT_EXIT, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "TimeoutError" in done.stderr, done.stderr
+    assert "another thread" in done.stderr, done.stderr
+    assert "Already" not in done.stderr, done.stderr
+    assert_complete(tmp_path / "stuck.tfrecord", None, [b"kept"])
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_calls_from_several_threads_are_serialized(tmp_path: Path, compression: str | None) -> None:
+    """Writers shared by threads: each call happens whole, one at a time; the file is whole.
+    Was: RuntimeError: Already mutably borrowed (or already borrowed) in the threads."""
+    path = tmp_path / "threads.tfrecord"
+    w = rf.TFRecordWriter(path, compression)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def batches(tag: str) -> None:
+        try:
+            for i in range(20):
+                w.write_many([f"{tag} {i} {j} ".encode() * 20 for j in range(2000)])
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    def singles() -> None:
+        try:
+            for i in range(2000):
+                w.write(f"single {i}".encode())
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    def others() -> None:
+        try:
+            while not stop.is_set():
+                w.flush()
+                assert w.offset > 0
+                assert not w.closed
+                repr(w)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=batches, args=(t,)) for t in "ab"]
+    threads.append(threading.Thread(target=singles))
+    poker = threading.Thread(target=others)
+    for t in [*threads, poker]:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    poker.join()
+    assert errors == []
+    w.close()
+    records, error = rf_read(path)
+    assert error is None
+    assert len(records) == 2 * 20 * 2000 + 2000
+    # Each write_many's records are together, in order.
+    calls = [r for r in records if not r.startswith(b"single")]
+    for k in range(0, len(calls), 2000):
+        tag, i, _ = calls[k].split(b" ", 2)
+        want = [f"{tag.decode()} {i.decode()} {j} ".encode() * 20 for j in range(2000)]
+        assert calls[k : k + 2000] == want
+    assert [r for r in records if r.startswith(b"single")] == [
+        f"single {i}".encode() for i in range(2000)
+    ]
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_close_from_another_thread_waits_for_the_call_in_flight(
+    tmp_path: Path, compression: str | None
+) -> None:
+    path = tmp_path / "closed-under.tfrecord"
+    w = rf.TFRecordWriter(path, compression)
+    written: list[int] = []
+    ended: list[BaseException] = []
+    started, stop = threading.Event(), threading.Event()
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                w.write_many([b"z" * 100] * 20_000)
+                written.append(20_000)
+                started.set()
+        except BaseException as e:  # what ended it: checked below
+            ended.append(e)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        started.wait(60)
+        w.close()  # while (almost always) write_many runs in the thread
+    finally:
+        stop.set()
+        t.join()
+    assert [type(e) for e in ended] == [ValueError]
+    assert "closed" in str(ended[0])
+    assert w.closed
+    records, error = rf_read(path)
+    assert error is None
+    assert len(records) == sum(written)
+
+
+def test_close_with_a_timeout_while_another_thread_writes() -> None:
+    """``close(timeout=...)`` gives up after that long (``TimeoutError``), leaving the
+    writer open; a plain ``close`` then waits for the call and completes the stream."""
+    inside, release = threading.Event(), threading.Event()
+
+    class Slow(io.BytesIO):
+        def write(self, data: Any) -> int:
+            if threading.current_thread() is not threading.main_thread():
+                inside.set()
+                release.wait(60)
+            return super().write(data)
+
+    f = Slow()
+    w = rf.TFRecordWriter(f)
+    t = threading.Thread(target=lambda: w.write_many([b"x" * 1000] * 3000))
+    t.start()
+    try:
+        assert inside.wait(60)
+        with pytest.raises(TimeoutError, match="another thread"):
+            w.close(timeout=0.1)
+        assert not w.closed
+        assert w._left_open()
+    finally:
+        release.set()
+    w.close(timeout=1e30)
+    t.join()
+    assert w.closed
+    assert list(rf.read_records(io.BytesIO(f.getvalue()))) == [b"x" * 1000] * 3000
+
+
+def test_call_from_inside_a_call_on_the_same_thread_is_an_error() -> None:
+    """A file object (or a signal handler) that calls the writer back while a call of the
+    same thread is in flight: a clear error, not a deadlock."""
+
+    class Echo(io.BytesIO):
+        def write(self, data: Any) -> int:
+            try:
+                w.write(b"again")
+            except RuntimeError as e:
+                seen.append(str(e))
+            return super().write(data)
+
+    seen: list[str] = []
+    w = rf.TFRecordWriter(Echo())
+    w.write(b"x")
+    w.flush()
+    assert len(seen) == 1
+    assert "same thread" in seen[0]
+    w.close()
+
+
+FORK_CALLS = """
+import io, os, sys
+import recordforge as rf
+from recordforge import _core, records
+
+compression = None if sys.argv[1] == "None" else sys.argv[1]
+how, kind = sys.argv[2], sys.argv[3]
+
+class Upload:
+    # An object store's upload (an fsspec file): committed by close, also from __del__.
+    def __init__(self):
+        self.buf, self.closed = io.BytesIO(), False
+    def write(self, data):
+        return self.buf.write(data)
+    def flush(self):
+        pass
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            with open(f"committed-by-{os.getpid()}", "wb") as f:
+                f.write(self.buf.getvalue())
+    def discard(self):
+        self.closed = True
+    def __del__(self):
+        self.close()
+
+records._fs.is_url = lambda p: str(p).startswith("fake://")
+records._fs.open_file = lambda url, mode: Upload()
+make = _core.TFRecordWriter if kind == "core" else rf.TFRecordWriter
+target = "fake://bucket/x" if kind == "remote" else "forked.tfrecord"
+with make(target, compression) as w:
+    w.write(b"before the fork")
+    pid = os.fork()
+    if pid == 0:
+        if how == "exit":
+            sys.exit(0)  # leaves the with block: closes the child's copy
+        for call in (lambda: w.write(b"child"), w.flush):
+            try:
+                call()
+            except RuntimeError as e:
+                print("child:", e, flush=True)
+        if how == "close":
+            w.close()
+            print("child closed:", w.closed, flush=True)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    w.write(b"after the fork")
+if kind == "remote":
+    os.rename(f"committed-by-{os.getpid()}", "forked.tfrecord")
+"""
+
+
+@pytest.mark.parametrize("kind", ["rf", "core", "remote"])
+@pytest.mark.parametrize("how", ["exit", "calls", "close"])
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_forked_child_cannot_write_its_parents_records_again(
+    tmp_path: Path, compression: str | None, how: str, kind: str
+) -> None:
+    """A forked child that leaves a ``with`` block, or calls ``write``/``flush``/``close``
+    on a writer it inherited: nothing reaches the parent's file (``write`` and ``flush``
+    raise), and an upload is not committed. Was: the parent's buffered records written
+    twice."""
+    done = run_script(FORK_CALLS, str(compression), how, kind, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    if how == "exit":
+        assert lines == []
+    else:
+        assert len(lines) == 2 + (how == "close"), lines
+        for line in lines[:2]:
+            assert line.startswith("child: ") and "forked" in line, line
+        if how == "close":
+            assert lines[2] == "child closed: True"
+    assert [p.name for p in tmp_path.glob("committed-by-*")] == []
+    expected = tmp_path / "expected.tfrecord"
+    with rf.TFRecordWriter(expected, compression) as w:
+        w.write_many([b"before the fork", b"after the fork"])
+    assert (tmp_path / "forked.tfrecord").read_bytes() == expected.read_bytes()

@@ -42,6 +42,13 @@ Compression = Literal["gzip", "zlib"] | None
 RecordIterator = _core.RecordIterator
 
 
+def _let_go(remote: Any) -> None:
+    """Drops a forked child's copy of its parent's upload: marked closed, so that its own
+    ``__del__`` commits nothing, and not discarded (which would abort the parent's)."""
+    with contextlib.suppress(AttributeError):
+        remote.closed = True
+
+
 class TFRecordWriter(_core.TFRecordWriter):
     """Writes records to a TFRecord file (a path or a binary file object).
 
@@ -76,7 +83,16 @@ class TFRecordWriter(_core.TFRecordWriter):
 
     A writer that is never closed (``del``, garbage collection, the end of the
     program) is closed when it goes away, and at the latest when the interpreter exits,
-    with a ``ResourceWarning``, as Python's files are: its records are not lost.
+    with a ``ResourceWarning``, as Python's files are: its records are not lost. At exit,
+    a call still running in another thread (a daemon thread's ``write_many``) is waited
+    for, up to 30 seconds.
+
+    A writer may be shared by threads: their calls happen one at a time (``close`` waits
+    for the call in flight; ``close(timeout=...)`` at most that many seconds, then
+    ``TimeoutError``). A call made from within a call of the same thread (a signal
+    handler, the file object written to) raises ``RuntimeError``. A copy in a forked
+    child is its parent's: ``write`` and ``flush`` raise ``RuntimeError``, and ``close``
+    (or leaving a ``with`` block) drops the parent's buffered records unwritten.
 
     >>> import warnings
     >>> buf = io.BytesIO()
@@ -91,8 +107,10 @@ class TFRecordWriter(_core.TFRecordWriter):
     [b'kept']
     """
 
-    _remote: Any
-    _owner: int  # the process that made it: a forked child's copy is left alone
+    # Class defaults: a writer whose __new__ was interrupted (by an exception from a
+    # signal handler) still has what __del__ and close need. ``_owner``, the process that
+    # made the writer (a forked child's copy is left alone), is set by _core with it.
+    _remote: Any = None
     _closed_at_exit = False  # by _close_at_exit: it warns when deleted
 
     def __new__(
@@ -107,18 +125,27 @@ class TFRecordWriter(_core.TFRecordWriter):
             remote = path_or_file = _named(_fs.open_file(str(path_or_file), "wb"), path_or_file)
         try:
             self = super().__new__(cls, path_or_file, compression, checksum=checksum)
+            self._remote = remote
         except BaseException:
             if remote is not None:
                 _discard(remote)  # nothing was written: commit nothing
             raise
-        self._remote = remote
-        self._owner = os.getpid()
         _open_writers.add(self)
         return self
 
-    def close(self) -> None:
+    def close(self, *, timeout: float | None = None) -> None:
         _open_writers.discard(self)
-        super().close()
+        if self._owner != os.getpid():
+            super().close()  # a forked child's copy: drops the parent's buffered records
+            remote, self._remote = self._remote, None
+            if remote is not None:
+                _let_go(remote)  # the parent's upload: neither committed nor discarded
+            return
+        try:
+            super().close(timeout=timeout)
+        except TimeoutError:
+            _open_writers.add(self)  # another thread's call is still in flight: still open
+            raise
         if self._remote is not None:
             remote, self._remote = self._remote, None
             remote.close()
@@ -130,7 +157,7 @@ class TFRecordWriter(_core.TFRecordWriter):
         tb: TracebackType | None,
         /,
     ) -> Literal[False]:
-        if exc_type is not None and self._remote is not None:
+        if exc_type is not None and self._remote is not None and self._owner == os.getpid():
             remote, self._remote = self._remote, None
             _open_writers.discard(self)
             super().close()  # into the upload's buffer, which is then dropped
@@ -142,10 +169,12 @@ class TFRecordWriter(_core.TFRecordWriter):
     def _left_open(self) -> bool:
         return not self.closed or getattr(self, "_remote", None) is not None
 
-    def _complete(self) -> None:
+    def _complete(self, timeout: float | None = None) -> None:
         """Closes the writer; a URL whose stream could not be completed is discarded."""
         try:
-            self.close()
+            self.close(timeout=timeout)
+        except TimeoutError:
+            raise  # still open: still being written by another thread
         except BaseException:
             remote, self._remote = getattr(self, "_remote", None), None
             if remote is not None:
@@ -159,9 +188,13 @@ class TFRecordWriter(_core.TFRecordWriter):
         _warn: Any = warnings.warn,
         _category: Any = ResourceWarning,
         _getpid: Any = os.getpid,
+        _forsake: Any = _let_go,
     ) -> None:
-        if getattr(self, "_owner", None) != _getpid():
-            return  # a forked child's copy: the file is its parent's
+        if self._owner != _getpid():
+            # A forked child's copy: the file is its parent's, and so is an upload.
+            if self._remote is not None:
+                _forsake(self._remote)
+            return
         left_open = self._left_open()
         if not (left_open or self._closed_at_exit):
             return
@@ -175,19 +208,24 @@ class TFRecordWriter(_core.TFRecordWriter):
 _open_writers: weakref.WeakSet[TFRecordWriter] = weakref.WeakSet()
 """Writers not yet closed, for :func:`_close_at_exit`."""
 
+_EXIT_WAIT = 30.0
+"""Seconds :func:`_close_at_exit` waits for a writer's call in flight in another thread."""
+
 
 @atexit.register
 def _close_at_exit() -> None:
     """Closes the writers still open when the interpreter exits, while other threads
     still run (fsspec's event loop, which a URL's file needs). Each one's
-    ``ResourceWarning`` comes when it is deleted, as for Python's files. Writers a
-    forked child inherited are its parent's to complete."""
+    ``ResourceWarning`` comes when it is deleted, as for Python's files. A call in
+    flight in another thread (a daemon's) is waited for, at most ``_EXIT_WAIT`` seconds
+    for each writer (then that writer's ``TimeoutError`` is reported). Writers a forked
+    child inherited are its parent's to complete."""
     failed: BaseException | None = None
     for writer in list(_open_writers):
         if writer._owner == os.getpid() and writer._left_open():
             writer._closed_at_exit = True
             try:
-                writer._complete()
+                writer._complete(_EXIT_WAIT)
             except BaseException as e:  # every writer is completed, whatever one raised
                 failed = failed or e
     if failed is not None:

@@ -3,12 +3,14 @@
 use std::ffi::CString;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Once, TryLockError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use numpy::PyArray1;
-use pyo3::exceptions::{PyResourceWarning, PyValueError};
+use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use recordforge_core::crc::Crc32c;
@@ -188,16 +190,214 @@ fn buffered<W: Write + Send + 'static>(
 }
 
 /// Writes TFRecord files. See `recordforge.TFRecordWriter` for the documentation.
-#[pyclass(module = "recordforge._core", subclass)]
+///
+/// Every method takes `&self`: calls from several threads are serialized by a lease on
+/// the sink (see [`Lease`]) instead of failing on a borrow, and a caller waits for the
+/// call in flight without the GIL, which that call may need (a file object's `write`).
+#[pyclass(module = "recordforge._core", subclass, frozen)]
 pub struct TFRecordWriter {
-    // The Mutex only makes the class Sync; `&mut self` methods reach it without locking.
-    sink: Mutex<Option<Sink>>,
+    state: Mutex<State>,
+    /// Signalled whenever a lease ends.
+    idle: Condvar,
     name: String,
     compression: Compression,
-    digest: Option<Digest>,
-    checksum: Option<String>,
     /// The process that made the writer: a forked child must not write into its file.
     owner: u32,
+}
+
+/// What a [`TFRecordWriter`] changes, behind its `state` lock. The lock is only held for
+/// moments and never across a call into Python, so a thread may block on it attached.
+struct State {
+    /// The stream; `None` once closed, and while it is leased out.
+    sink: Option<Sink>,
+    /// The thread ([`thread_token`]) whose call has the sink, while one is in flight.
+    busy: Option<usize>,
+    /// Threads waiting for the call in flight (woken only if any: a wake is a syscall).
+    waiting: usize,
+    closed: bool,
+    digest: Option<Digest>,
+    checksum: Option<String>,
+}
+
+/// The sink, taken out of a writer for one call; given back (and the next caller woken)
+/// when dropped.
+struct Lease<'a> {
+    writer: &'a TFRecordWriter,
+    sink: Option<Sink>,
+}
+
+impl Lease<'_> {
+    fn sink(&mut self) -> &mut Sink {
+        self.sink
+            .as_mut()
+            .expect("a lease holds the sink until it ends")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.writer.state);
+        if let Some(sink) = self.sink.take() {
+            state.sink = Some(sink);
+        }
+        state.busy = None;
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.writer.idle.notify_all();
+        }
+    }
+}
+
+/// This process's id, cached (glibc's `getpid` is a system call: a third of a small
+/// `write`), and forgotten in a forked child.
+fn current_pid() -> u32 {
+    static FORK_HOOK: Once = Once::new();
+    #[cfg(unix)]
+    FORK_HOOK.call_once(|| {
+        extern "C" fn forget() {
+            PID.store(0, Ordering::Relaxed);
+        }
+        extern "C" {
+            fn pthread_atfork(
+                prepare: Option<extern "C" fn()>,
+                parent: Option<extern "C" fn()>,
+                child: Option<extern "C" fn()>,
+            ) -> std::ffi::c_int;
+        }
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
+        unsafe { pthread_atfork(None, None, Some(forget)) };
+    });
+    #[cfg(not(unix))]
+    FORK_HOOK.call_once(|| {});
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// [`current_pid`]'s cache: 0 until known.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Identifies the calling thread while it lives (the address of a thread-local).
+fn thread_token() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
+impl TFRecordWriter {
+    fn in_forked_child(&self) -> bool {
+        current_pid() != self.owner
+    }
+
+    fn not_owner(&self) -> PyErr {
+        PyRuntimeError::new_err(format!(
+            "{}: this TFRecordWriter belongs to process {}: a forked child cannot use it \
+             (its buffered records are its parent's)",
+            self.name, self.owner
+        ))
+    }
+
+    /// Takes the sink for one call: at once when no other call is in flight, else after
+    /// waiting (detached) for the one in flight, at most `wait` when given. `None` when
+    /// closed; `closing` marks the writer closed as the lease is taken.
+    fn lease(
+        &self,
+        py: Python<'_>,
+        wait: Option<Duration>,
+        closing: bool,
+    ) -> PyResult<Option<Lease<'_>>> {
+        if self.in_forked_child() {
+            return Err(self.not_owner());
+        }
+        let me = thread_token();
+        let take = |state: &mut State| {
+            if state.closed {
+                return None;
+            }
+            state.closed = closing;
+            state.busy = Some(me);
+            Some(Lease {
+                writer: self,
+                sink: state.sink.take(),
+            })
+        };
+        {
+            let mut state = lock(&self.state);
+            match state.busy {
+                None => return Ok(take(&mut state)),
+                Some(holder) if holder == me => {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "{}: TFRecordWriter called again from the same thread while one of \
+                         its calls is in flight (from a signal handler, or the file object \
+                         it writes to?)",
+                        self.name
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        // Another thread's call is in flight, and may need the GIL to end.
+        // (A wait past the end of time is no limit.)
+        let deadline = wait.and_then(|wait| Instant::now().checked_add(wait));
+        let leased = py.detach(|| {
+            let mut state = lock(&self.state);
+            state.waiting += 1;
+            while state.busy.is_some() {
+                state = match deadline {
+                    None => self.idle.wait(state).unwrap_or_else(|p| p.into_inner()),
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        let (state, _) = self
+                            .idle
+                            .wait_timeout(state, left)
+                            .unwrap_or_else(|p| p.into_inner());
+                        state
+                    }
+                };
+            }
+            state.waiting -= 1;
+            if state.busy.is_some() {
+                return Err(()); // timed out
+            }
+            Ok(take(&mut state))
+        });
+        leased.map_err(|()| {
+            PyTimeoutError::new_err(format!(
+                "{}: another thread's call to the TFRecordWriter did not end within {:.3} s",
+                self.name,
+                wait.unwrap_or_default().as_secs_f64()
+            ))
+        })
+    }
+
+    /// The sink for a call that writes: an error when closed.
+    fn open(&self, py: Python<'_>) -> PyResult<Lease<'_>> {
+        self.lease(py, None, false)?
+            .ok_or_else(|| closed(&self.name))
+    }
+
+    /// A forked child's close: the buffered bytes are its parent's, so they are dropped
+    /// unwritten (not even the buffers' own flush on drop). Never waits: a call in flight
+    /// when the parent forked has no thread in the child to end it.
+    fn abandon(&self) {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        state.closed = true;
+        std::mem::forget(state.sink.take());
+        // A SHA-256 thread of the parent's does not exist here: never joined.
+        std::mem::forget(state.digest.take());
+    }
 }
 
 #[pymethods]
@@ -239,37 +439,48 @@ impl TFRecordWriter {
         };
         let sink: Sink = sink;
         Ok(TFRecordWriter {
-            sink: Mutex::new(Some(sink)),
+            state: Mutex::new(State {
+                sink: Some(sink),
+                busy: None,
+                waiting: 0,
+                closed: false,
+                digest,
+                checksum: None,
+            }),
+            idle: Condvar::new(),
             name,
             compression,
-            digest,
-            checksum: None,
-            owner: std::process::id(),
+            owner: current_pid(),
         })
     }
 
     /// Writes one record; returns its byte offset in the (uncompressed) record stream.
-    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
         let name = &self.name;
-        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
         if let Ok(b) = data.cast::<PyBytes>() {
             let bytes = b.as_bytes();
+            let mut lease = self.open(py)?;
+            let sink = lease.sink();
             return py
                 .detach(|| sink.write_record(bytes))
                 .map_err(|e| map_err(py, Error::Io(e), name));
         }
-        with_bytes(data, |bytes| sink.write_record(bytes))?
-            .map_err(|e| map_err(py, Error::Io(e), name))
+        // Leased once `data`'s bytes are in hand (which may run Python code).
+        with_bytes(data, |bytes| {
+            let mut lease = self.open(py)?;
+            lease
+                .sink()
+                .write_record(bytes)
+                .map_err(|e| map_err(py, Error::Io(e), name))
+        })?
     }
 
     /// Writes many records; returns their offsets.
-    fn write_many<'py>(
-        &mut self,
-        py: Python<'py>,
-        records: &Bound<'py, PyAny>,
-    ) -> PyResult<Vec<u64>> {
+    fn write_many<'py>(&self, py: Python<'py>, records: &Bound<'py, PyAny>) -> PyResult<Vec<u64>> {
         let name = &self.name;
-        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
+        if self.in_forked_child() {
+            return Err(self.not_owner());
+        }
         let items: Vec<Bound<'py, PyAny>> = match records.cast::<PyList>() {
             Ok(list) => list.iter().collect(),
             Err(_) => records.try_iter()?.collect::<PyResult<_>>()?,
@@ -302,6 +513,9 @@ impl TFRecordWriter {
                 Err(j) => owned[j].as_slice(),
             })
             .collect();
+        // Leased once the records are in hand (iterating them may run Python code).
+        let mut lease = self.open(py)?;
+        let sink = lease.sink();
         py.detach(|| {
             slices
                 .iter()
@@ -315,14 +529,16 @@ impl TFRecordWriter {
     /// returns their offsets as a uint64 array.
     #[pyo3(signature = (batch, start=0, stop=None))]
     fn write_batch<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         batch: PyRef<'py, RecordBatch>,
         start: usize,
         stop: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let name = &self.name;
-        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
+        if self.in_forked_child() {
+            return Err(self.not_owner());
+        }
         let n = batch.batch.len();
         let stop = stop.unwrap_or(n);
         if start > stop || stop > n {
@@ -331,9 +547,12 @@ impl TFRecordWriter {
             )));
         }
         let frames = batch.frames(start, stop);
+        let mut lease = self.open(py)?;
+        let sink = lease.sink();
         let at = py
             .detach(|| sink.write_framed(frames))
             .map_err(|e| map_err(py, Error::Io(e), name))?;
+        drop(lease);
         Ok(PyArray1::from_iter(
             py,
             batch.frame_starts(start, stop).map(|o| o + at),
@@ -343,47 +562,71 @@ impl TFRecordWriter {
     /// Makes every record written so far readable from the file: flushes the compressed
     /// stream (as TensorFlow does) and the buffers below. Only close writes a compressed
     /// stream's end, without which a reader reports the file as cut short after them.
-    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
-        let name = &self.name;
-        let sink = open_sink(&mut self.sink).ok_or_else(|| closed(name))?;
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let mut lease = self.open(py)?;
+        let sink = lease.sink();
         py.detach(|| sink.flush())
-            .map_err(|e| map_err(py, Error::Io(e), name))
+            .map_err(|e| map_err(py, Error::Io(e), &self.name))
     }
 
-    /// Completes the stream and closes the file (a file object passed in is flushed, not closed).
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(sink) = self
-            .sink
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            py.detach(|| sink.finish().and_then(|mut inner| inner.flush()))
-                .map_err(|e| map_err(py, Error::Io(e), &self.name))?;
-            if let Some(digest) = self.digest.take() {
-                // The sink (and with it the SHA-256 thread's sender) is gone: it ends.
-                self.checksum = Some(py.detach(|| digest.finish())?);
-            }
+    /// Completes the stream and closes the file (a file object passed in is flushed, not
+    /// closed). A call in flight in another thread is waited for (at most `timeout`
+    /// seconds: then `TimeoutError`, and the writer stays open). In a forked child, the
+    /// parent's buffered records are dropped: the file is the parent's.
+    #[pyo3(signature = (*, timeout=None))]
+    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        if self.in_forked_child() {
+            self.abandon();
+            return Ok(());
         }
+        if timeout.is_some_and(f64::is_nan) {
+            return Err(PyValueError::new_err(
+                "timeout must be a number of seconds, not NaN",
+            ));
+        }
+        // (A timeout too large for a Duration, infinity, is no limit.)
+        let wait = timeout.and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok());
+        let Some(mut lease) = self.lease(py, wait, true)? else {
+            return Ok(());
+        };
+        let sink = lease.sink.take().expect("a lease holds the sink");
+        let digest = lock(&self.state).digest.take();
+        py.detach(|| sink.finish().and_then(|mut inner| inner.flush()))
+            .map_err(|e| map_err(py, Error::Io(e), &self.name))?;
+        if let Some(digest) = digest {
+            // The sink (and with it the SHA-256 thread's sender) is gone: it ends.
+            let checksum = py.detach(|| digest.finish())?;
+            lock(&self.state).checksum = Some(checksum);
+        }
+        drop(lease);
         Ok(())
     }
 
     /// The file's checksum, ``"crc32c:<8 hex>"`` or ``"sha256:<64 hex>"``, once closed,
     /// when made with ``checksum="crc32c"`` or ``"sha256"``.
     #[getter]
-    fn checksum(&self) -> Option<&str> {
-        self.checksum.as_deref()
+    fn checksum(&self) -> Option<String> {
+        lock(&self.state).checksum.clone()
     }
 
     /// Byte offset the next record will have in the (uncompressed) record stream.
     #[getter]
-    fn offset(&self) -> u64 {
-        lock(&self.sink).as_ref().map_or(0, |s| s.offset())
+    fn offset(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self
+            .lease(py, None, false)?
+            .map_or(0, |mut lease| lease.sink().offset()))
     }
 
+    /// Does not wait for a call in flight.
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.sink).is_none()
+        lock(&self.state).closed
+    }
+
+    /// The process that made the writer (where it may be used).
+    #[getter(_owner)]
+    fn owner(&self) -> u32 {
+        self.owner
     }
 
     #[getter]
@@ -405,12 +648,8 @@ impl TFRecordWriter {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(
-        &mut self,
-        py: Python<'_>,
-        _args: &Bound<'_, pyo3::types::PyTuple>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py, None)?;
         Ok(false)
     }
 
@@ -424,28 +663,49 @@ impl TFRecordWriter {
     }
 }
 
+/// A Python exception pending when the interpreter drops a writer (an exception raised
+/// while the writer sat on the value stack, as one from a signal handler can): set aside
+/// while the writer completes its stream and warns, then set again, untouched. (Raw FFI:
+/// `PyErr::take` would resume a pending Rust panic, which a `Drop` must not.)
+struct PendingError([*mut pyo3::ffi::PyObject; 3]);
+
+impl PendingError {
+    fn set_aside(_py: Python<'_>) -> Self {
+        let mut e = [std::ptr::null_mut(); 3];
+        // SAFETY: attached; the three references move into `e`.
+        unsafe { pyo3::ffi::PyErr_Fetch(&mut e[0], &mut e[1], &mut e[2]) };
+        PendingError(e)
+    }
+
+    fn restore(self, _py: Python<'_>) {
+        let [t, v, tb] = self.0;
+        // SAFETY: attached; gives back the references taken by `set_aside` (a pending
+        // error set meanwhile is replaced, as CPython's own finalizers do).
+        unsafe { pyo3::ffi::PyErr_Restore(t, v, tb) };
+    }
+}
+
 /// A writer dropped without `close` (`del`, garbage collection, the end of the script)
 /// completes its stream as `close` does, then says so with a `ResourceWarning`, as Python's
 /// files do. The interpreter drops it (from its deallocator, attached), so a file object
-/// passed in is written and flushed here; errors become unraisable exceptions. A copy in
-/// a forked child writes nothing: the file is its parent's.
+/// passed in is written and flushed here; errors become unraisable exceptions, and an
+/// exception pending meanwhile is kept. A copy in a forked child writes nothing: the file
+/// is its parent's.
 impl Drop for TFRecordWriter {
     fn drop(&mut self) {
-        let Some(sink) = self
-            .sink
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(sink) = state.sink.take() else {
             return;
         };
-        if std::process::id() != self.owner {
+        if current_pid() != self.owner {
             // Not even the buffers' own flush on drop: the parent writes those bytes.
             std::mem::forget(sink);
+            std::mem::forget(state.digest.take());
             return;
         }
         let name = &self.name;
         Python::attach(|py| {
+            let pending = PendingError::set_aside(py);
             let what = || PyString::new(py, &format!("closing TFRecordWriter {name}"));
             if let Err(e) = sink.finish().and_then(|mut inner| inner.flush()) {
                 map_err(py, Error::Io(e), name).write_unraisable(py, Some(what().as_any()));
@@ -456,18 +716,13 @@ impl Drop for TFRecordWriter {
             if let Err(e) = PyErr::warn(py, category.as_any(), &message, 1) {
                 e.write_unraisable(py, Some(what().as_any()));
             }
+            pending.restore(py);
         });
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn open_sink(m: &mut Mutex<Option<Sink>>) -> Option<&mut Sink> {
-    m.get_mut()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .as_mut()
 }
 
 fn closed(name: &str) -> PyErr {
