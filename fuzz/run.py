@@ -6,14 +6,16 @@
 
 Targets: ``read_records`` (framing, CRCs, compression), ``decode`` (the Example and
 SequenceExample decoders), ``manifest`` (a mutated ``dataset.json`` read by the manifest
-loader, ``open_dataset``, ``ds[i]`` and ``count``) and ``dataset`` (a mutated whole file
-read by ``open_dataset``, ``batches()`` and ``ds[i]``).
+loader, ``open_dataset``, ``ds[i]`` and ``count``), ``dataset`` (a mutated whole file
+read by ``open_dataset``, ``batches()`` and ``ds[i]``) and ``salvage`` (a mutated,
+damaged whole file salvaged, counted and verified).
 
 Seeds are generated at every run from the golden TFRecord files (never copied into the
 repository): the files as they are, GZIP- and ZLIB-compressed with Python's ``gzip`` and
 ``zlib`` (for ``read_records``), and their individual records (for the decoders); the
 ``manifest`` and ``dataset`` targets add the files of small datasets written with fixed
-data (the same seeds every run). Everything is written under ``--workdir`` (default
+data, ``salvage`` hand-made damage (torn writes, a 2^40 length, flips) of fixed records
+(the same seeds every run). Everything is written under ``--workdir`` (default
 ``fuzz/work/``, which git ignores):
 
     seeds/<target>/          rebuilt every run
@@ -53,6 +55,7 @@ TARGETS = {
     "decode": FUZZ_DIR / "fuzz_decode.py",
     "manifest": FUZZ_DIR / "fuzz_manifest.py",
     "dataset": FUZZ_DIR / "fuzz_dataset.py",
+    "salvage": FUZZ_DIR / "fuzz_salvage.py",
 }
 MAX_LEN = 1 << 15  # the largest golden file is ~22 kB
 
@@ -157,6 +160,15 @@ def build_dataset_seeds(files: list[Path], out: Path) -> int:
     return len(set(seeds))
 
 
+def build_salvage_seeds(files: list[Path], out: Path) -> int:
+    import fuzz_salvage
+
+    seeds = fuzz_salvage.seeds(files)
+    for s in seeds:
+        _write(out, s)
+    return len(set(seeds))
+
+
 def run_target(
     name: str, seconds: int, work: Path, seeds: Path, extra: list[str]
 ) -> tuple[bool, str]:
@@ -242,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode": build_decode_seeds,
         "manifest": build_manifest_seeds,
         "dataset": build_dataset_seeds,
+        "salvage": build_salvage_seeds,
     }
     results = []
     for name in args.targets:
