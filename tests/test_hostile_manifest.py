@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -372,7 +373,13 @@ def test_tampered_count_never_gives_one_record_for_another(pristine: Path, tmp_p
         with pytest.raises(rf.SchemaError) as e:
             access()
         assert str(e.value) == f"{where} holds 25 records"
-    assert sum(len(b["id"]) for b in ds.batches(7)) == N  # the sequential read is whole
+    # The sequential read gives every record, then says that the count was wrong.
+    batches = ds.batches(7)
+    assert sum(len(next(batches)["id"]) for _ in range(N // 7 + 1)) == N
+    for _ in range(2):  # and again on the next call: the end is not taken for success
+        with pytest.raises(rf.SchemaError) as e:
+            next(batches)
+        assert str(e.value) == f"{where} holds 25 records"
 
 
 def test_tampered_count_with_an_index_is_caught_by_len(pristine: Path, tmp_path: Path) -> None:
@@ -400,6 +407,42 @@ def test_index_that_does_not_cover_its_shard_is_not_believed(tmp_path: Path) -> 
     idx.write_text("garbage\n" * 10)
     ds = rf.open_dataset(d)
     assert int(ds[47]["id"]) == 47
+
+
+def _merge_first_two_lines(idx: Path) -> None:
+    """An index that still covers its shard exactly, but calls records 0 and 1 one."""
+    lines = [line.split() for line in idx.read_text().splitlines()]
+    merged = [lines[0][0], str(int(lines[0][1]) + int(lines[1][1]))]
+    idx.write_text("\n".join(" ".join(line) for line in [merged, *lines[2:]]) + "\n")
+
+
+def test_stale_index_of_a_bare_file_is_named_by_a_whole_read(tmp_path: Path) -> None:
+    d = make(tmp_path / "ds", index=True)
+    shard = d / "train-00001-of-00004.tfrecord"
+    _merge_first_two_lines(Path(f"{shard}.idx"))
+    stale = f"{shard}.idx lists 24 records, but {shard} holds 25"
+    ds = rf.open_dataset(shard)
+    rows = iter(ds)
+    assert [int(next(rows)["id"]) for _ in range(25)] == list(range(25, 50))
+    with pytest.raises(rf.SchemaError, match=re.escape(stale)):
+        next(rows)
+    with pytest.raises(rf.SchemaError, match=re.escape(stale)):
+        len(ds)  # the count that the read contradicted is not given either
+    ds = rf.open_dataset(shard)
+    assert len(ds) == 24  # believed until a whole read (or a random access) says otherwise
+    with pytest.raises(rf.SchemaError, match=re.escape(stale)):
+        sum(len(b["id"]) for b in ds.batches(5, drop_remainder=True))
+    assert [int(r["id"]) for r in rf.open_dataset(shard, on_corrupt="skip")] == list(range(25, 50))
+
+
+def test_count_and_index_that_agree_on_a_lie_are_named(pristine: Path, tmp_path: Path) -> None:
+    d = edit(make(tmp_path / "ds", index=True), _tamper_count)
+    _merge_first_two_lines(d / "train-00000-of-00004.tfrecord.idx")
+    edit(d, lambda m: (shard0(m).update(records=24), m["splits"]["train"].update(records=99)))
+    ds = rf.open_dataset(d)
+    assert len(ds) == 99  # the shard's size and its .idx agree with dataset.json
+    with pytest.raises(rf.SchemaError, match=r"shards\[0\]\.records: 24, but .* holds 25 records"):
+        list(ds)
 
 
 def test_negative_and_huge_counts(pristine: Path, tmp_path: Path, capsys: Any) -> None:

@@ -127,6 +127,8 @@ class Dataset:
         self._starts_cache: np.ndarray | None = None
         self._rows_cache: _core.RowReader | None = None
         self._len_cache: int | None = None
+        #: Records of the last whole epoch read (no remainder dropped), checked by len.
+        self._read_count: int | None = None
         self._claims = list(claims) if claims is not None else None
         self._compressions: list[str | None] | None = None
         #: Damaged regions skipped with ``on_corrupt="skip"``: file, start, end, reason.
@@ -281,8 +283,49 @@ class Dataset:
     def __len__(self) -> int:
         # Files, counts and the shard never change after construction: computed once.
         if self._len_cache is None:
-            self._len_cache = self._count_mine()
+            counted = self._count_mine()
+            if self._read_count is not None and self._read_count != counted:
+                self._name_wrong_count(counted, self._read_count)
+            self._len_cache = counted
         return self._len_cache
+
+    def _check_read(self, read: int, dropped: int | None) -> None:
+        """A whole epoch gave ``read`` records (``dropped``: the batch size whose
+        remainder was dropped): a count given before it (``dataset.json``, ``.idx``
+        files), when one is at hand, must agree; else the file that disagrees is named.
+        With ``on_corrupt="raise"`` only (skipping makes fewer records on purpose)."""
+        if dropped is None:
+            self._read_count = read
+        if self._len_cache is not None:
+            counted = self._len_cache
+        elif self._counts is not None or all(
+            _is_local(f) and os.path.isfile(f"{f}.idx") for f in self.files
+        ):
+            counted = self._count_mine()  # cheap: claims or .idx lines, no walk
+        else:
+            return
+        whole = counted - counted % dropped if dropped else counted
+        if whole != read:
+            self._name_wrong_count(counted, read)
+
+    def _name_wrong_count(self, counted: int, read: int) -> None:
+        """Raises a :class:`SchemaError` naming the file whose given count (in
+        ``dataset.json`` or its ``.idx``) is not what its framing holds."""
+        counts = self._file_counts()
+        for i in self._my_files():
+            path = self.files[i]
+            found = _count(path, self.max_record_bytes, use_index=False)
+            claim = self._claims[i] if self._claims is not None else None
+            if claim is not None and claim.records != found:
+                raise SchemaError(
+                    f"{claim.field['records']}: {claim.records}, but {path} holds {found} records"
+                )
+            if counts[i] != found:
+                raise SchemaError(
+                    f"{path}.idx lists {counts[i]} records, but {path} holds {found}"
+                    " (a stale index: rebuild it with `recordforge index`, or remove it)"
+                )
+        raise SchemaError(f"{self!r}: len() is {counted}, but a whole read gave {read} records")
 
     def _count_mine(self) -> int:
         counts = self._file_counts()
@@ -405,6 +448,19 @@ class Dataset:
         tell when no feature is selected, or the records have none)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        batches = self._read_batches(batch_size, drop_remainder, threads)
+        if self.on_corrupt == "skip":
+            yield from batches
+            return
+        read = 0
+        for n, columns in batches:
+            read += n
+            yield n, columns
+        self._check_read(read, batch_size if drop_remainder else None)
+
+    def _read_batches(
+        self, batch_size: int, drop_remainder: bool, threads: int
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
         # Feature lists are decoded from the records themselves (the Rust reader gives
         # columns of Example features only).
         if self.schema.feature_lists or not all(_is_local(f) for f in self.files):
@@ -680,11 +736,18 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _count(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, skip: bool = False) -> int:
-    """The records of a file: its ``.idx`` lines when the index covers the file exactly,
-    else a framing walk. With ``skip``, a damaged local file counts the intact records
-    that ``on_corrupt="skip"`` reads give (those of the resynchronising walk)."""
-    index = _index.read(path)
+def _count(
+    path: str,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    skip: bool = False,
+    *,
+    use_index: bool = True,
+) -> int:
+    """The records of a file: its ``.idx`` lines when the index covers the file exactly
+    (and ``use_index``), else a framing walk. With ``skip``, a damaged local file counts
+    the intact records that ``on_corrupt="skip"`` reads give (those of the
+    resynchronising walk)."""
+    index = _index.read(path) if use_index else None
     if index is not None:
         return len(index[0])
     limit = max_record_bytes
