@@ -191,7 +191,7 @@ def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> N
     flaky = _FailOnce(tmp_path / "flag", after=15)
     rfbeam._prepare(str(out), False, {"test": 1})
     shipped = rfbeam._ship(str(out), {"to_records": flaky})
-    target = rfbeam._Target(str(out), "train", options, shipped, "fail")
+    target = rfbeam._Target(str(out), "train", options, shipped, "raise")
     plan = rfbeam._plan_by_items(len(rows), 4)
     by_shard: dict[int, list[Any]] = {}
     for position, row in enumerate(rows):

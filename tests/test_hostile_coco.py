@@ -2,7 +2,7 @@
 files that escape their directory, FIFOs, devices and huge files (COCO and image
 folders); COCO values of the wrong type or shape; non-finite boxes; ``verify --images``
 on corrupt JPEGs and PNGs stored as JPEGs. Every case: ``on_error="skip"`` names the
-item and why, ``on_error="fail"`` stops with that message, the CLI exits 1 without a
+item and why, ``on_error="raise"`` stops with that message, the CLI exits 1 without a
 traceback. Inputs are built in tmp_path from the real tiny COCO subset."""
 
 from __future__ import annotations

@@ -187,6 +187,25 @@ def test_skip_and_fail_report_items(tmp_path: Path) -> None:
     ]
 
 
+def test_one_error_vocabulary_for_writing_and_reading(tmp_path: Path) -> None:
+    def strict(item: dict[str, Any]) -> tuple[bytes, ...]:
+        if item["id"] == 3:
+            raise rf.ItemError(f"row {item['id']}", "bad")
+        return (rf.encode_example(item),)
+
+    for word in ("raise", "fail"):  # "fail" (the CLI's first word) is "raise"
+        with pytest.raises(rf.ItemError, match="row 3: bad"):
+            rf.write_dataset(rows(5), tmp_path / word, to_records=strict, on_error=word)  # type: ignore[arg-type]
+    for bad in ("ignore", None, "RAISE"):
+        with pytest.raises(ValueError, match=r"on_error must be 'raise' or 'skip'"):
+            rf.write_dataset(rows(5), tmp_path / "x", on_error=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"on_corrupt must be 'raise' or 'skip'"):
+            rf.open_dataset(tmp_path / "skip", on_corrupt=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()  # refused before the directory is made
+    rf.write_dataset(rows(5), tmp_path / "skip", to_records=strict, on_error="skip")
+    assert rf.open_dataset(tmp_path / "skip", on_corrupt="fail").on_corrupt == "raise"  # type: ignore[arg-type]
+
+
 def test_option_validation(tmp_path: Path) -> None:
     for kwargs, message in [
         ({"max_records": 2, "num_shards": 2}, "at most one"),

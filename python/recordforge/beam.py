@@ -43,7 +43,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
@@ -54,6 +54,7 @@ from recordforge import _core, _fs
 from recordforge._outdir import JOURNAL_NAME, locked
 from recordforge._outdir import prepare_out as _prepare_out
 from recordforge.dataset import open_dataset
+from recordforge.errors import OnError, on_error_policy
 from recordforge.example import RecordBatch
 from recordforge.manifest import Manifest, ShardInfo
 from recordforge.records import TFRecordWriter
@@ -198,7 +199,7 @@ class _Target:
     split: str
     options: WriteOptions
     shipped: str
-    on_error: str
+    on_error: OnError
 
     @property
     def to_records(self) -> ToRecords:
@@ -210,7 +211,7 @@ def _records_of(
     target: _Target, result: Sequence[bytes] | Converted | ItemError
 ) -> tuple[Sequence[bytes], int, list[ItemError]]:
     """Records, input items and rejected items of one ``to_records`` result; raises the
-    first rejection with ``on_error="fail"``."""
+    first rejection with ``on_error="raise"``."""
     if isinstance(result, ItemError):
         records: Sequence[bytes] = ()
         items, errors = 1, [result]
@@ -218,7 +219,7 @@ def _records_of(
         records, items, errors = result.records, result.items, list(result.errors)
     else:
         records, items, errors = result, 1, []
-    if errors and target.on_error == "fail":
+    if errors and target.on_error == "raise":
         raise errors[0]
     return records, items, errors
 
@@ -455,7 +456,7 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         split: str = "train",
         schema: Schema | None = None,
         to_records: ToRecords | None = None,
-        on_error: str = "fail",
+        on_error: OnError | Literal["fail"] = "raise",
         overwrite: bool = False,
         source: Mapping[str, Any] | None = None,
         report: ConversionReport | None = None,
@@ -463,8 +464,7 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         **option_kwargs: Any,
     ) -> None:
         super().__init__()
-        if on_error not in ("fail", "skip"):
-            raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+        on_error = on_error_policy(on_error)
         self.options = options or WriteOptions(**option_kwargs)
         out = os.fspath(out)
         self.out = out if _fs.is_url(out) else os.path.abspath(out)

@@ -28,7 +28,7 @@ import os
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,13 @@ from recordforge import _core, _fs, _index
 from recordforge._jsonfields import Field
 from recordforge._outdir import check_finished
 from recordforge._sticky import Sticky
-from recordforge.errors import CorruptRecordError, DecodeError, SchemaError
+from recordforge.errors import (
+    CorruptRecordError,
+    DecodeError,
+    OnError,
+    SchemaError,
+    on_error_policy,
+)
 from recordforge.manifest import MANIFEST_NAME, Manifest, inside
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import FeatureSpec, Schema
@@ -49,7 +55,7 @@ from recordforge.sequence import (
 
 __all__ = ["Dataset", "Ragged", "open_dataset"]
 
-OnCorrupt = Literal["raise", "skip"]
+OnCorrupt = OnError  # the reading side's name for it
 _SUFFIXES = (".tfrecord", ".tfrec", ".tfrecords", ".gz", ".zlib")
 _SCHEMA_SCAN = 1000
 
@@ -109,8 +115,7 @@ class Dataset:
         claims: Sequence[_Claim | None] | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
-        if on_corrupt not in ("raise", "skip"):
-            raise ValueError(f"on_corrupt must be 'raise' or 'skip', not {on_corrupt!r}")
+        on_corrupt = on_error_policy(on_corrupt, "on_corrupt")
         self.files = list(files)
         #: Records that claim more bytes are damaged (refused before any allocation).
         self.max_record_bytes = max_record_bytes
@@ -855,6 +860,7 @@ def open_dataset(
     >>> [int(r["id"]) for r in rf.open_dataset([a, b])]
     [0, 1, 2, 3, 4]
     """
+    on_corrupt = on_error_policy(on_corrupt, "on_corrupt")
     if _fs.is_url(path):
         check_finished(str(path).rstrip("/"))
         found = _remote_files(str(path).rstrip("/"))

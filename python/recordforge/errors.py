@@ -16,16 +16,39 @@ True
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "CorruptRecordError",
     "DecodeError",
     "DirectoryLockedError",
     "EncodeError",
+    "OnError",
     "RecordforgeError",
     "RecordforgeWarning",
     "SchemaError",
     "UnfinishedConversionError",
+    "on_error_policy",
 ]
+
+#: What a bad item (writing: ``on_error``) or a damaged record (reading: ``on_corrupt``)
+#: does: ``"raise"`` stops with an error that names it; ``"skip"`` goes on and lists it
+#: (the report's ``skipped``, ``Dataset.skipped``). ``"fail"``, the command line's first
+#: word for it, is accepted as ``"raise"``.
+OnError = Literal["raise", "skip"]
+
+
+def on_error_policy(value: object, name: str = "on_error") -> OnError:
+    """``value`` as an :data:`OnError` (``"fail"`` is ``"raise"``), else ``ValueError``.
+
+    >>> on_error_policy("fail"), on_error_policy("skip")
+    ('raise', 'skip')
+    """
+    if value in ("raise", "fail"):
+        return "raise"
+    if value == "skip":
+        return "skip"
+    raise ValueError(f"{name} must be 'raise' or 'skip' ('fail' is 'raise'), not {value!r}")
 
 
 class RecordforgeError(Exception):

@@ -32,7 +32,7 @@ import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from recordforge._atomic import fsync as _fsync
 from recordforge._atomic import stage, write_bytes_atomic
 from recordforge._fs import is_url
 from recordforge._outdir import Journal, OutputDir
-from recordforge.errors import RecordforgeError
+from recordforge.errors import OnError, RecordforgeError, on_error_policy
 from recordforge.example import RecordBatch, encode_example, encode_record_batch
 from recordforge.manifest import Manifest, ShardInfo
 from recordforge.records import TFRecordWriter
@@ -244,7 +244,7 @@ class ConversionReport:
 class Converted:
     """What ``to_records`` returns for an item that stands for several input items (a
     batch of table rows): their records, how many input items they were, and an
-    :class:`ItemError` for each one rejected (raised with ``on_error="fail"``, listed
+    :class:`ItemError` for each one rejected (raised with ``on_error="raise"``, listed
     in the report with ``"skip"``)."""
 
     records: Sequence[bytes]
@@ -652,7 +652,7 @@ def _write_split(
     total: int | None,
     shards: _ShardWriter,
     to_records: ToRecords,
-    on_error: str,
+    on_error: OnError,
     report: ConversionReport,
     progress: Progress | None,
     pool: Any = None,
@@ -694,7 +694,7 @@ def _write_split(
                 # holds the report of the items before it only.
                 shards.complete((position, k))
             for error in errors:
-                if on_error == "fail":
+                if on_error == "raise":
                     raise error
                 report.skip(error.item, error.reason)
             while k < len(records):
@@ -858,7 +858,7 @@ def write_dataset(
     splits: Mapping[str, Any] | None = None,
     schema: Schema | None = None,
     to_records: ToRecords | None = None,
-    on_error: str = "fail",
+    on_error: OnError | Literal["fail"] = "raise",
     overwrite: bool = False,
     source: Mapping[str, Any] | None = None,
     report: ConversionReport | None = None,
@@ -872,7 +872,7 @@ def write_dataset(
     ``data`` is an iterable of feature dicts (or of serialized records), or columns: a
     dict of equal-length arrays, a pyarrow Table or a pandas DataFrame. ``splits`` maps
     split names to such data instead. ``to_records`` turns one input item into its
-    records (raising :class:`ItemError` for a bad item: ``on_error="fail"`` stops,
+    records (raising :class:`ItemError` for a bad item: ``on_error="raise"`` stops,
     ``"skip"`` lists it in the report). Sharding options are those of
     :class:`WriteOptions`, given as keywords or as ``options``.
 
@@ -885,8 +885,7 @@ def write_dataset(
     a local temporary directory, then each file is uploaded under a temporary key and
     moved to its final one, ``dataset.json`` last (no resume for remote outputs).
     """
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    on_error = on_error_policy(on_error)
     options = options or WriteOptions(**option_kwargs)
     if is_url(out):
         # gs://, s3://, ...: written locally, then each file committed to the object store.

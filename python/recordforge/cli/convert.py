@@ -52,7 +52,13 @@ def add_shared_flags(p: argparse.ArgumentParser) -> None:
         help="Beam runner (DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ...); "
         "default: in this process. Beam's own options go after a lone --",
     )
-    p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip", "fail"],
+        default="raise",
+        help="a bad item stops the conversion (raise; fail is the same) or is skipped and"
+        " listed in the report (skip)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
 

@@ -83,7 +83,7 @@ class CocoImage:
 class CocoProblem:
     """An input entry found bad at load time (e.g. an annotation whose ``image_id``
     names no image). It is an item too: converting it raises :class:`ItemError`, so
-    ``on_error="fail"`` stops on it and ``on_error="skip"`` lists it in the report."""
+    ``on_error="raise"`` stops on it and ``on_error="skip"`` lists it in the report."""
 
     item: str
     reason: str

@@ -206,7 +206,7 @@ class CocoSource:
         return cls(index=index, **kwargs)
 
     def items(self) -> tuple[CocoImage | CocoProblem, ...]:
-        """The load-time problems (first, so that ``on_error="fail"`` stops before any
+        """The load-time problems (first, so that ``on_error="raise"`` stops before any
         work), then every image in file order, those without objects included."""
         return (*self.index.problems, *self.index.images)
 
