@@ -47,24 +47,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import socket
-import stat
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 from recordforge import _fs
 from recordforge._atomic import append_line, stage, write_bytes_atomic
+from recordforge._lock import LOCK_NAME, Lock, live_holder
 from recordforge.errors import (
-    DirectoryLockedError,
-    RecordforgeWarning,
     UnfinishedConversionError,
 )
 
@@ -81,9 +75,6 @@ __all__ = [
 
 MANIFEST_NAME = "dataset.json"
 JOURNAL_NAME = ".recordforge-progress.json"
-LOCK_NAME = ".recordforge.lock"
-# Attempts, 50 ms apart, to take a lock that a reader may hold for a moment.
-_LOCK_TRIES = 20
 # recordforge's own working files: journal, lock, temporary JSON, shards and indexes
 # under their intermediate names, partial files (of this writer and of the Beam one).
 _WORKING = re.compile(
@@ -109,7 +100,7 @@ def unfinished_reason(directory: str | os.PathLike[str]) -> str | None:
     if not names:
         return None
     if LOCK_NAME in names:
-        holder = _live_holder(path / LOCK_NAME)
+        holder = live_holder(path / LOCK_NAME)
         if holder is not None:
             return f"a conversion is writing into it ({holder})"
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -125,134 +116,6 @@ def check_finished(directory: str | os.PathLike[str]) -> None:
             f"{directory}: unfinished conversion ({reason}): rerun the same command to "
             "resume, or convert again with --overwrite (overwrite=True) to start over"
         )
-
-
-def _holder_text(holder: dict[str, Any]) -> str:
-    return f"pid {holder.get('pid')} on host {holder.get('host')}"
-
-
-def _read_holder(fd: int) -> dict[str, Any] | None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    data = os.read(fd, 64 * 1024)
-    if not data.strip():
-        return None
-    try:
-        holder = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {"pid": "?", "host": "?"}
-    return holder if isinstance(holder, dict) else {"pid": "?", "host": "?"}
-
-
-def _live_holder(path: Path) -> str | None:
-    """``"pid N on host H"`` when a process holds the flock of the lock file ``path``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            return _holder_text(holder) if holder else "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-class _Lock:
-    """The flock on ``.recordforge.lock``, with the holder's pid, host and fingerprint."""
-
-    def __init__(self, directory: Path, digest: str) -> None:
-        self.path = directory / LOCK_NAME
-        self.digest = digest
-        self.fd: int | None = None
-        # What the lock file said when it was taken over from a dead process.
-        self.stale: dict[str, Any] | None = None
-
-    def acquire(self) -> None:
-        tries = 0
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-            except OSError as e:
-                raise DirectoryLockedError(
-                    f"{self.path}: cannot be opened as recordforge's lock file ({e.strerror}); "
-                    "it must be a regular file (not a link)"
-                ) from None
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise DirectoryLockedError(f"{self.path}: is not a regular file")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                tries += 1
-                if tries < _LOCK_TRIES:
-                    # A reader asking whether a conversion runs holds the lock a moment.
-                    time.sleep(0.05)
-                    continue
-                raise DirectoryLockedError(
-                    f"{self.path.parent}: another conversion is writing into it "
-                    f"({_holder_text(holder) if holder else 'another process'}); wait for it "
-                    "to finish or stop it"
-                ) from None
-            # The previous holder may have removed the file between our open and flock.
-            try:
-                current = os.stat(self.path)
-            except FileNotFoundError:
-                current = None
-            mine = os.fstat(fd)
-            if current is not None and (current.st_dev, current.st_ino) == (
-                mine.st_dev,
-                mine.st_ino,
-            ):
-                break
-            os.close(fd)
-        previous = _read_holder(fd)
-        host = socket.gethostname()
-        if previous is not None and previous.get("host") not in (host, "?"):
-            os.close(fd)
-            raise DirectoryLockedError(
-                f"{self.path.parent}: locked by {_holder_text(previous)}, another machine; "
-                f"recordforge cannot tell whether it still runs. If it does not, remove "
-                f"{self.path} and rerun"
-            )
-        if previous is not None:
-            self.stale = previous
-            warnings.warn(
-                f"{self.path.parent}: took over the lock left by {_holder_text(previous)}, "
-                "which is no longer running",
-                RecordforgeWarning,
-                stacklevel=4,
-            )
-        self.fd = fd
-        self.write(finished=False)
-        stage("lock taken")
-
-    def write(self, *, finished: bool) -> None:
-        """The holder, in the lock file; ``finished`` once ``dataset.json`` is written
-        (a lock left after that by a kill belongs to a complete run of the command)."""
-        assert self.fd is not None
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "fingerprint": self.digest,
-            "finished": finished,
-        }
-        data = json.dumps(holder).encode() + b"\n"
-        os.pwrite(self.fd, data, 0)
-        os.ftruncate(self.fd, len(data))
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        os.close(self.fd)
-        self.fd = None
 
 
 class Journal:
@@ -440,7 +303,7 @@ def locked(out: Path, fingerprint: dict[str, Any]) -> Any:
     journal (the Beam writer's driver)."""
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
-    lock = _Lock(out, digest)
+    lock = Lock(out, digest)
     lock.acquire()
     try:
         yield
@@ -456,7 +319,7 @@ class OutputDir:
 
     out: Path
     journal: Journal
-    lock: _Lock
+    lock: Lock
     # The directories this run made (``out`` first, then its parents), removed again when
     # a run fails before anything worth resuming.
     created: list[Path]
@@ -477,7 +340,7 @@ class OutputDir:
         created = _missing_dirs(out)
         out.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
-        lock = _Lock(out, digest)
+        lock = Lock(out, digest)
         try:
             lock.acquire()
         except BaseException:
