@@ -14,6 +14,7 @@ MODULES = [
     "recordforge.demo",
     "recordforge.errors",
     "recordforge.example",
+    "recordforge.imageformat",
     "recordforge.records",
     "recordforge.schema",
     "recordforge.sequence",

@@ -59,7 +59,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recordforge.errors import DecodeError
-from recordforge.sources.images import image_format
+from recordforge.imageformat import image_format
 
 __all__ = ["check", "decode", "decode_batch", "default_threads", "image_size", "resize"]
 
@@ -84,8 +84,9 @@ _IMAGE_MAX = 64 << 20
 _ARENA_KEEP_MAX = 512 << 20
 
 
-def image_size(size: int | Sequence[int]) -> tuple[int, int]:
-    """``(height, width)`` from one int (a square) or a pair, both > 0.
+def image_size(size: int | Sequence[int], *, name: str = "image size") -> tuple[int, int]:
+    """``(height, width)`` from one int (a square) or a pair, both > 0; ``name`` is what
+    the ``ValueError`` for anything else calls the value (the argument it came as).
 
     >>> image_size(224), image_size((48, 64))
     ((224, 224), (48, 64))
@@ -94,7 +95,7 @@ def image_size(size: int | Sequence[int]) -> tuple[int, int]:
     given: Any = size
     pair = (given, given) if isinstance(given, numbers.Integral) else tuple(given)
     if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and int(v) > 0 for v in pair):
-        raise ValueError(f"image size must be an int > 0 or (height, width), not {size!r}")
+        raise ValueError(f"{name} must be an int > 0 or (height, width), not {size!r}")
     return (int(pair[0]), int(pair[1]))
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from recordforge.imageformat import image_dimensions
 from recordforge.inspect._common import Paths, Problem, Progress, _Result
 from recordforge.inspect._decode import DEFAULT_MAX_FEATURES, _natural, _records, _typed
 from recordforge.inspect._files import as_given, resolve
-from recordforge.inspect._values import _describe_bytes, _image_of, _image_size, _is_text, _kind_of
+from recordforge.inspect._values import _describe_bytes, _image_of, _is_text, _kind_of
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import ClassLabel
 
@@ -116,7 +117,7 @@ class _Acc:
                 if self.formats is None:
                     self.formats = collections.Counter()
                 self.formats[image] += 1
-                size = _image_size(item)
+                size = image_dimensions(item)
                 if size is None:
                     self.undecodable += 1
                 else:

@@ -3,12 +3,11 @@ reads on one line or in JSON."""
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
 
-from recordforge.sources.images import image_format
+from recordforge.imageformat import image_dimensions, image_format
 
 
 def _image_of(value: bytes) -> str | None:
@@ -34,16 +33,6 @@ def _kind_of(value: Any) -> str | None:
     return "bytes"
 
 
-def _image_size(value: bytes) -> tuple[int, int] | None:
-    from recordforge.sources.coco import sniff_image
-
-    try:
-        _, width, height = sniff_image(value)
-    except (ValueError, struct.error):
-        return None
-    return width, height
-
-
 def _size_text(n: int) -> str:
     if n < 1000:
         return f"{n} B"
@@ -55,7 +44,7 @@ def _size_text(n: int) -> str:
 def _describe_bytes(value: bytes, width: int = 60) -> str:
     image = _image_of(value)
     if image is not None:
-        size = _image_size(value)
+        size = image_dimensions(value)
         dims = f"{size[0]}x{size[1]}" if size else "?x?"
         return f"<{image} {dims}, {_size_text(len(value))}>"
     if _is_text(value):
@@ -90,7 +79,7 @@ def describe_value(value: Any, *, limit: int = 8) -> str:
 def _bytes_json(value: bytes) -> Any:
     image = _image_of(value)
     if image is not None:
-        size = _image_size(value)
+        size = image_dimensions(value)
         return {
             "image": image,
             "width": size[0] if size else None,

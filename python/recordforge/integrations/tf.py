@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from recordforge import images as rf_images
 from recordforge.errors import SchemaError
 from recordforge.schema import Image, Schema
 
@@ -82,15 +83,6 @@ def image_features(schema: Schema) -> list[str]:
         for name, spec in schema.items()
         if isinstance(spec.meaning, Image) and spec.kind == "bytes" and spec.shape == ()
     ]
-
-
-def _image_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise ValueError(f"image_size must be an int > 0 or (height, width), not {image_size!r}")
-    return (size[0], size[1])
 
 
 def to_tf_dataset(
@@ -155,7 +147,7 @@ def to_tf_dataset(
     description = {name: full[name] for name in names if name in schema}
     steps = schema.to_tf_sequence_features() if lists else {}
     sequence = {name: steps[name] for name in names if name in lists}
-    size = _image_size(image_size)
+    size = None if image_size is None else rf_images.image_size(image_size, name="image_size")
     images = [n for n in image_features(schema) if n in description] if decode_images else []
     files = [str(f) for f in ds.files]
     if not files:

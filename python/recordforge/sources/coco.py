@@ -33,7 +33,6 @@ import functools
 import hashlib
 import io
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any, Literal
@@ -42,6 +41,7 @@ import numpy as np
 
 from recordforge import _fs
 from recordforge.example import encode_example
+from recordforge.imageformat import sniff_image, tiny_jpeg
 from recordforge.schema import BBox, ClassLabel, FeatureSpec, Image, Schema, Text
 from recordforge.sources._coco_index import (
     CocoAnnotation,
@@ -68,57 +68,6 @@ __all__ = [
 
 Per = Literal["image", "annotation"]
 BadBoxes = Literal["keep", "clip", "skip", "fail"]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers (those that carry the image size): C0-CF but C4, C8, CC.
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def sniff_image(data: bytes) -> tuple[str, int, int]:
-    """``(format, width, height)`` of a JPEG or PNG from its header, without decoding;
-    raises ``ValueError`` saying what is wrong (not an image, truncated).
-
-    >>> sniff_image(tiny_jpeg(width=3, height=2))
-    ('jpeg', 3, 2)
-    """
-    if data.startswith(PNG_SIGNATURE):
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise ValueError("PNG without an IHDR chunk")
-        width, height = struct.unpack(">II", data[16:24])
-        if b"IEND" not in data[-16:]:
-            raise ValueError("PNG without its IEND chunk (truncated?)")
-        if not (width and height):
-            raise ValueError(f"PNG header gives a size of {width}x{height}")
-        return "png", width, height
-    if not data.startswith(b"\xff\xd8\xff"):
-        raise ValueError(f"not a JPEG or PNG (starts with {data[:8]!r})")
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            raise ValueError(f"bad JPEG marker at byte {i}")
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if marker in _SOF:
-            if i + 9 > n:
-                break
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            # A marker FF D9 cannot occur inside entropy-coded data (FF is stuffed), so a
-            # file that lacks it near its end was cut short.
-            if b"\xff\xd9" not in data[-1024:]:
-                raise ValueError("JPEG without its end marker (truncated?)")
-            if not (width and height):
-                raise ValueError(f"JPEG frame header gives a size of {width}x{height}")
-            return "jpeg", width, height
-        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
-    raise ValueError("JPEG without a frame header (truncated?)")
-
-
-def tiny_jpeg(*, width: int, height: int) -> bytes:
-    """The header-only skeleton of a baseline JPEG (SOI, SOF0, EOI) of the given size:
-    enough for :func:`sniff_image`, not for a decoder. For docs and tests."""
-    sof = struct.pack(">BBHBHHB", 0xFF, 0xC0, 11, 8, height, width, 1) + b"\x01\x11\x00"
-    return b"\xff\xd8" + sof + b"\xff\xd9"
 
 
 def _box_problem(ann: CocoAnnotation, width: int, height: int) -> str | None:

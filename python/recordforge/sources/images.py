@@ -49,6 +49,7 @@ from typing import Any
 
 from recordforge import _fs
 from recordforge.example import encode_example
+from recordforge.imageformat import image_format
 from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
 from recordforge.sources._read import (
     DEFAULT_MAX_FILE_BYTES,
@@ -71,26 +72,6 @@ _SUFFIX_FORMAT = {
     ".bmp": "bmp",
     ".webp": "webp",
 }
-
-
-def image_format(data: bytes) -> str | None:
-    """The image format from the first bytes (``jpeg``, ``png``, ``gif``, ``bmp``,
-    ``webp``), or ``None`` when they are none of these.
-
-    >>> image_format(b"\\x89PNG\\r\\n\\x1a\\n..."), image_format(b"GIF89a..."), image_format(b"hi")
-    ('png', 'gif', None)
-    """
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:2] == b"BM" and len(data) >= 26:
-        return "bmp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 @dataclasses.dataclass(frozen=True)
