@@ -389,7 +389,7 @@ def infer_schema(examples: Iterable[Mapping[str, Any]]) -> Schema:
         for name, value in example.items():
             present[name] = present.get(name, 0) + 1
             lengths.setdefault(name, set()).add(len(value))
-            kind = _kind_of(value)
+            kind = kind_of(value)
             if kind is None:
                 continue
             previous = kinds.setdefault(name, kind)
@@ -409,7 +409,7 @@ def infer_schema(examples: Iterable[Mapping[str, Any]]) -> Schema:
     return Schema(features)
 
 
-def _kind_of(value: Any) -> str | None:
+def kind_of(value: Any) -> str | None:
     """The kind of a decoded value; ``None`` for an empty float32 array, which is also
     what a kind-less Feature decodes to and so says nothing about the kind."""
     if isinstance(value, np.ndarray):

@@ -38,7 +38,7 @@ import numpy as np
 
 from recordforge import _core
 from recordforge.errors import DecodeError, SchemaError
-from recordforge.schema import DType, FeatureSpec, Schema, _kind_of, infer_schema
+from recordforge.schema import DType, FeatureSpec, Schema, infer_schema, kind_of
 
 __all__ = ["RaggedSteps", "infer_sequence_schema"]
 
@@ -114,10 +114,10 @@ def feature_list_columns(
                 continue
             steps[name][r] = len(got)
             sizes = [len(step) for step in got]
-            if {_kind_of(step) for step in got} - {None, spec.kind}:
+            if {kind_of(step) for step in got} - {None, spec.kind}:
                 k, kind = next(
                     (k, kind)
-                    for k, kind in enumerate(map(_kind_of, got))
+                    for k, kind in enumerate(map(kind_of, got))
                     if kind not in (None, spec.kind)
                 )
                 raise DecodeError(
@@ -168,7 +168,7 @@ class _ListStats:
     def add(self, lists: Mapping[str, Sequence[Any]]) -> None:
         for name, steps in lists.items():
             self.lengths.setdefault(name, set()).update(len(step) for step in steps)
-            for kind in {_kind_of(step) for step in steps} - {None}:
+            for kind in {kind_of(step) for step in steps} - {None}:
                 previous = self.kinds.setdefault(name, kind)  # type: ignore[arg-type]
                 if previous != kind:
                     raise SchemaError(

@@ -22,10 +22,10 @@ from recordforge.inspect._decode import (
 )
 from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._framing import count
-from recordforge.inspect._values import _image_of, _is_text, _kind_of
+from recordforge.inspect._values import _image_of, _is_text
 from recordforge.inspect._walker import detect_compression
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
-from recordforge.schema import BBox, ClassLabel, Image, Schema, Text
+from recordforge.schema import BBox, ClassLabel, Image, Schema, Text, kind_of
 
 # --------------------------------------------------------------------------------------
 # info
@@ -113,7 +113,7 @@ class _Lengths:
         self.present += 1
         self.min = length if self.min is None else min(self.min, length)
         self.max = length if self.max is None else max(self.max, length)
-        kind = _kind_of(value)
+        kind = kind_of(value)
         if kind is not None:
             self.kind = self.kind or kind
         if isinstance(value, list) and value:

@@ -16,9 +16,9 @@ from recordforge.imageformat import image_dimensions
 from recordforge.inspect._common import Paths, Problem, Progress, _Result
 from recordforge.inspect._decode import DEFAULT_MAX_FEATURES, _natural, _records, _typed
 from recordforge.inspect._files import as_given, resolve
-from recordforge.inspect._values import _describe_bytes, _image_of, _is_text, _kind_of
+from recordforge.inspect._values import _describe_bytes, _image_of, _is_text
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
-from recordforge.schema import ClassLabel
+from recordforge.schema import ClassLabel, kind_of
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -93,7 +93,7 @@ class _Acc:
         if not len(value):
             self.empty += 1
             return
-        kind = _kind_of(value)
+        kind = kind_of(value)
         self.kind = self.kind or kind
         if isinstance(value, np.ndarray) and len(value) <= _SMALL:
             self._add_few(value)

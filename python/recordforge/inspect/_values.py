@@ -25,14 +25,6 @@ def _is_text(value: bytes) -> bool:
     return all(c.isprintable() or c in "\n\t\r" for c in text)
 
 
-def _kind_of(value: Any) -> str | None:
-    if isinstance(value, np.ndarray):
-        if value.dtype == np.int64:
-            return "int64"
-        return "float32" if len(value) else None
-    return "bytes"
-
-
 def _size_text(n: int) -> str:
     if n < 1000:
         return f"{n} B"

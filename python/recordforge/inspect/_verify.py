@@ -23,10 +23,10 @@ from recordforge.inspect._files import (
     manifest_problems,
     resolve,
 )
-from recordforge.inspect._values import _image_of, _kind_of
+from recordforge.inspect._values import _image_of
 from recordforge.inspect._walker import _problem_of, _walk, detect_compression
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
-from recordforge.schema import FeatureSpec, Image, Schema
+from recordforge.schema import FeatureSpec, Image, Schema, kind_of
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,7 +70,7 @@ def _schema_problems(ex: Mapping[str, Any], schema: Schema) -> list[str]:
             if spec.fixed:
                 out.append(f"feature {name!r} is missing (shape {spec.shape} needs it)")
             continue
-        kind = _kind_of(value)
+        kind = kind_of(value)
         if kind is not None and kind != spec.kind:
             out.append(f"feature {name!r}: expected {spec.kind} values, found {kind}")
             continue
