@@ -1,4 +1,4 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the external test data in ``../shared/data``."""
 
 from __future__ import annotations
 
@@ -15,3 +15,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny(shared_data: Path) -> dict[str, Path]:
+    """Tiny COCO (val2017 subset): the instances, captions and keypoints annotation files
+    and the image directory."""
+    root = shared_data / "tiny_coco"
+    return {
+        "annotations": root / "annotations" / "instances_val2017.json",
+        "captions": root / "annotations" / "captions_val2017.json",
+        "keypoints": root / "annotations" / "person_keypoints_val2017.json",
+        "images": root / "val2017",
+    }
+
+
+@pytest.fixture(scope="session")
+def vectors(shared_data: Path) -> Path:
+    """TFRecord files written by other tools, described in their ``EXPECTED.md``."""
+    return shared_data / "tfrecord_vectors"

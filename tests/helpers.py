@@ -1,8 +1,17 @@
-"""Helpers shared by the test modules."""
+"""Helpers shared by the test modules: value comparison, protobuf wire builders for
+hand-made records, and the loader of the fuzz targets."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
+
+FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
+U64_MAX = (1 << 64) - 1
 
 
 def assert_value_equal(got: object, expected: object) -> None:
@@ -13,3 +22,56 @@ def assert_value_equal(got: object, expected: object) -> None:
         np.testing.assert_array_equal(got, expected)
     else:
         assert got == expected
+
+
+# --------------------------------------------------------------------------------------
+# Protobuf wire format, by hand: records no encoder would write
+
+
+def varint(v: int) -> bytes:
+    """``v`` as a base-128 varint; a negative ``v`` as its 64-bit two's complement."""
+    out = bytearray()
+    v &= U64_MAX
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def tag(field: int, wire_type: int) -> bytes:
+    return varint((field << 3) | wire_type)
+
+
+def ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag(field, 2) + varint(len(payload)) + payload
+
+
+def entry(key: bytes, feature: bytes) -> bytes:
+    """One entry of the ``Features`` map: the key and a serialized ``Feature``."""
+    return ld(1, ld(1, key) + ld(2, feature))
+
+
+def example(*entries: bytes) -> bytes:
+    """An Example whose Features message holds ``entries`` (serialized map entries)."""
+    return ld(1, b"".join(entries))
+
+
+# --------------------------------------------------------------------------------------
+# The fuzz targets in fuzz/, imported without atheris
+
+
+def load_fuzz_target(name: str) -> ModuleType:
+    """The module ``fuzz/<name>.py``, loaded once (with ``fuzz/`` on ``sys.path``, where
+    the targets find the code they share)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(FUZZ_DIR) not in sys.path:
+        sys.path.insert(0, str(FUZZ_DIR))
+    spec = importlib.util.spec_from_file_location(name, FUZZ_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

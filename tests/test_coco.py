@@ -24,17 +24,6 @@ INT64_FEATURES = ("image/object/class/label", "image/object/is_crowd", "image/ob
 
 
 @pytest.fixture(scope="session")
-def tiny(shared_data: Path) -> dict[str, Path]:
-    root = shared_data / "tiny_coco"
-    return {
-        "annotations": root / "annotations" / "instances_val2017.json",
-        "captions": root / "annotations" / "captions_val2017.json",
-        "keypoints": root / "annotations" / "person_keypoints_val2017.json",
-        "images": root / "val2017",
-    }
-
-
-@pytest.fixture(scope="session")
 def instances(tiny: dict[str, Path]) -> dict[str, Any]:
     return json.loads(tiny["annotations"].read_text())  # type: ignore[no-any-return]
 

@@ -9,34 +9,18 @@ oracles (reference reader, round trip, ...) must hold. Nothing here needs atheri
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import sys
 import zlib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from helpers import FUZZ_DIR, U64_MAX, entry, example, ld, load_fuzz_target, tag, varint
 
 import recordforge as rf
 
-FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
 REGRESSIONS = FUZZ_DIR / "regressions"
-U64_MAX = (1 << 64) - 1
 
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, FUZZ_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-frr = _load("fuzz_read_records")
-fdec = _load("fuzz_decode")
+frr = load_fuzz_target("fuzz_read_records")
+fdec = load_fuzz_target("fuzz_decode")
 
 
 def run_both(data: bytes) -> None:
@@ -46,33 +30,6 @@ def run_both(data: bytes) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Builders
-
-
-def varint(v: int) -> bytes:
-    out = bytearray()
-    v &= U64_MAX
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def tag(field: int, wire_type: int) -> bytes:
-    return varint((field << 3) | wire_type)
-
-
-def ld(field: int, payload: bytes) -> bytes:
-    return tag(field, 2) + varint(len(payload)) + payload
-
-
-def example(entries: bytes) -> bytes:
-    """An Example whose Features message holds ``entries`` (serialized map entries)."""
-    return ld(1, entries)
-
-
-def entry(key: bytes, feature: bytes) -> bytes:
-    return ld(1, ld(1, key) + ld(2, feature))
 
 
 def int64_feature(list_body: bytes) -> bytes:

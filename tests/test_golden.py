@@ -132,11 +132,6 @@ def read_framing(path: Path) -> tuple[list[bytes], list[tuple[int, int]]]:
     return records, index
 
 
-@pytest.fixture
-def vectors(shared_data: Path) -> Path:
-    return shared_data / "tfrecord_vectors"
-
-
 @pytest.mark.parametrize(("data", "crc"), CRC32C_VECTORS)
 def test_crc32c_rfc3720(data: bytes, crc: int) -> None:
     assert rf.crc32c(data) == crc

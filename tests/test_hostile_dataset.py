@@ -8,10 +8,10 @@ from __future__ import annotations
 import gc
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from helpers import FUZZ_DIR, load_fuzz_target
 
 import recordforge as rf
 
@@ -274,22 +274,6 @@ def test_grain_batches_per_image_coco(coco_per_image: Path) -> None:
 # The dataset fuzz target (fuzz/fuzz_dataset.py), replayed without atheris
 
 
-def _fuzz_module(name: str) -> Any:
-    import importlib.util
-    import sys
-
-    fuzz_dir = Path(__file__).resolve().parent.parent / "fuzz"
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(fuzz_dir))
-    spec = importlib.util.spec_from_file_location(name, fuzz_dir / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_iterating_records_without_features(tmp_path: Path) -> None:
     path = tmp_path / "empty.tfrecord"
     with rf.TFRecordWriter(str(path)) as w:
@@ -305,9 +289,9 @@ def test_dataset_fuzz_target_on_its_seeds_and_mutations(
     import random
 
     monkeypatch.setenv("RF_FUZZ_TMP", str(tmp_path))
-    fd = _fuzz_module("fuzz_dataset")
+    fd = load_fuzz_target("fuzz_dataset")
     golden = sorted((shared_data / "tfrecord_vectors" / "pytorch_data").glob("*.tfrecord"))
-    regressions = sorted((fd.Path(fd.__file__).parent / "regressions").glob("dataset-*"))
+    regressions = sorted((FUZZ_DIR / "regressions").glob("dataset-*"))
     try:
         seeds = fd.seeds(golden)
         for data in [*seeds, *(p.read_bytes() for p in regressions)]:

@@ -16,35 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import entry, example, ld, tag, varint
 
 import recordforge as rf
 
 tf = pytest.importorskip("tensorflow")
-
-
-def varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def tag(field: int, wire_type: int) -> bytes:
-    return varint((field << 3) | wire_type)
-
-
-def ld(field: int, payload: bytes) -> bytes:
-    return tag(field, 2) + varint(len(payload)) + payload
-
-
-def entry(key: bytes, feature: bytes) -> bytes:
-    return ld(1, ld(1, key) + ld(2, feature))
-
-
-def example(*entries: bytes) -> bytes:
-    return ld(1, b"".join(entries))
 
 
 def i64(*v: int) -> bytes:

@@ -16,22 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ld, varint
 
 import recordforge as rf
 from recordforge.cli.__main__ import main as cli
-
-
-def varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def ld(field: int, payload: bytes) -> bytes:
-    return varint((field << 3) | 2) + varint(len(payload)) + payload
 
 
 def wide_record(n: int) -> bytes:

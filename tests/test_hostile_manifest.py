@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import FUZZ_DIR, load_fuzz_target
 
 import recordforge as rf
 from recordforge import manifest as rf_manifest
@@ -516,20 +517,13 @@ def test_compression_claim_that_the_bytes_contradict(tmp_path: Path) -> None:
 def test_manifest_fuzz_target_on_its_seeds_and_mutations(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import importlib.util
     import random
-    import sys
 
     monkeypatch.setenv("RF_FUZZ_TMP", str(tmp_path))
-    fuzz_dir = Path(__file__).resolve().parent.parent / "fuzz"
-    spec = importlib.util.spec_from_file_location("fuzz_manifest", fuzz_dir / "fuzz_manifest.py")
-    assert spec is not None and spec.loader is not None
-    fm = importlib.util.module_from_spec(spec)
-    sys.modules["fuzz_manifest"] = fm
-    spec.loader.exec_module(fm)
+    fm = load_fuzz_target("fuzz_manifest")
     try:
         seeds = fm.seeds()
-        for data in [*seeds, *(p.read_bytes() for p in fuzz_dir.glob("regressions/manifest-*"))]:
+        for data in [*seeds, *(p.read_bytes() for p in FUZZ_DIR.glob("regressions/manifest-*"))]:
             fm.check(data)
         rng = random.Random(7)
         data = seeds[0]

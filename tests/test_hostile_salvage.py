@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_fuzz_target
 
 import recordforge as rf
 from recordforge.cli.__main__ import main as cli
@@ -190,18 +191,7 @@ def test_skipping_reads_of_a_gzip_file_resynchronise_too(tmp_path: Path) -> None
 
 def test_the_salvage_fuzz_targets_seeds_pass_its_oracles() -> None:
     """fuzz/fuzz_salvage.py's checks, replayed on its seeds without atheris."""
-    import importlib.util
-    import sys
-
-    fuzz_dir = Path(__file__).resolve().parent.parent / "fuzz"
-    sys.path.insert(0, str(fuzz_dir))
-    try:
-        spec = importlib.util.spec_from_file_location("fuzz_salvage", fuzz_dir / "fuzz_salvage.py")
-        assert spec is not None and spec.loader is not None
-        fs = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(fs)
-    finally:
-        sys.path.remove(str(fuzz_dir))
+    fs = load_fuzz_target("fuzz_salvage")
     golden = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tfrecord_vectors"
     files = sorted(golden.glob("pytorch_data/*.tfrecord"))
     signatures = {fs.check(seed) for seed in fs.seeds(files)}

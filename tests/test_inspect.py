@@ -32,16 +32,6 @@ from recordforge.sources.coco import CocoSource
 
 
 @pytest.fixture(scope="session")
-def tiny(shared_data: Path) -> dict[str, Path]:
-    root = shared_data / "tiny_coco"
-    return {
-        "annotations": root / "annotations" / "instances_val2017.json",
-        "captions": root / "annotations" / "captions_val2017.json",
-        "images": root / "val2017",
-    }
-
-
-@pytest.fixture(scope="session")
 def coco(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny COCO converted per image (OD-API keys, captions) into 4 shards with indexes."""
     source = CocoSource.from_files(tiny["annotations"], tiny["images"], captions=tiny["captions"])
@@ -66,11 +56,6 @@ def coco_shard(coco: Path) -> tuple[Path, list[bytes], list[int]]:
     path = coco / manifest.splits["train"][0].file
     records, offsets = spans_of(path)
     return path, records, offsets
-
-
-@pytest.fixture(scope="session")
-def vectors(shared_data: Path) -> Path:
-    return shared_data / "tfrecord_vectors"
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,6 @@ import recordforge as rf
 from recordforge.cli.__main__ import main
 
 
-@pytest.fixture(scope="session")
-def vectors(shared_data: Path) -> Path:
-    return shared_data / "tfrecord_vectors"
-
-
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
     code = main([*argv, "--json"])
     return code, json.loads(capsys.readouterr().out)

@@ -110,20 +110,9 @@ def _convert(source: CocoSource, out: Path, **kwargs: Any) -> rf.Dataset:
     return rf.open_dataset(out)
 
 
-@pytest.fixture(scope="module")
-def coco(shared_data: Path) -> dict[str, Path]:
-    root = shared_data / "tiny_coco"
-    return {
-        "instances": root / "annotations" / "instances_val2017.json",
-        "captions": root / "annotations" / "captions_val2017.json",
-        "keypoints": root / "annotations" / "person_keypoints_val2017.json",
-        "images": root / "val2017",
-    }
-
-
-def test_coco_per_image(coco: dict[str, Path], tmp_path: Path) -> None:
+def test_coco_per_image(tiny: dict[str, Path], tmp_path: Path) -> None:
     source = CocoSource.from_files(
-        coco["instances"], coco["images"], captions=coco["captions"], keypoints=coco["keypoints"]
+        tiny["annotations"], tiny["images"], captions=tiny["captions"], keypoints=tiny["keypoints"]
     )
     ds = _convert(source, tmp_path, max_records=16)
     # Every kind of feature is here: fixed, (None,), (None, None) polygons and RLE, bytes.
@@ -132,8 +121,8 @@ def test_coco_per_image(coco: dict[str, Path], tmp_path: Path) -> None:
     assert_paths_identical(ds, 50)
 
 
-def test_coco_per_annotation_gzip(coco: dict[str, Path], tmp_path: Path) -> None:
-    source = CocoSource.from_files(coco["instances"], coco["images"], per="annotation")
+def test_coco_per_annotation_gzip(tiny: dict[str, Path], tmp_path: Path) -> None:
+    source = CocoSource.from_files(tiny["annotations"], tiny["images"], per="annotation")
     ds = _convert(source, tmp_path, max_records=100, compression="gzip")
     assert ds.compression == "gzip"
     assert_paths_identical(ds, 382)

@@ -50,17 +50,6 @@ def convert(source: CocoSource, out: Path, **kwargs: Any) -> Converted:
 
 
 @pytest.fixture(scope="session")
-def tiny(shared_data: Path) -> dict[str, Path]:
-    root = shared_data / "tiny_coco"
-    return {
-        "annotations": root / "annotations" / "instances_val2017.json",
-        "captions": root / "annotations" / "captions_val2017.json",
-        "keypoints": root / "annotations" / "person_keypoints_val2017.json",
-        "images": root / "val2017",
-    }
-
-
-@pytest.fixture(scope="session")
 def per_image(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Converted:
     source = CocoSource.from_files(
         tiny["annotations"], tiny["images"], captions=tiny["captions"], keypoints=tiny["keypoints"]
