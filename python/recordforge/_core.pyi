@@ -16,6 +16,7 @@ __all__ = [
     "RecordIterator",
     "RecordWalker",
     "RowReader",
+    "Shuffler",
     "TFRecordWriter",
     "WalkSpan",
     "__version__",
@@ -226,6 +227,12 @@ def take_records(
     verify: bool = True,
     threads: int = 0,
 ) -> list[tuple[Any, npt.NDArray[np.int64]]]: ...
+
+@final
+class Shuffler:
+    def __new__(cls, size: int, seed: int) -> Self: ...
+    def push(self, item: Any) -> Any | None: ...
+    def drain(self) -> Any | None: ...
 
 @final
 class RowReader:

@@ -174,7 +174,8 @@ enum Output {
     End(Vec<Damaged>),
 }
 
-/// A SplitMix64 generator: tiny, and the same sequence in Python (`dataset._SplitMix`).
+/// A SplitMix64 generator: tiny, and the one source of the shuffle order (the binding
+/// crate exports [`Shuffler`] to the readers written in Python).
 #[derive(Debug, Clone)]
 pub struct SplitMix(u64);
 

@@ -32,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<access::RecordFile>()?;
     m.add_class::<reader::BatchReader>()?;
     m.add_function(wrap_pyfunction!(reader::take_records, m)?)?;
+    m.add_class::<reader::Shuffler>()?;
     m.add_class::<rows::RowReader>()?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;

@@ -1,6 +1,7 @@
-//! `BatchReader` (files -> batches of columns, on background threads) and `take_records`
+//! `BatchReader` (files -> batches of columns, on background threads), `take_records`
 //! (records at offsets of memory-mapped files -> columns in one call; one record to a
-//! row: `rows::RowReader`).
+//! row: `rows::RowReader`) and `Shuffler` (the reader's shuffle buffer, for records that
+//! Python reads).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -11,7 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 use recordforge_core::batch::{decode_batch_spans_threaded, Wanted};
 use recordforge_core::framing::frame_at;
-use recordforge_core::reader::{BatchReader as CoreReader, Damaged, ReadError, ReadOptions};
+use recordforge_core::reader::{
+    BatchReader as CoreReader, Damaged, ReadError, ReadOptions, Shuffler as CoreShuffler,
+};
 use recordforge_core::{Compression, Error, DEFAULT_MAX_RECORD_BYTES};
 
 use crate::access::RecordFile;
@@ -263,5 +266,33 @@ pub fn take_records<'py>(
     match result {
         Ok((columns, slices)) => columns_to_py(py, columns, true, &|i| slices[i]),
         Err(e) => Err(read_error(py, e, &names)),
+    }
+}
+
+/// The shuffle buffer of ``BatchReader`` (``shuffle=(size, seed)``) over any Python
+/// objects: pushing a reader's items in and draining the rest at the end gives them in
+/// the order ``BatchReader`` gives the same records with the same ``size`` and ``seed``.
+/// ``push`` returns the item that leaves the buffer (``None`` while it fills), ``drain``
+/// the next of the items left at the end (``None`` once it is empty).
+#[pyclass(module = "recordforge._core", frozen)]
+pub struct Shuffler {
+    inner: Mutex<CoreShuffler<Py<PyAny>>>,
+}
+
+#[pymethods]
+impl Shuffler {
+    #[new]
+    fn new(size: usize, seed: u64) -> Self {
+        Shuffler {
+            inner: Mutex::new(CoreShuffler::new(size, seed)),
+        }
+    }
+
+    fn push(&self, item: Py<PyAny>) -> Option<Py<PyAny>> {
+        lock(&self.inner).push(item)
+    }
+
+    fn drain(&self) -> Option<Py<PyAny>> {
+        lock(&self.inner).drain_one()
     }
 }
