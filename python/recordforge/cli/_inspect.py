@@ -7,8 +7,8 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from recordforge.inspect import Problem, resolve
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
@@ -42,7 +42,7 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
 
 def record_size(value: str) -> int:
     """A ``--max-record-bytes`` value: bytes, or a size such as ``512MiB`` or ``2GB``."""
-    from recordforge.writer import parse_size
+    from recordforge.sharding import parse_size
 
     try:
         n = parse_size(value)
@@ -137,3 +137,30 @@ def print_problems(out: Any, problems: Sequence[Problem], limit: int = 100) -> N
         out.print(f"  {p}", markup=False, soft_wrap=True)
     if len(problems) > limit:
         out.print(f"  ... and {len(problems) - limit} more (use --json for all)")
+
+
+class Described(Protocol):
+    """What ``info`` and ``stats`` return: a JSON form, notes and problems."""
+
+    @property
+    def notes(self) -> Sequence[str]: ...
+
+    @property
+    def problems(self) -> Sequence[Problem]: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def render(result: Described, as_json: bool, text: Callable[[Any], None]) -> int:
+    """Prints ``result`` as JSON, or as ``text(console)`` followed by its notes and
+    problems. Returns the exit status: 1 when there are problems."""
+    code = 1 if result.problems else 0
+    if as_json:
+        print_json(result.to_json())
+        return code
+    out = console()
+    text(out)
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    print_problems(out, result.problems)
+    return code

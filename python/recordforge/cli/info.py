@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from recordforge import inspect
 from recordforge.cli._inspect import (
@@ -10,10 +11,8 @@ from recordforge.cli._inspect import (
     add_inputs,
     add_max_features,
     byte_progress,
-    console,
-    print_json,
     print_more,
-    print_problems,
+    render,
 )
 
 HELP = "Describe a dataset or TFRecord files: splits, shards, records, sizes, schema."
@@ -41,8 +40,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     with byte_progress(args.paths, "info") as progress:
         result = inspect.info(
             args.paths,
@@ -51,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
             max_record_bytes=args.max_record_bytes,
             max_features=args.max_features,
         )
-    code = 1 if result.problems else 0
-    if args.json:
-        print_json(result.to_json())
-        return code
-    out = console()
+    return render(result, args.json, lambda out: _print_info(out, result))
+
+
+def _print_info(out: Any, result: inspect.Info) -> None:
+    from rich.table import Table
+
     records = f"{result.records:,}" if result.records is not None else "unknown"
     compression = ", ".join(c or "none" for c in result.compression)
     out.print(
@@ -98,7 +96,3 @@ def run(args: argparse.Namespace) -> int:
             )
         out.print(features)
         print_more(out, len(result.features), "features")
-    for note in result.notes:
-        out.print(f"[yellow]note:[/] {note}")
-    print_problems(out, result.problems)
-    return code

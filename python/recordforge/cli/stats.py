@@ -11,10 +11,8 @@ from recordforge.cli._inspect import (
     add_inputs,
     add_max_features,
     byte_progress,
-    console,
-    print_json,
     print_more,
-    print_problems,
+    render,
 )
 
 HELP = "Per-feature statistics: presence, lengths, numbers, top values, images, class labels."
@@ -32,8 +30,6 @@ def _num(x: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     with byte_progress(args.paths, "stats") as progress:
         result = inspect.stats(
             args.paths,
@@ -43,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
             max_record_bytes=args.max_record_bytes,
             max_features=args.max_features,
         )
-    code = 1 if result.problems else 0
-    if args.json:
-        print_json(result.to_json())
-        return code
-    out = console()
+    return render(result, args.json, lambda out: _print_stats(out, result, args.top))
+
+
+def _print_stats(out: Any, result: inspect.Stats, top_shown: int) -> None:
+    from rich.table import Table
+
     out.print(f"[bold]{result.records:,}[/] {result.record_type} records")
     table = Table()
     for column in ("feature", "kind", "present", "length", "min", "max", "mean", "std", "top"):
@@ -58,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         n = f.numbers or {}
         top = ""
         if f.top_values:
-            top = ", ".join(f"{v[:24]} ({c})" for v, c in f.top_values[: args.top])
+            top = ", ".join(f"{v[:24]} ({c})" for v, c in f.top_values[:top_shown])
         elif f.images:
             im = f.images
             top = (
@@ -85,7 +82,3 @@ def run(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{c['name'] or c['id']} ({c['count']})" for c in labels[:20])
             more = f", ... {len(labels) - 20} more" if len(labels) > 20 else ""
             out.print(f"[bold]{f.name}[/] classes: {shown}{more}", soft_wrap=True)
-    for note in result.notes:
-        out.print(f"[yellow]note:[/] {note}")
-    print_problems(out, result.problems)
-    return code
