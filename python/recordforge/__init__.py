@@ -20,6 +20,7 @@ from recordforge.errors import (
     DecodeError,
     DirectoryLockedError,
     EncodeError,
+    ItemError,
     RecordforgeError,
     RecordforgeWarning,
     SchemaError,
@@ -38,6 +39,7 @@ from recordforge.example import (
     masked_crc32c,
 )
 from recordforge.manifest import Manifest, ShardInfo
+from recordforge.pipeline import ConversionReport
 from recordforge.records import RecordStats, TFRecordWriter, read_records, scan_records
 from recordforge.schema import (
     BBox,
@@ -49,7 +51,8 @@ from recordforge.schema import (
     infer_schema,
 )
 from recordforge.sequence import RaggedSteps, infer_sequence_schema
-from recordforge.writer import ConversionReport, ItemError, WriteOptions, write_dataset
+from recordforge.sharding import WriteOptions
+from recordforge.writer import write_dataset
 
 __all__ = [
     "BBox",

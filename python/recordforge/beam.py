@@ -16,9 +16,10 @@ same file and never leaves a duplicate or a partial one. With ``num_shards`` the
 are contiguous ranges of items and the conversion is one pass. With ``max_records`` /
 ``max_bytes`` (the default) shard boundaries depend on the records' sizes, so a first
 pass encodes every item to measure its records (in parallel, nothing written) and plans
-the boundaries exactly as the local writer places them; the second pass encodes again
-and writes. A last step assembles ``dataset.json`` (per-shard counts, sizes, checksums,
-the conversion report with every worker's skipped items, in item order).
+the boundaries with the local writer's own rule (``recordforge.sharding``); the second
+pass encodes again and writes. A last step assembles ``dataset.json`` (per-shard counts,
+sizes, checksums, the conversion report with every worker's skipped items, in item
+order).
 
 >>> import tempfile, apache_beam as beam, recordforge as rf, recordforge.beam
 >>> rows = [{"id": i} for i in range(10)]
@@ -54,23 +55,21 @@ from recordforge import _core, _fs
 from recordforge._outdir import JOURNAL_NAME, locked
 from recordforge._outdir import prepare_out as _prepare_out
 from recordforge.dataset import open_dataset
-from recordforge.errors import OnError, on_error_policy
+from recordforge.errors import ItemError, OnError, on_error_policy
 from recordforge.example import RecordBatch
 from recordforge.manifest import Manifest, ShardInfo
-from recordforge.records import TFRecordWriter
-from recordforge.schema import Schema, infer_schema
-from recordforge.writer import (
-    DEFAULT_MAX_BYTES,
+from recordforge.pipeline import (
     ConversionReport,
     Converted,
-    ItemError,
+    Source,
     ToRecords,
-    WriteOptions,
-    _attempt,
-    _default_to_records,
-    _frame_sizes,
-    _shard_bounds,
+    attempt,
+    default_to_records,
+    has_report,
 )
+from recordforge.records import TFRecordWriter
+from recordforge.schema import Schema, infer_schema
+from recordforge.sharding import WriteOptions, frame_sizes, shard_bounds, shard_starts
 
 __all__ = [
     "ConvertDataset",
@@ -135,35 +134,19 @@ class _Plan:
 
 
 def _plan_by_items(total: int, num_shards: int) -> _Plan:
-    return _Plan(shards=num_shards, item_ends=tuple(_shard_bounds(total, num_shards)))
+    return _Plan(shards=num_shards, item_ends=tuple(shard_bounds(total, num_shards)))
 
 
 def _plan_by_sizes(measured: Iterable[tuple[int, np.ndarray]], options: WriteOptions) -> _Plan:
-    """Shard boundaries from every item's record frame sizes, placed as the local writer
-    places them: a record opens a new shard when the open one has ``max_records``
-    records, or when it would take the open one past ``max_bytes`` (a shard holds at
-    least one record); no records at all gives one empty shard."""
+    """Shard boundaries from every item's record frame sizes, by the local writer's rule
+    (:func:`~recordforge.sharding.shard_starts`)."""
     ordered = sorted(measured, key=lambda m: m[0])
     if [m[0] for m in ordered] != list(range(len(ordered))):
         raise RuntimeError("item positions are not 0..n-1 once each")
     counts = np.array([len(m[1]) for m in ordered], dtype=np.int64)
     record_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    total = int(record_starts[-1])
-    if options.max_records:
-        starts = np.arange(0, total, options.max_records, dtype=np.int64)
-    else:
-        limit = int(options.max_bytes or DEFAULT_MAX_BYTES)
-        sizes = np.concatenate([m[1] for m in ordered]) if ordered else np.zeros(0, np.int64)
-        ends = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        found = []
-        s = 0
-        while s < total:
-            found.append(s)
-            i = int(np.searchsorted(ends, ends[s] + limit, side="right"))
-            s = max(s + 1, i - 1)
-        starts = np.array(found, dtype=np.int64)
-    if not len(starts):
-        starts = np.zeros(1, dtype=np.int64)
+    sizes = np.concatenate([m[1] for m in ordered]) if ordered else np.zeros(0, np.int64)
+    starts = shard_starts(sizes, options)
     return _Plan(shards=len(starts), record_starts=record_starts, shard_starts=starts)
 
 
@@ -232,8 +215,8 @@ class _Measure(beam.DoFn):  # type: ignore[misc]
 
     def process(self, element: tuple[int, Any]) -> Iterator[tuple[int, np.ndarray]]:
         position, item = element
-        records, _, _ = _records_of(self.target, _attempt(self.target.to_records, item))
-        yield position, _frame_sizes(records)
+        records, _, _ = _records_of(self.target, attempt(self.target.to_records, item))
+        yield position, frame_sizes(records)
 
 
 class _Place(beam.DoFn):  # type: ignore[misc]
@@ -289,7 +272,7 @@ def _write_shard(
         try:
             with TFRecordWriter(tmp, options.compression, checksum=options.checksum) as writer:
                 for position, item, lo, hi in sorted(entries, key=lambda e: (e[0], e[2])):
-                    result = _attempt(target.to_records, item)
+                    result = attempt(target.to_records, item)
                     records, n_items, errors = _records_of(target, result)
                     stop = len(records) if hi is None else hi
                     if stop > len(records):
@@ -302,7 +285,7 @@ def _write_shard(
                         skipped.extend((position, e.item, e.reason) for e in errors)
                     if stop <= lo:
                         continue
-                    frames = _frame_sizes(records)[lo:stop]
+                    frames = frame_sizes(records)[lo:stop]
                     if isinstance(records, RecordBatch):
                         offs = writer.write_batch(records, lo, stop)
                     else:
@@ -469,7 +452,7 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         out = os.fspath(out)
         self.out = out if _fs.is_url(out) else os.path.abspath(out)
         self.split, self.on_error, self.overwrite, self.schema = split, on_error, overwrite, schema
-        self.payload: dict[str, Any] = {"to_records": to_records or _default_to_records}
+        self.payload: dict[str, Any] = {"to_records": to_records or default_to_records}
         self.source = json.loads(json.dumps(source or {}, default=str))
         self.report = (report or ConversionReport()).to_json()
         self._target: _Target | None = None
@@ -523,17 +506,16 @@ def _enumerate_items(_: Any, shipped: str) -> Iterator[tuple[int, Any]]:
 
 class ConvertDataset(beam.PTransform):  # type: ignore[misc]
     """Converts a source (``CocoSource``, ``ImageFolderSource``, ``TableSource``, or any
-    object with ``items()``, ``to_records(item)``, ``schema()``, ``describe()`` and
-    optionally ``report()``) on Beam: the same files as ``recordforge convert``
-    writes locally. Applied to the pipeline; the output holds the Manifest. The source
+    :class:`~recordforge.pipeline.Source`) on Beam: the same files as ``recordforge
+    convert`` writes locally. Applied to the pipeline; the output holds the Manifest. The source
     is pickled once into the output directory (see :class:`WriteDataset`); one worker
     enumerates its items (for a table, reads it), the others convert them."""
 
-    def __init__(self, source: Any, out: str | os.PathLike[str], **kwargs: Any) -> None:
+    def __init__(self, source: Source, out: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__()
         kwargs.setdefault("schema", source.schema())
         kwargs.setdefault("source", source.describe())
-        if hasattr(source, "report"):
+        if has_report(source):
             kwargs.setdefault("report", source.report())
         self.write = WriteDataset(out, to_records=source.to_records, **kwargs)
         self.write.payload["source"] = source
@@ -585,7 +567,7 @@ class ReadDataset(beam.PTransform):  # type: ignore[misc]
 
 
 def convert(
-    source: Any,
+    source: Source,
     out: str | os.PathLike[str],
     *,
     runner: str | None = None,

@@ -23,6 +23,7 @@ __all__ = [
     "DecodeError",
     "DirectoryLockedError",
     "EncodeError",
+    "ItemError",
     "OnError",
     "RecordforgeError",
     "RecordforgeWarning",
@@ -86,6 +87,19 @@ class EncodeError(RecordforgeError, TypeError):
 
 class SchemaError(RecordforgeError, ValueError):
     """A schema that is invalid, or data that does not match its schema."""
+
+
+class ItemError(RecordforgeError):
+    """An input item that cannot be converted; ``item`` names it, ``reason`` says why.
+    With ``on_error="skip"`` it is listed in the report; otherwise the conversion stops."""
+
+    def __init__(self, item: str, reason: str) -> None:
+        super().__init__(item, reason)
+        self.item = item
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.item}: {self.reason}"
 
 
 class UnfinishedConversionError(RecordforgeError):

@@ -36,7 +36,7 @@ import stat
 from pathlib import PurePosixPath, PureWindowsPath
 
 from recordforge import _fs
-from recordforge.writer import parse_size
+from recordforge.sharding import parse_size
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "Refused", "check_name", "inside", "read_inside", "size_limit"]
 

@@ -40,8 +40,10 @@ from typing import Any, Literal
 import numpy as np
 
 from recordforge import _fs
+from recordforge.errors import ItemError
 from recordforge.example import encode_example
 from recordforge.imageformat import sniff_image, tiny_jpeg
+from recordforge.pipeline import ConversionReport
 from recordforge.schema import BBox, ClassLabel, FeatureSpec, Image, Schema, Text
 from recordforge.sources._coco_index import (
     CocoAnnotation,
@@ -52,7 +54,6 @@ from recordforge.sources._coco_index import (
     rle_from_string,
 )
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside, size_limit
-from recordforge.writer import ConversionReport, ItemError
 
 __all__ = [
     "CocoAnnotation",

@@ -48,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from recordforge import _fs
+from recordforge.errors import ItemError
 from recordforge.example import encode_example
 from recordforge.imageformat import image_format
 from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
@@ -58,7 +59,6 @@ from recordforge.sources._read import (
     read_inside,
     size_limit,
 )
-from recordforge.writer import ItemError
 
 __all__ = ["ImageFile", "ImageFolderSource", "image_format"]
 

@@ -49,11 +49,11 @@ from typing import Any, Literal
 import numpy as np
 
 from recordforge import _fs
-from recordforge.arrow import ColumnError, arrow_columns, infer_spec
-from recordforge.errors import SchemaError
+from recordforge.columns import ColumnError, arrow_columns, infer_spec
+from recordforge.errors import ItemError, SchemaError
 from recordforge.example import encode_example, encode_record_batch
+from recordforge.pipeline import Converted
 from recordforge.schema import FeatureSpec, Schema
-from recordforge.writer import Converted, ItemError
 
 __all__ = ["FORMATS", "TableBatch", "TableRow", "TableSource"]
 

@@ -1,0 +1,172 @@
+"""What every source and every engine (the local writer, Beam) shares: the contract
+of a source, what a conversion of one item returns, and the conversion's report.
+
+A source (:class:`Source`) lists its input ``items()`` and turns each into records with
+``to_records(item)``; a conversion runs :func:`attempt` on each item, which returns an
+:class:`~recordforge.ItemError` instead of raising it, so that a rejection crosses
+process boundaries (pool workers, Beam workers) like any other result.
+
+>>> from recordforge.pipeline import ConversionReport, attempt, default_to_records
+>>> from recordforge.errors import ItemError
+>>> def to_records(item):
+...     if item < 0:
+...         raise ItemError(f"item {item}", "negative")
+...     return default_to_records({"n": item})
+>>> len(attempt(to_records, 3)), str(attempt(to_records, -1))
+(1, 'item -1: negative')
+>>> report = ConversionReport()
+>>> report.skip("item -1", "negative"); report.count("boxes clipped", 2)
+>>> report.to_json()["counters"]
+{'boxes clipped': 2}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeGuard
+
+from recordforge.errors import ItemError
+from recordforge.example import encode_example
+from recordforge.schema import Schema
+
+__all__ = [
+    "ConversionReport",
+    "Converted",
+    "ReportingSource",
+    "Source",
+    "ToRecords",
+    "attempt",
+    "attempt_in_worker",
+    "default_to_records",
+    "has_report",
+    "init_worker",
+]
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What a conversion did: items read, records written, every skipped item with its
+    reason, named counts (``counters``, e.g. boxes clipped) and ``notes`` naming items
+    that were converted but changed or flagged."""
+
+    items: int = 0
+    records: int = 0
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    notes: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+    def skip(self, item: str, reason: str) -> None:
+        self.skipped.append({"item": item, "reason": reason})
+
+    def note(self, item: str, what: str) -> None:
+        """Names an item that was converted but changed or flagged (a box clipped, ...)."""
+        self.notes.append({"item": item, "reason": what})
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace_with(self, other: ConversionReport) -> None:
+        """Takes ``other``'s contents (a resumed conversion's report, from its journal)."""
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(other, field.name))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConversionReport:
+        return cls(
+            items=data.get("items", 0),
+            records=data.get("records", 0),
+            skipped=list(data.get("skipped", [])),
+            counters=dict(data.get("counters", {})),
+            notes=list(data.get("notes", [])),
+        )
+
+
+@dataclasses.dataclass
+class Converted:
+    """What ``to_records`` returns for an item that stands for several input items (a
+    batch of table rows): their records, how many input items they were, and an
+    :class:`ItemError` for each one rejected (raised with ``on_error="raise"``, listed
+    in the report with ``"skip"``)."""
+
+    records: Sequence[bytes]
+    items: int = 1
+    errors: list[ItemError] = dataclasses.field(default_factory=list)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A RecordBatch stays in Rust; across processes its records travel as bytes.
+        return (Converted, (list(self.records), self.items, self.errors))
+
+
+# An item becomes zero or more records (or a Converted); ItemError rejects it.
+ToRecords = Callable[[Any], Sequence[bytes] | Converted]
+
+
+class Source(Protocol):
+    """A dataset source (COCO, image folder, table, or any object with these methods):
+    pure, picklable data, so that the same source runs in-process, on a process pool or
+    on Apache Beam. A source that also has ``report()`` is a :class:`ReportingSource`."""
+
+    def items(self) -> Iterable[Any]:
+        """The input items, in the order their records are written."""
+        ...
+
+    def to_records(self, item: Any) -> Sequence[bytes] | Converted:
+        """One item -> its serialized records; raises :class:`ItemError` to reject it."""
+        ...
+
+    def schema(self) -> Schema | None:
+        """The schema of the records (None: inferred from the records written)."""
+        ...
+
+    def describe(self) -> Mapping[str, Any]:
+        """The source's description, kept in ``dataset.json`` (JSON values)."""
+        ...
+
+
+class ReportingSource(Source, Protocol):
+    """A :class:`Source` that knows, before any item is converted, things for the report
+    (e.g. COCO annotations that no image holds)."""
+
+    def report(self) -> ConversionReport:
+        """The report a conversion of this source starts from."""
+        ...
+
+
+def has_report(source: Source) -> TypeGuard[ReportingSource]:
+    """Whether ``source`` has the optional ``report()`` of a :class:`ReportingSource`."""
+    return hasattr(source, "report")
+
+
+def default_to_records(item: Any) -> Sequence[bytes]:
+    """The conversion when none is given: bytes are a serialized record already, anything
+    else is a feature dict encoded as one ``tf.train.Example``."""
+    if isinstance(item, bytes):
+        return (item,)
+    return (encode_example(item),)
+
+
+def attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | Converted | ItemError:
+    """Runs ``to_records``, returning (not raising) an ItemError so it crosses processes."""
+    try:
+        return to_records(item)
+    except ItemError as e:
+        return e
+
+
+# In a worker process: the conversion, sent once when the worker starts (not with every
+# task: a source's bound method can carry a whole annotation index).
+_worker_to_records: list[ToRecords] = []
+
+
+def init_worker(to_records: ToRecords) -> None:
+    """A pool worker's initializer: keeps the conversion for :func:`attempt_in_worker`."""
+    _worker_to_records[:] = [to_records]
+
+
+def attempt_in_worker(item: Any) -> Sequence[bytes] | Converted | ItemError:
+    """:func:`attempt` with the conversion :func:`init_worker` gave this process."""
+    return attempt(_worker_to_records[0], item)
