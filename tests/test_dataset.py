@@ -215,3 +215,26 @@ def test_decode_batch_errors_name_the_record() -> None:
         rf.decode_batch(records, [("a", "int64", 1)])
     with pytest.raises(rf.DecodeError, match=r"record 0.*has 0 values"):
         rf.decode_batch([rf.encode_example({})], [("a", "int64", 1)])
+
+
+def test_file_url_reads_as_the_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file:// URL names a local path: the same records, by the local (Rust) readers.
+    plain = _dataset(tmp_path, n=30, max_records=8)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in plain.files:
+        (bare / Path(f).name).write_bytes(Path(f).read_bytes())
+    expected = [int(r["id"]) for r in plain]
+    from recordforge import _fs
+
+    def no_fsspec(url: str) -> Any:
+        raise AssertionError(f"{url} went through fsspec")
+
+    monkeypatch.setattr(_fs, "filesystem", no_fsspec)
+    for path in (tmp_path / "ds", bare):
+        ds = rf.open_dataset(f"file://{path.resolve()}")
+        assert all(not f.startswith("file:") for f in ds.files)
+        assert [int(r["id"]) for r in ds] == expected
+        assert [int(ds[i]["id"]) for i in range(len(ds))] == expected
+    listed = rf.open_dataset([f"file://{Path(f).resolve()}" for f in plain.files])
+    assert [int(r["id"]) for r in listed] == expected

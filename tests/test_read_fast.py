@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import recordforge as rf
-from recordforge.dataset import Ragged, _shuffled
+from recordforge._reader import _shuffled
+from recordforge.dataset import Ragged
 
 KINDS = ("int64", "float32", "string")
 SHAPES: tuple[tuple[int | None, ...], ...] = ((), (3,), (None,), (None, 2), (None, None))
@@ -320,10 +321,12 @@ def test_stopping_early_and_reading_again(tmp_path: Path) -> None:
 def test_doctests_of_the_dataset_module() -> None:
     import doctest
 
+    import recordforge._reader as reader
     import recordforge.dataset as module
 
-    wanted = {"recordforge.dataset", "recordforge.dataset.Dataset.take"}
-    tests = [t for t in doctest.DocTestFinder().find(module) if t.name in wanted]
+    wanted = {"recordforge.dataset", "recordforge._reader.Dataset.take"}
+    finder = doctest.DocTestFinder()
+    tests = [t for m in (module, reader) for t in finder.find(m) if t.name in wanted]
     assert {t.name for t in tests} == wanted
     runner = doctest.DocTestRunner()
     for test in tests:

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 __all__ = [
     "exists",
+    "fspath",
     "glob",
     "is_url",
     "isdir",
@@ -51,11 +52,18 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
 
 
 def is_url(path: Any) -> bool:
-    """Whether ``path`` is a URL that fsspec opens (``file://`` counts as local)."""
+    """Whether ``path`` is a URL that fsspec opens. A ``file://`` URL is not: it names a
+    local path (see :func:`fspath`), read by the local readers (mmap, Rust)."""
     return isinstance(path, str) and bool(_URL.match(path)) and not path.startswith("file://")
 
 
-def _local(path: str | os.PathLike[str]) -> str:
+def fspath(path: str | os.PathLike[str]) -> str:
+    """``os.fspath(path)``, with a ``file://`` URL as the local path it names
+    (``file:///data/ds`` is ``/data/ds``); other URLs as they are.
+
+    >>> fspath("file:///data/ds"), fspath("s3://bucket/ds")
+    ('/data/ds', 's3://bucket/ds')
+    """
     text = os.fspath(path)
     return text[len("file://") :] if text.startswith("file://") else text
 
@@ -81,7 +89,7 @@ def filesystem(url: str) -> tuple[Any, str]:
 def join(root: str | os.PathLike[str], *names: str) -> str:
     if is_url(root):
         return "/".join([str(root).rstrip("/"), *names])
-    return os.path.join(_local(root), *names)
+    return os.path.join(fspath(root), *names)
 
 
 def name(path: str | os.PathLike[str]) -> str:
@@ -92,7 +100,7 @@ def name(path: str | os.PathLike[str]) -> str:
 def parent(path: str | os.PathLike[str]) -> str:
     if is_url(path):
         return str(path).rstrip("/").rsplit("/", 1)[0]
-    return str(Path(_local(path)).parent)
+    return str(Path(fspath(path)).parent)
 
 
 def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[Any]:
@@ -101,21 +109,21 @@ def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[Any]:
         fs, p = filesystem(str(path))
         f: IO[Any] = fs.open(p, mode)
         return f
-    return open(_local(path), mode)
+    return open(fspath(path), mode)
 
 
 def exists(path: str | os.PathLike[str]) -> bool:
     if is_url(path):
         fs, p = filesystem(str(path))
         return bool(fs.exists(p))
-    return os.path.exists(_local(path))
+    return os.path.exists(fspath(path))
 
 
 def isfile(path: str | os.PathLike[str]) -> bool:
     if is_url(path):
         fs, p = filesystem(str(path))
         return bool(fs.isfile(p))
-    return os.path.isfile(_local(path))
+    return os.path.isfile(fspath(path))
 
 
 def size(path: str | os.PathLike[str]) -> int:
@@ -123,14 +131,14 @@ def size(path: str | os.PathLike[str]) -> int:
     if is_url(path):
         fs, p = filesystem(str(path))
         return int(fs.size(p))
-    return os.stat(_local(path)).st_size
+    return os.stat(fspath(path)).st_size
 
 
 def isdir(path: str | os.PathLike[str]) -> bool:
     if is_url(path):
         fs, p = filesystem(str(path))
         return bool(fs.isdir(p))
-    return os.path.isdir(_local(path))
+    return os.path.isdir(fspath(path))
 
 
 def listdir(path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
@@ -144,7 +152,7 @@ def listdir(path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
             for e in entries
         ]
         return sorted((n, d) for n, d in out if n)
-    return sorted((e.name, e.is_dir()) for e in os.scandir(_local(path)))
+    return sorted((e.name, e.is_dir()) for e in os.scandir(fspath(path)))
 
 
 def glob(pattern: str) -> list[str]:
@@ -154,7 +162,7 @@ def glob(pattern: str) -> list[str]:
         return sorted(fs.unstrip_protocol(m) for m in fs.glob(p) if fs.isfile(m))
     import glob as _glob
 
-    return sorted(m for m in _glob.glob(_local(pattern)) if os.path.isfile(m))
+    return sorted(m for m in _glob.glob(fspath(pattern)) if os.path.isfile(m))
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -187,7 +195,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, _local(path))
+        os.replace(tmp, fspath(path))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -197,7 +205,7 @@ def upload(local: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Puts a local file at ``path`` (a URL or a local path) atomically: an object store
     gets it under a temporary key, then moves it to the final key."""
     if not is_url(path):
-        shutil.move(os.fspath(local), _local(path))
+        shutil.move(os.fspath(local), fspath(path))
         return
     fs, final = filesystem(str(path))
     _, tmp_key = filesystem(join(parent(path), temp_name(name(path))))
@@ -215,10 +223,10 @@ def remove(path: str | os.PathLike[str]) -> None:
     if is_url(path):
         fs, p = filesystem(str(path))
         fs.rm(p, recursive=True)
-    elif os.path.isdir(_local(path)):
-        shutil.rmtree(_local(path))
+    elif os.path.isdir(fspath(path)):
+        shutil.rmtree(fspath(path))
     else:
-        Path(_local(path)).unlink(missing_ok=True)
+        Path(fspath(path)).unlink(missing_ok=True)
 
 
 _STAGE_ROOT: list[str] = []
@@ -249,7 +257,7 @@ def staged(path: str) -> str:
     or version tag, asked of the store at every call). Local paths are returned as they
     are."""
     if not is_url(path):
-        return _local(path)
+        return fspath(path)
     fs, p = filesystem(path)
     fs.invalidate_cache(p)
     version = _version(fs.info(p))

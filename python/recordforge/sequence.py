@@ -38,6 +38,7 @@ import numpy as np
 
 from recordforge import _core
 from recordforge.errors import DecodeError, SchemaError
+from recordforge.ragged import Ragged
 from recordforge.schema import DType, FeatureSpec, Schema, infer_schema, kind_of
 
 __all__ = ["RaggedSteps", "infer_sequence_schema"]
@@ -90,8 +91,6 @@ class RaggedSteps:
     def steps(self) -> Any:
         """The steps of the whole batch as a :class:`~recordforge.Ragged` (values per
         step)."""
-        from recordforge.dataset import Ragged
-
         return Ragged(self.values, self.step_splits)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from recordforge import images as rf_images
 from recordforge.integrations.tf import image_features
+from recordforge.ragged import Ragged
 
 if TYPE_CHECKING:
     from recordforge.dataset import Dataset
@@ -109,8 +110,6 @@ class GrainSource:
         >>> padded["v"].tolist(), padded["v/lengths"].tolist()
         ([[0, 0], [0, 0], [0, 1]], [0, 1, 2])
         """
-        from recordforge.dataset import Ragged
-
         out: dict[str, Any] = {}
         if not records:
             return out
@@ -217,8 +216,6 @@ def numpy_batches(
     >>> b["x"].tolist(), b["x/lengths"].tolist(), b["y"].tolist()
     ([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]], [0, 1, 2, 3], [0, 1, 2, 3])
     """
-    from recordforge.dataset import Ragged
-
     pad_to = dict(pad_to or {})
     unknown = [n for n in pad_to if n not in ds.schema]
     if unknown:

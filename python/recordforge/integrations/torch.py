@@ -64,6 +64,7 @@ import torch.utils.data
 
 from recordforge import images as rf_images
 from recordforge.integrations.tf import image_features
+from recordforge.ragged import Ragged
 
 if TYPE_CHECKING:
     from recordforge.dataset import Dataset
@@ -98,8 +99,6 @@ def _rows_in(batch: dict[str, Any]) -> int:
 
 def _head(batch: dict[str, Any], n: int) -> dict[str, Any]:
     """The first ``n`` records of a columnar batch."""
-    from recordforge.dataset import Ragged
-
     if _rows_in(batch) <= n:
         return batch
     out: dict[str, Any] = {}
@@ -260,8 +259,6 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         return [t.permute(2, 0, 1) for t in tensors] if self.channels_first else tensors
 
     def _batch(self, batch: dict[str, Any], threads: int) -> dict[str, Any]:
-        from recordforge.dataset import Ragged
-
         out: dict[str, Any] = {}
         for name, column in batch.items():
             if name in self.images:

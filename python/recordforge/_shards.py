@@ -1,0 +1,323 @@
+"""A dataset's shard files: each file's records read and counted (local paths in Rust,
+URLs through fsspec), and :class:`ShardFiles`, what a dataset knows of its files (records
+per file, the counts ``dataset.json`` claims checked against them, compressions, memory
+maps and record offsets for random access), each found once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recordforge import _core, _fs, _index
+from recordforge._jsonfields import Field
+from recordforge.errors import CorruptRecordError, SchemaError
+from recordforge.manifest import MANIFEST_NAME, Manifest, inside
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
+
+__all__ = [
+    "Claim",
+    "ShardFiles",
+    "count_records",
+    "first_records",
+    "intact_records",
+    "is_plain",
+    "manifest_shards",
+    "read_records",
+]
+
+#: Records read to infer a schema's feature names and kinds.
+SCHEMA_SCAN = 1000
+
+
+def _detect_compression(path: str) -> str | None:
+    from recordforge.records import detect_compression
+
+    return detect_compression(path)
+
+
+def is_plain(path: str) -> bool:
+    """Whether the file is not compressed (from its first bytes)."""
+    return _detect_compression(path) is None
+
+
+def count_records(
+    path: str,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    skip: bool = False,
+    *,
+    use_index: bool = True,
+) -> int:
+    """The records of a file: its ``.idx`` lines when the index covers the file exactly
+    (and ``use_index``), else a framing walk. With ``skip``, a damaged local file counts
+    the intact records that ``on_corrupt="skip"`` reads give (those of the
+    resynchronising walk)."""
+    index = _index.read(path) if use_index else None
+    if index is not None:
+        return len(index[0])
+    limit = max_record_bytes
+    if not _fs.is_url(path):
+        try:
+            count: int = _core.scan_records(path, "auto", False, max_record_bytes=limit)[0]
+        except CorruptRecordError:
+            if not skip:
+                raise
+            walk = _core.RecordWalker(path, payloads=False, max_record_bytes=limit)
+            count = sum(1 for span in walk if span.kind == "record")
+        return count
+    with _fs.open_file(path) as f:
+        count = _core.scan_records(f, "auto", False, max_record_bytes=limit)[0]
+    return count
+
+
+def read_records(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[bytes]:
+    """A file's records, CRCs checked; a URL (gs://, s3://, ...) is streamed through
+    fsspec."""
+    if not _fs.is_url(path):
+        yield from _core.read_records(path, "auto", True, max_record_bytes=max_record_bytes)
+        return
+    with _fs.open_file(path) as f:
+        yield from _core.read_records(f, "auto", True, max_record_bytes=max_record_bytes)
+
+
+def intact_records(path: str, max_record_bytes: int) -> Iterator[bytes]:
+    """A file's records whose both CRCs check, past any damage: for a plain file, those
+    of the framing walk that resynchronises after damage; for a compressed one, those
+    before the first damaged one (a broken stream cannot be resynchronised)."""
+    if is_plain(path):
+        f = _core.RecordFile(_fs.staged(path), max_record_bytes=max_record_bytes)
+        good, _ = f.intact()
+        for start in range(0, len(good), 1024):
+            yield from f.read_many(good[start : start + 1024].tolist())
+        return
+    try:
+        yield from read_records(path, max_record_bytes)
+    except CorruptRecordError:
+        return
+
+
+def first_records(
+    files: Sequence[str], skip: bool = False, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[bytes]:
+    """The first records of ``files`` (for a schema); with ``skip``, damaged records are
+    passed over as ``on_corrupt="skip"`` reads do."""
+    n = 0
+    limit = max_record_bytes
+    for f in files:
+        for record in intact_records(f, limit) if skip else read_records(f, limit):
+            yield record
+            n += 1
+            if n == SCHEMA_SCAN:
+                return
+
+
+@dataclasses.dataclass
+class Claim:
+    """A shard's record count as ``dataset.json`` gives it, not believed before it is
+    checked: ``checked`` is 1 once its file's size (and ``.idx``, when there is one)
+    agree, 2 once the records were counted (the ``.idx`` lines, or a framing walk)."""
+
+    field: Field
+    records: int
+    bytes: int
+    checked: int = 0
+
+
+def manifest_shards(
+    root: Path | str, manifest: Manifest, names: Sequence[str]
+) -> tuple[list[str], list[Claim]]:
+    """The shard files of the splits ``names`` of a dataset directory, and the count
+    ``dataset.json`` claims for each."""
+    source = _fs.join(root, MANIFEST_NAME)
+    files, claims = [], []
+    for name in names:
+        for k, shard in enumerate(manifest.splits[name]):
+            field = Field(source)["splits"][name]["shards"][k]
+            files.append(_shard_path(root, shard.file, field))
+            claims.append(Claim(field=field, records=shard.records, bytes=shard.bytes))
+    return files, claims
+
+
+def _shard_path(root: Path | str, name: str, field: Field) -> str:
+    """The path of a shard listed in ``dataset.json``: inside the dataset directory
+    (links resolved) and a regular file; a missing one is a ``FileNotFoundError``."""
+    if _fs.is_url(root):
+        return _fs.join(root, name)  # a plain name (Manifest.from_json checked it)
+    path = inside(root, name, field["file"])
+    if not path.exists():
+        raise FileNotFoundError(f"{field['file']}: {path}: no such file")
+    return str(path)
+
+
+class ShardFiles:
+    """What a dataset knows of its files, each found once: records per file (counts
+    that ``dataset.json`` claims checked first), compressions (from the first bytes),
+    and, for random access, memory maps and record offsets."""
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        *,
+        counts: Sequence[int] | None,
+        claims: Sequence[Claim | None] | None,
+        manifest: Manifest | None,
+        source: str,
+        max_record_bytes: int,
+        skip: bool,
+        compressions: list[str | None] | None = None,
+    ) -> None:
+        self.files = list(files)
+        self.counts = list(counts) if counts is not None else None
+        self.claims = list(claims) if claims is not None else None
+        self.known_compressions = compressions
+        self._manifest = manifest
+        self._source = source  # the dataset.json named in messages
+        self._max_record_bytes = max_record_bytes
+        self._skip = skip
+        self._offsets: dict[str, np.ndarray] = {}
+        self._open: dict[str, Any] = {}
+
+    # -- compression -------------------------------------------------------------------
+
+    def compressions(self) -> list[str | None]:
+        """Each file's compression from its first bytes (local files each looked at; of
+        remote ones, the first). A manifest that disagrees is a :class:`SchemaError`."""
+        if self.known_compressions is None:
+            found: list[str | None]
+            if not any(_fs.is_url(f) for f in self.files):
+                found = [_detect_compression(f) for f in self.files]
+            else:
+                found = [_detect_compression(self.files[0])] * len(self.files)
+            if self._manifest is not None:
+                claim = self._manifest.compression
+                for path, kind in zip(self.files, found, strict=True):
+                    if kind != claim:
+                        what = f"{kind}-compressed" if kind else "not compressed"
+                        raise SchemaError(
+                            f"{self._source}: compression: {json.dumps(claim)}, but {path} "
+                            f"is {what} (from its first bytes)"
+                        )
+            self.known_compressions = found
+        return self.known_compressions
+
+    def check_uncompressed(self) -> None:
+        """Random access reads records in place: a compressed shard is a ``TypeError``
+        naming it (before anything is counted)."""
+        found = self.compressions()
+        if any(c is not None for c in found):
+            path, compression = next(
+                (p, c) for p, c in zip(self.files, found, strict=True) if c is not None
+            )
+            raise TypeError(
+                f"{path}: random access (ds[i], take) needs uncompressed shards; "
+                f"this one is {compression}-compressed"
+            )
+
+    # -- counts ------------------------------------------------------------------------
+
+    def record_counts(self, mine: Sequence[int], exact: bool = False) -> list[int]:
+        """Records per file. Counts from ``dataset.json`` are checked before use (those
+        of the files ``mine``), cheaply for ``len`` (each file's size, and its ``.idx``
+        when there is one), and ``exact``-ly for random access (the records counted:
+        ``.idx`` lines or a framing walk) where a wrong count would silently give one
+        record for another."""
+        if self.counts is None:
+            limit = self._max_record_bytes
+            self.counts = [count_records(f, limit, self._skip) for f in self.files]
+        elif self.claims is not None:
+            for i in mine:
+                self._check_claim(i, exact)
+        return self.counts
+
+    def _check_claim(self, i: int, exact: bool) -> None:
+        claim = self.claims[i] if self.claims is not None else None
+        if claim is None or claim.checked >= (2 if exact else 1):
+            return
+        path = self.files[i]
+        local = not _fs.is_url(path)
+        if local and os.stat(path).st_size != claim.bytes:
+            exact = True  # the file changed since dataset.json was written: count it
+        if exact:
+            # .idx lines when it covers the file, else a walk
+            found: int | None = count_records(path, self._max_record_bytes)
+        elif local:
+            found = _index.count(path, claim.bytes)  # None: no usable .idx, the size agrees
+        else:
+            return  # a remote shard: counted at the first random access
+        if found is not None and found != claim.records:
+            raise SchemaError(
+                f"{claim.field['records']}: {claim.records}, but {path} holds {found} records"
+            )
+        claim.checked = 2 if exact else 1
+
+    def counted_cheaply(self) -> bool:
+        """Whether the counts are at hand without a walk (claims, or ``.idx`` lines)."""
+        return self.counts is not None or all(
+            not _fs.is_url(f) and os.path.isfile(f"{f}.idx") for f in self.files
+        )
+
+    def name_wrong_count(self, mine: Sequence[int]) -> None:
+        """Raises a :class:`SchemaError` naming the first of the files ``mine`` whose
+        given count (in ``dataset.json`` or its ``.idx``) is not what its framing holds;
+        returns when they all agree."""
+        counts = self.record_counts(mine)
+        for i in mine:
+            path = self.files[i]
+            found = count_records(path, self._max_record_bytes, use_index=False)
+            claim = self.claims[i] if self.claims is not None else None
+            if claim is not None and claim.records != found:
+                raise SchemaError(
+                    f"{claim.field['records']}: {claim.records}, but {path} holds {found} records"
+                )
+            if counts[i] != found:
+                raise SchemaError(
+                    f"{path}.idx lists {counts[i]} records, but {path} holds {found}"
+                    " (a stale index: rebuild it with `recordforge index`, or remove it)"
+                )
+
+    # -- reading -----------------------------------------------------------------------
+
+    def records(self, path: str, skipped: list[dict[str, Any]]) -> Iterator[bytes]:
+        """One file's records, one at a time; with ``skip``, the intact ones of a plain
+        file, its damaged regions added to ``skipped``."""
+        compression = self.compressions()[self.files.index(path)]
+        if not self._skip or compression is not None:
+            yield from read_records(path, self._max_record_bytes)
+            return
+        f = _core.RecordFile(_fs.staged(path), max_record_bytes=self._max_record_bytes)
+        good, bad = f.intact()
+        skipped.extend({"file": path, "start": s, "end": e, "reason": why} for s, e, why in bad)
+        for start in range(0, len(good), 1024):
+            yield from f.read_many(good[start : start + 1024].tolist())
+
+    def record_file(self, path: str) -> Any:
+        """The memory-mapped file, opened once (a remote one downloaded once)."""
+        if path not in self._open:
+            self.check_uncompressed()
+            self._open[path] = _core.RecordFile(
+                _fs.staged(path), max_record_bytes=self._max_record_bytes
+            )
+        return self._open[path]
+
+    def offsets(self, path: str, mine: Sequence[int]) -> np.ndarray:
+        """Each record's offset in ``path``: from its ``.idx`` when that covers the file
+        exactly, else from one framing walk; as many as the file's checked count."""
+        if path not in self._offsets:
+            index = _index.read(path)
+            if index is not None:
+                offsets = index[0].astype(np.uint64)
+            else:
+                offsets = self.record_file(path).offsets(False)
+            counts = self.record_counts(mine, exact=True)
+            expected = counts[self.files.index(path)]
+            if len(offsets) != expected:  # the file changed since it was counted
+                raise CorruptRecordError(
+                    path, 0, f"{len(offsets)} records, {expected} when it was counted"
+                )
+            self._offsets[path] = offsets
+        return self._offsets[path]
