@@ -32,31 +32,18 @@ Run through ``fuzz/run.py``, or directly::
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import sys
 import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
+import fuzz_read_records as frr
 import numpy as np
+from _common import Fixture, Marks, Mismatch, atheris, fuzz, probe_indices
 
 import recordforge as rf
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fuzz_read_records as frr
-
-try:  # Importable without atheris, for the tests.
-    import atheris
-except ImportError:  # pragma: no cover
-    atheris = None
-
-
-class Mismatch(AssertionError):
-    """recordforge broke an oracle (a bug, not an allowed error)."""
-
 
 SKIP, MANIFEST, STALE_INDEX = 1, 2, 4
 SHARD = "train-00000-of-00001.tfrecord"
@@ -82,19 +69,7 @@ def sample_rows(n: int = 12) -> list[dict[str, Any]]:
     ]
 
 
-_FIXTURE: list[Path] = []
-
-
-def fixture() -> Path:
-    """``<tmp>/rf-fuzz-dataset-<pid>``: ``ds/`` (the dataset, one indexed shard),
-    ``pristine/`` (its files as written) and ``bare/`` (where bare files are read)."""
-    if _FIXTURE:
-        return _FIXTURE[0]
-    base = os.environ.get("RF_FUZZ_TMP") or (
-        "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    )
-    root = Path(base) / f"rf-fuzz-dataset-{os.getpid()}"
-    shutil.rmtree(root, ignore_errors=True)
+def _build(root: Path) -> None:
     schema = rf.Schema(
         {
             "id": rf.FeatureSpec(dtype="int64"),
@@ -107,13 +82,17 @@ def fixture() -> Path:
     )
     rf.write_dataset(sample_rows(), root / "pristine", schema=schema, index=True)
     (root / "bare").mkdir()
-    _FIXTURE.append(root)
-    return root
 
 
-def cleanup() -> None:
-    if _FIXTURE:
-        shutil.rmtree(_FIXTURE.pop(), ignore_errors=True)
+_fixture = Fixture("dataset", _build)
+cleanup = _fixture.cleanup
+
+
+def fixture() -> Path:
+    """``<tmp>/rf-fuzz-dataset-<pid>`` (see ``_common.Fixture``): ``ds/`` (the dataset,
+    one indexed shard), ``pristine/`` (its files as written) and ``bare/`` (where bare
+    files are read)."""
+    return _fixture.root()
 
 
 def pristine_shard() -> bytes:
@@ -204,9 +183,7 @@ def check(data: bytes) -> tuple[str, ...]:
         return tuple(signature)
     if rows is not None and on_corrupt == "raise" and n != len(rows):
         raise Mismatch(f"len(ds) is {n}, the sequential read gave {len(rows)} records")
-    for i in sorted({0, n // 2, n - 1}):
-        if not 0 <= i < n:
-            continue
+    for i in probe_indices(n):
         try:
             record = ds[i]
         except BaseException as e:
@@ -229,24 +206,11 @@ def check(data: bytes) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------
 # Coverage proxy and mutator
 
-_MARK_LEAVES = 512
-
-
-def _make_marks(leaves: int) -> list[Any]:
-    src = "\n".join(
-        f"def _m{i}(hit):\n    if hit:\n        return {i}\n    return -1" for i in range(leaves)
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(src, "<fuzz_dataset._marks>", "exec"), namespace)
-    return [namespace[f"_m{i}"] for i in range(leaves)]
-
-
-_marks = _make_marks(_MARK_LEAVES)
+_marks = Marks(512, "fuzz_dataset")
 
 
 def test_one_input(data: bytes) -> None:
-    signature = check(data)
-    _marks[zlib.crc32("|".join(signature).encode()) % _MARK_LEAVES](True)
+    _marks.hit(*check(data))
 
 
 def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
@@ -289,13 +253,8 @@ def seeds(golden: list[Path] | None = None) -> list[bytes]:
 
 
 def main() -> None:
-    for fn in (check, _allowed, _norm):
-        atheris.instrument_func(fn)
-    for fn in _marks:
-        atheris.instrument_func(fn)
     fixture()
-    atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
-    atheris.Fuzz()
+    fuzz(test_one_input, (check, _allowed, _norm), _marks, custom_mutator=custom_mutator)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ Oracles on top of "no unexpected exception":
 The Rust core is not instrumented. Mitigations: a protobuf-aware mutator that parses the
 input into a tree of fields, mutates one node (value, field number, wire type, varint
 encoding, lengths, deep groups...) and re-serializes it with correct lengths, and
-``_mark``, which calls one of 2048 generated, instrumented one-branch functions picked by
-a hash of the outcome (error kind, or the kinds of features decoded), so that every
-distinct outcome has its own Python edge and inputs reaching new ones stay in the corpus.
+``_marks`` (``_common.Marks``), which calls one of 2048 generated, instrumented one-branch
+functions picked by a hash of the outcome (error kind, or the kinds of features decoded),
+so that every distinct outcome has its own Python edge and inputs reaching new ones stay
+in the corpus.
 
 Run through ``fuzz/run.py``, or directly::
 
@@ -33,22 +34,12 @@ from __future__ import annotations
 import random
 import re
 import sys
-import zlib
 from typing import Any
 
 import numpy as np
+from _common import Marks, Mismatch, atheris, fuzz
 
 import recordforge as rf
-
-try:  # Importable without atheris, for tests/test_fuzz_regressions.py.
-    import atheris
-except ImportError:  # pragma: no cover
-    atheris = None
-
-
-class Mismatch(AssertionError):
-    """A decoder broke one of the oracles (a bug, not an allowed error)."""
-
 
 _DECODE_ERROR = re.compile(r"cannot decode (tf\.train\.\w+): (.*) at byte (\d+)")
 
@@ -201,36 +192,14 @@ def check(data: bytes) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------
 # Coverage proxy: one Python edge per distinct outcome signature
 
-_MARK_LEAVES = 2048
-
-
-def _make_marks(leaves: int) -> list[Any]:
-    # Many small functions rather than one big decision tree: atheris instruments a
-    # function in time quadratic in its size (a 1024-leaf tree takes ~12 s).
-    src = "\n".join(
-        f"def _m{i}(hit):\n    if hit:\n        return {i}\n    return -1" for i in range(leaves)
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(src, "<fuzz_decode._marks>", "exec"), namespace)
-    return [namespace[f"_m{i}"] for i in range(leaves)]
-
-
-_marks = _make_marks(_MARK_LEAVES)
-
-
-def _mark(index: int) -> None:
-    _marks[index](True)
-
-
-def _leaf(*parts: str) -> int:
-    return zlib.crc32("|".join(parts).encode()) % _MARK_LEAVES
+_marks = Marks(2048, "fuzz_decode")
 
 
 def test_one_input(data: bytes) -> None:
     ex_sig, seq_sig = check(data)
-    _mark(_leaf("ex", ex_sig))
-    _mark(_leaf("seq", seq_sig))
-    _mark(_leaf("both", ex_sig, seq_sig))
+    _marks.hit("ex", ex_sig)
+    _marks.hit("seq", seq_sig)
+    _marks.hit("both", ex_sig, seq_sig)
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,14 +453,13 @@ def custom_crossover(data1: bytes, data2: bytes, max_size: int, seed: int) -> by
 
 def main() -> None:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
-    for fn in (check, check_example, check_sequence, _error_sig):
-        atheris.instrument_func(fn)
-    for fn in _marks:
-        atheris.instrument_func(fn)
-    atheris.Setup(
-        sys.argv, test_one_input, custom_mutator=custom_mutator, custom_crossover=custom_crossover
+    fuzz(
+        test_one_input,
+        (check, check_example, check_sequence, _error_sig),
+        _marks,
+        custom_mutator=custom_mutator,
+        custom_crossover=custom_crossover,
     )
-    atheris.Fuzz()
 
 
 if __name__ == "__main__":

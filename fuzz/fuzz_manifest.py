@@ -20,8 +20,8 @@ there). Anything else, a traceback type such as ``TypeError``, ``KeyError`` or
 
 The Rust core is not instrumented; a JSON-aware mutator (``custom_mutator``) changes one
 node of the parsed manifest (types, huge and negative numbers, deleted keys, duplicated
-shards, hostile file names) and writes it back, and ``_mark`` gives every distinct outcome
-its own Python edge (as in ``fuzz_read_records.py``).
+shards, hostile file names) and writes it back, and ``_marks`` (``_common.Marks``) gives
+every distinct outcome its own Python edge.
 
 Run through ``fuzz/run.py``, or directly::
 
@@ -35,29 +35,16 @@ import copy
 import json
 import os
 import random
-import shutil
-import sys
-import tempfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import Fixture, Marks, Mismatch, atheris, fuzz, probe_indices
 
 import recordforge as rf
 
-try:  # Importable without atheris, for the tests.
-    import atheris
-except ImportError:  # pragma: no cover
-    atheris = None
-
 ALLOWED = (rf.RecordforgeError, FileNotFoundError)
 OUTSIDE_IDS = 1000
-
-
-class Mismatch(AssertionError):
-    """recordforge broke an oracle (a bug, not an allowed error)."""
-
 
 # ---------------------------------------------------------------------------------------
 # The directory around the fuzzed dataset.json
@@ -75,21 +62,7 @@ def _rows(start: int, n: int) -> list[dict[str, Any]]:
     ]
 
 
-_FIXTURE: list[Path] = []
-
-
-def fixture() -> Path:
-    """``<tmp>/rf-fuzz-manifest-<pid>/ds``: the dataset directory (made on first use).
-    Train: 3 shards of 10 (ids 0-29), the first two with ``.idx``; test: 1 shard (ids
-    30-34); bait files; ``../outside``: ids 1000-1009. ``ds/pristine.json`` is the
-    manifest as written."""
-    if _FIXTURE:
-        return _FIXTURE[0]
-    base = os.environ.get("RF_FUZZ_TMP") or (
-        "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    )
-    root = Path(base) / f"rf-fuzz-manifest-{os.getpid()}"
-    shutil.rmtree(root, ignore_errors=True)
+def _build(root: Path) -> None:
     ds, outside, tmp = root / "ds", root / "outside", root / "tmp"
     rf.write_dataset(
         splits={"train": _rows(0, 30), "test": _rows(30, 5)},
@@ -107,14 +80,18 @@ def fixture() -> Path:
     (ds / "zero.tfrecord").symlink_to("/dev/zero")
     os.mkfifo(ds / "pipe.tfrecord")
     (ds / "sub").mkdir()
-    _FIXTURE.append(ds)
-    return ds
 
 
-def cleanup() -> None:
-    """Removes this process's fixture (the tests call it; libFuzzer exits without)."""
-    if _FIXTURE:
-        shutil.rmtree(_FIXTURE.pop().parent, ignore_errors=True)
+_fixture = Fixture("manifest", _build)
+cleanup = _fixture.cleanup
+
+
+def fixture() -> Path:
+    """``<tmp>/rf-fuzz-manifest-<pid>/ds`` (see ``_common.Fixture``): the dataset
+    directory. Train: 3 shards of 10 (ids 0-29), the first two with ``.idx``; test: 1
+    shard (ids 30-34); bait files; ``../outside``: ids 1000-1009. ``ds/pristine.json`` is
+    the manifest as written."""
+    return _fixture.root() / "ds"
 
 
 def pristine() -> bytes:
@@ -181,9 +158,7 @@ def check(data: bytes) -> tuple[str, ...]:
             ds[n - 1]
             raise Mismatch(f"len {n}, {len(sequential)} records read, and ds[{n - 1}] answers")
         signature.append("len-refused")
-    for i in sorted({0, n // 2, n - 1}):
-        if not 0 <= i < n:
-            continue
+    for i in probe_indices(n):
         try:
             record = ds[i]
         except BaseException as e:
@@ -209,24 +184,11 @@ def check(data: bytes) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------
 # Coverage proxy: one Python edge per distinct outcome signature
 
-_MARK_LEAVES = 512
-
-
-def _make_marks(leaves: int) -> list[Any]:
-    src = "\n".join(
-        f"def _m{i}(hit):\n    if hit:\n        return {i}\n    return -1" for i in range(leaves)
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(src, "<fuzz_manifest._marks>", "exec"), namespace)
-    return [namespace[f"_m{i}"] for i in range(leaves)]
-
-
-_marks = _make_marks(_MARK_LEAVES)
+_marks = Marks(512, "fuzz_manifest")
 
 
 def test_one_input(data: bytes) -> None:
-    signature = check(data)
-    _marks[zlib.crc32("|".join(signature).encode()) % _MARK_LEAVES](True)
+    _marks.hit(*check(data))
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,13 +310,8 @@ def seeds() -> list[bytes]:
 
 
 def main() -> None:
-    for fn in (check, _outcome):
-        atheris.instrument_func(fn)
-    for fn in _marks:
-        atheris.instrument_func(fn)
     fixture()
-    atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
-    atheris.Fuzz()
+    fuzz(test_one_input, (check, _outcome), _marks, custom_mutator=custom_mutator)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ offsets and reasons, GZIP/ZLIB via Python's ``zlib``).
 
 The Rust core is not instrumented, so libFuzzer sees little coverage of its own. Two
 mitigations: a structure-aware mutator (``custom_mutator``) that keeps the framing and the
-compression valid while it mutates payloads, and ``_mark``, which calls one of 1024
-generated, instrumented one-branch functions picked by a hash of the outcome (error kind x
-compression x verify x record count), so that every distinct outcome has its own Python
-edge and inputs reaching new outcomes are kept in the corpus.
+compression valid while it mutates payloads, and ``_marks`` (``_common.Marks``), which
+calls one of 1024 generated, instrumented one-branch functions picked by a hash of the
+outcome (error kind x compression x verify x record count), so that every distinct outcome
+has its own Python edge and inputs reaching new outcomes are kept in the corpus.
 
 Run through ``fuzz/run.py``, or directly::
 
@@ -32,27 +32,17 @@ import io
 import os
 import random
 import re
-import sys
-import tempfile
 import zlib
 from typing import Any
 
-import recordforge as rf
+from _common import Marks, Mismatch, atheris, count_bucket, fuzz, scratch_base
 
-try:  # Importable without atheris, for tests/test_fuzz_regressions.py.
-    import atheris
-except ImportError:  # pragma: no cover
-    atheris = None
+import recordforge as rf
 
 COMPRESSIONS: tuple[str | None, ...] = ("auto", None, "gzip", "zlib")
 U64_MAX = (1 << 64) - 1
 MAX_RECORD = rf.records.DEFAULT_MAX_RECORD_BYTES  # a longer claim is refused at the header
 ALLOWED = (rf.CorruptRecordError, OSError)
-
-
-class Mismatch(AssertionError):
-    """recordforge disagreed with the reference model (a bug, not an allowed error)."""
-
 
 # ---------------------------------------------------------------------------------------
 # Helpers shared with run.py and the regression tests
@@ -231,10 +221,8 @@ def _outcome(err: Any) -> tuple[str, int, str] | None:
 
 
 def _temp_path() -> str:
-    # One file per process, removed after each read (libFuzzer exits without running
-    # Python's atexit handlers, so nothing may be left for them to clean).
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    return os.path.join(base, f"rf-fuzz-{os.getpid()}.tfrecord")
+    # One file per process, removed after each read.
+    return os.path.join(scratch_base(), f"rf-fuzz-{os.getpid()}.tfrecord")
 
 
 _NUMBERS = re.compile(r"0x[0-9a-f]+|\d+")
@@ -299,39 +287,18 @@ def check(data: bytes) -> tuple[str, ...]:
                 f"BytesIO read: {len(records)} records, {_outcome(err)}"
             )
 
-    n = len(records)
-    bucket = str(n) if n < 3 else ("3-4" if n < 5 else "5+")
     reason = "clean" if err is None else _NUMBERS.sub("#", err.reason)
-    return (str(kind), str(verify), bucket, reason)
+    return (str(kind), str(verify), count_bucket(len(records)), reason)
 
 
 # ---------------------------------------------------------------------------------------
 # Coverage proxy: one Python edge per distinct outcome signature
 
-_MARK_LEAVES = 1024
-
-
-def _make_marks(leaves: int) -> list[Any]:
-    # Many small functions rather than one big decision tree: atheris instruments a
-    # function in time quadratic in its size (a 1024-leaf tree takes ~12 s).
-    src = "\n".join(
-        f"def _m{i}(hit):\n    if hit:\n        return {i}\n    return -1" for i in range(leaves)
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(src, "<fuzz_read_records._marks>", "exec"), namespace)
-    return [namespace[f"_m{i}"] for i in range(leaves)]
-
-
-_marks = _make_marks(_MARK_LEAVES)
-
-
-def _mark(index: int) -> None:
-    _marks[index](True)
+_marks = Marks(1024, "fuzz_read_records")
 
 
 def test_one_input(data: bytes) -> None:
-    signature = check(data)
-    _mark(zlib.crc32("|".join(signature).encode()) % _MARK_LEAVES)
+    _marks.hit(*check(data))
 
 
 # ---------------------------------------------------------------------------------------
@@ -439,12 +406,12 @@ def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
 
 
 def main() -> None:
-    for fn in (check, _read_all, _against_reference, ref_read):
-        atheris.instrument_func(fn)
-    for fn in _marks:
-        atheris.instrument_func(fn)
-    atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
-    atheris.Fuzz()
+    fuzz(
+        test_one_input,
+        (check, _read_all, _against_reference, ref_read),
+        _marks,
+        custom_mutator=custom_mutator,
+    )
 
 
 if __name__ == "__main__":

@@ -28,30 +28,18 @@ from __future__ import annotations
 
 import os
 import random
-import sys
-import tempfile
 import zlib
 from typing import Any
 
-import recordforge as rf
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fuzz_read_records as frr
+from _common import Marks, Mismatch, atheris, count_bucket, fuzz, scratch_base
 
-try:  # Importable without atheris, for the tests.
-    import atheris
-except ImportError:  # pragma: no cover
-    atheris = None
-
-
-class Mismatch(AssertionError):
-    """salvage broke an oracle (a bug, not an allowed outcome)."""
+import recordforge as rf
 
 
 def _paths() -> tuple[str, str]:
-    # One pair per process, removed after each input (libFuzzer skips atexit handlers).
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    stem = os.path.join(base, f"rf-fuzz-salvage-{os.getpid()}")
+    # One pair per process, removed after each input.
+    stem = os.path.join(scratch_base(), f"rf-fuzz-salvage-{os.getpid()}")
     return f"{stem}.in", f"{stem}.out"
 
 
@@ -131,33 +119,18 @@ def _check(body: bytes, src: str, out: str) -> tuple[str, ...]:
     verified = rf.inspect.verify(src).records
     if not counted == verified == framed:
         raise Mismatch(f"count {counted}, verify {verified}, salvage {framed} framed records")
-    n = result.records
-    bucket = str(n) if n < 3 else ("3-4" if n < 5 else "5+")
     reasons = sorted({frr._NUMBERS.sub("#", r.reason)[:60] for r in result.lost})
-    return (str(kind), str(whole), bucket, *reasons)
+    return (str(kind), str(whole), count_bucket(result.records), *reasons)
 
 
 # ---------------------------------------------------------------------------------------
 # Coverage proxy and mutator (as in fuzz_read_records)
 
-_MARK_LEAVES = 1024
-
-
-def _make_marks(leaves: int) -> list[Any]:
-    src = "\n".join(
-        f"def _m{i}(hit):\n    if hit:\n        return {i}\n    return -1" for i in range(leaves)
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(src, "<fuzz_salvage._marks>", "exec"), namespace)
-    return [namespace[f"_m{i}"] for i in range(leaves)]
-
-
-_marks = _make_marks(_MARK_LEAVES)
+_marks = Marks(1024, "fuzz_salvage")
 
 
 def test_one_input(data: bytes) -> None:
-    signature = check(data)
-    _marks[zlib.crc32("|".join(signature).encode()) % _MARK_LEAVES](True)
+    _marks.hit(*check(data))
 
 
 def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
@@ -210,12 +183,12 @@ def seeds(golden: list[Any]) -> list[bytes]:
 
 
 def main() -> None:
-    for fn in (check, _check, _isolated, _in_order):
-        atheris.instrument_func(fn)
-    for fn in _marks:
-        atheris.instrument_func(fn)
-    atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
-    atheris.Fuzz()
+    fuzz(
+        test_one_input,
+        (check, _check, _isolated, _in_order),
+        _marks,
+        custom_mutator=custom_mutator,
+    )
 
 
 if __name__ == "__main__":
