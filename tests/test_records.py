@@ -44,6 +44,17 @@ def test_roundtrip_path_and_file_objects(tmp_path: Path, compression: str | None
     assert not buf.closed, "a file object passed in is not closed by the writer"
 
 
+def test_every_compression_of_the_table_is_detected(tmp_path: Path) -> None:
+    # The Rust core detects each compression under the name the table gives it.
+    assert list(rf.records.COMPRESSION_SUFFIXES) == COMPRESSIONS
+    for compression, suffix in rf.records.COMPRESSION_SUFFIXES.items():
+        path = tmp_path / f"data.tfrecord{suffix}"
+        write_file(path, RECORDS, compression)
+        assert rf.records.detect_compression(path) == compression
+        assert path.name.endswith(rf.records.RECORD_SUFFIXES)
+    assert rf.records.compression_of(b"") is None
+
+
 def test_compressed_layers_are_plain_gzip_and_zlib(tmp_path: Path) -> None:
     plain, gz, zl = (tmp_path / n for n in ("p", "g", "z"))
     write_file(plain, RECORDS)

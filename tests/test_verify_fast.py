@@ -120,6 +120,22 @@ def test_rust_verify_clean_and_empty(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert fast == slow and fast.ok and fast.records == 0
 
 
+def test_verify_file_result_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "kinds.tfrecord"
+    write(path, [{"b": b"x", "f": np.zeros(2, np.float32), "i": [1, 2, 3]}, {"i": 4}])
+    names = ["b", "f", "i", "absent"]
+    found = rf._core.verify_file(str(path), names, [False, False, True, False], 1, True)
+    assert len(found.offsets) == len(found.sizes) == 2 and found.crc_ok.all()
+    assert found.damage == [] and found.errors == [] and found.crc32c is not None
+    kinds = found.kinds.reshape(2, len(names))
+    table = rf._core.VerifiedFile.KINDS
+    assert [table.get(int(k), int(k)) for k in kinds[0]] == ["bytes", "float32", "int64", -1]
+    assert int(kinds[1, 0]) == rf._core.VerifiedFile.MISSING
+    assert found.counts.reshape(2, len(names))[0].tolist() == [1, 2, 3, 0]
+    assert found.sums.reshape(2, len(names))[:, 2].tolist() == [6, 4]
+    assert sorted(table.values()) == ["bytes", "float32", "int64"]  # FeatureSpec kinds
+
+
 def test_sequence_examples_take_the_python_walk(tmp_path: Path) -> None:
     path = tmp_path / "seq.tfrecord"
     with rf.TFRecordWriter(str(path)) as w:

@@ -2,7 +2,7 @@
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias, final
+from typing import Any, ClassVar, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,7 @@ __all__ = [
     "RowReader",
     "Shuffler",
     "TFRecordWriter",
+    "VerifiedFile",
     "WalkSpan",
     "__version__",
     "count_features",
@@ -25,6 +26,7 @@ __all__ = [
     "decode_batch",
     "decode_example",
     "decode_sequence_example",
+    "detect_compression",
     "encode_columns",
     "encode_example",
     "encode_record_batch",
@@ -85,17 +87,33 @@ def verify_file(
     checksum: bool = False,
     *,
     max_record_bytes: int = ...,
-) -> tuple[
-    npt.NDArray[np.uint64],
-    npt.NDArray[np.uint64],
-    npt.NDArray[np.bool_],
-    list[tuple[int, int, int, str]],
-    npt.NDArray[np.int8],
-    npt.NDArray[np.uint64],
-    npt.NDArray[np.int64],
-    list[tuple[int, str]],
-    int | None,
-]: ...
+) -> VerifiedFile: ...
+def detect_compression(head: bytes) -> str | None: ...
+
+@final
+class VerifiedFile:
+    MISSING: ClassVar[int]
+    NO_KIND: ClassVar[int]
+    KINDS: ClassVar[dict[int, str]]
+    @property
+    def offsets(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def sizes(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def crc_ok(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def damage(self) -> list[tuple[int, int, int, str]]: ...
+    @property
+    def kinds(self) -> npt.NDArray[np.int8]: ...
+    @property
+    def counts(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def sums(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def errors(self) -> list[tuple[int, str]]: ...
+    @property
+    def crc32c(self) -> int | None: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
 @disjoint_base
 class TFRecordWriter:

@@ -19,6 +19,7 @@ from recordforge import _fs
 from recordforge._atomic import write_json_atomic
 from recordforge._jsonfields import Field, _shown
 from recordforge.errors import SchemaError
+from recordforge.records import COMPRESSION_SUFFIXES
 from recordforge.schema import Schema
 
 __all__ = ["MANIFEST_NAME", "Manifest", "ShardInfo", "write_json_atomic"]
@@ -27,7 +28,8 @@ MANIFEST_NAME = "dataset.json"
 FORMAT_VERSION = 1
 # A manifest of 100,000 shards is ~15 MB; a larger file is not read into memory.
 MAX_MANIFEST_BYTES = 256 << 20
-_COMPRESSIONS = (None, "gzip", "zlib")
+_COMPRESSIONS = tuple(COMPRESSION_SUFFIXES)
+_COMPRESSIONS_SHOWN = ", ".join(f'"{c}"' for c in _COMPRESSIONS if c) + " or null"
 
 
 def inside(directory: str | os.PathLike[str], name: str, field: Field) -> Path:
@@ -178,7 +180,7 @@ class Manifest:
         schema = Schema.from_json(schema_json, field=top["schema"]) if schema_json else None
         compression = data.get("compression")
         if compression not in _COMPRESSIONS:
-            raise top["compression"].wrong('"gzip", "zlib" or null', compression)
+            raise top["compression"].wrong(_COMPRESSIONS_SHOWN, compression)
         splits: dict[str, tuple[ShardInfo, ...]] = {}
         totals: dict[str, int] = {}
         for name, split in top["splits"].mapping(top.get(data, "splits")).items():

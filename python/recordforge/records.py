@@ -15,17 +15,21 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
 
 from recordforge import _core, _fs
 from recordforge._sticky import Sticky
 from recordforge.errors import CorruptRecordError
 
 __all__ = [
+    "COMPRESSION_SUFFIXES",
     "DEFAULT_MAX_RECORD_BYTES",
+    "RECORD_SUFFIXES",
     "RecordIterator",
     "RecordStats",
     "TFRecordWriter",
+    "compression_of",
+    "detect_compression",
     "read_records",
     "scan_records",
 ]
@@ -40,6 +44,48 @@ DEFAULT_MAX_RECORD_BYTES: int = _core.DEFAULT_MAX_RECORD_BYTES
 
 Compression = Literal["gzip", "zlib"] | None
 RecordIterator = _core.RecordIterator
+
+#: The compressions a TFRecord file can have, by the name the API takes and
+#: ``dataset.json`` stores, each with the suffix of a shard written in it. The Rust core
+#: reads, writes and detects them (``Compression`` in ``recordforge-core``): a new one is
+#: a change there and an entry here.
+COMPRESSION_SUFFIXES: dict[Compression, str] = {None: "", "gzip": ".gz", "zlib": ".zlib"}
+
+#: The endings of names taken as TFRecord files when a directory is listed.
+RECORD_SUFFIXES: tuple[str, ...] = (
+    ".tfrecord",
+    ".tfrec",
+    ".tfrecords",
+    *(suffix for suffix in COMPRESSION_SUFFIXES.values() if suffix),
+)
+
+
+def detect_compression(path: str | os.PathLike[str]) -> Compression:
+    """``"gzip"``, ``"zlib"`` or ``None`` from a file's first bytes (a URL too: 12 bytes
+    are read); a valid TFRecord header wins over a compression magic number, as in
+    :func:`read_records`.
+
+    >>> import tempfile, recordforge as rf
+    >>> path = tempfile.mktemp(suffix=".tfrecord")
+    >>> with rf.TFRecordWriter(path, compression="gzip") as w:
+    ...     _ = w.write(b"x")
+    >>> rf.records.detect_compression(path)
+    'gzip'
+    """
+    with _fs.open_file(path) as f:
+        head = f.read(12)
+    return compression_of(head)
+
+
+def compression_of(head: bytes) -> Compression:
+    """What :func:`detect_compression` says of a file starting with ``head`` (its first
+    12 bytes): the Rust core's rule (``Compression::detect``), named as in
+    :data:`COMPRESSION_SUFFIXES`.
+
+    >>> compression_of(b"\x1f\x8b\x08\x00"), compression_of(b"\x78\x9c"), compression_of(b"")
+    ('gzip', 'zlib', None)
+    """
+    return cast(Compression, _core.detect_compression(bytes(head)))
 
 
 def _let_go(remote: Any) -> None:

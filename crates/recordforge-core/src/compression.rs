@@ -58,15 +58,21 @@ impl Compression {
         }
         Compression::None
     }
+
+    /// The name the API takes and `dataset.json` stores (`None` for an uncompressed
+    /// file), as [`Compression::parse`] reads it.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some("gzip"),
+            Compression::Zlib => Some("zlib"),
+        }
+    }
 }
 
 impl fmt::Display for Compression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zlib => "zlib",
-        })
+        f.write_str(self.name().unwrap_or("none"))
     }
 }
 

@@ -636,11 +636,7 @@ impl TFRecordWriter {
 
     #[getter]
     fn compression(&self) -> Option<&'static str> {
-        match self.compression {
-            Compression::None => None,
-            Compression::Gzip => Some("gzip"),
-            Compression::Zlib => Some("zlib"),
-        }
+        self.compression.name()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

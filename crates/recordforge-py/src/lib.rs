@@ -39,8 +39,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<io::TFRecordWriter>()?;
     m.add_class::<io::RecordIterator>()?;
     m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
+    m.add_class::<verify::VerifiedFile>()?;
     m.add_class::<walk::RecordWalker>()?;
     m.add_class::<walk::WalkSpan>()?;
+    m.add_function(wrap_pyfunction!(walk::detect_compression, m)?)?;
     m.add(
         "DEFAULT_MAX_RECORD_BYTES",
         recordforge_core::DEFAULT_MAX_RECORD_BYTES,

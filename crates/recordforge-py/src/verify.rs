@@ -1,32 +1,79 @@
 //! `verify_file`: the framing walk, both CRCs and per-record feature statistics of an
 //! uncompressed TFRecord file, from a memory map, without a Python object per record.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 
 use memmap2::Mmap;
 use numpy::PyArray1;
 use pyo3::prelude::*;
+use pyo3::types::PyIterator;
 use recordforge_core::crc::crc32c_threads;
-use recordforge_core::verify::{feature_stats_threads, walk, walk_checksummed};
+use recordforge_core::verify::{
+    feature_stats_threads, walk, walk_checksummed, BYTES, FLOAT, INT64, MISSING, NO_KIND,
+};
 use recordforge_core::{Error, DEFAULT_MAX_RECORD_BYTES};
 
 use crate::errors::to_py;
 
-/// Framed records (offsets, sizes, data CRC ok), damaged regions (start, end, records
-/// before, reason), and per record x feature: kind code, value count, int64 sum; the
-/// records that do not parse as Examples (index, message); and (when asked) the file's
-/// CRC32C.
-type Verified<'py> = (
-    Bound<'py, PyArray1<u64>>,
-    Bound<'py, PyArray1<u64>>,
-    Bound<'py, PyArray1<bool>>,
-    Vec<(u64, u64, u64, String)>,
-    Bound<'py, PyArray1<i8>>,
-    Bound<'py, PyArray1<u64>>,
-    Bound<'py, PyArray1<i64>>,
-    Vec<(u64, String)>,
-    Option<u32>,
-);
+/// What ``verify_file`` found in one file. Framed records: ``offsets``, ``sizes``
+/// (framed), ``crc_ok`` (data CRC); ``damage``: damaged regions ``(start, end, records
+/// before, reason)``. Per record x feature (flat, row-major, records x names):
+/// ``kinds`` (a code: ``MISSING``, ``NO_KIND`` or a key of ``KINDS``), ``counts`` (values)
+/// and ``sums`` (of int64 values, where asked). ``errors``: the records that do not parse
+/// as Examples ``(index, message)``; ``crc32c``: the file's CRC32C when asked for.
+#[pyclass(module = "recordforge._core", frozen, get_all)]
+pub struct VerifiedFile {
+    offsets: Py<PyArray1<u64>>,
+    sizes: Py<PyArray1<u64>>,
+    crc_ok: Py<PyArray1<bool>>,
+    damage: Vec<(u64, u64, u64, String)>,
+    kinds: Py<PyArray1<i8>>,
+    counts: Py<PyArray1<u64>>,
+    sums: Py<PyArray1<i64>>,
+    errors: Vec<(u64, String)>,
+    crc32c: Option<u32>,
+}
+
+#[pymethods]
+impl VerifiedFile {
+    /// The code of a feature a record lacks.
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn MISSING() -> i8 {
+        MISSING
+    }
+
+    /// The code of a feature without a kind (no value list set).
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn NO_KIND() -> i8 {
+        NO_KIND
+    }
+
+    /// The codes of the value kinds, with their names (a ``FeatureSpec``'s ``kind``).
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn KINDS() -> BTreeMap<i8, &'static str> {
+        BTreeMap::from([(BYTES, "bytes"), (FLOAT, "float32"), (INT64, "int64")])
+    }
+
+    /// The fields in order, so that the result also unpacks as a tuple.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        let fields = (
+            self.offsets.clone_ref(py),
+            self.sizes.clone_ref(py),
+            self.crc_ok.clone_ref(py),
+            self.damage.clone(),
+            self.kinds.clone_ref(py),
+            self.counts.clone_ref(py),
+            self.sums.clone_ref(py),
+            self.errors.clone(),
+            self.crc32c,
+        );
+        fields.into_pyobject(py)?.try_iter()
+    }
+}
 
 /// Memory-maps `path` (an empty file maps to nothing) and runs `f` on its bytes.
 fn with_map<T>(path: &std::path::Path, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
@@ -52,25 +99,25 @@ pub fn file_crc32c(py: Python<'_>, path: std::path::PathBuf, threads: usize) -> 
 
 /// Walks ``path`` (uncompressed), checking length and data CRCs on ``threads`` threads
 /// and resynchronising after damage, and parses every intact record as a
-/// ``tf.train.Example``, collecting for each of ``names`` its kind (-1 missing, 0 no
-/// kind, 1 bytes, 2 float, 3 int64), its number of values and (where ``sums[i]``) the
-/// sum of its int64 values. Statistics are flat, row-major, records x names; rows of
-/// records failing their data CRC are all missing. With ``checksum``, the file's CRC32C
-/// is computed in the same pass. A record over ``max_record_bytes`` is damage.
+/// ``tf.train.Example``, collecting for each of ``names`` its kind (a code of
+/// ``VerifiedFile``), its number of values and (where ``sums[i]``) the sum of its int64
+/// values, in a ``VerifiedFile``; rows of records failing their data CRC are all
+/// missing. With ``checksum``, the file's CRC32C is computed in the same pass. A record
+/// over ``max_record_bytes`` is damage.
 #[pyfunction]
 #[pyo3(signature = (
     path, names, sums, threads=2, checksum=false, *, max_record_bytes=DEFAULT_MAX_RECORD_BYTES
 ))]
 #[allow(clippy::too_many_arguments)]
-pub fn verify_file<'py>(
-    py: Python<'py>,
+pub fn verify_file(
+    py: Python<'_>,
     path: std::path::PathBuf,
     names: Vec<String>,
     sums: Vec<bool>,
     threads: usize,
     checksum: bool,
     max_record_bytes: u64,
-) -> PyResult<Verified<'py>> {
+) -> PyResult<VerifiedFile> {
     let name = path.display().to_string();
     let result = py.detach(|| {
         with_map(&path, |data| {
@@ -110,15 +157,15 @@ pub fn verify_file<'py>(
         .into_iter()
         .map(|(i, e)| (i as u64, e))
         .collect();
-    Ok((
-        PyArray1::from_vec(py, w.offsets),
-        PyArray1::from_vec(py, w.sizes),
-        PyArray1::from_vec(py, w.crc_ok),
+    Ok(VerifiedFile {
+        offsets: PyArray1::from_vec(py, w.offsets).unbind(),
+        sizes: PyArray1::from_vec(py, w.sizes).unbind(),
+        crc_ok: PyArray1::from_vec(py, w.crc_ok).unbind(),
         damage,
-        PyArray1::from_vec(py, stats.kinds),
-        PyArray1::from_vec(py, stats.counts),
-        PyArray1::from_vec(py, stats.sums),
+        kinds: PyArray1::from_vec(py, stats.kinds).unbind(),
+        counts: PyArray1::from_vec(py, stats.counts).unbind(),
+        sums: PyArray1::from_vec(py, stats.sums).unbind(),
         errors,
-        crc,
-    ))
+        crc32c: crc,
+    })
 }

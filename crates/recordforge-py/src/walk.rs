@@ -65,6 +65,13 @@ fn compression_of(name: Option<&str>, file: &mut File) -> Result<Compression, Er
     }
 }
 
+/// ``"gzip"``, ``"zlib"`` or None from the first bytes of a file (12 are enough): a
+/// valid TFRecord header wins over a compression's magic number, as when reading.
+#[pyfunction]
+pub fn detect_compression(head: &[u8]) -> Option<&'static str> {
+    Compression::detect(head).name()
+}
+
 #[pymethods]
 impl RecordWalker {
     #[new]
@@ -159,11 +166,7 @@ impl RecordWalker {
     /// ``"gzip"``, ``"zlib"`` or None: the file's compression, as detected or given.
     #[getter]
     fn compression(&self) -> Option<&'static str> {
-        match self.compression {
-            Compression::None => None,
-            Compression::Gzip => Some("gzip"),
-            Compression::Zlib => Some("zlib"),
-        }
+        self.compression.name()
     }
 
     /// Bytes of the file read so far (for progress).

@@ -10,6 +10,7 @@ from typing import Any
 
 from recordforge._fs import is_url, read_bytes
 from recordforge.cli._output import conversion_progress, print_summary
+from recordforge.records import COMPRESSION_SUFFIXES
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES
 from recordforge.writer import WriteOptions, write_source
 
@@ -28,7 +29,7 @@ def add_shared_flags(p: argparse.ArgumentParser) -> None:
         default=WriteOptions.name_template,
         help="shard names; fields {split} {index} {count} {records}",
     )
-    p.add_argument("--compression", choices=["gzip", "zlib"], default=None)
+    p.add_argument("--compression", choices=[c for c in COMPRESSION_SUFFIXES if c], default=None)
     p.add_argument("--index", action="store_true", help="write .idx files (DALI / tfrecord)")
     p.add_argument(
         "--checksum",

@@ -12,6 +12,7 @@ from recordforge.cli._inspect import (
     console,
     print_json,
 )
+from recordforge.records import COMPRESSION_SUFFIXES
 
 HELP = "Copy every intact record of a damaged TFRecord file into a new file; report the losses."
 
@@ -21,7 +22,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="the file to write")
     parser.add_argument(
         "--compression",
-        choices=["same", "none", "gzip", "zlib"],
+        choices=["same", "none", *(c for c in COMPRESSION_SUFFIXES if c)],
         default="same",
         help="of the output (default: as the input)",
     )

@@ -54,7 +54,7 @@ from recordforge.inspect._preview import PreviewCell, PreviewResult, preview
 from recordforge.inspect._stats import FeatureStats, Stats, stats
 from recordforge.inspect._values import describe_value
 from recordforge.inspect._verify import VerifyResult, verify
-from recordforge.inspect._walker import detect_compression
+from recordforge.records import detect_compression
 
 __all__ = [
     "DEFAULT_MAX_FEATURES",

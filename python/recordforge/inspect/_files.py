@@ -17,6 +17,7 @@ from recordforge._jsonfields import Field
 from recordforge._outdir import check_finished
 from recordforge.inspect._common import Paths, Problem
 from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo, inside
+from recordforge.records import COMPRESSION_SUFFIXES, detect_compression
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -51,8 +52,9 @@ def _renamed(obj: Any, names: dict[str, str]) -> Any:
     return obj
 
 
-# Names of files in a directory without dataset.json that are taken as TFRecord files.
-_RECORD_HINTS = ("tfrec", "-of-", ".gz", ".zlib", ".rec")
+# Names of files in a directory without dataset.json that are taken as TFRecord files
+# (anywhere in the name: a.tfrecord-00001, shard.gz.1).
+_RECORD_HINTS = ("tfrec", "-of-", ".rec", *(s for s in COMPRESSION_SUFFIXES.values() if s))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -209,8 +211,6 @@ def manifest_problems(items: list[InputFile]) -> list[Problem]:
     """What is wrong with the ``dataset.json`` of ``items`` without reading a record: its
     own disagreements (split totals, files listed twice, counts that cannot fit) and a
     ``compression`` that the files' first bytes contradict."""
-    from recordforge.inspect._walker import detect_compression
-
     out: list[Problem] = []
     seen: set[int] = set()
     for item in items:

@@ -14,8 +14,8 @@ from recordforge._atomic import write_bytes_atomic
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
 from recordforge.inspect._files import InputFile, as_given, manifest_problems, resolve
-from recordforge.inspect._walker import _problem_of, _walk, detect_compression
-from recordforge.records import DEFAULT_MAX_RECORD_BYTES
+from recordforge.inspect._walker import _problem_of, _walk
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 
 # --------------------------------------------------------------------------------------
 # count

@@ -23,8 +23,7 @@ from recordforge.inspect._decode import (
 from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._framing import count
 from recordforge.inspect._values import _image_of, _is_text
-from recordforge.inspect._walker import detect_compression
-from recordforge.records import DEFAULT_MAX_RECORD_BYTES
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 from recordforge.schema import BBox, ClassLabel, Image, Schema, Text, kind_of
 
 # --------------------------------------------------------------------------------------

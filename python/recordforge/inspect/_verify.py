@@ -24,8 +24,8 @@ from recordforge.inspect._files import (
     resolve,
 )
 from recordforge.inspect._values import _image_of
-from recordforge.inspect._walker import _problem_of, _walk, detect_compression
-from recordforge.records import DEFAULT_MAX_RECORD_BYTES
+from recordforge.inspect._walker import _problem_of, _walk
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 from recordforge.schema import FeatureSpec, Image, Schema, kind_of
 
 
@@ -355,8 +355,9 @@ def _verify_stream(
     return records, problems, found, np.array(framed, dtype=np.int64).reshape(-1, 2), None
 
 
-_KINDS = {1: "bytes", 2: "float32", 3: "int64"}
+_KINDS = _core.VerifiedFile.KINDS
 _CODES = {v: k for k, v in _KINDS.items()}
+_MISSING, _NO_KIND = _core.VerifiedFile.MISSING, _core.VerifiedFile.NO_KIND
 
 
 def _first_record(path: Path, max_record_bytes: int) -> bytes | None:
@@ -386,12 +387,14 @@ def _verify_in_rust(
         if spec.ragged and f"{name}/row_lengths" not in schema:
             names.append(f"{name}/row_lengths")
     sums = [name.endswith("/row_lengths") for name in names]
-    offsets, sizes, crc_ok, damage, kinds, counts, totals, errors, file_crc = _core.verify_file(
+    verified = _core.verify_file(
         str(path), names, sums, os.cpu_count() or 1, crc, max_record_bytes=max_record_bytes
     )
+    offsets, errors = verified.offsets, verified.errors
     n = len(offsets)
     shape = (n, len(names))
-    kinds, counts, totals = kinds.reshape(shape), counts.reshape(shape), totals.reshape(shape)
+    kinds = verified.kinds.reshape(shape)
+    counts, totals = verified.counts.reshape(shape), verified.sums.reshape(shape)
     framing = [
         Problem(
             file=str(path),
@@ -407,12 +410,12 @@ def _verify_in_rust(
             end=end,
             message=reason,
         )
-        for start, end, record, reason in damage
+        for start, end, record, reason in verified.damage
     ]
     found: list[tuple[int, int, str]] = [
         (i, -1, f"not a tf.train.Example: {message}") for i, message in errors
     ]
-    checked = crc_ok.copy()
+    checked = verified.crc_ok.copy()
     checked[[i for i, _ in errors]] = False
     column = {name: j for j, name in enumerate(names)}
     for j, (name, spec) in enumerate(schema.items()):
@@ -421,8 +424,8 @@ def _verify_in_rust(
     for i, j, message in found:
         kind = "parse" if j < 0 else "schema"
         checker.problem(kind, i, int(offsets[i]), message)
-    framed = np.stack([offsets.astype(np.int64), sizes.astype(np.int64)], axis=1)
-    return n, framing, framed, file_crc
+    framed = np.stack([offsets.astype(np.int64), verified.sizes.astype(np.int64)], axis=1)
+    return n, framing, framed, verified.crc32c
 
 
 def _column_problems(
@@ -439,14 +442,14 @@ def _column_problems(
     checked record at once: (record, j, message) for each record that disagrees."""
     kind, count = kinds[:, j], counts[:, j]
     out: list[tuple[int, int, str]] = []
-    missing = checked & (kind == -1)
+    missing = checked & (kind == _MISSING)
     if spec.fixed:
         needs = f"feature {name!r} is missing (shape {spec.shape} needs it)"
         out.extend((int(i), j, needs) for i in np.flatnonzero(missing))
-    present = checked & (kind != -1)
+    present = checked & (kind != _MISSING)
     # An empty float list decodes as a kind-less feature does: it says nothing of the kind.
     kindless = (kind == _CODES["float32"]) & (count == 0)
-    wrong = present & (kind > 0) & ~kindless & (kind != _CODES[spec.kind])
+    wrong = present & (kind != _NO_KIND) & ~kindless & (kind != _CODES[spec.kind])
     for i in np.flatnonzero(wrong):
         found = _KINDS[int(kind[i])]
         out.append((int(i), j, f"feature {name!r}: expected {spec.kind} values, found {found}"))
@@ -464,7 +467,7 @@ def _column_problems(
             )
     elif spec.ragged:
         r = column[f"{name}/row_lengths"]
-        has = present & (kinds[:, r] != -1)
+        has = present & (kinds[:, r] != _MISSING)
         ints = kinds[:, r] == _CODES["int64"]
         bad = has & (~ints | (totals[:, r] != count.astype(np.int64)))
         for i in np.flatnonzero(bad):

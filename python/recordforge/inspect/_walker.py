@@ -1,52 +1,13 @@
-"""The framing of a record stream: compression detection, and a walk over a file
-(GZIP/ZLIB decompressed as far as they go) that survives damage."""
+"""The framing of a record stream: a walk over a file (GZIP/ZLIB decompressed as far as
+they go) that survives damage, in Rust, and the problems its damaged spans are."""
 
 from __future__ import annotations
 
 import os
-import struct
-from typing import Literal
 
-from recordforge import _core, _fs
+from recordforge import _core
 from recordforge.inspect._common import Problem
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
-
-_HEADER = struct.Struct("<QI")
-
-
-def detect_compression(path: str | os.PathLike[str]) -> Literal["gzip", "zlib"] | None:
-    """``"gzip"``, ``"zlib"`` or ``None`` from a file's first bytes; a valid TFRecord
-    header wins over a compression magic number, as in ``read_records``.
-
-    >>> import io, tempfile, recordforge as rf
-    >>> path = tempfile.mktemp(suffix=".tfrecord")
-    >>> with rf.TFRecordWriter(path, compression="gzip") as w:
-    ...     _ = w.write(b"x")
-    >>> rf.inspect.detect_compression(path)
-    'gzip'
-    """
-    with _fs.open_file(path) as f:  # a URL too: 12 bytes read
-        head = f.read(12)
-    return compression_of(head)
-
-
-def compression_of(head: bytes) -> Literal["gzip", "zlib"] | None:
-    """What ``detect_compression`` says of a file starting with ``head`` (its first 12
-    bytes): the rule of the Rust core's ``Compression::detect``."""
-    if len(head) >= 12:
-        _, crc = _HEADER.unpack_from(head)
-        if _core.masked_crc32c(head[:8]) == crc:
-            return None
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if (
-        len(head) >= 2
-        and head[0] & 0x0F == 8
-        and head[0] >> 4 <= 7
-        and (head[0] << 8 | head[1]) % 31 == 0
-    ):
-        return "zlib"
-    return None
 
 
 def _walk(
