@@ -148,6 +148,12 @@ def _simplejpeg() -> Any:
     return simplejpeg
 
 
+def checks_jpeg_strictly() -> bool:
+    """Whether :func:`check` decodes JPEGs by libjpeg-turbo with its warnings as errors
+    (``simplejpeg`` is installed), rather than by Pillow."""
+    return _simplejpeg() is not None
+
+
 def _scratch(shape: tuple[int, int, int]) -> np.ndarray:
     """This thread's reusable buffer, as an array of ``shape``: an image decoded only to
     be resized is decoded into memory already mapped (no page faults)."""

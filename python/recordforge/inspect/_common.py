@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from recordforge.inspect._values import _bytes_json
+from recordforge.inspect._values import bytes_json
 
 Paths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -20,7 +20,7 @@ Paths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 Progress = Callable[[int], None]
 
 
-_PROGRESS_STEP = 32 << 20
+PROGRESS_STEP = 32 << 20
 
 
 def _jsonable(value: Any) -> Any:
@@ -35,13 +35,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, bytes):
-        return _bytes_json(value)
+        return bytes_json(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
 
 
-class _Result:
+class Result:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (what ``--json`` prints)."""
         out: dict[str, Any] = _jsonable(self)

@@ -99,10 +99,10 @@ def record_type(data: bytes | memoryview) -> RecordType:
     >>> rf.inspect.record_type(b"hello")
     'unknown'
     """
-    return _parse(data)[0]
+    return parse_record(data)[0]
 
 
-def _parse(
+def parse_record(
     data: bytes | memoryview,
 ) -> tuple[RecordType, dict[str, Any] | None, dict[str, Any] | None]:
     """:func:`record_type`, with the record's features (an Example's, a SequenceExample's
@@ -128,7 +128,7 @@ def _parse(
     return "unknown", None, None
 
 
-def _decode_elwc(data: bytes | memoryview) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def decode_elwc(data: bytes | memoryview) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The examples and the context of an ELWC record (checked by ``record_type``)."""
     examples, context = [], {}
     for field, _, payload in _fields(data) or []:
@@ -145,20 +145,20 @@ def _decode_elwc(data: bytes | memoryview) -> tuple[list[dict[str, Any]], dict[s
 
 
 @dataclasses.dataclass(frozen=True)
-class _Record:
+class Record:
     file: Path
     index: int
     offset: int | None
     data: bytes
 
 
-def _records(
+def records_of(
     items: Sequence[InputFile],
     problems: list[Problem],
     limit: int | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     max_features: int = DEFAULT_MAX_FEATURES,
-) -> Iterator[_Record]:
+) -> Iterator[Record]:
     """Records of the files in order (CRCs checked; a record over ``max_record_bytes``
     is damage, refused before it is read); a damaged file adds a problem and the
     iteration goes on with the next file. A record of more than ``max_features``
@@ -185,7 +185,7 @@ def _records(
                     )
                     index += 1
                     continue
-                yield _Record(item.path, index, it.offset, data)
+                yield Record(item.path, index, it.offset, data)
                 index += 1
                 produced += 1
         except CorruptRecordError as e:
@@ -200,13 +200,13 @@ def _records(
             )
 
 
-def _typed(data: bytes) -> tuple[RecordType, list[tuple[str, str, Any, int | None]]]:
-    """:func:`record_type` and :func:`_decoded` of a record, decoding it once."""
-    kind, features, lists = _parse(data)
-    return kind, _decoded(data, kind, features, lists)
+def typed_features(data: bytes) -> tuple[RecordType, list[tuple[str, str, Any, int | None]]]:
+    """:func:`record_type` and :func:`decoded_features` of a record, decoding it once."""
+    kind, features, lists = parse_record(data)
+    return kind, decoded_features(data, kind, features, lists)
 
 
-def _decoded(
+def decoded_features(
     data: bytes,
     kind: RecordType,
     features: dict[str, Any] | None = None,
@@ -214,7 +214,7 @@ def _decoded(
 ) -> list[tuple[str, str, Any, int | None]]:
     """``(part, name, value, steps)`` of a record's features; ``steps`` is the number of
     steps of a feature list (its values are then concatenated). ``features`` and
-    ``lists``: the record as :func:`_parse` decoded it, when it has."""
+    ``lists``: the record as :func:`parse_record` decoded it, when it has."""
     out: list[tuple[str, str, Any, int | None]] = []
     if kind == "Example":
         if features is None:
@@ -228,7 +228,7 @@ def _decoded(
         for name, steps in lists.items():
             out.append(("feature_list", name, _concat(steps), len(steps)))
     elif kind == "ExampleListWithContext":
-        examples, context = _decode_elwc(data)
+        examples, context = decode_elwc(data)
         out.extend(("context", n, v, None) for n, v in context.items())
         names = dict.fromkeys(n for ex in examples for n in ex)
         for name in names:
@@ -249,7 +249,7 @@ def _concat(values: Sequence[Any]) -> Any:
 _DIGITS = re.compile(r"(\d+)")
 
 
-def _natural(key: tuple[str, str]) -> tuple[Any, ...]:
+def natural_key(key: tuple[str, str]) -> tuple[Any, ...]:
     """Sort key: part, then name with its numbers compared as numbers (feature_2 < _10)."""
     parts = _DIGITS.split(key[1])
     return (key[0], *[(int(p), "") if i % 2 else (0, p) for i, p in enumerate(parts)])

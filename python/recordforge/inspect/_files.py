@@ -21,10 +21,10 @@ from recordforge.records import COMPRESSION_SUFFIXES, detect_compression
 
 _GLOB_CHARS = frozenset("*?[")
 
-_Result = TypeVar("_Result")
+_T = TypeVar("_T")
 
 
-def as_given(result: _Result, items: list[InputFile]) -> _Result:
+def as_given(result: _T, items: list[InputFile]) -> _T:
     """``result`` with each remote file's local copy named by its URL instead, in every
     string it holds (file fields, messages, ``.idx`` paths), so that reports name what
     the user gave."""
@@ -189,7 +189,7 @@ def _with_manifest(path: Path) -> InputFile:
     return InputFile(path=path)
 
 
-def _read_index(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+def read_index(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """The ``offset size`` lines of an ``.idx`` file, read only when it is a regular file
     in its shard's directory (links resolved) no larger than an index of that shard can
     be. Raises ``ValueError`` (a ``SchemaError`` for a path outside) saying what is wrong."""

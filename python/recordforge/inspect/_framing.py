@@ -12,9 +12,9 @@ from typing import Literal
 from recordforge import _core, _fs, _index
 from recordforge._atomic import write_bytes_atomic
 from recordforge.errors import CorruptRecordError
-from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
+from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
 from recordforge.inspect._files import InputFile, as_given, manifest_problems, resolve
-from recordforge.inspect._walker import _problem_of, _walk
+from recordforge.inspect._walker import problem_of, walk
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 
 # --------------------------------------------------------------------------------------
@@ -22,7 +22,7 @@ from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FileCount(_Result):
+class FileCount(Result):
     """Records in one file, and how they were counted: ``manifest``, ``index`` (lines of
     the ``.idx`` file), ``scan`` (framing walked) or ``scan+crc`` (and CRCs checked)."""
 
@@ -34,7 +34,7 @@ class FileCount(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class CountResult(_Result):
+class CountResult(Result):
     """The total, per file, and any problem met (then ``records`` counts the records
     that could be delimited, damaged ones included when their framing was intact)."""
 
@@ -137,11 +137,11 @@ def _walk_count(path: Path, verify: bool, max_record_bytes: int) -> tuple[int, l
     """The records of a damaged file that could be delimited (intact, or framed with a
     failing data CRC), and its problems."""
     records, problems = 0, []
-    for span in _walk(path, verify, max_record_bytes=max_record_bytes):
+    for span in walk(path, verify, max_record_bytes=max_record_bytes):
         if span.kind == "record":
             records += 1
             continue
-        problems.append(_problem_of(path, span, records))
+        problems.append(problem_of(path, span, records))
         records += span.records
     return records, problems
 
@@ -166,7 +166,7 @@ def _count_from_metadata(item: InputFile, size: int) -> tuple[int, str] | None:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class IndexFile(_Result):
+class IndexFile(Result):
     """One index written (or not, when its file is damaged)."""
 
     path: str
@@ -175,7 +175,7 @@ class IndexFile(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class IndexResult(_Result):
+class IndexResult(Result):
     """The indexes written, and the problems of files that got none."""
 
     files: list[IndexFile]
@@ -254,7 +254,7 @@ _BATCH_BYTES = 16 << 20
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LostRegion(_Result):
+class LostRegion(Result):
     """A damaged part of the record stream: ``[start, end)`` (``end`` None: the rest of a
     compressed stream that cannot be decompressed), why, and the records known lost
     (1 for a record whose framing is intact but data is not, 0 when unknown)."""
@@ -266,7 +266,7 @@ class LostRegion(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SalvageResult(_Result):
+class SalvageResult(Result):
     """What ``salvage`` kept and lost; ``damaged`` is False when the input was intact."""
 
     source: str
@@ -347,7 +347,7 @@ def salvage(
             tmp = stack.enter_context(_fs.local_dir()) / _fs.name(target)
         else:
             tmp = Path(target).with_name(f".{Path(target).name}.salvage")
-        walker = _walk(local_src, True, payloads=True, max_record_bytes=max_record_bytes)
+        walker = walk(local_src, True, payloads=True, max_record_bytes=max_record_bytes)
         out_compression = walker.compression if compression == "same" else compression
         done = 0
         try:
@@ -365,7 +365,7 @@ def salvage(
                             batch_bytes = 0
                     else:
                         lost.append(_lost_region(span))
-                    if progress is not None and walker.bytes_read - done >= _PROGRESS_STEP:
+                    if progress is not None and walker.bytes_read - done >= PROGRESS_STEP:
                         progress(walker.bytes_read - done)
                         done = walker.bytes_read
                 writer.write_many(batch)

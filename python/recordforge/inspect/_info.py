@@ -9,20 +9,20 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from recordforge.inspect._common import Paths, Problem, Progress, _Result
+from recordforge.inspect._common import Paths, Problem, Progress, Result
 from recordforge.inspect._decode import (
     DEFAULT_MAX_FEATURES,
-    _decode_elwc,
-    _decoded,
-    _natural,
-    _parse,
-    _records,
-    _typed,
+    decode_elwc,
+    decoded_features,
+    natural_key,
+    parse_record,
     record_type,
+    records_of,
+    typed_features,
 )
 from recordforge.inspect._files import as_given, resolve
 from recordforge.inspect._framing import count
-from recordforge.inspect._values import _image_of, _is_text
+from recordforge.inspect._values import image_of, is_text
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 from recordforge.schema import BBox, ClassLabel, Image, Schema, Text, kind_of
 
@@ -31,7 +31,7 @@ from recordforge.schema import BBox, ClassLabel, Image, Schema, Text, kind_of
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FileInfo(_Result):
+class FileInfo(Result):
     """One file: its split (from ``dataset.json``), records (``None`` when it cannot be
     counted), size on disk, compression and whether an ``.idx`` file is beside it."""
 
@@ -44,7 +44,7 @@ class FileInfo(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FeatureInfo(_Result):
+class FeatureInfo(Result):
     """One feature: ``part`` is ``feature`` (Example), ``context`` / ``feature_list``
     (SequenceExample) or ``context`` / ``examples`` (ELWC); ``dtype`` and ``shape`` as in
     a :class:`~recordforge.FeatureSpec`; lengths seen in the scanned records (steps for
@@ -62,7 +62,7 @@ class FeatureInfo(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Info(_Result):
+class Info(Result):
     """A dataset's or files' description; ``schema_source`` says where the features come
     from (``dataset.json`` or inferred from ``scanned`` records)."""
 
@@ -117,10 +117,10 @@ class _Lengths:
             self.kind = self.kind or kind
         if isinstance(value, list) and value:
             first = value[0]
-            image = _image_of(first)
+            image = image_of(first)
             if image is not None:
                 self.image = image
-            if self.text and (image is not None or not _is_text(first)):
+            if self.text and (image is not None or not is_text(first)):
                 self.text = False
 
 
@@ -180,8 +180,8 @@ def info(
     kinds: collections.Counter[str] = collections.Counter()
     acc: dict[tuple[str, str], _Lengths] = {}
     scanned = 0
-    for rec in _records(items, problems, scan, max_record_bytes, max_features):
-        kind, decoded = _typed(rec.data)
+    for rec in records_of(items, problems, scan, max_record_bytes, max_features):
+        kind, decoded = typed_features(rec.data)
         kinds[kind] += 1
         scanned += 1
         for part, name, value, steps in decoded:
@@ -252,7 +252,7 @@ def _feature_infos(
         known = set(schema) | {f"{n}/row_lengths" for n, s in schema.items() if s.ragged}
         extra = [k for k in acc if k[1] not in known]
     else:
-        extra = sorted(acc, key=_natural)
+        extra = sorted(acc, key=natural_key)
     for part, name in extra:
         a = acc[(part, name)]
         dtype = a.kind or "(empty)"
@@ -286,7 +286,7 @@ def _feature_infos(
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class HeadRecord(_Result):
+class HeadRecord(Result):
     """One decoded record: ``features`` are its Example features (a SequenceExample's
     context, an ELWC's context), ``feature_lists`` a SequenceExample's lists of values,
     ``examples`` an ELWC's examples; ``raw`` the bytes of a record of unknown type."""
@@ -303,7 +303,7 @@ class HeadRecord(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class HeadResult(_Result):
+class HeadResult(Result):
     """The first records, and the problem that stopped reading a file, if any."""
 
     records: list[HeadRecord]
@@ -333,12 +333,12 @@ def head(
     out = []
     wanted = list(features) if features else None
     items = resolve(paths)
-    for rec in _records(items, problems, n, max_record_bytes, max_features):
-        kind, parsed, lists = _parse(rec.data)
+    for rec in records_of(items, problems, n, max_record_bytes, max_features):
+        kind, parsed, lists = parse_record(rec.data)
         feats: dict[str, Any] = parsed or {}
         examples = raw = None
         if kind == "ExampleListWithContext":
-            examples, feats = _decode_elwc(rec.data)
+            examples, feats = decode_elwc(rec.data)
         elif kind not in ("Example", "SequenceExample"):
             raw = rec.data
         if wanted is not None:
@@ -373,8 +373,10 @@ def head(
         missing = [k for k in wanted if k not in shown]
         if missing:
             every: set[str] = set()
-            for rec in _records(items, [], n, max_record_bytes, max_features):
-                every.update(name for _, name, _, _ in _decoded(rec.data, record_type(rec.data)))
+            for rec in records_of(items, [], n, max_record_bytes, max_features):
+                every.update(
+                    name for _, name, _, _ in decoded_features(rec.data, record_type(rec.data))
+                )
             raise ValueError(
                 f"feature(s) {', '.join(map(repr, missing))} not in the first {len(out)} "
                 f"record(s); they have: {', '.join(sorted(every)) or 'no features'}"

@@ -13,23 +13,23 @@ from typing import Any
 import numpy as np
 
 from recordforge import _fs
-from recordforge.inspect._common import Paths, Problem, _Result
+from recordforge.inspect._common import Paths, Problem, Result
 from recordforge.inspect._decode import (
     DEFAULT_MAX_FEATURES,
+    Record,
     RecordType,
-    _decoded,
-    _Record,
-    _records,
+    decoded_features,
     record_type,
+    records_of,
 )
 from recordforge.inspect._files import resolve
-from recordforge.inspect._values import _image_of
+from recordforge.inspect._values import image_of
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import BBox, ClassLabel, Image, Schema
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PreviewCell(_Result):
+class PreviewCell(Result):
     """Where one record's image went on the sheet: its top-left corner, its size
     there, the scale from the stored image, and the boxes drawn, in sheet pixels
     ``(x0, y0, x1, y1, label)``."""
@@ -46,7 +46,7 @@ class PreviewCell(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PreviewResult(_Result):
+class PreviewResult(Result):
     """The contact sheet written: its path and size, and one cell per record shown."""
 
     path: str
@@ -71,7 +71,7 @@ def _find_image(ex: Mapping[str, Any], schema: Schema | None) -> str | None:
         if isinstance(ex.get(name), list) and ex[name]:
             return name
     for name, value in ex.items():
-        if isinstance(value, list) and value and _image_of(value[0]) is not None:
+        if isinstance(value, list) and value and image_of(value[0]) is not None:
             return name
     return None
 
@@ -167,8 +167,8 @@ def preview(
     shown = {i.path: i.remote or str(i.path) for i in items}
     schema = items[0].manifest.schema if items and items[0].manifest else None
     problems: list[Problem] = []
-    pictures: list[tuple[_Record, Any, list[_Box], str | None]] = []
-    for rec in _records(items, problems, None, max_record_bytes, max_features):
+    pictures: list[tuple[Record, Any, list[_Box], str | None]] = []
+    for rec in records_of(items, problems, None, max_record_bytes, max_features):
         if len(pictures) >= n:
             break
         kind = record_type(rec.data)
@@ -248,7 +248,7 @@ def preview(
 
 
 def _decoded_context(data: bytes, kind: RecordType) -> Iterator[tuple[str, Any]]:
-    for part, name, value, _ in _decoded(data, kind):
+    for part, name, value, _ in decoded_features(data, kind):
         if part in ("feature", "context"):
             yield name, value
 

@@ -13,16 +13,21 @@ from typing import Any
 import numpy as np
 
 from recordforge.imageformat import image_dimensions
-from recordforge.inspect._common import Paths, Problem, Progress, _Result
-from recordforge.inspect._decode import DEFAULT_MAX_FEATURES, _natural, _records, _typed
+from recordforge.inspect._common import Paths, Problem, Progress, Result
+from recordforge.inspect._decode import (
+    DEFAULT_MAX_FEATURES,
+    natural_key,
+    records_of,
+    typed_features,
+)
 from recordforge.inspect._files import as_given, resolve
-from recordforge.inspect._values import _describe_bytes, _image_of, _is_text
+from recordforge.inspect._values import describe_bytes, image_of, is_text
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import ClassLabel, kind_of
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FeatureStats(_Result):
+class FeatureStats(Result):
     """Statistics of one feature over the records read. ``length``: min, max, mean and
     the most common lengths; ``numbers``: count, min, max, mean, std and NaNs of every
     value; ``top_values``: the most common bytes/text values (images excluded; exact
@@ -45,7 +50,7 @@ class FeatureStats(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Stats(_Result):
+class Stats(Result):
     """Per-feature statistics over ``records`` records."""
 
     records: int
@@ -112,7 +117,7 @@ class _Acc:
                 self._ids().update(value.tolist())
             return
         for item in value:
-            image = _image_of(item)
+            image = image_of(item)
             if image is not None:
                 if self.formats is None:
                     self.formats = collections.Counter()
@@ -216,7 +221,7 @@ class _Acc:
 
 
 def _value_text(value: bytes) -> str:
-    return value.decode("utf-8", "replace") if _is_text(value) else _describe_bytes(value)
+    return value.decode("utf-8", "replace") if is_text(value) else describe_bytes(value)
 
 
 def _is_label_name(name: str) -> bool:
@@ -258,12 +263,12 @@ def stats(
     kinds: collections.Counter[str] = collections.Counter()
     records = 0
     current: Path | None = None
-    for rec in _records(items, problems, max_records, max_record_bytes, max_features):
+    for rec in records_of(items, problems, max_records, max_record_bytes, max_features):
         if progress is not None and rec.file != current:
             if current is not None:
                 progress(current.stat().st_size)
             current = rec.file
-        kind, decoded = _typed(rec.data)
+        kind, decoded = typed_features(rec.data)
         kinds[kind] += 1
         records += 1
         for part, name, value, steps in decoded:
@@ -281,7 +286,7 @@ def stats(
     if record_kind == "unknown":
         notes.append("records are not tf.train.Example or SequenceExample: no features")
     order = {name: i for i, name in enumerate(schema)} if schema is not None else {}
-    keys = sorted(acc, key=lambda k: (order.get(k[1], len(order)), _natural(k)))
+    keys = sorted(acc, key=lambda k: (order.get(k[1], len(order)), natural_key(k)))
     result = Stats(
         records=records,
         record_type=record_kind,

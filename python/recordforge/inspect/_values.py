@@ -10,14 +10,14 @@ import numpy as np
 from recordforge.imageformat import image_dimensions, image_format
 
 
-def _image_of(value: bytes) -> str | None:
+def image_of(value: bytes) -> str | None:
     """The image format of ``value`` from its first bytes, upper case (``JPEG``), by the
     one sniffer that conversion and ``verify --images`` use too."""
     fmt = image_format(bytes(value[:32]))
     return fmt.upper() if fmt else None
 
 
-def _is_text(value: bytes) -> bool:
+def is_text(value: bytes) -> bool:
     try:
         text = value[:256].decode("utf-8")
     except UnicodeDecodeError:
@@ -33,13 +33,13 @@ def _size_text(n: int) -> str:
     return f"{n / 1000**2:.1f} MB"
 
 
-def _describe_bytes(value: bytes, width: int = 60) -> str:
-    image = _image_of(value)
+def describe_bytes(value: bytes, width: int = 60) -> str:
+    image = image_of(value)
     if image is not None:
         size = image_dimensions(value)
         dims = f"{size[0]}x{size[1]}" if size else "?x?"
         return f"<{image} {dims}, {_size_text(len(value))}>"
-    if _is_text(value):
+    if is_text(value):
         text = value.decode("utf-8", "replace")
         if len(text) > width:
             return repr(text[: width - 3] + "...") + f" ({len(text)} chars)"
@@ -62,14 +62,14 @@ def describe_value(value: Any, *, limit: int = 8) -> str:
     if isinstance(value, np.ndarray):
         shown = [str(v) for v in value[:limit]]
     else:
-        shown = [_describe_bytes(v) if isinstance(v, bytes) else repr(v) for v in value[:limit]]
+        shown = [describe_bytes(v) if isinstance(v, bytes) else repr(v) for v in value[:limit]]
     more = len(value) > limit
     text = "[" + ", ".join(shown) + (", ...]" if more else "]")
     return text + (f" ({len(value)} values)" if more else "")
 
 
-def _bytes_json(value: bytes) -> Any:
-    image = _image_of(value)
+def bytes_json(value: bytes) -> Any:
+    image = image_of(value)
     if image is not None:
         size = image_dimensions(value)
         return {
@@ -78,6 +78,6 @@ def _bytes_json(value: bytes) -> Any:
             "height": size[1] if size else None,
             "bytes": len(value),
         }
-    if _is_text(value):
+    if is_text(value):
         return value.decode("utf-8", "replace")
     return {"bytes": len(value), "hex": value[:32].hex()}

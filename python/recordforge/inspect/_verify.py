@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recordforge import _core
-from recordforge.errors import CorruptRecordError, DecodeError
-from recordforge.inspect._common import _PROGRESS_STEP, Paths, Problem, Progress, _Result
-from recordforge.inspect._decode import RecordType, record_type
+from recordforge.errors import CorruptRecordError
+from recordforge.inspect._checks import Checker, column_problems
+from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
+from recordforge.inspect._decode import record_type
 from recordforge.inspect._files import (
     InputFile,
-    _read_index,
     as_given,
     manifest_problems,
+    read_index,
     resolve,
 )
-from recordforge.inspect._values import _image_of
-from recordforge.inspect._walker import _problem_of, _walk
+from recordforge.inspect._walker import problem_of, walk
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
-from recordforge.schema import FeatureSpec, Image, Schema, kind_of
+from recordforge.schema import Schema
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FileVerify(_Result):
+class FileVerify(Result):
     """One file's verification: records read, on-disk bytes, problems found in it."""
 
     path: str
@@ -42,7 +41,7 @@ class FileVerify(_Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class VerifyResult(_Result):
+class VerifyResult(Result):
     """``ok`` when nothing is wrong; ``problems`` lists everything that is, in file order;
     ``checked`` says what was checked."""
 
@@ -52,123 +51,6 @@ class VerifyResult(_Result):
     files: list[FileVerify]
     problems: list[Problem]
     checked: list[str]
-
-
-def _fixed_size(spec: FeatureSpec) -> int | None:
-    if not spec.fixed:
-        return None
-    return math.prod(int(d or 0) for d in spec.shape)
-
-
-def _schema_problems(ex: Mapping[str, Any], schema: Schema) -> list[str]:
-    """What makes a decoded Example disagree with the schema (what TF's parse of the
-    schema's feature description would reject)."""
-    out = []
-    for name, spec in schema.items():
-        value = ex.get(name)
-        if value is None:
-            if spec.fixed:
-                out.append(f"feature {name!r} is missing (shape {spec.shape} needs it)")
-            continue
-        kind = kind_of(value)
-        if kind is not None and kind != spec.kind:
-            out.append(f"feature {name!r}: expected {spec.kind} values, found {kind}")
-            continue
-        n = len(value)
-        size = _fixed_size(spec)
-        if size is not None and n != size:
-            out.append(
-                f"feature {name!r}: expected {size} value(s) (shape {spec.shape}), found {n}"
-            )
-        elif spec.ragged:
-            lengths = ex.get(f"{name}/row_lengths")
-            total = int(np.sum(lengths)) if isinstance(lengths, np.ndarray) else None
-            if lengths is not None and total != n:
-                out.append(f"feature {name!r}: {n} values but {name}/row_lengths sums to {total}")
-        elif len(spec.shape) >= 2 and spec.shape[0] is None:
-            inner = math.prod(int(d or 0) for d in spec.shape[1:])
-            if inner and n % inner:
-                out.append(f"feature {name!r}: {n} values is not a multiple of {inner}")
-    return out
-
-
-_FORMAT_ALIASES = {"jpg": "jpeg"}
-
-
-class _Checker:
-    """Parses each record of a file and checks it against the schema (and images)."""
-
-    def __init__(self, path: Path, schema: Schema | None, images: bool) -> None:
-        self.path, self.schema, self.images = path, schema, images
-        self.type: RecordType | None = "Example" if schema is not None else None
-        self.image_features = (
-            {n for n, s in schema.items() if isinstance(s.meaning, Image)} if schema else None
-        )
-        # The format each image feature's schema names, as image_format spells it.
-        self.image_formats = {
-            n: _FORMAT_ALIASES.get(s.meaning.format.lower(), s.meaning.format.lower())
-            for n, s in (schema.items() if schema else ())
-            if isinstance(s.meaning, Image) and s.meaning.format
-        }
-        self.problems: list[Problem] = []
-
-    def problem(self, kind: str, index: int, offset: int | None, message: str) -> None:
-        self.problems.append(
-            Problem(file=str(self.path), kind=kind, record=index, offset=offset, message=message)
-        )
-
-    def check(self, data: bytes | memoryview, index: int, offset: int | None) -> None:
-        if self.type is None:
-            self.type = record_type(data)
-        if self.type == "Example":
-            try:
-                ex = _core.decode_example(data)
-            except DecodeError as e:
-                self.problem("parse", index, offset, f"not a tf.train.Example: {e}")
-                return
-            if self.schema is not None:
-                for message in _schema_problems(ex, self.schema):
-                    self.problem("schema", index, offset, message)
-            if self.images:
-                self.check_images(ex, index, offset)
-        elif self.type == "SequenceExample":
-            try:
-                context, _ = _core.decode_sequence_example(data)
-            except DecodeError as e:
-                self.problem("parse", index, offset, f"not a tf.train.SequenceExample: {e}")
-                return
-            if self.images:
-                self.check_images(context, index, offset)
-
-    def check_images(self, ex: Mapping[str, Any], index: int, offset: int | None) -> None:
-        """Every image decoded fully (:func:`recordforge.images.check`), and its format,
-        taken from its bytes, compared with the schema's: PNG bytes under a feature whose
-        schema says ``jpeg`` are a problem (``tf.io.decode_jpeg`` refuses them)."""
-        from recordforge.images import check
-
-        for name, value in ex.items():
-            if not isinstance(value, list):
-                continue
-            if self.image_features is not None and name not in self.image_features:
-                continue
-            declared = self.image_formats.get(name)
-            for k, v in enumerate(value):
-                if self.image_features is None and _image_of(v) is None:
-                    continue
-                try:
-                    found = check(v)
-                except DecodeError as e:
-                    where = f"feature {name!r}[{k}]"
-                    self.problem("image", index, offset, f"{where}: image not decodable: {e}")
-                    continue
-                if declared is not None and found != declared:
-                    self.problem(
-                        "image",
-                        index,
-                        offset,
-                        f"feature {name!r}[{k}]: the bytes are {found.upper()}, "
-                        f"but the schema says {declared}",
-                    )
 
 
 def _start_hashing(items: Sequence[InputFile]) -> dict[Path, Any]:
@@ -276,7 +158,7 @@ def verify(
                 )
             )
         file_schema = schema or (item.manifest.schema if item.manifest else None)
-        checker = _Checker(item.path, file_schema, images)
+        checker = Checker(item.path, file_schema, images)
         want_index = item.index_path.is_file() or bool(item.manifest and item.manifest.index)
         want_crc = (
             checksums and item.shard is not None and item.shard.checksum_algorithm == "crc32c"
@@ -314,9 +196,9 @@ def verify(
     if any(item.shard is not None for item in items):
         checked.append("manifest (counts, sizes" + (", checksums)" if checksums else ")"))
     if images:
-        from recordforge.images import _simplejpeg
+        from recordforge.images import checks_jpeg_strictly
 
-        strict = _simplejpeg() is not None
+        strict = checks_jpeg_strictly()
         checked.append("images" if strict else "images (JPEGs by Pillow, without libjpeg's checks)")
     result = VerifyResult(
         ok=not problems,
@@ -331,7 +213,7 @@ def verify(
 
 def _verify_stream(
     path: Path,
-    checker: _Checker,
+    checker: Checker,
     progress: Progress | None,
     size: int,
     crc: bool,
@@ -355,11 +237,6 @@ def _verify_stream(
     return records, problems, found, np.array(framed, dtype=np.int64).reshape(-1, 2), None
 
 
-_KINDS = _core.VerifiedFile.KINDS
-_CODES = {v: k for k, v in _KINDS.items()}
-_MISSING, _NO_KIND = _core.VerifiedFile.MISSING, _core.VerifiedFile.NO_KIND
-
-
 def _first_record(path: Path, max_record_bytes: int) -> bytes | None:
     try:
         records = _core.read_records(str(path), None, True, max_record_bytes=max_record_bytes)
@@ -369,7 +246,7 @@ def _first_record(path: Path, max_record_bytes: int) -> bytes | None:
 
 
 def _verify_in_rust(
-    path: Path, checker: _Checker, crc: bool, max_record_bytes: int
+    path: Path, checker: Checker, crc: bool, max_record_bytes: int
 ) -> tuple[int, list[Problem], np.ndarray, int | None] | None:
     """Framing, both CRCs, parsing and the schema checked in Rust from a memory map
     (no Python object per record); ``None`` when the file is not one of Examples (the
@@ -419,7 +296,7 @@ def _verify_in_rust(
     checked[[i for i, _ in errors]] = False
     column = {name: j for j, name in enumerate(names)}
     for j, (name, spec) in enumerate(schema.items()):
-        found.extend(_column_problems(name, spec, j, kinds, counts, totals, column, checked))
+        found.extend(column_problems(name, spec, j, kinds, counts, totals, column, checked))
     found.sort(key=lambda p: (p[0], p[1]))
     for i, j, message in found:
         kind = "parse" if j < 0 else "schema"
@@ -428,75 +305,9 @@ def _verify_in_rust(
     return n, framing, framed, verified.crc32c
 
 
-def _column_problems(
-    name: str,
-    spec: FeatureSpec,
-    j: int,
-    kinds: np.ndarray,
-    counts: np.ndarray,
-    totals: np.ndarray,
-    column: Mapping[str, int],
-    checked: np.ndarray,
-) -> list[tuple[int, int, str]]:
-    """What ``_schema_problems`` says of feature ``name`` (column ``j``), for every
-    checked record at once: (record, j, message) for each record that disagrees."""
-    kind, count = kinds[:, j], counts[:, j]
-    out: list[tuple[int, int, str]] = []
-    missing = checked & (kind == _MISSING)
-    if spec.fixed:
-        needs = f"feature {name!r} is missing (shape {spec.shape} needs it)"
-        out.extend((int(i), j, needs) for i in np.flatnonzero(missing))
-    present = checked & (kind != _MISSING)
-    # An empty float list decodes as a kind-less feature does: it says nothing of the kind.
-    kindless = (kind == _CODES["float32"]) & (count == 0)
-    wrong = present & (kind != _NO_KIND) & ~kindless & (kind != _CODES[spec.kind])
-    for i in np.flatnonzero(wrong):
-        found = _KINDS[int(kind[i])]
-        out.append((int(i), j, f"feature {name!r}: expected {spec.kind} values, found {found}"))
-    present &= ~wrong
-    size = _fixed_size(spec)
-    if size is not None:
-        for i in np.flatnonzero(present & (count != size)):
-            out.append(
-                (
-                    int(i),
-                    j,
-                    f"feature {name!r}: expected {size} value(s) (shape {spec.shape}), "
-                    f"found {int(count[i])}",
-                )
-            )
-    elif spec.ragged:
-        r = column[f"{name}/row_lengths"]
-        has = present & (kinds[:, r] != _MISSING)
-        ints = kinds[:, r] == _CODES["int64"]
-        bad = has & (~ints | (totals[:, r] != count.astype(np.int64)))
-        for i in np.flatnonzero(bad):
-            total = int(totals[i, r]) if ints[i] else None
-            out.append(
-                (
-                    int(i),
-                    j,
-                    f"feature {name!r}: {int(count[i])} values but {name}/row_lengths "
-                    f"sums to {total}",
-                )
-            )
-    elif len(spec.shape) >= 2 and spec.shape[0] is None:
-        inner = math.prod(int(d or 0) for d in spec.shape[1:])
-        if inner:
-            for i in np.flatnonzero(present & (count % inner != 0)):
-                out.append(
-                    (
-                        int(i),
-                        j,
-                        f"feature {name!r}: {int(count[i])} values is not a multiple of {inner}",
-                    )
-                )
-    return out
-
-
 def _verify_slow(
     path: Path,
-    checker: _Checker,
+    checker: Checker,
     framed: list[tuple[int, int]],
     progress: Progress | None,
     compression: str | None,
@@ -552,7 +363,7 @@ def _verify_slow(
 
 def _walk_and_parse(
     path: Path,
-    checker: _Checker,
+    checker: Checker,
     framed: list[tuple[int, int]],
     progress: Progress | None,
     size: int,
@@ -564,16 +375,16 @@ def _walk_and_parse(
     CRCs when ``crc``; returns the records and the framing problems."""
     done = index = 0
     problems = []
-    walker = _walk(path, crc, payloads=True, max_record_bytes=max_record_bytes)
+    walker = walk(path, crc, payloads=True, max_record_bytes=max_record_bytes)
     for span in walker:
         if span.payload is not None:
             checker.check(span.payload, index, span.start)
         else:
-            problems.append(_problem_of(path, span, index))
+            problems.append(problem_of(path, span, index))
         if span.end is not None and span.records:  # intact, or framed with a bad CRC
             framed.append((span.start, span.end - span.start))
             index += 1
-        if progress is not None and walker.bytes_read - done >= _PROGRESS_STEP:
+        if progress is not None and walker.bytes_read - done >= PROGRESS_STEP:
             progress(walker.bytes_read - done)
             done = walker.bytes_read
     if progress is not None:
@@ -586,7 +397,7 @@ def _index_problems(item: InputFile, expected: np.ndarray) -> list[Problem]:
     if not path.is_file():
         return [Problem(file=str(path), kind="index", message="dataset.json says indexed; missing")]
     try:
-        offsets, sizes = _read_index(path)
+        offsets, sizes = read_index(path)
     except (ValueError, UnicodeDecodeError) as e:
         return [Problem(file=str(path), kind="index", message=f"not an index file: {e}")]
     if len(offsets) != len(expected):

@@ -10,7 +10,7 @@ from recordforge.inspect._common import Problem
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
 
-def _walk(
+def walk(
     path: str | os.PathLike[str],
     verify: bool = True,
     *,
@@ -29,7 +29,7 @@ def _walk(
     )
 
 
-def _problem_of(path: str | os.PathLike[str], span: _core.WalkSpan, index: int) -> Problem:
+def problem_of(path: str | os.PathLike[str], span: _core.WalkSpan, index: int) -> Problem:
     """The problem a damaged span (``kind`` ``damaged`` or ``stream``) is; ``index``: the
     records before it."""
     reason = span.reason or ""
