@@ -19,11 +19,12 @@ import dataclasses
 import re
 import string
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from recordforge.example import RecordBatch
+from recordforge.records import COMPRESSION_SUFFIXES, Compression
 
 __all__ = [
     "CHECKSUMS",
@@ -31,7 +32,6 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "FIT_WINDOW",
     "FRAME_OVERHEAD",
-    "SUFFIXES",
     "ShardFill",
     "WriteOptions",
     "frame_sizes",
@@ -42,7 +42,6 @@ __all__ = [
 
 DEFAULT_TEMPLATE = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 CHECKSUMS = ("crc32c", "sha256")
-SUFFIXES = {None: "", "gzip": ".gz", "zlib": ".zlib"}
 DEFAULT_MAX_BYTES = 256 * 10**6
 # Bytes of framing around each record in a file: length, its CRC, the data's CRC.
 FRAME_OVERHEAD = 16
@@ -117,7 +116,7 @@ class WriteOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, not {value}")
-        if self.compression not in SUFFIXES:
+        if self.compression not in COMPRESSION_SUFFIXES:
             raise ValueError(
                 f"compression must be None, 'gzip' or 'zlib', not {self.compression!r}"
             )
@@ -163,7 +162,8 @@ class WriteOptions:
     def shard_name(self, split: str, index: int, count: int, records: int) -> str:
         name = self.name_template.format(split=split, index=index, count=count, records=records)
         if self.name_template == DEFAULT_TEMPLATE:
-            name += SUFFIXES[self.compression]
+            # One of the table's keys: checked in __post_init__.
+            name += COMPRESSION_SUFFIXES[cast(Compression, self.compression)]
         return name
 
     def fingerprint(self) -> dict[str, Any]:
