@@ -34,13 +34,11 @@ from recordforge._shards import first_records, intact_records, is_plain, read_re
 from recordforge.errors import SchemaError, on_error_policy
 from recordforge.manifest import MANIFEST_NAME, Manifest
 from recordforge.ragged import Ragged
-from recordforge.records import DEFAULT_MAX_RECORD_BYTES
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES, RECORD_SUFFIXES
 from recordforge.schema import FeatureSpec, Schema
 from recordforge.sequence import infer_feature_lists, sample_schema
 
 __all__ = ["Dataset", "Ragged", "open_dataset"]
-
-_SUFFIXES = (".tfrecord", ".tfrec", ".tfrecords", ".gz", ".zlib")
 
 
 def open_dataset(
@@ -91,7 +89,7 @@ def open_dataset(
             ds = from_manifest(p, manifest, split, on_corrupt, max_record_bytes)
             return ds if schema is None else ds._replace(schema=schema)
         if p.is_dir():
-            files = sorted(str(f) for f in p.iterdir() if f.name.endswith(_SUFFIXES))
+            files = sorted(str(f) for f in p.iterdir() if f.name.endswith(RECORD_SUFFIXES))
         elif any(c in str(path) for c in "*?["):
             files = sorted(glob.glob(str(path)))
         else:
@@ -197,7 +195,7 @@ def _infer_schema(
             _count_in_rust(f, names, lengths, kinds, max_record_bytes)
         else:
             _count_by_reading(f, sample, lengths, max_record_bytes)
-    codes = {1: "bytes", 2: "float32", 3: "int64"}
+    codes = _core.VerifiedFile.KINDS
     features = {}
     for name, spec in sample.items():
         found = {codes[k] for k in kinds[name] if k in codes}
@@ -220,16 +218,17 @@ def _count_in_rust(
     kinds: dict[str, set[int]],
     max_record_bytes: int,
 ) -> None:
-    offsets, _, crc_ok, _, kind, count, _, errors, _ = _core.verify_file(
+    found = _core.verify_file(
         path, names, [False] * len(names), os.cpu_count() or 1, max_record_bytes=max_record_bytes
     )
-    good = crc_ok.copy()
-    good[[i for i, _ in errors]] = False
-    shape = (len(offsets), len(names))
-    kind, count = kind.reshape(shape)[good], count.reshape(shape)[good]
+    good = found.crc_ok.copy()
+    good[[i for i, _ in found.errors]] = False
+    shape = (len(found.offsets), len(names))
+    kind, count = found.kinds.reshape(shape)[good], found.counts.reshape(shape)[good]
+    missing = kind == _core.VerifiedFile.MISSING
     for j, name in enumerate(names):
         # A missing feature counts as no values, as in infer_schema.
-        lengths[name].update(np.unique(np.where(kind[:, j] < 0, 0, count[:, j])).tolist())
+        lengths[name].update(np.unique(np.where(missing[:, j], 0, count[:, j])).tolist())
         kinds[name].update(np.unique(kind[:, j]).tolist())
 
 
@@ -248,7 +247,7 @@ def _remote_files(url: str) -> Manifest | list[str]:
     if _fs.exists(_fs.join(url, MANIFEST_NAME)):
         return Manifest.load(url)
     if _fs.isdir(url):
-        names = [n for n, is_dir in _fs.listdir(url) if not is_dir and n.endswith(_SUFFIXES)]
+        names = [n for n, is_dir in _fs.listdir(url) if not is_dir and n.endswith(RECORD_SUFFIXES)]
         return [_fs.join(url, n) for n in names]
     if any(c in url for c in "*?["):
         return _fs.glob(url)
