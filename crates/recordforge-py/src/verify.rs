@@ -7,7 +7,6 @@ use std::fs::File;
 use memmap2::Mmap;
 use numpy::PyArray1;
 use pyo3::prelude::*;
-use pyo3::types::PyIterator;
 use recordforge_core::crc::crc32c_threads;
 use recordforge_core::verify::{
     feature_stats_threads, walk, walk_checksummed, BYTES, FLOAT, INT64, MISSING, NO_KIND,
@@ -56,22 +55,6 @@ impl VerifiedFile {
     #[allow(non_snake_case)]
     fn KINDS() -> BTreeMap<i8, &'static str> {
         BTreeMap::from([(BYTES, "bytes"), (FLOAT, "float32"), (INT64, "int64")])
-    }
-
-    /// The fields in order, so that the result also unpacks as a tuple.
-    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
-        let fields = (
-            self.offsets.clone_ref(py),
-            self.sizes.clone_ref(py),
-            self.crc_ok.clone_ref(py),
-            self.damage.clone(),
-            self.kinds.clone_ref(py),
-            self.counts.clone_ref(py),
-            self.sums.clone_ref(py),
-            self.errors.clone(),
-            self.crc32c,
-        );
-        fields.into_pyobject(py)?.try_iter()
     }
 }
 
