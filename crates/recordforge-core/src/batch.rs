@@ -624,7 +624,7 @@ mod tests {
     }
 
     /// What `tf.io.parse_example` gives (checked against TensorFlow in
-    /// tests/test_hostile_decode.py): a key given twice takes its last entry, whatever the
+    /// tests/test_example_hostile.py): a key given twice takes its last entry, whatever the
     /// first one's kind; a Feature with two kinds reads as its first.
     #[test]
     fn records_read_as_tensorflows_parser_reads_them() {

@@ -277,7 +277,7 @@ def test_malformed_json_names_file_and_position(tmp_path: Path) -> None:
     with pytest.raises(rf.SchemaError, match=r"instances\.json: not valid JSON at line 2 column"):
         load_coco(path, tmp_path)
     path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": []}))
-    # A bad entry is an item error of its own (tests/test_hostile_coco.py), not the file's.
+    # A bad entry is an item error of its own (tests/sources/test_coco_hostile.py), not the file's.
     (problem,) = load_coco(path, tmp_path).problems
     assert problem.item == "image a.jpg (id 1)"
     assert re.search(r"instances\.json: images\[0\]: 'width'", problem.reason)

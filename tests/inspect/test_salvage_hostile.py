@@ -189,10 +189,10 @@ def test_skipping_reads_of_a_gzip_file_resynchronise_too(tmp_path: Path) -> None
     assert "an intact record starts inside it" in ds.skipped[0]["reason"]
 
 
-def test_the_salvage_fuzz_targets_seeds_pass_its_oracles() -> None:
+def test_the_salvage_fuzz_targets_seeds_pass_its_oracles(shared_data: Path) -> None:
     """fuzz/fuzz_salvage.py's checks, replayed on its seeds without atheris."""
     fs = load_fuzz_target("fuzz_salvage")
-    golden = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tfrecord_vectors"
-    files = sorted(golden.glob("pytorch_data/*.tfrecord"))
+    files = sorted((shared_data / "tfrecord_vectors").glob("pytorch_data/*.tfrecord"))
+    assert files
     signatures = {fs.check(seed) for seed in fs.seeds(files)}
     assert len(signatures) > 5

@@ -27,7 +27,7 @@ from recordforge.integrations.train import (  # noqa: E402
     train_classifier,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ def test_demo_converts_the_shapes_sample(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "recordforge", "demo", "--images", "30", "--out", str(out)]
     result = subprocess.run(
-        [*command, "--no-train"],  # training: tests/test_train.py
+        [*command, "--no-train"],  # training: tests/integrations/test_train.py
         capture_output=True,
         text=True,
         check=True,
