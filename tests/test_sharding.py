@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 import recordforge as rf
-from recordforge.sharding import ShardFill, WriteOptions, frame_sizes, shard_starts
+from recordforge.sharding import (
+    ShardFill,
+    ShardPlanner,
+    WriteOptions,
+    frame_sizes,
+    shard_bounds,
+    shard_starts,
+)
 
 
 def _local_shard_records(tmp_path: Path, records: list[bytes], **options: object) -> list[int]:
@@ -51,3 +58,57 @@ def test_random_sizes_and_limits() -> None:
                 fill.clear()
             fill.add(np.array([size]))
         assert shard_starts(sizes, options).tolist() == expected
+
+
+def _plan(planner: ShardPlanner, items: list[list[int]]) -> list[tuple[int, int]]:
+    starts = []
+    for position, lengths in enumerate(items):
+        starts += planner.add(position, np.asarray(lengths, dtype=np.int64) + 16)
+    return starts
+
+
+def _global(items: list[list[int]], starts: list[tuple[int, int]]) -> list[int]:
+    """Shard starts as record numbers over the whole split."""
+    before = np.cumsum([0, *(len(lengths) for lengths in items)])
+    return [int(before[position]) + record for position, record in starts]
+
+
+@pytest.mark.parametrize("options", [{"max_bytes": 300}, {"max_records": 4}, {"max_bytes": 40}])
+def test_planner_item_by_item_cuts_where_the_whole_split_is_cut(options: dict[str, int]) -> None:
+    rng = np.random.default_rng(1)
+    items = [rng.integers(0, 80, rng.integers(0, 9)).tolist() for _ in range(60)]
+    flat = np.asarray([n for lengths in items for n in lengths], dtype=np.int64) + 16
+    planner = ShardPlanner(WriteOptions(**options))  # type: ignore[arg-type]
+    starts = _plan(planner, items)
+    assert [0, *_global(items, starts)] == shard_starts(flat, WriteOptions(**options)).tolist()  # type: ignore[arg-type]
+    assert planner.index == len(starts) and planner.finish() == 1
+
+
+def test_planner_resumes_mid_item_where_it_stopped() -> None:
+    options = WriteOptions(max_records=3)
+    items = [[5] * 4, [5] * 7, [5] * 2]
+    whole = _plan(ShardPlanner(options), items)
+    assert whole == [(0, 3), (1, 2), (1, 5), (2, 1)]
+    # Killed after the shard that ended at (1, 2): 2 shards and 6 records journaled.
+    resumed = ShardPlanner(options, shards=2, records=6)
+    frames = [np.asarray(lengths, dtype=np.int64) + 16 for lengths in items]
+    assert resumed.add(1, frames[1], first=2) + resumed.add(2, frames[2]) == whole[2:]
+    assert (resumed.index, resumed.records, resumed.finish()) == (4, 1, 1)
+
+
+def test_planner_with_item_and_record_bounds() -> None:
+    options = WriteOptions(num_shards=3)
+    items = [[1, 1], [], [1, 1, 1, 1], [1]]
+    by_items = ShardPlanner(options, item_bounds=shard_bounds(len(items), 3))
+    assert _plan(by_items, items) == [(1, 0), (2, 0)] and by_items.finish() == 1
+    by_records = ShardPlanner(options, record_bounds=shard_bounds(7, 3))  # [2, 4, 7]
+    assert _plan(by_records, items) == [(2, 0), (2, 2)] and by_records.finish() == 1
+    # Fewer records than shards: empty shards (bounds [0, 1, 1, 2]: shards 0 and 2).
+    few = ShardPlanner(WriteOptions(num_shards=4), record_bounds=shard_bounds(2, 4))
+    assert _plan(few, [[1], [1]]) == [(0, 0), (1, 0), (1, 0)]
+    assert few.index == 3 and few.finish() == 1
+    # Records fewer than counted (rows rejected): the shards left are completed empty.
+    short = ShardPlanner(options, record_bounds=shard_bounds(9, 3))
+    assert _plan(short, [[1, 1, 1, 1]]) == [(0, 3)] and short.finish() == 2
+    with pytest.raises(ValueError, match="item_bounds or record_bounds"):
+        ShardPlanner(options)

@@ -33,14 +33,17 @@ from recordforge.schema import Schema
 __all__ = [
     "ConversionReport",
     "Converted",
+    "CountedSource",
     "ReportingSource",
     "Source",
     "ToRecords",
     "attempt",
     "attempt_in_worker",
     "default_to_records",
+    "has_count",
     "has_report",
     "init_worker",
+    "outcome",
 ]
 
 
@@ -141,6 +144,21 @@ def has_report(source: Source) -> TypeGuard[ReportingSource]:
     return hasattr(source, "report")
 
 
+class CountedSource(Source, Protocol):
+    """A :class:`Source` that knows, before any item is converted, how many records its
+    items give (a table: its rows, whatever the parts its items are): ``num_shards`` then
+    cuts shards at record counts instead of item counts."""
+
+    def num_records(self) -> int:
+        """The records ``to_records`` gives over all ``items()``."""
+        ...
+
+
+def has_count(source: Source) -> TypeGuard[CountedSource]:
+    """Whether ``source`` has the optional ``num_records()`` of a :class:`CountedSource`."""
+    return hasattr(source, "num_records")
+
+
 def default_to_records(item: Any) -> Sequence[bytes]:
     """The conversion when none is given: bytes are a serialized record already, anything
     else is a feature dict encoded as one ``tf.train.Example``."""
@@ -155,6 +173,18 @@ def attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | Converted | I
         return to_records(item)
     except ItemError as e:
         return e
+
+
+def outcome(
+    result: Sequence[bytes] | Converted | ItemError,
+) -> tuple[Sequence[bytes], int, Sequence[ItemError]]:
+    """What :func:`attempt` returned for an item, as (records, input items it stands
+    for, item errors to report or raise)."""
+    if isinstance(result, ItemError):
+        return (), 1, (result,)
+    if isinstance(result, Converted):
+        return result.records, result.items, result.errors
+    return result, 1, ()
 
 
 # In a worker process: the conversion, sent once when the worker starts (not with every

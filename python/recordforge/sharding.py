@@ -1,6 +1,8 @@
 """How records are split into shard files, for every engine: the options
 (:class:`WriteOptions`), shard names, and the one rule that says where a shard ends
-(:class:`ShardFill`; :func:`shard_starts` applies it to a whole split at once).
+(:class:`ShardFill`), applied item by item as a conversion goes by :class:`ShardPlanner`
+(the local writer, its worker processes and Beam all plan through it;
+:func:`shard_starts` runs it over a whole split at once).
 
 >>> from recordforge.sharding import (
 ...     WriteOptions, frame_sizes, parse_size, shard_bounds, shard_starts
@@ -33,6 +35,7 @@ __all__ = [
     "FIT_WINDOW",
     "FRAME_OVERHEAD",
     "ShardFill",
+    "ShardPlanner",
     "WriteOptions",
     "frame_sizes",
     "parse_size",
@@ -226,20 +229,109 @@ class ShardFill:
         return max(1, int(np.searchsorted(ends, limit, side="right")))
 
 
+class ShardPlanner:
+    """Where shards start, decided item by item in input order: the one planner of every
+    engine (the local writer, its worker processes, Beam).
+
+    ``add(position, frames, first)`` takes item ``position``'s records by their frame
+    sizes (:func:`frame_sizes`; ``first``: records before it were written before a
+    resume) and returns the shard starts that fall at or inside it, each one
+    ``(position, record)``: the shard opened there begins with that record of that item,
+    and the shard open before it is complete. ``finish()`` returns how many shards the
+    split still completes at its end: the open one (when it holds records, or when no
+    shard was completed at all) and, with ``num_shards``, the empty ones after it.
+
+    The rule is :class:`ShardFill`'s (``max_records`` / ``max_bytes``); with
+    ``num_shards``, shards end at item counts (``item_bounds``, from :func:`shard_bounds`
+    over the items: a shard starts with the first item past its bound, even an item with
+    no records) or, when the source knows how many records it gives, at record counts
+    (``record_bounds``: a shard starts with the first record past its bound, and shards
+    whose bounds are never reached are completed empty by ``finish``). A resumed
+    conversion starts the planner where its journal ends: ``shards`` completed,
+    ``records`` written in them.
+
+    >>> planner = ShardPlanner(WriteOptions(max_records=3))
+    >>> planner.add(0, frame_sizes([b"a", b"b"])), planner.add(1, frame_sizes([b"c"] * 5))
+    ([], [(1, 1), (1, 4)])
+    >>> planner.index, planner.records, planner.finish()
+    (2, 1, 1)
+    >>> planner = ShardPlanner(WriteOptions(num_shards=2), record_bounds=shard_bounds(4, 2))
+    >>> planner.add(0, frame_sizes([b"a"])), planner.add(1, frame_sizes([b"b", b"c", b"d"]))
+    ([], [(1, 1)])
+    """
+
+    def __init__(
+        self,
+        options: WriteOptions,
+        *,
+        item_bounds: Sequence[int] | None = None,
+        record_bounds: Sequence[int] | None = None,
+        shards: int = 0,
+        records: int = 0,
+    ) -> None:
+        if options.num_shards and (item_bounds is None) == (record_bounds is None):
+            raise ValueError("num_shards: give the shards' item_bounds or record_bounds")
+        self.fill = ShardFill(options)
+        self.item_bounds = list(item_bounds) if item_bounds is not None else None
+        self.record_bounds = list(record_bounds) if record_bounds is not None else None
+        self.index = shards  # the open shard
+        self.total = records  # records placed, in every shard
+        self._window = 64
+
+    @property
+    def records(self) -> int:
+        """Records in the open shard."""
+        return self.fill.records
+
+    def _start(self, starts: list[tuple[int, int]], position: int, record: int) -> None:
+        starts.append((position, record))
+        self.fill.clear()
+        self.index += 1
+
+    def add(self, position: int, frames: np.ndarray, first: int = 0) -> list[tuple[int, int]]:
+        """Item ``position``'s records ``frames[first:]`` placed: the shards starting at
+        or inside it (see the class docstring)."""
+        starts: list[tuple[int, int]] = []
+        n = len(frames)
+        bounds = self.item_bounds
+        while (
+            bounds is not None and self.index < len(bounds) - 1 and bounds[self.index] <= position
+        ):
+            self._start(starts, position, first)
+        k = first
+        bounds = self.record_bounds
+        if bounds is not None:
+            end = self.total + n - first
+            while self.index < len(bounds) - 1 and bounds[self.index] < end:
+                j = first + max(0, bounds[self.index] - self.total)
+                self.fill.add(frames[k:j])
+                self._start(starts, position, j)
+                k = j
+            self.fill.add(frames[k:])
+        else:
+            while k < n:
+                if self.fill.full(int(frames[k])):
+                    self._start(starts, position, k)
+                m = self.fill.fitting(frames[k : k + self._window])
+                self.fill.add(frames[k : k + m])
+                # A window about as long as the shards are: each record is summed a
+                # few times.
+                self._window = min(max(2 * m, 64), FIT_WINDOW)
+                k += m
+        self.total += max(0, n - first)
+        return starts
+
+    def finish(self) -> int:
+        """How many shards the split still completes at its end (see the class docstring)."""
+        bounds = self.item_bounds if self.item_bounds is not None else self.record_bounds
+        if bounds is not None:
+            return max(0, len(bounds) - self.index)
+        return 1 if self.fill.records or self.index == 0 else 0
+
+
 def shard_starts(sizes: np.ndarray, options: WriteOptions) -> np.ndarray:
     """The first record of each shard, for a split's records of frame ``sizes`` placed in
     order by :class:`ShardFill`'s rule (``max_records`` / ``max_bytes``); no records at
     all give one empty shard."""
-    fill = ShardFill(options)
-    starts = [0]
-    k, window = 0, 64
-    while k < len(sizes):
-        if fill.full(int(sizes[k])):
-            starts.append(k)
-            fill.clear()
-        n = fill.fitting(sizes[k : k + window])
-        fill.add(sizes[k : k + n])
-        # A window about as long as the shards are: each record is summed a few times.
-        window = min(max(2 * n, 64), FIT_WINDOW)
-        k += n
-    return np.array(starts, dtype=np.int64)
+    starts = ShardPlanner(options).add(0, sizes)
+    return np.array([0, *(record for _, record in starts)], dtype=np.int64)

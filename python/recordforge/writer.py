@@ -55,8 +55,10 @@ from recordforge.pipeline import (
     attempt,
     attempt_in_worker,
     default_to_records,
+    has_count,
     has_report,
     init_worker,
+    outcome,
 )
 from recordforge.records import TFRecordWriter
 from recordforge.schema import Schema
@@ -66,7 +68,7 @@ from recordforge.sharding import (
     DEFAULT_TEMPLATE,
     FIT_WINDOW,
     FRAME_OVERHEAD,
-    ShardFill,
+    ShardPlanner,
     WriteOptions,
     frame_sizes,
     parse_size,
@@ -121,13 +123,35 @@ class _ShardWriter:
         self.report = report
         self.state = journal.split(split)
         self.writer: TFRecordWriter | None = None
-        # The open shard's records and bytes, and where it must end.
-        self.fill = ShardFill(options)
-        # Per record of the open shard, in chunks: frame offsets and frame sizes.
+        # The open shard's records; per record of it, in chunks: frame offsets and sizes.
+        self.records = 0
         self.offsets: list[np.ndarray] = []
         self.sizes: list[np.ndarray] = []
         self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recordforge-io")
         self.pending: concurrent.futures.Future[np.ndarray] | None = None
+
+    def planner(
+        self, bounds: list[int] | None, total: int | None, records: int | None
+    ) -> ShardPlanner:
+        """The planner of this split, from where its journal ends. With ``num_shards``,
+        shards end at the item counts ``bounds`` when given, else at record counts when
+        the number of ``records`` is known, else at item counts over ``total`` items."""
+        shards = self.state["shards"]
+        done = sum(shard["records"] for shard in shards)
+        n = self.options.num_shards
+        if not n:
+            return ShardPlanner(self.options, shards=len(shards), records=done)
+        if bounds is None and records is not None:
+            return ShardPlanner(
+                self.options,
+                record_bounds=shard_bounds(records, n),
+                shards=len(shards),
+                records=done,
+            )
+        if bounds is None:
+            assert total is not None  # checked by write_dataset before anything is written
+            bounds = shard_bounds(total, n)
+        return ShardPlanner(self.options, item_bounds=bounds, shards=len(shards), records=done)
 
     def wait(self) -> None:
         """Waits for the write in flight, if any (raising its error)."""
@@ -145,13 +169,14 @@ class _ShardWriter:
     def index(self) -> int:
         return len(self.state["shards"])
 
-    def _tmp_name(self) -> str:
+    def tmp_name(self) -> str:
+        """The completed shard's intermediate name (``.<split>-<index>.shard``)."""
         return f".{self.split}-{self.index:05d}.shard"
 
     def open_if_needed(self) -> TFRecordWriter:
         if self.writer is None:
             self.writer = TFRecordWriter(
-                self.out / f"{self._tmp_name()}.partial",
+                self.out / f"{self.tmp_name()}.partial",
                 self.options.compression,
                 checksum=self.options.checksum,
             )
@@ -159,8 +184,18 @@ class _ShardWriter:
         return self.writer
 
     def _clear(self) -> None:
-        self.fill.clear()
+        self.records = 0
         self.offsets, self.sizes = [], []
+
+    def write_range(
+        self, records: Sequence[bytes], frames: np.ndarray, start: int, stop: int
+    ) -> None:
+        """Writes ``records[start:stop]`` (frame sizes ``frames[start:stop]``), a
+        :data:`FIT_WINDOW` at a time."""
+        while start < stop:
+            n = min(FIT_WINDOW, stop - start)
+            self.write_many(records, frames[start : start + n], start, n)
+            start += n
 
     def write_many(self, records: Sequence[bytes], sizes: np.ndarray, start: int, n: int) -> None:
         """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``, on the
@@ -176,21 +211,44 @@ class _ShardWriter:
                 lambda: np.asarray(writer.write_many(chunk), dtype=np.uint64)
             )
         self.sizes.append(sizes)
-        self.fill.add(sizes)
+        self.records += n
 
     def complete(self, position: tuple[int, int]) -> None:
-        """Closes the current shard (an empty one if none is open), writes its index,
-        renames it to its intermediate name and only then records it, with the input
-        position reached and the report so far, in the journal."""
+        """Closes the current shard (an empty one if none is open) and commits it."""
         writer = self.open_if_needed()
         self.wait()
         writer.close()
+        offsets = np.concatenate(self.offsets) if self.offsets else np.zeros(0, np.uint64)
+        sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
+        self.commit(
+            self.out / f"{self.tmp_name()}.partial",
+            position,
+            self.records,
+            writer.checksum or "",
+            offsets,
+            sizes,
+            self.report.to_json(),
+        )
+        self.writer = None
+        self._clear()
+
+    def commit(
+        self,
+        partial: Path,
+        position: tuple[int, int],
+        records: int,
+        checksum: str,
+        offsets: np.ndarray,
+        sizes: np.ndarray,
+        report: dict[str, Any],
+    ) -> None:
+        """A closed shard file ``partial`` (of ``records`` records at frame ``offsets``
+        and of frame ``sizes``): writes its index, renames it to its intermediate name
+        and only then records it, with the input position reached and the ``report`` of
+        the items before that position, in the journal."""
         stage("shard closed")
-        name = self._tmp_name()
-        partial = self.out / f"{name}.partial"
+        name = self.tmp_name()
         if self.options.index:
-            offsets = np.concatenate(self.offsets) if self.offsets else np.zeros(0, np.uint64)
-            sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
             lines = "".join(
                 f"{o} {s}\n" for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)
             )
@@ -198,22 +256,12 @@ class _ShardWriter:
             write_bytes_atomic(self.out / f"{name}.idx", lines.encode("ascii"))
             stage("shard index written")
         _fsync(partial)
-        shard = _Shard(
-            tmp=name,
-            records=self.fill.records,
-            bytes=partial.stat().st_size,
-            checksum=writer.checksum or "",
-        )
+        shard = _Shard(tmp=name, records=records, bytes=partial.stat().st_size, checksum=checksum)
         os.replace(partial, self.out / name)
         stage("shard renamed to its intermediate name")
         self.journal.record(
-            self.split,
-            self.report.to_json(),
-            shard=dataclasses.asdict(shard),
-            position=list(position),
+            self.split, report, shard=dataclasses.asdict(shard), position=list(position)
         )
-        self.writer = None
-        self._clear()
 
     def abandon(self) -> None:
         # Every write in flight ends before the writer is closed under it.
@@ -221,76 +269,50 @@ class _ShardWriter:
         self.pending = None
         if self.writer is not None:
             self.writer.close()
-            (self.out / f"{self._tmp_name()}.partial").unlink(missing_ok=True)
+            (self.out / f"{self.tmp_name()}.partial").unlink(missing_ok=True)
             self.writer = None
             self._clear()
 
 
 def _write_split(
-    rows: Iterable[Any],
-    total: int | None,
+    results: Iterable[Sequence[bytes] | Converted | ItemError],
     shards: _ShardWriter,
-    to_records: ToRecords,
+    planner: ShardPlanner,
     on_error: OnError,
     report: ConversionReport,
     progress: Progress | None,
-    pool: Any = None,
-    bounds: list[int] | None = None,
 ) -> None:
-    options = shards.options
+    """Writes a split from the conversions of its items, from where its journal ends."""
     start_item, start_record = shards.state["position"]
-    if options.num_shards and bounds is None:
-        assert total is not None  # checked by write_dataset before anything is written
-        bounds = shard_bounds(total, options.num_shards)
     consumed = start_item
     try:
-        attempt_here = functools.partial(attempt, to_records)
-        remaining = itertools.islice(rows, start_item, None)
-        # In order either way: the output does not depend on the number of workers.
-        results = (
-            pool.imap(attempt_in_worker, remaining, chunksize=4)
-            if pool
-            else map(attempt_here, remaining)
-        )
-        for position, records_or_error in enumerate(results, start_item):
-            while bounds and shards.index < len(bounds) - 1 and bounds[shards.index] <= position:
-                shards.complete((position, 0))
-            records: Sequence[bytes] = ()
-            items = 1
+        for position, result in enumerate(results, start_item):
+            records, items, errors = outcome(result)
             first = start_record if position == start_item else 0
-            errors: Sequence[ItemError] = ()
-            if isinstance(records_or_error, ItemError):
-                errors = (records_or_error,)
-            elif isinstance(records_or_error, Converted):
-                records, items = records_or_error.records, records_or_error.items
-                errors = records_or_error.errors if first == 0 else ()
-            else:
-                records = records_or_error
             frames = frame_sizes(records)
-            k = first
-            if k < len(records) and shards.fill.full(int(frames[k])):
-                # Before this item's errors are reported: the journal saved with the shard
-                # holds the report of the items before it only.
-                shards.complete((position, k))
-            for error in errors:
+            starts = planner.add(position, frames, first)
+            s = 0
+            # Before this item's errors are reported: the journal saved with a shard holds
+            # the report of the items before it only.
+            while s < len(starts) and starts[s][1] == first:
+                shards.complete(starts[s])
+                s += 1
+            for error in errors if first == 0 or not records else ():
                 if on_error == "raise":
                     raise error
                 report.skip(error.item, error.reason)
-            while k < len(records):
-                if shards.fill.full(int(frames[k])):
-                    shards.complete((position, k))
-                n = shards.fill.fitting(frames[k : k + FIT_WINDOW])
-                shards.write_many(records, frames[k : k + n], k, n)
-                k += n
+            k = first
+            for start in starts[s:]:
+                shards.write_range(records, frames, k, start[1])
+                shards.complete(start)
+                k = start[1]
+            shards.write_range(records, frames, k, len(records))
             consumed = position + 1
             report.items += items
             if progress is not None:
                 n = len(records) - first
                 progress(n, int(frames[first:].sum()) - FRAME_OVERHEAD * n)
-        if bounds:
-            while shards.index < len(bounds):
-                shards.complete((consumed, 0))
-        elif shards.writer is not None or shards.index == 0:
+        for _ in range(planner.finish()):
             shards.complete((consumed, 0))
         shards.journal.record(shards.split, report.to_json(), done=True)
     except BaseException:
@@ -425,6 +447,7 @@ def write_source(
         schema=source.schema(),
         source=source.describe(),
         report=report,
+        num_records=source.num_records() if has_count(source) else None,
         **options,
     )
 
@@ -444,6 +467,7 @@ def write_dataset(
     options: WriteOptions | None = None,
     progress: Progress | None = None,
     workers: int = 1,
+    num_records: int | None = None,
     **option_kwargs: Any,
 ) -> Manifest:
     """Writes a dataset directory: sharded TFRecord files and ``dataset.json``.
@@ -460,6 +484,8 @@ def write_dataset(
     dataset is refused. ``progress(records, payload_bytes)`` is called after each item.
     ``workers`` > 1 runs ``to_records`` in that many processes (it must be picklable);
     records, their order and their shards are the same for any number of workers.
+    ``num_records``: the records ``data`` gives, when known before converting it (one
+    split): ``num_shards`` then cuts at record counts rather than item counts.
     ``out`` may be an fsspec URL (``gs://...``, ``s3://...``): the dataset is written to
     a local temporary directory, then each file is uploaded under a temporary key and
     moved to its final one, ``dataset.json`` last (no resume for remote outputs).
@@ -483,11 +509,14 @@ def write_dataset(
             options=options,
             progress=progress,
             workers=workers,
+            num_records=num_records,
         )
         return write_to_url(str(out), overwrite, local)
     if splits is None:
         splits = {split: data}
     options.check_names(list(splits))
+    if num_records is not None and len(splits) != 1:
+        raise ValueError("num_records counts the records of one split: give data, not splits")
     out = Path(out)
     fingerprint = {
         "options": options.fingerprint(),
@@ -500,7 +529,12 @@ def write_dataset(
     # Planned (and checked) before the directory is touched.
     plans = {name: plan_split(data, custom is None, options) for name, data in splits.items()}
     for name, plan in plans.items():
-        if options.num_shards and plan.bounds is None and plan.total is None:
+        if (
+            options.num_shards
+            and plan.bounds is None
+            and plan.total is None
+            and num_records is None
+        ):
             raise ValueError(
                 f"split {name!r}: --num-shards (num_shards) needs an input whose length is "
                 "known; use --max-records or --max-bytes"
@@ -517,15 +551,17 @@ def write_dataset(
                 continue
             split_to_records = plan.to_records or to_records
             shards = _ShardWriter(out, name, options, journal, report)
-            args = (plan.rows, plan.total, shards, split_to_records, on_error, report, progress)
+            planner = shards.planner(plan.bounds, plan.total, num_records)
+            remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
+            args = (shards, planner, on_error, report, progress)
             if workers > 1 and split_to_records is not encode_batch:
                 # (Column batches are encoded on threads in Rust already.)
                 with multiprocessing.get_context("spawn").Pool(
                     workers, initializer=init_worker, initargs=(split_to_records,)
                 ) as pool:
-                    _write_split(*args, pool=pool, bounds=plan.bounds)
+                    _write_split(pool.imap(attempt_in_worker, remaining, chunksize=4), *args)
             else:
-                _write_split(*args, bounds=plan.bounds)
+                _write_split(map(functools.partial(attempt, split_to_records), remaining), *args)
         final = _finalize(out, options, journal)
         report.records = sum(s.records for shards in final.values() for s in shards)
         manifest = Manifest(
