@@ -17,10 +17,14 @@ beam = pytest.importorskip("apache_beam")
 
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
+import recordforge._beam_plan as beam_plan  # noqa: E402
+import recordforge._beam_write as bw  # noqa: E402
 import recordforge.beam as rfbeam  # noqa: E402
+from recordforge._beam_plan import plan_by_items  # noqa: E402
 from recordforge.cli.__main__ import main  # noqa: E402
 from recordforge.sources.coco import CocoSource  # noqa: E402
 from recordforge.sources.table import TableSource  # noqa: E402
+from recordforge.splits import SplitSources  # noqa: E402
 
 
 def _digests(out: Path) -> list[str]:
@@ -76,8 +80,9 @@ def coco(shared_data: Path) -> dict[str, Path]:
     }
 
 
-def test_module_doctest() -> None:
-    test = doctest.DocTestParser().get_doctest(rfbeam.__doc__ or "", {}, "beam", None, 0)
+@pytest.mark.parametrize("module", [rfbeam, beam_plan], ids=lambda m: m.__name__)
+def test_module_doctest(module: Any) -> None:
+    test = doctest.DocTestParser().get_doctest(module.__doc__ or "", {}, module.__name__, None, 0)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
@@ -100,6 +105,77 @@ def test_coco_on_beam_equals_local(
     local = _local(source, tmp_path / "local", **options)
     manifest = rfbeam.convert(source, tmp_path / "beam", **options)
     assert manifest.records() == local.records() > 0
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+@pytest.fixture(scope="module")
+def coco_splits(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny COCO's instances cut in two annotation files: a train and a val split."""
+    whole = json.loads(tiny["annotations"].read_text())
+    root = tmp_path_factory.mktemp("coco_splits")
+    out = {}
+    for name, pick in (("train", lambda i: i % 3 != 0), ("val", lambda i: i % 3 == 0)):
+        images = [im for i, im in enumerate(whole["images"]) if pick(i)]
+        ids = {im["id"] for im in images}
+        part = dict(whole, images=images)
+        part["annotations"] = [a for a in whole["annotations"] if a["image_id"] in ids]
+        out[name] = root / f"instances_{name}.json"
+        out[name].write_text(json.dumps(part))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("per", "options"),
+    [
+        ("image", {"max_records": 7, "shuffle": True, "seed": 4, "index": True}),
+        ("annotation", {"num_shards": 3}),
+        ("annotation", {"max_bytes": "1MB", "on_error": "skip"}),
+    ],
+)
+def test_coco_splits_in_one_pipeline(
+    coco_splits: dict[str, Path],
+    tiny: dict[str, Path],
+    tmp_path: Path,
+    per: str,
+    options: dict[str, Any],
+) -> None:
+    """Two splits written by one pipeline: the local writer's files and dataset.json
+    (both splits; with on_error="skip", images missing from the folder are reported
+    from both splits in the local writer's order)."""
+    images = tiny["images"]
+    if options.get("on_error") == "skip":
+        images = tmp_path / "images"
+        images.mkdir()
+        for f in sorted(tiny["images"].iterdir())[::4]:
+            (images / f.name).write_bytes(f.read_bytes())
+
+    def sources() -> SplitSources:
+        return SplitSources(
+            {n: CocoSource.from_files(a, images, per=per) for n, a in coco_splits.items()}
+        )
+
+    local = sources().write(tmp_path / "local", **options)
+    on_beam = rfbeam.convert(sources(), tmp_path / "beam", **options)
+    assert list(on_beam.splits) == ["train", "val"]
+    assert all(on_beam.splits[n] for n in ("train", "val"))
+    assert on_beam.records() == local.records() > 0
+    if options.get("on_error") == "skip":
+        assert len(on_beam.report["skipped"]) > 20
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_write_dataset_splits_of_triples(tmp_path: Path) -> None:
+    """WriteDataset with ``splits``: (split, index, item) triples, one split empty."""
+    rows = {"a": [{"id": i} for i in range(30)], "b": [], "c": [{"id": -i} for i in range(5)]}
+    options = {"max_records": 4, "shuffle": True, "seed": 9}
+    rf.write_dataset(splits=rows, out=tmp_path / "local", **options)
+    triples = [(name, i, row) for name, split in rows.items() for i, row in enumerate(split)]
+    with beam.Pipeline(runner=rfbeam.in_process_runner()) as p:
+        _ = (
+            p
+            | beam.Create(triples)
+            | rfbeam.WriteDataset(tmp_path / "beam", splits=list(rows), **options)
+        )
     _assert_same(tmp_path / "local", tmp_path / "beam")
 
 
@@ -189,10 +265,10 @@ def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> N
     out = tmp_path / "beam"
     options = rf.WriteOptions(num_shards=4)
     flaky = _FailOnce(tmp_path / "flag", after=15)
-    rfbeam._prepare(str(out), False, {"test": 1})
-    shipped = rfbeam._ship(str(out), {"to_records": flaky})
-    target = rfbeam._Target(str(out), "train", options, shipped, "raise")
-    plan = rfbeam._plan_by_items(len(rows), 4)
+    bw.prepare(str(out), False, {"test": 1})
+    shipped = bw.ship(str(out), {"to_records": flaky})
+    target = bw.Target(str(out), ("train",), options, shipped, "raise")
+    plan = plan_by_items(len(rows), 4)
     by_shard: dict[int, list[Any]] = {}
     for position, row in enumerate(rows):
         for shard, lo, hi in plan.assign(position):
@@ -200,7 +276,7 @@ def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> N
     results = {}
     with pytest.raises(RuntimeError, match="injected"):
         for shard, entries in by_shard.items():
-            results[shard] = rfbeam._write_shard(target, plan, shard, entries)
+            results[shard] = bw.write_shard(target, "train", plan, shard, entries)
     assert sorted(results) == [0]  # shard 1 failed part-way
     partial = [p.name for p in out.iterdir() if p.name.endswith(".partial")]
     finals = sorted(p.name for p in out.iterdir() if p.name.endswith(".tfrecord"))
@@ -208,9 +284,9 @@ def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> N
     # The retry, and a duplicate attempt of every shard (a speculative or re-run bundle).
     for _ in range(2):
         for shard, entries in by_shard.items():
-            results[shard] = rfbeam._write_shard(target, plan, shard, entries)
-    finish = rfbeam._Finish(target, rf.Schema({"id": rf.FeatureSpec(dtype="int64")}), {}, {})
-    rfbeam._finalize(list(results.values()), finish, plan)
+            results[shard] = bw.write_shard(target, "train", plan, shard, entries)
+    finish = bw.Finish(target, rf.Schema({"id": rf.FeatureSpec(dtype="int64")}), {}, {})
+    bw.finalize(list(results.values()), finish, {"train": plan})
     assert not any(p.name.endswith(".partial") for p in out.iterdir()), partial
     _assert_same(tmp_path / "local", out)
 
@@ -244,10 +320,10 @@ def test_failed_pipeline_rerun_completes(tmp_path: Path) -> None:
 
 def test_refuses_other_options_unfinished(tmp_path: Path) -> None:
     out = tmp_path / "beam"
-    rfbeam._prepare(str(out), False, {"options": 1})
+    bw.prepare(str(out), False, {"options": 1})
     with pytest.raises(FileExistsError, match="other options"):
-        rfbeam._prepare(str(out), False, {"options": 2})
-    rfbeam._prepare(str(out), True, {"options": 2})
+        bw.prepare(str(out), False, {"options": 2})
+    bw.prepare(str(out), True, {"options": 2})
 
 
 def test_read_dataset(tmp_path: Path) -> None:
@@ -265,4 +341,29 @@ def test_cli_runner_beam(coco: dict[str, Path], tmp_path: Path) -> None:
     assert main(["convert", "coco", *common, "--out", str(tmp_path / "local")]) == 0
     args = ["convert", "coco", *common, "--out", str(tmp_path / "beam"), "--runner", "beam"]
     assert main([*args, "--", "--direct_num_workers=1"]) == 0
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_cli_runner_beam_two_splits(
+    coco_splits: dict[str, Path], tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--split`` repeated, each with its own ``--annotations`` (one ``--images`` for
+    both): one dataset, the same on Beam as locally."""
+    common = ["--split", "train", "--annotations", str(coco_splits["train"])]
+    common += ["--split", "val", "--annotations", str(coco_splits["val"])]
+    common += ["--images", str(tiny["images"]), "--max-records", "9", "--shuffle", "--seed", "2"]
+    assert main(["convert", "coco", *common, "--out", str(tmp_path / "local")]) == 0
+    assert (
+        main(["convert", "coco", *common, "--out", str(tmp_path / "beam"), "--runner", "beam"]) == 0
+    )
+    assert list(rf.Manifest.load(tmp_path / "beam").splits) == ["train", "val"]
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_cli_runner_beam_csv(shared_data: Path, tmp_path: Path) -> None:
+    csv = str(shared_data / "tfx_chicago_taxi" / "data.csv")
+    common = ["--num-shards", "4", "--shuffle", "--seed", "3"]
+    assert main(["convert", "table", csv, *common, "--out", str(tmp_path / "local")]) == 0
+    args = ["convert", "table", csv, *common, "--out", str(tmp_path / "beam")]
+    assert main([*args, "--runner", "beam"]) == 0
     _assert_same(tmp_path / "local", tmp_path / "beam")

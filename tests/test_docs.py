@@ -22,6 +22,7 @@ MODULES = [
     "recordforge.sharding",
     "recordforge.sources.coco",
     "recordforge.sources.samples",
+    "recordforge.splits",
     "recordforge.writer",
 ]
 

@@ -4,22 +4,25 @@
 COCO, image folder and table sources, or any object with those methods) on Beam and
 writes the same files the local writer writes: the same shards, the same records in the
 same order, the same ``dataset.json`` (``WriteDataset`` does the same for a PCollection
-of ``(position, item)`` pairs). ``ReadDataset(path)`` yields a dataset's records as
-decoded dicts. ``out`` and ``path`` may be local or fsspec URLs (``gs://``, ``s3://``).
+of ``(position, item)`` pairs). Several splits (``{"train": source, "val": source}``,
+or a :class:`~recordforge.splits.SplitSources`) are written by one pipeline into one
+``dataset.json``. ``ReadDataset(path)`` yields a dataset's records as decoded dicts.
+``out`` and ``path`` may be local or fsspec URLs (``gs://``, ``s3://``).
 
-How the work is divided: the item list is enumerated once (for COCO and image folders it
-is metadata; a table is read batch by batch in that step); item positions (shuffled
-with ``seed`` exactly as locally) are assigned to shards, and each shard is encoded and
-written by one worker, under a temporary name, then renamed to its final name (on an
-object store: uploaded to a temporary key, then moved), so a retried bundle rewrites the
-same file and never leaves a duplicate or a partial one. With ``num_shards`` the shards
-are contiguous ranges of items and the conversion is one pass. With ``max_records`` /
-``max_bytes`` (the default) shard boundaries depend on the records' sizes, so a first
-pass encodes every item to measure its records (in parallel, nothing written) and plans
-the boundaries with the local writer's own rule (``recordforge.sharding``); the second
-pass encodes again and writes. A last step assembles ``dataset.json`` (per-shard counts,
-sizes, checksums, the conversion report with every worker's skipped items, in item
-order).
+How the work is divided: each split's item list is enumerated once, from metadata (COCO
+image records, image file names, a table's parts: byte ranges or row groups; no table
+row is read there); item positions (shuffled with ``seed`` exactly as locally, per
+split) are assigned to shards, and each shard is encoded and written by one worker,
+under a temporary name, then renamed to its final name (on an object store: uploaded
+to a temporary key, then moved), so a retried bundle rewrites the same file and never
+leaves a duplicate or a partial one. With ``num_shards`` the shards are contiguous
+ranges of items and the conversion is one pass. With ``max_records`` / ``max_bytes``
+(the default) shard boundaries depend on the records' sizes, so a first pass encodes
+every item to measure its records (in parallel, nothing written) and plans the
+boundaries with the local writer's own rule (``recordforge.sharding``); the second
+pass encodes again and writes. A last step assembles ``dataset.json`` (every split's
+per-shard counts, sizes, checksums, the conversion report with every worker's skipped
+items, in split and item order).
 
 >>> import tempfile, apache_beam as beam, recordforge as rf, recordforge.beam
 >>> rows = [{"id": i} for i in range(10)]
@@ -36,12 +39,8 @@ order).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
-import pickle
-import tempfile
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -51,25 +50,32 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsSingleton
 
-from recordforge import _core, _fs
-from recordforge._outdir import JOURNAL_NAME, locked
-from recordforge._outdir import prepare_out as _prepare_out
+from recordforge import _fs
+from recordforge._beam_plan import BeamPlan, plan_by_items, plan_by_sizes
+from recordforge._beam_write import (
+    Finish,
+    Target,
+    finalize,
+    prepare,
+    records_of,
+    ship,
+    shipped,
+    write_shard,
+)
+from recordforge._outdir import locked
 from recordforge.dataset import open_dataset
-from recordforge.errors import ItemError, OnError, on_error_policy
-from recordforge.example import RecordBatch
-from recordforge.manifest import Manifest, ShardInfo
+from recordforge.errors import OnError, on_error_policy
+from recordforge.manifest import Manifest
 from recordforge.pipeline import (
     ConversionReport,
-    Converted,
     Source,
     ToRecords,
     attempt,
     default_to_records,
-    has_report,
 )
-from recordforge.records import TFRecordWriter
-from recordforge.schema import Schema, infer_schema
-from recordforge.sharding import WriteOptions, frame_sizes, shard_bounds, shard_starts
+from recordforge.schema import Schema
+from recordforge.sharding import WriteOptions, frame_sizes
+from recordforge.splits import SplitSources
 
 __all__ = [
     "ConvertDataset",
@@ -88,344 +94,107 @@ def in_process_runner() -> Any:
     return FnApiRunner()
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """Which shard each item position goes to. ``item_ends``: with ``num_shards``, the
-    position at which each shard ends. ``record_starts`` / ``shard_starts``: otherwise,
-    the running record count before each item (n + 1 values) and the first record of
-    each shard, as the local writer placed them."""
-
-    shards: int
-    item_ends: tuple[int, ...] | None = None
-    record_starts: np.ndarray | None = None
-    shard_starts: np.ndarray | None = None
-
-    def assign(self, position: int) -> list[tuple[int, int, int | None]]:
-        """``(shard, first record, stop record)`` for each shard holding some of this
-        item's records (one, with ``(0, 0)``, for an item without records)."""
-        if self.item_ends is not None:
-            shard = int(np.searchsorted(self.item_ends, position, side="right"))
-            return [(shard, 0, None)]
-        assert self.record_starts is not None and self.shard_starts is not None
-        c0, c1 = int(self.record_starts[position]), int(self.record_starts[position + 1])
-        first = int(np.searchsorted(self.shard_starts, c0, side="right")) - 1
-        first = min(max(first, 0), self.shards - 1)
-        if c0 == c1:
-            return [(first, 0, 0)]
-        last = int(np.searchsorted(self.shard_starts, c1 - 1, side="right")) - 1
-        total = int(self.record_starts[-1])
-        out: list[tuple[int, int, int | None]] = []
-        for k in range(first, last + 1):
-            start = int(self.shard_starts[k])
-            stop = int(self.shard_starts[k + 1]) if k + 1 < self.shards else total
-            out.append((k, max(c0, start) - c0, min(c1, stop) - c0))
-        return out
-
-    def expected(self, shard: int) -> int | None:
-        """Records shard ``shard`` must hold (known when planned from record sizes)."""
-        if self.shard_starts is None or self.record_starts is None:
-            return None
-        stop = (
-            int(self.shard_starts[shard + 1])
-            if shard + 1 < self.shards
-            else int(self.record_starts[-1])
-        )
-        return stop - int(self.shard_starts[shard])
-
-
-def _plan_by_items(total: int, num_shards: int) -> _Plan:
-    return _Plan(shards=num_shards, item_ends=tuple(shard_bounds(total, num_shards)))
-
-
-def _plan_by_sizes(measured: Iterable[tuple[int, np.ndarray]], options: WriteOptions) -> _Plan:
-    """Shard boundaries from every item's record frame sizes, by the local writer's rule
-    (:func:`~recordforge.sharding.shard_starts`)."""
-    ordered = sorted(measured, key=lambda m: m[0])
-    if [m[0] for m in ordered] != list(range(len(ordered))):
-        raise RuntimeError("item positions are not 0..n-1 once each")
-    counts = np.array([len(m[1]) for m in ordered], dtype=np.int64)
-    record_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    sizes = np.concatenate([m[1] for m in ordered]) if ordered else np.zeros(0, np.int64)
-    starts = shard_starts(sizes, options)
-    return _Plan(shards=len(starts), record_starts=record_starts, shard_starts=starts)
-
-
-# Conversions loaded in this process, by the path they were shipped to.
-_SHIPPED: dict[str, dict[str, Any]] = {}
-_SHIPPED_PREFIX = ".recordforge-beam-"
-
-
-def _ship(out: str, payload: dict[str, Any]) -> str:
-    """Pickles the conversion (``to_records``, the source) once into the output
-    directory, for every worker process to load once. Kept out of the pipeline graph:
-    Beam pickles each DoFn with bz2 at level 9, seconds per copy for a COCO index."""
-    import cloudpickle
-
-    path = _fs.join(out, f"{_SHIPPED_PREFIX}{uuid.uuid4().hex[:12]}.pkl")
-    _fs.write_bytes(path, cloudpickle.dumps(payload))
-    _SHIPPED[path] = payload
-    return path
-
-
-def _shipped(path: str) -> dict[str, Any]:
-    if path not in _SHIPPED:
-        _SHIPPED[path] = pickle.loads(_fs.read_bytes(path))
-    return _SHIPPED[path]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Target:
-    """What every worker needs to encode and write: where, how, and (shipped) the
-    conversion."""
-
-    out: str
-    split: str
-    options: WriteOptions
-    shipped: str
-    on_error: OnError
-
-    @property
-    def to_records(self) -> ToRecords:
-        to_records: ToRecords = _shipped(self.shipped)["to_records"]
-        return to_records
-
-
-def _records_of(
-    target: _Target, result: Sequence[bytes] | Converted | ItemError
-) -> tuple[Sequence[bytes], int, list[ItemError]]:
-    """Records, input items and rejected items of one ``to_records`` result; raises the
-    first rejection with ``on_error="raise"``."""
-    if isinstance(result, ItemError):
-        records: Sequence[bytes] = ()
-        items, errors = 1, [result]
-    elif isinstance(result, Converted):
-        records, items, errors = result.records, result.items, list(result.errors)
-    else:
-        records, items, errors = result, 1, []
-    if errors and target.on_error == "raise":
-        raise errors[0]
-    return records, items, errors
-
-
-class _Measure(beam.DoFn):  # type: ignore[misc]
-    """(position, item) -> (position, frame sizes of its records); nothing is written."""
-
-    def __init__(self, target: _Target) -> None:
-        self.target = target
-
-    def process(self, element: tuple[int, Any]) -> Iterator[tuple[int, np.ndarray]]:
-        position, item = element
-        records, _, _ = _records_of(self.target, attempt(self.target.to_records, item))
-        yield position, frame_sizes(records)
-
-
 class _Place(beam.DoFn):  # type: ignore[misc]
-    """(index, item) -> (position, item): the position the local writer gives it (the
-    same permutation of ``seed`` with ``shuffle``)."""
+    """(split, index, item) -> ((split, position), item): the position the local writer
+    gives the item in its split (the same permutation of ``seed`` with ``shuffle``)."""
 
-    def __init__(self, options: WriteOptions) -> None:
-        self.options = options
-        self._inverse: tuple[int, np.ndarray] | None = None
+    def __init__(self, options: WriteOptions, splits: Sequence[str]) -> None:
+        self.options, self.splits = options, tuple(splits)
+        self._inverse: dict[str, tuple[int, np.ndarray]] = {}
 
-    def process(self, element: tuple[int, Any], total: int) -> Iterator[tuple[int, Any]]:
-        index, item = element
+    def process(
+        self, element: tuple[str, int, Any], totals: Mapping[str, int]
+    ) -> Iterator[tuple[tuple[str, int], Any]]:
+        split, index, item = element
+        if split not in self.splits:
+            raise ValueError(f"item {index} is of split {split!r}, not one of {self.splits}")
+        total = totals.get(split, 0)
         if not 0 <= index < total:
-            raise ValueError(f"item index {index} is not in 0..{total - 1}")
+            raise ValueError(f"item index {index} of split {split!r} is not in 0..{total - 1}")
         if not self.options.shuffle:
-            yield index, item
+            yield (split, index), item
             return
-        if self._inverse is None or self._inverse[0] != total:
+        if split not in self._inverse or self._inverse[split][0] != total:
             order = np.random.default_rng(self.options.seed).permutation(total)
             inverse = np.empty(total, dtype=np.int64)
             inverse[order] = np.arange(total)
-            self._inverse = (total, inverse)
-        yield int(self._inverse[1][index]), item
+            self._inverse[split] = (total, inverse)
+        yield (split, int(self._inverse[split][1][index])), item
+
+
+class _Measure(beam.DoFn):  # type: ignore[misc]
+    """((split, position), item) -> (split, (position, frame sizes of its records));
+    nothing is written."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def process(
+        self, element: tuple[tuple[str, int], Any]
+    ) -> Iterator[tuple[str, tuple[int, np.ndarray]]]:
+        (split, position), item = element
+        result = attempt(self.target.to_records(split), item)
+        records, _, _ = records_of(self.target, result)
+        yield split, (position, frame_sizes(records))
 
 
 class _Assign(beam.DoFn):  # type: ignore[misc]
     def process(
-        self, element: tuple[int, Any], plan: _Plan
-    ) -> Iterator[tuple[int, tuple[int, Any, int, int | None]]]:
-        position, item = element
-        for shard, lo, hi in plan.assign(position):
-            yield shard, (position, item, lo, hi)
-
-
-def _write_shard(
-    target: _Target,
-    plan: _Plan,
-    shard: int,
-    entries: Iterable[tuple[int, Any, int, int | None]],
-) -> dict[str, Any]:
-    """Encodes and writes one whole shard (and its index) under a temporary name, then
-    renames it to its final name; returns its manifest entry and its items' report."""
-    options = target.options
-    remote = _fs.is_url(target.out)
-    items = 0
-    skipped: list[tuple[int, str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="recordforge-shard-") as scratch:
-        where = scratch if remote else target.out
-        tmp = os.path.join(where, _fs.temp_name(f"beam-{target.split}-{shard:05d}"))
-        offsets: list[np.ndarray] = []
-        sizes: list[np.ndarray] = []
-        written = 0
-        try:
-            with TFRecordWriter(tmp, options.compression, checksum=options.checksum) as writer:
-                for position, item, lo, hi in sorted(entries, key=lambda e: (e[0], e[2])):
-                    result = attempt(target.to_records, item)
-                    records, n_items, errors = _records_of(target, result)
-                    stop = len(records) if hi is None else hi
-                    if stop > len(records):
-                        raise RuntimeError(
-                            f"item {position} gave {len(records)} records, fewer than when "
-                            "it was measured: its conversion is not deterministic"
-                        )
-                    if lo == 0:
-                        items += n_items
-                        skipped.extend((position, e.item, e.reason) for e in errors)
-                    if stop <= lo:
-                        continue
-                    frames = frame_sizes(records)[lo:stop]
-                    if isinstance(records, RecordBatch):
-                        offs = writer.write_batch(records, lo, stop)
-                    else:
-                        offs = np.asarray(writer.write_many(records[lo:stop]), dtype=np.uint64)
-                    offsets.append(np.asarray(offs, dtype=np.uint64))
-                    sizes.append(frames)
-                    written += stop - lo
-            checksum = writer.checksum or ""
-            size = os.path.getsize(tmp)
-            expected = plan.expected(shard)
-            if expected is not None and expected != written:
-                raise RuntimeError(
-                    f"shard {shard} got {written} records, planned {expected}: the "
-                    "conversion is not deterministic"
-                )
-            final = options.shard_name(target.split, shard, plan.shards, written)
-            if options.index:
-                o = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
-                s = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
-                idx = f"{tmp}.idx"
-                with open(idx, "w", encoding="ascii") as f:
-                    f.write(
-                        "".join(f"{a} {b}\n" for a, b in zip(o.tolist(), s.tolist(), strict=True))
-                    )
-                _fs.upload(idx, _fs.join(target.out, f"{final}.idx"))
-            _fs.upload(tmp, _fs.join(target.out, final))
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return {
-        "shard": shard,
-        "file": final,
-        "records": written,
-        "bytes": size,
-        "checksum": checksum,
-        "items": items,
-        "skipped": skipped,
-    }
+        self, element: tuple[tuple[str, int], Any], plans: Mapping[str, BeamPlan]
+    ) -> Iterator[tuple[tuple[str, int], tuple[int, Any, int, int | None]]]:
+        (split, position), item = element
+        for shard, lo, hi in plans[split].assign(position):
+            yield (split, shard), (position, item, lo, hi)
 
 
 class _WriteShards(beam.DoFn):  # type: ignore[misc]
-    def __init__(self, target: _Target) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
 
-    def process(self, element: tuple[int, Iterable[Any]], plan: _Plan) -> Iterator[dict[str, Any]]:
-        shard, entries = element
-        yield _write_shard(self.target, plan, shard, entries)
+    def process(
+        self, element: tuple[tuple[str, int], Iterable[Any]], plans: Mapping[str, BeamPlan]
+    ) -> Iterator[dict[str, Any]]:
+        (split, shard), entries = element
+        yield write_shard(self.target, split, plans[split], shard, entries)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Finish:
-    """What the last step needs beside the shards' results."""
-
-    target: _Target
-    schema: Schema | None
-    source: Mapping[str, Any]
-    report: Mapping[str, Any]
+def _split_of(element: tuple[str, int, Any]) -> str:
+    return element[0]
 
 
-def _finalize(results: list[dict[str, Any]], finish: _Finish, plan: _Plan) -> Manifest:
-    """Writes any shard no worker wrote (an empty range of items), then ``dataset.json``
-    (last, atomically); removes the progress marker and attempts' leftovers."""
-    target = finish.target
-    by_shard = {r["shard"]: r for r in results}
-    if len(by_shard) != len(results):
-        raise RuntimeError("a shard was written twice")
-    for k in range(plan.shards):
-        if k not in by_shard:
-            by_shard[k] = _write_shard(target, plan, k, [])
-    report = ConversionReport.from_json(finish.report)
-    ordered = [by_shard[k] for k in range(plan.shards)]
-    report.items += sum(r["items"] for r in ordered)
-    for _, item, reason in sorted(s for r in ordered for s in r["skipped"]):
-        report.skip(item, reason)
-    shards = tuple(
-        ShardInfo(file=r["file"], records=r["records"], bytes=r["bytes"], checksum=r["checksum"])
-        for r in ordered
-    )
-    report.records = sum(s.records for s in shards)
-    schema = finish.schema
-    if schema is None:
-        schema = infer_schema(
-            _core.decode_example(record)
-            for s in shards
-            for record in _read_file_records(_fs.join(target.out, s.file))
-        )
-    manifest = Manifest(
-        schema=schema,
-        splits={target.split: shards},
-        compression=target.options.compression,
-        index=target.options.index,
-        source=dict(finish.source),
-        report=report.to_json(),
-        tool_version=_core.__version__,
-    )
-    manifest.save(target.out)
-    # Leftovers first, the journal last: until it goes, the directory is unfinished.
-    for entry, is_dir in _fs.listdir(target.out):
-        leftover = entry.endswith(".partial") or entry.startswith(_SHIPPED_PREFIX)
-        if not is_dir and entry.startswith(".") and leftover:
-            _fs.remove(_fs.join(target.out, entry))
-    journal = _fs.join(target.out, JOURNAL_NAME)
-    if _fs.exists(journal):
-        _fs.remove(journal)
-    _SHIPPED.pop(target.shipped, None)
-    return manifest
+def _tagged(element: tuple[int, Any], split: str) -> tuple[str, int, Any]:
+    return split, element[0], element[1]
 
 
-def _read_file_records(path: str) -> Iterator[bytes]:
-    with _fs.open_file(path) as f:
-        yield from _core.read_records(f, "auto", True)
+def _plans_by_items(
+    totals: Mapping[str, int], splits: Sequence[str], num_shards: int
+) -> dict[str, BeamPlan]:
+    return {split: plan_by_items(totals.get(split, 0), num_shards) for split in splits}
 
 
-def _prepare(out: str, overwrite: bool, fingerprint: Mapping[str, Any]) -> None:
-    """Checks (or clears, with ``overwrite``) the output directory, then leaves the
-    progress marker that makes it recognisable as an unfinished conversion. A rerun
-    with the same options and input continues (every shard is rewritten)."""
-    if _fs.is_url(out):
-        from recordforge._remote import prepare_out
+def _plan_of_split(
+    element: tuple[str, Iterable[tuple[int, np.ndarray]]], options: WriteOptions
+) -> tuple[str, BeamPlan]:
+    split, measured = element
+    return split, plan_by_sizes(measured, options)
 
-        prepare_out(out, overwrite)
-    else:
-        _prepare_out(Path(out), overwrite)
-    journal = _fs.join(out, JOURNAL_NAME)
-    if _fs.exists(journal):
-        found = json.loads(_fs.read_bytes(journal)).get("fingerprint")
-        if found != fingerprint:
-            raise FileExistsError(
-                f"{out}: holds an unfinished conversion started with other options or "
-                "input; use --overwrite (overwrite=True) to start over"
-            )
-    state = {"fingerprint": fingerprint, "splits": {}, "report": ConversionReport().to_json()}
-    _fs.write_bytes(journal, json.dumps(state, indent=2).encode())
+
+def _every_split(
+    plans: Mapping[str, BeamPlan], splits: Sequence[str], options: WriteOptions
+) -> dict[str, BeamPlan]:
+    """A split without items has one empty shard."""
+    return {split: plans.get(split) or plan_by_sizes([], options) for split in splits}
 
 
 class WriteDataset(beam.PTransform):  # type: ignore[misc]
     """Writes a PCollection of ``(position, item)`` pairs (positions 0..n-1: the order
     the local writer would see the items in) as a dataset directory; the output
-    PCollection holds the :class:`~recordforge.Manifest`. Arguments are those of
-    :func:`~recordforge.write_dataset` for one split; ``to_records`` runs on the
-    workers (it must be picklable).
+    PCollection holds the :class:`~recordforge.Manifest`. With ``splits`` (the split
+    names, in the order the dataset lists them), the PCollection holds ``(split,
+    position, item)`` triples instead and every split is written by the same pipeline,
+    into one ``dataset.json``. Arguments are those of :func:`~recordforge.write_dataset`;
+    ``to_records`` (one for every split, or a mapping from split name to its own) runs
+    on the workers (it must be picklable).
 
     When the pipeline is built (not when it runs), the output directory is checked as
     the local writer checks it (refused if it holds a complete dataset, unless
@@ -437,8 +206,9 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         out: str | os.PathLike[str],
         *,
         split: str = "train",
+        splits: Sequence[str] | None = None,
         schema: Schema | None = None,
-        to_records: ToRecords | None = None,
+        to_records: ToRecords | Mapping[str, ToRecords] | None = None,
         on_error: OnError | Literal["fail"] = "raise",
         overwrite: bool = False,
         source: Mapping[str, Any] | None = None,
@@ -449,82 +219,115 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         super().__init__()
         on_error = on_error_policy(on_error)
         self.options = options or WriteOptions(**option_kwargs)
+        self.tagged = splits is not None
+        self.splits = tuple(splits) if splits is not None else (split,)
+        if len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"split names given twice: {list(self.splits)}")
+        self.options.check_names(list(self.splits))
+        if isinstance(to_records, Mapping) and set(to_records) != set(self.splits):
+            raise ValueError(
+                f"to_records names splits {sorted(to_records)}, not {sorted(self.splits)}"
+            )
         out = os.fspath(out)
         self.out = out if _fs.is_url(out) else os.path.abspath(out)
-        self.split, self.on_error, self.overwrite, self.schema = split, on_error, overwrite, schema
+        self.on_error, self.overwrite, self.schema = on_error, overwrite, schema
         self.payload: dict[str, Any] = {"to_records": to_records or default_to_records}
         self.source = json.loads(json.dumps(source or {}, default=str))
         self.report = (report or ConversionReport()).to_json()
-        self._target: _Target | None = None
+        self._target: Target | None = None
 
-    def prepare(self) -> _Target:
+    def prepare(self) -> Target:
         """Checks and marks the output directory and ships the conversion (once)."""
         if self._target is None:
             fingerprint = {
                 "options": self.options.fingerprint(),
-                "splits": [self.split],
+                "splits": list(self.splits),
                 "source": self.source,
                 "runner": "beam",
             }
-            _prepare(self.out, self.overwrite, fingerprint)
-            shipped = _ship(self.out, self.payload)
-            self._target = _Target(self.out, self.split, self.options, shipped, self.on_error)
+            prepare(self.out, self.overwrite, fingerprint)
+            shipped = ship(self.out, self.payload)
+            self._target = Target(self.out, self.splits, self.options, shipped, self.on_error)
         return self._target
 
     def expand(self, items: Any) -> Any:
         target = self.prepare()
-        options = target.options
-        finish = _Finish(target, self.schema, self.source, self.report)
-        total = items | "Count" >> beam.combiners.Count.Globally()
-        placed = items | "Place" >> beam.ParDo(_Place(options), total=AsSingleton(total))
+        options, splits = target.options, target.splits
+        finish = Finish(target, self.schema, self.source, self.report)
+        if not self.tagged:
+            items = items | "Split" >> beam.Map(_tagged, splits[0])
+        totals = (
+            items
+            | "Splits" >> beam.Map(_split_of)
+            | "Count" >> beam.combiners.Count.PerElement()
+            | "Totals" >> beam.combiners.ToDict()
+        )
+        placed = items | "Place" >> beam.ParDo(_Place(options, splits), totals=AsSingleton(totals))
         if options.num_shards:
-            plan = total | "Plan" >> beam.Map(_plan_by_items, options.num_shards)
+            plans = totals | "Plan" >> beam.Map(_plans_by_items, splits, options.num_shards)
         else:
-            plan = (
+            plans = (
                 placed
                 | "Spread" >> beam.Reshuffle()
                 | "Measure" >> beam.ParDo(_Measure(target))
-                | "Sizes" >> beam.combiners.ToList()
-                | "Plan" >> beam.Map(_plan_by_sizes, options)
+                | "BySplit" >> beam.GroupByKey()
+                | "Plan" >> beam.Map(_plan_of_split, options)
+                | "Plans" >> beam.combiners.ToDict()
+                | "EverySplit" >> beam.Map(_every_split, splits, options)
             )
         written = (
             placed
-            | "Assign" >> beam.ParDo(_Assign(), plan=AsSingleton(plan))
+            | "Assign" >> beam.ParDo(_Assign(), plans=AsSingleton(plans))
             | "ByShard" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WriteShards(target), plan=AsSingleton(plan))
+            | "WriteShards" >> beam.ParDo(_WriteShards(target), plans=AsSingleton(plans))
         )
         return (
             written
             | "Results" >> beam.combiners.ToList()
-            | "Manifest" >> beam.Map(_finalize, finish, plan=AsSingleton(plan))
+            | "Manifest" >> beam.Map(finalize, finish, plans=AsSingleton(plans))
         )
 
 
-def _enumerate_items(_: Any, shipped: str) -> Iterator[tuple[int, Any]]:
-    yield from enumerate(_shipped(shipped)["source"].items())
+def _enumerate_items(split: str, path: str) -> Iterator[tuple[str, int, Any]]:
+    for index, item in enumerate(shipped(path)["sources"][split].items()):
+        yield split, index, item
 
 
 class ConvertDataset(beam.PTransform):  # type: ignore[misc]
     """Converts a source (``CocoSource``, ``ImageFolderSource``, ``TableSource``, or any
     :class:`~recordforge.pipeline.Source`) on Beam: the same files as ``recordforge
-    convert`` writes locally. Applied to the pipeline; the output holds the Manifest. The source
-    is pickled once into the output directory (see :class:`WriteDataset`); one worker
-    enumerates its items (for a table, reads it), the others convert them."""
+    convert`` writes locally. Several splits (``{"train": source, "val": source}`` or a
+    :class:`~recordforge.splits.SplitSources`) are written by the one pipeline, as
+    ``SplitSources(...).write(out)`` writes them locally. Applied to the pipeline; the
+    output holds the Manifest. The sources are pickled once into the output directory
+    (see :class:`WriteDataset`); a worker enumerates each split's items (metadata: image
+    records, a table's parts, not the tables' rows), the workers convert them."""
 
-    def __init__(self, source: Source, out: str | os.PathLike[str], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        source: Source | SplitSources | Mapping[str, Source],
+        out: str | os.PathLike[str],
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
-        kwargs.setdefault("schema", source.schema())
-        kwargs.setdefault("source", source.describe())
-        if has_report(source):
-            kwargs.setdefault("report", source.report())
-        self.write = WriteDataset(out, to_records=source.to_records, **kwargs)
-        self.write.payload["source"] = source
+        if isinstance(source, SplitSources):
+            sources = source
+        elif isinstance(source, Mapping):
+            sources = SplitSources(source)
+        else:
+            sources = SplitSources({kwargs.pop("split", "train"): source})
+        kwargs.setdefault("schema", sources.schema())
+        kwargs.setdefault("source", sources.describe())
+        kwargs.setdefault("report", sources.report())
+        to_records = {name: s.to_records for name, s in sources.sources.items()}
+        self.write = WriteDataset(out, splits=sources.names, to_records=to_records, **kwargs)
+        self.write.payload["sources"] = dict(sources.sources)
 
     def expand(self, pbegin: Any) -> Any:
         target = self.write.prepare()
         return (
             pbegin
-            | "Start" >> beam.Create([None])
+            | "Splits" >> beam.Create(list(target.splits))
             | "Items" >> beam.FlatMap(_enumerate_items, target.shipped)
             | "Write" >> self.write
         )
@@ -567,7 +370,7 @@ class ReadDataset(beam.PTransform):  # type: ignore[misc]
 
 
 def convert(
-    source: Source,
+    source: Source | SplitSources | Mapping[str, Source],
     out: str | os.PathLike[str],
     *,
     runner: str | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sized
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from recordforge._fs import is_url, read_bytes
 from recordforge.cli._output import conversion_progress, print_summary
 from recordforge.records import COMPRESSION_SUFFIXES
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES
+from recordforge.splits import SplitSources
 from recordforge.writer import WriteOptions, write_source
 
 HELP = "Convert a dataset (COCO, image folder, table) into sharded TFRecord files."
@@ -19,7 +21,13 @@ HELP = "Convert a dataset (COCO, image folder, table) into sharded TFRecord file
 
 def add_shared_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--split", default="train", help="split name (default: train)")
+    p.add_argument(
+        "--split",
+        action="append",
+        metavar="NAME",
+        help="split name (default: train); repeat it for several splits, each with its "
+        "own input (its own --annotations, table file or image folder, in the same order)",
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--max-records", type=int, help="records per shard (Keras example: 4096)")
     size.add_argument("--max-bytes", help="bytes per shard, e.g. 256MB (the default)")
@@ -76,10 +84,16 @@ def add_max_image_bytes(p: argparse.ArgumentParser) -> None:
 def add_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True)
     coco = sub.add_parser("coco", help="COCO instances JSON + image directory")
-    coco.add_argument("--annotations", required=True, help="instances_*.json")
-    coco.add_argument("--images", required=True, help="image directory")
-    coco.add_argument("--captions", help="captions_*.json")
-    coco.add_argument("--keypoints", help="person_keypoints_*.json")
+    coco.add_argument(
+        "--annotations", required=True, action="append", help="instances_*.json (one per split)"
+    )
+    coco.add_argument(
+        "--images", required=True, action="append", help="image directory (one, or one per split)"
+    )
+    coco.add_argument("--captions", action="append", help="captions_*.json (one per split)")
+    coco.add_argument(
+        "--keypoints", action="append", help="person_keypoints_*.json (one per split)"
+    )
     coco.add_argument("--per", choices=["image", "annotation"], default="image")
     coco.add_argument("--bad-boxes", choices=["keep", "clip", "skip", "fail"])
     coco.add_argument("--resize", type=int, metavar="MAX_SIDE")
@@ -87,13 +101,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_max_image_bytes(coco)
     add_shared_flags(coco)
     images = sub.add_parser("images", help="a folder with one subfolder per class")
-    images.add_argument("root", help="folder of class subfolders")
+    images.add_argument("root", nargs="+", help="folder of class subfolders (one per split)")
     images.add_argument("--resize", type=int, metavar="MAX_SIDE")
     images.add_argument("--verify-images", action="store_true", help="decode every image")
     add_max_image_bytes(images)
     add_shared_flags(images)
     table = sub.add_parser("table", help="CSV, Parquet or JSONL")
-    table.add_argument("file", help="the table file")
+    table.add_argument("file", nargs="+", help="the table file (one per split)")
     table.add_argument("--format", choices=["csv", "parquet", "jsonl"])
     table.add_argument(
         "--schema", help="dataset.json-style schema JSON to use instead of inference"
@@ -122,7 +136,33 @@ def options_from(args: argparse.Namespace) -> WriteOptions:
     )
 
 
-def coco_source(args: argparse.Namespace) -> Any:
+def splits_of(args: argparse.Namespace) -> list[str]:
+    """The split names: ``--split`` as given (each once), or ``train``."""
+    splits: list[str] = args.split or ["train"]
+    if len(set(splits)) != len(splits):
+        raise ValueError(f"--split names a split twice: {splits}")
+    return splits
+
+
+def per_split(
+    args: argparse.Namespace, flag: str, values: list[Any] | None, shared: bool = False
+) -> list[Any]:
+    """One value of ``flag`` per split: given once per split (``--split`` order), or
+    once for every split where ``shared``; absent: None for each."""
+    splits = splits_of(args)
+    if values is None:
+        return [None] * len(splits)
+    if shared and len(values) == 1:
+        return values * len(splits)
+    if len(values) != len(splits):
+        raise ValueError(
+            f"{flag} is given {len(values)} times for {len(splits)} split(s) "
+            f"({', '.join(splits)}): give it once per --split, in the same order"
+        )
+    return values
+
+
+def coco_source(args: argparse.Namespace) -> dict[str, Any]:
     from recordforge.sources.coco import CocoSource
 
     kwargs: dict[str, Any] = {
@@ -133,48 +173,66 @@ def coco_source(args: argparse.Namespace) -> Any:
     }
     if args.bad_boxes:
         kwargs["bad_boxes"] = args.bad_boxes
-    return CocoSource.from_files(
-        args.annotations, args.images, captions=args.captions, keypoints=args.keypoints, **kwargs
+    inputs = zip(
+        splits_of(args),
+        per_split(args, "--annotations", args.annotations),
+        per_split(args, "--images", args.images, shared=True),
+        per_split(args, "--captions", args.captions),
+        per_split(args, "--keypoints", args.keypoints),
+        strict=True,
     )
+    return {
+        split: CocoSource.from_files(
+            annotations, images, captions=captions, keypoints=keypoints, **kwargs
+        )
+        for split, annotations, images, captions, keypoints in inputs
+    }
 
 
-def images_source(args: argparse.Namespace) -> Any:
+def images_source(args: argparse.Namespace) -> dict[str, Any]:
     from recordforge.sources.images import ImageFolderSource
 
-    return ImageFolderSource(
-        args.root,
-        resize=args.resize,
-        verify=args.verify_images,
-        max_image_bytes=args.max_image_bytes,
-    )
+    roots = per_split(args, "the image folder", args.root)
+    return {
+        split: ImageFolderSource(
+            root,
+            resize=args.resize,
+            verify=args.verify_images,
+            max_image_bytes=args.max_image_bytes,
+        )
+        for split, root in zip(splits_of(args), roots, strict=True)
+    }
 
 
-def table_source(args: argparse.Namespace) -> Any:
+def table_source(args: argparse.Namespace) -> dict[str, Any]:
     from recordforge.schema import Schema
     from recordforge.sources.table import TableSource
 
     schema = None
     if args.schema:
         schema = Schema.from_json(json.loads(read_bytes(args.schema).decode("utf-8")))
-    return TableSource(
-        args.file,
-        format=args.format,
-        schema=schema,
-        skip_rows=args.skip_rows,
-        nullable_ints=args.nullable_ints,
-    )
+    files = per_split(args, "the table file", args.file)
+    return {
+        split: TableSource(
+            file,
+            format=args.format,
+            schema=schema,
+            skip_rows=args.skip_rows,
+            nullable_ints=args.nullable_ints,
+        )
+        for split, file in zip(splits_of(args), files, strict=True)
+    }
 
 
 SOURCES = {"coco": coco_source, "images": images_source, "table": table_source}
 
 
-def run_on_beam(args: argparse.Namespace, source: Any) -> int:
+def run_on_beam(args: argparse.Namespace, sources: dict[str, Any]) -> int:
     from recordforge.beam import convert
 
     manifest = convert(
-        source,
+        SplitSources(sources),
         args.out,
-        split=args.split,
         on_error=args.on_error,
         overwrite=args.overwrite,
         options=options_from(args),
@@ -187,25 +245,32 @@ def run_on_beam(args: argparse.Namespace, source: Any) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = SOURCES[args.source](args)
+    sources = SOURCES[args.source](args)
     if args.runner == "beam":
-        return run_on_beam(args, source)
+        return run_on_beam(args, sources)
     if getattr(args, "pipeline_args", None):
         raise ValueError(f"options after -- are for --runner beam: {args.pipeline_args}")
-    items = source.items()
     out: str | Path = args.out if is_url(args.out) else Path(args.out)
-    total = len(items) if hasattr(items, "__len__") else None
-    with conversion_progress(total, f"convert {args.source}") as progress:
-        manifest = write_source(
-            source,
-            out,
-            items=items,
-            split=args.split,
-            on_error=args.on_error,
-            overwrite=args.overwrite,
-            options=options_from(args),
-            progress=progress,
-            workers=args.workers,
-        )
+    options = {
+        "on_error": args.on_error,
+        "overwrite": args.overwrite,
+        "options": options_from(args),
+        "workers": args.workers,
+    }
+    if len(sources) > 1:
+        both = SplitSources(sources)
+        splits = {name: both.items(name) for name in both.names}
+        lengths = [len(items) if isinstance(items, Sized) else None for items in splits.values()]
+        total = None if None in lengths else sum(n for n in lengths if n is not None)
+        with conversion_progress(total, f"convert {args.source}") as progress:
+            manifest = both.write(out, splits=splits, progress=progress, **options)
+    else:
+        [(split, source)] = sources.items()
+        items = source.items()
+        total = len(items) if hasattr(items, "__len__") else None
+        with conversion_progress(total, f"convert {args.source}") as progress:
+            manifest = write_source(
+                source, out, items=items, split=split, progress=progress, **options
+            )
     print_summary(manifest, out)
     return 0
