@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 24
 # is kept in fuzz/regressions/ and replayed by pytest); FUZZ_SEED=0 lets libFuzzer pick.
 FUZZ_SEED ?= 1
 
-.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode clean
+.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode bench-workers clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -95,6 +95,11 @@ bench-read: dev
 # Table conversion: 1M rows x 21 columns from columns and from CSV vs TF one Example per row.
 bench-table: dev
 	$(BIN)/python benchmarks/bench_table.py
+
+# --workers 1 / 2 / auto side by side, each run a fresh `recordforge convert` process: COCO
+# per annotation with --resize 256, COCO per image, a 1M-row CSV (~3-5 min; --quick ~1 min).
+bench-workers: dev
+	$(BIN)/python benchmarks/bench_workers.py
 
 # JPEG records read + decoded to uint8 (simplejpeg on threads) vs tf.data + decode_jpeg, the
 # JPEG decoder alone and Pillow (2,000 images of 500x375 made from tiny COCO).
