@@ -20,11 +20,12 @@ from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 import recordforge._beam_plan as beam_plan  # noqa: E402
 import recordforge._beam_write as bw  # noqa: E402
 import recordforge.beam as rfbeam  # noqa: E402
-from recordforge._beam_plan import plan_by_items  # noqa: E402
+from recordforge._beam_plan import plan_split  # noqa: E402
 from recordforge.cli.__main__ import main  # noqa: E402
 from recordforge.sources.coco import CocoSource  # noqa: E402
 from recordforge.sources.table import TableSource  # noqa: E402
 from recordforge.splits import SplitSources  # noqa: E402
+from recordforge.writer import write_source  # noqa: E402
 
 
 def _digests(out: Path) -> list[str]:
@@ -59,16 +60,7 @@ def _assert_same(local: Path, on_beam: Path) -> None:
 
 
 def _local(source: Any, out: Path, **kwargs: Any) -> rf.Manifest:
-    report = source.report() if hasattr(source, "report") else None
-    return rf.write_dataset(
-        source.items(),
-        out,
-        to_records=source.to_records,
-        schema=source.schema(),
-        source=source.describe(),
-        report=report,
-        **kwargs,
-    )
+    return write_source(source, out, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +260,7 @@ def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> N
     bw.prepare(str(out), False, {"test": 1})
     shipped = bw.ship(str(out), {"to_records": flaky})
     target = bw.Target(str(out), ("train",), options, shipped, "raise")
-    plan = plan_by_items(len(rows), 4)
+    plan = plan_split(options, len(rows))
     by_shard: dict[int, list[Any]] = {}
     for position, row in enumerate(rows):
         for shard, lo, hi in plan.assign(position):

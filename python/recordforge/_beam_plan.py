@@ -1,29 +1,32 @@
 """Beam's shard plan: where each split's shards start, as ``(item position, record)``
-cuts, from the local writer's planner (``recordforge.sharding``), and which shard(s)
-each item's records go to.
+cuts placed by the local writer's own planner (:class:`~recordforge.sharding.ShardPlanner`,
+fed the items in order), and which shard(s) each item's records go to.
 
->>> from recordforge._beam_plan import plan_by_items, plan_by_sizes
->>> plan = plan_by_items(5, 2)  # num_shards=2 over 5 items: items 0-1 and 2-4
+>>> from recordforge._beam_plan import plan_split
+>>> from recordforge.sharding import WriteOptions
+>>> plan = plan_split(WriteOptions(num_shards=2), 5)  # items 0-1 and 2-4: one pass
 >>> plan.starts, plan.assign(1), plan.assign(2)
 (((0, 0), (2, 0)), [(0, 0, None)], [(1, 0, None)])
->>> from recordforge.sharding import WriteOptions
 >>> sizes = [(0, [40, 40, 40]), (1, []), (2, [40])]
->>> plan = plan_by_sizes(sizes, WriteOptions(max_records=2))
+>>> plan = plan_split(WriteOptions(max_records=2), 3, sizes)
 >>> plan.starts, plan.expected, plan.assign(0)
 (((0, 0), (0, 2)), (2, 2), [(0, 0, 2), (1, 2, None)])
+>>> plan = plan_split(WriteOptions(num_shards=3), 3, sizes, num_records=4)
+>>> plan.starts, plan.expected  # at record counts 1, 2 (inside item 0) and 4
+(((0, 0), (0, 1), (0, 2)), (1, 1, 2))
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
-from recordforge.sharding import WriteOptions, shard_bounds, shard_starts
+from recordforge.sharding import ShardPlanner, WriteOptions, shard_bounds
 
-__all__ = ["BeamPlan", "plan_by_items", "plan_by_sizes"]
+__all__ = ["BeamPlan", "plan_split"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,36 +59,41 @@ class BeamPlan:
         return out
 
 
-def plan_by_items(total: int, num_shards: int) -> BeamPlan:
-    """``num_shards`` contiguous ranges of a split's ``total`` items
-    (:func:`~recordforge.sharding.shard_bounds`, as the local writer cuts them)."""
-    ends = shard_bounds(total, num_shards)
-    return BeamPlan(starts=tuple((b, 0) for b in [0, *ends[:-1]]))
-
-
-def plan_by_sizes(
-    measured: Iterable[tuple[int, Sequence[int] | np.ndarray]], options: WriteOptions
+def plan_split(
+    options: WriteOptions,
+    total: int,
+    measured: Iterable[tuple[int, np.ndarray]] | None = None,
+    num_records: int | None = None,
 ) -> BeamPlan:
-    """Shards from every item's record frame sizes, by the local writer's rule
-    (:func:`~recordforge.sharding.shard_starts`); ``measured``: ``(position, sizes)`` for
-    positions 0..n-1, in any order."""
-    ordered = sorted(measured, key=lambda m: m[0])
-    if [m[0] for m in ordered] != list(range(len(ordered))):
-        raise RuntimeError("item positions are not 0..n-1 once each")
-    counts = np.array([len(m[1]) for m in ordered], dtype=np.int64)
-    record_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    sizes = (
-        np.concatenate([np.asarray(m[1], dtype=np.int64) for m in ordered])
-        if ordered
-        else np.zeros(0, np.int64)
-    )
-    starts = shard_starts(sizes, options)
-    total = int(record_starts[-1])
-    # The item holding each first record (the last one starting there: not an empty one).
-    items = np.searchsorted(record_starts, starts, side="right") - 1
-    cuts = tuple(
-        (0, 0) if s == 0 else (int(p), int(s - record_starts[p]))
-        for p, s in zip(items.tolist(), starts.tolist(), strict=True)
-    )
-    expected = np.diff(np.append(starts, total))
-    return BeamPlan(starts=cuts, expected=tuple(int(e) for e in expected))
+    """A split's shards, planned by the local writer's planner
+    (:class:`~recordforge.sharding.ShardPlanner`) over its ``total`` items in order.
+    ``measured``: ``(position, frame sizes)`` of every item (in any order); needed
+    unless shards end at item counts (``num_shards`` without ``num_records``).
+    ``num_records``: the records the split gives, known before converting it:
+    ``num_shards`` then cuts at record counts."""
+    n = options.num_shards
+    if n and num_records is not None:
+        planner = ShardPlanner(options, record_bounds=shard_bounds(num_records, n))
+    elif n:
+        planner = ShardPlanner(options, item_bounds=shard_bounds(total, n))
+    else:
+        planner = ShardPlanner(options)
+    frames: list[np.ndarray] | None = None
+    if measured is not None:
+        ordered = sorted(measured, key=lambda m: m[0])
+        if [m[0] for m in ordered] != list(range(total)):
+            raise RuntimeError(f"measured item positions are not 0..{total - 1} once each")
+        frames = [np.asarray(m[1], dtype=np.int64) for m in ordered]
+    elif not n or num_records is not None:
+        raise ValueError("shards planned from the records need every item measured")
+    none = np.zeros(0, np.int64)
+    starts = [(0, 0)]
+    for position in range(total):
+        starts += planner.add(position, frames[position] if frames is not None else none)
+    # Shards the split completes at its end: the open one, then any empty ones.
+    starts += [(total, 0)] * max(planner.finish() - 1, 0)
+    if frames is None:
+        return BeamPlan(starts=tuple(starts))
+    first = np.concatenate([[0], np.cumsum([len(f) for f in frames])]).astype(np.int64)
+    at = [int(first[p]) + r for p, r in starts] + [int(first[-1])]
+    return BeamPlan(starts=tuple(starts), expected=tuple(np.diff(at).tolist()))

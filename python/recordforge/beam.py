@@ -17,12 +17,13 @@ under a temporary name, then renamed to its final name (on an object store: uplo
 to a temporary key, then moved), so a retried bundle rewrites the same file and never
 leaves a duplicate or a partial one. With ``num_shards`` the shards are contiguous
 ranges of items and the conversion is one pass. With ``max_records`` / ``max_bytes``
-(the default) shard boundaries depend on the records' sizes, so a first pass encodes
-every item to measure its records (in parallel, nothing written) and plans the
-boundaries with the local writer's own rule (``recordforge.sharding``); the second
-pass encodes again and writes. A last step assembles ``dataset.json`` (every split's
-per-shard counts, sizes, checksums, the conversion report with every worker's skipped
-items, in split and item order).
+(the default), or ``num_shards`` over a source that knows its record count (a table:
+cut at row counts), shard boundaries depend on the records, so a first pass encodes
+every item to measure its records (in parallel, nothing written); the local writer's
+own planner (:class:`~recordforge.sharding.ShardPlanner`), fed the items in order,
+places the boundaries; the second pass encodes again and writes. A last step
+assembles ``dataset.json`` (every split's per-shard counts, sizes, checksums, the
+conversion report with every worker's skipped items, in split and item order).
 
 >>> import tempfile, apache_beam as beam, recordforge as rf, recordforge.beam
 >>> rows = [{"id": i} for i in range(10)]
@@ -51,7 +52,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsSingleton
 
 from recordforge import _fs
-from recordforge._beam_plan import BeamPlan, plan_by_items, plan_by_sizes
+from recordforge._beam_plan import BeamPlan, plan_split
 from recordforge._beam_write import (
     Finish,
     Target,
@@ -166,24 +167,32 @@ def _tagged(element: tuple[int, Any], split: str) -> tuple[str, int, Any]:
     return split, element[0], element[1]
 
 
-def _plans_by_items(
-    totals: Mapping[str, int], splits: Sequence[str], num_shards: int
+def _plans_from_counts(
+    totals: Mapping[str, int],
+    splits: Sequence[str],
+    options: WriteOptions,
+    num_records: Mapping[str, int],
 ) -> dict[str, BeamPlan]:
-    return {split: plan_by_items(totals.get(split, 0), num_shards) for split in splits}
+    return _plans(None, totals, splits, options, num_records)
 
 
-def _plan_of_split(
-    element: tuple[str, Iterable[tuple[int, np.ndarray]]], options: WriteOptions
-) -> tuple[str, BeamPlan]:
-    split, measured = element
-    return split, plan_by_sizes(measured, options)
-
-
-def _every_split(
-    plans: Mapping[str, BeamPlan], splits: Sequence[str], options: WriteOptions
+def _plans(
+    measured: Mapping[str, Iterable[tuple[int, np.ndarray]]] | None,
+    totals: Mapping[str, int],
+    splits: Sequence[str],
+    options: WriteOptions,
+    num_records: Mapping[str, int],
 ) -> dict[str, BeamPlan]:
-    """A split without items has one empty shard."""
-    return {split: plans.get(split) or plan_by_sizes([], options) for split in splits}
+    """Every split's plan (a split without items has its empty shard(s))."""
+    return {
+        split: plan_split(
+            options,
+            totals.get(split, 0),
+            None if measured is None else measured.get(split, ()),
+            num_records.get(split),
+        )
+        for split in splits
+    }
 
 
 class WriteDataset(beam.PTransform):  # type: ignore[misc]
@@ -194,7 +203,9 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
     position, item)`` triples instead and every split is written by the same pipeline,
     into one ``dataset.json``. Arguments are those of :func:`~recordforge.write_dataset`;
     ``to_records`` (one for every split, or a mapping from split name to its own) runs
-    on the workers (it must be picklable).
+    on the workers (it must be picklable). ``num_records``: the records a split gives,
+    by split name, where known before converting it (a table's rows): ``num_shards``
+    then cuts that split at record counts, as the local writer does.
 
     When the pipeline is built (not when it runs), the output directory is checked as
     the local writer checks it (refused if it holds a complete dataset, unless
@@ -214,10 +225,12 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         source: Mapping[str, Any] | None = None,
         report: ConversionReport | None = None,
         options: WriteOptions | None = None,
+        num_records: Mapping[str, int] | None = None,
         **option_kwargs: Any,
     ) -> None:
         super().__init__()
         on_error = on_error_policy(on_error)
+        self.num_records = dict(num_records or {})
         self.options = options or WriteOptions(**option_kwargs)
         self.tagged = splits is not None
         self.splits = tuple(splits) if splits is not None else (split,)
@@ -263,17 +276,18 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
             | "Totals" >> beam.combiners.ToDict()
         )
         placed = items | "Place" >> beam.ParDo(_Place(options, splits), totals=AsSingleton(totals))
-        if options.num_shards:
-            plans = totals | "Plan" >> beam.Map(_plans_by_items, splits, options.num_shards)
+        plan_args = (splits, options, self.num_records)
+        if options.num_shards and not self.num_records:
+            # Shards end at item counts: planned from the counts alone, one pass.
+            plans = totals | "Plan" >> beam.Map(_plans_from_counts, *plan_args)
         else:
             plans = (
                 placed
                 | "Spread" >> beam.Reshuffle()
                 | "Measure" >> beam.ParDo(_Measure(target))
                 | "BySplit" >> beam.GroupByKey()
-                | "Plan" >> beam.Map(_plan_of_split, options)
-                | "Plans" >> beam.combiners.ToDict()
-                | "EverySplit" >> beam.Map(_every_split, splits, options)
+                | "Sizes" >> beam.combiners.ToDict()
+                | "Plan" >> beam.Map(_plans, AsSingleton(totals), *plan_args)
             )
         written = (
             placed
@@ -320,6 +334,7 @@ class ConvertDataset(beam.PTransform):  # type: ignore[misc]
         kwargs.setdefault("source", sources.describe())
         kwargs.setdefault("report", sources.report())
         to_records = {name: s.to_records for name, s in sources.sources.items()}
+        kwargs.setdefault("num_records", sources.num_records())
         self.write = WriteDataset(out, splits=sources.names, to_records=to_records, **kwargs)
         self.write.payload["sources"] = dict(sources.sources)
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from recordforge.manifest import Manifest
-from recordforge.pipeline import ConversionReport, Converted, Source, has_report
+from recordforge.pipeline import ConversionReport, Converted, Source, has_count, has_report
 from recordforge.schema import Schema
 
 __all__ = ["SplitSources"]
@@ -97,6 +97,11 @@ class SplitSources:
             "splits": {name: dict(s.describe()) for name, s in self.sources.items()},
         }
 
+    def num_records(self) -> dict[str, int]:
+        """The records of each split whose source knows them before converting (a
+        :class:`~recordforge.pipeline.CountedSource`: a table's rows)."""
+        return {name: s.num_records() for name, s in self.sources.items() if has_count(s)}
+
     def report(self) -> ConversionReport:
         merged = ConversionReport()
         for source in self.sources.values():
@@ -123,6 +128,9 @@ class SplitSources:
         :meth:`items`, where they were taken already."""
         from recordforge.writer import write_dataset
 
+        if len(self.sources) == 1:
+            # (write_dataset takes one split's num_records only.)
+            options.setdefault("num_records", self.num_records().get(self.names[0]))
         return write_dataset(
             splits=splits or {name: self.items(name) for name in self.sources},
             out=out,
