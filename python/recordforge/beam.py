@@ -9,21 +9,22 @@ or a :class:`~recordforge.splits.SplitSources`) are written by one pipeline into
 ``dataset.json``. ``ReadDataset(path)`` yields a dataset's records as decoded dicts.
 ``out`` and ``path`` may be local or fsspec URLs (``gs://``, ``s3://``).
 
-How the work is divided: each split's item list is enumerated once, from metadata (COCO
-image records, image file names, a table's parts: byte ranges or row groups; no table
-row is read there); item positions (shuffled with ``seed`` exactly as locally, per
-split) are assigned to shards, and each shard is encoded and written by one worker,
-under a temporary name, then renamed to its final name (on an object store: uploaded
-to a temporary key, then moved), so a retried bundle rewrites the same file and never
-leaves a duplicate or a partial one. With ``num_shards`` the shards are contiguous
-ranges of items and the conversion is one pass. With ``max_records`` / ``max_bytes``
-(the default), or ``num_shards`` over a source that knows its record count (a table:
-cut at row counts), shard boundaries depend on the records, so a first pass encodes
-every item to measure its records (in parallel, nothing written); the local writer's
-own planner (:class:`~recordforge.sharding.ShardPlanner`), fed the items in order,
-places the boundaries; the second pass encodes again and writes. A last step
-assembles ``dataset.json`` (every split's per-shard counts, sizes, checksums, the
-conversion report with every worker's skipped items, in split and item order).
+How the work is divided: each split's item list is enumerated once, on the driver, from
+metadata (COCO image records, image file names, a table's parts: byte ranges or row
+groups; no table row is read there: each worker reads its own parts); item positions
+(shuffled with ``seed`` exactly as locally, per split) are assigned to shards, and each
+shard is encoded and written by one worker, under a temporary name, then renamed to its
+final name (on an object store: uploaded to a temporary key, then moved), so a retried
+bundle rewrites the same file and never leaves a duplicate or a partial one. With
+``num_shards`` the shards are contiguous ranges of items and the conversion is one pass.
+With ``max_records`` / ``max_bytes`` (the default), or ``num_shards`` over a source that
+knows its record count (a table: cut at row counts), shard boundaries depend on the
+records, so a first pass encodes every item to measure its records (in parallel, nothing
+written); the local writer's own planner (:class:`~recordforge.sharding.ShardPlanner`),
+fed the items in order, places the boundaries; the second pass encodes again and writes.
+A last step assembles ``dataset.json`` (every split's per-shard counts, sizes,
+checksums, the conversion report with every worker's skipped items, in split and item
+order).
 
 >>> import tempfile, apache_beam as beam, recordforge as rf, recordforge.beam
 >>> rows = [{"id": i} for i in range(10)]
@@ -303,7 +304,11 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
 
 
 def _enumerate_items(split: str, path: str) -> Iterator[tuple[str, int, Any]]:
-    for index, item in enumerate(shipped(path)["sources"][split].items()):
+    payload = shipped(path)
+    items = payload["items"].get(split)
+    if items is None:
+        items = payload["sources"][split].items()
+    for index, item in enumerate(items):
         yield split, index, item
 
 
@@ -313,9 +318,11 @@ class ConvertDataset(beam.PTransform):  # type: ignore[misc]
     convert`` writes locally. Several splits (``{"train": source, "val": source}`` or a
     :class:`~recordforge.splits.SplitSources`) are written by the one pipeline, as
     ``SplitSources(...).write(out)`` writes them locally. Applied to the pipeline; the
-    output holds the Manifest. The sources are pickled once into the output directory
-    (see :class:`WriteDataset`); a worker enumerates each split's items (metadata: image
-    records, a table's parts, not the tables' rows), the workers convert them."""
+    output holds the Manifest. Each split's items are enumerated on the driver when
+    ``items()`` is a sequence (metadata: COCO's image records, a table's parts, no
+    table row), by one worker when it is a stream; the sources and item lists are
+    pickled once into the output directory (see :class:`WriteDataset`), and each worker
+    reads and converts the items it is given."""
 
     def __init__(
         self,
@@ -337,6 +344,13 @@ class ConvertDataset(beam.PTransform):  # type: ignore[misc]
         kwargs.setdefault("num_records", sources.num_records())
         self.write = WriteDataset(out, splits=sources.names, to_records=to_records, **kwargs)
         self.write.payload["sources"] = dict(sources.sources)
+        # Item lists the driver holds already (COCO's image records, a table's parts:
+        # metadata) travel in the shipped payload, not in the graph; a source whose
+        # items() is a stream is enumerated by a worker.
+        listed = {name: s.items() for name, s in sources.sources.items()}
+        self.write.payload["items"] = {
+            name: items for name, items in listed.items() if isinstance(items, Sequence)
+        }
 
     def expand(self, pbegin: Any) -> Any:
         target = self.write.prepare()

@@ -179,6 +179,11 @@ def beam(work: Path) -> None:
     cli("convert", "table", data, "--out", work / "beam", *sharding, "--runner", "beam")
     cli("verify", work / "beam")
     assert shards(work / "beam") == shards(work / "local"), "beam and local shards differ"
+    # Two splits (the same file twice), one pipeline, one dataset.json.
+    two = (data, data, "--split", "a", "--split", "b", *sharding)
+    cli("convert", "table", *two, "--out", work / "local2")
+    cli("convert", "table", *two, "--out", work / "beam2", "--runner", "beam")
+    assert shards(work / "beam2") == shards(work / "local2"), "beam and local splits differ"
     root = make_image_folder(work / "folder")
     cli("convert", "images", root, "--out", work / "images", "--runner", "beam")
     cli("verify", "--images", work / "images")
