@@ -62,9 +62,11 @@ def test_convert_table_and_images_cli(tmp_path: Path, shared_data: Path) -> None
     assert main(["convert", "table", str(csv), "--out", str(out), "--max-records", "6000"]) == 0
     manifest = rf.Manifest.load(out)
     assert [s.records for s in manifest.splits["train"]] == [6000, 6000, 3000]
-    # A streamed table has no length up front, so an exact shard count is refused clearly.
-    shards = ["convert", "table", str(csv), "--out", str(tmp_path / "n"), "--num-shards", "3"]
-    assert main(shards) == 1
+    # A table counts its rows without reading them: shards are cut at row counts.
+    shards = ["convert", "table", str(csv), "--out", str(tmp_path / "n"), "--num-shards", "4"]
+    assert main(shards) == 0
+    manifest = rf.Manifest.load(tmp_path / "n")
+    assert [s.records for s in manifest.splits["train"]] == [3750] * 4  # shard_bounds(15000, 4)
     root = tmp_path / "folders"
     for label, name in [("cat", "chelsea.png"), ("cup", "coffee.png")]:
         (root / label).mkdir(parents=True)

@@ -15,6 +15,7 @@ import pytest
 
 import recordforge as rf
 import recordforge.sources.table as table_module
+from recordforge.sources._table_parts import cell_converter
 from recordforge.sources.table import TableSource
 
 pa = pytest.importorskip("pyarrow")
@@ -305,7 +306,7 @@ def test_rows_that_do_not_match_the_schema(tmp_path: Path) -> None:
 )
 def test_value_conversion_errors(spec: rf.FeatureSpec, value: Any, error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        table_module._converter(spec)(value)
+        cell_converter(spec)(value)
 
 
 def test_list_column_needs_a_list_shape_in_the_schema(tmp_path: Path) -> None:
@@ -314,7 +315,7 @@ def test_list_column_needs_a_list_shape_in_the_schema(tmp_path: Path) -> None:
     src = TableSource(path, schema=rf.Schema({"v": rf.FeatureSpec(dtype="int64")}))
     with pytest.raises(rf.ItemError, match="row 1: column 'v': expected one value"):
         src.row_to_records(next(src.rows()))
-    (error,) = src.to_records(next(src.items())).errors
+    (error,) = src.to_records(src.items()[0]).errors
     assert error.item == f"{path}: row 1" and "expected one value" in error.reason
 
 

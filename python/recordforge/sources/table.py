@@ -22,20 +22,31 @@ because float32 cannot hold every integer (census tract 17031839100 becomes
 >>> from recordforge.sources.table import TableSource
 >>> with tempfile.TemporaryDirectory() as d:
 ...     path = pathlib.Path(d) / "t.csv"
-...     _ = path.write_text("id,name,score\\n1,ann,0.5\\n2,,\\n")
-...     src = TableSource(path)
+...     _ = path.write_text("id,name,score\\n1,ann,0.5\\n2,,\\n3,bo,1\\n")
+...     src = TableSource(path, part_bytes=8)
 ...     schema = src.schema()
-...     records = [r for batch in src.items() for r in src.to_records(batch).records]
+...     parts = src.items()
+...     records = [r for part in parts for r in src.to_records(part).records]
 >>> [(name, spec.dtype, spec.shape) for name, spec in schema.items()]
 [('id', 'int64', ()), ('name', 'string', (None,)), ('score', 'float32', (None,))]
+>>> [(part.first_row, part.rows) for part in parts], src.num_records()
+([(1, 1), (2, 2)], 3)
 >>> rf.decode_example(records[1])
 {'id': array([2]), 'name': [], 'score': array([], dtype=float32)}
 
-With ``rf.write_dataset`` (items are batches of ``batch_size`` rows, each converted
-column by column with pyarrow and encoded in Rust; a row that does not fit the schema
-is named and rejected on its own)::
+The items are parts (:class:`TablePart`): small picklable descriptions of a byte range
+(CSV, JSONL; cut at row ends, 16 MiB by default) or of a run of row groups (Parquet),
+fixed by the file alone. ``to_records(part)`` reads its part ``batch_size`` rows at a
+time, so a worker reads its own rows, and the records, their order and the report are
+the same for any number of workers and any part size. Rows are converted column by column
+with pyarrow and encoded in Rust; a row that does not fit the schema is named and
+rejected on its own::
 
-    rf.write_dataset(src.items(), out, to_records=src.to_records, schema=src.schema())
+    recordforge.writer.write_source(src, out, workers=4)
+
+Every part is read with the column names and types that the schema pass found for the
+whole file. ``num_records()`` counts rows without reading them (Parquet metadata; for
+CSV and JSONL the byte scan that cuts the parts), so ``num_shards`` can cut at rows.
 """
 
 from __future__ import annotations
@@ -46,16 +57,26 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from recordforge import _fs
 from recordforge.columns import ColumnError, arrow_columns, infer_spec
 from recordforge.errors import ItemError, SchemaError
 from recordforge.example import encode_example, encode_record_batch
 from recordforge.pipeline import Converted
 from recordforge.schema import FeatureSpec, Schema
+from recordforge.sources._table_parts import (
+    PART_BYTES,
+    PART_ROWS,
+    TableBatch,
+    TablePart,
+    TableRow,
+    cell_converter,
+    csv_parts,
+    jsonl_parts,
+    parquet_parts,
+    whole_part,
+)
 
-__all__ = ["FORMATS", "TableBatch", "TableRow", "TableSource"]
+__all__ = ["FORMATS", "TableBatch", "TablePart", "TableRow", "TableSource"]
 
 Format = Literal["csv", "parquet", "jsonl"]
 FORMATS: dict[str, Format] = {
@@ -71,48 +92,9 @@ FORMATS: dict[str, Format] = {
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 DEFAULT_BATCH_SIZE = 8192
 _BLOCK_BYTES = 4 << 20
-_EMPTY_DTYPE = {"int64": np.int64, "float32": np.float32, "bytes": np.bytes_}
-
-
-@dataclasses.dataclass(frozen=True)
-class TableRow:
-    """One row: the file, its 1-based data row number (header not counted) and its
-    values as pyarrow gives them (``None`` for a missing value)."""
-
-    file: str
-    row: int
-    values: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return f"{self.file}: row {self.row}"
-
-
-@dataclasses.dataclass(frozen=True)
-class TableBatch:
-    """Consecutive rows starting at data row ``first_row``: a pyarrow RecordBatch."""
-
-    file: str
-    first_row: int
-    arrow: Any
-
-    def __len__(self) -> int:
-        return int(self.arrow.num_rows)
-
-    @property
-    def name(self) -> str:
-        return f"{self.file}: rows {self.first_row}-{self.first_row + len(self) - 1}"
-
-    def rows(self, names: Sequence[str] | None = None) -> Iterator[TableRow]:
-        """The batch's rows, with the columns ``names`` (all by default; a column the
-        batch lacks is missing, ``None``, in every row)."""
-        have = set(self.arrow.schema.names)
-        names = list(self.arrow.schema.names if names is None else names)
-        columns = [
-            self.arrow.column(n).to_pylist() if n in have else [None] * len(self) for n in names
-        ]
-        for i, values in enumerate(zip(*columns, strict=True)):
-            yield TableRow(self.file, self.first_row + i, dict(zip(names, values, strict=True)))
+# The schema, the CSV column types to read with, and the file's columns as pyarrow reads
+# them (names and types: every part is read with them).
+_Plan = tuple[Schema, dict[str, Any] | None, Any]
 
 
 def _format_of(path: Path) -> Format:
@@ -171,7 +153,8 @@ class TableSource:
     header (the file then has none after the skipped lines). scikit-learn's bundled CSVs
     (``iris.csv``) start with a line ``150,4,setosa,versicolor,virginica`` (rows,
     columns, class names) that is not a header: read them with ``skip_rows=1`` and
-    ``column_names=[...]``.
+    ``column_names=[...]``. ``part_bytes`` (CSV, JSONL) and ``part_rows`` (Parquet) size
+    the parts that :meth:`items` lists (see the module's documentation).
     """
 
     path: str
@@ -183,6 +166,8 @@ class TableSource:
     delimiter: str
     column_names: tuple[str, ...] | None
     skip_rows: int
+    part_bytes: int
+    part_rows: int
     _cache: dict[str, Any] = dataclasses.field(compare=False, repr=False)
 
     def __init__(
@@ -197,6 +182,8 @@ class TableSource:
         delimiter: str | None = None,
         column_names: Sequence[str] | None = None,
         skip_rows: int = 0,
+        part_bytes: int = PART_BYTES,
+        part_rows: int = PART_ROWS,
     ) -> None:
         p = Path(path)
         fmt = format if format is not None else _format_of(p)
@@ -204,6 +191,8 @@ class TableSource:
             raise ValueError(f"format must be 'csv', 'parquet' or 'jsonl', not {fmt!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if part_bytes < 1 or part_rows < 1:
+            raise ValueError(f"part_bytes, part_rows must be >= 1, not {part_bytes}, {part_rows}")
         if nullable_ints not in ("int64", "float32"):
             raise ValueError(f"nullable_ints must be 'int64' or 'float32', not {nullable_ints!r}")
         if schema is not None:
@@ -225,6 +214,8 @@ class TableSource:
             ("delimiter", delimiter),
             ("column_names", None if column_names is None else tuple(column_names)),
             ("skip_rows", skip_rows),
+            ("part_bytes", part_bytes),
+            ("part_rows", part_rows),
             ("_cache", {}),
         ):
             object.__setattr__(self, name, value)
@@ -242,6 +233,24 @@ class TableSource:
 
     # -- reading ---------------------------------------------------------------------
 
+    def _csv_options(self, column_types: Mapping[str, Any] | None) -> Any:
+        """pyarrow's CSV conversion options; ``column_types`` fixes the column types."""
+        import pyarrow.csv as pcsv  # type: ignore[import-untyped]
+
+        convert: dict[str, Any] = {"strings_can_be_null": True}
+        if self.null_values is not None:
+            convert["null_values"] = list(self.null_values)
+        if column_types:
+            convert["column_types"] = dict(column_types)
+            if self.given_schema is not None:
+                convert["include_columns"] = list(column_types)
+        return pcsv.ConvertOptions(**convert)
+
+    def _sliced(self, reader: Any) -> Iterator[Any]:
+        for batch in reader:
+            for start in range(0, batch.num_rows, self.batch_size):
+                yield batch.slice(start, self.batch_size)
+
     def _arrow_batches(self, column_types: Mapping[str, Any] | None) -> Iterator[Any]:
         """pyarrow record batches of the file; ``column_types`` fixes CSV column types."""
         pa = _pyarrow()
@@ -253,15 +262,8 @@ class TableSource:
                 yield from parquet.iter_batches(batch_size=self.batch_size)
                 return
             if self.format == "csv":
-                import pyarrow.csv as pcsv  # type: ignore[import-untyped]
+                import pyarrow.csv as pcsv
 
-                convert: dict[str, Any] = {"strings_can_be_null": True}
-                if self.null_values is not None:
-                    convert["null_values"] = list(self.null_values)
-                if column_types:
-                    convert["column_types"] = dict(column_types)
-                    if self.given_schema is not None:
-                        convert["include_columns"] = list(column_types)
                 reader = pcsv.open_csv(
                     _input_stream(pa, self.path),
                     read_options=pcsv.ReadOptions(
@@ -270,7 +272,7 @@ class TableSource:
                         column_names=None if self.column_names is None else list(self.column_names),
                     ),
                     parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
-                    convert_options=pcsv.ConvertOptions(**convert),
+                    convert_options=self._csv_options(column_types),
                 )
             else:
                 import pyarrow.json as pjson  # type: ignore[import-untyped]
@@ -279,26 +281,26 @@ class TableSource:
                     _input_stream(pa, self.path),
                     read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES),
                 )
-            for batch in reader:
-                for start in range(0, batch.num_rows, self.batch_size):
-                    yield batch.slice(start, self.batch_size)
+            yield from self._sliced(reader)
         except pa.ArrowException as e:
             hint = ""
             if self.given_schema is None and "conversion error" in str(e):
                 hint = " (column types are inferred from the start of the file; pass schema=)"
             raise ItemError(self.path, f"cannot read {self.format}: {e}{hint}") from e
 
-    def _plan(self) -> tuple[Schema, dict[str, Any] | None]:
-        """The schema, and the CSV column types to read with; computed once."""
+    def _plan(self) -> _Plan:
+        """The schema, the CSV column types to read with and the file's Arrow schema;
+        computed once."""
         if "plan" not in self._cache:
             self._cache["plan"] = self._make_plan()
-        plan: tuple[Schema, dict[str, Any] | None] = self._cache["plan"]
+        plan: _Plan = self._cache["plan"]
         return plan
 
-    def _make_plan(self) -> tuple[Schema, dict[str, Any] | None]:
+    def _make_plan(self) -> _Plan:
         pa = _pyarrow()
         if self.given_schema is not None:
-            columns = self._column_names()
+            file_schema = self._arrow_schema()
+            columns = list(file_schema.names)
             missing = [n for n in self.given_schema if n not in columns]
             if missing:
                 raise SchemaError(
@@ -306,7 +308,7 @@ class TableSource:
                     f"(columns: {columns})"
                 )
             types = {n: pa.string() for n in self.given_schema} if self.format == "csv" else None
-            return self.given_schema, types
+            return self.given_schema, types, file_schema
         arrow_schema = None
         nulls: dict[str, int] = {}
         for batch in self._arrow_batches(None):
@@ -326,10 +328,7 @@ class TableSource:
             for field in arrow_schema
         }
         types = {f.name: f.type for f in arrow_schema} if self.format == "csv" else None
-        return Schema(features), types
-
-    def _column_names(self) -> list[str]:
-        return list(self._arrow_schema().names)
+        return Schema(features), types, arrow_schema
 
     def _arrow_schema(self) -> Any:
         if self.format == "parquet":
@@ -360,16 +359,63 @@ class TableSource:
         return self._plan()[0]
 
     def batches(self) -> Iterator[TableBatch]:
-        """The file's rows, ``batch_size`` at a time."""
-        _, types = self._plan()
+        """The file's rows, ``batch_size`` at a time, read in one pass."""
+        _, types, _ = self._plan()
         row = 1
         for batch in self._arrow_batches(types):
             yield TableBatch(self.path, row, batch)
             row += batch.num_rows
 
-    def items(self) -> Iterator[TableBatch]:
-        """What ``write_dataset`` iterates over: batches (see :meth:`to_records`)."""
-        return self.batches()
+    # -- parts -------------------------------------------------------------------------
+
+    def parts(self) -> list[TablePart]:
+        """The file's parts, in order, covering every row once: found by a byte scan
+        (CSV, JSONL) or from the metadata (Parquet), without parsing a value; cached."""
+        if "parts" not in self._cache:
+            self._cache["parts"] = self._make_parts()
+        parts: list[TablePart] = self._cache["parts"]
+        return parts
+
+    def _make_parts(self) -> list[TablePart]:
+        pa = _pyarrow()
+        try:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
+
+                meta = pq.ParquetFile(_source(self.path)).metadata
+                rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+                return parquet_parts(self.path, rows, part_rows=self.part_rows)
+            compressed = Path(self.path).suffix.lower() in _COMPRESSED
+            with (
+                _input_stream(pa, self.path) if compressed else _fs.open_file(self.path, "rb")
+            ) as f:
+                if self.format == "csv":
+                    parts = csv_parts(
+                        f,
+                        self.path,
+                        delimiter=self.delimiter,
+                        skip_rows=self.skip_rows,
+                        header=self.column_names is None,
+                        part_bytes=self.part_bytes,
+                    )
+                else:
+                    parts = jsonl_parts(f, self.path, part_bytes=self.part_bytes)
+        except pa.ArrowException as e:
+            raise ItemError(self.path, f"cannot read {self.format}: {e}") from e
+        if compressed:  # no byte ranges in a compressed stream: one part from the start
+            return whole_part(self.path, self.format, sum(p.rows for p in parts))
+        return parts
+
+    def num_records(self) -> int:
+        """The number of rows (records), without reading them: from the Parquet metadata,
+        or from the byte scan that cuts a CSV or JSONL file into parts."""
+        return sum(part.rows for part in self.parts())
+
+    def items(self) -> list[TablePart]:
+        """What ``write_dataset`` iterates over: the parts (see :meth:`to_records`). The
+        schema is planned first, so an unreadable file fails here as it did before."""
+        self._plan()
+        return self.parts()
 
     def rows(self) -> Iterator[TableRow]:
         """The file's rows one by one (read a batch at a time)."""
@@ -377,13 +423,98 @@ class TableSource:
         for batch in self.batches():
             yield from batch.rows(names)
 
+    def _part_batches(self, part: TablePart) -> Iterator[Any]:
+        """The part's rows as pyarrow batches of at most ``batch_size`` rows, read with
+        the file's column names and types."""
+        if part.kind == "whole":
+            yield from self._arrow_batches(self._plan()[1])
+            return
+        pa = _pyarrow()
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(_source(self.path))
+            yield from parquet.iter_batches(
+                batch_size=self.batch_size, row_groups=list(range(part.start, part.stop))
+            )
+            return
+        with _fs.open_file(self.path, "rb") as f:
+            f.seek(part.start)
+            data = pa.py_buffer(f.read(part.stop - part.start))
+        _, types, file_schema = self._plan()
+        if self.format == "csv":
+            import pyarrow.csv as pcsv
+
+            reader = pcsv.open_csv(
+                pa.BufferReader(data),
+                read_options=pcsv.ReadOptions(
+                    block_size=_BLOCK_BYTES, column_names=list(file_schema.names)
+                ),
+                parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
+                convert_options=self._csv_options(types),
+            )
+        else:
+            import pyarrow.json as pjson
+
+            reader = pjson.open_json(
+                pa.BufferReader(data),
+                read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES),
+                parse_options=pjson.ParseOptions(
+                    explicit_schema=file_schema, unexpected_field_behavior="error"
+                ),
+            )
+        yield from self._sliced(reader)
+
+    def _read_part(self, part: TablePart) -> list[Any]:
+        """The part's batches, checked to hold the rows the scan counted; ItemError
+        (naming the file and the part's rows) when pyarrow cannot read them."""
+        pa = _pyarrow()
+        where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
+        try:
+            batches = list(self._part_batches(part))
+        except pa.ArrowException as e:
+            raise ItemError(part.name, f"cannot read {self.format} ({where}): {e}") from e
+        read = sum(b.num_rows for b in batches)
+        if read != part.rows:
+            raise ItemError(
+                part.name,
+                f"the scan for row ends counted {part.rows} rows in {where}, pyarrow read "
+                f"{read}; read the file as one part (part_bytes larger than the file)",
+            )
+        return batches
+
     # -- encoding --------------------------------------------------------------------
 
-    def to_records(self, batch: TableBatch) -> Converted:
-        """A batch -> one serialized Example per row, in order. Columns are converted
-        as a whole and encoded in Rust; when a column does not fit the schema, the batch
-        is converted row by row so that each bad row is named (file, row, column) and
-        rejected on its own."""
+    def to_records(self, item: TablePart | TableBatch) -> Converted:
+        """A part (or a batch) -> one serialized Example per row, in order. Columns are
+        converted as a whole and encoded in Rust; when a column does not fit the schema,
+        the rows are converted one by one so that each bad row is named (file, row,
+        column) and rejected on its own. A part that cannot be read is one error naming
+        the file and its rows (every row of it counts as an item)."""
+        if isinstance(item, TableBatch):
+            return self._batch_records(item)
+        try:
+            batches = self._read_part(item)
+        except ItemError as e:
+            return Converted([], item.rows, [e])
+        if not batches:
+            return Converted([], 0)
+        pa = _pyarrow()
+        try:
+            columns = arrow_columns(pa.Table.from_batches(batches), self.schema())
+        except ColumnError:
+            records: list[bytes] = []
+            errors: list[ItemError] = []
+            row = item.first_row
+            for batch in batches:
+                converted = self._batch_records(TableBatch(self.path, row, batch))
+                records.extend(converted.records)
+                errors.extend(converted.errors)
+                row += batch.num_rows
+            return Converted(records, item.rows, errors)
+        return Converted(encode_record_batch(columns), item.rows)
+
+    def _batch_records(self, batch: TableBatch) -> Converted:
         schema = self.schema()
         try:
             columns = arrow_columns(batch.arrow, schema)
@@ -401,7 +532,7 @@ class TableSource:
     def _converters(self) -> dict[str, Callable[[Any], Any]]:
         if "converters" not in self._cache:
             self._cache["converters"] = {
-                name: _converter(spec) for name, spec in self.schema().items()
+                name: cell_converter(spec) for name, spec in self.schema().items()
             }
         converters: dict[str, Callable[[Any], Any]] = self._cache["converters"]
         return converters
@@ -416,66 +547,3 @@ class TableSource:
             except (TypeError, ValueError, OverflowError) as e:
                 raise ItemError(item.name, f"column {name!r}: {e}") from None
         return (encode_example(features),)
-
-
-def _element(dtype: str) -> Callable[[Any], Any]:
-    """Converts one value to the Python type the encoder maps to ``dtype``'s kind."""
-
-    def to_int(v: Any) -> int:
-        if isinstance(v, (bool, int, np.integer)):
-            return int(v)
-        if isinstance(v, (float, np.floating)) and float(v).is_integer():
-            return int(v)
-        if isinstance(v, str):
-            try:
-                return int(v.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"expected an integer, got {v!r}")
-
-    def to_float(v: Any) -> float:
-        if isinstance(v, (bool, int, float, np.integer, np.floating)):
-            return float(v)
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                pass
-        raise ValueError(f"expected a number, got {v!r}")
-
-    def to_bytes(v: Any) -> bytes:
-        if isinstance(v, bytes):
-            return v
-        if isinstance(v, str):
-            return v.encode("utf-8")
-        raise ValueError(f"expected {dtype}, got {v!r}")
-
-    return {"int64": to_int, "float32": to_float}.get(dtype, to_bytes)
-
-
-def _converter(spec: FeatureSpec) -> Callable[[Any], Any]:
-    """A function from a cell's value to what ``encode_example`` takes for ``spec``."""
-    element = _element(spec.dtype)
-    empty_dtype = _EMPTY_DTYPE[spec.kind]
-    shape = spec.shape
-
-    def convert(value: Any) -> Any:
-        if value is None:
-            if shape == ():
-                raise ValueError(f"missing value, but the schema's shape is () ({spec.dtype})")
-            if shape[0] not in (None, 0):
-                raise ValueError(f"missing value, but the schema's shape is {shape}")
-            return np.empty(0, empty_dtype)
-        if not isinstance(value, (list, tuple)):
-            return element(value) if shape == () else [element(value)]
-        if shape == ():
-            raise ValueError(f"expected one value, got a list of {len(value)}")
-        if shape[0] is not None and len(value) != shape[0]:
-            raise ValueError(f"expected {shape[0]} values, got {len(value)}")
-        if any(v is None for v in value):
-            raise ValueError("a list holds a missing value, which a feature cannot")
-        if not value:
-            return np.empty(0, empty_dtype)
-        return [element(v) for v in value]
-
-    return convert

@@ -1,0 +1,455 @@
+"""The pieces of a table: parts of a file (what a conversion reads on its own, in any
+process), batches and rows, and the conversion of one cell to a feature value.
+
+A part is a byte range of a CSV or JSON Lines file that starts and ends at a row
+boundary, or a range of a Parquet file's row groups. Parts are fixed by the file alone
+(never by a number of workers): a CSV or JSONL file is cut after the first row end at or
+past every ``part_bytes`` (16 MiB by default) from the start of the part; a Parquet file
+is cut after the row group that takes the part to ``part_rows`` rows (a row group is never
+split). A compressed CSV or JSONL (``.gz``, ...) cannot be entered in the middle: it is
+one part.
+
+The cut points come from one sequential byte scan that follows pyarrow's CSV parser: a
+quote opens a quoted value only at the start of a field, ``""`` inside one is a quote, and
+a line end inside a quoted value is not a row end; ``\\n``, ``\\r\\n`` and a lone ``\\r``
+end a row; an empty line is no row. The same scan counts the rows, so each part knows its
+first row number and its row count, and a reader can check that it read exactly those.
+JSON Lines rows end at ``\\n`` only, and a line of whitespace is no row.
+
+>>> import io
+>>> data = b'id,text\\n1,"two\\nlines"\\n2,b\\n\\n3,c'
+>>> parts = csv_parts(io.BytesIO(data), part_bytes=8)
+>>> [(p.start, p.stop, p.first_row, p.rows) for p in parts]  # (bytes, first row, rows)
+[(8, 22, 1, 1), (22, 30, 2, 2)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, Literal
+
+import numpy as np
+
+from recordforge.schema import FeatureSpec
+
+__all__ = [
+    "PART_BYTES",
+    "PART_ROWS",
+    "TableBatch",
+    "TablePart",
+    "TableRow",
+    "cell_converter",
+    "csv_parts",
+    "jsonl_parts",
+    "parquet_parts",
+    "scan_lines",
+    "whole_part",
+]
+
+# A CSV / JSONL part ends at the first row end at or past this many bytes from its start.
+PART_BYTES = 16 << 20
+# A Parquet part takes row groups until it has at least this many rows.
+PART_ROWS = 1 << 17
+_SCAN_BYTES = 8 << 20
+_BOM = b"\xef\xbb\xbf"
+_NL, _CR, _QUOTE = 10, 13, 34
+_EMPTY_DTYPE = {"int64": np.int64, "float32": np.float32, "bytes": np.bytes_}
+
+
+@dataclasses.dataclass(frozen=True)
+class TablePart:
+    """Rows ``first_row`` .. ``first_row + rows - 1`` (1-based data rows, the header not
+    counted) of a table file: bytes ``start`` .. ``stop`` (``kind="bytes"``), row groups
+    ``start`` .. ``stop`` (``kind="row_groups"``), or the whole file read from its start
+    (``kind="whole"``: a compressed file)."""
+
+    index: int
+    path: str
+    format: str
+    kind: Literal["bytes", "row_groups", "whole"]
+    start: int
+    stop: int
+    first_row: int
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.path}: rows {self.first_row}-{self.first_row + self.rows - 1}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRow:
+    """One row: the file, its 1-based data row number (header not counted) and its
+    values as pyarrow gives them (``None`` for a missing value)."""
+
+    file: str
+    row: int
+    values: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.file}: row {self.row}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableBatch:
+    """Consecutive rows starting at data row ``first_row``: a pyarrow RecordBatch."""
+
+    file: str
+    first_row: int
+    arrow: Any
+
+    def __len__(self) -> int:
+        return int(self.arrow.num_rows)
+
+    @property
+    def name(self) -> str:
+        return f"{self.file}: rows {self.first_row}-{self.first_row + len(self) - 1}"
+
+    def rows(self, names: Sequence[str] | None = None) -> Iterator[TableRow]:
+        """The batch's rows, with the columns ``names`` (all by default; a column the
+        batch lacks is missing, ``None``, in every row)."""
+        have = set(self.arrow.schema.names)
+        names = list(self.arrow.schema.names if names is None else names)
+        columns = [
+            self.arrow.column(n).to_pylist() if n in have else [None] * len(self) for n in names
+        ]
+        for i, values in enumerate(zip(*columns, strict=True)):
+            yield TableRow(self.file, self.first_row + i, dict(zip(names, values, strict=True)))
+
+
+class _Quotes:
+    """The quoted values of a CSV, chunk by chunk, as pyarrow's parser sees them: a quote
+    opens one only at the start of a field (after a delimiter or a line end), and inside
+    one a quote followed by a quote is a quote (else it closes the value)."""
+
+    def __init__(self, delimiter: int) -> None:
+        self.starts = np.array([delimiter, _NL, _CR, _QUOTE], np.uint8)
+        self.in_quote = False
+        self.skip = False  # the next chunk starts with the second quote of a ""
+
+    @property
+    def open(self) -> bool:
+        return self.in_quote or self.skip
+
+    def spans(
+        self, arr: np.ndarray, after: np.ndarray, prev: int, eof: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk's quoted values: where each opens (-1: before the chunk) and closes
+        (``len(arr)``: after it); a line end between the two ends no row."""
+        q = np.flatnonzero(arr == _QUOTE)
+        if self.skip:
+            q, self.skip = q[1:], False  # q[0] == 0
+        return self._by_parity(arr, after, q, prev, eof) or self._by_state(arr, after, q, prev, eof)
+
+    def _by_parity(
+        self, arr: np.ndarray, after: np.ndarray, q: np.ndarray, prev: int, eof: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every other quote opens a value: true (and found without a loop) when each of
+        those is at a field start or right after a quote (the second of a "" pair);
+        None when one is not (a quote inside an unquoted value, ``5" screen``)."""
+        n = len(arr)
+        opener = np.arange(len(q)) % 2 == int(self.in_quote)
+        before = np.where(q > 0, arr[np.maximum(q - 1, 0)], prev)[opener]
+        if not np.isin(before, self.starts).all():
+            return None
+        opens, closes = q[opener], q[~opener]
+        if self.in_quote:
+            opens = np.concatenate(([-1], opens))
+        self.in_quote = bool(self.in_quote ^ (len(q) % 2))
+        if self.in_quote:
+            closes = np.append(closes, n)
+        elif len(q) and q[-1] == n - 1 and not eof and after[-1] == _QUOTE:
+            self.in_quote = self.skip = True  # the closing quote was the first of a ""
+        return opens, closes
+
+    def _by_state(
+        self, arr: np.ndarray, after: np.ndarray, q: np.ndarray, prev: int, eof: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The parser's states, quote by quote."""
+        n = len(arr)
+        opens, closes = ([-1], []) if self.in_quote else ([], [])
+        skip = -1
+        for p in q.tolist():
+            if p == skip:
+                continue
+            if self.in_quote:
+                if after[p] == _QUOTE and (p + 1 < n or not eof):
+                    self.skip = p + 1 == n
+                    skip = p + 1
+                else:
+                    self.in_quote = False
+                    closes.append(p)
+            elif (arr[p - 1] if p else prev) in self.starts[:3]:
+                self.in_quote = True
+                opens.append(p)
+        if self.in_quote:
+            closes.append(n)
+        return np.array(opens, np.int64), np.array(closes, np.int64)
+
+
+def scan_lines(
+    f: IO[bytes], *, csv: bool, delimiter: str = ",", chunk: int = _SCAN_BYTES
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The row ends of a CSV (``csv=True``) or JSONL file, a chunk at a time: for each
+    line, the offset just past its end, and whether it holds anything (empty lines are
+    no rows). A last line without a line end ends at the end of the file."""
+    quotes = _Quotes(delimiter.encode("utf-8")[0]) if csv else None
+    prev = _NL  # the byte before the chunk: a line starts there
+    line_start = 0  # where the open line starts
+    content = 0  # JSONL: non-space bytes of the open line so far
+    offset = 0  # file offset of the chunk's first byte
+    tail = b""
+    first = True
+    while True:
+        data = f.read(chunk)
+        buf = tail + data
+        if first:
+            first = False
+            if buf.startswith(_BOM):  # pyarrow skips it; a quote after it opens a field
+                buf, offset = buf[len(_BOM) :], len(_BOM)
+        eof = not data
+        # The last byte waits for the next chunk: a \r or a quote needs the byte after it.
+        proc, tail = (buf, b"") if eof else (buf[:-1], buf[-1:])
+        arr = np.frombuffer(proc, np.uint8)
+        n = len(arr)
+        if n:
+            after = np.frombuffer(buf, np.uint8)[1 : n + 1]
+            if len(after) < n:
+                after = np.append(after, np.uint8(0))
+            # CSV: \n, \r\n or a lone \r; JSONL: \n (a \r is space there).
+            ends = np.flatnonzero(
+                (arr == _NL) | ((arr == _CR) & (after != _NL)) if csv else arr == _NL
+            )
+            if quotes is not None and (quotes.open or b'"' in proc):
+                spans = quotes.spans(arr, after, prev, eof)
+                if len(spans[0]):
+                    k = np.searchsorted(spans[0], ends, side="right") - 1
+                    inside = (k >= 0) & (ends < spans[1][np.maximum(k, 0)])
+                    ends = ends[~inside]
+            if csv:
+                before_end = np.where(ends > 0, arr[np.maximum(ends - 1, 0)], prev)
+                crlf = (arr[ends] == _NL) & (before_end == _CR)
+                term = offset + ends - crlf
+                starts = np.concatenate(([line_start], offset + ends[:-1] + 1))[: len(ends)]
+                nonempty = term > starts
+            else:
+                cs = np.cumsum(~np.isin(arr, (32, 9, 13, 10)), dtype=np.int64)
+                at = cs[ends]
+                counts = np.diff(at, prepend=0)
+                if len(counts):
+                    counts[0] += content
+                    content = int(cs[-1] - at[-1])
+                else:
+                    content += int(cs[-1])
+                nonempty = counts > 0
+            if len(ends):
+                line_start = offset + int(ends[-1]) + 1
+                yield offset + ends + 1, nonempty
+            prev = int(arr[-1])
+            offset += n
+        if eof:
+            break
+    if line_start < offset and (csv or content):
+        yield np.array([offset]), np.array([True])
+
+
+class _Cutter:
+    """Turns the scan's lines into parts: skips ``skip`` lines and the header, then cuts
+    after the first row end at or past ``part_bytes`` from the part's start."""
+
+    def __init__(self, path: str, fmt: str, skip: int, header: bool, part_bytes: int) -> None:
+        self.path, self.fmt, self.part_bytes = path, fmt, part_bytes
+        self.skip, self.header = skip, header
+        self.part_start: int | None = None if skip or header else 0
+        self.rows = 0  # rows of the open part
+        self.first_row = 1
+        self.parts: list[TablePart] = []
+
+    def feed(self, ends: np.ndarray, nonempty: np.ndarray) -> None:
+        i = 0
+        while self.part_start is None and i < len(ends):
+            if self.skip:
+                self.skip -= 1
+            elif nonempty[i]:  # the header (empty lines before it are none)
+                self.header = False
+            if not self.skip and not self.header:
+                self.part_start = int(ends[i])
+            i += 1
+        if self.part_start is None or i == len(ends):
+            return
+        ends, rows = ends[i:], np.cumsum(nonempty[i:], dtype=np.int64)
+        done = 0  # rows of this chunk already in closed parts
+        lo = 0
+        while True:
+            k = lo + int(np.searchsorted(ends[lo:], self.part_start + self.part_bytes, "left"))
+            if k >= len(ends):
+                break
+            self.rows += int(rows[k]) - done
+            done = int(rows[k])
+            self._close(int(ends[k]))
+            lo = k + 1
+        self.rows += int(rows[-1]) - done
+
+    def _close(self, stop: int) -> None:
+        assert self.part_start is not None
+        if self.rows:
+            part = TablePart(
+                len(self.parts),
+                self.path,
+                self.fmt,
+                "bytes",
+                self.part_start,
+                stop,
+                self.first_row,
+                self.rows,
+            )
+            self.parts.append(part)
+            self.first_row += self.rows
+        self.part_start, self.rows = stop, 0
+
+    def finish(self, size: int) -> list[TablePart]:
+        if self.part_start is not None:
+            self._close(size)
+        return self.parts
+
+
+def _lines_parts(
+    f: IO[bytes],
+    path: str,
+    fmt: str,
+    *,
+    csv: bool,
+    delimiter: str,
+    skip_rows: int,
+    header: bool,
+    part_bytes: int,
+) -> list[TablePart]:
+    cutter = _Cutter(path, fmt, skip_rows, header, part_bytes)
+    size = 0
+    for ends, nonempty in scan_lines(f, csv=csv, delimiter=delimiter):
+        cutter.feed(ends, nonempty)
+        size = int(ends[-1])
+    return cutter.finish(size)
+
+
+def csv_parts(
+    f: IO[bytes],
+    path: str = "<csv>",
+    *,
+    delimiter: str = ",",
+    skip_rows: int = 0,
+    header: bool = True,
+    part_bytes: int = PART_BYTES,
+) -> list[TablePart]:
+    """The parts of a CSV file (read from ``f``'s start): byte ranges of whole rows,
+    after ``skip_rows`` lines and the header line (when ``header``)."""
+    return _lines_parts(
+        f,
+        path,
+        "csv",
+        csv=True,
+        delimiter=delimiter,
+        skip_rows=skip_rows,
+        header=header,
+        part_bytes=part_bytes,
+    )
+
+
+def jsonl_parts(
+    f: IO[bytes], path: str = "<jsonl>", *, part_bytes: int = PART_BYTES
+) -> list[TablePart]:
+    """The parts of a JSON Lines file: byte ranges of whole lines."""
+    return _lines_parts(
+        f, path, "jsonl", csv=False, delimiter=",", skip_rows=0, header=False, part_bytes=part_bytes
+    )
+
+
+def parquet_parts(
+    path: str, group_rows: Sequence[int], *, part_rows: int = PART_ROWS
+) -> list[TablePart]:
+    """The parts of a Parquet file whose row groups have ``group_rows`` rows: runs of
+    consecutive row groups, each closed once it has ``part_rows`` rows or more."""
+    parts: list[TablePart] = []
+    start, rows, first_row = 0, 0, 1
+    for g, n in enumerate(group_rows):
+        rows += n
+        if rows >= part_rows or g == len(group_rows) - 1:
+            if rows:
+                parts.append(
+                    TablePart(
+                        len(parts), path, "parquet", "row_groups", start, g + 1, first_row, rows
+                    )
+                )
+            first_row += rows
+            start, rows = g + 1, 0
+    return parts
+
+
+def whole_part(path: str, fmt: str, rows: int) -> list[TablePart]:
+    """A file read from its start as one part (``rows`` counted by a scan)."""
+    return [TablePart(0, path, fmt, "whole", 0, -1, 1, rows)] if rows else []
+
+
+def _element(dtype: str) -> Callable[[Any], Any]:
+    """Converts one value to the Python type the encoder maps to ``dtype``'s kind."""
+
+    def to_int(v: Any) -> int:
+        if isinstance(v, (bool, int, np.integer)):
+            return int(v)
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return int(v)
+        if isinstance(v, str):
+            try:
+                return int(v.strip())
+            except ValueError:
+                pass
+        raise ValueError(f"expected an integer, got {v!r}")
+
+    def to_float(v: Any) -> float:
+        if isinstance(v, (bool, int, float, np.integer, np.floating)):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                pass
+        raise ValueError(f"expected a number, got {v!r}")
+
+    def to_bytes(v: Any) -> bytes:
+        if isinstance(v, bytes):
+            return v
+        if isinstance(v, str):
+            return v.encode("utf-8")
+        raise ValueError(f"expected {dtype}, got {v!r}")
+
+    return {"int64": to_int, "float32": to_float}.get(dtype, to_bytes)
+
+
+def cell_converter(spec: FeatureSpec) -> Callable[[Any], Any]:
+    """A function from a cell's value to what ``encode_example`` takes for ``spec``."""
+    element = _element(spec.dtype)
+    empty_dtype = _EMPTY_DTYPE[spec.kind]
+    shape = spec.shape
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            if shape == ():
+                raise ValueError(f"missing value, but the schema's shape is () ({spec.dtype})")
+            if shape[0] not in (None, 0):
+                raise ValueError(f"missing value, but the schema's shape is {shape}")
+            return np.empty(0, empty_dtype)
+        if not isinstance(value, (list, tuple)):
+            return element(value) if shape == () else [element(value)]
+        if shape == ():
+            raise ValueError(f"expected one value, got a list of {len(value)}")
+        if shape[0] is not None and len(value) != shape[0]:
+            raise ValueError(f"expected {shape[0]} values, got {len(value)}")
+        if any(v is None for v in value):
+            raise ValueError("a list holds a missing value, which a feature cannot")
+        if not value:
+            return np.empty(0, empty_dtype)
+        return [element(v) for v in value]
+
+    return convert
