@@ -202,6 +202,17 @@ def test_parquet_parts_are_runs_of_row_groups(tmp_path: Path, part_rows: int) ->
     assert [
         (p.start, p.stop, p.first_row, p.rows) for p in parquet_parts("x", [3, 0, 3], part_rows=4)
     ] == [(0, 3, 1, 6)]
+    parts = parquet_parts("x", [3, 3, 3, 1], [10, 50, 10, 1], part_bytes=40)
+    assert [(p.start, p.stop, p.first_row, p.rows) for p in parts] == [(0, 2, 1, 6), (2, 4, 7, 4)]
+
+
+def test_parquet_parts_are_bounded_in_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "blobs.parquet"
+    table = pa.table({"n": list(range(40)), "blob": [bytes([i]) * 10_000 for i in range(40)]})
+    pq.write_table(table, path, row_group_size=4, compression="none")
+    src = TableSource(path, part_bytes=30_000)  # ~40 kB a row group: one group a part
+    assert [p.rows for p in src.items()] == [4] * 10
+    _check_parts(src)
 
 
 def test_compressed_csv_is_one_part(tmp_path: Path) -> None:

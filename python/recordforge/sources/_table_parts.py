@@ -5,9 +5,9 @@ A part is a byte range of a CSV or JSON Lines file that starts and ends at a row
 boundary, or a range of a Parquet file's row groups. Parts are fixed by the file alone
 (never by a number of workers): a CSV or JSONL file is cut after the first row end at or
 past every ``part_bytes`` (16 MiB by default) from the start of the part; a Parquet file
-is cut after the row group that takes the part to ``part_rows`` rows (a row group is never
-split). A compressed CSV or JSONL (``.gz``, ...) cannot be entered in the middle: it is
-one part.
+is cut after the row group that takes the part to ``part_rows`` rows (131,072) or to
+``part_bytes`` bytes uncompressed (a row group is never split). A compressed CSV or
+JSONL (``.gz``, ...) cannot be entered in the middle: it is one part.
 
 The cut points come from one sequential byte scan that follows pyarrow's CSV parser: a
 quote opens a quoted value only at the start of a field, ``""`` inside one is a quote, and
@@ -367,15 +367,22 @@ def jsonl_parts(
 
 
 def parquet_parts(
-    path: str, group_rows: Sequence[int], *, part_rows: int = PART_ROWS
+    path: str,
+    group_rows: Sequence[int],
+    group_bytes: Sequence[int] | None = None,
+    *,
+    part_rows: int = PART_ROWS,
+    part_bytes: int = PART_BYTES,
 ) -> list[TablePart]:
-    """The parts of a Parquet file whose row groups have ``group_rows`` rows: runs of
-    consecutive row groups, each closed once it has ``part_rows`` rows or more."""
+    """The parts of a Parquet file whose row groups have ``group_rows`` rows (and
+    ``group_bytes`` bytes uncompressed): runs of consecutive row groups, each closed once
+    it has ``part_rows`` rows or ``part_bytes`` bytes or more."""
+    sizes = [0] * len(group_rows) if group_bytes is None else list(group_bytes)
     parts: list[TablePart] = []
-    start, rows, first_row = 0, 0, 1
-    for g, n in enumerate(group_rows):
-        rows += n
-        if rows >= part_rows or g == len(group_rows) - 1:
+    start, rows, size, first_row = 0, 0, 0, 1
+    for g, (n, b) in enumerate(zip(group_rows, sizes, strict=True)):
+        rows, size = rows + n, size + b
+        if rows >= part_rows or size >= part_bytes or g == len(group_rows) - 1:
             if rows:
                 parts.append(
                     TablePart(
@@ -383,7 +390,7 @@ def parquet_parts(
                     )
                 )
             first_row += rows
-            start, rows = g + 1, 0
+            start, rows, size = g + 1, 0, 0
     return parts
 
 

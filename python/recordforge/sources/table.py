@@ -153,8 +153,9 @@ class TableSource:
     header (the file then has none after the skipped lines). scikit-learn's bundled CSVs
     (``iris.csv``) start with a line ``150,4,setosa,versicolor,virginica`` (rows,
     columns, class names) that is not a header: read them with ``skip_rows=1`` and
-    ``column_names=[...]``. ``part_bytes`` (CSV, JSONL) and ``part_rows`` (Parquet) size
-    the parts that :meth:`items` lists (see the module's documentation).
+    ``column_names=[...]``. ``part_bytes`` (bytes of a CSV / JSONL, uncompressed bytes of
+    Parquet row groups) and ``part_rows`` (Parquet rows) size the parts that :meth:`items`
+    lists (see :mod:`recordforge.sources._table_parts`).
     """
 
     path: str
@@ -383,8 +384,14 @@ class TableSource:
                 import pyarrow.parquet as pq
 
                 meta = pq.ParquetFile(_source(self.path)).metadata
-                rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-                return parquet_parts(self.path, rows, part_rows=self.part_rows)
+                groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+                return parquet_parts(
+                    self.path,
+                    [g.num_rows for g in groups],
+                    [g.total_byte_size for g in groups],
+                    part_rows=self.part_rows,
+                    part_bytes=self.part_bytes,
+                )
             compressed = Path(self.path).suffix.lower() in _COMPRESSED
             with (
                 _input_stream(pa, self.path) if compressed else _fs.open_file(self.path, "rb")
