@@ -23,6 +23,7 @@ import recordforge.beam as rfbeam  # noqa: E402
 from recordforge._beam_plan import plan_split  # noqa: E402
 from recordforge.cli.__main__ import main  # noqa: E402
 from recordforge.sources.coco import CocoSource  # noqa: E402
+from recordforge.sources.images import ImageFolderSource  # noqa: E402
 from recordforge.sources.table import TableSource  # noqa: E402
 from recordforge.splits import SplitSources  # noqa: E402
 from recordforge.writer import write_source  # noqa: E402
@@ -206,6 +207,117 @@ def test_taxi_csv_on_beam_equals_local(
     assert info is not None
 
 
+@pytest.fixture(scope="module")
+def tables(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The first 3,000 taxi rows as CSV (the file's own lines), Parquet (row groups of
+    400 rows) and JSONL."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("tables")
+    lines = (shared_data / "tfx_chicago_taxi" / "data.csv").read_text().splitlines(True)
+    (root / "taxi.csv").write_text("".join(lines[:3001]))
+    table = pacsv.read_csv(root / "taxi.csv")
+    assert table.num_rows == 3000
+    pq.write_table(table, root / "taxi.parquet", row_group_size=400)
+    rows = table.to_pylist()
+    (root / "taxi.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pa is not None
+    return {fmt: root / f"taxi.{fmt}" for fmt in ("csv", "parquet", "jsonl")}
+
+
+def _table(path: Path) -> TableSource:
+    """Many parts: byte ranges of ~40 kB (CSV, JSONL), runs of 800 rows (Parquet)."""
+    return TableSource(path, batch_size=300, part_bytes=40_000, part_rows=800)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_records": 700, "shuffle": True, "seed": 5},
+        {"num_shards": 4},  # at row counts: parts straddle shards
+        {"max_bytes": "150kB", "index": True},
+    ],
+    ids=["max_records-shuffle", "num_shards", "max_bytes"],
+)
+def test_tables_on_beam_equal_local(
+    tables: dict[str, Path], tmp_path: Path, fmt: str, options: dict[str, Any]
+) -> None:
+    """A table's items are its parts: each worker reads its own (no row is read where
+    the items are enumerated); the files are the local writer's."""
+    source = _table(tables[fmt])
+    parts = source.items()
+    assert len(parts) >= 3
+    local = _local(source, tmp_path / "local", **options)
+    on_beam = rfbeam.convert(_table(tables[fmt]), tmp_path / "beam", **options)
+    assert on_beam.records() == local.records() == 3000
+    if "num_shards" in options:
+        assert [s.records for s in on_beam.splits["train"]] == [750] * 4
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_table_part_in_many_shards(tables: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+    """One part (the whole file) cut into 8 shards: converted once, its records sent to
+    the 8 shard writers."""
+    options = {"max_records": 400, "index": True, "shuffle": True}
+    local = _local(TableSource(tables[fmt]), tmp_path / "local", **options)
+    on_beam = rfbeam.convert(TableSource(tables[fmt]), tmp_path / "beam", **options)
+    assert [s.records for s in on_beam.splits["train"]] == [400] * 7 + [200]
+    assert on_beam.records() == local.records()
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_table_rejected_rows_in_straddling_part(tmp_path: Path) -> None:
+    """Rows rejected inside a part that straddles shards are reported once, in order."""
+    lines = ["id,name"] + [f"{i},n{i}" if i % 7 else f"x{i},bad" for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    schema = rf.Schema(
+        {"id": rf.FeatureSpec(dtype="int64"), "name": rf.FeatureSpec(dtype="string")}
+    )
+
+    def source() -> TableSource:
+        return TableSource(tmp_path / "t.csv", schema=schema, batch_size=8)
+
+    options = {"max_records": 5, "on_error": "skip"}
+    local = _local(source(), tmp_path / "local", **options)
+    on_beam = rfbeam.convert(source(), tmp_path / "beam", **options)
+    assert len(on_beam.report["skipped"]) == len(local.report["skipped"]) == 6
+    assert on_beam.records() == 34
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_table_splits_on_beam_equal_local(tables: dict[str, Path], tmp_path: Path) -> None:
+    """A CSV and a Parquet file as two splits of one dataset."""
+
+    def sources() -> SplitSources:
+        return SplitSources({"train": _table(tables["csv"]), "test": _table(tables["parquet"])})
+
+    options = {"max_records": 900, "shuffle": True, "seed": 1}
+    local = sources().write(tmp_path / "local", **options)
+    on_beam = rfbeam.convert(sources(), tmp_path / "beam", **options)
+    assert list(on_beam.splits) == ["train", "test"] == list(local.splits)
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"max_records": 7, "shuffle": True, "seed": 2}, {"num_shards": 3}]
+)
+def test_image_folder_on_beam_equals_local(
+    tiny: dict[str, Path], tmp_path: Path, options: dict[str, Any]
+) -> None:
+    root = tmp_path / "folder"
+    for i, f in enumerate(sorted(tiny["images"].iterdir())[:24]):
+        (root / ("cat", "dog", "owl")[i % 3]).mkdir(parents=True, exist_ok=True)
+        (root / ("cat", "dog", "owl")[i % 3] / f.name).write_bytes(f.read_bytes())
+    local = _local(ImageFolderSource(str(root)), tmp_path / "local", **options)
+    on_beam = rfbeam.convert(ImageFolderSource(str(root)), tmp_path / "beam", **options)
+    assert on_beam.records() == local.records() == 24
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
 def test_plain_dicts_without_schema(tmp_path: Path) -> None:
     """WriteDataset on (position, item) pairs of feature dicts: schema inferred from the
     files, as locally."""
@@ -264,7 +376,7 @@ def test_retried_shard_write_leaves_no_duplicate_or_partial(tmp_path: Path) -> N
     by_shard: dict[int, list[Any]] = {}
     for position, row in enumerate(rows):
         for shard, lo, hi in plan.assign(position):
-            by_shard.setdefault(shard, []).append((position, row, lo, hi))
+            by_shard.setdefault(shard, []).append((position, row, lo, hi, None))
     results = {}
     with pytest.raises(RuntimeError, match="injected"):
         for shard, entries in by_shard.items():

@@ -27,15 +27,18 @@ from recordforge.pipeline import ConversionReport, Converted, ToRecords, attempt
 from recordforge.records import TFRecordWriter
 from recordforge.schema import Schema
 from recordforge.sequence import infer_sequence_schema
-from recordforge.sharding import WriteOptions, frame_sizes
+from recordforge.sharding import FRAME_OVERHEAD, WriteOptions, frame_sizes
 
 __all__ = [
     "SHIPPED_PREFIX",
     "Finish",
+    "Segment",
     "Target",
+    "check_count",
     "finalize",
     "prepare",
     "records_of",
+    "segments",
     "ship",
     "write_shard",
 ]
@@ -100,16 +103,61 @@ def records_of(
     return records, items, errors
 
 
+def check_count(split: str, position: int, records: int, stop: int) -> None:
+    if stop > records:
+        raise RuntimeError(
+            f"item {position} of split {split!r} gave {records} records, fewer than "
+            "planned: its conversion is not deterministic"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Records of an item that straddles shards, encoded by the one worker that converted
+    the item for all its shards: one shard's records, joined into ``data`` (one bytes
+    object crosses the shuffle faster than one per record) and cut at ``ends``.
+    ``items`` and ``errors`` (the item's report) go with its first segment only."""
+
+    data: bytes
+    ends: np.ndarray
+    items: int
+    errors: list[ItemError]
+
+    @property
+    def records(self) -> list[bytes]:
+        view = memoryview(self.data)
+        starts = [0, *self.ends[:-1].tolist()]
+        return [bytes(view[a:b]) for a, b in zip(starts, self.ends.tolist(), strict=True)]
+
+
+def segments(
+    target: Target, split: str, position: int, item: Any, cuts: list[tuple[int, int, int | None]]
+) -> Iterator[tuple[int, int, int | None, Segment]]:
+    """An item that straddles shards, converted once: ``(shard, first record, stop
+    record, segment)`` for each of the ``(shard, first record, stop record)`` of
+    ``cuts``."""
+    records, n_items, errors = records_of(target, attempt(target.to_records(split), item))
+    for shard, lo, hi in cuts:
+        stop = len(records) if hi is None else hi
+        check_count(split, position, len(records), stop)
+        first = lo == 0
+        data = b"".join(records[i] for i in range(lo, stop))
+        ends = np.cumsum(frame_sizes(records)[lo:stop] - FRAME_OVERHEAD)
+        yield shard, lo, hi, Segment(data, ends, n_items if first else 0, errors if first else [])
+
+
 def write_shard(
     target: Target,
     split: str,
     plan: BeamPlan,
     shard: int,
-    entries: Iterable[tuple[int, Any, int, int | None]],
+    entries: Iterable[tuple[int, Any, int, int | None, Segment | None]],
 ) -> dict[str, Any]:
     """Encodes and writes one whole shard of ``split`` (and its index) under a temporary
     name, then renames it to its final name; returns its manifest entry and its items'
-    report. ``entries``: ``(position, item, first record, stop record)``."""
+    report. ``entries``: ``(position, item, first record, stop record, None)``, or
+    ``(position, None, first record, stop record, segment)`` for a segment of an item
+    that straddles shards, encoded already."""
     options = target.options
     to_records = target.to_records(split)
     remote = _fs.is_url(target.out)
@@ -124,19 +172,22 @@ def write_shard(
         written = 0
         try:
             with TFRecordWriter(tmp, options.compression, checksum=options.checksum) as writer:
-                for position, item, lo, hi in sorted(entries, key=lambda e: (e[0], e[2])):
-                    records, n_items, errors = records_of(target, attempt(to_records, item))
-                    stop = len(records) if hi is None else hi
-                    if stop > len(records):
-                        raise RuntimeError(
-                            f"item {position} of split {split!r} gave {len(records)} records, "
-                            "fewer than planned: its conversion is not deterministic"
-                        )
-                    if lo == 0:
-                        items += n_items
-                        skipped.extend(
-                            (order, position, i, e.item, e.reason) for i, e in enumerate(errors)
-                        )
+                for position, item, lo, hi, encoded in sorted(entries, key=lambda e: (e[0], e[2])):
+                    records: Sequence[bytes]
+                    if encoded is not None:
+                        records, n_items, errors = encoded.records, encoded.items, encoded.errors
+                        lo, stop = 0, len(records)
+                    else:
+                        result = attempt(to_records, item)
+                        records, n_items, errors = records_of(target, result)
+                        stop = len(records) if hi is None else hi
+                        check_count(split, position, len(records), stop)
+                        if lo > 0:  # the item's report goes with its first records
+                            n_items, errors = 0, []
+                    items += n_items
+                    skipped.extend(
+                        (order, position, i, e.item, e.reason) for i, e in enumerate(errors)
+                    )
                     if stop <= lo:
                         continue
                     frames = frame_sizes(records)[lo:stop]

@@ -56,10 +56,12 @@ from recordforge import _fs
 from recordforge._beam_plan import BeamPlan, plan_split
 from recordforge._beam_write import (
     Finish,
+    Segment,
     Target,
     finalize,
     prepare,
     records_of,
+    segments,
     ship,
     shipped,
     write_shard,
@@ -140,13 +142,43 @@ class _Measure(beam.DoFn):  # type: ignore[misc]
         yield split, (position, frame_sizes(records))
 
 
+# An item whose records go to this many shards or more is converted once and its
+# records travel to the shards' writers (a table's part of 16 MiB with 4,096-record
+# shards: ~25 conversions otherwise); an item in fewer shards is converted by each of
+# their writers, which costs less than moving its records (measured: docs/beam.md).
+STRADDLING = 3
+
+
 class _Assign(beam.DoFn):  # type: ignore[misc]
+    """((split, position), item) -> ((split, shard), entry) for each shard the item goes
+    to (converted by that shard's writer); an item in ``STRADDLING`` shards or more goes
+    to the ``straddling`` output instead, to be converted once for all of them."""
+
     def process(
         self, element: tuple[tuple[str, int], Any], plans: Mapping[str, BeamPlan]
-    ) -> Iterator[tuple[tuple[str, int], tuple[int, Any, int, int | None]]]:
+    ) -> Iterator[Any]:
         (split, position), item = element
-        for shard, lo, hi in plans[split].assign(position):
-            yield (split, shard), (position, item, lo, hi)
+        cuts = plans[split].assign(position)
+        if len(cuts) >= STRADDLING:
+            yield beam.pvalue.TaggedOutput("straddling", element)
+            return
+        for shard, lo, hi in cuts:
+            yield (split, shard), (position, item, lo, hi, None)
+
+
+class _Segments(beam.DoFn):  # type: ignore[misc]
+    """An item that straddles shards -> its records for each shard, encoded once."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def process(
+        self, element: tuple[tuple[str, int], Any], plans: Mapping[str, BeamPlan]
+    ) -> Iterator[tuple[tuple[str, int], tuple[int, None, int, int | None, Segment]]]:
+        (split, position), item = element
+        cuts = plans[split].assign(position)
+        for shard, lo, hi, segment in segments(self.target, split, position, item, cuts):
+            yield (split, shard), (position, None, lo, hi, segment)
 
 
 class _WriteShards(beam.DoFn):  # type: ignore[misc]
@@ -290,9 +322,17 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
                 | "Sizes" >> beam.combiners.ToDict()
                 | "Plan" >> beam.Map(_plans, AsSingleton(totals), *plan_args)
             )
+        assigned = placed | "Assign" >> beam.ParDo(
+            _Assign(), plans=AsSingleton(plans)
+        ).with_outputs("straddling", main="whole")
+        straddling = (
+            assigned.straddling
+            | "SpreadStraddling" >> beam.Reshuffle()
+            | "Segments" >> beam.ParDo(_Segments(target), plans=AsSingleton(plans))
+        )
         written = (
-            placed
-            | "Assign" >> beam.ParDo(_Assign(), plans=AsSingleton(plans))
+            (assigned.whole, straddling)
+            | "Entries" >> beam.Flatten()
             | "ByShard" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(_WriteShards(target), plans=AsSingleton(plans))
         )
