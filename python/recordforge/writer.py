@@ -30,7 +30,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recordforge import _core
+from recordforge import _core, _parallel
 from recordforge._atomic import fsync as _fsync
 from recordforge._atomic import stage, write_bytes_atomic
 from recordforge._fs import is_url
@@ -53,11 +52,9 @@ from recordforge.pipeline import (
     Source,
     ToRecords,
     attempt,
-    attempt_in_worker,
     default_to_records,
     has_count,
     has_report,
-    init_worker,
     outcome,
 )
 from recordforge.records import TFRecordWriter
@@ -466,7 +463,7 @@ def write_dataset(
     report: ConversionReport | None = None,
     options: WriteOptions | None = None,
     progress: Progress | None = None,
-    workers: int = 1,
+    workers: int | Literal["auto"] = 1,
     num_records: int | None = None,
     **option_kwargs: Any,
 ) -> Manifest:
@@ -491,6 +488,7 @@ def write_dataset(
     moved to its final one, ``dataset.json`` last (no resume for remote outputs).
     """
     on_error = on_error_policy(on_error)
+    workers = _parallel.worker_count(workers)
     options = options or WriteOptions(**option_kwargs)
     if is_url(out):
         # gs://, s3://, ...: written locally, then each file committed to the object store.
@@ -553,15 +551,23 @@ def write_dataset(
             shards = _ShardWriter(out, name, options, journal, report)
             planner = shards.planner(plan.bounds, plan.total, num_records)
             remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
-            args = (shards, planner, on_error, report, progress)
             if workers > 1 and split_to_records is not encode_batch:
                 # (Column batches are encoded on threads in Rust already.)
-                with multiprocessing.get_context("spawn").Pool(
-                    workers, initializer=init_worker, initargs=(split_to_records,)
-                ) as pool:
-                    _write_split(pool.imap(attempt_in_worker, remaining, chunksize=4), *args)
+                shards.shutdown()
+                _parallel.write_split(
+                    remaining,
+                    shards,
+                    planner,
+                    split_to_records,
+                    on_error,
+                    report,
+                    progress,
+                    workers,
+                )
+                journal.record(name, report.to_json(), done=True)
             else:
-                _write_split(map(functools.partial(attempt, split_to_records), remaining), *args)
+                results = map(functools.partial(attempt, split_to_records), remaining)
+                _write_split(results, shards, planner, on_error, report, progress)
         final = _finalize(out, options, journal)
         report.records = sum(s.records for shards in final.values() for s in shards)
         manifest = Manifest(

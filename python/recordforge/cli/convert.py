@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from recordforge._fs import is_url, read_bytes
+from recordforge._parallel import worker_count
 from recordforge.cli._output import conversion_progress, print_summary
 from recordforge.records import COMPRESSION_SUFFIXES
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES
@@ -17,6 +18,14 @@ from recordforge.splits import SplitSources
 from recordforge.writer import WriteOptions, write_source
 
 HELP = "Convert a dataset (COCO, image folder, table) into sharded TFRecord files."
+
+
+def _workers(value: str) -> int:
+    """``--workers``: a number of processes, or ``auto`` (one per CPU)."""
+    try:
+        return worker_count(value if value == "auto" else int(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or auto, not {value!r}") from None
 
 
 def add_shared_flags(p: argparse.ArgumentParser) -> None:
@@ -48,7 +57,14 @@ def add_shared_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--shuffle", action="store_true", help="shuffle items before writing")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="encoding processes")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="processes that convert items and write shards, the same files for any "
+        "number (auto: one per CPU; default 1)",
+    )
     p.add_argument(
         "--runner",
         choices=["local", "beam"],

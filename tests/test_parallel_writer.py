@@ -1,0 +1,285 @@
+"""The local writer on worker processes (``recordforge/_parallel.py``): any number of
+workers writes the files of one, byte for byte (``dataset.json`` included); a kill of
+the conversion at its stages, or of one of its workers, then a rerun with another number
+of workers, ends with those files too."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import recordforge as rf
+from recordforge._parallel import worker_count
+from recordforge.sources.coco import CocoSource
+from recordforge.sources.images import ImageFolderSource
+from recordforge.writer import write_source
+
+
+def listing(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def refuse_some(item: dict[str, Any]) -> list[bytes]:
+    """Rows whose id ends in 3 or 8 are item errors; the others give 1 to 3 records."""
+    if item["id"] % 5 == 3:
+        raise rf.ItemError(f"row {item['id']}", "ids ending in 3 or 8 are refused")
+    return [rf.encode_example({**item, "copy": k}) for k in range(item["id"] % 3 + 1)]
+
+
+ROWS = [{"id": i, "pad": b"x" * (i % 11)} for i in range(40)]
+
+
+def coco(tiny: dict[str, Path], per: str) -> CocoSource:
+    return CocoSource.from_files(tiny["annotations"], tiny["images"], per=per)
+
+
+def folder(tiny: dict[str, Path], root: Path) -> ImageFolderSource:
+    if not root.exists():
+        for i, path in enumerate(sorted(tiny["images"].iterdir())[:15]):
+            (root / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / "ab"[i % 2] / path.name)
+    return ImageFolderSource(str(root))
+
+
+# (name, source or rows, options, worker counts compared with 1)
+CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
+    ("coco per image, max_records", "image", {"max_records": 7}, (2, 3)),
+    ("coco per image, shuffle", "image", {"max_bytes": "600kB", "shuffle": True}, (2,)),
+    ("coco per annotation, num_shards", "annotation", {"num_shards": 3, "index": True}, (2, 3)),
+    ("coco per annotation, gzip", "annotation", {"max_bytes": "2MB", "compression": "gzip"}, (2,)),
+    ("image folder", "folder", {"max_records": 4, "shuffle": True, "seed": 3}, (2, 3)),
+    (
+        "rows skipped, gzip",
+        "rows",
+        {"max_records": 5, "compression": "gzip", "index": True},
+        (2, 3),
+    ),
+    ("rows skipped, num_shards", "rows", {"num_shards": 7, "shuffle": True}, (2,)),
+    ("rows skipped, max_bytes", "rows", {"max_bytes": 200}, (3,)),
+]
+
+
+def _convert(
+    kind: str, tiny: dict[str, Path], root: Path, out: Path, workers: int, **options: Any
+) -> rf.Manifest:
+    if kind == "rows":
+        return rf.write_dataset(
+            ROWS, out, to_records=refuse_some, on_error="skip", workers=workers, **options
+        )
+    source = folder(tiny, root / "tree") if kind == "folder" else coco(tiny, kind)
+    return write_source(source, out, workers=workers, **options)
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "counts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_any_number_of_workers_writes_the_same_bytes(
+    kind: str,
+    options: dict[str, Any],
+    counts: tuple[int, ...],
+    tiny: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    one = _convert(kind, tiny, tmp_path, tmp_path / "w1", 1, **options)
+    assert sum(s.records for s in one.splits["train"]) > 0
+    if kind == "rows":
+        assert len(one.report["skipped"]) == 8
+    expected = listing(tmp_path / "w1")
+    for workers in counts:
+        _convert(kind, tiny, tmp_path, tmp_path / f"w{workers}", workers, **options)
+        assert listing(tmp_path / f"w{workers}") == expected, workers
+
+
+def test_an_item_error_raised_is_the_one_of_a_single_worker(tmp_path: Path) -> None:
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(rf.ItemError) as caught:
+            rf.write_dataset(
+                ROWS, tmp_path / f"w{workers}", to_records=refuse_some, workers=workers
+            )
+        messages.append(str(caught.value))
+    assert messages == ["row 3: ids ending in 3 or 8 are refused"] * 2
+    # Nothing worth resuming before the first shard: the directories are gone again.
+    assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
+
+
+def test_workers_auto_and_bad_counts() -> None:
+    assert worker_count("auto") == len(os.sched_getaffinity(0))
+    assert worker_count(3) == 3
+    for bad in (0, -1, "two", True, 1.5):
+        with pytest.raises(ValueError, match="workers must be"):
+            worker_count(bad)  # type: ignore[arg-type]
+
+
+class Parts:
+    """A counted source: its items are parts of many rows (as a table's are)."""
+
+    def __init__(self, parts: Sequence[int]) -> None:
+        self.parts = list(parts)
+
+    def items(self) -> Iterable[Any]:
+        return [(sum(self.parts[:i]), n) for i, n in enumerate(self.parts)]
+
+    def to_records(self, item: tuple[int, int]) -> list[bytes]:
+        start, n = item
+        return [rf.encode_example({"row": start + k}) for k in range(n)]
+
+    def schema(self) -> rf.Schema | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "parts", "parts": self.parts}
+
+    def num_records(self) -> int:
+        return sum(self.parts)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_num_shards_of_a_counted_source_cut_at_record_counts(workers: int, tmp_path: Path) -> None:
+    source = Parts([10, 0, 3, 25, 2])  # 40 rows in 5 parts
+    manifest = write_source(source, tmp_path / "out", num_shards=3, workers=workers)
+    counts = [s.records for s in manifest.splits["train"]]
+    assert counts == [13, 13, 14]  # shard_bounds(40, 3) == [13, 26, 40]
+    rows = [
+        rf.decode_example(r)["row"][0]
+        for s in manifest.splits["train"]
+        for r in rf.read_records(tmp_path / "out" / s.file)
+    ]
+    assert rows == list(range(40))
+    # Fewer rows than shards: empty shards.
+    few = write_source(Parts([1, 1]), tmp_path / "few", num_shards=4, workers=workers)
+    assert [s.records for s in few.splits["train"]] == [0, 1, 0, 1]
+
+
+# -- kills: the conversion at its stages, one of its workers ---------------------------
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import recordforge as rf
+
+    def to_records(item):
+        if item["id"] % 5 == 3:
+            raise rf.ItemError(f"row {item['id']}", "ids ending in 3 or 8 are refused")
+        return [rf.encode_example({**item, "copy": k}) for k in range(item["id"] % 3 + 1)]
+
+    if __name__ == "__main__":
+        report = rf.ConversionReport()
+        report.skip("row -1", "refused before the conversion")
+        rf.write_dataset(
+            splits={
+                "train": [{"id": i, "pad": b"x" * (i % 11)} for i in range(45)],
+                "test": [{"id": i, "pad": b"y"} for i in range(100, 109)],
+            },
+            out=sys.argv[1],
+            workers=int(sys.argv[2]),
+            to_records=to_records,
+            on_error="skip",
+            max_records=5,
+            index=True,
+            compression="gzip",
+            source={"type": "test"},
+            report=report,
+        )
+    """
+)
+
+
+def run(script: Path, out: Path, workers: int, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    return subprocess.run(
+        [sys.executable, str(script), str(out), str(workers)],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("script") / "convert.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(script: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("reference") / "out"
+    done = run(script, out, 1)
+    assert done.returncode == 0, done.stderr
+    return listing(out)
+
+
+def test_killed_at_stages_then_rerun_with_other_workers(
+    script: Path, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    log = tmp_path / "stages"
+    done = run(script, tmp_path / "logged", 2, RECORDFORGE_STAGE_LOG=str(log))
+    assert done.returncode == 0, done.stderr
+    assert listing(tmp_path / "logged") == reference
+    names = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    assert "shard closed" in names and "shard renamed to its intermediate name" in names
+    count = len(names)
+    points = sorted({2, count // 4, count // 2, 3 * count // 4, count - 2})
+    for n in points:
+        out = tmp_path / f"kill-{n}"
+        killed = run(script, out, 2, RECORDFORGE_KILL_AT=str(n))
+        assert killed.returncode == -signal.SIGKILL, (n, killed.stderr)
+        again = run(script, out, 3 if n % 2 else 1)
+        assert again.returncode == 0, (n, again.stderr)
+        assert listing(out) == reference, n
+
+
+def test_a_worker_killed_fails_naming_its_items_then_the_rerun_completes(
+    script: Path, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    killed = run(script, out, 2, RECORDFORGE_KILL_WORKER_AT="30")
+    assert killed.returncode == 1, killed.stderr
+    assert "a worker process died" in killed.stderr
+    assert "items " in killed.stderr and "of split 'train'" in killed.stderr
+    # Completed shards are kept for the rerun, working files are not (a failure before
+    # the first shard leaves nothing).
+    assert not out.exists() or not any(n.endswith(".partial") for n in os.listdir(out))
+    again = run(script, out, 3)
+    assert again.returncode == 0, again.stderr
+    assert listing(out) == reference
+
+
+def test_cli_worker_killed_exits_1_without_traceback(tiny: dict[str, Path], tmp_path: Path) -> None:
+    args = [
+        sys.executable, "-m", "recordforge", "convert", "coco", "--annotations",
+        str(tiny["annotations"]), "--images", str(tiny["images"]), "--max-records", "6",
+        "--index",
+    ]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+
+    def cli(out: Path, workers: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args, "--workers", workers, "--out", str(out)],
+            env={**environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert cli(tmp_path / "ref", "1").returncode == 0
+    killed = cli(tmp_path / "out", "2", RECORDFORGE_KILL_WORKER_AT="20")
+    assert killed.returncode == 1
+    assert "a worker process died" in killed.stderr and "Traceback" not in killed.stderr
+    again = cli(tmp_path / "out", "auto")
+    assert again.returncode == 0, again.stderr
+    assert listing(tmp_path / "out") == listing(tmp_path / "ref")
+    report = json.loads((tmp_path / "out" / "dataset.json").read_text())["report"]
+    assert report["items"] == 50
