@@ -359,3 +359,26 @@ def test_num_records_reads_no_values(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(TableSource, "_arrow_batches", None)  # any parse would fail
     assert TableSource(path).num_records() == 4
     assert TableSource(jsonl).num_records() == 5
+
+
+def test_schema_pass_over_parts_names_the_first_bad_part(tmp_path: Path) -> None:
+    """Types come from the first block (4 MiB, as in a one-pass read); missing values are
+    counted part by part on threads; a value that does not convert names the rows of
+    the first part (in file order) that holds one."""
+    path = tmp_path / "late.csv"
+    rows = [f"{i},{i % 7 or ''}\n" for i in range(1_000_000)]  # 8 MB
+    rows[900_000], rows[950_000] = "1.5,1\n", "x,1\n"
+    path.write_text("v,w\n" + "".join(rows), encoding="utf-8")
+    src = TableSource(path, part_bytes=1 << 18)
+    assert len(src.parts()) > 20
+    bad = next(p for p in src.parts() if p.first_row <= 900_001 < p.first_row + p.rows)
+    where = bad.name.rsplit(": ", 1)[1]
+    with pytest.raises(rf.ItemError, match=rf"late\.csv: cannot read csv \({where}\).*'1\.5'"):
+        src.schema()
+    rows[900_000], rows[950_000] = "900000,1\n", "950000,\n"
+    path.write_text("v,w\n" + "".join(rows), encoding="utf-8")
+    src = TableSource(path, part_bytes=1 << 18)
+    assert src.schema() == rf.Schema(
+        {"v": rf.FeatureSpec(dtype="int64"), "w": rf.FeatureSpec(dtype="int64", shape=(None,))}
+    )
+    assert _by_parts(src) == _one_pass(src)

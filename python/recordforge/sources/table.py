@@ -51,9 +51,10 @@ CSV and JSONL the byte scan that cuts the parts), so ``num_shards`` can cut at r
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -252,7 +253,7 @@ class TableSource:
             for start in range(0, batch.num_rows, self.batch_size):
                 yield batch.slice(start, self.batch_size)
 
-    def _arrow_batches(self, column_types: Mapping[str, Any] | None) -> Iterator[Any]:
+    def _arrow_batches(self, column_types: Mapping[str, Any] | None) -> Generator[Any]:
         """pyarrow record batches of the file; ``column_types`` fixes CSV column types."""
         pa = _pyarrow()
         try:
@@ -310,26 +311,61 @@ class TableSource:
                 )
             types = {n: pa.string() for n in self.given_schema} if self.format == "csv" else None
             return self.given_schema, types, file_schema
-        arrow_schema = None
-        nulls: dict[str, int] = {}
-        for batch in self._arrow_batches(None):
-            if arrow_schema is None:
-                arrow_schema = batch.schema
-            elif batch.schema != arrow_schema:
-                raise SchemaError(
-                    f"{self.path}: column types change within the file "
-                    f"({arrow_schema} then {batch.schema}); pass schema= to set them"
-                )
-            for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                nulls[name] = nulls.get(name, 0) + column.null_count
-        if arrow_schema is None:
-            arrow_schema = self._arrow_schema()
+        batches = self._arrow_batches(None)
+        first = next(batches, None)  # pyarrow infers the types from the first block
+        batches.close()
+        if first is None:
+            arrow_schema, nulls = self._arrow_schema(), {}
+        else:
+            arrow_schema = first.schema
+            nulls = self._null_counts(arrow_schema)
         features = {
             field.name: self._infer(field.name, field.type, nulls.get(field.name, 0))
             for field in arrow_schema
         }
         types = {f.name: f.type for f in arrow_schema} if self.format == "csv" else None
         return Schema(features), types, arrow_schema
+
+    def _null_counts(self, arrow_schema: Any) -> dict[str, int]:
+        """Missing values per column over the whole file: its parts read on threads
+        (pyarrow parses without the GIL) with the types of the first block, as the
+        conversion reads them; a value that does not convert is an error, as in a
+        one-pass read. The first part (in file order) that fails is the error raised."""
+        pa = _pyarrow()
+        types = {f.name: f.type for f in arrow_schema} if self.format == "csv" else None
+
+        def count(part: TablePart) -> dict[str, int]:
+            nulls: dict[str, int] = {}
+            try:
+                for batch in self._part_batches(part, types, arrow_schema):
+                    if batch.schema != arrow_schema:
+                        raise SchemaError(
+                            f"{self.path}: column types change within the file "
+                            f"({arrow_schema} then {batch.schema}); pass schema= to set them"
+                        )
+                    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                        nulls[name] = nulls.get(name, 0) + column.null_count
+            except pa.ArrowException as e:
+                hint = ""
+                if "conversion error" in str(e):
+                    hint = " (column types are inferred from the start of the file; pass schema=)"
+                where = part.name.rsplit(": ", 1)[1]
+                raise ItemError(self.path, f"cannot read {self.format} ({where}): {e}{hint}") from e
+            return nulls
+
+        parts = self.parts()
+        # Each thread holds a part (16 MiB and its columns): a few threads at most.
+        threads = min(len(parts), os.cpu_count() or 1, 8)
+        if threads > 1:
+            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+                counts = list(pool.map(count, parts))
+        else:
+            counts = [count(part) for part in parts]
+        total: dict[str, int] = {}
+        for nulls in counts:
+            for name, n in nulls.items():
+                total[name] = total.get(name, 0) + n
+        return total
 
     def _arrow_schema(self) -> Any:
         if self.format == "parquet":
@@ -430,11 +466,13 @@ class TableSource:
         for batch in self.batches():
             yield from batch.rows(names)
 
-    def _part_batches(self, part: TablePart) -> Iterator[Any]:
+    def _part_batches(
+        self, part: TablePart, types: dict[str, Any] | None, file_schema: Any
+    ) -> Iterator[Any]:
         """The part's rows as pyarrow batches of at most ``batch_size`` rows, read with
-        the file's column names and types."""
+        the file's column names and types (CSV ``types``; the Arrow schema of the file)."""
         if part.kind == "whole":
-            yield from self._arrow_batches(self._plan()[1])
+            yield from self._arrow_batches(types)
             return
         pa = _pyarrow()
         if self.format == "parquet":
@@ -448,7 +486,6 @@ class TableSource:
         with _fs.open_file(self.path, "rb") as f:
             f.seek(part.start)
             data = pa.py_buffer(f.read(part.stop - part.start))
-        _, types, file_schema = self._plan()
         if self.format == "csv":
             import pyarrow.csv as pcsv
 
@@ -478,7 +515,7 @@ class TableSource:
         pa = _pyarrow()
         where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
         try:
-            batches = list(self._part_batches(part))
+            batches = list(self._part_batches(part, *self._plan()[1:]))
         except pa.ArrowException as e:
             raise ItemError(part.name, f"cannot read {self.format} ({where}): {e}") from e
         read = sum(b.num_rows for b in batches)
