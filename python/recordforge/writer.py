@@ -7,7 +7,11 @@ and ends with exactly the files an uninterrupted run writes. ``dataset.json`` is
 last, atomically; then the journal is removed.
 
 This module holds the local engine: the shard writer, its use of the journal, the
-commit, and ``write_dataset`` / ``write_source``. What it shares with Beam lives below
+commit, and ``write_dataset`` / ``write_source``. With ``workers`` > 1 the split is
+converted and its shards written by worker processes (``_parallel``: chunks of items
+spilled by workers, shards planned here in item order by the same
+:class:`~recordforge.sharding.ShardPlanner`, written by workers, committed here in
+order), with the bytes of one worker. What it shares with Beam lives below
 it: the source contract and conversion results (``pipeline``), the options and the rule
 that ends a shard (``sharding``), and the column planner (``columns``).
 
@@ -479,8 +483,9 @@ def write_dataset(
     A rerun into the directory of an interrupted run resumes from its completed shards;
     ``overwrite=True`` starts over. A non-empty directory that is not a recordforge
     dataset is refused. ``progress(records, payload_bytes)`` is called after each item.
-    ``workers`` > 1 runs ``to_records`` in that many processes (it must be picklable);
-    records, their order and their shards are the same for any number of workers.
+    ``workers`` > 1 (``"auto"``: one per CPU) runs ``to_records`` in that many
+    processes (it must be picklable), which also write the shards; the files are the
+    same, byte for byte, for any number of workers.
     ``num_records``: the records ``data`` gives, when known before converting it (one
     split): ``num_shards`` then cuts at record counts rather than item counts.
     ``out`` may be an fsspec URL (``gs://...``, ``s3://...``): the dataset is written to
