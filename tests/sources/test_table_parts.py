@@ -169,6 +169,38 @@ def test_csv_written_by_python_cuts_where_pyarrow_reads_rows(
     assert small == [x for e, _ in scan_lines(io.BytesIO(data), csv=True) for x in e]
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.text(alphabet=st.sampled_from(list('a"\r\n ')), max_size=40),
+    part_bytes=st.integers(1, 12),
+    chunk=st.integers(1, 7),
+)
+def test_any_one_column_text_cuts_where_pyarrow_reads_rows(
+    body: str, part_bytes: int, chunk: int
+) -> None:
+    """Arbitrary quotes and line ends (stray quotes, lone \r, quoted line ends, empty
+    lines) in a one-column CSV: wherever pyarrow reads the whole file, the parts read
+    alone give the same rows, and the scan does not depend on the chunk size."""
+    data = ("c\n" + body).encode()
+    options = pa.csv.ConvertOptions(column_types={"c": pa.string()})
+    try:
+        whole = pa.csv.read_csv(pa.BufferReader(data), convert_options=options).to_pylist()
+    except pa.ArrowInvalid:  # an unterminated quoted value
+        assume(False)
+    got = []
+    for part in csv_parts(io.BytesIO(data), part_bytes=part_bytes):
+        table = pa.csv.read_csv(
+            pa.BufferReader(data[part.start : part.stop]),
+            read_options=pa.csv.ReadOptions(column_names=["c"]),
+            convert_options=options,
+        )
+        assert table.num_rows == part.rows
+        got += table.to_pylist()
+    assert got == whole
+    small = [x for e, _ in scan_lines(io.BytesIO(data), csv=True, chunk=chunk) for x in e]
+    assert small == [x for e, _ in scan_lines(io.BytesIO(data), csv=True) for x in e]
+
+
 @pytest.mark.parametrize("part_bytes", PART_SIZES)
 def test_jsonl_parts(tmp_path: Path, part_bytes: int) -> None:
     path = tmp_path / "t.jsonl"

@@ -54,6 +54,8 @@ PART_ROWS = 1 << 17
 _SCAN_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
 _NL, _CR, _QUOTE = 10, 13, 34
+_NOT_SPACE = np.ones(256, bool)
+_NOT_SPACE[[32, 9, 13, 10]] = False  # JSON's white space
 _EMPTY_DTYPE = {"int64": np.int64, "float32": np.float32, "bytes": np.bytes_}
 
 
@@ -154,6 +156,10 @@ class _Quotes:
         before = np.where(q > 0, arr[np.maximum(q - 1, 0)], prev)[opener]
         if not np.isin(before, self.starts).all():
             return None
+        if len(q) and q[0] == 0 and opener[0] and prev == _QUOTE:
+            # The quote before the chunk was no closing one (that case is self.skip): a
+            # quote inside an unquoted value, after which this one is no opening one.
+            return None
         opens, closes = q[opener], q[~opener]
         if self.in_quote:
             opens = np.concatenate(([-1], opens))
@@ -219,9 +225,11 @@ def scan_lines(
             if len(after) < n:
                 after = np.append(after, np.uint8(0))
             # CSV: \n, \r\n or a lone \r; JSONL: \n (a \r is space there).
-            ends = np.flatnonzero(
-                (arr == _NL) | ((arr == _CR) & (after != _NL)) if csv else arr == _NL
-            )
+            has_cr = csv and b"\r" in proc
+            is_end = arr == _NL
+            if has_cr:
+                is_end |= (arr == _CR) & (after != _NL)
+            ends = np.flatnonzero(is_end)
             if quotes is not None and (quotes.open or b'"' in proc):
                 spans = quotes.spans(arr, after, prev, eof)
                 if len(spans[0]):
@@ -229,13 +237,14 @@ def scan_lines(
                     inside = (k >= 0) & (ends < spans[1][np.maximum(k, 0)])
                     ends = ends[~inside]
             if csv:
-                before_end = np.where(ends > 0, arr[np.maximum(ends - 1, 0)], prev)
-                crlf = (arr[ends] == _NL) & (before_end == _CR)
-                term = offset + ends - crlf
+                term = offset + ends
+                if has_cr or prev == _CR:
+                    before_end = np.where(ends > 0, arr[np.maximum(ends - 1, 0)], prev)
+                    term -= (arr[ends] == _NL) & (before_end == _CR)
                 starts = np.concatenate(([line_start], offset + ends[:-1] + 1))[: len(ends)]
                 nonempty = term > starts
             else:
-                cs = np.cumsum(~np.isin(arr, (32, 9, 13, 10)), dtype=np.int64)
+                cs = np.cumsum(_NOT_SPACE[arr], dtype=np.int64)
                 at = cs[ends]
                 counts = np.diff(at, prepend=0)
                 if len(counts):
