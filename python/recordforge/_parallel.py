@@ -122,6 +122,9 @@ def _init(to_records: ToRecords, parent: int) -> None:
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # died before the line above
         os._exit(1)
+    # Ctrl-C is the parent's to handle: it stops giving work and waits for the tasks in
+    # flight (at most a chunk or a shard each), rather than finding its workers dead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.pop("RECORDFORGE_KILL_AT", None)
     os.environ.pop("RECORDFORGE_STAGE_LOG", None)
     init_worker(to_records)
