@@ -45,6 +45,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
+import pickle
 import secrets
 import signal
 from collections.abc import Callable, Iterator
@@ -114,9 +115,12 @@ def worker_count(workers: int | str) -> int:
 # -- in the workers ----------------------------------------------------------------------
 
 
-def _init(to_records: ToRecords, parent: int) -> None:
+def _init(conversion: str, parent: int) -> None:
     """A worker's initializer: dies with the parent, never reaches the crash tests' kill
-    points (they count the parent's stages), keeps the conversion."""
+    points (they count the parent's stages), loads the conversion (pickled once by the
+    parent into the file ``conversion``: through the pipe that starts a worker, a big
+    one, a source with its annotation index, would make the parent wait for each worker
+    to start before the next)."""
     if hasattr(os, "sched_getaffinity"):  # Linux: the kernel kills us if the parent dies
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -127,7 +131,7 @@ def _init(to_records: ToRecords, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.pop("RECORDFORGE_KILL_AT", None)
     os.environ.pop("RECORDFORGE_STAGE_LOG", None)
-    init_worker(to_records)
+    init_worker(pickle.loads(Path(conversion).read_bytes()))
 
 
 def _convert_chunk(
@@ -225,10 +229,11 @@ class _SplitRun:
         planner: ShardPlanner,
         report: ConversionReport,
         workers: int,
+        run: str,
     ) -> None:
         self.pool, self.shards, self.planner, self.report = pool, shards, planner, report
         self.workers = workers
-        self.run = secrets.token_hex(4)
+        self.run = run
         self.chunks: collections.deque[_Chunk] = collections.deque()
         self.jobs: collections.deque[_ShardJob] = collections.deque()
         # The open shard: its pieces and the frame sizes of its records.
@@ -351,13 +356,16 @@ def write_split(
     on ``workers`` processes, committing its shards through ``shards``; returns when
     every shard is committed (the caller marks the split done)."""
     start_item, start_record = shards.state["position"]
+    token = secrets.token_hex(4)
+    conversion = shards.out / f".{shards.split}-{token}.convert.partial"
+    conversion.write_bytes(pickle.dumps(to_records))
     pool = concurrent.futures.ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init,
-        initargs=(to_records, os.getpid()),
+        initargs=(str(conversion), os.getpid()),
     )
-    run = _SplitRun(pool, shards, planner, report, workers)
+    run = _SplitRun(pool, shards, planner, report, workers, token)
     items = enumerate(remaining, start_item)
     consumed = start_item
     try:
@@ -401,3 +409,4 @@ def write_split(
         run.finish()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        conversion.unlink(missing_ok=True)
