@@ -274,7 +274,9 @@ def _files(out: Path) -> dict[str, bytes]:
 
 
 def _written(src: TableSource, out: Path, items: Any = None, **options: Any) -> dict[str, bytes]:
-    write_source(src, out, items=items, max_records=7, **options)
+    if not {"max_records", "max_bytes", "num_shards"} & set(options):
+        options["max_records"] = 7
+    write_source(src, out, items=items, **options)
     return _files(out)
 
 
@@ -359,14 +361,49 @@ def test_a_part_pyarrow_cannot_read_names_file_and_rows(tmp_path: Path) -> None:
     assert report["items"] == 1_250_002 and report["records"] == 1_250_002 - last.rows
 
 
-def test_workers_give_the_same_bytes(tmp_path: Path) -> None:
+def _bad_table(tmp_path: Path, fmt: str) -> TableSource:
+    """600 rows in 10+ parts; rows 101 and 450 do not fit the schema."""
+    ids: list[Any] = list(range(600))
+    ids[100], ids[449] = "x", None
+    texts = [f"text {i}\nsecond line" for i in range(600)]
+    schema = rf.Schema(
+        {"id": rf.FeatureSpec(dtype="int64"), "text": rf.FeatureSpec(dtype="string")}
+    )
+    if fmt == "parquet":
+        path = tmp_path / "t.parquet"
+        table = pa.table({"id": [str(i) if i is not None else None for i in ids], "text": texts})
+        pq.write_table(table, path, row_group_size=50)
+        return TableSource(path, schema=schema, part_rows=50)
+    if fmt == "jsonl":
+        path = tmp_path / "t.jsonl"
+        ids[100] = 1.5  # a JSON column is one type: a float where the schema says int64
+        rows = [json.dumps({"id": i, "text": t}) for i, t in zip(ids, texts, strict=True)]
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return TableSource(path, schema=schema, part_bytes=2000, batch_size=64)
     path = tmp_path / "t.csv"
-    rows = [f'{i},"text {i}\nsecond line",{i / 3}' for i in range(500)]
-    path.write_text("id,text,x\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    src = TableSource(path, part_bytes=2000)
-    assert len(src.items()) > 4
-    one = _written(src, tmp_path / "w1", items=src.batches())
-    assert _written(src, tmp_path / "w2", workers=2) == one
+    lines = [f'{"" if i is None else i},"{t}"' for i, t in zip(ids, texts, strict=True)]
+    path.write_text("id,text\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return TableSource(path, schema=schema, part_bytes=1000, batch_size=64)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize(
+    "options", [{"max_records": 70}, {"num_shards": 4}, {"max_bytes": "3kB", "compression": "gzip"}]
+)
+def test_workers_give_the_same_bytes(tmp_path: Path, fmt: str, options: dict[str, Any]) -> None:
+    """Parts read by 2 worker processes (which write their own shards) == the one-pass
+    read in this process: shards, dataset.json, skipped rows and their names."""
+    src = _bad_table(tmp_path, fmt)
+    assert len(src.items()) >= 10
+    one = _written(src, tmp_path / "w1", items=src.batches(), on_error="skip", **options)
+    assert _written(src, tmp_path / "w2", workers=2, on_error="skip", **options) == one
+    report = rf.Manifest.load(tmp_path / "w2").report
+    assert [s["item"] for s in report["skipped"]] == [
+        f"{src.path}: row 101",
+        f"{src.path}: row 450",
+    ]
+    with pytest.raises(rf.ItemError, match="row 101"):
+        write_source(src, tmp_path / "fail", workers=2)
 
 
 def test_num_shards_cuts_at_rows(tmp_path: Path) -> None:

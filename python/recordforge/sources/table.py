@@ -45,7 +45,10 @@ rejected on its own::
     recordforge.writer.write_source(src, out, workers=4)
 
 Every part is read with the column names and types that the schema pass found for the
-whole file. ``num_records()`` counts rows without reading them (Parquet metadata; for
+whole file. ``shuffle=True`` in ``write_dataset`` permutes items, so for a table it
+permutes parts (before parts: batches of ``batch_size`` rows): for rows in random order,
+shuffle when reading (``Dataset.shuffle``, a shuffle buffer) or pass a small
+``part_bytes``. ``num_records()`` counts rows without reading them (Parquet metadata; for
 CSV and JSONL the byte scan that cuts the parts), so ``num_shards`` can cut at rows.
 """
 
