@@ -289,18 +289,22 @@ class _SplitRun:
         try:
             return future.result()
         except BrokenProcessPool:
-            # Which worker died is not known: every task in flight is named, the items
-            # being converted first.
-            split = self.shards.split
-            busy = [what, *(c.describe(split) for c in self.chunks)]
-            busy += [j.describe(split) for j in self.jobs]
-            busy = sorted(dict.fromkeys(busy), key=lambda b: not b.startswith("items"))
-            shown = "; ".join(busy[:4]) + (f"; and {len(busy) - 4} more" if len(busy) > 4 else "")
-            raise RecordforgeError(
-                f"{self.shards.out}: a worker process died (killed, or out of memory) "
-                f"converting or writing one of: {shown}. Shards completed so far are kept: "
-                "rerun the same command to resume"
-            ) from None
+            raise self.died(what) from None
+
+    def died(self, what: str | None = None) -> RecordforgeError:
+        """The error of a worker that died (the pool is broken): which one is not
+        known, so every task in flight is named, the items being converted first."""
+        split = self.shards.split
+        busy = [what] if what else []
+        busy += [c.describe(split) for c in self.chunks]
+        busy += [j.describe(split) for j in self.jobs]
+        busy = sorted(dict.fromkeys(busy), key=lambda b: not b.startswith("items"))
+        shown = "; ".join(busy[:4]) + (f"; and {len(busy) - 4} more" if len(busy) > 4 else "")
+        return RecordforgeError(
+            f"{self.shards.out}: a worker process died (killed, or out of memory) "
+            f"converting or writing one of: {shown or 'the first chunk'}. Shards completed "
+            "so far are kept: rerun the same command to resume"
+        )
 
     def commit_one(self) -> None:
         job = self.jobs.popleft()
@@ -407,6 +411,9 @@ def write_split(
         for _ in range(planner.finish()):
             run.cut((consumed, 0))
         run.finish()
+    except BrokenProcessPool:
+        # From a submit: a worker died before its task's result was asked for.
+        raise run.died() from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         conversion.unlink(missing_ok=True)
