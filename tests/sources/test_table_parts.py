@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import recordforge as rf
@@ -451,3 +451,53 @@ def test_schema_pass_over_parts_names_the_first_bad_part(tmp_path: Path) -> None
         {"v": rf.FeatureSpec(dtype="int64"), "w": rf.FeatureSpec(dtype="int64", shape=(None,))}
     )
     assert _by_parts(src) == _one_pass(src)
+
+
+_HOSTILE = [b"a", b"1", b",", b'"', b"\n", b"\r", b" ", b"\xff"]
+_LINE_END = st.sampled_from([b"\n", b"\r\n", b"\r", b"\n\n"])
+# A cell: bytes other than the delimiter, or such bytes quoted (with quotes doubled).
+_HOSTILE_CELL = st.lists(st.sampled_from([b"a", b"1", b'"', b"\n", b"\r", b" ", b"\xff"])).map(
+    b"".join
+) | st.lists(st.sampled_from([b"a", b",", b'""', b"\n", b"\r\n"])).map(
+    lambda parts: b'"' + b"".join(parts) + b'"'
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.one_of(
+        st.lists(st.sampled_from(_HOSTILE)).map(b"".join),
+        st.lists(st.tuples(_HOSTILE_CELL, _HOSTILE_CELL, _LINE_END)).map(
+            lambda rows: b"".join(a + b"," + b + end for a, b, end in rows)
+        ),
+    ),
+    part_bytes=st.integers(1, 16),
+)
+def test_hostile_csv_fails_or_converts_as_one_pass(body: bytes, part_bytes: int) -> None:
+    """Bytes of any kind after a header: in parts, the conversion gives the records of the
+    one-pass read, or both fail with a RecordforgeError naming the file."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.csv"
+        path.write_bytes(b"a,b\n" + body)
+
+        def convert(items: str) -> list[bytes] | str:
+            src = TableSource(path, part_bytes=part_bytes)
+            try:
+                if items == "batches":
+                    return _one_pass(src)
+                records = []
+                for part in src.items():
+                    converted = src.to_records(part)
+                    if converted.errors:
+                        raise converted.errors[0]
+                    records += list(converted.records)
+                return records
+            except rf.RecordforgeError as e:
+                assert str(path) in str(e)
+                return "error"
+
+        got = convert("parts")
+        event("error" if got == "error" else f"{min(len(got), 3)}+ records")
+        assert got == convert("batches")
