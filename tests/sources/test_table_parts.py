@@ -501,3 +501,21 @@ def test_hostile_csv_fails_or_converts_as_one_pass(body: bytes, part_bytes: int)
         got = convert("parts")
         event("error" if got == "error" else f"{min(len(got), 3)}+ records")
         assert got == convert("batches")
+
+
+def test_jsonl_objects_over_several_lines_are_one_part(tmp_path: Path) -> None:
+    """Pretty-printed objects (which pyarrow reads) cannot be cut at lines: the file is
+    one part, its rows counted by reading them; one object a line is cut as usual."""
+    path = tmp_path / "pretty.json"
+    rows = [{"a": i, "b": [i, i + 1]} for i in range(50)]
+    path.write_text("".join(json.dumps(r, indent=1) + "\n" for r in rows), encoding="utf-8")
+    src = TableSource(path, part_bytes=100)
+    (part,) = src.items()
+    assert part.kind == "whole" and part.rows == 50 == src.num_records()
+    _check_parts(src)
+    for data in (b'{"a": 1}\n{"a":\n 2}\n', b'{"a": 1}\n{"a": 2}', b'{"a": 1} \n\n{"a": 2}'):
+        path.write_bytes(data)
+        src = TableSource(path, part_bytes=1)
+        assert src.items()[0].kind == ("whole" if b":\n" in data else "bytes")
+        assert src.num_records() == 2
+        _check_parts(src)

@@ -36,6 +36,7 @@ from recordforge.schema import FeatureSpec
 __all__ = [
     "PART_BYTES",
     "PART_ROWS",
+    "SpreadRowsError",
     "TableBatch",
     "TablePart",
     "TableRow",
@@ -53,7 +54,7 @@ PART_BYTES = 16 << 20
 PART_ROWS = 1 << 17
 _SCAN_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
-_NL, _CR, _QUOTE = 10, 13, 34
+_NL, _CR, _QUOTE, _CLOSE = 10, 13, 34, ord("}")
 _NOT_SPACE = np.ones(256, bool)
 _NOT_SPACE[[32, 9, 13, 10]] = False  # JSON's white space
 _EMPTY_DTYPE = {"int64": np.int64, "float32": np.float32, "bytes": np.bytes_}
@@ -199,12 +200,14 @@ def scan_lines(
     f: IO[bytes], *, csv: bool, delimiter: str = ",", chunk: int = _SCAN_BYTES
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The row ends of a CSV (``csv=True``) or JSONL file, a chunk at a time: for each
-    line, the offset just past its end, and whether it holds anything (empty lines are
-    no rows). A last line without a line end ends at the end of the file."""
+    line, the offset just past its end, and a mark: 0 for an empty line (no row), 1 for
+    a row, 2 for a JSONL line that does not end with ``}`` (an object spread over lines).
+    A last line without a line end ends at the end of the file."""
     quotes = _Quotes(delimiter.encode("utf-8")[0]) if csv else None
     prev = _NL  # the byte before the chunk: a line starts there
     line_start = 0  # where the open line starts
     content = 0  # JSONL: non-space bytes of the open line so far
+    last = 0  # JSONL: the open line's last non-space byte so far
     offset = 0  # file offset of the chunk's first byte
     tail = b""
     first = True
@@ -244,24 +247,33 @@ def scan_lines(
                 starts = np.concatenate(([line_start], offset + ends[:-1] + 1))[: len(ends)]
                 nonempty = term > starts
             else:
-                cs = np.cumsum(_NOT_SPACE[arr], dtype=np.int64)
+                filled = _NOT_SPACE[arr]
+                cs = np.cumsum(filled, dtype=np.int64)
                 at = cs[ends]
                 counts = np.diff(at, prepend=0)
+                spots = np.flatnonzero(filled)
                 if len(counts):
                     counts[0] += content
                     content = int(cs[-1] - at[-1])
+                    # The last non-space byte of each line: a row ends with "}".
+                    k = np.searchsorted(spots, ends) - 1
+                    at_k = spots[np.maximum(k, 0)] if len(spots) else np.zeros_like(ends)
+                    own = (k >= 0) & (at_k >= np.concatenate(([-1], ends[:-1] + 1)))
+                    closed = np.where(own, arr[at_k], last) == _CLOSE
+                    nonempty = np.where(counts > 0, np.where(closed, 1, 2), 0).astype(np.int8)
+                    last = int(arr[spots[-1]]) if len(spots) and spots[-1] > ends[-1] else 0
                 else:
                     content += int(cs[-1])
-                nonempty = counts > 0
+                    last = int(arr[spots[-1]]) if len(spots) else last
             if len(ends):
                 line_start = offset + int(ends[-1]) + 1
-                yield offset + ends + 1, nonempty
+                yield offset + ends + 1, nonempty.astype(np.int8)
             prev = int(arr[-1])
             offset += n
         if eof:
             break
     if line_start < offset and (csv or content):
-        yield np.array([offset]), np.array([True])
+        yield np.array([offset]), np.array([1 if csv or last == _CLOSE else 2], np.int8)
 
 
 class _Cutter:
@@ -276,7 +288,8 @@ class _Cutter:
         self.first_row = 1
         self.parts: list[TablePart] = []
 
-    def feed(self, ends: np.ndarray, nonempty: np.ndarray) -> None:
+    def feed(self, ends: np.ndarray, marks: np.ndarray) -> None:
+        nonempty = marks > 0
         i = 0
         while self.part_start is None and i < len(ends):
             if self.skip:
@@ -337,10 +350,16 @@ def _lines_parts(
 ) -> list[TablePart]:
     cutter = _Cutter(path, fmt, skip_rows, header, part_bytes)
     size = 0
-    for ends, nonempty in scan_lines(f, csv=csv, delimiter=delimiter):
-        cutter.feed(ends, nonempty)
+    for ends, marks in scan_lines(f, csv=csv, delimiter=delimiter):
+        if (marks == 2).any():
+            raise SpreadRowsError(f"{path}: an object is spread over lines")
+        cutter.feed(ends, marks)
         size = int(ends[-1])
     return cutter.finish(size)
+
+
+class SpreadRowsError(ValueError):
+    """A JSONL file whose objects are not one to a line: it cannot be cut at lines."""
 
 
 def csv_parts(
@@ -369,7 +388,8 @@ def csv_parts(
 def jsonl_parts(
     f: IO[bytes], path: str = "<jsonl>", *, part_bytes: int = PART_BYTES
 ) -> list[TablePart]:
-    """The parts of a JSON Lines file: byte ranges of whole lines."""
+    """The parts of a JSON Lines file: byte ranges of whole lines. Raises
+    :class:`SpreadRowsError` when a line does not end an object (pretty-printed JSON)."""
     return _lines_parts(
         f, path, "jsonl", csv=False, delimiter=",", skip_rows=0, header=False, part_bytes=part_bytes
     )

@@ -70,6 +70,7 @@ from recordforge.schema import FeatureSpec, Schema
 from recordforge.sources._table_parts import (
     PART_BYTES,
     PART_ROWS,
+    SpreadRowsError,
     TableBatch,
     TablePart,
     TableRow,
@@ -96,8 +97,7 @@ FORMATS: dict[str, Format] = {
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 DEFAULT_BATCH_SIZE = 8192
 _BLOCK_BYTES = 4 << 20
-# The schema, the CSV column types to read with, and the file's columns as pyarrow reads
-# them (names and types: every part is read with them).
+# The schema, the CSV column types to read with, the file's Arrow schema (for every part).
 _Plan = tuple[Schema, dict[str, Any] | None, Any]
 
 
@@ -448,13 +448,17 @@ class TableSource:
                     parts = jsonl_parts(f, self.path, part_bytes=self.part_bytes)
         except pa.ArrowException as e:
             raise ItemError(self.path, f"cannot read {self.format}: {e}") from e
+        except SpreadRowsError:  # pyarrow reads them: one part, its rows counted by reading
+            rows = sum(batch.num_rows for batch in self._arrow_batches(None))
+            return whole_part(self.path, self.format, rows)
         if compressed:  # no byte ranges in a compressed stream: one part from the start
             return whole_part(self.path, self.format, sum(p.rows for p in parts))
         return parts
 
     def num_records(self) -> int:
         """The number of rows (records), without reading them: from the Parquet metadata,
-        or from the byte scan that cuts a CSV or JSONL file into parts."""
+        or from the byte scan that cuts a CSV or JSONL file into parts (a JSONL file with
+        objects spread over lines is read once to count them)."""
         return sum(part.rows for part in self.parts())
 
     def items(self) -> list[TablePart]:
