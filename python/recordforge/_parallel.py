@@ -27,6 +27,15 @@ of :data:`READ_BLOCK` bytes while writing a shard. Chunks start at 4 items and d
 to :data:`CHUNK_ITEMS` items and about :data:`CHUNK_BYTES` of payloads (sized from the
 items seen so far); the files written do not depend on it.
 
+The price of writing the same bytes for any number of workers: each record is written
+twice (spill, shard) and read back once, and each worker starts a Python of its own
+(~0.5 s). A conversion that is mostly file reads and copies (COCO) is no faster on 2
+cores than one worker, which stays the default; a ``to_records`` that is CPU work
+(decoding images) runs up to N times as fast. Workers writing shards straight from
+their chunks would save the copy, but a shard's first record is known only once every
+item before it is converted; a first pass that only sizes the records would convert
+everything twice.
+
 Worker processes die with the parent (``PR_SET_PDEATHSIG`` on Linux) and never write
 under a name a rerun uses (the ``<run>`` token). A worker that dies (killed, out of
 memory) fails the conversion with :class:`~recordforge.RecordforgeError` naming the
