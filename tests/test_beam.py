@@ -9,9 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import recordforge as rf
+from recordforge.sharding import shard_bounds
 
 beam = pytest.importorskip("apache_beam")
 
@@ -296,11 +298,19 @@ def test_table_splits_on_beam_equal_local(tables: dict[str, Path], tmp_path: Pat
     def sources() -> SplitSources:
         return SplitSources({"train": _table(tables["csv"]), "test": _table(tables["parquet"])})
 
-    options = {"max_records": 900, "shuffle": True, "seed": 1}
-    local = sources().write(tmp_path / "local", **options)
-    on_beam = rfbeam.convert(sources(), tmp_path / "beam", **options)
-    assert list(on_beam.splits) == ["train", "test"] == list(local.splits)
-    _assert_same(tmp_path / "local", tmp_path / "beam")
+    for name, options in [
+        ("fill", {"max_records": 900, "shuffle": True, "seed": 1}),
+        # Each split cut at its own row counts, locally as on Beam.
+        ("counted", {"num_shards": 3}),
+    ]:
+        local = sources().write(tmp_path / name / "local", **options)
+        on_beam = rfbeam.convert(sources(), tmp_path / name / "beam", **options)
+        assert list(on_beam.splits) == ["train", "test"] == list(local.splits)
+        _assert_same(tmp_path / name / "local", tmp_path / name / "beam")
+    rows = {name: [s.records for s in shards] for name, shards in local.splits.items()}
+    assert rows == {
+        name: np.diff([0, *shard_bounds(sum(counts), 3)]).tolist() for name, counts in rows.items()
+    }
 
 
 @pytest.mark.parametrize(

@@ -131,11 +131,8 @@ class SplitSources:
         counts = self.num_records()
         given = options.get("options")
         num_shards = given.num_shards if given is not None else options.get("num_shards")
-        if len(self.sources) == 1:
-            options.setdefault("num_records", counts.get(self.names[0]))
-        elif counts and num_shards:
-            # Each split's record count, as Beam cuts them; write_dataset takes one
-            # split's count today and refuses this (rather than cut at item counts).
+        if counts and num_shards:
+            # Each split's record count: cut as Beam cuts them.
             options.setdefault("num_records", counts)
         return write_dataset(
             splits=splits or {name: self.items(name) for name in self.sources},

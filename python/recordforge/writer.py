@@ -453,6 +453,22 @@ def write_source(
     )
 
 
+def _split_counts(
+    num_records: int | Mapping[str, int] | None, names: Sequence[str]
+) -> dict[str, int]:
+    """``write_dataset``'s ``num_records`` as ``{split: records}``, checked."""
+    if num_records is None:
+        return {}
+    if not isinstance(num_records, Mapping):
+        if len(names) != 1:
+            raise ValueError("num_records as a number counts one split: give {split: records}")
+        return {names[0]: int(num_records)}
+    unknown = sorted(set(num_records) - set(names))
+    if unknown:
+        raise ValueError(f"num_records names splits that are not written: {unknown}")
+    return {name: int(n) for name, n in num_records.items()}
+
+
 def write_dataset(
     data: Any = None,
     out: str | os.PathLike[str] = ".",
@@ -468,7 +484,7 @@ def write_dataset(
     options: WriteOptions | None = None,
     progress: Progress | None = None,
     workers: int | Literal["auto"] = 1,
-    num_records: int | None = None,
+    num_records: int | Mapping[str, int] | None = None,
     **option_kwargs: Any,
 ) -> Manifest:
     """Writes a dataset directory: sharded TFRecord files and ``dataset.json``.
@@ -486,8 +502,9 @@ def write_dataset(
     ``workers`` > 1 (``"auto"``: one per CPU) runs ``to_records`` in that many
     processes (it must be picklable), which also write the shards; the files are the
     same, byte for byte, for any number of workers.
-    ``num_records``: the records ``data`` gives, when known before converting it (one
-    split): ``num_shards`` then cuts at record counts rather than item counts.
+    ``num_records``: the records ``data`` gives, when known before converting it (a
+    number for one split, or ``{split: records}``): ``num_shards`` then cuts those
+    splits at record counts rather than item counts.
     ``out`` may be an fsspec URL (``gs://...``, ``s3://...``): the dataset is written to
     a local temporary directory, then each file is uploaded under a temporary key and
     moved to its final one, ``dataset.json`` last (no resume for remote outputs).
@@ -518,8 +535,7 @@ def write_dataset(
     if splits is None:
         splits = {split: data}
     options.check_names(list(splits))
-    if num_records is not None and len(splits) != 1:
-        raise ValueError("num_records counts the records of one split: give data, not splits")
+    counts = _split_counts(num_records, list(splits))
     out = Path(out)
     fingerprint = {
         "options": options.fingerprint(),
@@ -536,7 +552,7 @@ def write_dataset(
             options.num_shards
             and plan.bounds is None
             and plan.total is None
-            and num_records is None
+            and counts.get(name) is None
         ):
             raise ValueError(
                 f"split {name!r}: --num-shards (num_shards) needs an input whose length is "
@@ -554,7 +570,7 @@ def write_dataset(
                 continue
             split_to_records = plan.to_records or to_records
             shards = _ShardWriter(out, name, options, journal, report)
-            planner = shards.planner(plan.bounds, plan.total, num_records)
+            planner = shards.planner(plan.bounds, plan.total, counts.get(name))
             remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
             if workers > 1 and split_to_records is not encode_batch:
                 # (Column batches are encoded on threads in Rust already.)
