@@ -27,6 +27,7 @@ from recordforge.writer import write_source
 
 pa = pytest.importorskip("pyarrow")
 pytest.importorskip("pyarrow.csv")
+pytest.importorskip("pyarrow.json")
 pq = pytest.importorskip("pyarrow.parquet")
 
 PART_SIZES = (1, 7, 40, 1 << 30)
@@ -519,3 +520,43 @@ def test_jsonl_objects_over_several_lines_are_one_part(tmp_path: Path) -> None:
         assert src.items()[0].kind == ("whole" if b":\n" in data else "bytes")
         assert src.num_records() == 2
         _check_parts(src)
+
+
+_JSON_OBJECTS = st.sampled_from([b'{"a": 1}', b' {"a": 2} ', b'{"a":\n 3}', b'{\n"a": 4\n}'])
+_JSON_BETWEEN = st.sampled_from([b"\n", b"\r\n", b"\n\n", b"\n \n", b"\n\r\n"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(st.tuples(_JSON_OBJECTS, _JSON_BETWEEN), min_size=1).map(
+        lambda rows: [b"".join(row) for row in rows]
+    ),
+    cut_end=st.booleans(),
+    part_bytes=st.integers(1, 20),
+    chunk=st.integers(1, 7),
+)
+def test_any_jsonl_cuts_where_pyarrow_reads_rows(
+    pieces: list[bytes], cut_end: bool, part_bytes: int, chunk: int
+) -> None:
+    """Objects (one a line, or over several lines), spaces, \\r and \\n in any order:
+    the scan does not depend on the chunk size, and wherever pyarrow reads the file, the
+    parts (or the one part a file with an object over several lines is) give its rows.
+    (Two objects on one line are an error naming the rows: see above.)"""
+    data = b"".join(pieces)
+    data = data.rstrip(b"\r\n") if cut_end else data
+
+    def scan(**kwargs: Any) -> list[list[int]]:
+        got = list(scan_lines(io.BytesIO(data), csv=False, **kwargs))
+        return [[x for e, _ in got for x in e.tolist()], [x for _, m in got for x in m.tolist()]]
+
+    assert scan(chunk=chunk) == scan()
+    whole = pa.json.read_json(pa.BufferReader(data)).to_pylist()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.jsonl"
+        path.write_bytes(data)
+        src = TableSource(path, part_bytes=part_bytes)
+        assert src.num_records() == len(whole)
+        rows = [row for part in src.items() for b in src._read_part(part) for row in b.to_pylist()]
+        assert rows == whole

@@ -196,6 +196,33 @@ class _Quotes:
         return np.array(opens, np.int64), np.array(closes, np.int64)
 
 
+def _json_marks(
+    proc: bytes, arr: np.ndarray, ends: np.ndarray, last: int
+) -> tuple[np.ndarray, int]:
+    """JSONL lines ending at ``ends`` of a chunk: 0 empty (white space only), 1 a row
+    (its last non-space byte is ``}``), 2 not (an object spread over lines); and the
+    last non-space byte of the line left open after the chunk. Most lines end with
+    ``}`` right before their ``\\n`` or ``\\r\\n``: only the others are looked at."""
+    marks = np.ones(len(ends), np.int8)
+    b1 = arr[np.maximum(ends - 1, 0)]
+    b2 = arr[np.maximum(ends - 2, 0)]
+    plain = (ends >= 2) & ((b1 == _CLOSE) | ((b1 == _CR) & (b2 == _CLOSE)))
+    if len(ends):
+        plain[0] = False  # the first line may have begun before the chunk
+    for i in np.flatnonzero(~plain).tolist():
+        start = int(ends[i - 1]) + 1 if i else 0
+        text = proc[start : int(ends[i])].rstrip(b" \t\r\n")
+        byte = text[-1] if text else (last if i == 0 else 0)
+        marks[i] = 0 if not byte else 1 if byte == _CLOSE else 2
+    rest = proc[int(ends[-1]) + 1 :] if len(ends) else proc
+    rest = rest.rstrip(b" \t\r\n")
+    if rest:
+        last = rest[-1]
+    elif len(ends):
+        last = 0
+    return marks, last
+
+
 def scan_lines(
     f: IO[bytes], *, csv: bool, delimiter: str = ",", chunk: int = _SCAN_BYTES
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -206,8 +233,7 @@ def scan_lines(
     quotes = _Quotes(delimiter.encode("utf-8")[0]) if csv else None
     prev = _NL  # the byte before the chunk: a line starts there
     line_start = 0  # where the open line starts
-    content = 0  # JSONL: non-space bytes of the open line so far
-    last = 0  # JSONL: the open line's last non-space byte so far
+    last = 0  # JSONL: the open line's last non-space byte so far (0: none yet)
     offset = 0  # file offset of the chunk's first byte
     tail = b""
     first = True
@@ -247,24 +273,7 @@ def scan_lines(
                 starts = np.concatenate(([line_start], offset + ends[:-1] + 1))[: len(ends)]
                 nonempty = term > starts
             else:
-                filled = _NOT_SPACE[arr]
-                cs = np.cumsum(filled, dtype=np.int64)
-                at = cs[ends]
-                counts = np.diff(at, prepend=0)
-                spots = np.flatnonzero(filled)
-                if len(counts):
-                    counts[0] += content
-                    content = int(cs[-1] - at[-1])
-                    # The last non-space byte of each line: a row ends with "}".
-                    k = np.searchsorted(spots, ends) - 1
-                    at_k = spots[np.maximum(k, 0)] if len(spots) else np.zeros_like(ends)
-                    own = (k >= 0) & (at_k >= np.concatenate(([-1], ends[:-1] + 1)))
-                    closed = np.where(own, arr[at_k], last) == _CLOSE
-                    nonempty = np.where(counts > 0, np.where(closed, 1, 2), 0).astype(np.int8)
-                    last = int(arr[spots[-1]]) if len(spots) and spots[-1] > ends[-1] else 0
-                else:
-                    content += int(cs[-1])
-                    last = int(arr[spots[-1]]) if len(spots) else last
+                nonempty, last = _json_marks(proc, arr, ends, last)
             if len(ends):
                 line_start = offset + int(ends[-1]) + 1
                 yield offset + ends + 1, nonempty.astype(np.int8)
@@ -272,7 +281,7 @@ def scan_lines(
             offset += n
         if eof:
             break
-    if line_start < offset and (csv or content):
+    if line_start < offset and (csv or last):
         yield np.array([offset]), np.array([1 if csv or last == _CLOSE else 2], np.int8)
 
 
