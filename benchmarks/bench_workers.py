@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).with_name("recordforge")
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    # ~4 min on 2 cores once workers=2 pays off (~5 min before).
+    # On 2 busy cores: ~4 min with workers 1,2,auto (~2.5 min with 1,2); --quick ~1 min.
     "default": {"ann_copies": 12, "image_copies": 60, "csv_rows": 1_000_000, "rounds": 3},
     "quick": {"ann_copies": 3, "image_copies": 15, "csv_rows": 200_000, "rounds": 2},
 }
@@ -299,6 +299,9 @@ def summarise(w: Workload, runs: dict[str, list[dict[str, Any]]]) -> dict[str, A
             workers_cpu_s=best.get("workers_cpu_s"),
             parent_rss_mb=max(s.get("parent_rss_mb") or 0 for s in ok),
             worker_rss_mb=max(s.get("worker_rss_mb", 0) for s in ok),
+            # Python processes the CLI started: its workers (and multiprocessing's
+            # resource tracker, when it starts one).
+            children=max(len(s.get("child_rss_mb", [])) for s in ok),
             output_mb=best["output_mb"],
             stopped_or_failed=[s for s in samples if "wall_s" not in s],
         )
@@ -360,7 +363,7 @@ def print_report(summary: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     print()
     print(
         "| workload | workers | wall s, best (all) | items/s | CPU s: all (parent + workers) "
-        "| CPU µs/item | speed-up (paired median) | peak RSS parent / worker MB |"
+        "| CPU µs/item | speed-up (paired median) | peak RSS MB: parent / worker (children) |"
     )
     print("|---|---|--:|--:|--:|--:|--:|--:|")
     for s in summary:
@@ -377,7 +380,7 @@ def print_report(summary: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             runs = ", ".join(f"{x:.2f}" for x in r["all_wall_s"])
             paired = fmt(r.get("paired_speedup_median"), ".2f")
             speed = f"{fmt(r.get('speedup'), '.2f')}x ({paired}x)"
-            rss = f"{r['parent_rss_mb']:.0f} / {r['worker_rss_mb']:.0f}"
+            rss = f"{r['parent_rss_mb']:.0f} / {r['worker_rss_mb']:.0f} ({r['children']})"
             split = f"{fmt(r['parent_cpu_s'], '.2f')} + {fmt(r['workers_cpu_s'], '.2f')}"
             print(
                 f"| {s['workload']} | {workers} | {r['best_wall_s']:.2f} ({runs}) "
