@@ -311,7 +311,7 @@ def test_shared_tables_give_the_same_bytes_for_any_part_size(
     shared_data: Path, tmp_path: Path
 ) -> None:
     """Real files -> the same shards and dataset.json read in one pass, in parts of
-    16 MiB, or in parts of ~1 kB."""
+    4 MiB (the default), or in parts of ~1 kB."""
     for i, (name, options) in enumerate(SHARED_TABLES):
         path = shared_data / name
         src = TableSource(path, **options)

@@ -35,7 +35,7 @@ because float32 cannot hold every integer (census tract 17031839100 becomes
 {'id': array([2]), 'name': [], 'score': array([], dtype=float32)}
 
 The items are parts (:class:`TablePart`): small picklable descriptions of a byte range
-(CSV, JSONL; cut at row ends, 16 MiB by default) or of a run of row groups (Parquet),
+(CSV, JSONL; cut at row ends, 4 MiB by default) or of a run of row groups (Parquet),
 fixed by the file alone. ``to_records(part)`` reads its part ``batch_size`` rows at a
 time, so a worker reads its own rows, and the records, their order and the report are
 the same for any number of workers and any part size. Rows are converted column by column
@@ -357,7 +357,7 @@ class TableSource:
             return nulls
 
         parts = self.parts()
-        # Each thread holds a part (16 MiB and its columns): a few threads at most.
+        # Each thread holds a part (4 MiB and its columns): a few threads at most.
         threads = min(len(parts), os.cpu_count() or 1, 8)
         if threads > 1:
             with concurrent.futures.ThreadPoolExecutor(threads) as pool:
