@@ -52,6 +52,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ __all__ = [
     "Journal",
     "OutputDir",
     "check_finished",
+    "command_fingerprint",
     "locked",
     "prepare_out",
     "working_files",
@@ -473,3 +475,52 @@ class OutputDir:
         stage("journal removed")
         for name in set(working_files(self.out)) - {LOCK_NAME}:
             _remove(self.out / name)
+
+
+def _local_paths(value: Any) -> Iterable[str]:
+    """The strings of a source description that name existing local files or folders."""
+    if isinstance(value, str):
+        if value and not _fs.is_url(value) and "\0" not in value and os.path.exists(value):
+            yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _local_paths(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _local_paths(v)
+
+
+def _resolved(value: Any) -> Any:
+    """A source description with its local paths made absolute (links resolved), so a
+    rerun that spells a path differently is the same conversion."""
+    if isinstance(value, str):
+        return os.path.realpath(value) if any(_local_paths(value)) else value
+    if isinstance(value, Mapping):
+        return {k: _resolved(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolved(v) for v in value]
+    return value
+
+
+def _input_identity(source: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Size and modification time of every local input a source names: a rerun over
+    changed input starts over instead of resuming with a mix of old and new records."""
+    identity = {}
+    for path in sorted(set(_local_paths(source))):
+        info = os.stat(path)
+        identity[os.path.realpath(path)] = [info.st_size, info.st_mtime_ns]
+    return identity
+
+
+def command_fingerprint(
+    options: Mapping[str, Any], splits: Sequence[str], source: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What makes a rerun the same conversion (journal and lock carry it): the write
+    options, the split names, the source description with its local paths resolved, and
+    the size and modification time of every local input it names."""
+    return {
+        "options": dict(options),
+        "splits": list(splits),
+        "source": _resolved(json.loads(json.dumps(source, default=str))),
+        "inputs": _input_identity(source),
+    }

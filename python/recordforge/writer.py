@@ -33,7 +33,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import itertools
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ from recordforge import _core, _parallel
 from recordforge._atomic import fsync as _fsync
 from recordforge._atomic import stage, write_bytes_atomic
 from recordforge._fs import is_url
-from recordforge._outdir import Journal, OutputDir
+from recordforge._outdir import Journal, OutputDir, command_fingerprint
 from recordforge.columns import encode_batch, plan_split
 from recordforge.errors import ItemError, OnError, on_error_policy
 from recordforge.example import RecordBatch
@@ -398,41 +397,6 @@ def _infer_from_files(out: Path, splits: Mapping[str, Sequence[ShardInfo]]) -> S
     )
 
 
-def _local_paths(value: Any) -> Iterable[str]:
-    """The strings of a source description that name existing local files or folders."""
-    if isinstance(value, str):
-        if value and not is_url(value) and "\0" not in value and os.path.exists(value):
-            yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _local_paths(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _local_paths(v)
-
-
-def _resolved(value: Any) -> Any:
-    """A source description with its local paths made absolute (links resolved), so a
-    rerun that spells a path differently is the same conversion."""
-    if isinstance(value, str):
-        return os.path.realpath(value) if any(_local_paths(value)) else value
-    if isinstance(value, Mapping):
-        return {k: _resolved(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolved(v) for v in value]
-    return value
-
-
-def _input_identity(source: Mapping[str, Any]) -> dict[str, list[int]]:
-    """Size and modification time of every local input a source names: a rerun over
-    changed input starts over instead of resuming with a mix of old and new records."""
-    identity = {}
-    for path in sorted(set(_local_paths(source))):
-        info = os.stat(path)
-        identity[os.path.realpath(path)] = [info.st_size, info.st_mtime_ns]
-    return identity
-
-
 def write_source(
     source: Source, out: str | os.PathLike[str], *, items: Any = None, **options: Any
 ) -> Manifest:
@@ -537,12 +501,7 @@ def write_dataset(
     options.check_names(list(splits))
     counts = _split_counts(num_records, list(splits))
     out = Path(out)
-    fingerprint = {
-        "options": options.fingerprint(),
-        "splits": list(splits),
-        "source": _resolved(json.loads(json.dumps(source or {}, default=str))),
-        "inputs": _input_identity(source or {}),
-    }
+    fingerprint = command_fingerprint(options.fingerprint(), list(splits), source or {})
     report = report if report is not None else ConversionReport()
     custom, to_records = to_records, to_records or default_to_records
     # Planned (and checked) before the directory is touched.
