@@ -10,6 +10,7 @@ import pytest
 
 import recordforge as rf
 from recordforge.cli.__main__ import main
+from recordforge.sources.table import TableSource
 
 
 def test_demo_converts_the_shapes_sample(tmp_path: Path) -> None:
@@ -67,6 +68,22 @@ def test_convert_table_and_images_cli(tmp_path: Path, shared_data: Path) -> None
     assert main(shards) == 0
     manifest = rf.Manifest.load(tmp_path / "n")
     assert [s.records for s in manifest.splits["train"]] == [3750] * 4  # shard_bounds(15000, 4)
+
+
+def test_table_shuffle_says_what_it_permutes(
+    tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = shared_data / "tfx_chicago_taxi" / "data.csv"
+    out = tmp_path / "shuffled"
+    assert main(["convert", "table", str(csv), "--out", str(out), "--shuffle", "--seed", "3"]) == 0
+    err = capsys.readouterr().err
+    parts = len(TableSource(csv).parts())
+    assert (
+        f"recordforge convert: warning: --shuffle permutes {csv}'s parts (split 'train': "
+        f"{parts} run(s) of rows of up to 4 MiB), not its rows" in err
+    )
+    assert main(["convert", "table", str(csv), "--out", str(tmp_path / "plain")]) == 0
+    assert "warning" not in capsys.readouterr().err
     root = tmp_path / "folders"
     for label, name in [("cat", "chelsea.png"), ("cup", "coffee.png")]:
         (root / label).mkdir(parents=True)

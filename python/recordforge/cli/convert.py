@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from collections.abc import Sized
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from recordforge._fs import is_url, read_bytes
 from recordforge._parallel import worker_count
 from recordforge.cli._output import conversion_progress, print_summary
+from recordforge.errors import RecordforgeWarning
 from recordforge.records import COMPRESSION_SUFFIXES
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES
 from recordforge.splits import SplitSources
@@ -260,8 +262,25 @@ def run_on_beam(args: argparse.Namespace, sources: dict[str, Any]) -> int:
     return 0
 
 
+def _warn_about_table_shuffle(sources: dict[str, Any]) -> None:
+    """``--shuffle`` permutes items, and a table's items are parts of many rows: said,
+    never left for the user to find in the output."""
+    for split, source in sources.items():
+        parts = source.parts()
+        warnings.warn(
+            f"--shuffle permutes {source.path}'s parts (split {split!r}: {len(parts)} "
+            f"run(s) of rows of up to {source.part_bytes / 2**20:g} MiB), not its rows; the "
+            "rows of a part keep their order. For rows in random order, shuffle when "
+            "reading (Dataset.shuffle)",
+            RecordforgeWarning,
+            stacklevel=2,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     sources = SOURCES[args.source](args)
+    if args.source == "table" and args.shuffle:
+        _warn_about_table_shuffle(sources)
     if args.runner == "beam":
         return run_on_beam(args, sources)
     if getattr(args, "pipeline_args", None):
