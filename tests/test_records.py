@@ -8,6 +8,7 @@ import os
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import recordforge as rf
@@ -218,3 +219,33 @@ def test_large_record_streams_through_file_objects(tmp_path: Path) -> None:
     with rf.TFRecordWriter(buf, compression="zlib") as w:
         w.write(big)
     assert read_all(io.BytesIO(buf.getvalue())) == [big]
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_write_framed_is_write_many(tmp_path: Path, compression: str | None) -> None:
+    from recordforge._core import frame_records
+
+    framed = frame_records(RECORDS)
+    assert framed == write_bytes(tmp_path / "plain", RECORDS)
+    batch = rf.encode_record_batch({"id": np.arange(5), "text": [b"x" * i for i in range(5)]})
+    assert batch.framed() == frame_records(list(batch))
+    assert batch.framed(1, 3) == frame_records([batch[1], batch[2]])
+    with pytest.raises(IndexError):
+        batch.framed(2, 6)
+    with rf.TFRecordWriter(tmp_path / "many", compression) as w:
+        expected = w.write_many([b"first", *RECORDS])
+    with rf.TFRecordWriter(tmp_path / "framed", compression) as w:
+        offsets = [w.write(b"first"), *w.write_framed(framed[:33]).tolist()]
+        offsets += w.write_framed(memoryview(framed)[33:]).tolist()
+        assert w.write_framed(b"").tolist() == []
+        # Not whole frames: refused, and nothing written.
+        for bad in (framed[:-1], framed[:25], framed[1:], framed[:12], b"\x00" * 12):
+            with pytest.raises(ValueError, match="not whole TFRecord frames"):
+                w.write_framed(bad)
+    assert offsets == expected
+    assert (tmp_path / "framed").read_bytes() == (tmp_path / "many").read_bytes()
+
+
+def write_bytes(path: Path, records: list[bytes]) -> bytes:
+    write_file(path, records)
+    return path.read_bytes()

@@ -5,9 +5,10 @@ A split is written in two levels, the same for any number of workers:
 
 1. **Chunks.** The parent reads the items (metadata only: COCO image entries, image
    paths, table parts) and hands chunks of consecutive items to the workers. A worker
-   runs ``to_records`` on each item of its chunk and appends the records' payloads to a
-   spill file in ``out`` (``.<split>-c<n>-<run>.chunk.partial``, a working file); it
-   returns per item only the payloads' sizes, how many input items it stood for and its
+   runs ``to_records`` on each item of its chunk and appends the records, framed (an
+   uncompressed TFRecord stream, one call per item), to a spill file in ``out``
+   (``.<split>-c<n>-<run>.chunk.partial``, a working file); it returns per item only
+   the payloads' sizes, how many input items it stood for and its
    :class:`~recordforge.ItemError`s.
 2. **Shards.** The parent takes the chunks' results in item order and plans shards with
    the one :class:`~recordforge.sharding.ShardPlanner`, reporting skipped items and
@@ -15,7 +16,8 @@ A split is written in two levels, the same for any number of workers:
    extent as pieces of chunk files, and the report of the items before it. A worker
    then writes the shard (``.<split>-<k>.<run>.shard.partial``) from those pieces
    through the same :class:`~recordforge.TFRecordWriter` (compression, checksum, the
-   offsets of an index), so its bytes are those of one worker. The parent commits the
+   offsets of an index), a block of whole frames a call (``write_framed``), so its
+   bytes are those of one worker. The parent commits the
    shards strictly in order, as the in-process writer does (index, rename, journal:
    the same states and stages).
 
@@ -64,7 +66,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from recordforge._core import frame_records
 from recordforge.errors import ItemError, OnError, RecordforgeError
+from recordforge.example import RecordBatch
 from recordforge.pipeline import (
     ConversionReport,
     ToRecords,
@@ -80,7 +84,7 @@ __all__ = ["CHUNK_BYTES", "CHUNK_ITEMS", "READ_BLOCK", "worker_count", "write_sp
 # Items per chunk at most, and the payload bytes a chunk aims at.
 CHUNK_ITEMS = 32
 CHUNK_BYTES = 32 << 20
-# Bytes of a chunk file read at once while a shard is written (or one record, if larger).
+# Bytes of a chunk file read at once while a shard is written (or one frame, if larger).
 READ_BLOCK = 8 << 20
 
 Progress = Callable[[int, int], None]
@@ -146,9 +150,9 @@ def _init(conversion: str, parent: int) -> None:
 def _convert_chunk(
     path: str, first: int, items: list[Any]
 ) -> list[tuple[np.ndarray, int, list[ItemError]]]:
-    """Converts ``items`` (from position ``first``), appending their payloads to
-    ``path``: per item, the payloads' sizes, the input items it stood for and its
-    errors."""
+    """Converts ``items`` (from position ``first``), appending their records to
+    ``path`` framed (as a shard holds them, uncompressed): per item, the payloads'
+    sizes, the input items it stood for and its errors."""
     results = []
     # The crash tests' hook: the worker given this item dies (RECORDFORGE_KILL_WORKER_AT).
     doomed = int(os.environ.get("RECORDFORGE_KILL_WORKER_AT", -1)) - first
@@ -157,7 +161,10 @@ def _convert_chunk(
             if i == doomed:
                 os.kill(os.getpid(), signal.SIGKILL)
             records, n, errors = outcome(attempt_in_worker(item))
-            f.writelines(records)
+            if isinstance(records, RecordBatch):
+                f.write(records.framed())
+            elif len(records):
+                f.write(frame_records(records))
             results.append((frame_sizes(records) - FRAME_OVERHEAD, n, list(errors)))
     return results
 
@@ -168,22 +175,24 @@ def _write_shard(
     checksum: str,
     pieces: list[tuple[str, int, np.ndarray]],
 ) -> tuple[str, np.ndarray]:
-    """Writes a shard from ``pieces`` (chunk file, byte offset, payload sizes): its
-    checksum and its records' offsets."""
+    """Writes a shard from ``pieces`` (chunk file, byte offset, payload sizes of the
+    frames there): its checksum and its records' offsets. One call a block of
+    :data:`READ_BLOCK` bytes of whole frames (``write_framed`` checks that they are)."""
     offsets: list[np.ndarray] = []
     writer = TFRecordWriter(path, compression, checksum=checksum)
     try:
         for chunk, start, lengths in pieces:
-            ends = np.cumsum(lengths)
+            ends = np.cumsum(lengths + FRAME_OVERHEAD)
             with open(chunk, "rb") as f:
                 f.seek(start)
                 i, base = 0, 0
                 while i < len(lengths):
                     j = max(i + 1, int(np.searchsorted(ends, base + READ_BLOCK, side="right")))
-                    data = memoryview(f.read(int(ends[j - 1]) - base))
-                    cuts = (ends[i:j] - base).tolist()
-                    views = [data[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True)]
-                    offsets.append(np.asarray(writer.write_many(views), dtype=np.uint64))
+                    size = int(ends[j - 1]) - base
+                    data = f.read(size)
+                    if len(data) != size:
+                        raise RecordforgeError(f"{chunk}: cut short at byte {start + base}")
+                    offsets.append(writer.write_framed(data))
                     i, base = j, int(ends[j - 1])
         writer.close()
         fd = os.open(path, os.O_RDONLY)
@@ -287,7 +296,8 @@ class _SplitRun:
             self.commit_one()
 
     def take(self, path: Path, start: int, lengths: np.ndarray) -> None:
-        """Payloads of ``lengths`` at byte ``start`` of chunk ``path`` go to the open shard."""
+        """Records of payload sizes ``lengths``, framed from byte ``start`` of chunk
+        ``path``, go to the open shard."""
         if len(lengths):
             self.pieces.append((str(path), start, lengths))
             self.sizes.append(lengths + FRAME_OVERHEAD)
@@ -391,7 +401,7 @@ def write_split(
             for position, (lengths, n_items, errors) in enumerate(results, chunk.first):
                 first = start_record if position == start_item else 0
                 frames = lengths + FRAME_OVERHEAD
-                ends = byte + np.concatenate(([0], np.cumsum(lengths)))
+                ends = byte + np.concatenate(([0], np.cumsum(frames)))
                 starts = planner.add(position, frames, first)
                 s = 0
                 # Before this item's errors are reported, as in the in-process writer.

@@ -44,11 +44,7 @@ impl<W: Write> RecordWriter<W> {
 
     /// Writes one record; returns its offset in the uncompressed record stream.
     pub fn write_record(&mut self, data: &[u8]) -> io::Result<u64> {
-        let mut header = [0u8; HEADER];
-        header[..8].copy_from_slice(&(data.len() as u64).to_le_bytes());
-        let length_crc = masked_crc32c(&header[..8]);
-        header[8..].copy_from_slice(&length_crc.to_le_bytes());
-        self.sink.write_all(&header)?;
+        self.sink.write_all(&header(data.len()))?;
         self.sink.write_all(data)?;
         self.sink.write_all(&masked_crc32c(data).to_le_bytes())?;
         let at = self.offset;
@@ -82,6 +78,49 @@ impl<W: Write> RecordWriter<W> {
     pub fn finish(self) -> io::Result<W> {
         self.sink.finish()
     }
+}
+
+/// A record's length field and its masked CRC32C: the 12 bytes before its data.
+fn header(len: usize) -> [u8; HEADER] {
+    let mut header = [0u8; HEADER];
+    header[..8].copy_from_slice(&(len as u64).to_le_bytes());
+    let length_crc = masked_crc32c(&header[..8]);
+    header[8..].copy_from_slice(&length_crc.to_le_bytes());
+    header
+}
+
+/// Appends `data` framed as a TFRecord (`length | crc | data | crc`) to `out`: the bytes
+/// [`RecordWriter::write_record`] writes for it.
+pub fn frame_record(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(&header(data.len()));
+    out.extend_from_slice(data);
+    out.extend_from_slice(&masked_crc32c(data).to_le_bytes());
+}
+
+/// Where each frame of `framed` (complete records, back to back, as
+/// [`frame_record`] makes them) starts, from the length fields alone (and their CRCs;
+/// the data's CRCs are not checked). `Err(offset)`: the frame at `offset` has a length
+/// field that is cut short or fails its CRC, or its record runs past the end.
+pub fn frame_starts(framed: &[u8]) -> std::result::Result<Vec<u64>, usize> {
+    let mut starts = Vec::new();
+    let mut pos = 0usize;
+    while pos < framed.len() {
+        let Some(head) = framed.get(pos..pos + HEADER) else {
+            return Err(pos);
+        };
+        let stored = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
+        if masked_crc32c(&head[..8]) != stored {
+            return Err(pos);
+        }
+        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let rest = (framed.len() - pos) as u64;
+        if rest < FRAME_OVERHEAD || len > rest - FRAME_OVERHEAD {
+            return Err(pos);
+        }
+        starts.push(pos as u64);
+        pos += (len + FRAME_OVERHEAD) as usize;
+    }
+    Ok(starts)
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read. Errors of the
@@ -636,6 +675,30 @@ mod tests {
     const FOO: &[u8] = &[
         3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'f', b'o', b'o', 0x61, 0x8a, 0xbe, 0xfe,
     ];
+
+    #[test]
+    fn frame_record_is_write_record_and_frame_starts_walks_it() {
+        let records: [&[u8]; 4] = [b"foo", b"", &[7u8; 300], b"xy"];
+        let mut framed = Vec::new();
+        for r in records {
+            frame_record(&mut framed, r);
+        }
+        assert_eq!(framed, write(&records));
+        assert_eq!(&framed[..FOO.len()], FOO);
+        assert_eq!(frame_starts(&framed), Ok(vec![0, 19, 35, 351]));
+        assert_eq!(frame_starts(&[]), Ok(vec![]));
+        // Cut anywhere but at a frame boundary: refused at the frame that is cut.
+        for cut in 1..framed.len() {
+            let got = frame_starts(&framed[..cut]);
+            match cut {
+                19 | 35 | 351 => assert!(got.is_ok(), "{cut}"),
+                _ => assert!(got.is_err(), "{cut}"),
+            }
+        }
+        assert_eq!(frame_starts(&framed[..40]), Err(35));
+        // Not at a frame: the length's CRC fails.
+        assert_eq!(frame_starts(&framed[1..]), Err(0));
+    }
 
     fn write(records: &[&[u8]]) -> Vec<u8> {
         let mut w = RecordWriter::new(Vec::new(), Compression::None).unwrap();

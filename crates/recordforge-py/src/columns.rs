@@ -307,6 +307,25 @@ impl RecordBatch {
         Ok(PyBytes::new(py, self.batch.record(i as usize)))
     }
 
+    /// Records ``start..stop`` (all by default) framed as an uncompressed TFRecord
+    /// stream, in one ``bytes``: what ``TFRecordWriter.write_batch`` writes for them.
+    #[pyo3(signature = (start=0, stop=None))]
+    fn framed<'py>(
+        &self,
+        py: Python<'py>,
+        start: usize,
+        stop: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let n = self.batch.len();
+        let stop = stop.unwrap_or(n);
+        if start > stop || stop > n {
+            return Err(PyIndexError::new_err(format!(
+                "records {start}..{stop} are not within a batch of {n}"
+            )));
+        }
+        Ok(PyBytes::new(py, self.frames(start, stop)))
+    }
+
     /// Size in bytes of each serialized record (without framing), as an int64 array.
     fn sizes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
         let mut prev = 0usize;

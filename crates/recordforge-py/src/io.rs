@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTimeoutError, PyValu
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use recordforge_core::crc::Crc32c;
-use recordforge_core::framing::{stream_records, FileRecords, Frame};
+use recordforge_core::framing::{frame_record, frame_starts, stream_records, FileRecords, Frame};
 use recordforge_core::scan::{scan_file, scan_stream};
 use recordforge_core::{Compression, Error, RecordWriter, DEFAULT_MAX_RECORD_BYTES};
 use sha2::{Digest as _, Sha256};
@@ -559,6 +559,47 @@ impl TFRecordWriter {
         ))
     }
 
+    /// Writes records that are already framed: ``frames`` is complete TFRecord frames
+    /// back to back (``length | crc | data | crc``, as ``frame_records`` or
+    /// ``RecordBatch.framed`` make them), written as they are (compressed as the file
+    /// is); the same bytes as ``write_many`` of their payloads. A buffer whose length
+    /// fields do not add up to its size exactly (not ending on a frame boundary) is
+    /// refused with ``ValueError`` and nothing is written. Returns the records' offsets
+    /// as a uint64 array.
+    fn write_framed<'py>(
+        &self,
+        py: Python<'py>,
+        frames: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let name = &self.name;
+        if self.in_forked_child() {
+            return Err(self.not_owner());
+        }
+        let write = |bytes: &[u8]| -> PyResult<Vec<u64>> {
+            let mut starts = py.detach(|| frame_starts(bytes)).map_err(|at| {
+                PyValueError::new_err(format!(
+                    "not whole TFRecord frames: the frame at byte {at} of {} is cut short \
+                     or has a bad length field",
+                    bytes.len()
+                ))
+            })?;
+            let mut lease = self.open(py)?;
+            let sink = lease.sink();
+            let at = py
+                .detach(|| sink.write_framed(bytes))
+                .map_err(|e| map_err(py, Error::Io(e), name))?;
+            drop(lease);
+            starts.iter_mut().for_each(|s| *s += at);
+            Ok(starts)
+        };
+        let starts = match frames.cast::<PyBytes>() {
+            Ok(b) => write(b.as_bytes())?,
+            // Leased once the buffer's bytes are in hand (which may run Python code).
+            Err(_) => with_bytes(frames, write)??,
+        };
+        Ok(PyArray1::from_vec(py, starts))
+    }
+
     /// Makes every record written so far readable from the file: flushes the compressed
     /// stream (as TensorFlow does) and the buffers below. Only close writes a compressed
     /// stream's end, without which a reader reports the file as cut short after them.
@@ -827,6 +868,36 @@ fn copy_out<'py>(
         frame.copy_checked(payload, dst, verify)
     };
     outcome.map(|()| bytes)
+}
+
+/// Frames ``records`` (bytes-like payloads) as an uncompressed TFRecord stream, in one
+/// ``bytes``: what ``TFRecordWriter.write_many`` writes for them without compression.
+#[pyfunction]
+pub fn frame_records<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let items: Vec<Bound<'py, PyAny>> = match records.cast::<PyList>() {
+        Ok(list) => list.iter().collect(),
+        Err(_) => records.try_iter()?.collect::<PyResult<_>>()?,
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Ok(b) = item.cast::<PyBytes>() {
+            frame_record(&mut out, b.as_bytes());
+        } else {
+            with_bytes(item, |b| frame_record(&mut out, b)).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "record {i} is not bytes-like: {}",
+                    item.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+        }
+    }
+    Ok(PyBytes::new(py, &out))
 }
 
 /// Opens a TFRecord file (path or file object) for reading. See `recordforge.read_records`.

@@ -36,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rows::RowReader>()?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;
     m.add_function(wrap_pyfunction!(io::scan_records, m)?)?;
+    m.add_function(wrap_pyfunction!(io::frame_records, m)?)?;
     m.add_class::<io::TFRecordWriter>()?;
     m.add_class::<io::RecordIterator>()?;
     m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
