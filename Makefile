@@ -28,8 +28,12 @@ install: $(BIN)/python
 
 # Development environment: editable install with the test, TensorFlow, image, table, Beam,
 # cloud-path, PyTorch and JAX/Grain extras (the torch / grain adapters' tests run in CI).
+# pip prints a line per package (not --quiet: minutes of downloads are not silence); the
+# editable build of the Rust core says "Building editable for recordforge" and then
+# compiles for a few minutes on a first run.
 dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,tf,images,table,beam,cloud,torch,jax]"
+	@echo "==> installing recordforge (editable; the Rust core is compiled: a few minutes the first time) with the dev, tf, images, table, beam, cloud, torch and jax extras (~5 GB, mostly torch's CUDA wheels and tensorflow-cpu)"
+	bash -o pipefail -c '$(BIN)/pip install --progress-bar off -e ".[dev,tf,images,table,beam,cloud,torch,jax]" | { grep -v "^Requirement already satisfied" || true; }'
 
 $(BIN)/python:
 	@echo "==> creating $(VENV)"
