@@ -569,13 +569,28 @@ def test_index_link_left_in_an_unfinished_directory_is_replaced_not_followed(
 
 
 def table_args(csv: Path) -> list[str]:
-    return ["convert", "table", str(csv), "--max-records", "8192", "--on-error", "skip"]
+    return ["convert", "table", str(csv), "--max-records", "8192", "--on-error", "skip",
+            "--part-bytes", str(_part_bytes(csv))]  # fmt: skip
+
+
+def _part_bytes(csv: Path) -> int:
+    """A part size that makes rows 0..8191 the file's first part (a part ends at the
+    first row end at or past its size), so the second part begins the second shard."""
+    from recordforge.sources.table import TableSource
+
+    text = csv.read_text().splitlines(keepends=True)
+    end = len("".join(text[: 1 + 8192]))  # the header and rows 0..8191
+    for size in range(end - 16, end + 1):
+        parts = TableSource(csv, part_bytes=size).parts()
+        if len(parts) > 1 and parts[0].rows == 8192:
+            return size
+    raise AssertionError(f"no part size of {csv} ends a part at row 8192")
 
 
 @pytest.fixture
 def bad_rows_csv(tmp_path: Path) -> Path:
-    """16,384 rows, read in batches of 8,192: two bad ones (skipped items) in the second
-    batch, which begins the second shard."""
+    """16,384 rows in two parts of 8,192 (items): two bad ones (skipped rows) in the second
+    part, which begins the second shard."""
     lines = ["id,value"]
     for i in range(16_384):
         lines.append(f"{i},{'oops' if i in (10_000, 12_000) else i * 0.5}")
@@ -587,8 +602,8 @@ def bad_rows_csv(tmp_path: Path) -> Path:
 def test_table_killed_at_every_stage_reports_each_skipped_row_once(
     bad_rows_csv: Path, tmp_path: Path
 ) -> None:
-    """Errors of a batch item that begins a new shard used to reach the journal with the
-    shard before it, then again on resume (4 skipped rows listed instead of 2)."""
+    """Errors of an item (a table part) that begins a new shard used to reach the journal
+    with the shard before it, then again on resume (4 skipped rows listed instead of 2)."""
     schema = tmp_path / "schema.json"
     features = {"id": {"dtype": "int64", "shape": []}, "value": {"dtype": "float32", "shape": []}}
     schema.write_text(json.dumps({"format_version": 1, "features": features}))
@@ -724,10 +739,11 @@ def test_journal_grows_by_one_line_per_shard(tmp_path: Path) -> None:
 def test_interrupted_cli_says_so_without_a_traceback(bad_rows_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     big = tmp_path / "big.csv"
-    big.write_text(bad_rows_csv.read_text() * 1)
+    header, rows = bad_rows_csv.read_text().split("\n", 1)
+    big.write_text(header + "\n" + rows * 20)  # 327,680 rows: 3,277 shards of 100
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recordforge", *table_args(big), "--max-records", "100",
-         "--out", str(out)],
+        [sys.executable, "-m", "recordforge", "convert", "table", str(big), "--on-error", "skip",
+         "--max-records", "100", "--out", str(out)],
         stderr=subprocess.PIPE, text=True,
         env={**os.environ, "RECORDFORGE_STAGE_LOG": str(tmp_path / "log")},
     )  # fmt: skip

@@ -17,7 +17,7 @@ from recordforge.errors import RecordforgeWarning
 from recordforge.records import COMPRESSION_SUFFIXES
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES
 from recordforge.splits import SplitSources
-from recordforge.writer import WriteOptions, write_source
+from recordforge.writer import WriteOptions, parse_size, write_source
 
 HELP = "Convert a dataset (COCO, image folder, table) into sharded TFRecord files."
 
@@ -132,6 +132,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     table.add_argument("--skip-rows", type=int, default=0, help="lines before the header")
     table.add_argument(
+        "--part-bytes",
+        type=parse_size,
+        default=None,
+        help="bytes of a CSV / JSON Lines file (uncompressed bytes of Parquet row groups) per"
+        " part, the unit that a worker reads and --shuffle orders (default: 4MiB)",
+    )
+    table.add_argument(
         "--nullable-ints",
         choices=["int64", "float32"],
         default="int64",
@@ -237,6 +244,7 @@ def table_source(args: argparse.Namespace) -> dict[str, Any]:
             schema=schema,
             skip_rows=args.skip_rows,
             nullable_ints=args.nullable_ints,
+            **({"part_bytes": args.part_bytes} if args.part_bytes else {}),
         )
         for split, file in zip(splits_of(args), files, strict=True)
     }
