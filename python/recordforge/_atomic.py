@@ -29,7 +29,9 @@ _reached = 0
 
 
 def stage(name: str) -> None:
-    """A kill point of the crash tests (see the module docstring)."""
+    """A kill point of the crash tests (see the module docstring); with
+    ``RECORDFORGE_SIGNAL`` set (``INT``, ``TERM``...) the n-th stage sends that signal
+    instead of SIGKILL (the tests of Ctrl-C, without a race against the conversion)."""
     log, kill_at = os.environ.get("RECORDFORGE_STAGE_LOG"), os.environ.get("RECORDFORGE_KILL_AT")
     if log is None and kill_at is None:
         return
@@ -39,7 +41,8 @@ def stage(name: str) -> None:
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"{_reached} {name}\n")
     if kill_at is not None and int(kill_at) == _reached:
-        os.kill(os.getpid(), signal.SIGKILL)
+        sent = os.environ.get("RECORDFORGE_SIGNAL")
+        os.kill(os.getpid(), getattr(signal, f"SIG{sent}") if sent else signal.SIGKILL)
 
 
 def named(error: OSError, path: Path) -> OSError:
