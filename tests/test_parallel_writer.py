@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import recordforge as rf
+from recordforge import _parallel
 from recordforge._parallel import worker_count
 from recordforge.sources.coco import CocoSource
 from recordforge.sources.images import ImageFolderSource
@@ -66,6 +67,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
     ),
     ("rows skipped, num_shards", "rows", {"num_shards": 7, "shuffle": True}, (2,)),
     ("rows skipped, max_bytes", "rows", {"max_bytes": 200}, (3,)),
+    ("rows skipped, sha256", "rows", {"max_records": 6, "checksum": "sha256"}, (2,)),
 ]
 
 
@@ -98,6 +100,48 @@ def test_any_number_of_workers_writes_the_same_bytes(
     for workers in counts:
         _convert(kind, tiny, tmp_path, tmp_path / f"w{workers}", workers, **options)
         assert listing(tmp_path / f"w{workers}") == expected, workers
+
+
+@pytest.mark.parametrize("held", [1, 3])
+def test_spawned_workers_and_workers_that_may_hold_one_chunk_write_the_same_bytes(
+    held: int, tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spawned workers (no fork: a thread is alive, or not Linux) load the conversion
+    from a file; with one chunk held per worker, the parent waits for a chunk's writes
+    before it gives the next (every worker full is a state it leaves, not the end)."""
+    options: dict[str, Any] = {"max_bytes": "700kB", "index": True}
+    _convert("image", tiny, tmp_path, tmp_path / "w1", 1, **options)
+    monkeypatch.setenv("RECORDFORGE_START_METHOD", "spawn" if held == 3 else "fork")
+    monkeypatch.setattr(_parallel, "HELD_CHUNKS", held)
+    _convert("image", tiny, tmp_path, tmp_path / "w2", 2, **options)
+    assert listing(tmp_path / "w2") == listing(tmp_path / "w1")
+    _convert("rows", tiny, tmp_path, tmp_path / "r1", 1, max_records=3)
+    _convert("rows", tiny, tmp_path, tmp_path / "r3", 3, max_records=3)
+    assert listing(tmp_path / "r3") == listing(tmp_path / "r1")
+
+
+def test_workers_fork_only_where_no_other_thread_runs() -> None:
+    code = textwrap.dedent(
+        """
+        import threading
+        from recordforge._parallel import start_method
+        alone = start_method()
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        print(alone, start_method())
+        stop.set()
+        """
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    for env, expected in (
+        ({}, "fork spawn"),
+        ({"RECORDFORGE_START_METHOD": "spawn"}, "spawn spawn"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True
+        )
+        assert done.stdout.split() == expected.split(), done.stderr
 
 
 def test_an_item_error_raised_is_the_one_of_a_single_worker(tmp_path: Path) -> None:

@@ -4,88 +4,78 @@ write shards; no record crosses a process boundary.
 A split is written in two levels, the same for any number of workers:
 
 1. **Chunks.** The parent reads the items (metadata only: COCO image entries, image
-   paths, table parts) and hands chunks of consecutive items to the workers. A worker
-   runs ``to_records`` on each item of its chunk and appends the records, framed (an
-   uncompressed TFRecord stream, one call per item), to a spill file in ``out``
-   (``.<split>-c<n>-<run>.chunk.partial``, a working file); it returns per item only
-   the payloads' sizes, how many input items it stood for and its
-   :class:`~recordforge.ItemError`s.
+   paths, table parts) and hands chunks of consecutive items to the workers, each a few
+   chunks ahead. A worker runs ``to_records`` on each item of its chunk and keeps the
+   records framed (as a shard holds them) in its memory; it returns per item only the
+   payloads' sizes, how many input items it stood for and its
+   :class:`~recordforge.ItemError`\\ s.
 2. **Shards.** The parent takes the chunks' results in item order and plans shards with
    the one :class:`~recordforge.sharding.ShardPlanner`, reporting skipped items and
-   counting items exactly as the in-process writer does; so it knows each shard's
-   extent as pieces of chunk files, and the report of the items before it. A worker
-   then writes the shard (``.<split>-<k>.<run>.shard.partial``) from those pieces
-   through the same :class:`~recordforge.TFRecordWriter` (compression, checksum, the
-   offsets of an index), a block of whole frames a call (``write_framed``), so its
-   bytes are those of one worker. The parent commits the
-   shards strictly in order, as the in-process writer does (index, rename, journal:
-   the same states and stages).
+   counting items exactly as the in-process writer does; so it knows the byte offset of
+   every record in its shard file. The worker that holds a chunk writes its frames at
+   those offsets (``pwritev``) into the shard files
+   (``.<split>-<k>.<run>.shard.partial``), several workers into one file. Once every
+   piece of a complete shard is written, a worker reads it back for its checksum and
+   ``fsync``\\ s it, and the parent commits the shards strictly in order, as the
+   in-process writer does (index, rename, journal: the same states and stages).
 
-A chunk file is removed once every shard that can use it is committed; chunk files are
-never journaled: a rerun after a kill converts again from the journal's position. Extra
-disk is about the shards in flight (a few chunks converted ahead, the open shard's
-chunks, the shards being written); memory per worker is one item's records and a block
-of :data:`READ_BLOCK` bytes while writing a shard. Chunks start at 4 items and double up
-to :data:`CHUNK_ITEMS` items and about :data:`CHUNK_BYTES` of payloads (sized from the
-items seen so far); the files written do not depend on it.
+A compressed shard is one stream, so it is written by one writer: with ``compression``
+the workers spill their chunks' frames to files in ``out``
+(``.<split>-c<n>-<run>.chunk.partial``) and a worker writes each shard from those pieces
+through the same :class:`~recordforge.TFRecordWriter`, a block of whole frames a call
+(``write_framed``). A chunk file is removed once every shard that can use it is
+committed. Nothing but shards is journaled: a rerun after a kill converts again from the
+journal's position.
 
-The price of writing the same bytes for any number of workers: each record is written
-twice (spill, shard) and read back once, and each worker starts a Python of its own
-(~0.5 s). A conversion that is mostly file reads and copies (COCO) is no faster on 2
-cores than one worker, which stays the default; a ``to_records`` that is CPU work
-(decoding images) runs up to N times as fast. Workers writing shards straight from
-their chunks would save the copy, but a shard's first record is known only once every
-item before it is converted; a first pass that only sizes the records would convert
-everything twice.
+Memory per worker: the chunks it holds, at most :data:`HELD_CHUNKS`; a chunk is at most
+:data:`CHUNK_ITEMS` items and about :data:`CHUNK_BYTES` of records (chunks start at 4
+items and grow from the record sizes seen so far; the files written do not depend on
+it). Extra disk: the shards in flight (and, compressed, the chunks spilled ahead).
 
-Worker processes die with the parent (``PR_SET_PDEATHSIG`` on Linux) and never write
+The processes and their tasks are :mod:`recordforge._workers`'s. Workers never write
 under a name a rerun uses (the ``<run>`` token). A worker that dies (killed, out of
 memory) fails the conversion with :class:`~recordforge.RecordforgeError` naming the
-chunks' items and the shards in flight; completed shards stay for the rerun. The crash
-tests kill the worker that converts item ``n`` with ``RECORDFORGE_KILL_WORKER_AT=<n>``
-(the parent's stages, ``RECORDFORGE_KILL_AT``, are the parent's only).
+chunks' items and the shards it was working on; completed shards stay for the rerun.
+The crash tests kill the worker that converts item ``n`` with
+``RECORDFORGE_KILL_WORKER_AT=<n>`` (the parent's stages, ``RECORDFORGE_KILL_AT``, are
+the parent's only).
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import contextlib
-import ctypes
 import dataclasses
+import functools
 import itertools
-import multiprocessing
 import os
 import pickle
 import secrets
-import signal
 from collections.abc import Callable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from recordforge._core import frame_records
-from recordforge.errors import ItemError, OnError, RecordforgeError
-from recordforge.example import RecordBatch
-from recordforge.pipeline import (
-    ConversionReport,
-    ToRecords,
-    attempt_in_worker,
-    init_worker,
-    outcome,
-)
-from recordforge.records import TFRecordWriter
-from recordforge.sharding import FRAME_OVERHEAD, ShardPlanner, WriteOptions, frame_sizes
+from recordforge._workers import FORKED, READ_BLOCK, ItemResult, Workers, start_method
+from recordforge.errors import OnError, RecordforgeError
+from recordforge.pipeline import ConversionReport, ToRecords
+from recordforge.sharding import FRAME_OVERHEAD, ShardPlanner, WriteOptions
 
-__all__ = ["CHUNK_BYTES", "CHUNK_ITEMS", "READ_BLOCK", "worker_count", "write_split"]
+__all__ = [
+    "CHUNK_BYTES",
+    "CHUNK_ITEMS",
+    "HELD_CHUNKS",
+    "READ_BLOCK",
+    "start_method",
+    "worker_count",
+    "write_split",
+]
 
-# Items per chunk at most, and the payload bytes a chunk aims at.
 CHUNK_ITEMS = 32
 CHUNK_BYTES = 32 << 20
-# Bytes of a chunk file read at once while a shard is written (or one frame, if larger).
-READ_BLOCK = 8 << 20
+# Chunks a worker is given before their records are written (converted and held, or
+# being converted): enough that no worker waits for the parent.
+HELD_CHUNKS = 3
 
 Progress = Callable[[int, int], None]
 
@@ -125,113 +115,34 @@ def worker_count(workers: int | str) -> int:
     return workers
 
 
-# -- in the workers ----------------------------------------------------------------------
-
-
-def _init(conversion: str, parent: int) -> None:
-    """A worker's initializer: dies with the parent, never reaches the crash tests' kill
-    points (they count the parent's stages), loads the conversion (pickled once by the
-    parent into the file ``conversion``: through the pipe that starts a worker, a big
-    one, a source with its annotation index, would make the parent wait for each worker
-    to start before the next)."""
-    if hasattr(os, "sched_getaffinity"):  # Linux: the kernel kills us if the parent dies
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # died before the line above
-        os._exit(1)
-    # Ctrl-C is the parent's to handle: it stops giving work and waits for the tasks in
-    # flight (at most a chunk or a shard each), rather than finding its workers dead.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.pop("RECORDFORGE_KILL_AT", None)
-    os.environ.pop("RECORDFORGE_STAGE_LOG", None)
-    init_worker(pickle.loads(Path(conversion).read_bytes()))
-
-
-def _convert_chunk(
-    path: str, first: int, items: list[Any]
-) -> list[tuple[np.ndarray, int, list[ItemError]]]:
-    """Converts ``items`` (from position ``first``), appending their records to
-    ``path`` framed (as a shard holds them, uncompressed): per item, the payloads'
-    sizes, the input items it stood for and its errors."""
-    results = []
-    # The crash tests' hook: the worker given this item dies (RECORDFORGE_KILL_WORKER_AT).
-    doomed = int(os.environ.get("RECORDFORGE_KILL_WORKER_AT", -1)) - first
-    with open(path, "wb") as f:
-        for i, item in enumerate(items):
-            if i == doomed:
-                os.kill(os.getpid(), signal.SIGKILL)
-            records, n, errors = outcome(attempt_in_worker(item))
-            if isinstance(records, RecordBatch):
-                f.write(records.framed())
-            elif len(records):
-                f.write(frame_records(records))
-            results.append((frame_sizes(records) - FRAME_OVERHEAD, n, list(errors)))
-    return results
-
-
-def _write_shard(
-    path: str,
-    compression: str | None,
-    checksum: str,
-    pieces: list[tuple[str, int, np.ndarray]],
-) -> tuple[str, np.ndarray]:
-    """Writes a shard from ``pieces`` (chunk file, byte offset, payload sizes of the
-    frames there): its checksum and its records' offsets. One call a block of
-    :data:`READ_BLOCK` bytes of whole frames (``write_framed`` checks that they are)."""
-    offsets: list[np.ndarray] = []
-    writer = TFRecordWriter(path, compression, checksum=checksum)
-    try:
-        for chunk, start, lengths in pieces:
-            ends = np.cumsum(lengths + FRAME_OVERHEAD)
-            with open(chunk, "rb") as f:
-                f.seek(start)
-                i, base = 0, 0
-                while i < len(lengths):
-                    j = max(i + 1, int(np.searchsorted(ends, base + READ_BLOCK, side="right")))
-                    size = int(ends[j - 1]) - base
-                    data = f.read(size)
-                    if len(data) != size:
-                        raise RecordforgeError(f"{chunk}: cut short at byte {start + base}")
-                    offsets.append(writer.write_framed(data))
-                    i, base = j, int(ends[j - 1])
-        writer.close()
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        writer.close()
-        Path(path).unlink(missing_ok=True)
-        raise
-    found = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
-    return writer.checksum or "", found
-
-
-# -- in the parent -----------------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class _Chunk:
-    path: Path
+    number: int
     first: int  # position of its first item
     count: int
-    future: concurrent.futures.Future[list[tuple[np.ndarray, int, list[ItemError]]]]
+    worker: int
+    spill: Path | None
+    results: list[ItemResult] | None = None
 
     def describe(self, split: str) -> str:
         last = self.first + self.count - 1
-        return f"items {self.first}..{last} of split {split!r} (chunk {self.path.name})"
+        return f"items {self.first}..{last} of split {split!r} (chunk {self.number})"
 
 
 @dataclasses.dataclass
-class _ShardJob:
+class _Shard:
     index: int
     partial: Path
-    position: tuple[int, int]
-    records: int
-    sizes: np.ndarray
-    report: dict[str, Any]
-    future: concurrent.futures.Future[tuple[str, np.ndarray]]
+    size: int = 0  # bytes planned into it so far
+    sizes: list[np.ndarray] = dataclasses.field(default_factory=list)
+    pieces: list[tuple[str, int, np.ndarray]] = dataclasses.field(default_factory=list)
+    pending: int = 0  # place tasks writing into it, not done
+    # Once complete: where the input stands after it, and the report of the items before.
+    position: tuple[int, int] | None = None
+    report: dict[str, Any] | None = None
+    finishing: bool = False
+    checksum: str | None = None
+    offsets: np.ndarray | None = None
 
     def describe(self, split: str) -> str:
         return f"shard {self.index} of split {split!r}"
@@ -242,115 +153,198 @@ class _SplitRun:
 
     def __init__(
         self,
-        pool: concurrent.futures.ProcessPoolExecutor,
+        pool: Workers,
         shards: Committer,
         planner: ShardPlanner,
         report: ConversionReport,
-        workers: int,
         run: str,
+        items: Iterator[tuple[int, Any]],
     ) -> None:
         self.pool, self.shards, self.planner, self.report = pool, shards, planner, report
-        self.workers = workers
-        self.run = run
-        self.chunks: collections.deque[_Chunk] = collections.deque()
-        self.jobs: collections.deque[_ShardJob] = collections.deque()
-        # The open shard: its pieces and the frame sizes of its records.
-        self.pieces: list[tuple[str, int, np.ndarray]] = []
-        self.sizes: list[np.ndarray] = []
-        self.next_shard = len(shards.state["shards"])
-        # Chunk files consumed, with the last shard that may use each.
-        self.retired: collections.deque[tuple[int, Path]] = collections.deque()
+        self.run, self.items = run, items
+        self.split = shards.split
+        self.spill = shards.options.compression is not None
+        self.workers = len(pool.procs)
+        self.held = [0] * self.workers  # chunks given to a worker and not let go
+        self.chunks: collections.deque[_Chunk] = collections.deque()  # not yet planned
+        self.exhausted = False
+        self.numbered = itertools.count()
         self.chunk_items = 4
         self.seen = (0, 0)  # items and payload bytes taken from chunks, to size chunks
-        self.numbered = itertools.count()
+        self.flight: collections.deque[_Shard] = collections.deque()  # complete
+        self.open = self._new_shard(len(shards.state["shards"]))
+        # The pieces taken from the chunk being planned, and the shards they go to.
+        self.places: list[tuple[str, int, int, int]] = []
+        self.touched: list[_Shard] = []
+        # Spilled chunk files, with the last shard that may use each.
+        self.retired: collections.deque[tuple[int, Path]] = collections.deque()
 
-    # Work given to the pool.
+    def _new_shard(self, index: int) -> _Shard:
+        name = f".{self.split}-{index:05d}.{self.run}.shard.partial"
+        return _Shard(index, self.shards.out / name)
 
-    def feed(self, items: Iterator[tuple[int, Any]]) -> bool:
-        """Submits chunks until a few are ahead of the parent; False once items end."""
-        while len(self.chunks) <= self.workers:
-            taken = list(itertools.islice(items, self.chunk_items))
-            if not taken:
-                return False
-            name = f".{self.shards.split}-c{next(self.numbered):06d}-{self.run}.chunk.partial"
-            path = self.shards.out / name
-            future = self.pool.submit(
-                _convert_chunk, str(path), taken[0][0], [item for _, item in taken]
-            )
-            self.chunks.append(_Chunk(path, taken[0][0], len(taken), future))
-        return True
+    def pump(self) -> None:
+        self.pool.pump(self.died)
 
-    def cut(self, position: tuple[int, int]) -> None:
-        """The open shard is complete: a worker writes it."""
-        index, self.next_shard = self.next_shard, self.next_shard + 1
-        options = self.shards.options
-        partial = self.shards.out / f".{self.shards.split}-{index:05d}.{self.run}.shard.partial"
-        future = self.pool.submit(
-            _write_shard, str(partial), options.compression, options.checksum, self.pieces
-        )
-        sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
-        job = _ShardJob(index, partial, position, len(sizes), sizes, self.report.to_json(), future)
-        self.jobs.append(job)
-        self.pieces, self.sizes = [], []
-        while len(self.jobs) > self.workers:
-            self.commit_one()
-
-    def take(self, path: Path, start: int, lengths: np.ndarray) -> None:
-        """Records of payload sizes ``lengths``, framed from byte ``start`` of chunk
-        ``path``, go to the open shard."""
-        if len(lengths):
-            self.pieces.append((str(path), start, lengths))
-            self.sizes.append(lengths + FRAME_OVERHEAD)
-
-    # Results, in order.
-
-    def result(self, future: concurrent.futures.Future[Any], what: str) -> Any:
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            raise self.died(what) from None
-
-    def died(self, what: str | None = None) -> RecordforgeError:
-        """The error of a worker that died (the pool is broken): which one is not
-        known, so every task in flight is named, the items being converted first."""
-        split = self.shards.split
-        busy = [what] if what else []
-        busy += [c.describe(split) for c in self.chunks]
-        busy += [j.describe(split) for j in self.jobs]
-        busy = sorted(dict.fromkeys(busy), key=lambda b: not b.startswith("items"))
+    def died(self, worker: int) -> RecordforgeError:
+        """The error of worker ``worker`` found dead, naming what it was doing, the
+        items it was converting first."""
+        busy = sorted(dict.fromkeys(self.pool.busy(worker)), key=lambda b: "items" not in b)
         shown = "; ".join(busy[:4]) + (f"; and {len(busy) - 4} more" if len(busy) > 4 else "")
         return RecordforgeError(
             f"{self.shards.out}: a worker process died (killed, or out of memory) "
-            f"converting or writing one of: {shown or 'the first chunk'}. Shards completed "
-            "so far are kept: rerun the same command to resume"
+            f"converting or writing {shown or 'nothing yet'}. Shards completed so far "
+            "are kept: rerun the same command to resume"
         )
 
-    def commit_one(self) -> None:
-        job = self.jobs.popleft()
-        checksum, offsets = self.result(job.future, job.describe(self.shards.split))
-        self.shards.commit(
-            job.partial, job.position, job.records, checksum, offsets, job.sizes, job.report
+    # -- chunks
+
+    def feed(self) -> None:
+        """Gives chunks to the workers until each holds :data:`HELD_CHUNKS`."""
+        while not self.exhausted and len(self.chunks) < HELD_CHUNKS * self.workers:
+            worker = min(range(self.workers), key=self.held.__getitem__)
+            if self.held[worker] >= HELD_CHUNKS:
+                return
+            taken = list(itertools.islice(self.items, self.chunk_items))
+            if not taken:
+                self.exhausted = True
+                return
+            number = next(self.numbered)
+            spill = None
+            if self.spill:
+                spill = self.shards.out / f".{self.split}-c{number:06d}-{self.run}.chunk.partial"
+            chunk = _Chunk(number, taken[0][0], len(taken), worker, spill)
+            self.chunks.append(chunk)
+            self.held[worker] += 1
+            args = (number, chunk.first, [item for _, item in taken], spill and str(spill))
+            self.pool.send(
+                worker, "convert", args, chunk.describe(self.split),
+                functools.partial(self._converted, chunk),
+            )  # fmt: skip
+
+    def _converted(self, chunk: _Chunk, results: list[ItemResult]) -> None:
+        chunk.results = results
+        if self.spill:  # nothing held in memory
+            self.held[chunk.worker] -= 1
+        self.feed()
+
+    def next_chunk(self) -> tuple[_Chunk, list[ItemResult]] | None:
+        """The next chunk in item order, converted (None once the items end); first,
+        the shards in flight are brought down to one per worker (they hold disk, and
+        spilled chunks). Waiting, it may be that every worker holds all it may: their
+        chunks' writes end, and more are given."""
+        while True:
+            self.feed()
+            if not self.chunks and self.exhausted:
+                return None
+            if self.chunks and len(self.flight) <= self.workers:
+                chunk = self.chunks[0]
+                if chunk.results is not None:
+                    self.chunks.popleft()
+                    self.feed()
+                    return chunk, chunk.results
+            self.pump()
+
+    def take(self, chunk: _Chunk, start: int, lengths: np.ndarray) -> None:
+        """Records of payload sizes ``lengths``, framed from byte ``start`` of
+        ``chunk``'s bytes, go to the open shard."""
+        if not len(lengths):
+            return
+        frames = lengths + FRAME_OVERHEAD
+        size = int(frames.sum())
+        shard = self.open
+        if chunk.spill is not None:
+            shard.pieces.append((str(chunk.spill), start, lengths))
+        else:
+            self.places.append((str(shard.partial), shard.size, start, start + size))
+            if not any(s is shard for s in self.touched):
+                self.touched.append(shard)
+        shard.sizes.append(frames)
+        shard.size += size
+
+    def release(self, chunk: _Chunk) -> None:
+        """The chunk is planned: its holder writes its pieces (or, spilled, its file is
+        removed once the shards that may use it are committed)."""
+        if chunk.spill is not None:
+            self.retired.append((self.open.index, chunk.spill))
+            return
+        touched, self.touched = self.touched, []
+        for shard in touched:
+            shard.pending += 1
+
+        def placed(_: None) -> None:
+            self.held[chunk.worker] -= 1
+            for shard in touched:
+                shard.pending -= 1
+                self._finish(shard)
+            self.feed()
+
+        what = f"writing {chunk.describe(self.split)} into " + ", ".join(
+            s.describe(self.split) for s in touched
         )
-        while self.retired and self.retired[0][0] <= job.index:
-            self.retired.popleft()[1].unlink(missing_ok=True)
+        self.pool.send(chunk.worker, "place", (chunk.number, self.places), what, placed)
+        self.places = []
+        for shard in touched:
+            self._finish(shard)
+
+    # -- shards
+
+    def cut(self, position: tuple[int, int]) -> None:
+        """The open shard is complete."""
+        shard, self.open = self.open, self._new_shard(self.open.index + 1)
+        shard.position, shard.report = position, self.report.to_json()
+        self.flight.append(shard)
+        if self.spill:
+            options = self.shards.options
+            args = (str(shard.partial), options.compression, options.checksum, shard.pieces)
+
+            def written(result: tuple[str, np.ndarray]) -> None:
+                shard.checksum, shard.offsets = result
+                self.commit_ready()
+
+            self.pool.send(None, "write", args, shard.describe(self.split), written)
+        else:
+            self._finish(shard)
+
+    def _finish(self, shard: _Shard) -> None:
+        """A complete shard whose pieces are all written is read back and synced."""
+        if (
+            shard.position is None
+            or shard.pending
+            or shard.finishing
+            or any(s is shard for s in self.touched)
+        ):
+            return
+        shard.finishing = True
+
+        def finished(checksum: str) -> None:
+            sizes = np.concatenate(shard.sizes) if shard.sizes else np.zeros(0, np.int64)
+            shard.offsets = (np.cumsum(sizes) - sizes).astype(np.uint64)
+            shard.checksum = checksum
+            self.commit_ready()
+
+        args = (str(shard.partial), self.shards.options.checksum)
+        self.pool.send(None, "finish", args, shard.describe(self.split), finished)
 
     def commit_ready(self) -> None:
-        while self.jobs and self.jobs[0].future.done():
-            self.commit_one()
+        """Commits the complete shards at the head of the line, in order."""
+        while self.flight and self.flight[0].checksum is not None:
+            shard = self.flight.popleft()
+            sizes = np.concatenate(shard.sizes) if shard.sizes else np.zeros(0, np.int64)
+            position, report, offsets = shard.position, shard.report, shard.offsets
+            checksum = shard.checksum
+            assert position is not None and report is not None and offsets is not None
+            assert checksum is not None
+            self.shards.commit(
+                shard.partial, position, len(sizes), checksum, offsets, sizes, report
+            )
+            while self.retired and self.retired[0][0] <= shard.index:
+                self.retired.popleft()[1].unlink(missing_ok=True)
 
-    def next_chunk(self) -> tuple[_Chunk, list[tuple[np.ndarray, int, list[ItemError]]]]:
-        chunk = self.chunks.popleft()
-        while not chunk.future.done():
-            # Commit shards as they are written while the chunk is converted.
-            waiting: list[concurrent.futures.Future[Any]] = [chunk.future]
-            waiting += [j.future for j in itertools.islice(self.jobs, 1)]
-            concurrent.futures.wait(waiting, return_when=concurrent.futures.FIRST_COMPLETED)
-            self.commit_ready()
-        return chunk, self.result(chunk.future, chunk.describe(self.shards.split))
-
-    def finish(self) -> None:
-        while self.jobs:
-            self.commit_one()
+    def drain(self) -> None:
+        """Waits until every complete shard is committed."""
+        while self.flight:
+            self.pump()
         while self.retired:
             self.retired.popleft()[1].unlink(missing_ok=True)
 
@@ -380,23 +374,23 @@ def write_split(
     every shard is committed (the caller marks the split done)."""
     start_item, start_record = shards.state["position"]
     token = secrets.token_hex(4)
-    conversion = shards.out / f".{shards.split}-{token}.convert.partial"
-    conversion.write_bytes(pickle.dumps(to_records))
-    pool = concurrent.futures.ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init,
-        initargs=(str(conversion), os.getpid()),
-    )
-    run = _SplitRun(pool, shards, planner, report, workers, token)
-    items = enumerate(remaining, start_item)
-    consumed = start_item
+    method = start_method()
+    conversion: Path | None = None
+    if method == "fork":
+        FORKED[:] = [to_records]
+    else:
+        conversion = shards.out / f".{shards.split}-{token}.convert.partial"
+        conversion.write_bytes(pickle.dumps(to_records))
+    graceful = False
     try:
-        more = run.feed(items)
-        while run.chunks:
-            chunk, results = run.next_chunk()
-            if more:
-                more = run.feed(items)
+        pool = Workers(workers, method, None if conversion is None else str(conversion))
+    finally:
+        FORKED.clear()
+    try:
+        run = _SplitRun(pool, shards, planner, report, token, enumerate(remaining, start_item))
+        consumed = start_item
+        while (converted := run.next_chunk()) is not None:
+            chunk, results = converted
             byte = 0
             for position, (lengths, n_items, errors) in enumerate(results, chunk.first):
                 first = start_record if position == start_item else 0
@@ -410,29 +404,28 @@ def write_split(
                     s += 1
                 for error in errors if first == 0 or not len(lengths) else ():
                     if on_error == "raise":
-                        run.finish()  # the shards before the item, as in-process
+                        run.release(chunk)
+                        run.drain()  # the shards before the item, as in-process
                         raise error
                     report.skip(error.item, error.reason)
                 k = first
                 for start in starts[s:]:
-                    run.take(chunk.path, int(ends[k]), lengths[k : start[1]])
+                    run.take(chunk, int(ends[k]), lengths[k : start[1]])
                     run.cut(start)
                     k = start[1]
-                run.take(chunk.path, int(ends[k]), lengths[k:])
+                run.take(chunk, int(ends[k]), lengths[k:])
                 byte = int(ends[-1])
                 consumed = position + 1
                 report.items += n_items
                 if progress is not None:
                     progress(len(lengths) - first, int(lengths[first:].sum()))
             run.resize(len(results), byte)
-            run.retired.append((run.next_shard, chunk.path))
-            run.commit_ready()
+            run.release(chunk)
         for _ in range(planner.finish()):
             run.cut((consumed, 0))
-        run.finish()
-    except BrokenProcessPool:
-        # From a submit: a worker died before its task's result was asked for.
-        raise run.died() from None
+        run.drain()
+        graceful = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        conversion.unlink(missing_ok=True)
+        pool.close(graceful)
+        if conversion is not None:
+            conversion.unlink(missing_ok=True)

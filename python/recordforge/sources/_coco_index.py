@@ -175,8 +175,25 @@ def _is_finite(value: Any) -> bool:
     return _is_number(value) and abs(value) <= _FLOAT32_MAX  # False for NaN too
 
 
+_PLAIN_NUMBERS = frozenset((int, float))
+
+
 def _finite_list(value: Any) -> TypeGuard[list[Any]]:
-    return isinstance(value, list) and all(_is_finite(v) for v in value)
+    """A list of numbers each :func:`_is_finite`. Polygons are most of a COCO file's
+    numbers: a list of plain ints and floats is checked by C loops (a NaN makes the sum
+    NaN; then ``min`` and ``max`` are exact, ints against the float bound included),
+    anything else one value at a time."""
+    if not isinstance(value, list):
+        return False
+    if not _PLAIN_NUMBERS.issuperset(map(type, value)):
+        return all(_is_finite(v) for v in value)
+    if not value:
+        return True
+    try:
+        total = sum(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+    return total == total and -_FLOAT32_MAX <= min(value) and max(value) <= _FLOAT32_MAX
 
 
 def rle_from_string(counts: str) -> list[int]:
@@ -252,7 +269,7 @@ def _polygons(segmentation: list[Any], where: str) -> tuple[tuple[float, ...], .
                 f"{where}: polygon {k} of 'segmentation' must be an even count of finite "
                 f"numbers [x0, y0, x1, y1, ...], found {_short(poly)}"
             )
-    return tuple(tuple(float(v) for v in poly) for poly in segmentation)
+    return tuple(tuple(map(float, poly)) for poly in segmentation)
 
 
 def _annotation(entry: Mapping[str, Any], where: str) -> CocoAnnotation:

@@ -1,0 +1,354 @@
+"""The worker processes of :mod:`recordforge._parallel` and the tasks they run.
+
+:class:`Workers` starts ``n`` processes (by ``fork`` where that is safe, see
+:func:`start_method`: a worker then costs no Python start-up and shares the parent's
+source, an annotation index say, copy-on-write). Each worker is fed through its own
+queue (a feeder thread: the parent never blocks on a full pipe), runs its tasks in
+order and answers each through its own pipe; the parent hands the answers to each
+task's callback in its own thread (:meth:`Workers.pump`).
+
+The tasks: ``convert`` a chunk of items (its frames held in the worker's memory, or
+spilled to a file), ``place`` a held chunk's bytes at given offsets of shard files
+(``pwritev``), ``finish`` a shard (``fsync`` and its checksum, read back), ``write`` a
+shard from spilled pieces through :class:`~recordforge.TFRecordWriter` (compressed
+shards).
+
+Worker processes die with the parent (``PR_SET_PDEATHSIG`` on Linux) and leave Ctrl-C
+to it. The crash tests kill the worker that converts item ``n`` with
+``RECORDFORGE_KILL_WORKER_AT=<n>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import hashlib
+import itertools
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.queues
+import os
+import pickle
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recordforge._core import file_crc32c, frame_records
+from recordforge.errors import ItemError, RecordforgeError
+from recordforge.example import RecordBatch
+from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, outcome
+from recordforge.records import TFRecordWriter
+from recordforge.sharding import FRAME_OVERHEAD, frame_sizes
+
+__all__ = ["FORKED", "READ_BLOCK", "ItemResult", "Workers", "start_method"]
+
+# Bytes of a chunk file read at once while a compressed shard is written (or one frame).
+READ_BLOCK = 8 << 20
+# Buffers per pwritev call (Linux's IOV_MAX is 1024).
+_IOV = 512
+# Per item of a chunk: its records' payload sizes, the input items it stood for, errors.
+ItemResult = tuple[np.ndarray, int, list[ItemError]]
+
+
+def start_method() -> str:
+    """How worker processes start: ``fork`` where it is safe and cheap (Linux, and no
+    other thread in this process that could hold a lock at the fork), so that a worker
+    costs no Python start-up and shares the parent's source (an annotation index, say)
+    copy-on-write instead of unpickling its own; ``spawn`` otherwise.
+    ``RECORDFORGE_START_METHOD`` overrides it (the tests run both)."""
+    forced = os.environ.get("RECORDFORGE_START_METHOD")
+    if forced in ("fork", "spawn"):
+        return forced
+    import threading
+
+    linux = hasattr(os, "sched_getaffinity")
+    return "fork" if linux and threading.active_count() == 1 else "spawn"
+
+
+# -- in the workers ----------------------------------------------------------------------
+
+# The conversion, for workers forked while :func:`write_split` runs.
+FORKED: list[ToRecords] = []
+
+
+def _init(conversion: str | None, parent: int) -> None:
+    """A worker's start: dies with the parent, never reaches the crash tests' kill
+    points (they count the parent's stages), loads the conversion: a forked worker has
+    it already (:data:`FORKED`); a spawned one reads it from the file ``conversion``,
+    pickled there once by the parent."""
+    if hasattr(os, "sched_getaffinity"):  # Linux: the kernel kills us if the parent dies
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # died before the line above
+        os._exit(1)
+    # Ctrl-C is the parent's to handle (it stops its workers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.pop("RECORDFORGE_KILL_AT", None)
+    os.environ.pop("RECORDFORGE_STAGE_LOG", None)
+    init_worker(FORKED[0] if conversion is None else pickle.loads(Path(conversion).read_bytes()))
+
+
+def serve(
+    tasks: multiprocessing.queues.Queue[Any],
+    answers: multiprocessing.connection.Connection,
+    conversion: str | None,
+    parent: int,
+) -> None:
+    """A worker's loop: runs the tasks of its queue in order, answering each with
+    ``(task id, ok, result or exception)``; ``None`` ends it."""
+    _init(conversion, parent)
+    held: dict[int, list[bytes]] = {}
+    while (task := tasks.get()) is not None:
+        number, name, args = task
+        try:
+            answer = (number, True, _TASKS[name](held, *args))
+        except BaseException as e:
+            answer = (number, False, _portable(e))
+        answers.send(answer)
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error``, or an error of its words where it does not survive pickling."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RecordforgeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _convert(
+    held: dict[int, list[bytes]], number: int, first: int, items: list[Any], spill: str | None
+) -> list[ItemResult]:
+    """Converts the chunk ``number`` (its ``items``, from position ``first``): its
+    frames are held in memory for :func:`_place`, or written to the file ``spill``."""
+    results: list[ItemResult] = []
+    frames: list[bytes] = []
+    # The crash tests' hook: the worker given this item dies (RECORDFORGE_KILL_WORKER_AT).
+    doomed = int(os.environ.get("RECORDFORGE_KILL_WORKER_AT", -1)) - first
+    for i, item in enumerate(items):
+        if i == doomed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        records, n, errors = outcome(attempt_in_worker(item))
+        if isinstance(records, RecordBatch):
+            frames.append(records.framed())
+        elif len(records):
+            frames.append(frame_records(records))
+        results.append((frame_sizes(records) - FRAME_OVERHEAD, n, list(errors)))
+    if spill is None:
+        held[number] = frames
+    else:
+        with open(spill, "wb") as f:
+            for data in frames:
+                f.write(data)
+    return results
+
+
+def _place(
+    held: dict[int, list[bytes]], number: int, pieces: list[tuple[str, int, int, int]]
+) -> None:
+    """Writes the held chunk ``number``'s bytes ``start:stop`` at byte ``at`` of shard
+    file ``path``, for each piece ``(path, at, start, stop)``; then lets the chunk go."""
+    frames = held.pop(number)
+    ends = np.cumsum([len(f) for f in frames]) if frames else np.zeros(0, np.int64)
+    for path, at, start, stop in pieces:
+        views: list[memoryview] = []
+        k = int(np.searchsorted(ends, start, side="right"))
+        while start < stop:
+            begin = int(ends[k]) - len(frames[k])
+            end = min(stop, int(ends[k]))
+            views.append(memoryview(frames[k])[start - begin : end - begin])
+            start, k = end, k + 1
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _pwrite_all(fd, views, at)
+        finally:
+            os.close(fd)
+
+
+def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
+    while views:
+        done = os.pwritev(fd, views[:_IOV], at)
+        at += done
+        while done:  # drop what was written (a short write leaves part of a view)
+            if done >= len(views[0]):
+                done -= len(views.pop(0))
+            else:
+                views[0], done = views[0][done:], 0
+
+
+def _finish(held: dict[int, list[bytes]], path: str, checksum: str) -> str:
+    """The written shard ``path``, made durable: its checksum (read back: every piece
+    is in it now) after an ``fsync``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if checksum == "crc32c":
+        return f"crc32c:{file_crc32c(path, 1):08x}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(READ_BLOCK):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _write_shard(
+    held: dict[int, list[bytes]],
+    path: str,
+    compression: str | None,
+    checksum: str,
+    pieces: list[tuple[str, int, np.ndarray]],
+) -> tuple[str, np.ndarray]:
+    """Writes a shard from spilled ``pieces`` (chunk file, byte offset, payload sizes
+    of the frames there): its checksum and its records' offsets. One call a block of
+    :data:`READ_BLOCK` bytes of whole frames (``write_framed`` checks that they are)."""
+    offsets: list[np.ndarray] = []
+    writer = TFRecordWriter(path, compression, checksum=checksum)
+    try:
+        for chunk, start, lengths in pieces:
+            ends = np.cumsum(lengths + FRAME_OVERHEAD)
+            with open(chunk, "rb") as f:
+                f.seek(start)
+                i, base = 0, 0
+                while i < len(lengths):
+                    j = max(i + 1, int(np.searchsorted(ends, base + READ_BLOCK, side="right")))
+                    size = int(ends[j - 1]) - base
+                    data = f.read(size)
+                    if len(data) != size:
+                        raise RecordforgeError(f"{chunk}: cut short at byte {start + base}")
+                    offsets.append(writer.write_framed(data))
+                    i, base = j, int(ends[j - 1])
+        writer.close()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        writer.close()
+        Path(path).unlink(missing_ok=True)
+        raise
+    found = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
+    return writer.checksum or "", found
+
+
+_TASKS: dict[str, Callable[..., Any]] = {
+    "convert": _convert,
+    "place": _place,
+    "finish": _finish,
+    "write": _write_shard,
+}
+
+
+# -- in the parent -----------------------------------------------------------------------
+
+
+class _Queue(multiprocessing.queues.Queue):  # type: ignore[type-arg]  # not generic at run time
+    """A task queue whose feeder thread says nothing when its worker has died (the
+    parent names the death itself)."""
+
+    @staticmethod
+    def _on_queue_feeder_error(e: Exception, obj: object) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class _Task:
+    worker: int
+    what: str
+    done: Callable[[Any], None]
+
+
+class Workers:
+    """``n`` worker processes, each running :func:`serve`; results are handed to each
+    task's ``done`` by :meth:`pump`, in the parent's thread."""
+
+    def __init__(self, n: int, method: str, conversion: str | None) -> None:
+        context: Any = multiprocessing.get_context(method)
+        self.queues: list[_Queue] = []
+        self.answers: list[multiprocessing.connection.Connection] = []
+        self.procs: list[Any] = []
+        self.tasks: dict[int, _Task] = {}
+        self.load = [0] * n
+        self.numbers = itertools.count()
+        for k in range(n):
+            queue = _Queue(ctx=context)
+            theirs_r, theirs_w = context.Pipe(duplex=False)
+            proc = context.Process(
+                target=serve,
+                args=(queue, theirs_w, conversion, os.getpid()),
+                name=f"recordforge-worker-{k}",
+                daemon=True,
+            )
+            proc.start()
+            theirs_w.close()
+            self.queues.append(queue)
+            self.answers.append(theirs_r)
+            self.procs.append(proc)
+
+    def send(
+        self,
+        worker: int | None,
+        name: str,
+        args: tuple[Any, ...],
+        what: str,
+        done: Callable[[Any], None],
+    ) -> None:
+        """Task ``name(*args)`` for ``worker`` (None: the least busy one)."""
+        if worker is None:
+            worker = min(range(len(self.load)), key=self.load.__getitem__)
+        number = next(self.numbers)
+        self.tasks[number] = _Task(worker, what, done)
+        self.load[worker] += 1
+        self.queues[worker].put((number, name, args))
+
+    def pump(self, died: Callable[[int], RecordforgeError]) -> None:
+        """Waits for answers; runs each ``done``, raises a task's error, or ``died(k)``
+        when worker ``k`` is gone."""
+        sentinels = {p.sentinel: k for k, p in enumerate(self.procs)}
+        ready = multiprocessing.connection.wait([*self.answers, *sentinels])
+        dead: list[int] = []
+        for k, conn in enumerate(self.answers):
+            if conn in ready or self.procs[k].sentinel in ready:
+                try:
+                    while conn.poll():
+                        self._answer(conn.recv())
+                except (EOFError, OSError):
+                    dead.append(k)
+                if self.procs[k].sentinel in ready:
+                    dead.append(k)
+        if dead:
+            raise died(dead[0])
+
+    def _answer(self, answer: tuple[int, bool, Any]) -> None:
+        number, ok, value = answer
+        task = self.tasks.pop(number)
+        self.load[task.worker] -= 1
+        if not ok:
+            raise value
+        task.done(value)
+
+    def busy(self, worker: int) -> list[str]:
+        return [t.what for t in self.tasks.values() if t.worker == worker]
+
+    def close(self, graceful: bool) -> None:
+        """Ends the workers: after their tasks, or (``graceful`` False) at once."""
+        for proc, queue in zip(self.procs, self.queues, strict=True):
+            if graceful and proc.is_alive():
+                queue.put(None)
+            else:
+                proc.kill()
+        for proc, queue in zip(self.procs, self.queues, strict=True):
+            proc.join(None if graceful else 10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            queue.cancel_join_thread()
+            queue.close()
+        for conn in self.answers:
+            conn.close()
