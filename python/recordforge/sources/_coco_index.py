@@ -176,6 +176,11 @@ def _is_finite(value: Any) -> bool:
 
 
 _PLAIN_NUMBERS = frozenset((int, float))
+_PLAIN_INT = frozenset((int,))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _finite_list(value: Any) -> TypeGuard[list[Any]]:
@@ -193,7 +198,7 @@ def _finite_list(value: Any) -> TypeGuard[list[Any]]:
         total = sum(value)
     except OverflowError:  # an int beyond float's range
         return False
-    return total == total and -_FLOAT32_MAX <= min(value) and max(value) <= _FLOAT32_MAX
+    return total == total and min(value) >= -_FLOAT32_MAX and max(value) <= _FLOAT32_MAX
 
 
 def rle_from_string(counts: str) -> list[int]:
@@ -249,7 +254,12 @@ def _rle(segmentation: Mapping[str, Any], where: str) -> tuple[tuple[int, ...], 
             f"{where}: RLE 'counts' must be a list of run lengths or a compressed string, "
             f"found {_short(counts)}"
         )
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in decoded):
+    # A crowd's counts run to thousands: plain ints are checked by C loops.
+    plain = _PLAIN_INT.issuperset(map(type, decoded))
+    if not (
+        (plain and (not decoded or min(decoded) >= 0))
+        or (not plain and all(_is_count(c) for c in decoded))
+    ):
         raise SchemaError(
             f"{where}: RLE 'counts' must be run lengths (ints >= 0), found {_short(counts)}"
         )
