@@ -23,7 +23,14 @@ from recordforge._outdir import JOURNAL_NAME, prepare_out
 from recordforge.errors import ItemError, OnError
 from recordforge.example import RecordBatch
 from recordforge.manifest import Manifest, ShardInfo
-from recordforge.pipeline import ConversionReport, Converted, ToRecords, attempt
+from recordforge.pipeline import (
+    ConversionReport,
+    Converted,
+    SchemaAfter,
+    ToRecords,
+    attempt,
+    observed,
+)
 from recordforge.records import TFRecordWriter
 from recordforge.schema import Schema
 from recordforge.sequence import infer_sequence_schema
@@ -116,12 +123,14 @@ class Segment:
     """Records of an item that straddles shards, encoded by the one worker that converted
     the item for all its shards: one shard's records, joined into ``data`` (one bytes
     object crosses the shuffle faster than one per record) and cut at ``ends``.
-    ``items`` and ``errors`` (the item's report) go with its first segment only."""
+    ``items``, ``errors`` and ``counters`` (the item's report) go with its first segment
+    only."""
 
     data: bytes
     ends: np.ndarray
     items: int
     errors: list[ItemError]
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def records(self) -> list[bytes]:
@@ -136,14 +145,17 @@ def segments(
     """An item that straddles shards, converted once: ``(shard, first record, stop
     record, segment)`` for each of the ``(shard, first record, stop record)`` of
     ``cuts``."""
-    records, n_items, errors = records_of(target, attempt(target.to_records(split), item))
+    result = attempt(target.to_records(split), item)
+    records, n_items, errors = records_of(target, result)
+    counters = observed(result)
     for shard, lo, hi in cuts:
         stop = len(records) if hi is None else hi
         check_count(split, position, len(records), stop)
         first = lo == 0
         data = b"".join(records[i] for i in range(lo, stop))
         ends = np.cumsum(frame_sizes(records)[lo:stop] - FRAME_OVERHEAD)
-        yield shard, lo, hi, Segment(data, ends, n_items if first else 0, errors if first else [])
+        segment = Segment(data, ends, *((n_items, errors, counters) if first else (0, [], {})))
+        yield shard, lo, hi, segment
 
 
 def write_shard(
@@ -162,6 +174,7 @@ def write_shard(
     to_records = target.to_records(split)
     remote = _fs.is_url(target.out)
     items = 0
+    counters: dict[str, int] = {}
     skipped: list[tuple[int, int, int, str, str]] = []
     order = target.splits.index(split)
     with tempfile.TemporaryDirectory(prefix="recordforge-shard-") as scratch:
@@ -176,15 +189,19 @@ def write_shard(
                     records: Sequence[bytes]
                     if encoded is not None:
                         records, n_items, errors = encoded.records, encoded.items, encoded.errors
+                        counted = encoded.counters
                         lo, stop = 0, len(records)
                     else:
                         result = attempt(to_records, item)
                         records, n_items, errors = records_of(target, result)
+                        counted = observed(result)
                         stop = len(records) if hi is None else hi
                         check_count(split, position, len(records), stop)
                         if lo > 0:  # the item's report goes with its first records
-                            n_items, errors = 0, []
+                            n_items, errors, counted = 0, [], {}
                     items += n_items
+                    for name, n in counted.items():
+                        counters[name] = counters.get(name, 0) + n
                     skipped.extend(
                         (order, position, i, e.item, e.reason) for i, e in enumerate(errors)
                     )
@@ -226,6 +243,7 @@ def write_shard(
         "bytes": size,
         "checksum": checksum,
         "items": items,
+        "counters": counters,
         "skipped": skipped,
     }
 
@@ -235,7 +253,7 @@ class Finish:
     """What the last step needs beside the shards' results."""
 
     target: Target
-    schema: Schema | None
+    schema: Schema | SchemaAfter | None  # a callable: made from the final report
     source: Mapping[str, Any]
     report: Mapping[str, Any]
 
@@ -260,6 +278,9 @@ def finalize(
     }
     every = [r for results in ordered.values() for r in results]
     report.items += sum(r["items"] for r in every)
+    for r in every:
+        for name, n in r.get("counters", {}).items():
+            report.count(name, n)
     for *_, item, reason in sorted(tuple(s) for r in every for s in r["skipped"]):
         report.skip(item, reason)
     splits = {
@@ -273,6 +294,8 @@ def finalize(
     }
     report.records = sum(s.records for shards in splits.values() for s in shards)
     schema = finish.schema
+    if schema is not None and not isinstance(schema, Schema):
+        schema = schema(report)
     if schema is None:
         schema = infer_sequence_schema(
             record

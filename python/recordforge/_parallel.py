@@ -392,7 +392,7 @@ def write_split(
         while (converted := run.next_chunk()) is not None:
             chunk, results = converted
             byte = 0
-            for position, (lengths, n_items, errors) in enumerate(results, chunk.first):
+            for position, (lengths, n_items, errors, counters) in enumerate(results, chunk.first):
                 first = start_record if position == start_item else 0
                 frames = lengths + FRAME_OVERHEAD
                 ends = byte + np.concatenate(([0], np.cumsum(frames)))
@@ -417,6 +417,8 @@ def write_split(
                 byte = int(ends[-1])
                 consumed = position + 1
                 report.items += n_items
+                for name, n in counters.items():
+                    report.count(name, n)
                 if progress is not None:
                     progress(len(lengths) - first, int(lengths[first:].sum()))
             run.resize(len(results), byte)

@@ -40,7 +40,7 @@ import numpy as np
 from recordforge._core import file_crc32c, frame_records
 from recordforge.errors import ItemError, RecordforgeError
 from recordforge.example import RecordBatch
-from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, outcome
+from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, observed, outcome
 from recordforge.records import TFRecordWriter
 from recordforge.sharding import FRAME_OVERHEAD, frame_sizes
 
@@ -50,8 +50,9 @@ __all__ = ["FORKED", "READ_BLOCK", "ItemResult", "Workers", "start_method"]
 READ_BLOCK = 8 << 20
 # Buffers per pwritev call (Linux's IOV_MAX is 1024).
 _IOV = 512
-# Per item of a chunk: its records' payload sizes, the input items it stood for, errors.
-ItemResult = tuple[np.ndarray, int, list[ItemError]]
+# Per item of a chunk: its records' payload sizes, the input items it stood for, its
+# errors and the counters it adds to the report.
+ItemResult = tuple[np.ndarray, int, list[ItemError], dict[str, int]]
 
 
 def start_method() -> str:
@@ -132,12 +133,13 @@ def _convert(
     for i, item in enumerate(items):
         if i == doomed:
             os.kill(os.getpid(), signal.SIGKILL)
-        records, n, errors = outcome(attempt_in_worker(item))
+        result = attempt_in_worker(item)
+        records, n, errors = outcome(result)
         if isinstance(records, RecordBatch):
             frames.append(records.framed())
         elif len(records):
             frames.append(frame_records(records))
-        results.append((frame_sizes(records) - FRAME_OVERHEAD, n, list(errors)))
+        results.append((frame_sizes(records) - FRAME_OVERHEAD, n, list(errors), observed(result)))
     if spill is None:
         held[number] = frames
     else:

@@ -72,6 +72,7 @@ from recordforge.errors import OnError, on_error_policy
 from recordforge.manifest import Manifest
 from recordforge.pipeline import (
     ConversionReport,
+    SchemaAfter,
     Source,
     ToRecords,
     attempt,
@@ -251,7 +252,7 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         *,
         split: str = "train",
         splits: Sequence[str] | None = None,
-        schema: Schema | None = None,
+        schema: Schema | SchemaAfter | None = None,
         to_records: ToRecords | Mapping[str, ToRecords] | None = None,
         on_error: OnError | Literal["fail"] = "raise",
         overwrite: bool = False,
@@ -377,7 +378,7 @@ class ConvertDataset(beam.PTransform):  # type: ignore[misc]
             sources = SplitSources(source)
         else:
             sources = SplitSources({kwargs.pop("split", "train"): source})
-        kwargs.setdefault("schema", sources.schema())
+        kwargs.setdefault("schema", sources.final_schema())
         kwargs.setdefault("source", sources.describe())
         kwargs.setdefault("report", sources.report())
         to_records = {name: s.to_records for name, s in sources.sources.items()}

@@ -35,14 +35,18 @@ __all__ = [
     "Converted",
     "CountedSource",
     "ReportingSource",
+    "SchemaAfter",
     "Source",
+    "TallyingSource",
     "ToRecords",
     "attempt",
     "attempt_in_worker",
     "default_to_records",
     "has_count",
     "has_report",
+    "has_tally",
     "init_worker",
+    "observed",
     "outcome",
 ]
 
@@ -70,7 +74,11 @@ class ConversionReport:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The report as JSON values; counters by name (the order they were first
+        counted in may depend on how the work was divided)."""
+        data = dataclasses.asdict(self)
+        data["counters"] = dict(sorted(data["counters"].items()))
+        return data
 
     def replace_with(self, other: ConversionReport) -> None:
         """Takes ``other``'s contents (a resumed conversion's report, from its journal)."""
@@ -93,15 +101,17 @@ class Converted:
     """What ``to_records`` returns for an item that stands for several input items (a
     batch of table rows): their records, how many input items they were, and an
     :class:`ItemError` for each one rejected (raised with ``on_error="raise"``, listed
-    in the report with ``"skip"``)."""
+    in the report with ``"skip"``), and ``counters`` the conversion adds to the
+    report's as the item is written (a table part: its missing values per column)."""
 
     records: Sequence[bytes]
     items: int = 1
     errors: list[ItemError] = dataclasses.field(default_factory=list)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A RecordBatch stays in Rust; across processes its records travel as bytes.
-        return (Converted, (list(self.records), self.items, self.errors))
+        return (Converted, (list(self.records), self.items, self.errors, self.counters))
 
 
 # An item becomes zero or more records (or a Converted); ItemError rejects it.
@@ -159,6 +169,31 @@ def has_count(source: Source) -> TypeGuard[CountedSource]:
     return hasattr(source, "num_records")
 
 
+# The schema of a dataset, or how to find it from the conversion's final report.
+SchemaAfter = Callable[[ConversionReport], Schema | None]
+
+
+class TallyingSource(Source, Protocol):
+    """A :class:`Source` whose schema depends on what its conversion counts (a table
+    with inferred types: whether a column has missing values makes its shape), so that
+    no pass over the data is needed before converting it: ``to_records`` reports the
+    counts (:attr:`Converted.counters`) and the schema is made from the final report."""
+
+    def schema_after(self, report: ConversionReport) -> Schema | None:
+        """The schema of the records written, from the conversion's ``report``."""
+        ...
+
+    def tallies(self) -> bool:
+        """Whether this source's ``to_records`` counts what ``schema_after`` needs (else
+        ``schema()`` is known already)."""
+        ...
+
+
+def has_tally(source: Source) -> TypeGuard[TallyingSource]:
+    """Whether ``source`` is a :class:`TallyingSource` that counts for its schema."""
+    return hasattr(source, "schema_after") and bool(source.tallies())  # type: ignore[attr-defined]
+
+
 def default_to_records(item: Any) -> Sequence[bytes]:
     """The conversion when none is given: bytes are a serialized record already, anything
     else is a feature dict encoded as one ``tf.train.Example``."""
@@ -173,6 +208,11 @@ def attempt(to_records: ToRecords, item: Any) -> Sequence[bytes] | Converted | I
         return to_records(item)
     except ItemError as e:
         return e
+
+
+def observed(result: Sequence[bytes] | Converted | ItemError) -> dict[str, int]:
+    """The counters an item's conversion adds to the report (see :class:`Converted`)."""
+    return result.counters if isinstance(result, Converted) else {}
 
 
 def outcome(

@@ -30,7 +30,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from recordforge.manifest import Manifest
-from recordforge.pipeline import ConversionReport, Converted, Source, has_count, has_report
+from recordforge.pipeline import (
+    ConversionReport,
+    Converted,
+    SchemaAfter,
+    Source,
+    has_count,
+    has_report,
+    has_tally,
+)
 from recordforge.schema import Schema
 
 __all__ = ["SplitSources"]
@@ -89,6 +97,25 @@ class SplitSources:
         first = schemas[0]
         return first if all(s == first for s in schemas) else None
 
+    def tallies(self) -> bool:
+        """Whether the schema is made from the conversion's report: for one split whose
+        source counts for it (:class:`~recordforge.pipeline.TallyingSource`; with
+        several, their counts would mix, and each source's schema is found first)."""
+        (source, *more) = self.sources.values()
+        return not more and has_tally(source)
+
+    def schema_after(self, report: ConversionReport) -> Schema | None:
+        """The schema, from the conversion's final ``report`` where :meth:`tallies`."""
+        (source, *more) = self.sources.values()
+        if not more and has_tally(source):
+            return source.schema_after(report)
+        return self.schema()
+
+    def final_schema(self) -> Schema | SchemaAfter | None:
+        """What ``write_dataset(schema=...)`` is given: :meth:`schema_after` where
+        :meth:`tallies`, else :meth:`schema`."""
+        return self.schema_after if self.tallies() else self.schema()
+
     def describe(self) -> dict[str, Any]:
         if len(self.sources) == 1:
             return dict(next(iter(self.sources.values())).describe())
@@ -138,7 +165,7 @@ class SplitSources:
             splits=splits or {name: self.items(name) for name in self.sources},
             out=out,
             to_records=self.to_records,
-            schema=self.schema(),
+            schema=self.final_schema(),
             source=self.describe(),
             report=self.report(),
             **options,

@@ -52,12 +52,15 @@ from recordforge.manifest import Manifest, ShardInfo
 from recordforge.pipeline import (
     ConversionReport,
     Converted,
+    SchemaAfter,
     Source,
     ToRecords,
     attempt,
     default_to_records,
     has_count,
     has_report,
+    has_tally,
+    observed,
     outcome,
 )
 from recordforge.records import TFRecordWriter
@@ -288,6 +291,7 @@ def _write_split(
     try:
         for position, result in enumerate(results, start_item):
             records, items, errors = outcome(result)
+            counters = observed(result)
             first = start_record if position == start_item else 0
             frames = frame_sizes(records)
             starts = planner.add(position, frames, first)
@@ -309,6 +313,8 @@ def _write_split(
             shards.write_range(records, frames, k, len(records))
             consumed = position + 1
             report.items += items
+            for name, n in counters.items():
+                report.count(name, n)
             if progress is not None:
                 n = len(records) - first
                 progress(n, int(frames[first:].sum()) - FRAME_OVERHEAD * n)
@@ -403,18 +409,26 @@ def write_source(
     """``write_dataset`` of a :class:`~recordforge.pipeline.Source` (COCO, image folder,
     table): its items (or ``items``, already taken from it), converted by its
     ``to_records``, with its schema, description and report (what ``recordforge
-    convert`` writes); ``options`` are ``write_dataset``'s."""
+    convert`` writes); ``options`` are ``write_dataset``'s. The schema of a
+    :class:`~recordforge.pipeline.TallyingSource` is made from the final report."""
     report = source.report() if has_report(source) else None
     return write_dataset(
         source.items() if items is None else items,
         out,
         to_records=source.to_records,
-        schema=source.schema(),
+        schema=source.schema_after if has_tally(source) else source.schema(),
         source=source.describe(),
         report=report,
         num_records=source.num_records() if has_count(source) else None,
         **options,
     )
+
+
+def _final_schema(schema: Schema | SchemaAfter | None, report: ConversionReport) -> Schema | None:
+    """The schema given, or (a callable) the one made from the conversion's report."""
+    if schema is None or isinstance(schema, Schema):
+        return schema
+    return schema(report)
 
 
 def _split_counts(
@@ -439,7 +453,7 @@ def write_dataset(
     *,
     split: str = "train",
     splits: Mapping[str, Any] | None = None,
-    schema: Schema | None = None,
+    schema: Schema | SchemaAfter | None = None,
     to_records: ToRecords | None = None,
     on_error: OnError | Literal["fail"] = "raise",
     overwrite: bool = False,
@@ -455,7 +469,9 @@ def write_dataset(
 
     ``data`` is an iterable of feature dicts (or of serialized records), or columns: a
     dict of equal-length arrays, a pyarrow Table or a pandas DataFrame. ``splits`` maps
-    split names to such data instead. ``to_records`` turns one input item into its
+    split names to such data instead. ``schema`` (inferred from the records when not
+    given) may be a callable, given the final report once every item is converted.
+    ``to_records`` turns one input item into its
     records (raising :class:`ItemError` for a bad item: ``on_error="raise"`` stops,
     ``"skip"`` lists it in the report). Sharding options are those of
     :class:`WriteOptions`, given as keywords or as ``options``.
@@ -551,7 +567,9 @@ def write_dataset(
         final = _finalize(out, options, journal)
         report.records = sum(s.records for shards in final.values() for s in shards)
         manifest = Manifest(
-            schema=schema if schema is not None else _schema_of(column_schemas, out, final),
+            schema=final_schema
+            if (final_schema := _final_schema(schema, report)) is not None
+            else _schema_of(column_schemas, out, final),
             splits=final,
             compression=options.compression,
             index=options.index,

@@ -17,6 +17,7 @@ import recordforge as rf
 import recordforge.sources.table as table_module
 from recordforge.sources._table_parts import cell_converter
 from recordforge.sources.table import TableSource
+from recordforge.writer import write_source
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -384,3 +385,83 @@ def test_workers_give_the_same_shards(shared_data: Path, tmp_path: Path) -> None
     files = sorted(p.name for p in outs[0].iterdir() if p.suffix == ".tfrecord")
     assert len(files) == 4
     assert all((outs[0] / f).read_bytes() == (outs[1] / f).read_bytes() for f in files)
+
+
+# -- the schema from the conversion's counts (no pass over the file before it) -----------
+
+
+def _tables(shared_data: Path, tmp_path: Path) -> list[Path]:
+    """CSV, Parquet and JSONL tables with missing values in some columns only."""
+    import pyarrow.parquet as pq
+
+    taxi = shared_data / "tfx_chicago_taxi" / "data.csv"
+    penguins = shared_data / "pypi_bundled" / "palmerpenguins" / "penguins.csv"
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(penguins)
+    pq.write_table(table, tmp_path / "penguins.parquet", row_group_size=50)
+    jsonl = tmp_path / "penguins.jsonl"
+    with jsonl.open("w") as f:
+        for row in table.to_pylist():
+            f.write(json.dumps(row) + "\n")
+    return [taxi, penguins, tmp_path / "penguins.parquet", jsonl]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_schema_counted_by_the_conversion_is_the_one_of_a_pass_over_the_file(
+    workers: int, shared_data: Path, tmp_path: Path
+) -> None:
+    for k, path in enumerate(_tables(shared_data, tmp_path)):
+        src = TableSource(path, part_bytes=20_000, part_rows=60)
+        assert src.tallies()
+        manifest = write_source(src, tmp_path / f"{k}-{workers}", workers=workers, max_records=97)
+        passed = TableSource(path).schema()  # the pass over the whole file, before
+        assert manifest.schema == passed, path
+        # Some columns have missing values, some not; each one counted in the report.
+        shapes = {spec.shape for spec in passed.values()}
+        assert shapes == {(), (None,)}, path
+        counted = {
+            n[len("table/missing/") :] for n in manifest.report["counters"] if "missing" in n
+        }
+        assert counted == {name for name, spec in passed.items() if spec.shape == (None,)}
+        # The records are those of a conversion told that schema.
+        told = TableSource(path, schema=passed, part_bytes=20_000, part_rows=60)
+        write_source(told, tmp_path / f"{k}-told-{workers}", max_records=97)
+        for shard in manifest.splits["train"]:
+            mine = (tmp_path / f"{k}-{workers}" / shard.file).read_bytes()
+            theirs = (tmp_path / f"{k}-told-{workers}" / shard.file).read_bytes()
+            assert mine == theirs, (path, shard.file)
+
+
+def test_nullable_ints_as_floats_still_needs_the_pass(shared_data: Path, tmp_path: Path) -> None:
+    taxi = shared_data / "tfx_chicago_taxi" / "data.csv"
+    src = TableSource(taxi, nullable_ints="float32")
+    assert not src.tallies()  # an int column with a missing value is float32: known first
+    manifest = write_source(src, tmp_path / "out", max_records=500)
+    assert manifest.schema == TableSource(taxi, nullable_ints="float32").schema()
+    assert manifest.schema["trip_seconds"].dtype == "float32"
+    assert not any("missing" in n for n in manifest.report["counters"])
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_value_that_does_not_fit_the_inferred_type_stops_the_conversion(
+    on_error: str, tmp_path: Path
+) -> None:
+    """A column inferred as ints from the file's start with a float far down: the pass
+    that used to run first refused the file; the conversion refuses it where it meets
+    the value, whatever ``on_error`` (a skip would drop a whole part), naming the file
+    and bytes, with the shards before it kept for a rerun."""
+    path = tmp_path / "late.csv"
+    path.write_text("v,w\n" + "".join(f"{i},x\n" for i in range(1_000_000)) + "1.5,y\n")
+    src = TableSource(path)
+    out = tmp_path / "out"
+    with pytest.raises(rf.SchemaError, match=r"late\.csv.*bytes \d+-\d+.*pass schema=") as caught:
+        write_source(src, out, on_error=on_error, max_records=300_000)
+    assert not isinstance(caught.value, rf.ItemError)
+    # The 900,000 rows before the part holding the value: 3 completed shards, kept.
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".shard")) == [
+        f".train-0000{k}.shard" for k in range(3)
+    ]
+    assert not (out / "dataset.json").exists()
+    stop = path.stat().st_size
+    assert f"-{stop})" in str(caught.value)  # the last part, which holds the float

@@ -27,23 +27,32 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
 
+from recordforge import _fs
 from recordforge.schema import FeatureSpec
 
 __all__ = [
+    "COMPRESSED",
+    "FORMATS",
     "PART_BYTES",
     "PART_ROWS",
+    "Format",
     "SpreadRowsError",
     "TableBatch",
     "TablePart",
     "TableRow",
+    "arrow_source",
     "cell_converter",
     "csv_parts",
+    "format_of",
+    "input_stream",
     "jsonl_parts",
     "parquet_parts",
+    "pyarrow_module",
     "scan_lines",
     "whole_part",
 ]
@@ -501,3 +510,60 @@ def cell_converter(spec: FeatureSpec) -> Callable[[Any], Any]:
         return [element(v) for v in value]
 
     return convert
+
+
+# -- opening a table file --------------------------------------------------------------
+
+
+def arrow_source(path: str) -> Any:
+    """What pyarrow opens: the path, or for a URL (gs://, s3://, ...) an fsspec file."""
+    return _fs.open_file(path, "rb") if _fs.is_url(path) else path
+
+
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
+
+
+def input_stream(pa: Any, path: str) -> Any:
+    """pyarrow's input stream of a file, decompressed by its extension (a URL is read
+    through fsspec; pyarrow then cannot tell the compression from the name itself)."""
+    if not _fs.is_url(path):
+        return pa.input_stream(path)
+    codec = _CODECS.get(Path(path).suffix.lower())
+    return pa.input_stream(_fs.open_file(path, "rb"), compression=codec)
+
+
+def pyarrow_module() -> Any:
+    try:
+        import pyarrow  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "reading tables needs pyarrow: pip install 'recordforge[table]'"
+        ) from None
+    return pyarrow
+
+
+Format = Literal["csv", "parquet", "jsonl"]
+FORMATS: dict[str, Format] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+# Compressed CSV / JSONL are read through pyarrow's input streams, which detect these.
+COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
+
+
+def format_of(path: Path) -> Format:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        suffixes.pop()
+    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise ValueError(
+            f"{path}: cannot tell the table format from the file name; "
+            "pass format='csv', 'parquet' or 'jsonl'"
+        )
+    return fmt

@@ -44,18 +44,24 @@ rejected on its own::
 
     recordforge.writer.write_source(src, out, workers=4)
 
-Every part is read with the column names and types that the schema pass found for the
-whole file. ``shuffle=True`` in ``write_dataset`` permutes items, so for a table it
-permutes parts (before parts: batches of ``batch_size`` rows): for rows in random order,
-shuffle when reading (``Dataset.shuffle``, a shuffle buffer) or pass a small
+Every part is read with the column names and types found in the file's first block.
+Whether a column has missing values (which makes its shape ``(None,)``) is counted by
+the conversion itself, part by part (the report's ``table/missing/<column>``
+counters), so :func:`~recordforge.writer.write_source` reads the file once:
+``schema_after(report)`` is the schema of what was written. :meth:`TableSource.schema`,
+asked before a conversion, reads the whole file for it.
+
+``shuffle=True`` in ``write_dataset`` permutes items, so for a table it permutes parts
+(before parts: batches of ``batch_size`` rows): for rows in random order, shuffle when
+reading (``Dataset.shuffle``, a shuffle buffer) or pass a small
 ``part_bytes``. ``num_records()`` counts rows without reading them (Parquet metadata; for
 CSV and JSONL the byte scan that cuts the parts), so ``num_shards`` can cut at rows.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -65,80 +71,37 @@ from recordforge import _fs
 from recordforge.columns import ColumnError, arrow_columns, infer_spec
 from recordforge.errors import ItemError, SchemaError
 from recordforge.example import encode_example, encode_record_batch
-from recordforge.pipeline import Converted
+from recordforge.pipeline import ConversionReport, Converted
 from recordforge.schema import FeatureSpec, Schema
 from recordforge.sources._table_parts import (
+    COMPRESSED,
+    FORMATS,
     PART_BYTES,
     PART_ROWS,
+    Format,
     SpreadRowsError,
     TableBatch,
     TablePart,
     TableRow,
+    arrow_source,
     cell_converter,
     csv_parts,
+    format_of,
+    input_stream,
     jsonl_parts,
     parquet_parts,
+    pyarrow_module,
     whole_part,
 )
+from recordforge.sources._table_schema import MISSING, integral, missing_counters, null_counts
 
 __all__ = ["FORMATS", "TableBatch", "TablePart", "TableRow", "TableSource"]
 
-Format = Literal["csv", "parquet", "jsonl"]
-FORMATS: dict[str, Format] = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-# Compressed CSV / JSONL are read through pyarrow's input streams, which detect these.
-_COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 DEFAULT_BATCH_SIZE = 8192
 _BLOCK_BYTES = 4 << 20
-# The schema, the CSV column types to read with, the file's Arrow schema (for every part).
+# The schema records are encoded with, the CSV column types to read with, the file's
+# Arrow schema (for every part).
 _Plan = tuple[Schema, dict[str, Any] | None, Any]
-
-
-def _format_of(path: Path) -> Format:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in _COMPRESSED:
-        suffixes.pop()
-    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
-    if fmt is None:
-        raise ValueError(
-            f"{path}: cannot tell the table format from the file name; "
-            "pass format='csv', 'parquet' or 'jsonl'"
-        )
-    return fmt
-
-
-def _source(path: str) -> Any:
-    """What pyarrow opens: the path, or for a URL (gs://, s3://, ...) an fsspec file."""
-    return _fs.open_file(path, "rb") if _fs.is_url(path) else path
-
-
-_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
-
-
-def _input_stream(pa: Any, path: str) -> Any:
-    """pyarrow's input stream of a file, decompressed by its extension (a URL is read
-    through fsspec; pyarrow then cannot tell the compression from the name itself)."""
-    if not _fs.is_url(path):
-        return pa.input_stream(path)
-    codec = _CODECS.get(Path(path).suffix.lower())
-    return pa.input_stream(_fs.open_file(path, "rb"), compression=codec)
-
-
-def _pyarrow() -> Any:
-    try:
-        import pyarrow  # type: ignore[import-untyped]
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "reading tables needs pyarrow: pip install 'recordforge[table]'"
-        ) from None
-    return pyarrow
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -191,7 +154,7 @@ class TableSource:
         part_rows: int = PART_ROWS,
     ) -> None:
         p = Path(path)
-        fmt = format if format is not None else _format_of(p)
+        fmt = format if format is not None else format_of(p)
         if fmt not in ("csv", "parquet", "jsonl"):
             raise ValueError(f"format must be 'csv', 'parquet' or 'jsonl', not {fmt!r}")
         if batch_size < 1:
@@ -229,7 +192,7 @@ class TableSource:
         # The inferred schema travels (a worker need not scan the file again); the
         # converters are closures and are rebuilt where they are used.
         state = dict(self.__dict__)
-        state["_cache"] = {k: v for k, v in self._cache.items() if k == "plan"}
+        state["_cache"] = {k: v for k, v in self._cache.items() if k in ("plan", "tally")}
         return state
 
     def describe(self) -> dict[str, Any]:
@@ -258,19 +221,19 @@ class TableSource:
 
     def _arrow_batches(self, column_types: Mapping[str, Any] | None) -> Generator[Any]:
         """pyarrow record batches of the file; ``column_types`` fixes CSV column types."""
-        pa = _pyarrow()
+        pa = pyarrow_module()
         try:
             if self.format == "parquet":
                 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-                parquet = pq.ParquetFile(_source(self.path))
+                parquet = pq.ParquetFile(arrow_source(self.path))
                 yield from parquet.iter_batches(batch_size=self.batch_size)
                 return
             if self.format == "csv":
                 import pyarrow.csv as pcsv
 
                 reader = pcsv.open_csv(
-                    _input_stream(pa, self.path),
+                    input_stream(pa, self.path),
                     read_options=pcsv.ReadOptions(
                         block_size=_BLOCK_BYTES,
                         skip_rows=self.skip_rows,
@@ -283,7 +246,7 @@ class TableSource:
                 import pyarrow.json as pjson  # type: ignore[import-untyped]
 
                 reader = pjson.open_json(
-                    _input_stream(pa, self.path),
+                    input_stream(pa, self.path),
                     read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES),
                 )
             yield from self._sliced(reader)
@@ -302,7 +265,8 @@ class TableSource:
         return plan
 
     def _make_plan(self) -> _Plan:
-        pa = _pyarrow()
+        pa = pyarrow_module()
+        self._cache["tally"] = False  # (given types: nothing to count)
         if self.given_schema is not None:
             file_schema = self._arrow_schema()
             columns = list(file_schema.names)
@@ -317,67 +281,43 @@ class TableSource:
         batches = self._arrow_batches(None)
         first = next(batches, None)  # pyarrow infers the types from the first block
         batches.close()
-        if first is None:
-            arrow_schema, nulls = self._arrow_schema(), {}
+        arrow_schema = self._arrow_schema() if first is None else first.schema
+        # Missing values are counted as records are encoded (every column may have
+        # them while encoding: a value encodes the same whatever the shape), unless they
+        # change a kind (nullable_ints="float32": an int column with one is float32).
+        tally = first is not None and not (
+            self.nullable_ints == "float32" and any(integral(field.type) for field in arrow_schema)
+        )
+        self._cache["tally"] = tally
+        if tally:
+            nulls = {field.name: 1 for field in arrow_schema}
         else:
-            arrow_schema = first.schema
-            nulls = self._null_counts(arrow_schema)
-        features = {
-            field.name: self._infer(field.name, field.type, nulls.get(field.name, 0))
-            for field in arrow_schema
-        }
+            nulls = {} if first is None else self._null_counts(arrow_schema)
         types = {f.name: f.type for f in arrow_schema} if self.format == "csv" else None
-        return Schema(features), types, arrow_schema
+        return self._schema_with(arrow_schema, nulls), types, arrow_schema
+
+    def _schema_with(self, arrow_schema: Any, nulls: Mapping[str, int]) -> Schema:
+        return Schema(
+            {
+                field.name: self._infer(field.name, field.type, nulls.get(field.name, 0))
+                for field in arrow_schema
+            }
+        )
 
     def _null_counts(self, arrow_schema: Any) -> dict[str, int]:
-        """Missing values per column over the whole file: its parts read on threads
-        (pyarrow parses without the GIL) with the types of the first block, as the
-        conversion reads them; a value that does not convert is an error, as in a
-        one-pass read. The first part (in file order) that fails is the error raised."""
-        pa = _pyarrow()
+        """Missing values per column over the whole file (see :func:`null_counts`)."""
         types = {f.name: f.type for f in arrow_schema} if self.format == "csv" else None
-
-        def count(part: TablePart) -> dict[str, int]:
-            nulls: dict[str, int] = {}
-            try:
-                for batch in self._part_batches(part, types, arrow_schema):
-                    if batch.schema != arrow_schema:
-                        raise SchemaError(
-                            f"{self.path}: column types change within the file "
-                            f"({arrow_schema} then {batch.schema}); pass schema= to set them"
-                        )
-                    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                        nulls[name] = nulls.get(name, 0) + column.null_count
-            except pa.ArrowException as e:
-                hint = ""
-                if "conversion error" in str(e):
-                    hint = " (column types are inferred from the start of the file; pass schema=)"
-                where = part.name.rsplit(": ", 1)[1]
-                raise ItemError(self.path, f"cannot read {self.format} ({where}): {e}{hint}") from e
-            return nulls
-
-        parts = self.parts()
-        # Each thread holds a part (4 MiB and its columns): a few threads at most.
-        threads = min(len(parts), os.cpu_count() or 1, 8)
-        if threads > 1:
-            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-                counts = list(pool.map(count, parts))
-        else:
-            counts = [count(part) for part in parts]
-        total: dict[str, int] = {}
-        for nulls in counts:
-            for name, n in nulls.items():
-                total[name] = total.get(name, 0) + n
-        return total
+        read = functools.partial(self._part_batches, types=types, file_schema=arrow_schema)
+        return null_counts(self.path, self.format, self.parts(), read, arrow_schema)
 
     def _arrow_schema(self) -> Any:
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(_source(self.path)).schema_arrow
+            return pq.ParquetFile(arrow_source(self.path)).schema_arrow
         for batch in self._arrow_batches(None):
             return batch.schema
-        pa = _pyarrow()
+        pa = pyarrow_module()
         if self.format == "csv":  # a header and no rows: every column is text
             header: Sequence[str] | None = self.column_names
             if header is None:
@@ -396,7 +336,32 @@ class TableSource:
     def schema(self) -> Schema:
         """The schema of the records: the given one, or one inferred by a pass over the
         file (types from pyarrow, shapes from whether a column has missing values)."""
-        return self._plan()[0]
+        plan = self._plan()
+        if not self._cache["tally"]:
+            return plan[0]
+        if "schema" not in self._cache:
+            self._cache["schema"] = self._schema_with(plan[2], self._null_counts(plan[2]))
+        schema: Schema = self._cache["schema"]
+        return schema
+
+    def tallies(self) -> bool:
+        """Whether the conversion counts the missing values that make the schema (see
+        :meth:`schema_after`): the types are inferred and the counts change no kind."""
+        self._plan()
+        return bool(self._cache["tally"])
+
+    def schema_after(self, report: ConversionReport) -> Schema:
+        """The schema of the records a conversion wrote, from its ``report``'s counts of
+        missing values (the file is not read again); :meth:`schema` where the conversion
+        does not count them."""
+        plan = self._plan()
+        if not self._cache["tally"]:
+            return plan[0]
+        counters = report.counters
+        nulls = {
+            name[len(MISSING) :]: n for name, n in counters.items() if name.startswith(MISSING)
+        }
+        return self._schema_with(plan[2], nulls)
 
     def batches(self) -> Iterator[TableBatch]:
         """The file's rows, ``batch_size`` at a time, read in one pass."""
@@ -417,12 +382,12 @@ class TableSource:
         return parts
 
     def _make_parts(self) -> list[TablePart]:
-        pa = _pyarrow()
+        pa = pyarrow_module()
         try:
             if self.format == "parquet":
                 import pyarrow.parquet as pq
 
-                meta = pq.ParquetFile(_source(self.path)).metadata
+                meta = pq.ParquetFile(arrow_source(self.path)).metadata
                 groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
                 return parquet_parts(
                     self.path,
@@ -431,10 +396,8 @@ class TableSource:
                     part_rows=self.part_rows,
                     part_bytes=self.part_bytes,
                 )
-            compressed = Path(self.path).suffix.lower() in _COMPRESSED
-            with (
-                _input_stream(pa, self.path) if compressed else _fs.open_file(self.path, "rb")
-            ) as f:
+            compressed = Path(self.path).suffix.lower() in COMPRESSED
+            with input_stream(pa, self.path) if compressed else _fs.open_file(self.path, "rb") as f:
                 if self.format == "csv":
                     parts = csv_parts(
                         f,
@@ -469,7 +432,7 @@ class TableSource:
 
     def rows(self) -> Iterator[TableRow]:
         """The file's rows one by one (read a batch at a time)."""
-        names = list(self.schema())
+        names = list(self._plan()[0])
         for batch in self.batches():
             yield from batch.rows(names)
 
@@ -481,11 +444,11 @@ class TableSource:
         if part.kind == "whole":
             yield from self._arrow_batches(types)
             return
-        pa = _pyarrow()
+        pa = pyarrow_module()
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            parquet = pq.ParquetFile(_source(self.path))
+            parquet = pq.ParquetFile(arrow_source(self.path))
             yield from parquet.iter_batches(
                 batch_size=self.batch_size, row_groups=list(range(part.start, part.stop))
             )
@@ -519,7 +482,7 @@ class TableSource:
     def _read_part(self, part: TablePart) -> list[Any]:
         """The part's batches, checked to hold the rows the scan counted; ItemError
         (naming the file and the part's rows) when pyarrow cannot read them."""
-        pa = _pyarrow()
+        pa = pyarrow_module()
         where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
         try:
             batches = list(self._part_batches(part, *self._plan()[1:]))
@@ -541,32 +504,49 @@ class TableSource:
         converted as a whole and encoded in Rust; when a column does not fit the schema,
         the rows are converted one by one so that each bad row is named (file, row,
         column) and rejected on its own. A part that cannot be read is one error naming
-        the file and its rows (every row of it counts as an item)."""
+        the file and its rows (every row of it counts as an item); where the types were
+        inferred from the file's start (:meth:`tallies`), it stops the conversion, as
+        :meth:`schema`'s pass over the file would have before it. The missing values of
+        every column are counted (:data:`MISSING`) where the schema is made from them."""
         if isinstance(item, TableBatch):
             return self._batch_records(item)
         try:
             batches = self._read_part(item)
         except ItemError as e:
+            if self.tallies() and e.__cause__ is not None:
+                hint = ""
+                if "conversion error" in str(e.__cause__):
+                    hint = " (column types are inferred from the start of the file; pass schema=)"
+                raise SchemaError(f"{e.item}: {e.reason}{hint}") from None
             return Converted([], item.rows, [e])
         if not batches:
             return Converted([], 0)
-        pa = _pyarrow()
+        pa = pyarrow_module()
+        table = pa.Table.from_batches(batches)
+        counters = self._missing(table)
         try:
-            columns = arrow_columns(pa.Table.from_batches(batches), self.schema())
+            columns = arrow_columns(table, self._plan()[0])
         except ColumnError:
             records: list[bytes] = []
             errors: list[ItemError] = []
             row = item.first_row
             for batch in batches:
-                converted = self._batch_records(TableBatch(self.path, row, batch))
+                converted = self._batch_records(TableBatch(self.path, row, batch), False)
                 records.extend(converted.records)
                 errors.extend(converted.errors)
                 row += batch.num_rows
-            return Converted(records, item.rows, errors)
-        return Converted(encode_record_batch(columns), item.rows)
+            return Converted(records, item.rows, errors, counters)
+        return Converted(encode_record_batch(columns), item.rows, counters=counters)
 
-    def _batch_records(self, batch: TableBatch) -> Converted:
-        schema = self.schema()
+    def _missing(self, table: Any) -> dict[str, int]:
+        """The report's counters of ``table``'s missing values (where they are counted)."""
+        if not self.tallies():
+            return {}
+        return missing_counters(table)
+
+    def _batch_records(self, batch: TableBatch, count: bool = True) -> Converted:
+        schema = self._plan()[0]
+        counters = self._missing(batch.arrow) if count else {}
         try:
             columns = arrow_columns(batch.arrow, schema)
         except ColumnError:
@@ -577,13 +557,13 @@ class TableSource:
                     records.extend(self.row_to_records(row))
                 except ItemError as e:
                     errors.append(e)
-            return Converted(records, len(batch), errors)
-        return Converted(encode_record_batch(columns), len(batch))
+            return Converted(records, len(batch), errors, counters)
+        return Converted(encode_record_batch(columns), len(batch), counters=counters)
 
     def _converters(self) -> dict[str, Callable[[Any], Any]]:
         if "converters" not in self._cache:
             self._cache["converters"] = {
-                name: cell_converter(spec) for name, spec in self.schema().items()
+                name: cell_converter(spec) for name, spec in self._plan()[0].items()
             }
         converters: dict[str, Callable[[Any], Any]] = self._cache["converters"]
         return converters

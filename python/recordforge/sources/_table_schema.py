@@ -1,0 +1,88 @@
+"""What a table's schema needs beyond the types of the file's first block: whether each
+column has missing values (its shape is then ``(None,)``), counted by a pass over the
+whole file (:func:`null_counts`, what :meth:`TableSource.schema
+<recordforge.sources.table.TableSource.schema>` runs before a conversion) or by the
+conversion itself, part by part, as report counters (:func:`missing_counters`, named
+:data:`MISSING` + the column).
+
+>>> import pyarrow as pa
+>>> missing_counters(pa.table({"a": [1, None, None], "b": ["x", "y", "z"]}))
+{'table/missing/a': 2}
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from recordforge.errors import ItemError, SchemaError
+from recordforge.sources._table_parts import TablePart, pyarrow_module
+
+__all__ = ["MISSING", "integral", "missing_counters", "null_counts"]
+
+# The report's counter of a column's missing values: table/missing/<column>.
+MISSING = "table/missing/"
+
+
+def integral(arrow_type: Any) -> bool:
+    """Whether a column of ``arrow_type`` is ints or booleans (nullable_ints applies)."""
+    types = pyarrow_module().types
+    if types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return bool(types.is_integer(arrow_type) or types.is_boolean(arrow_type))
+
+
+def missing_counters(table: Any) -> dict[str, int]:
+    """The missing values of each column of a pyarrow Table or RecordBatch that has
+    any, as report counters."""
+    counts = ((name, table.column(name).null_count) for name in table.schema.names)
+    return {f"{MISSING}{name}": n for name, n in counts if n}
+
+
+def null_counts(
+    path: str,
+    fmt: str,
+    parts: Sequence[TablePart],
+    read: Callable[[TablePart], Iterable[Any]],
+    arrow_schema: Any,
+) -> dict[str, int]:
+    """Missing values per column over the whole file: its ``parts`` read (``read``:
+    a part's pyarrow batches) on threads (pyarrow parses without the GIL) with the types
+    of the first block, as the conversion reads them; a value that does not convert is
+    an error, as in a one-pass read. The first part (in file order) that fails is the
+    error raised."""
+    pa = pyarrow_module()
+
+    def count(part: TablePart) -> dict[str, int]:
+        nulls: dict[str, int] = {}
+        try:
+            for batch in read(part):
+                if batch.schema != arrow_schema:
+                    raise SchemaError(
+                        f"{path}: column types change within the file "
+                        f"({arrow_schema} then {batch.schema}); pass schema= to set them"
+                    )
+                for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                    nulls[name] = nulls.get(name, 0) + column.null_count
+        except pa.ArrowException as e:
+            hint = ""
+            if "conversion error" in str(e):
+                hint = " (column types are inferred from the start of the file; pass schema=)"
+            where = part.name.rsplit(": ", 1)[1]
+            raise ItemError(path, f"cannot read {fmt} ({where}): {e}{hint}") from e
+        return nulls
+
+    # Each thread holds a part (4 MiB and its columns): a few threads at most.
+    threads = min(len(parts), os.cpu_count() or 1, 8)
+    if threads > 1:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            counts = list(pool.map(count, parts))
+    else:
+        counts = [count(part) for part in parts]
+    total: dict[str, int] = {}
+    for nulls in counts:
+        for name, n in nulls.items():
+            total[name] = total.get(name, 0) + n
+    return total
