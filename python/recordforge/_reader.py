@@ -391,6 +391,11 @@ class Dataset:
 
     # -- random access -----------------------------------------------------------------
 
+    @property
+    def _remote(self) -> bool:
+        """Whether a file is remote (random access reads it by range, not mapped)."""
+        return any(_fs.is_url(f) for f in self.files)
+
     def _starts(self) -> np.ndarray:
         """Index of the first record of each of this dataset's files, and the total."""
         if self._starts_cache is None:
@@ -429,6 +434,8 @@ class Dataset:
         mine = self._my_files()
         k = np.searchsorted(starts, where, side="right") - 1
         used = np.unique(k)
+        if any(_fs.is_url(self.files[mine[f]]) for f in used.tolist()):
+            return self._take_by_range(where, k, used)
         offsets = np.empty(len(where), dtype=np.uint64)
         for f in used.tolist():
             hit = k == f
@@ -443,6 +450,20 @@ class Dataset:
         where_read = zip(file_index.tolist(), offsets.tolist(), strict=True)
         records = [files[j].read(offset) for j, offset in where_read]
         return self._with_lists(records, columns)
+
+    def _take_by_range(self, where: np.ndarray, k: np.ndarray, used: np.ndarray) -> dict[str, Any]:
+        """:meth:`take` of remote records: their frames only (:mod:`recordforge._ranged`)."""
+        from recordforge._ranged import fetch_records
+
+        starts, mine = self._starts(), self._my_files()
+        records: list[bytes] = [b""] * len(where)
+        for f in used.tolist():
+            hit = np.flatnonzero(k == f)
+            path = self.files[mine[f]]
+            spans, local = np.stack(self._shards.spans(path, mine)), where[hit] - starts[f]
+            for i, record in zip(hit.tolist(), fetch_records(path, *spans[:, local]), strict=True):
+                records[i] = record
+        return self._columns(records)
 
     def __getitem__(self, i: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
         """Record ``i`` (in stored order; shuffling does not apply; negative from the
@@ -466,7 +487,7 @@ class Dataset:
         if rows is not None and type(i) is int:  # the common case, first: ~0.1 µs
             return rows[i]
         if isinstance(i, (int, np.integer)):
-            if self.schema.feature_lists:
+            if self.schema.feature_lists or self._remote:
                 return {name: column[0] for name, column in self.take([i]).items()}
             return (rows if rows is not None else self._rows())[i]
         if isinstance(i, slice):

@@ -180,6 +180,7 @@ class ShardFiles:
         self._max_record_bytes = max_record_bytes
         self._skip = skip
         self._offsets: dict[str, np.ndarray] = {}
+        self._spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._open: dict[str, Any] = {}
 
     # -- compression -------------------------------------------------------------------
@@ -242,9 +243,11 @@ class ShardFiles:
         local = not _fs.is_url(path)
         if local and os.stat(path).st_size != claim.bytes:
             exact = True  # the file changed since dataset.json was written: count it
-        if exact:
+        if exact and not local:  # the offsets for reads by range, found once
+            found: int | None = len(self._located(path)[0])
+        elif exact:
             # .idx lines when it covers the file, else a walk
-            found: int | None = count_records(path, self._max_record_bytes)
+            found = count_records(path, self._max_record_bytes)
         elif local:
             found = _index.count(path, claim.bytes)  # None: no usable .idx, the size agrees
         else:
@@ -321,3 +324,29 @@ class ShardFiles:
                 )
             self._offsets[path] = offsets
         return self._offsets[path]
+
+    def spans(self, path: str, mine: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Each record's offset and framed size (int64s) in the remote file ``path``,
+        for reads by range; as many as the file's checked count."""
+        offsets, sizes = self._located(path)
+        counts = self.record_counts(mine, exact=True)
+        expected = counts[self.files.index(path)]
+        if len(offsets) != expected:  # the file changed since it was counted
+            raise CorruptRecordError(
+                path, 0, f"{len(offsets)} records, {expected} when it was counted"
+            )
+        return offsets, sizes
+
+    def _located(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        """A remote file's record offsets and framed sizes: from its ``.idx`` when that
+        covers the file exactly, else from one streamed walk (no download); once."""
+        if path not in self._spans:
+            from recordforge._ranged import frame_spans
+
+            index = _index.read(path)
+            if index is not None:
+                offsets, sizes = index
+            else:
+                offsets, sizes = frame_spans(path, self._max_record_bytes)
+            self._spans[path] = (offsets.astype(np.int64), sizes.astype(np.int64))
+        return self._spans[path]

@@ -72,6 +72,9 @@ def detect_compression(path: str | os.PathLike[str]) -> Compression:
     >>> rf.records.detect_compression(path)
     'gzip'
     """
+    if _fs.is_url(path):  # 12 bytes by range (an fsspec file would read a whole block)
+        fs, where = _fs.filesystem(str(path))
+        return compression_of(fs.cat_file(where, start=0, end=12))
     with _fs.open_file(path) as f:
         head = f.read(12)
     return compression_of(head)

@@ -1,0 +1,195 @@
+"""Random access to a remote dataset by range (``recordforge/_ranged.py``): ``ds[i]`` and
+``take`` on ``s3://`` read the records' frames only, counted on the wire by a loopback
+proxy in front of a moto S3 server; nothing is staged on local disk; a damaged frame is
+an error naming the URL and byte."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import recordforge as rf
+
+s3fs = pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+BUCKET = "recordforge-ranged"
+
+
+class Proxy:
+    """A TCP proxy on loopback that counts the bytes the server sends and the requests
+    the client makes (``GET`` request lines)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sent = 0  # server -> client
+        self.gets = 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.sent = self.gets = 0
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                with self.lock:
+                    if from_server:
+                        self.sent += len(data)
+                    else:
+                        self.gets += data.count(b"GET /")
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[Any, Proxy]]:
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    proxy = Proxy(server.get_host_and_port())
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    patch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    patch.delenv("AWS_PROFILE", raising=False)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(anon=False)
+    fs.mkdir(BUCKET)
+    try:
+        yield fs, proxy
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        patch.undo()
+        proxy.listener.close()
+        server.stop()
+
+
+ROWS = 2_000
+PAYLOAD = 2_000  # bytes of the blob of each record
+
+
+def _rows() -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    blobs = [rng.bytes(PAYLOAD) for _ in range(ROWS)]
+    return {"id": np.arange(ROWS), "blob": np.array(blobs, dtype=object)}
+
+
+@pytest.fixture(scope="module")
+def written(s3: tuple[Any, Proxy], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The same rows in a local dataset and in two remote ones (with and without .idx);
+    shards of ~1 MB."""
+    local = tmp_path_factory.mktemp("ranged") / "local"
+    rf.write_dataset(_rows(), local, max_bytes="1MB", index=True)
+    urls = {"local": str(local)}
+    for index in (True, False):
+        url = f"s3://{BUCKET}/{'indexed' if index else 'bare'}"
+        rf.write_dataset(_rows(), url, max_bytes="1MB", index=index)
+        urls["indexed" if index else "bare"] = url
+    return urls
+
+
+@pytest.fixture
+def no_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Temporary files go to a fresh directory, which must stay empty."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    return scratch
+
+
+def test_twenty_random_records_cost_their_bytes_not_their_shards(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    fs, proxy = s3
+    local = rf.open_dataset(written["local"])
+    remote = rf.open_dataset(written["indexed"])
+    assert len(remote) == ROWS
+    shard_bytes = sum(s.bytes for s in remote.manifest.splits["train"])
+    idx_bytes = sum(fs.size(p) for p in fs.find(f"{BUCKET}/indexed") if p.endswith(".idx"))
+    picks = np.random.default_rng(3).choice(ROWS, 20, replace=False).tolist()
+    proxy.reset()
+    for i in picks:
+        mine, theirs = remote[i], local[i]
+        assert mine["id"] == theirs["id"] and mine["blob"] == theirs["blob"]
+    record_bytes = 20 * (PAYLOAD + 40)
+    # The records, the .idx of each shard touched, HTTP headers (< 1 kB a response).
+    assert proxy.sent < record_bytes + idx_bytes + 20 * 1024 + 8 * 1024, proxy.sent
+    assert proxy.sent < shard_bytes / 10
+    assert list(no_staging.iterdir()) == []
+
+
+def test_take_coalesces_nearby_records_into_one_request(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    _, proxy = s3
+    remote = rf.open_dataset(written["indexed"])
+    local = rf.open_dataset(written["local"])
+    remote.take([0])  # the first shard's .idx, read once
+    proxy.reset()
+    wanted = [40, 3, 17, 3, 25]  # one shard, a repeat, out of order
+    got = remote.take(wanted)
+    assert got["id"].tolist() == wanted
+    assert list(got["blob"]) == list(local.take(wanted)["blob"])
+    assert proxy.gets == 1, proxy.gets
+    assert proxy.sent < (41 - 3) * (PAYLOAD + 40) + 4096
+    assert list(no_staging.iterdir()) == []
+
+
+def test_without_an_index_one_streamed_walk_finds_the_offsets(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    remote = rf.open_dataset(written["bare"])
+    local = rf.open_dataset(written["local"])
+    for i in (0, 999, ROWS - 1, -5):
+        assert remote[i]["blob"] == local[i]["blob"]
+    assert remote.take([5, 1500])["id"].tolist() == [5, 1500]
+    assert list(no_staging.iterdir()) == []
+
+
+def test_a_damaged_frame_names_the_url_and_byte(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    fs, _ = s3
+    url = f"s3://{BUCKET}/damaged"
+    fs.copy(f"{BUCKET}/indexed", f"{BUCKET}/damaged", recursive=True)
+    remote = rf.open_dataset(url)
+    first = remote.manifest.splits["train"][0].file
+    data = bytearray(fs.cat_file(f"{BUCKET}/damaged/{first}"))
+    offset = 3 * (PAYLOAD + 40)  # inside record 3 or 4: find its frame from the index
+    idx = fs.cat_file(f"{BUCKET}/damaged/{first}.idx").decode().split()
+    starts = [int(v) for v in idx[0::2]]
+    victim = max(k for k, s in enumerate(starts) if s <= offset)
+    data[starts[victim] + 100] ^= 0xFF
+    fs.pipe_file(f"{BUCKET}/damaged/{first}", bytes(data))
+    assert remote[victim + 1]["id"] == victim + 1  # its neighbour is intact
+    with pytest.raises(rf.CorruptRecordError, match=rf"{first}.*{starts[victim]}.*data CRC"):
+        remote[victim]
+    assert list(no_staging.iterdir()) == []
