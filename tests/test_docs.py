@@ -11,6 +11,7 @@ import recordforge as rf
 
 MODULES = [
     "recordforge",
+    "recordforge._ranged",
     "recordforge.demo",
     "recordforge.errors",
     "recordforge.example",
@@ -20,6 +21,7 @@ MODULES = [
     "recordforge.schema",
     "recordforge.sequence",
     "recordforge.sharding",
+    "recordforge.sources._table_schema",
     "recordforge.sources.coco",
     "recordforge.sources.samples",
     "recordforge.splits",

@@ -9,9 +9,12 @@ Workers are made to misbehave from inside: the conversion, run in a worker proce
 replaces ``os.pwritev`` / ``os.fsync`` there (never in the test process) or signals its
 parent. Kills run in a subprocess.
 
-Tests marked ``xfail(strict=True)`` with a reason that starts with "BUG" show bugs of
-the library found here: they fail until the bug is fixed (then, strict, they report
-XPASS: remove the mark).
+Eleven of these found bugs, since fixed: a task's OSError taken for a worker's death, a
+hang on items that do not pickle, ItemError subclasses that did not unpickle, errors
+raised out of item order, no item named in a worker's exception, a conversion that
+spawned workers cannot load called a death, workers leaked or printing tracebacks when
+interrupted while starting, chunk memory sized by the average item, shard modes that
+ignored the umask, and a full disk naming no file.
 """
 
 from __future__ import annotations
@@ -213,15 +216,6 @@ def _no_space(fd: int, buffers: Any, offset: int) -> int:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a full disk while a worker writes a shard (_workers._place -> "
-    "_pwrite_all, os.pwritev) is reported as 'a worker process died (killed, or out of "
-    "memory) converting or writing nothing yet' (see the test below: Workers.pump takes "
-    "any OSError re-raised by _answer for a dead pipe). Once that is fixed, the "
-    "OSError still names no file, where the in-process writer names it (_atomic.named, "
-    "'a full disk's ENOSPC'), as STYLE.md asks of every error",
-)
 def test_a_full_disk_in_a_worker_names_the_shard(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(OSError) as caught:
@@ -238,17 +232,6 @@ def missing_file(item: dict[str, Any]) -> list[bytes]:
     return one_to_three(item)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an OSError raised by a task in a worker (here FileNotFoundError from "
-    "to_records; also ENOSPC/EIO while writing or finishing a shard) is reported as 'a "
-    "worker process died (killed, or out of memory)', naming the items of whatever "
-    "chunk is queued (items 12..15 for a failure at item 7), and the error with its "
-    "file name is lost: in Workers.pump, 'except (EOFError, OSError): dead.append(k)' "
-    "wraps self._answer(conn.recv()), and _answer re-raises the task's exception "
-    "('if not ok: raise value'), so the except meant for a dead pipe catches it; the "
-    "advice to rerun then fails the same way",
-)
 def test_an_os_error_of_to_records_is_not_called_a_worker_death(tmp_path: Path) -> None:
     messages = []
     for workers in (1, 2):
@@ -260,13 +243,6 @@ def test_an_os_error_of_to_records_is_not_called_a_worker_death(tmp_path: Path) 
     assert "img7.jpg" in messages[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): workers create the shard files with mode 0o644 "
-    "(_workers._place and _finish: os.open(..., 0o644)), so under umask 002 the shards "
-    "of workers=2 are -rw-r--r-- where those of workers=1 (and the .idx files next to "
-    "them) are -rw-rw-r--: group-writable datasets lose their group's write permission",
-)
 def test_shard_files_have_the_modes_of_one_worker(tmp_path: Path) -> None:
     old = os.umask(0o002)
     try:
@@ -284,13 +260,6 @@ def test_shard_files_have_the_modes_of_one_worker(tmp_path: Path) -> None:
 # -- Ctrl-C while the workers start ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (leak): an interrupt (or a failed fork/spawn: EAGAIN, ENOMEM) while "
-    "Workers.__init__ starts its processes leaves the ones already started running: "
-    "write_split only closes the pool once Workers() has returned (pool.close in the "
-    "second try); in a long-lived process (a notebook) they stay, idle, until it exits",
-)
 def test_an_interrupt_while_workers_start_leaves_none_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -360,16 +329,6 @@ GROUP_CTRL_C = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ctrl-C in a terminal signals the whole foreground process group; a "
-    "worker only ignores SIGINT once _workers._init runs, after a spawned worker's "
-    "interpreter start-up and imports (a forked one's bootstrap), so a worker starting "
-    "then prints a KeyboardInterrupt traceback to the user's terminal, unless the "
-    "parent's kill wins the race (the CLI prints 'interrupted' for the parent only). "
-    "Spawn is what the CLI gets once its progress bar's thread runs (a second --split), "
-    "and what a notebook always gets",
-)
 def test_ctrl_c_to_the_process_group_while_workers_start_prints_no_traceback(
     tmp_path: Path,
 ) -> None:
@@ -540,15 +499,6 @@ def missing_images(item: dict[str, Any]) -> list[bytes]:
     return one_to_three(item)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: an ItemError subclass whose __init__ is not (item, reason) is returned, "
-    "not raised, by _workers._convert, so _portable never sees it; its pickle fails to "
-    "load in the parent (Workers.pump -> conn.recv) and the conversion dies with "
-    "'MissingImage.__init__() takes 2 positional arguments but 3 were given' where "
-    "workers=1 skips the items",
-)
 def test_an_item_error_subclass_is_skipped_as_by_one_worker(tmp_path: Path) -> None:
     for workers in (1, 2):
         manifest = rf.write_dataset(
@@ -577,14 +527,6 @@ def late_error_first(item: dict[str, Any]) -> list[bytes]:
     return one_to_three(item)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Workers._answer raises a worker's exception as soon as it arrives "
-    "(_workers.py, pump -> _answer: 'if not ok: raise value'), not when its chunk is "
-    "reached in item order: the error of a later item (ValueError of row 5) replaces the "
-    "first one (ItemError of row 3), and the shards before the first error, which one "
-    "worker commits and keeps for the rerun, are never committed",
-)
 def test_the_first_error_in_item_order_is_raised_with_the_shards_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -613,13 +555,6 @@ def labelled(item: dict[str, Any]) -> list[bytes]:
     return one_to_three(item)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (diagnosis): an exception of to_records in a worker reaches the caller as a "
-    "bare unpickled exception (Workers._answer: 'raise value'): no worker traceback (as "
-    "concurrent.futures attaches) and no item or chunk named, where one worker's "
-    "traceback shows the failing line of to_records",
-)
 def test_an_exception_in_a_worker_says_where_it_happened(tmp_path: Path) -> None:
     shown = []
     for workers in (1, 2):
@@ -640,13 +575,6 @@ def skewed(item: dict[str, Any]) -> list[bytes]:
     return [rf.encode_example({"id": item["id"], "blob": b"z" * size})]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (memory bound): _SplitRun.resize sizes chunks from the average record "
-    "bytes per item seen so far, so after many small items a chunk takes CHUNK_ITEMS "
-    "large ones: 32 x 64 kB = 2 MB held per chunk (x HELD_CHUNKS per worker) where "
-    "CHUNK_BYTES is 256 kB; the docstring promises 'about CHUNK_BYTES of records'",
-)
 def test_a_chunk_holds_about_chunk_bytes_when_item_sizes_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -654,8 +582,8 @@ def test_a_chunk_holds_about_chunk_bytes_when_item_sizes_change(
     held: list[int] = []
     real = _parallel._SplitRun._converted
 
-    def converted(self: Any, chunk: Any, results: list[Any]) -> None:
-        held.append(sum(int(r[0].sum()) + FRAME_OVERHEAD * len(r[0]) for r in results))
+    def converted(self: Any, chunk: Any, results: tuple[list[Any], Any]) -> None:
+        held.append(sum(int(r[0].sum()) + FRAME_OVERHEAD * len(r[0]) for r in results[0]))
         real(self, chunk, results)
 
     monkeypatch.setattr(_parallel._SplitRun, "_converted", converted)
@@ -893,13 +821,6 @@ UNPICKLABLE_ITEMS = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (hang): items that do not pickle hang the conversion forever: the task is "
-    "pickled by the queue's feeder thread, whose error _workers._Queue."
-    "_on_queue_feeder_error swallows ('pass'), so no worker ever gets the chunk and "
-    "Workers.pump waits for an answer that never comes (workers=1 converts them)",
-)
 def test_items_that_do_not_pickle_fail_instead_of_hanging(tmp_path: Path) -> None:
     script = tmp_path / "items.py"
     script.write_text(UNPICKLABLE_ITEMS)
@@ -933,14 +854,6 @@ UNLOADABLE = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (misleading error): a spawned worker that cannot load the conversion (a "
-    "function of an interactive __main__: python -c, a notebook, whose threads always "
-    "mean spawn) dies in _workers._init before it serves; the parent says 'a worker "
-    "process died (killed, or out of memory) ... rerun the same command to resume', "
-    "which fails again the same way",
-)
 def test_a_conversion_spawned_workers_cannot_load_is_named(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", UNLOADABLE, str(tmp_path / "out")],

@@ -122,7 +122,10 @@ class _Chunk:
     count: int
     worker: int
     spill: Path | None
+    items: list[Any]
     results: list[ItemResult] | None = None
+    # An exception that ended the chunk at the item after its results (raised in order).
+    failure: BaseException | None = None
 
     def describe(self, split: str) -> str:
         last = self.first + self.count - 1
@@ -193,7 +196,7 @@ class _SplitRun:
         shown = "; ".join(busy[:4]) + (f"; and {len(busy) - 4} more" if len(busy) > 4 else "")
         return RecordforgeError(
             f"{self.shards.out}: a worker process died (killed, or out of memory) "
-            f"converting or writing {shown or 'nothing yet'}. Shards completed so far "
+            f"while {shown or 'starting'}. Shards completed so far "
             "are kept: rerun the same command to resume"
         )
 
@@ -209,21 +212,37 @@ class _SplitRun:
             if not taken:
                 self.exhausted = True
                 return
-            number = next(self.numbered)
-            spill = None
-            if self.spill:
-                spill = self.shards.out / f".{self.split}-c{number:06d}-{self.run}.chunk.partial"
-            chunk = _Chunk(number, taken[0][0], len(taken), worker, spill)
-            self.chunks.append(chunk)
-            self.held[worker] += 1
-            args = (number, chunk.first, [item for _, item in taken], spill and str(spill))
-            self.pool.send(
-                worker, "convert", args, chunk.describe(self.split),
-                functools.partial(self._converted, chunk),
-            )  # fmt: skip
+            self.chunks.append(self._give(worker, taken[0][0], [item for _, item in taken]))
 
-    def _converted(self, chunk: _Chunk, results: list[ItemResult]) -> None:
-        chunk.results = results
+    def _give(self, worker: int, first: int, items: list[Any]) -> _Chunk:
+        """Chunk ``items`` (from position ``first``), sent to ``worker`` to convert."""
+        number = next(self.numbered)
+        spill = None
+        if self.spill:
+            spill = self.shards.out / f".{self.split}-c{number:06d}-{self.run}.chunk.partial"
+        chunk = _Chunk(number, first, len(items), worker, spill, items)
+        self.held[worker] += 1
+        args = (number, first, items, spill and str(spill), CHUNK_BYTES)
+        self.pool.send(
+            worker, "convert", args, f"converting {chunk.describe(self.split)}",
+            functools.partial(self._converted, chunk),
+        )  # fmt: skip
+        return chunk
+
+    def _converted(
+        self, chunk: _Chunk, results: tuple[list[ItemResult], BaseException | None]
+    ) -> None:
+        """A chunk's results; one that stopped at :data:`CHUNK_BYTES` of records, its
+        items larger than the earlier ones, leaves the rest to a chunk of their own,
+        next in line."""
+        chunk.results, chunk.failure = results
+        done = len(chunk.results)
+        if chunk.failure is None and done < chunk.count:
+            worker = min(range(self.workers), key=self.held.__getitem__)
+            rest = self._give(worker, chunk.first + done, chunk.items[done:])
+            self.chunks.insert(self.chunks.index(chunk) + 1, rest)
+            chunk.count = done
+        chunk.items = []
         if self.spill:  # nothing held in memory
             self.held[chunk.worker] -= 1
         self.feed()
@@ -302,7 +321,7 @@ class _SplitRun:
                 shard.checksum, shard.offsets = result
                 self.commit_ready()
 
-            self.pool.send(None, "write", args, shard.describe(self.split), written)
+            self.pool.send(None, "write", args, f"writing {shard.describe(self.split)}", written)
         else:
             self._finish(shard)
 
@@ -324,7 +343,8 @@ class _SplitRun:
             self.commit_ready()
 
         args = (str(shard.partial), self.shards.options.checksum)
-        self.pool.send(None, "finish", args, shard.describe(self.split), finished)
+        what = f"finishing {shard.describe(self.split)}"
+        self.pool.send(None, "finish", args, what, finished)
 
     def commit_ready(self) -> None:
         """Commits the complete shards at the head of the line, in order."""
@@ -348,11 +368,13 @@ class _SplitRun:
         while self.retired:
             self.retired.popleft()[1].unlink(missing_ok=True)
 
-    def resize(self, items: int, payload: int) -> None:
-        """Chunks of about CHUNK_BYTES, from the payload bytes per item seen so far."""
+    def resize(self, items: int, payload: int, largest: int) -> None:
+        """Chunks of about CHUNK_BYTES, from the payload bytes per item seen so far and
+        the largest item of the last chunk (so that items growing are not taken by the
+        dozen at the size of the earlier, small ones)."""
         seen_items, seen_bytes = self.seen[0] + items, self.seen[1] + payload
         self.seen = (seen_items, seen_bytes)
-        per_item = max(1, seen_bytes // max(1, seen_items))
+        per_item = max(1, seen_bytes // max(1, seen_items), largest)
         # Small chunks first, so that every worker starts at once and the first shards
         # come soon; then twice as many items a chunk, up to the caps.
         cap = max(1, min(CHUNK_ITEMS, CHUNK_BYTES // per_item))
@@ -421,8 +443,11 @@ def write_split(
                     report.count(name, n)
                 if progress is not None:
                     progress(len(lengths) - first, int(lengths[first:].sum()))
-            run.resize(len(results), byte)
+            run.resize(len(results), byte, max((int(r[0].sum()) for r in results), default=0))
             run.release(chunk)
+            if chunk.failure is not None:  # after the items before it, as one worker
+                run.drain()
+                raise chunk.failure
         for _ in range(planner.finish()):
             run.cut((consumed, 0))
         run.drain()

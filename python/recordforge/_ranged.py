@@ -16,7 +16,7 @@ b'cde'
 >>> unframe("mem", 0, data[:17] + b"X", 18)
 Traceback (most recent call last):
 ...
-recordforge.errors.CorruptRecordError: mem: corrupt record at byte offset 0: the data CRC does not match
+recordforge.errors.CorruptRecordError: mem: ...at byte offset 0: the data CRC does not match
 """
 
 from __future__ import annotations

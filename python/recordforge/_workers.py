@@ -31,12 +31,15 @@ import multiprocessing.queues
 import os
 import pickle
 import signal
+import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recordforge._atomic import named
 from recordforge._core import file_crc32c, frame_records
 from recordforge.errors import ItemError, RecordforgeError
 from recordforge.example import RecordBatch
@@ -44,7 +47,10 @@ from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, obse
 from recordforge.records import TFRecordWriter
 from recordforge.sharding import FRAME_OVERHEAD, frame_sizes
 
-__all__ = ["FORKED", "READ_BLOCK", "ItemResult", "Workers", "start_method"]
+__all__ = ["FORKED", "LOAD_FAILED", "READ_BLOCK", "ItemResult", "Workers", "start_method"]
+
+# The task id of the answer of a worker that cannot load the conversion.
+LOAD_FAILED = -1
 
 # Bytes of a chunk file read at once while a compressed shard is written (or one frame).
 READ_BLOCK = 8 << 20
@@ -99,12 +105,17 @@ def serve(
     conversion: str | None,
     parent: int,
 ) -> None:
-    """A worker's loop: runs the tasks of its queue in order, answering each with
-    ``(task id, ok, result or exception)``; ``None`` ends it."""
-    _init(conversion, parent)
+    """A worker's loop: runs the tasks of its queue (pickled by the parent) in order,
+    answering each with ``(task id, ok, result or exception)``; ``None`` ends it. A
+    conversion that cannot be loaded is answered as task :data:`LOAD_FAILED`."""
+    try:
+        _init(conversion, parent)
+    except BaseException as e:
+        answers.send((LOAD_FAILED, False, _portable(e)))
+        return
     held: dict[int, list[bytes]] = {}
-    while (task := tasks.get()) is not None:
-        number, name, args = task
+    while (payload := tasks.get()) is not None:
+        number, name, args = pickle.loads(payload)
         try:
             answer = (number, True, _TASKS[name](held, *args))
         except BaseException as e:
@@ -113,40 +124,72 @@ def serve(
 
 
 def _portable(error: BaseException) -> BaseException:
-    """``error``, or an error of its words where it does not survive pickling."""
+    """``error``, or an error of its words where it does not survive pickling (an
+    :class:`ItemError` subclass that does not: a plain ItemError of its item and reason)."""
     try:
         pickle.loads(pickle.dumps(error))
     except Exception:
+        if isinstance(error, ItemError):
+            return ItemError(error.item, error.reason)
         return RecordforgeError(f"{type(error).__name__}: {error}")
     return error
 
 
+def _noted(error: BaseException, note: str) -> BaseException:
+    if hasattr(error, "add_note"):  # Python 3.11
+        error.add_note(note)
+    return error
+
+
 def _convert(
-    held: dict[int, list[bytes]], number: int, first: int, items: list[Any], spill: str | None
-) -> list[ItemResult]:
+    held: dict[int, list[bytes]],
+    number: int,
+    first: int,
+    items: list[Any],
+    spill: str | None,
+    limit: int,
+) -> tuple[list[ItemResult], BaseException | None]:
     """Converts the chunk ``number`` (its ``items``, from position ``first``): its
-    frames are held in memory for :func:`_place`, or written to the file ``spill``."""
+    frames are held in memory for :func:`_place`, or written to the file ``spill``.
+    Past ``limit`` bytes of frames it stops, the items left to the parent.
+    An exception (not an :class:`ItemError`) ends the chunk at its item: it is returned
+    with the results of the items before it, which the parent writes before raising it,
+    as one worker would."""
     results: list[ItemResult] = []
     frames: list[bytes] = []
+    failure: BaseException | None = None
     # The crash tests' hook: the worker given this item dies (RECORDFORGE_KILL_WORKER_AT).
     doomed = int(os.environ.get("RECORDFORGE_KILL_WORKER_AT", -1)) - first
     for i, item in enumerate(items):
         if i == doomed:
             os.kill(os.getpid(), signal.SIGKILL)
-        result = attempt_in_worker(item)
-        records, n, errors = outcome(result)
-        if isinstance(records, RecordBatch):
-            frames.append(records.framed())
-        elif len(records):
-            frames.append(frame_records(records))
-        results.append((frame_sizes(records) - FRAME_OVERHEAD, n, list(errors), observed(result)))
+        try:
+            result = attempt_in_worker(item)
+            records, n, errors = outcome(result)
+            if isinstance(records, RecordBatch):
+                data = records.framed()
+            else:
+                data = frame_records(records) if len(records) else b""
+            sizes = frame_sizes(records) - FRAME_OVERHEAD
+        except BaseException as e:
+            where = "".join(traceback.format_exception(e)).rstrip()
+            note = f"(converting item {first + i}, in a worker process:\n{where})"
+            failure = _portable(_noted(e, note))
+            break
+        if data:
+            frames.append(data)
+            limit -= len(data)
+        portable = [_portable(error) for error in errors]
+        results.append((sizes, n, portable, observed(result)))  # type: ignore[arg-type]
+        if limit <= 0:
+            break
     if spill is None:
         held[number] = frames
     else:
         with open(spill, "wb") as f:
             for data in frames:
                 f.write(data)
-    return results
+    return results, failure
 
 
 def _place(
@@ -164,11 +207,14 @@ def _place(
             end = min(stop, int(ends[k]))
             views.append(memoryview(frames[k])[start - begin : end - begin])
             start, k = end, k + 1
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            _pwrite_all(fd, views, at)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                _pwrite_all(fd, views, at)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise named(e, Path(path)) from None
 
 
 def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
@@ -185,11 +231,14 @@ def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
 def _finish(held: dict[int, list[bytes]], path: str, checksum: str) -> str:
     """The written shard ``path``, made durable: its checksum (read back: every piece
     is in it now) after an ``fsync``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise named(e, Path(path)) from None
     if checksum == "crc32c":
         return f"crc32c:{file_crc32c(path, 1):08x}"
     digest = hashlib.sha256()
@@ -278,20 +327,36 @@ class Workers:
         self.tasks: dict[int, _Task] = {}
         self.load = [0] * n
         self.numbers = itertools.count()
-        for k in range(n):
-            queue = _Queue(ctx=context)
-            theirs_r, theirs_w = context.Pipe(duplex=False)
-            proc = context.Process(
-                target=serve,
-                args=(queue, theirs_w, conversion, os.getpid()),
-                name=f"recordforge-worker-{k}",
-                daemon=True,
-            )
-            proc.start()
-            theirs_w.close()
-            self.queues.append(queue)
-            self.answers.append(theirs_r)
-            self.procs.append(proc)
+        # A terminal's Ctrl-C reaches the whole process group: a worker still starting
+        # (a spawned one imports Python first) must not take it, so workers start with
+        # SIGINT ignored (a Ctrl-C in those milliseconds is lost for the parent too).
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not None:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for k in range(n):
+                queue = _Queue(ctx=context)
+                theirs_r, theirs_w = context.Pipe(duplex=False)
+                proc = context.Process(
+                    target=serve,
+                    args=(queue, theirs_w, conversion, os.getpid()),
+                    name=f"recordforge-worker-{k}",
+                    daemon=True,
+                )
+                self.queues.append(queue)
+                self.answers.append(theirs_r)
+                proc.start()
+                self.procs.append(proc)
+                theirs_w.close()
+        except BaseException:  # those started do not outlive a failed start
+            self.procs = [p for p in self.procs if p.pid is not None]
+            self.close(graceful=False)
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def send(
         self,
@@ -301,13 +366,22 @@ class Workers:
         what: str,
         done: Callable[[Any], None],
     ) -> None:
-        """Task ``name(*args)`` for ``worker`` (None: the least busy one)."""
+        """Task ``name(*args)`` for ``worker`` (None: the least busy one), pickled here:
+        something that does not pickle is an error now, not a task lost in the queue's
+        thread."""
         if worker is None:
             worker = min(range(len(self.load)), key=self.load.__getitem__)
         number = next(self.numbers)
+        try:
+            payload = pickle.dumps((number, name, args), pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            raise RecordforgeError(
+                f"{what}: cannot be sent to a worker process ({type(e).__name__}: {e}); "
+                "with workers > 1, items must be picklable (or use workers=1)"
+            ) from e
         self.tasks[number] = _Task(worker, what, done)
         self.load[worker] += 1
-        self.queues[worker].put((number, name, args))
+        self.queues[worker].put(payload)
 
     def pump(self, died: Callable[[int], RecordforgeError]) -> None:
         """Waits for answers; runs each ``done``, raises a task's error, or ``died(k)``
@@ -317,11 +391,15 @@ class Workers:
         dead: list[int] = []
         for k, conn in enumerate(self.answers):
             if conn in ready or self.procs[k].sentinel in ready:
-                try:
-                    while conn.poll():
-                        self._answer(conn.recv())
-                except (EOFError, OSError):
-                    dead.append(k)
+                while True:
+                    try:  # only the pipe's errors here: a task's own are raised below
+                        if not conn.poll():
+                            break
+                        answer = conn.recv()
+                    except (EOFError, OSError):
+                        dead.append(k)
+                        break
+                    self._answer(answer)
                 if self.procs[k].sentinel in ready:
                     dead.append(k)
         if dead:
@@ -329,6 +407,13 @@ class Workers:
 
     def _answer(self, answer: tuple[int, bool, Any]) -> None:
         number, ok, value = answer
+        if number == LOAD_FAILED:
+            raise RecordforgeError(
+                "a worker process cannot load the conversion (to_records) that the parent "
+                f"pickled: {type(value).__name__}: {value}. With workers > 1 it must be "
+                "importable by name (defined in a module, not in an interactive __main__); "
+                "or use workers=1"
+            )
         task = self.tasks.pop(number)
         self.load[task.worker] -= 1
         if not ok:
@@ -340,16 +425,17 @@ class Workers:
 
     def close(self, graceful: bool) -> None:
         """Ends the workers: after their tasks, or (``graceful`` False) at once."""
-        for proc, queue in zip(self.procs, self.queues, strict=True):
+        for proc, queue in zip(self.procs, self.queues, strict=False):
             if graceful and proc.is_alive():
                 queue.put(None)
             else:
                 proc.kill()
-        for proc, queue in zip(self.procs, self.queues, strict=True):
+        for proc in self.procs:
             proc.join(None if graceful else 10)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+        for queue in self.queues:
             queue.cancel_join_thread()
             queue.close()
         for conn in self.answers:

@@ -6,6 +6,7 @@ conversion itself, part by part, as report counters (:func:`missing_counters`, n
 :data:`MISSING` + the column).
 
 >>> import pyarrow as pa
+>>> from recordforge.sources._table_schema import missing_counters
 >>> missing_counters(pa.table({"a": [1, None, None], "b": ["x", "y", "z"]}))
 {'table/missing/a': 2}
 """
