@@ -1,10 +1,12 @@
-"""Random access to a remote dataset by range (``recordforge/_ranged.py``): ``ds[i]`` and
-``take`` on ``s3://`` read the records' frames only, counted on the wire by a loopback
-proxy in front of a moto S3 server; nothing is staged on local disk; a damaged frame is
-an error naming the URL and byte."""
+"""Remote datasets read by range (``recordforge/_ranged.py``): ``ds[i]`` and ``take`` on
+``s3://`` read the records' frames only, and sequential reads stream each shard once
+(read ahead on a thread), counted on the wire by a loopback proxy in front of a moto S3
+server, which also drops a connection mid-response; nothing is staged on local disk; a
+damaged frame is an error naming the URL and byte."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import tempfile
 import threading
@@ -31,6 +33,7 @@ class Proxy:
         self.target = target
         self.sent = 0  # server -> client
         self.gets = 0
+        self.drop_after: int | None = None  # cut the next response after this many bytes
         self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -56,6 +59,12 @@ class Proxy:
                 with self.lock:
                     if from_server:
                         self.sent += len(data)
+                        if self.drop_after is not None and len(data) > self.drop_after:
+                            data, self.drop_after = data[: self.drop_after], None
+                            dst.sendall(data)
+                            raise OSError("dropped")  # the connection, mid-response
+                        if self.drop_after is not None:
+                            self.drop_after -= len(data)
                     else:
                         self.gets += data.count(b"GET /")
                 dst.sendall(data)
@@ -63,10 +72,8 @@ class Proxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +122,11 @@ def written(s3: tuple[Any, Proxy], tmp_path_factory: pytest.TempPathFactory) -> 
     return urls
 
 
+def shards(ds: rf.Dataset) -> list[Any]:
+    assert ds.manifest is not None
+    return list(ds.manifest.splits["train"])
+
+
 @pytest.fixture
 def no_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Temporary files go to a fresh directory, which must stay empty."""
@@ -132,7 +144,7 @@ def test_twenty_random_records_cost_their_bytes_not_their_shards(
     local = rf.open_dataset(written["local"])
     remote = rf.open_dataset(written["indexed"])
     assert len(remote) == ROWS
-    shard_bytes = sum(s.bytes for s in remote.manifest.splits["train"])
+    shard_bytes = sum(s.bytes for s in shards(remote))
     idx_bytes = sum(fs.size(p) for p in fs.find(f"{BUCKET}/indexed") if p.endswith(".idx"))
     picks = np.random.default_rng(3).choice(ROWS, 20, replace=False).tolist()
     proxy.reset()
@@ -181,7 +193,7 @@ def test_a_damaged_frame_names_the_url_and_byte(
     url = f"s3://{BUCKET}/damaged"
     fs.copy(f"{BUCKET}/indexed", f"{BUCKET}/damaged", recursive=True)
     remote = rf.open_dataset(url)
-    first = remote.manifest.splits["train"][0].file
+    first = shards(remote)[0].file
     data = bytearray(fs.cat_file(f"{BUCKET}/damaged/{first}"))
     offset = 3 * (PAYLOAD + 40)  # inside record 3 or 4: find its frame from the index
     idx = fs.cat_file(f"{BUCKET}/damaged/{first}.idx").decode().split()
@@ -193,3 +205,48 @@ def test_a_damaged_frame_names_the_url_and_byte(
     with pytest.raises(rf.CorruptRecordError, match=rf"{first}.*{starts[victim]}.*data CRC"):
         remote[victim]
     assert list(no_staging.iterdir()) == []
+
+
+def test_sequential_reads_stream_each_shard_once_without_disk(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    _, proxy = s3
+    local = rf.open_dataset(written["local"])
+    remote = rf.open_dataset(written["indexed"])
+    shard_bytes = sum(s.bytes for s in shards(remote))
+    expected = [(b["id"].tolist(), list(b["blob"])) for b in local.batches(256)]
+    proxy.reset()
+    got = [(b["id"].tolist(), list(b["blob"])) for b in remote.batches(256)]
+    assert got == expected
+    assert shard_bytes <= proxy.sent < shard_bytes * 1.02 + 64 * 1024, (proxy.sent, shard_bytes)
+    first = shards(remote)[0]
+    assert rf.scan_records(f"{written['indexed']}/{first.file}").records == first.records
+    assert list(no_staging.iterdir()) == []
+
+
+def test_a_connection_dropped_mid_read_is_retried_with_the_same_records(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    _, proxy = s3
+    local = rf.open_dataset(written["local"])
+    remote = rf.open_dataset(written["bare"])
+    expected = [b["id"].tolist() for b in local.batches(500)]
+    proxy.drop_after = 300_000  # inside the first shard's bytes
+    assert [b["id"].tolist() for b in remote.batches(500)] == expected
+    assert proxy.drop_after is None  # it was dropped
+    proxy.drop_after = 50_000
+    assert remote.take([1999, 3])["id"].tolist() == [1999, 3]
+    assert list(no_staging.iterdir()) == []
+
+
+def test_read_ahead_is_bounded(s3: tuple[Any, Proxy], written: dict[str, str]) -> None:
+    from recordforge._ranged import ReadAhead
+
+    first = shards(rf.open_dataset(written["indexed"]))[0].file
+    url = f"{written['indexed']}/{first}"
+    with ReadAhead(url, block=64 << 10, ahead=256 << 10) as f:
+        assert f._blocks.maxsize == 4
+        first = f.read(10)
+        assert len(first) == 10 and f.read(0) == b""
+    with ReadAhead(url, block=64 << 10) as f:
+        assert f.read() == s3[0].cat_file(url.split("://", 1)[1])

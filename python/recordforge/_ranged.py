@@ -1,9 +1,17 @@
-"""Records of a remote shard (``gs://``, ``s3://``, ...) read by byte range: the frames
-at given offsets, fetched with ranged reads (frames closer than :data:`GAP` bytes share
-one request, a request of at most :data:`MAX_REQUEST` bytes, the requests of one call
-sent at once where the file system can) and both CRCs of each checked; no download of
-the file, no local disk. The offsets come from the shard's ``.idx`` or, without one, from
-one streamed walk of its framing (:func:`frame_spans`).
+"""Remote shards (``gs://``, ``s3://``, ...) read by byte range, never downloaded to disk.
+
+Front to back (:class:`ReadAhead`, what sequential reads of a remote file go through):
+blocks of :data:`BLOCK` bytes fetched by range on a background thread, up to
+``RECORDFORGE_READ_AHEAD`` bytes (default :data:`READ_AHEAD`) ahead of the reader, each
+request retried on a transient error (:func:`retrying`); the Rust reader checks the CRCs
+as the bytes arrive.
+
+Records at given offsets (random access, :func:`fetch_records`): the frames at those
+offsets, fetched with ranged reads (frames closer than :data:`GAP` bytes share one
+request, a request of at most :data:`MAX_REQUEST` bytes, the requests of one call sent at
+once where the file system can), both CRCs of each checked. The offsets come from the
+shard's ``.idx`` or, without one, from one streamed walk of its framing
+(:func:`frame_spans`).
 
 >>> import io, recordforge as rf
 >>> from recordforge._ranged import unframe
@@ -21,15 +29,41 @@ recordforge.errors.CorruptRecordError: mem: ...at byte offset 0: the data CRC do
 
 from __future__ import annotations
 
+import functools
+import os
+import queue
 import struct
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from recordforge import _core, _fs
 from recordforge.errors import CorruptRecordError
 
-__all__ = ["GAP", "MAX_REQUEST", "fetch_records", "frame_spans", "unframe"]
+__all__ = [
+    "BLOCK",
+    "GAP",
+    "MAX_REQUEST",
+    "READ_AHEAD",
+    "ReadAhead",
+    "fetch_records",
+    "frame_spans",
+    "retrying",
+    "unframe",
+]
+
+T = TypeVar("T")
+# Bytes fetched per request when a remote file is read front to back.
+BLOCK = 8 << 20
+# Bytes fetched ahead of the reader, per open file (RECORDFORGE_READ_AHEAD overrides).
+READ_AHEAD = 32 << 20
+# Waits before the retries of a request that failed on a transient error.
+BACKOFF = (0.2, 1.0, 4.0)
+# Errors that no retry mends.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 # Frames this close share a request (reading the gap costs less than another round trip).
 GAP = 256 << 10
@@ -82,8 +116,11 @@ def fetch_records(path: str, offsets: np.ndarray, sizes: np.ndarray) -> list[byt
     starts, ends = offsets[order], offsets[order] + sizes[order]
     ranges = _requests(starts, ends)
     fs, where = _fs.filesystem(path)
-    blobs: Sequence[bytes] = fs.cat_ranges(
-        [where] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges]
+    blobs: Sequence[bytes] = retrying(
+        path,
+        lambda: fs.cat_ranges(
+            [where] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges]
+        ),
     )
     range_starts = np.array([a for a, _ in ranges], dtype=np.int64)
     records: list[bytes] = [b""] * len(offsets)
@@ -103,11 +140,125 @@ def frame_spans(path: str, max_record_bytes: int) -> tuple[np.ndarray, np.ndarra
     one walk of its framing streamed through fsspec (CRCs checked as it goes; nothing
     kept but the offsets)."""
     offsets: list[int] = []
-    with _fs.open_file(path) as f:
+    with ReadAhead(path) as f:
         records = _core.read_records(f, None, True, max_record_bytes=max_record_bytes)
         for _ in records:
             offsets.append(int(records.offset or 0))
-        end = f.tell()
+        end = f.size
     starts = np.array(offsets, dtype=np.int64)
     ends = np.append(starts[1:], end) if len(starts) else starts
     return starts, ends - starts
+
+
+def retrying(path: str, request: Callable[[], T]) -> T:
+    """``request()``, tried again after :data:`BACKOFF` waits when it fails on a
+    transient error (a dropped connection, a timeout, a 5xx or 429 the file system
+    raises as an ``OSError``); the last error names ``path``."""
+    for wait in (*BACKOFF, None):
+        try:
+            return request()
+        except _PERMANENT:
+            raise
+        except (OSError, TimeoutError) as e:
+            if wait is None:
+                raise OSError(e.errno, f"{path}: {e}") from e
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_ahead_bytes() -> int:
+    from recordforge.sharding import parse_size
+
+    given = os.environ.get("RECORDFORGE_READ_AHEAD")
+    return parse_size(given) if given else READ_AHEAD
+
+
+class ReadAhead:
+    """A remote file as a readable file object, read front to back: blocks of ``block``
+    bytes fetched by range (:func:`retrying`) on a background thread, at most
+    ``ahead`` bytes (``RECORDFORGE_READ_AHEAD``, default :data:`READ_AHEAD`) waiting
+    for the reader; no local disk. ``size`` is the file's size when it was opened; a
+    file that changes size while read is an error naming it."""
+
+    def __init__(self, path: str, block: int = BLOCK, ahead: int | None = None) -> None:
+        self.path = self.name = path  # (the name errors of the Rust reader give)
+        self._fs, self._where = _fs.filesystem(path)
+        self.size = int(retrying(path, lambda: self._fs.size(self._where)))
+        self._block = max(1, block)
+        depth = max(1, (ahead if ahead is not None else _read_ahead_bytes()) // self._block)
+        self._blocks: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._buffer = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(
+            target=self._fetch, name="recordforge-read-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _range(self, start: int, end: int) -> bytes:
+        data: bytes = self._fs.cat_file(self._where, start=start, end=end)
+        return data
+
+    def _fetch(self) -> None:
+        try:
+            for start in range(0, self.size, self._block):
+                end = min(self.size, start + self._block)
+                data: bytes = retrying(self.path, functools.partial(self._range, start, end))
+                if len(data) != end - start:
+                    raise OSError(
+                        f"{self.path}: {len(data)} bytes at byte {start}, {end - start} "
+                        "expected (the file changed while it was read)"
+                    )
+                if not self._put(data):
+                    return
+            self._put(None)
+        except BaseException as e:  # the reader raises it
+            self._put(e)
+
+    def read(self, n: int = -1) -> bytes:
+        out: list[bytes] = []
+        while n != 0:
+            if not len(self._buffer):
+                if self._done:
+                    break
+                item = self._blocks.get()
+                if item is None:
+                    self._done = True
+                    break
+                if isinstance(item, BaseException):
+                    self._done = True
+                    raise item
+                self._buffer = memoryview(item)
+            take = self._buffer if n < 0 else self._buffer[:n]
+            out.append(bytes(take))
+            self._buffer = self._buffer[len(take) :]
+            if n > 0:
+                n -= len(take)
+        return b"".join(out)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # let a blocked put see the stop
+            try:
+                self._blocks.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

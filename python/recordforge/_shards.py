@@ -70,7 +70,9 @@ def count_records(
             walk = _core.RecordWalker(path, payloads=False, max_record_bytes=limit)
             count = sum(1 for span in walk if span.kind == "record")
         return count
-    with _fs.open_file(path) as f:
+    from recordforge._ranged import ReadAhead
+
+    with ReadAhead(path) as f:  # streamed by range, read ahead on a thread
         count = _core.scan_records(f, "auto", False, max_record_bytes=limit)[0]
     return count
 
@@ -81,7 +83,9 @@ def read_records(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) ->
     if not _fs.is_url(path):
         yield from _core.read_records(path, "auto", True, max_record_bytes=max_record_bytes)
         return
-    with _fs.open_file(path) as f:
+    from recordforge._ranged import ReadAhead
+
+    with ReadAhead(path) as f:  # streamed by range, read ahead on a thread
         yield from _core.read_records(f, "auto", True, max_record_bytes=max_record_bytes)
 
 

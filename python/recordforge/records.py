@@ -290,6 +290,13 @@ def _discard(remote: Any) -> None:
             remote.closed = True  # nothing left to flush
 
 
+def _read_ahead(url: str) -> Any:
+    """A remote file read front to back by range, read ahead on a thread (no disk)."""
+    from recordforge._ranged import ReadAhead
+
+    return ReadAhead(url)
+
+
 def _named(f: Any, url: Any) -> Any:
     """``f`` with ``name`` set to the URL, so errors name the URL."""
     with contextlib.suppress(AttributeError):
@@ -303,7 +310,7 @@ def _remote_records(
     verify: bool,
     max_record_bytes: int,
 ) -> Iterator[bytes]:
-    with _fs.open_file(url) as f:
+    with _read_ahead(url) as f:
         try:
             yield from _core.read_records(
                 _named(f, url), compression, verify, max_record_bytes=max_record_bytes
@@ -391,7 +398,7 @@ def scan_records(
     """
     if _fs.is_url(path_or_file):
         url = str(path_or_file)
-        with _fs.open_file(url) as f:
+        with _read_ahead(url) as f:
             try:
                 records, payload, stream = _core.scan_records(
                     _named(f, url), compression, verify, threads, max_record_bytes=max_record_bytes
