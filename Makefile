@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 24
 # is kept in fuzz/regressions/ and replayed by pytest); FUZZ_SEED=0 lets libFuzzer pick.
 FUZZ_SEED ?= 1
 
-.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode bench-workers clean
+.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode bench-workers bench-remote clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -104,6 +104,11 @@ bench-table: dev
 # per annotation with --resize 256, COCO per image, a 1M-row CSV (~3-5 min; --quick ~1 min).
 bench-workers: dev
 	$(BIN)/python benchmarks/bench_workers.py
+
+# A dataset read from S3 (moto on loopback) and from local disk, side by side: batches(),
+# ds[i], write_dataset; local disk used for staging (~1 min).
+bench-remote: dev
+	$(BIN)/python benchmarks/bench_remote.py
 
 # JPEG records read + decoded to uint8 (simplejpeg on threads) vs tf.data + decode_jpeg, the
 # JPEG decoder alone and Pillow (2,000 images of 500x375 made from tiny COCO).

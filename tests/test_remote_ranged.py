@@ -250,3 +250,32 @@ def test_read_ahead_is_bounded(s3: tuple[Any, Proxy], written: dict[str, str]) -
         assert len(first) == 10 and f.read(0) == b""
     with ReadAhead(url, block=64 << 10) as f:
         assert f.read() == s3[0].cat_file(url.split("://", 1)[1])
+
+
+def test_to_tf_dataset_of_s3_without_tensorflow_io(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    """TensorFlow has no s3:// file system of its own (tensorflow-io is not installed):
+    recordforge's streamed reader feeds tf.data, the batches those of the local files."""
+    tf = pytest.importorskip("tensorflow")
+    from recordforge.integrations.tf import _tf_opens
+
+    remote = rf.open_dataset(written["indexed"])
+    local = rf.open_dataset(written["local"])
+    assert not _tf_opens(tf, remote.files[0]) and _tf_opens(tf, local.files[0])
+    for interleave in (False, True):
+        got = [
+            (b["id"].numpy().tolist(), b["blob"].numpy().tolist())
+            for b in remote.to_tf_dataset(batch_size=300, interleave=interleave)
+        ]
+        want = [
+            (b["id"].numpy().tolist(), b["blob"].numpy().tolist())
+            for b in local.to_tf_dataset(batch_size=300, interleave=interleave)
+        ]
+        if interleave:  # both interleave the shards; the same records
+            got = sorted(row for ids, blobs in got for row in zip(ids, blobs, strict=True))
+            want = sorted(row for ids, blobs in want for row in zip(ids, blobs, strict=True))
+        assert got == want
+    # TensorFlow's autograph leaves its small generated modules there; no shard was staged.
+    left = [p for p in no_staging.rglob("*") if p.is_file()]
+    assert all(p.name.startswith("__autograph") and p.stat().st_size < 65536 for p in left)

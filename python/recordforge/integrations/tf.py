@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from recordforge import _fs
 from recordforge import images as rf_images
 from recordforge.errors import SchemaError
 from recordforge.schema import Image, Schema
@@ -159,11 +160,14 @@ def to_tf_dataset(
     filenames = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_buffer > 0:
         filenames = filenames.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    records = tf.data.TFRecordDataset(
-        filenames,
-        compression_type=_COMPRESSION_TYPE[ds.compression],
-        num_parallel_reads=tf.data.AUTOTUNE if interleave and len(files) > 1 else None,
-    )
+    if _tf_opens(tf, files[0]):
+        records = tf.data.TFRecordDataset(
+            filenames,
+            compression_type=_COMPRESSION_TYPE[ds.compression],
+            num_parallel_reads=tf.data.AUTOTUNE if interleave and len(files) > 1 else None,
+        )
+    else:  # s3:// without tensorflow-io, ...: recordforge's streamed reader feeds tf.data
+        records = _streamed(tf, filenames, interleave and len(files) > 1)
     if record_shard is not None:
         records = records.shard(record_shard[1], record_shard[0])
     if shuffle_buffer > 0:
@@ -196,6 +200,38 @@ def to_tf_dataset(
     if prefetch:
         out = out.prefetch(tf.data.AUTOTUNE)
     return out
+
+
+def _tf_opens(tf: Any, path: str) -> bool:
+    """Whether TensorFlow's own file systems read ``path`` (local paths, ``gs://``; an
+    ``s3://`` path needs tensorflow-io)."""
+    if not _fs.is_url(path):
+        return True
+    try:
+        tf.io.gfile.exists(path)
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        return False
+    return True
+
+
+def _streamed(tf: Any, filenames: Any, parallel: bool) -> Any:
+    """The records of ``filenames`` read by recordforge (streamed by range, read ahead
+    on a thread, CRCs checked) into ``tf.data``: the files interleaved as TensorFlow's
+    reader interleaves them."""
+    from recordforge.records import read_records
+
+    def one(name: Any) -> Any:
+        return tf.data.Dataset.from_generator(
+            lambda path: read_records(path.decode()),
+            output_signature=tf.TensorSpec([], tf.string),
+            args=(name,),
+        )
+
+    if not parallel:
+        return filenames.flat_map(one)
+    return filenames.interleave(
+        one, cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
 
 
 def _split_label(context: dict[str, Any], sequence: dict[str, Any], label: str) -> Any:
