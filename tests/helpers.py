@@ -3,10 +3,13 @@ hand-made records, and the loader of the fuzz targets."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -75,3 +78,35 @@ def load_fuzz_target(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def moto_s3(
+    bucket: str, front: Callable[[tuple[str, int]], tuple[str, int]] | None = None
+) -> Iterator[Any]:
+    """A moto S3 server on a free loopback port (offline) with ``bucket`` made, and s3fs
+    pointed at it by environment variables (so every s3fs instance, in any thread, finds
+    it); ``front`` maps the server's address to the one clients use (a proxy). Yields
+    an s3fs file system."""
+    import pytest
+    import s3fs  # type: ignore[import-untyped]
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = front(server.get_host_and_port()) if front else server.get_host_and_port()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    patch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    patch.delenv("AWS_PROFILE", raising=False)
+    # No region in client_kwargs: with one, moto refuses the bucket's creation.
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(anon=False)
+    fs.mkdir(bucket)
+    try:
+        yield fs
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        patch.undo()
+        server.stop()

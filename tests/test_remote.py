@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import moto_s3
 
 import recordforge as rf
 from recordforge import _fs
@@ -30,26 +31,8 @@ BUCKET = "recordforge-test"
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    """A moto S3 server on a free loopback port; s3fs pointed at it by environment
-    variables (so every s3fs instance, in any thread, finds it)."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    patch = pytest.MonkeyPatch()
-    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    patch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    patch.delenv("AWS_PROFILE", raising=False)
-    # No region in client_kwargs: with one, moto refuses the bucket's creation.
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem(anon=False)
-    fs.mkdir(BUCKET)
-    try:
+    with moto_s3(BUCKET) as fs:
         yield fs
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        patch.undo()
-        server.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import moto_s3
 
 import recordforge as rf
 
@@ -78,24 +79,17 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[Any, Proxy]]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    proxy = Proxy(server.get_host_and_port())
-    patch = pytest.MonkeyPatch()
-    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    patch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
-    patch.delenv("AWS_PROFILE", raising=False)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem(anon=False)
-    fs.mkdir(BUCKET)
-    try:
-        yield fs, proxy
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        patch.undo()
-        proxy.listener.close()
-        server.stop()
+    proxies: list[Proxy] = []
+
+    def front(address: tuple[str, int]) -> tuple[str, int]:
+        proxies.append(Proxy(address))
+        return "127.0.0.1", proxies[0].port
+
+    with moto_s3(BUCKET, front) as fs:
+        try:
+            yield fs, proxies[0]
+        finally:
+            proxies[0].listener.close()
 
 
 ROWS = 2_000
