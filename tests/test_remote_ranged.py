@@ -273,3 +273,33 @@ def test_to_tf_dataset_of_s3_without_tensorflow_io(
     # TensorFlow's autograph leaves its small generated modules there; no shard was staged.
     left = [p for p in no_staging.rglob("*") if p.is_file()]
     assert all(p.name.startswith("__autograph") and p.stat().st_size < 65536 for p in left)
+
+
+def test_the_first_access_reads_the_indexes_side_by_side_and_bounded(
+    s3: tuple[Any, Proxy], written: dict[str, str], no_staging: Path
+) -> None:
+    """The first ds[i] checks every shard's count (a wrong one would give one record for
+    another): one listing, then the .idx files fetched at once; an oversized or lying
+    .idx is read no further than an index of its shard can be, then not believed (the
+    shard's framing is walked instead)."""
+    fs, proxy = s3
+    fs.copy(f"{BUCKET}/indexed", f"{BUCKET}/hostile-idx", recursive=True)
+    remote = rf.open_dataset(f"s3://{BUCKET}/hostile-idx")
+    files = shards(remote)
+    proxy.reset()
+    assert remote[1234]["id"] == 1234
+    assert proxy.gets <= len(files) + 3, proxy.gets  # listing, indexes, the record
+    bomb = f"{BUCKET}/hostile-idx/{files[1].file}.idx"
+    fs.pipe_file(bomb, b"0 16\n" * 2_000_000)  # 10 MB of lines that do not cover it
+    lying = f"{BUCKET}/hostile-idx/{files[2].file}.idx"
+    fs.pipe_file(lying, b"0 17\n")
+    fs.invalidate_cache()  # (this process's s3fs is the library's: it cached the listing)
+    again = rf.open_dataset(f"s3://{BUCKET}/hostile-idx")
+    local = rf.open_dataset(written["local"])
+    proxy.reset()
+    picks = [files[0].records + 5, files[0].records + files[1].records + 7]
+    assert again.take(picks)["blob"].tolist() == local.take(picks)["blob"].tolist()
+    bound = 42 * (files[1].bytes // 16 + 1)  # _index.max_size of shard 1
+    walked = files[1].bytes + files[2].bytes
+    assert proxy.sent < bound + walked + files[0].bytes + 256 * 1024, proxy.sent
+    assert list(no_staging.iterdir()) == []

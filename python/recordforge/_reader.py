@@ -392,13 +392,13 @@ class Dataset:
     # -- random access -----------------------------------------------------------------
 
     @property
-    def _remote(self) -> bool:
-        """Whether a file is remote (random access reads it by range, not mapped)."""
+    def _remote(self) -> bool:  # random access reads it by range, not mapped
         return any(_fs.is_url(f) for f in self.files)
 
     def _starts(self) -> np.ndarray:
         """Index of the first record of each of this dataset's files, and the total."""
         if self._starts_cache is None:
+            self._shards.locate_remote(self._my_files())
             counts = self._file_counts(exact=True)
             mine = [counts[f] for f in self._my_files()]
             self._starts_cache = np.concatenate([[0], np.cumsum(mine, dtype=np.int64)])

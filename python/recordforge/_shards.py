@@ -185,6 +185,7 @@ class ShardFiles:
         self._skip = skip
         self._offsets: dict[str, np.ndarray] = {}
         self._spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._no_index: set[str] = set()  # remote files whose .idx was read and not believed
         self._open: dict[str, Any] = {}
 
     # -- compression -------------------------------------------------------------------
@@ -341,13 +342,24 @@ class ShardFiles:
             )
         return offsets, sizes
 
+    def locate_remote(self, mine: Sequence[int]) -> None:
+        """Reads the ``.idx`` of every remote file of ``mine`` at once (one listing
+        per directory, the indexes fetched side by side), where a file at a time would
+        take a few requests each, one after the other."""
+        todo = [self.files[i] for i in mine if _fs.is_url(self.files[i])]
+        todo = [p for p in todo if p not in self._spans]
+        if len(todo) > 1:
+            for path, (offsets, sizes) in _index.read_remote(todo).items():
+                self._spans[path] = (offsets.astype(np.int64), sizes.astype(np.int64))
+            self._no_index.update(p for p in todo if p not in self._spans)
+
     def _located(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         """A remote file's record offsets and framed sizes: from its ``.idx`` when that
         covers the file exactly, else from one streamed walk (no download); once."""
         if path not in self._spans:
             from recordforge._ranged import frame_spans
 
-            index = _index.read(path)
+            index = None if path in self._no_index else _index.read(path)
             if index is not None:
                 offsets, sizes = index
             else:
