@@ -2,9 +2,9 @@
 
 Front to back (:class:`ReadAhead`, what sequential reads of a remote file go through):
 blocks of :data:`BLOCK` bytes fetched by range on a background thread, up to
-``RECORDFORGE_READ_AHEAD`` bytes (default :data:`READ_AHEAD`) ahead of the reader, each
-request retried on a transient error (:func:`retrying`); the Rust reader checks the CRCs
-as the bytes arrive.
+``RECORDFORGE_READ_AHEAD`` bytes (a number; default :data:`READ_AHEAD`) ahead of the
+reader, each request retried on a transient error (:func:`retrying`); the Rust reader
+checks the CRCs as the bytes arrive.
 
 Records at given offsets (random access, :func:`fetch_records`): the frames at those
 offsets, fetched with ranged reads (frames closer than :data:`GAP` bytes share one
@@ -167,10 +167,13 @@ def retrying(path: str, request: Callable[[], T]) -> T:
 
 
 def _read_ahead_bytes() -> int:
-    from recordforge.sharding import parse_size
-
-    given = os.environ.get("RECORDFORGE_READ_AHEAD")
-    return parse_size(given) if given else READ_AHEAD
+    """``RECORDFORGE_READ_AHEAD`` (a number of bytes), else :data:`READ_AHEAD`."""
+    given = os.environ.get("RECORDFORGE_READ_AHEAD", "").strip()
+    if not given:
+        return READ_AHEAD
+    if not given.isdigit():
+        raise ValueError(f"RECORDFORGE_READ_AHEAD must be a number of bytes, not {given!r}")
+    return int(given)
 
 
 class ReadAhead:
