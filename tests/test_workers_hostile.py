@@ -821,16 +821,26 @@ UNPICKLABLE_ITEMS = textwrap.dedent(
 )
 
 
-def test_items_that_do_not_pickle_fail_instead_of_hanging(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_items_that_do_not_pickle_fail_instead_of_hanging(method: str, tmp_path: Path) -> None:
+    """Spawned workers are sent their items: ones that do not pickle are an error naming
+    them (not a hang). Forked workers take a list's items from their own copy of it, by
+    position: nothing is pickled, and the conversion completes as with one worker."""
     script = tmp_path / "items.py"
     script.write_text(UNPICKLABLE_ITEMS)
     try:
         done = subprocess.run(
             [sys.executable, str(script), str(tmp_path / "out")],
-            env=environ(), capture_output=True, text=True, timeout=8,
+            env={**environ(), "RECORDFORGE_START_METHOD": method},
+            capture_output=True, text=True, timeout=8,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         pytest.fail("the conversion hung on items that do not pickle")
+    if method == "fork":
+        assert done.returncode == 0, done.stderr
+        manifest = rf.Manifest.load(tmp_path / "out")
+        assert sum(s.records for s in manifest.splits["train"]) == 10
+        return
     assert done.returncode == 3, done.stderr
     assert "pickle" in done.stderr.lower()
     assert partials(tmp_path / "out") == []

@@ -50,13 +50,20 @@ import itertools
 import os
 import pickle
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from recordforge._workers import FORKED, READ_BLOCK, ItemResult, Workers, start_method
+from recordforge._workers import (
+    FORKED,
+    FORKED_ROWS,
+    READ_BLOCK,
+    ItemResult,
+    Workers,
+    start_method,
+)
 from recordforge.errors import OnError, RecordforgeError
 from recordforge.pipeline import ConversionReport, ToRecords
 from recordforge.sharding import FRAME_OVERHEAD, ShardPlanner, WriteOptions
@@ -162,9 +169,11 @@ class _SplitRun:
         report: ConversionReport,
         run: str,
         items: Iterator[tuple[int, Any]],
+        rows: bool = False,
     ) -> None:
         self.pool, self.shards, self.planner, self.report = pool, shards, planner, report
         self.run, self.items = run, items
+        self.rows = rows  # workers take the items from FORKED_ROWS, by position
         self.split = shards.split
         self.spill = shards.options.compression is not None
         self.workers = len(pool.procs)
@@ -222,7 +231,9 @@ class _SplitRun:
             spill = self.shards.out / f".{self.split}-c{number:06d}-{self.run}.chunk.partial"
         chunk = _Chunk(number, first, len(items), worker, spill, items)
         self.held[worker] += 1
-        args = (number, first, items, spill and str(spill), CHUNK_BYTES)
+        # Forked workers have the items, where they are a sequence: a count is enough.
+        given = len(items) if self.rows else items
+        args = (number, first, given, spill and str(spill), CHUNK_BYTES)
         self.pool.send(
             worker, "convert", args, f"converting {chunk.describe(self.split)}",
             functools.partial(self._converted, chunk),
@@ -390,16 +401,19 @@ def write_split(
     report: ConversionReport,
     progress: Progress | None,
     workers: int,
+    rows: Sequence[Any] | None = None,
 ) -> None:
     """Converts and writes a split's ``remaining`` items (from the journal's position)
     on ``workers`` processes, committing its shards through ``shards``; returns when
-    every shard is committed (the caller marks the split done)."""
+    every shard is committed (the caller marks the split done). ``rows``: the split's
+    items as a sequence (``remaining`` is its tail), which forked workers read from."""
     start_item, start_record = shards.state["position"]
     token = secrets.token_hex(4)
     method = start_method()
     conversion: Path | None = None
     if method == "fork":
         FORKED[:] = [to_records]
+        FORKED_ROWS[:] = [rows] if rows is not None else []
     else:
         conversion = shards.out / f".{shards.split}-{token}.convert.partial"
         conversion.write_bytes(pickle.dumps(to_records))
@@ -408,8 +422,11 @@ def write_split(
         pool = Workers(workers, method, None if conversion is None else str(conversion))
     finally:
         FORKED.clear()
+        FORKED_ROWS.clear()
     try:
-        run = _SplitRun(pool, shards, planner, report, token, enumerate(remaining, start_item))
+        items = enumerate(remaining, start_item)
+        by_position = method == "fork" and rows is not None
+        run = _SplitRun(pool, shards, planner, report, token, items, by_position)
         consumed = start_item
         while (converted := run.next_chunk()) is not None:
             chunk, results = converted

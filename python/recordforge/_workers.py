@@ -33,7 +33,7 @@ import pickle
 import signal
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,15 @@ from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, obse
 from recordforge.records import TFRecordWriter
 from recordforge.sharding import FRAME_OVERHEAD, frame_sizes
 
-__all__ = ["FORKED", "LOAD_FAILED", "READ_BLOCK", "ItemResult", "Workers", "start_method"]
+__all__ = [
+    "FORKED",
+    "FORKED_ROWS",
+    "LOAD_FAILED",
+    "READ_BLOCK",
+    "ItemResult",
+    "Workers",
+    "start_method",
+]
 
 # The task id of the answer of a worker that cannot load the conversion.
 LOAD_FAILED = -1
@@ -80,6 +88,9 @@ def start_method() -> str:
 
 # The conversion, for workers forked while :func:`write_split` runs.
 FORKED: list[ToRecords] = []
+# The split's items, where they are a sequence: forked workers take a chunk's items from
+# it by position, instead of unpickling them from the parent.
+FORKED_ROWS: list[Sequence[Any]] = []
 
 
 def _init(conversion: str | None, parent: int) -> None:
@@ -145,16 +156,19 @@ def _convert(
     held: dict[int, list[bytes]],
     number: int,
     first: int,
-    items: list[Any],
+    items: list[Any] | int,
     spill: str | None,
     limit: int,
 ) -> tuple[list[ItemResult], BaseException | None]:
     """Converts the chunk ``number`` (its ``items``, from position ``first``): its
     frames are held in memory for :func:`_place`, or written to the file ``spill``.
-    Past ``limit`` bytes of frames it stops, the items left to the parent.
+    Past ``limit`` bytes of frames it stops, the items left to the parent. ``items`` as a
+    number: that many from :data:`FORKED_ROWS`, from ``first``.
     An exception (not an :class:`ItemError`) ends the chunk at its item: it is returned
     with the results of the items before it, which the parent writes before raising it,
     as one worker would."""
+    if isinstance(items, int):
+        items = list(FORKED_ROWS[0][first : first + items])
     results: list[ItemResult] = []
     frames: list[bytes] = []
     failure: BaseException | None = None

@@ -559,6 +559,7 @@ def write_dataset(
                     report,
                     progress,
                     workers,
+                    plan.rows if isinstance(plan.rows, Sequence) else None,
                 )
                 journal.record(name, report.to_json(), done=True)
             else:
