@@ -11,6 +11,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "BatchReader",
+    "CsvRowScanner",
     "RecordBatch",
     "RecordFile",
     "RecordIterator",
@@ -182,6 +183,12 @@ class WalkSpan:
     def records(self) -> int: ...
     @property
     def payload(self) -> bytes | None: ...
+
+@final
+class CsvRowScanner:
+    def __new__(cls, delimiter: int, offset: int = 0) -> Self: ...
+    def feed(self, chunk: bytes) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int8]]: ...
+    def finish(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int8]]: ...
 
 @final
 class RecordWalker:

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod columns;
 pub mod compression;
 pub mod crc;
+pub mod csvscan;
 mod deflate;
 pub mod error;
 pub mod example;

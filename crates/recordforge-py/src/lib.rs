@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod access;
 mod columns;
 mod convert;
+mod csvscan;
 mod decode;
 mod errors;
 mod image;
@@ -42,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
     m.add_class::<verify::VerifiedFile>()?;
     m.add_class::<walk::RecordWalker>()?;
+    m.add_class::<csvscan::CsvRowScanner>()?;
     m.add_class::<walk::WalkSpan>()?;
     m.add_function(wrap_pyfunction!(walk::detect_compression, m)?)?;
     m.add(

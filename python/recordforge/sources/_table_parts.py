@@ -33,6 +33,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from recordforge import _fs
+from recordforge._core import CsvRowScanner
 from recordforge.schema import FeatureSpec
 
 __all__ = [
@@ -66,9 +67,7 @@ PART_ROWS = 1 << 17
 # Bytes scanned at once (numpy temporaries of a few times this; 1 MiB is also faster).
 _SCAN_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
-_NL, _CR, _QUOTE, _CLOSE = 10, 13, 34, ord("}")
-_NOT_SPACE = np.ones(256, bool)
-_NOT_SPACE[[32, 9, 13, 10]] = False  # JSON's white space
+_NL, _CR, _CLOSE = 10, 13, ord("}")
 _EMPTY_DTYPE = {"int64": np.int64, "float32": np.float32, "bytes": np.bytes_}
 
 
@@ -134,80 +133,6 @@ class TableBatch:
             yield TableRow(self.file, self.first_row + i, dict(zip(names, values, strict=True)))
 
 
-class _Quotes:
-    """The quoted values of a CSV, chunk by chunk, as pyarrow's parser sees them: a quote
-    opens one only at the start of a field (after a delimiter or a line end), and inside
-    one a quote followed by a quote is a quote (else it closes the value)."""
-
-    def __init__(self, delimiter: int) -> None:
-        self.starts = np.array([delimiter, _NL, _CR, _QUOTE], np.uint8)
-        self.in_quote = False
-        self.skip = False  # the next chunk starts with the second quote of a ""
-
-    @property
-    def open(self) -> bool:
-        return self.in_quote or self.skip
-
-    def spans(
-        self, arr: np.ndarray, after: np.ndarray, prev: int, eof: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The chunk's quoted values: where each opens (-1: before the chunk) and closes
-        (``len(arr)``: after it); a line end between the two ends no row."""
-        q = np.flatnonzero(arr == _QUOTE)
-        if self.skip:
-            q, self.skip = q[1:], False  # q[0] == 0
-        return self._by_parity(arr, after, q, prev, eof) or self._by_state(arr, after, q, prev, eof)
-
-    def _by_parity(
-        self, arr: np.ndarray, after: np.ndarray, q: np.ndarray, prev: int, eof: bool
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Every other quote opens a value: true (and found without a loop) when each of
-        those is at a field start or right after a quote (the second of a "" pair);
-        None when one is not (a quote inside an unquoted value, ``5" screen``)."""
-        n = len(arr)
-        opener = np.arange(len(q)) % 2 == int(self.in_quote)
-        before = np.where(q > 0, arr[np.maximum(q - 1, 0)], prev)[opener]
-        if not np.isin(before, self.starts).all():
-            return None
-        if len(q) and q[0] == 0 and opener[0] and prev == _QUOTE:
-            # The quote before the chunk was no closing one (that case is self.skip): a
-            # quote inside an unquoted value, after which this one is no opening one.
-            return None
-        opens, closes = q[opener], q[~opener]
-        if self.in_quote:
-            opens = np.concatenate(([-1], opens))
-        self.in_quote = bool(self.in_quote ^ (len(q) % 2))
-        if self.in_quote:
-            closes = np.append(closes, n)
-        elif len(q) and q[-1] == n - 1 and not eof and after[-1] == _QUOTE:
-            self.in_quote = self.skip = True  # the closing quote was the first of a ""
-        return opens, closes
-
-    def _by_state(
-        self, arr: np.ndarray, after: np.ndarray, q: np.ndarray, prev: int, eof: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The parser's states, quote by quote."""
-        n = len(arr)
-        opens, closes = ([-1], []) if self.in_quote else ([], [])
-        skip = -1
-        for p in q.tolist():
-            if p == skip:
-                continue
-            if self.in_quote:
-                if after[p] == _QUOTE and (p + 1 < n or not eof):
-                    self.skip = p + 1 == n
-                    skip = p + 1
-                else:
-                    self.in_quote = False
-                    closes.append(p)
-            elif (arr[p - 1] if p else prev) in self.starts[:3]:
-                self.in_quote = True
-                opens.append(p)
-        if self.in_quote:
-            closes.append(n)
-        return np.array(opens, np.int64), np.array(closes, np.int64)
-
-
 def _json_marks(
     proc: bytes, arr: np.ndarray, ends: np.ndarray, last: int
 ) -> tuple[np.ndarray, int]:
@@ -241,60 +166,52 @@ def scan_lines(
     """The row ends of a CSV (``csv=True``) or JSONL file, a chunk at a time: for each
     line, the offset just past its end, and a mark: 0 for an empty line (no row), 1 for
     a row, 2 for a JSONL line that does not end with ``}`` (an object spread over lines).
-    A last line without a line end ends at the end of the file."""
-    quotes = _Quotes(delimiter.encode("utf-8")[0]) if csv else None
-    prev = _NL  # the byte before the chunk: a line starts there
+    A last line without a line end ends at the end of the file. A CSV is scanned in Rust
+    (``_core.CsvRowScanner``: line ends, and quoted values as pyarrow's parser reads
+    them), a JSONL file with NumPy."""
+    if csv:
+        yield from _csv_lines(f, delimiter, chunk)
+        return
     line_start = 0  # where the open line starts
-    last = 0  # JSONL: the open line's last non-space byte so far (0: none yet)
+    last = 0  # the open line's last non-space byte so far (0: none yet)
     offset = 0  # file offset of the chunk's first byte
-    tail = b""
     first = True
     while True:
-        data = f.read(chunk)
-        buf = tail + data
+        data = f.read(max(chunk, len(_BOM)) if first else chunk)
         if first:
             first = False
-            if buf.startswith(_BOM):  # pyarrow skips it; a quote after it opens a field
-                buf, offset = buf[len(_BOM) :], len(_BOM)
-        eof = not data
-        # The last byte waits for the next chunk: a \r or a quote needs the byte after it.
-        proc, tail = (buf, b"") if eof else (buf[:-1], buf[-1:])
-        arr = np.frombuffer(proc, np.uint8)
-        n = len(arr)
-        if n:
-            after = np.frombuffer(buf, np.uint8)[1 : n + 1]
-            if len(after) < n:
-                after = np.append(after, np.uint8(0))
-            # CSV: \n, \r\n or a lone \r; JSONL: \n (a \r is space there).
-            has_cr = csv and b"\r" in proc
-            is_end = arr == _NL
-            if has_cr:
-                is_end |= (arr == _CR) & (after != _NL)
-            ends = np.flatnonzero(is_end)
-            if quotes is not None and (quotes.open or b'"' in proc):
-                spans = quotes.spans(arr, after, prev, eof)
-                if len(spans[0]):
-                    k = np.searchsorted(spans[0], ends, side="right") - 1
-                    inside = (k >= 0) & (ends < spans[1][np.maximum(k, 0)])
-                    ends = ends[~inside]
-            if csv:
-                term = offset + ends
-                if has_cr or prev == _CR:
-                    before_end = np.where(ends > 0, arr[np.maximum(ends - 1, 0)], prev)
-                    term -= (arr[ends] == _NL) & (before_end == _CR)
-                starts = np.concatenate(([line_start], offset + ends[:-1] + 1))[: len(ends)]
-                nonempty = term > starts
-            else:
-                nonempty, last = _json_marks(proc, arr, ends, last)
-            if len(ends):
-                line_start = offset + int(ends[-1]) + 1
-                yield offset + ends + 1, nonempty.astype(np.int8)
-            prev = int(arr[-1])
-            offset += n
-        if eof:
+            if data.startswith(_BOM):  # pyarrow skips it
+                data, offset = data[len(_BOM) :], len(_BOM)
+                if not data:
+                    continue
+        if not data:
             break
-    if line_start < offset and (csv or last):
-        yield np.array([offset]), np.array([1 if csv or last == _CLOSE else 2], np.int8)
+        arr = np.frombuffer(data, np.uint8)
+        ends = np.flatnonzero(arr == _NL)  # a \r is space in JSON
+        nonempty, last = _json_marks(data, arr, ends, last)
+        if len(ends):
+            line_start = offset + int(ends[-1]) + 1
+            yield offset + ends + 1, nonempty.astype(np.int8)
+        offset += len(data)
+    if line_start < offset and last:
+        yield np.array([offset]), np.array([1 if last == _CLOSE else 2], np.int8)
+
+
+def _csv_lines(f: IO[bytes], delimiter: str, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    data = f.read(max(chunk, len(_BOM)))
+    start = len(_BOM) if data.startswith(_BOM) else 0  # pyarrow skips it
+    scanner = CsvRowScanner(delimiter.encode("utf-8")[0], start)
+    data = data[start:]
+    while True:
+        ends, marks = scanner.feed(data)
+        if len(ends):
+            yield ends.astype(np.int64), marks
+        data = f.read(chunk)
+        if not data:
+            break
+    ends, marks = scanner.finish()
+    if len(ends):
+        yield ends.astype(np.int64), marks
 
 
 class _Cutter:
