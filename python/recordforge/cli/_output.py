@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from recordforge.manifest import Manifest
 
+# Seconds between two drawings of a progress bar.
+REDRAW = 0.1
+
 
 @contextlib.contextmanager
 def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
     """A rich progress bar (items, records/s, MB/s, ETA); yields the ``progress``
     callback ``write_dataset`` takes. The bar is drawn at the first item converted, so an
-    error before any work (a refused directory, a bad option) prints no bar."""
+    error before any work (a refused directory, a bad option) prints no bar; then redrawn
+    at most every :data:`REDRAW` seconds, by the callback itself: no drawing thread (a
+    thread running would make worker processes spawn instead of fork), and no cost per
+    item beyond adding two counts."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -33,8 +40,19 @@ def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=False,
+        auto_refresh=False,
     )
     task: list[Any] = []
+    pending = [0, 0.0]  # items not drawn yet, when the bar was last drawn
+
+    def draw() -> None:
+        elapsed = bar.tasks[0].elapsed or 1e-9
+        records_per_s = counts["records"] / elapsed
+        megabytes_per_s = counts["bytes"] / elapsed / 1e6
+        rate = f"{records_per_s:,.0f} rec/s {megabytes_per_s:,.1f} MB/s"
+        bar.update(task[0], advance=pending[0], rate=rate)
+        bar.refresh()
+        pending[0], pending[1] = 0, time.monotonic()
 
     def progress(records: int, nbytes: int) -> None:
         if not task:
@@ -42,16 +60,15 @@ def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
             task.append(bar.add_task(description, total=total, rate=""))
         counts["records"] += records
         counts["bytes"] += nbytes
-        elapsed = bar.tasks[0].elapsed or 1e-9
-        records_per_s = counts["records"] / elapsed
-        megabytes_per_s = counts["bytes"] / elapsed / 1e6
-        rate = f"{records_per_s:,.0f} rec/s {megabytes_per_s:,.1f} MB/s"
-        bar.update(task[0], advance=1, rate=rate)
+        pending[0] += 1
+        if time.monotonic() - pending[1] >= REDRAW:
+            draw()
 
     try:
         yield progress
     finally:
         if task:
+            draw()
             bar.stop()
 
 
