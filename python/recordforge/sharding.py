@@ -50,6 +50,8 @@ DEFAULT_MAX_BYTES = 256 * 10**6
 FRAME_OVERHEAD = 16
 # Records considered at once when placing a batch into shards.
 FIT_WINDOW = 1 << 16
+# Items of at most this many records are placed a record at a time, without NumPy.
+_FEW = 16
 # Shard indexes a name template is tried with (they must give distinct names).
 _NAME_PROBE = 1000
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
@@ -308,6 +310,13 @@ class ShardPlanner:
                 self._start(starts, position, j)
                 k = j
             self.fill.add(frames[k:])
+        elif n - first <= _FEW:  # an item of a few records (an image): one check each
+            fill = self.fill
+            for size in frames[first:].tolist():
+                if fill.full(size):
+                    self._start(starts, position, k)
+                fill.records, fill.used = fill.records + 1, fill.used + size
+                k += 1
         else:
             while k < n:
                 if self.fill.full(int(frames[k])):
