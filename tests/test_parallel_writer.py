@@ -327,3 +327,42 @@ def test_cli_worker_killed_exits_1_without_traceback(tiny: dict[str, Path], tmp_
     assert listing(tmp_path / "out") == listing(tmp_path / "ref")
     report = json.loads((tmp_path / "out" / "dataset.json").read_text())["report"]
     assert report["items"] == 50
+
+
+FORKED_SPLITS = textwrap.dedent(
+    """
+    import os, sys
+    import recordforge as rf
+    from recordforge.cli._output import conversion_progress
+
+    def to_records(item):
+        with open(os.path.join(sys.argv[2], f"{os.getpid()}"), "w") as f:
+            f.write(open("/proc/self/cmdline").read())
+        return [rf.encode_example(item)]
+
+    if __name__ == "__main__":
+        splits = {"train": [{"id": i} for i in range(40)], "test": [{"id": i} for i in range(9)]}
+        with conversion_progress(49, "convert") as progress:  # the CLI's progress bar
+            rf.write_dataset(splits=splits, out=sys.argv[1], to_records=to_records,
+                             workers=2, max_records=5, progress=progress)
+    """
+)
+
+
+def test_every_split_forks_its_workers_under_the_clis_progress_bar(tmp_path: Path) -> None:
+    """The progress bar draws without a thread of its own: a thread running at the next
+    split's start would make its workers spawn (a Python start each, the source pickled)
+    instead of fork."""
+    script = tmp_path / "splits.py"
+    script.write_text(FORKED_SPLITS)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out"), str(seen)],
+        env=environ, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    workers = [p.read_text() for p in seen.iterdir()]
+    assert len(workers) == 4  # two per split
+    assert not any("spawn_main" in cmdline for cmdline in workers), workers
