@@ -171,6 +171,14 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes ``start:end`` of the remote file ``url`` (fewer at its end), by one ranged
+    read: an fsspec file object would read a whole block of several MB."""
+    fs, where = filesystem(url)
+    data: bytes = fs.cat_file(where, start=start, end=end)
+    return data
+
+
 def temp_name(final_name: str) -> str:
     """A hidden name beside ``final_name``, unique to this attempt."""
     return f".{final_name}.{uuid.uuid4().hex[:12]}.partial"

@@ -128,8 +128,7 @@ def _load(path: str, shard_size: int | None) -> tuple[bytes, int] | None:
         if not _fs.exists(idx):
             return None
         size = shard_size if shard_size is not None else _fs.size(path)
-        fs, where = _fs.filesystem(idx)  # by range: a file object would read a whole block
-        data = fs.cat_file(where, start=0, end=max_size(size) + 1)
+        data = _fs.read_range(idx, 0, max_size(size) + 1)
     else:
         directory, name = os.path.split(path)
         checked = inside(directory or ".", f"{name}.idx", Field(idx))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from recordforge import _core, _fs
+from recordforge._ranged import fetch_records
 from recordforge._shards import Claim, ShardFiles, first_records, manifest_shards
 from recordforge._sticky import Sticky
 from recordforge.errors import DecodeError, OnError, SchemaError, on_error_policy
@@ -453,8 +454,6 @@ class Dataset:
 
     def _take_by_range(self, where: np.ndarray, k: np.ndarray, used: np.ndarray) -> dict[str, Any]:
         """:meth:`take` of remote records: their frames only (:mod:`recordforge._ranged`)."""
-        from recordforge._ranged import fetch_records
-
         starts, mine = self._starts(), self._my_files()
         records: list[bytes] = [b""] * len(where)
         for f in used.tolist():

@@ -16,6 +16,7 @@ import numpy as np
 
 from recordforge import _core, _fs, _index
 from recordforge._jsonfields import Field
+from recordforge._ranged import ReadAhead, frame_spans
 from recordforge.errors import CorruptRecordError, SchemaError
 from recordforge.manifest import MANIFEST_NAME, Manifest, inside
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
@@ -70,8 +71,6 @@ def count_records(
             walk = _core.RecordWalker(path, payloads=False, max_record_bytes=limit)
             count = sum(1 for span in walk if span.kind == "record")
         return count
-    from recordforge._ranged import ReadAhead
-
     with ReadAhead(path) as f:  # streamed by range, read ahead on a thread
         count = _core.scan_records(f, "auto", False, max_record_bytes=limit)[0]
     return count
@@ -83,8 +82,6 @@ def read_records(path: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) ->
     if not _fs.is_url(path):
         yield from _core.read_records(path, "auto", True, max_record_bytes=max_record_bytes)
         return
-    from recordforge._ranged import ReadAhead
-
     with ReadAhead(path) as f:  # streamed by range, read ahead on a thread
         yield from _core.read_records(f, "auto", True, max_record_bytes=max_record_bytes)
 
@@ -357,8 +354,6 @@ class ShardFiles:
         """A remote file's record offsets and framed sizes: from its ``.idx`` when that
         covers the file exactly, else from one streamed walk (no download); once."""
         if path not in self._spans:
-            from recordforge._ranged import frame_spans
-
             index = None if path in self._no_index else _index.read(path)
             if index is not None:
                 offsets, sizes = index

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Literal, cast
 
 from recordforge import _core, _fs
+from recordforge._ranged import ReadAhead
 from recordforge._sticky import Sticky
 from recordforge.errors import CorruptRecordError
 
@@ -72,9 +73,8 @@ def detect_compression(path: str | os.PathLike[str]) -> Compression:
     >>> rf.records.detect_compression(path)
     'gzip'
     """
-    if _fs.is_url(path):  # 12 bytes by range (an fsspec file would read a whole block)
-        fs, where = _fs.filesystem(str(path))
-        return compression_of(fs.cat_file(where, start=0, end=12))
+    if _fs.is_url(path):
+        return compression_of(_fs.read_range(str(path), 0, 12))
     with _fs.open_file(path) as f:
         head = f.read(12)
     return compression_of(head)
@@ -290,13 +290,6 @@ def _discard(remote: Any) -> None:
             remote.closed = True  # nothing left to flush
 
 
-def _read_ahead(url: str) -> Any:
-    """A remote file read front to back by range, read ahead on a thread (no disk)."""
-    from recordforge._ranged import ReadAhead
-
-    return ReadAhead(url)
-
-
 def _named(f: Any, url: Any) -> Any:
     """``f`` with ``name`` set to the URL, so errors name the URL."""
     with contextlib.suppress(AttributeError):
@@ -310,7 +303,7 @@ def _remote_records(
     verify: bool,
     max_record_bytes: int,
 ) -> Iterator[bytes]:
-    with _read_ahead(url) as f:
+    with ReadAhead(url) as f:
         try:
             yield from _core.read_records(
                 _named(f, url), compression, verify, max_record_bytes=max_record_bytes
@@ -398,7 +391,7 @@ def scan_records(
     """
     if _fs.is_url(path_or_file):
         url = str(path_or_file)
-        with _read_ahead(url) as f:
+        with ReadAhead(url) as f:
             try:
                 records, payload, stream = _core.scan_records(
                     _named(f, url), compression, verify, threads, max_record_bytes=max_record_bytes

@@ -106,10 +106,11 @@ class SplitSources:
 
     def schema_after(self, report: ConversionReport) -> Schema | None:
         """The schema, from the conversion's final ``report`` where :meth:`tallies`."""
-        (source, *more) = self.sources.values()
-        if not more and has_tally(source):
-            return source.schema_after(report)
-        return self.schema()
+        if not self.tallies():
+            return self.schema()
+        (source,) = self.sources.values()
+        assert has_tally(source)
+        return source.schema_after(report)
 
     def final_schema(self) -> Schema | SchemaAfter | None:
         """What ``write_dataset(schema=...)`` is given: :meth:`schema_after` where
