@@ -48,6 +48,7 @@ __all__ = [
     "GAP",
     "MAX_REQUEST",
     "READ_AHEAD",
+    "Crc32c",
     "ReadAhead",
     "fetch_records",
     "frame_spans",
@@ -166,6 +167,40 @@ def retrying(path: str, request: Callable[[], T]) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+_POLY = 0x82F63B78  # CRC32C, reflected
+_MASK = 0xFFFFFFFF
+
+
+def _crc32c_prefix(crc: int) -> bytes:
+    """Four bytes whose CRC32C is ``crc``: the CRC's register after them is the one after
+    any message of that CRC, so ``crc32c(prefix + more)`` is the CRC of that message
+    followed by ``more`` (the Rust CRC takes no starting value). The register's 32 shifts
+    run backwards."""
+    r = crc ^ _MASK
+    for _ in range(32):
+        r = (((r ^ _POLY) << 1) | 1) & _MASK if r & 0x80000000 else (r << 1) & _MASK
+    return (r ^ _MASK).to_bytes(4, "little")
+
+
+class Crc32c:
+    """The CRC32C of bytes given in pieces (``update``), as ``crc32c`` of them all.
+
+    >>> from recordforge import _core
+    >>> crc = Crc32c()
+    >>> crc.update(b"1234"); crc.update(b"56789")
+    >>> crc.value == _core.crc32c(b"123456789") == 0xE3069283, crc.bytes
+    (True, 9)
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.bytes = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = _core.crc32c(_crc32c_prefix(self.value) + data)
+        self.bytes += len(data)
+
+
 def _read_ahead_bytes() -> int:
     """``RECORDFORGE_READ_AHEAD`` (a number of bytes), else :data:`READ_AHEAD`."""
     given = os.environ.get("RECORDFORGE_READ_AHEAD", "").strip()
@@ -181,13 +216,23 @@ class ReadAhead:
     bytes fetched by range (:func:`retrying`) on a background thread, at most
     ``ahead`` bytes (``RECORDFORGE_READ_AHEAD``, default :data:`READ_AHEAD`) waiting
     for the reader; no local disk. ``size`` is the file's size when it was opened; a
-    file that changes size while read is an error naming it."""
+    file that changes size while read is an error naming it. ``on_block`` is called
+    with each block, in order, on the background thread (a checksum of the whole file
+    computed while it is read: :class:`Crc32c`); what it raises, the reader raises."""
 
-    def __init__(self, path: str, block: int = BLOCK, ahead: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        block: int | None = None,
+        ahead: int | None = None,
+        *,
+        on_block: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.path = self.name = path  # (the name errors of the Rust reader give)
         self._fs, self._where = _fs.filesystem(path)
         self.size = int(retrying(path, lambda: self._fs.size(self._where)))
-        self._block = max(1, block)
+        self._block = max(1, block if block is not None else BLOCK)
+        self._on_block = on_block
         depth = max(1, (ahead if ahead is not None else _read_ahead_bytes()) // self._block)
         self._blocks: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -221,6 +266,8 @@ class ReadAhead:
                         f"{self.path}: {len(data)} bytes at byte {start}, {end - start} "
                         "expected (the file changed while it was read)"
                     )
+                if self._on_block is not None:
+                    self._on_block(data)
                 if not self._put(data):
                     return
             self._put(None)

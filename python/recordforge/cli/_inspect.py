@@ -94,7 +94,7 @@ def byte_progress(paths: Sequence[str], description: str) -> Iterator[Any]:
     output stays clean); yields the ``progress(nbytes)`` callback, or ``None`` when the
     input is small."""
     try:
-        total = sum(f.path.stat().st_size for f in resolve(paths) if f.path.is_file())
+        total = sum(f.size() for f in resolve(paths) if f.exists())
     except OSError:
         total = 0
     if total < PROGRESS_MIN_BYTES:

@@ -64,7 +64,7 @@ _FORMAT_ALIASES = {"jpg": "jpeg"}
 class Checker:
     """Parses each record of a file and checks it against the schema (and images)."""
 
-    def __init__(self, path: Path, schema: Schema | None, images: bool) -> None:
+    def __init__(self, path: str | Path, schema: Schema | None, images: bool) -> None:
         self.path, self.schema, self.images = path, schema, images
         self.type: RecordType | None = "Example" if schema is not None else None
         self.image_features = (

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +15,7 @@ from recordforge import _core
 from recordforge.errors import CorruptRecordError, DecodeError
 from recordforge.inspect._common import Problem
 from recordforge.inspect._files import InputFile
+from recordforge.inspect._stream import Records
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
 #: The most features a record may have to be described by ``head``, ``info``, ``stats``
@@ -146,7 +146,7 @@ def decode_elwc(data: bytes | memoryview) -> tuple[list[dict[str, Any]], dict[st
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    file: Path
+    file: str
     index: int
     offset: int | None
     data: bytes
@@ -165,33 +165,34 @@ def records_of(
     features (counted before anything is decoded) is a problem and is passed over."""
     produced = 0
     for item in items:
-        it = _core.read_records(str(item.path), "auto", True, max_record_bytes=max_record_bytes)
         index = 0
         try:
-            for data in it:
-                if limit is not None and produced >= limit:
-                    return
-                n = _core.count_features(data)
-                if n > max_features:
-                    problems.append(
-                        Problem(
-                            file=str(item.path),
-                            kind="features",
-                            record=index,
-                            offset=it.offset,
-                            message=f"{n:,} features, more than the limit of {max_features:,} "
-                            "(max_features, --max-features): not described",
+            with Records(item.name, max_record_bytes=max_record_bytes) as it:
+                for data in it:
+                    if limit is not None and produced >= limit:
+                        return
+                    n = _core.count_features(data)
+                    if n > max_features:
+                        problems.append(
+                            Problem(
+                                file=item.name,
+                                kind="features",
+                                record=index,
+                                offset=it.offset,
+                                message=f"{n:,} features, more than the limit of "
+                                f"{max_features:,} (max_features, --max-features): not "
+                                "described",
+                            )
                         )
-                    )
+                        index += 1
+                        continue
+                    yield Record(item.name, index, it.offset, data)
                     index += 1
-                    continue
-                yield Record(item.path, index, it.offset, data)
-                index += 1
-                produced += 1
+                    produced += 1
         except CorruptRecordError as e:
             problems.append(
                 Problem(
-                    file=str(item.path),
+                    file=item.name,
                     kind="crc" if "CRC" in e.reason else "framing",
                     record=index,
                     offset=e.offset,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -17,40 +19,9 @@ from recordforge._jsonfields import Field
 from recordforge._outdir import check_finished
 from recordforge.inspect._common import Paths, Problem
 from recordforge.manifest import MANIFEST_NAME, Manifest, ShardInfo, inside
-from recordforge.records import COMPRESSION_SUFFIXES, detect_compression
+from recordforge.records import COMPRESSION_SUFFIXES, Compression, detect_compression
 
 _GLOB_CHARS = frozenset("*?[")
-
-_T = TypeVar("_T")
-
-
-def as_given(result: _T, items: list[InputFile]) -> _T:
-    """``result`` with each remote file's local copy named by its URL instead, in every
-    string it holds (file fields, messages, ``.idx`` paths), so that reports name what
-    the user gave."""
-    names = {str(i.path): i.remote for i in items if i.remote is not None}
-    return _renamed(result, names) if names else result
-
-
-def _renamed(obj: Any, names: dict[str, str]) -> Any:
-    if isinstance(obj, str):
-        for local, url in names.items():
-            if local in obj:
-                obj = obj.replace(local, url)
-        return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changes = {
-            f.name: _renamed(getattr(obj, f.name), names) for f in dataclasses.fields(obj) if f.init
-        }
-        return dataclasses.replace(obj, **changes)
-    if isinstance(obj, list):
-        return [_renamed(x, names) for x in obj]
-    if isinstance(obj, tuple):
-        return tuple(_renamed(x, names) for x in obj)
-    if isinstance(obj, dict):
-        return {_renamed(k, names): _renamed(v, names) for k, v in obj.items()}
-    return obj
-
 
 # Names of files in a directory without dataset.json that are taken as TFRecord files
 # (anywhere in the name: a.tfrecord-00001, shard.gz.1).
@@ -59,18 +30,58 @@ _RECORD_HINTS = ("tfrec", "-of-", ".rec", *(s for s in COMPRESSION_SUFFIXES.valu
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InputFile:
-    """One TFRecord file to look at; ``shard`` is its ``dataset.json`` entry, if any."""
+    """One TFRecord file to look at: ``name`` is its path, or its URL (``gs://``,
+    ``s3://``, ...: then read by range, never downloaded); ``shard`` is its
+    ``dataset.json`` entry, if any. A remote file's size and its ``.idx``'s are those
+    listed when it was resolved (``None``: not there)."""
 
-    path: Path
+    name: str
     split: str | None = None
     shard: ShardInfo | None = None
     manifest: Manifest | None = None
-    #: The URL of a remote file; ``path`` is then its local copy.
-    remote: str | None = None
+    listed_size: int | None = None
+    listed_index_size: int | None = None
+
+    @property
+    def remote(self) -> str | None:
+        """The URL of a remote file, else ``None``."""
+        return self.name if _fs.is_url(self.name) else None
+
+    @property
+    def path(self) -> Path:
+        """The local file (a remote one has none)."""
+        if self.remote is not None:
+            raise ValueError(f"{self.name}: a remote file has no local path")
+        return Path(self.name)
+
+    @property
+    def index_name(self) -> str:
+        return f"{self.name}.idx"
 
     @property
     def index_path(self) -> Path:
+        """The local ``.idx`` (a remote one has none: see :attr:`index_name`)."""
         return self.path.with_name(self.path.name + ".idx")
+
+    def exists(self) -> bool:
+        if self.remote is not None:
+            return self.listed_size is not None
+        return self.path.is_file()
+
+    def size(self) -> int:
+        if self.remote is not None:
+            return self.listed_size or 0
+        return self.path.stat().st_size
+
+    def has_index(self) -> bool:
+        if self.remote is not None:
+            return self.listed_index_size is not None
+        return self.index_path.is_file()
+
+    @functools.cached_property
+    def compression(self) -> Compression:
+        """From the first bytes (of a remote file: one ranged read of 12 bytes)."""
+        return detect_compression(self.name)
 
 
 def resolve(paths: Paths) -> list[InputFile]:
@@ -96,7 +107,9 @@ def resolve(paths: Paths) -> list[InputFile]:
                 for split, shards in manifest.splits.items():
                     out.extend(
                         InputFile(
-                            path=inside(p, s.file, source["splits"][split]["shards"][k]["file"]),
+                            name=str(
+                                inside(p, s.file, source["splits"][split]["shards"][k]["file"])
+                            ),
                             split=split,
                             shard=s,
                             manifest=manifest,
@@ -126,34 +139,33 @@ def resolve(paths: Paths) -> list[InputFile]:
         else:
             raise FileNotFoundError(f"{given}: no such file or directory")
     # A file of an unfinished conversion is not a dataset's (yet).
-    for parent in dict.fromkeys(_fs.parent(i.remote or i.path) for i in out):
+    for parent in dict.fromkeys(_fs.parent(i.name) for i in out):
         check_finished(parent)
     return out
 
 
 def _resolve_url(url: str) -> list[InputFile]:
     """A remote dataset directory, directory, glob or file (gs://, s3://, ...): its
-    files are downloaded once per process (with their ``.idx``), then looked at locally;
-    the manifest is read from the remote ``dataset.json``."""
-
-    def stage(remote: str) -> Path:
-        idx = f"{remote}.idx"
-        if _fs.exists(idx):
-            _fs.staged(idx)
-        return Path(_fs.staged(remote))
-
+    files, with their sizes and their ``.idx``'s from one listing per directory; the
+    manifest is read from the remote ``dataset.json``. Nothing is downloaded."""
     if _fs.exists(_fs.join(url, MANIFEST_NAME)):
         manifest = Manifest.load(url)
+        entries = [
+            (_fs.join(url, s.file), split, s)
+            for split, shards in manifest.splits.items()
+            for s in shards
+        ]
+        sizes = _listed([u for u, _, _ in entries])
         return [
             InputFile(
-                path=stage(_fs.join(url, s.file)),
+                name=u,
                 split=split,
                 shard=s,
                 manifest=manifest,
-                remote=_fs.join(url, s.file),
+                listed_size=sizes.get(u),
+                listed_index_size=sizes.get(f"{u}.idx"),
             )
-            for split, shards in manifest.splits.items()
-            for s in shards
+            for u, split, s in entries
         ]
     if _fs.isdir(url):
         names = [
@@ -166,15 +178,33 @@ def _resolve_url(url: str) -> list[InputFile]:
         ]
         if not names:
             raise FileNotFoundError(f"{url}: no {MANIFEST_NAME} and no TFRecord files in it")
-        return [InputFile(path=stage(_fs.join(url, n)), remote=_fs.join(url, n)) for n in names]
-    if _GLOB_CHARS & set(url.split("://", 1)[1]):
-        matches = _fs.glob(url)
-        if not matches:
+        urls = [_fs.join(url, n) for n in names]
+    elif _GLOB_CHARS & set(url.split("://", 1)[1]):
+        urls = _fs.glob(url)
+        if not urls:
             raise FileNotFoundError(f"{url}: the pattern matches no files")
-        return [InputFile(path=stage(m), remote=m) for m in matches]
-    if not _fs.isfile(url):
+    elif not _fs.isfile(url):
         raise FileNotFoundError(f"{url}: no such file or directory")
-    return [InputFile(path=stage(url), remote=url)]
+    else:
+        urls = [url]
+    sizes = _listed(urls)
+    return [
+        InputFile(name=u, listed_size=sizes.get(u), listed_index_size=sizes.get(f"{u}.idx"))
+        for u in urls
+    ]
+
+
+def _listed(urls: list[str]) -> dict[str, int]:
+    """The size of every file in the directories of ``urls``, by URL: one listing per
+    directory."""
+    out: dict[str, int] = {}
+    for parent in dict.fromkeys(_fs.parent(u) for u in urls):
+        fs, where = _fs.filesystem(parent)
+        for entry in fs.ls(where, detail=True, refresh=True):
+            if entry.get("type") != "directory":
+                name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+                out[_fs.join(parent, name)] = int(entry.get("size") or 0)
+    return out
 
 
 def _with_manifest(path: Path) -> InputFile:
@@ -185,19 +215,23 @@ def _with_manifest(path: Path) -> InputFile:
             for split, shards in manifest.splits.items():
                 for s in shards:
                     if s.file == path.name:
-                        return InputFile(path=path, split=split, shard=s, manifest=manifest)
-    return InputFile(path=path)
+                        return InputFile(name=str(path), split=split, shard=s, manifest=manifest)
+    return InputFile(name=str(path))
 
 
-def read_index(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """The ``offset size`` lines of an ``.idx`` file, read only when it is a regular file
-    in its shard's directory (links resolved) no larger than an index of that shard can
-    be. Raises ``ValueError`` (a ``SchemaError`` for a path outside) saying what is wrong."""
-    inside(path.parent, path.name, Field(str(path)))
-    shard = path.with_name(path.name.removesuffix(".idx"))
-    limit = _index.max_size(shard.stat().st_size if shard.is_file() else 0)
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
+def read_index(item: InputFile) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The ``offset size`` lines of the ``.idx`` of ``item``, read only when it is no
+    larger than an index of that shard can be (a local one: when it is a regular file in
+    its shard's directory, links resolved; a remote one: by one ranged read). Raises
+    ``ValueError`` (a ``SchemaError`` for a path outside) saying what is wrong."""
+    limit = _index.max_size(item.size() if item.exists() else 0)
+    if item.remote is not None:
+        data = _fs.read_range(item.index_name, 0, limit + 1)
+    else:
+        path = item.index_path
+        inside(path.parent, path.name, Field(str(path)))
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"larger than an index of its shard can be ({limit} bytes)")
     text = data.decode("ascii").split()
@@ -207,28 +241,27 @@ def read_index(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     return values[:, 0], values[:, 1]
 
 
-def manifest_problems(items: list[InputFile]) -> list[Problem]:
+def manifest_problems(items: Sequence[InputFile], *, compression: bool = True) -> list[Problem]:
     """What is wrong with the ``dataset.json`` of ``items`` without reading a record: its
-    own disagreements (split totals, files listed twice, counts that cannot fit) and a
-    ``compression`` that the files' first bytes contradict."""
+    own disagreements (split totals, files listed twice, counts that cannot fit) and
+    (``compression``) a ``compression`` that the files' first bytes contradict."""
     out: list[Problem] = []
     seen: set[int] = set()
     for item in items:
         manifest = item.manifest
         if manifest is None or item.shard is None:
             continue
-        parent = str(item.path.parent) if item.remote is None else _fs.parent(item.remote)
-        where = _fs.join(parent, MANIFEST_NAME)
+        where = _fs.join(_fs.parent(item.name), MANIFEST_NAME)
         if id(manifest) not in seen:
             seen.add(id(manifest))
             out.extend(Problem(file=where, kind="manifest", message=m) for m in manifest.problems())
-        if item.path.is_file():
-            found = detect_compression(item.path)
+        if compression and item.exists():
+            found = item.compression
             if found != manifest.compression:
                 claim = "null" if manifest.compression is None else repr(manifest.compression)
                 out.append(
                     Problem(
-                        file=str(item.path),
+                        file=item.name,
                         kind="manifest",
                         message=f"{found or 'not'} compressed (from its first bytes), "
                         f"dataset.json says compression {claim}",

@@ -13,9 +13,10 @@ from recordforge import _core, _fs, _index
 from recordforge._atomic import write_bytes_atomic
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
-from recordforge.inspect._files import InputFile, as_given, manifest_problems, resolve
-from recordforge.inspect._walker import problem_of, walk
-from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
+from recordforge.inspect._files import InputFile, manifest_problems, resolve
+from recordforge.inspect._stream import Records, Walk
+from recordforge.inspect._walker import problem_of
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
 # --------------------------------------------------------------------------------------
 # count
@@ -79,35 +80,39 @@ def count(
     items = resolve(paths)
     problems.extend(manifest_problems(items))
     for item in items:
-        if not item.path.is_file():
+        if not item.exists():
             problems.append(
                 Problem(
-                    file=str(item.path),
+                    file=item.name,
                     kind="missing",
                     message="listed in dataset.json but missing",
                 )
             )
             continue
-        size = item.path.stat().st_size
+        size = item.size()
         counted = None if verify or scan else _count_from_metadata(item, size)
         if counted is not None:
             files.append(
-                FileCount(path=str(item.path), records=counted[0], bytes=size, method=counted[1])
+                FileCount(path=item.name, records=counted[0], bytes=size, method=counted[1])
             )
         else:
-            compression = detect_compression(item.path)
+            compression = item.compression
             method = "scan+crc" if verify else "scan"
-            try:
-                stats = _core.scan_records(
-                    str(item.path), compression, verify, 0, max_record_bytes=max_record_bytes
-                )
-                records = stats[0]
-            except CorruptRecordError:
-                records, found = _walk_count(item.path, verify, max_record_bytes)
+            if item.remote is not None:  # one streamed walk, past any damage
+                records, found = _walk_count(item.name, verify, max_record_bytes)
                 problems.extend(found)
+            else:
+                try:
+                    stats = _core.scan_records(
+                        item.name, compression, verify, 0, max_record_bytes=max_record_bytes
+                    )
+                    records = stats[0]
+                except CorruptRecordError:
+                    records, found = _walk_count(item.name, verify, max_record_bytes)
+                    problems.extend(found)
             files.append(
                 FileCount(
-                    path=str(item.path),
+                    path=item.name,
                     records=records,
                     bytes=size,
                     method=method,
@@ -117,41 +122,41 @@ def count(
         if item.shard is not None and item.shard.records != files[-1].records:
             problems.append(
                 Problem(
-                    file=str(item.path),
+                    file=item.name,
                     kind="manifest",
                     message=f"{files[-1].records} records, dataset.json says {item.shard.records}",
                 )
             )
         if progress is not None:
             progress(size)
-    result = CountResult(
+    return CountResult(
         records=sum(f.records for f in files),
         bytes=sum(f.bytes for f in files),
         files=files,
         problems=problems,
     )
-    return as_given(result, items)
 
 
-def _walk_count(path: Path, verify: bool, max_record_bytes: int) -> tuple[int, list[Problem]]:
-    """The records of a damaged file that could be delimited (intact, or framed with a
-    failing data CRC), and its problems."""
+def _walk_count(name: str, verify: bool, max_record_bytes: int) -> tuple[int, list[Problem]]:
+    """The records of a file (a damaged one, or a remote one) that could be delimited
+    (intact, or framed with a failing data CRC), and its problems."""
     records, problems = 0, []
-    for span in walk(path, verify, max_record_bytes=max_record_bytes):
-        if span.kind == "record":
-            records += 1
-            continue
-        problems.append(problem_of(path, span, records))
-        records += span.records
+    with Walk(name, verify, max_record_bytes=max_record_bytes) as spans:
+        for span in spans:
+            if span.kind == "record":
+                records += 1
+                continue
+            problems.append(problem_of(name, span, records))
+            records += span.records
     return records, problems
 
 
 def _count_from_metadata(item: InputFile, size: int) -> tuple[int, str] | None:
     """The count of an ``.idx`` file that covers a plain file exactly (``manifest`` when
     ``dataset.json`` agrees with it), else ``None``: the framing is walked."""
-    if detect_compression(item.path) is not None:
+    if item.compression is not None:
         return None  # an index's offsets are in the decompressed stream
-    index = _index.read(str(item.path), size)
+    index = _index.read(item.name, size)
     if index is None:
         return None
     n = len(index[0])
@@ -212,37 +217,34 @@ def write_index(
     """
     files, problems = [], []
     for item in resolve(paths):
-        it = _core.read_records(str(item.path), "auto", verify, max_record_bytes=max_record_bytes)
         lines = []
         try:
-            for data in it:
-                lines.append(f"{it.offset} {len(data) + 16}\n")
+            with Records(item.name, verify=verify, max_record_bytes=max_record_bytes) as it:
+                for data in it:
+                    lines.append(f"{it.offset} {len(data) + 16}\n")
         except CorruptRecordError as e:
             problems.append(
                 Problem(
-                    file=str(item.path),
+                    file=item.name,
                     kind="crc" if "CRC" in e.reason else "framing",
                     record=len(lines),
                     offset=e.offset,
                     message=f"{e.reason}; no index written",
                 )
             )
-            files.append(IndexFile(path=str(item.path), index_path=None, records=len(lines)))
+            files.append(IndexFile(path=item.name, index_path=None, records=len(lines)))
             continue
         finally:
             if progress is not None:
-                progress(item.path.stat().st_size)
-        target = item.index_path
-        # A new temporary file (O_EXCL) renamed over the target: a link planted at either
-        # name is replaced, never written through.
-        write_bytes_atomic(target, "".join(lines).encode("ascii"))
-        if item.remote is not None:  # a downloaded copy: the index goes beside the original
-            _fs.upload(target, f"{item.remote}.idx")
-            files.append(
-                IndexFile(path=item.remote, index_path=f"{item.remote}.idx", records=len(lines))
-            )
-            continue
-        files.append(IndexFile(path=str(item.path), index_path=str(target), records=len(lines)))
+                progress(item.size())
+        data = "".join(lines).encode("ascii")
+        if item.remote is not None:  # a temporary key, then moved: nothing on local disk
+            _fs.write_bytes(item.index_name, data)
+        else:
+            # A new temporary file (O_EXCL) renamed over the target: a link planted at
+            # either name is replaced, never written through.
+            write_bytes_atomic(item.index_path, data)
+        files.append(IndexFile(path=item.name, index_path=item.index_name, records=len(lines)))
     return IndexResult(files=files, problems=problems)
 
 
@@ -316,8 +318,8 @@ def salvage(
     temporary copy), as far as it goes, and every record decompressed before a break in
     the stream is kept. ``compression="same"`` writes the output as the input was. The
     output is written under a temporary name and renamed. Either path may be a URL (``gs://``,
-    ``s3://``, ...): a remote input is downloaded once per process; a remote output is
-    written locally, then uploaded under a temporary key and moved to its own.
+    ``s3://``, ...): a remote input is streamed (ranged reads, never downloaded); a remote
+    output is written locally, then uploaded under a temporary key and moved to its own.
 
     >>> import tempfile, recordforge as rf
     >>> path = tempfile.mktemp(suffix=".tfrecord")
@@ -339,7 +341,6 @@ def salvage(
         raise ValueError(f"{target}: the output must not be the damaged file itself")
     if not overwrite and _fs.exists(target):
         raise FileExistsError(f"{target}: exists; pass overwrite to replace it")
-    local_src = Path(_fs.staged(source))  # a URL: its copy, downloaded once per process
     lost: list[LostRegion] = []
     kept = 0
     with contextlib.ExitStack() as stack:
@@ -347,7 +348,9 @@ def salvage(
             tmp = stack.enter_context(_fs.local_dir()) / _fs.name(target)
         else:
             tmp = Path(target).with_name(f".{Path(target).name}.salvage")
-        walker = walk(local_src, True, payloads=True, max_record_bytes=max_record_bytes)
+        walker = stack.enter_context(
+            Walk(_fs.fspath(source), True, payloads=True, max_record_bytes=max_record_bytes)
+        )
         out_compression = walker.compression if compression == "same" else compression
         done = 0
         try:
@@ -376,7 +379,7 @@ def salvage(
         finally:
             tmp.unlink(missing_ok=True)
     if progress is not None:
-        progress(max(0, local_src.stat().st_size - done))
+        progress(max(0, _fs.size(_fs.fspath(source)) - done))
     return SalvageResult(
         source=source,
         out=target,

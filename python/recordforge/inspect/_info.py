@@ -20,10 +20,10 @@ from recordforge.inspect._decode import (
     records_of,
     typed_features,
 )
-from recordforge.inspect._files import as_given, resolve
+from recordforge.inspect._files import resolve
 from recordforge.inspect._framing import count
 from recordforge.inspect._values import image_of, is_text
-from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import BBox, ClassLabel, Image, Schema, Text, kind_of
 
 # --------------------------------------------------------------------------------------
@@ -158,16 +158,16 @@ def info(
     files: list[FileInfo] = []
     splits: dict[str, dict[str, int]] = {}
     for item in items:
-        fc = by_path.get(item.remote or str(item.path))  # count names remote files by URL
-        compression = detect_compression(item.path) if item.path.is_file() else None
+        fc = by_path.get(item.name)
+        there = item.exists()
         files.append(
             FileInfo(
-                path=str(item.path),
+                path=item.name,
                 split=item.split,
                 records=fc.records if fc else None,
-                bytes=item.path.stat().st_size if item.path.is_file() else 0,
-                compression=compression,
-                index=item.index_path.is_file(),
+                bytes=item.size() if there else 0,
+                compression=item.compression if there else None,
+                index=item.has_index(),
             )
         )
         if item.split is not None:
@@ -226,7 +226,7 @@ def info(
         notes=notes,
         problems=problems,
     )
-    return as_given(result, items)
+    return result
 
 
 def _feature_infos(
@@ -381,4 +381,4 @@ def head(
                 f"feature(s) {', '.join(map(repr, missing))} not in the first {len(out)} "
                 f"record(s); they have: {', '.join(sorted(every)) or 'no features'}"
             )
-    return as_given(HeadResult(records=out, problems=problems), items)
+    return HeadResult(records=out, problems=problems)

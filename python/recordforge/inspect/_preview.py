@@ -155,7 +155,7 @@ def preview(
     per-annotation ``bbox`` / ``category_id`` — and the first caption under it. Needs
     Pillow. Records without a decodable image are skipped and listed as problems.
     ``paths`` and ``out`` may be URLs (``gs://``, ``s3://``, ...): remote files are
-    downloaded once per process; the sheet is uploaded under a temporary key and moved.
+    streamed (ranged reads); the sheet is uploaded under a temporary key and moved.
     """
     import io
 
@@ -163,8 +163,6 @@ def preview(
     from PIL import ImageDraw, ImageFont
 
     items = resolve(paths)
-    # A remote file is named by its URL, not by the path of its downloaded copy.
-    shown = {i.path: i.remote or str(i.path) for i in items}
     schema = items[0].manifest.schema if items and items[0].manifest else None
     problems: list[Problem] = []
     pictures: list[tuple[Record, Any, list[_Box], str | None]] = []
@@ -184,7 +182,7 @@ def preview(
         except Exception as e:  # Pillow raises many types for bad data
             problems.append(
                 Problem(
-                    file=shown.get(rec.file, str(rec.file)),
+                    file=rec.file,
                     kind="image",
                     record=rec.index,
                     offset=rec.offset,
@@ -194,7 +192,7 @@ def preview(
             continue
         pictures.append((rec, rgb, _boxes(ex, schema, *rgb.size), _caption(ex)))
     if not pictures:
-        raise ValueError(f"no record with an image among {list(shown.values())}")
+        raise ValueError(f"no record with an image among {[i.name for i in items]}")
     font = ImageFont.load_default()
     cols = columns or math.ceil(math.sqrt(len(pictures)))
     rows = math.ceil(len(pictures) / cols)
@@ -220,13 +218,13 @@ def preview(
                 draw.text((box[0] + 3, box[1] + 2), label, fill=(255, 255, 255, 255), font=font)
             drawn.append((x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3], label))
         sheet.paste(PILImage.alpha_composite(thumb, overlay).convert("RGB"), (x0, y0))
-        text = f"{rec.file.name} #{rec.index}" + (f": {caption}" if caption else "")
+        text = f"{_fs.name(rec.file)} #{rec.index}" + (f": {caption}" if caption else "")
         ImageDraw.Draw(sheet).text(
             (x0, y0 + cell + 4), _fit(text, cell, font), fill=(230, 230, 230), font=font
         )
         cells.append(
             PreviewCell(
-                file=shown.get(rec.file, str(rec.file)),
+                file=rec.file,
                 record=rec.index,
                 x=x0,
                 y=y0,

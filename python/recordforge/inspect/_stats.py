@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from recordforge.inspect._decode import (
     records_of,
     typed_features,
 )
-from recordforge.inspect._files import as_given, resolve
+from recordforge.inspect._files import resolve
 from recordforge.inspect._values import describe_bytes, image_of, is_text
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import ClassLabel, kind_of
@@ -262,11 +261,12 @@ def stats(
     acc: dict[tuple[str, str], _Acc] = {}
     kinds: collections.Counter[str] = collections.Counter()
     records = 0
-    current: Path | None = None
+    current: str | None = None
+    sizes = {item.name: item.size() for item in items if item.exists()}
     for rec in records_of(items, problems, max_records, max_record_bytes, max_features):
         if progress is not None and rec.file != current:
             if current is not None:
-                progress(current.stat().st_size)
+                progress(sizes.get(current, 0))
             current = rec.file
         kind, decoded = typed_features(rec.data)
         kinds[kind] += 1
@@ -280,7 +280,7 @@ def stats(
             a.add(value, steps if steps is not None else len(value))
         _pair_label_names(decoded, acc)
     if progress is not None and current is not None:
-        progress(current.stat().st_size)
+        progress(sizes.get(current, 0))
     record_kind = kinds.most_common(1)[0][0] if kinds else "empty"
     notes = []
     if record_kind == "unknown":
@@ -294,7 +294,7 @@ def stats(
         notes=notes,
         problems=problems,
     )
-    return as_given(result, items)
+    return result
 
 
 def _pair_label_names(

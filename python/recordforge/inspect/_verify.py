@@ -12,18 +12,15 @@ from typing import Any
 import numpy as np
 
 from recordforge import _core
+from recordforge._ranged import Crc32c
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._checks import Checker, column_problems
 from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
 from recordforge.inspect._decode import record_type
-from recordforge.inspect._files import (
-    InputFile,
-    as_given,
-    manifest_problems,
-    read_index,
-    resolve,
-)
-from recordforge.inspect._walker import problem_of, walk
+from recordforge.inspect._fast import fast_checks
+from recordforge.inspect._files import InputFile, manifest_problems, read_index, resolve
+from recordforge.inspect._stream import Walk
+from recordforge.inspect._walker import problem_of
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 from recordforge.schema import Schema
 
@@ -43,7 +40,10 @@ class FileVerify(Result):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VerifyResult(Result):
     """``ok`` when nothing is wrong; ``problems`` lists everything that is, in file order;
-    ``checked`` says what was checked."""
+    ``checked`` says what was checked; ``unchecked`` names each file of which something
+    asked for could not be checked, and why, as problems of kind ``unchecked`` (``fast``:
+    a shard whose store keeps no CRC32C had its size checked only); ``complete`` when
+    there is none."""
 
     ok: bool
     records: int
@@ -51,15 +51,21 @@ class VerifyResult(Result):
     files: list[FileVerify]
     problems: list[Problem]
     checked: list[str]
+    unchecked: list[Problem] = dataclasses.field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unchecked
 
 
-def _start_hashing(items: Sequence[InputFile]) -> dict[Path, Any]:
-    """SHA-256 of every shard whose manifest entry is a SHA-256, on a pool of threads
-    (hashlib releases the GIL), running while the records are being checked. (CRC32C
-    checksums are computed in the same pass as the record CRCs.)"""
+def _start_hashing(items: Sequence[InputFile]) -> dict[str, Any]:
+    """SHA-256 of every local shard whose manifest entry is a SHA-256, on a pool of
+    threads (hashlib releases the GIL), running while the records are being checked.
+    (CRC32C checksums are computed in the same pass as the record CRCs; a remote file's
+    checksum as its bytes stream past.)"""
     from concurrent.futures import ThreadPoolExecutor
 
-    def sha256(path: Path) -> str:
+    def sha256(path: str) -> str:
         h = hashlib.sha256()
         with open(path, "rb", buffering=0) as f:
             buf = bytearray(1 << 22)
@@ -68,40 +74,52 @@ def _start_hashing(items: Sequence[InputFile]) -> dict[Path, Any]:
                 h.update(view[:n])
         return f"sha256:{h.hexdigest()}"
 
-    paths = [
-        i.path
+    names = [
+        i.name
         for i in items
-        if i.shard is not None and i.shard.checksum_algorithm == "sha256" and i.path.is_file()
+        if i.remote is None
+        and i.shard is not None
+        and i.shard.checksum_algorithm == "sha256"
+        and i.exists()
     ]
-    if not paths:
+    if not names:
         return {}
-    pool = ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1))
-    futures = {p: pool.submit(sha256, p) for p in paths}
+    pool = ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1))
+    futures = {name: pool.submit(sha256, name) for name in names}
     pool.shutdown(wait=False)
     return futures
 
 
-def _checksum_problem(item: InputFile, hashing: dict[Path, Any], crc: int | None) -> Problem | None:
-    """The shard's checksum against the manifest's (``crc``: the CRC32C computed while
-    walking the file, when it was)."""
+def _local_digest(item: InputFile, hashing: dict[str, Any], crc: int | None) -> str | None:
+    """The checksum of a local shard in the manifest's algorithm (``crc``: the CRC32C
+    computed while walking the file, when it was); ``None`` for an unknown algorithm."""
     assert item.shard is not None
-    algorithm, expected = item.shard.checksum_algorithm, item.shard.checksum
+    algorithm = item.shard.checksum_algorithm
     if algorithm == "sha256":
-        digest = hashing[item.path].result()
-    elif algorithm == "crc32c":
+        digest: str = hashing[item.name].result()
+        return digest
+    if algorithm == "crc32c":
         if crc is None:
-            crc = _core.file_crc32c(str(item.path), os.cpu_count() or 1)
-        digest = f"crc32c:{crc:08x}"
-    else:
+            crc = _core.file_crc32c(item.name, os.cpu_count() or 1)
+        return f"crc32c:{crc:08x}"
+    return None
+
+
+def _checksum_problem(item: InputFile, digest: str | None) -> Problem | None:
+    """The shard's checksum against the manifest's (``digest`` ``None``: the manifest's
+    algorithm is not one known)."""
+    assert item.shard is not None
+    expected = item.shard.checksum
+    if digest is None:
         return Problem(
-            file=str(item.path),
+            file=item.name,
             kind="manifest",
             message=f"dataset.json gives checksum {expected!r}: unknown algorithm",
         )
     if digest == expected:
         return None
     return Problem(
-        file=str(item.path),
+        file=item.name,
         kind="manifest",
         message=f"checksum is {digest}, dataset.json says {expected}",
     )
@@ -113,6 +131,7 @@ def verify(
     images: bool = False,
     checksums: bool = True,
     schema: Schema | None = None,
+    fast: bool = False,
     progress: Progress | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> VerifyResult:
@@ -124,6 +143,13 @@ def verify(
     are skipped by resynchronising on the next valid record. A record that claims more
     than ``max_record_bytes`` is damage, refused before anything is allocated for it.
 
+    Remote files (``gs://``, ``s3://``, ...) are streamed: ranged reads read ahead on a
+    thread, checked as they arrive, nothing written to local disk. ``fast`` reads no
+    record: it checks each shard's size and checksum against ``dataset.json``, a remote
+    shard's by the CRC32C its store keeps (GCS: every object; S3: objects uploaded with a
+    CRC32C checksum), without reading its data; a shard whose store keeps none is named
+    in ``unchecked`` (its size only was checked; ``complete`` is then False).
+
     >>> import tempfile, recordforge as rf
     >>> path = tempfile.mktemp(suffix=".tfrecord")
     >>> with rf.TFRecordWriter(path) as w:
@@ -132,59 +158,65 @@ def verify(
     >>> result.ok, result.records, result.files[0].record_type
     (True, 3, 'Example')
     """
+    items = resolve(paths)
+    if fast:
+        return _verify_fast(items, checksums, progress)
     files, problems = [], []
     checked = ["framing", "crc", "parse"]
-    items = resolve(paths)
     problems.extend(manifest_problems(items))
     hashing = _start_hashing(items) if checksums else {}
     for item in items:
         found: list[Problem] = []
-        if not item.path.is_file():
+        if not item.exists():
             problems.append(
                 Problem(
-                    file=str(item.path),
+                    file=item.name,
                     kind="missing",
                     message="listed in dataset.json but missing",
                 )
             )
             continue
-        size = item.path.stat().st_size
+        size = item.size()
         if item.shard is not None and item.shard.bytes != size:
             found.append(
                 Problem(
-                    file=str(item.path),
+                    file=item.name,
                     kind="manifest",
                     message=f"size is {size} bytes, dataset.json says {item.shard.bytes}",
                 )
             )
         file_schema = schema or (item.manifest.schema if item.manifest else None)
-        checker = Checker(item.path, file_schema, images)
-        want_index = item.index_path.is_file() or bool(item.manifest and item.manifest.index)
-        want_crc = (
-            checksums and item.shard is not None and item.shard.checksum_algorithm == "crc32c"
-        )
-        records, framing, compression, framed, crc = _verify_stream(
-            item.path, checker, progress, size, want_crc, max_record_bytes
-        )
+        checker = Checker(item.name, file_schema, images)
+        want_index = item.has_index() or bool(item.manifest and item.manifest.index)
+        algorithm = item.shard.checksum_algorithm if checksums and item.shard else None
+        if item.remote is not None:
+            records, framing, compression, framed, digest = _verify_remote(
+                item, checker, progress, algorithm, max_record_bytes
+            )
+        else:
+            records, framing, compression, framed, crc = _verify_stream(
+                item.path, checker, progress, size, algorithm == "crc32c", max_record_bytes
+            )
+            digest = _local_digest(item, hashing, crc) if algorithm is not None else None
         found.extend(framing)
         found.extend(checker.problems)
         if item.shard is not None and item.shard.records != records:
             found.append(
                 Problem(
-                    file=str(item.path),
+                    file=item.name,
                     kind="manifest",
                     message=f"{records} records, dataset.json says {item.shard.records}",
                 )
             )
         if want_index:
             found.extend(_index_problems(item, framed))
-        if checksums and item.shard is not None:
-            checksum_problem = _checksum_problem(item, hashing, crc)
+        if algorithm is not None:
+            checksum_problem = _checksum_problem(item, digest)
             if checksum_problem is not None:
                 found.append(checksum_problem)
         files.append(
             FileVerify(
-                path=str(item.path),
+                path=item.name,
                 records=records,
                 bytes=size,
                 compression=compression,
@@ -200,7 +232,7 @@ def verify(
 
         strict = checks_jpeg_strictly()
         checked.append("images" if strict else "images (JPEGs by Pillow, without libjpeg's checks)")
-    result = VerifyResult(
+    return VerifyResult(
         ok=not problems,
         records=sum(f.records for f in files),
         bytes=sum(f.bytes for f in files),
@@ -208,7 +240,6 @@ def verify(
         problems=problems,
         checked=checked,
     )
-    return as_given(result, items)
 
 
 def _verify_stream(
@@ -235,6 +266,66 @@ def _verify_stream(
         path, checker, framed, progress, compression, max_record_bytes
     )
     return records, problems, found, np.array(framed, dtype=np.int64).reshape(-1, 2), None
+
+
+def _verify_fast(
+    items: list[InputFile], checksums: bool, progress: Progress | None
+) -> VerifyResult:
+    problems, checked, unchecked = fast_checks(items, checksums, progress)
+    files = [
+        FileVerify(
+            path=item.name,
+            records=item.shard.records if item.shard else 0,
+            bytes=item.size() if item.exists() else 0,
+            compression=item.manifest.compression if item.manifest else None,
+            record_type="(not read)",
+            problems=sum(p.file == item.name for p in problems),
+        )
+        for item in items
+    ]
+    return VerifyResult(
+        ok=not problems,
+        records=sum(f.records for f in files),
+        bytes=sum(f.bytes for f in files),
+        files=files,
+        problems=problems,
+        checked=checked,
+        unchecked=unchecked,
+    )
+
+
+def _verify_remote(
+    item: InputFile,
+    checker: Checker,
+    progress: Progress | None,
+    algorithm: str | None,
+    max_record_bytes: int,
+) -> tuple[int, list[Problem], str | None, np.ndarray, str | None]:
+    """Walks one remote file as it streams in (ranged reads read ahead; no local disk),
+    parsing each intact record, its checksum in the manifest's ``algorithm`` computed
+    from the same bytes; returns (records, framing problems, compression, each record's
+    offset and framed size, the checksum: ``None`` for an unknown algorithm)."""
+    hasher: Crc32c | Any = None
+    if algorithm == "crc32c":
+        hasher = Crc32c()
+    elif algorithm == "sha256":
+        hasher = hashlib.sha256()
+    framed: list[tuple[int, int]] = []
+    with Walk(
+        item.name,
+        True,
+        payloads=True,
+        max_record_bytes=max_record_bytes,
+        on_block=None if hasher is None else hasher.update,
+    ) as walker:
+        records, problems = _walk_and_parse(walker, checker, framed, progress, item.size())
+        compression = walker.compression
+    digest = None
+    if isinstance(hasher, Crc32c):
+        digest = f"crc32c:{hasher.value:08x}"
+    elif hasher is not None:
+        digest = f"sha256:{hasher.hexdigest()}"
+    return records, problems, compression, np.array(framed, np.int64).reshape(-1, 2), digest
 
 
 def _first_record(path: Path, max_record_bytes: int) -> bytes | None:
@@ -345,9 +436,8 @@ def _verify_slow(
                 1,
                 max_record_bytes=max_record_bytes,
             )
-            records, problems = _walk_and_parse(
-                path, checker, framed, progress, size, False, max_record_bytes
-            )
+            with Walk(str(path), False, payloads=True, max_record_bytes=max_record_bytes) as w:
+                records, problems = _walk_and_parse(w, checker, framed, progress, size)
             try:
                 crcs.result()
                 return records, problems, None
@@ -355,32 +445,28 @@ def _verify_slow(
                 checker.problems.clear()
                 framed.clear()
                 progress = None  # the bar is already full
-    records, problems = _walk_and_parse(
-        path, checker, framed, progress, size, True, max_record_bytes
-    )
+    with Walk(str(path), True, payloads=True, max_record_bytes=max_record_bytes) as w:
+        records, problems = _walk_and_parse(w, checker, framed, progress, size)
     return records, problems, compression
 
 
 def _walk_and_parse(
-    path: Path,
+    walker: Walk,
     checker: Checker,
     framed: list[tuple[int, int]],
     progress: Progress | None,
     size: int,
-    crc: bool,
-    max_record_bytes: int,
 ) -> tuple[int, list[Problem]]:
-    """Walks one file (GZIP/ZLIB decompressed as it goes, in one streaming pass with
-    memory within ``max_record_bytes``), parsing each intact record and checking data
-    CRCs when ``crc``; returns the records and the framing problems."""
+    """Goes through one file's walk (GZIP/ZLIB decompressed as it goes, in one streaming
+    pass with memory within the walk's ``max_record_bytes``), parsing each intact
+    record; returns the records and the framing problems."""
     done = index = 0
     problems = []
-    walker = walk(path, crc, payloads=True, max_record_bytes=max_record_bytes)
     for span in walker:
         if span.payload is not None:
             checker.check(span.payload, index, span.start)
         else:
-            problems.append(problem_of(path, span, index))
+            problems.append(problem_of(walker.name, span, index))
         if span.end is not None and span.records:  # intact, or framed with a bad CRC
             framed.append((span.start, span.end - span.start))
             index += 1
@@ -393,17 +479,17 @@ def _walk_and_parse(
 
 
 def _index_problems(item: InputFile, expected: np.ndarray) -> list[Problem]:
-    path = item.index_path
-    if not path.is_file():
-        return [Problem(file=str(path), kind="index", message="dataset.json says indexed; missing")]
+    name = item.index_name
+    if not item.has_index():
+        return [Problem(file=name, kind="index", message="dataset.json says indexed; missing")]
     try:
-        offsets, sizes = read_index(path)
+        offsets, sizes = read_index(item)
     except (ValueError, UnicodeDecodeError) as e:
-        return [Problem(file=str(path), kind="index", message=f"not an index file: {e}")]
+        return [Problem(file=name, kind="index", message=f"not an index file: {e}")]
     if len(offsets) != len(expected):
         return [
             Problem(
-                file=str(path),
+                file=name,
                 kind="index",
                 message=f"{len(offsets)} lines for {len(expected)} records",
             )
@@ -413,7 +499,7 @@ def _index_problems(item: InputFile, expected: np.ndarray) -> list[Problem]:
         i = int(bad[0])
         return [
             Problem(
-                file=str(path),
+                file=name,
                 kind="index",
                 record=i,
                 offset=int(expected[i, 0]),
