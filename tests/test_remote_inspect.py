@@ -247,6 +247,40 @@ def test_a_dropped_connection_is_retried_with_the_same_result(
     assert proxy.drop_after is None
 
 
+def test_a_read_that_keeps_failing_is_an_error_naming_the_url_not_damage(
+    datasets: dict[str, str], no_staging: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that breaks off for good (its retries spent) is an ``OSError`` naming the
+    URL: the walker, which saw the pipe end there, must not report a truncated file."""
+    url = datasets["plain"]
+    monkeypatch.setattr(_ranged, "BLOCK", 64 << 10)
+    monkeypatch.setattr(_ranged, "BACKOFF", (0.0,))
+    fetch = _ranged.ReadAhead._range
+
+    def failing(self: Any, start: int, end: int) -> bytes:
+        if start >= 3 * (64 << 10):
+            raise ConnectionResetError("connection reset by peer")
+        return fetch(self, start, end)
+
+    monkeypatch.setattr(_ranged.ReadAhead, "_range", failing)
+    for run in (rf.inspect.verify, lambda u: rf.inspect.count(u, verify=True)):
+        with pytest.raises(OSError, match=rf"{url}/train-00000-of-\d+\.tfrecord: .*reset"):
+            run(url)
+
+
+def test_salvage_streams_a_remote_damaged_shard(
+    s3: tuple[Any, Proxy], datasets: dict[str, str], no_staging: Path, tmp_path: Path
+) -> None:
+    fs, _ = s3
+    url, local, _ = _damaged(fs, datasets["plain-local"], tmp_path, "salvage", cut=False)
+    first = _shards(local)[0].file
+    mine = rf.inspect.salvage(f"{url}/{first}", tmp_path / "mine.tfrecord")
+    theirs = rf.inspect.salvage(f"{local}/{first}", tmp_path / "theirs.tfrecord")
+    assert (mine.records, mine.lost) == (theirs.records, theirs.lost)
+    assert mine.lost_records == 1
+    assert (tmp_path / "mine.tfrecord").read_bytes() == (tmp_path / "theirs.tfrecord").read_bytes()
+
+
 def _put_with_crc32c(fs: Any, local: Path, prefix: str) -> str:
     """Uploads ``local``'s files with a CRC32C kept by the store (a PUT that carries
     ``x-amz-sdk-checksum-algorithm: CRC32C`` and the value: botocore computes CRC32C only
