@@ -15,7 +15,8 @@ alternating rounds:
 
 Per run: wall time, CPU time of the process (user + sys; the moto server runs in this
 benchmark's own process and is not counted), peak RSS (VmHWM) and the bytes left in a
-fresh ``TMPDIR`` given to the run (local disk used for staging: none is the goal).
+fresh ``TMPDIR`` given to the run, at its peak (sampled every 10 ms: local disk used for
+staging; none is the goal).
 Loopback S3 measures recordforge's own cost of a remote read (requests, copies, CRCs),
 not a real network.
 """
@@ -23,6 +24,7 @@ not a real network.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -86,23 +89,40 @@ CHILD = textwrap.dedent(
 
 
 def tree_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed while counted
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def run(kind: str, where: str, out: str, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="bench-remote-tmp-"))
     try:
-        done = subprocess.run(
+        child = subprocess.Popen(
             [sys.executable, "-c", CHILD, kind, where, out, *extra],
             env={**env, "TMPDIR": str(scratch)},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=900,
         )
-        if done.returncode != 0:
-            return {"failed": done.returncode, "stderr": done.stderr[-2000:]}
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        result["tmp_bytes"] = tree_bytes(scratch)
+        peak = [0]
+        stop = threading.Event()
+
+        def watch() -> None:  # the run's peak use of TMPDIR, sampled every 10 ms
+            while not stop.wait(0.01):
+                peak[0] = max(peak[0], tree_bytes(scratch))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        stdout, stderr = child.communicate(timeout=900)
+        stop.set()
+        watcher.join()
+        if child.returncode != 0:
+            return {"failed": child.returncode, "stderr": stderr[-2000:]}
+        result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+        result["tmp_bytes"] = max(peak[0], tree_bytes(scratch))
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -39,6 +39,7 @@ __all__ = [
     "name",
     "open_file",
     "parent",
+    "part_size",
     "read_bytes",
     "remove",
     "size",
@@ -103,11 +104,24 @@ def parent(path: str | os.PathLike[str]) -> str:
     return str(Path(fspath(path)).parent)
 
 
+def part_size() -> int:
+    """The part size of uploads to a URL: ``RECORDFORGE_PART_SIZE`` bytes (default
+    16 MiB; at least 5 MiB, S3's smallest part, and a multiple of 256 KiB, as GCS's
+    resumable uploads need). An upload holds one part in memory."""
+    text = os.environ.get("RECORDFORGE_PART_SIZE", "")
+    try:
+        wanted = int(text) if text else 16 << 20
+    except ValueError:
+        raise ValueError(f"RECORDFORGE_PART_SIZE={text!r}: not a number of bytes") from None
+    return max(5 << 20, wanted) // (256 << 10) * (256 << 10)
+
+
 def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[Any]:
-    """An open file: the local file, or an fsspec file object for a URL."""
+    """An open file: the local file, or an fsspec file object for a URL (written in
+    parts of :func:`part_size`, committed by the store when it is closed)."""
     if is_url(path):
         fs, p = filesystem(str(path))
-        f: IO[Any] = fs.open(p, mode)
+        f: IO[Any] = fs.open(p, mode, block_size=part_size()) if "w" in mode else fs.open(p, mode)
         return f
     return open(fspath(path), mode)
 

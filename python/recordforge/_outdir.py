@@ -70,6 +70,7 @@ __all__ = [
     "OutputDir",
     "check_finished",
     "command_fingerprint",
+    "is_working",
     "locked",
     "prepare_out",
     "working_files",
@@ -82,6 +83,11 @@ JOURNAL_NAME = ".recordforge-progress.json"
 _WORKING = re.compile(
     r"^\.+(recordforge[-.].*|.+\.\d+-[0-9a-f]{8}\.tmp|.+\.shard(\.idx)?(\.partial)?|.+\.partial)$"
 )
+
+
+def is_working(name: str) -> bool:
+    """Whether ``name`` is one of recordforge's working files."""
+    return bool(_WORKING.match(name))
 
 
 def working_files(directory: Path) -> list[str]:
@@ -142,7 +148,12 @@ class Journal:
     @classmethod
     def load(cls, out: Path, fingerprint: dict[str, Any]) -> Journal | None:
         """The journal in ``out`` when it is this command's, None when it is another's."""
-        lines = (out / JOURNAL_NAME).read_bytes().split(b"\n")
+        return cls.parse(out, fingerprint, (out / JOURNAL_NAME).read_bytes().split(b"\n"))
+
+    @classmethod
+    def parse(cls, out: Any, fingerprint: dict[str, Any], lines: list[bytes]) -> Journal | None:
+        """The journal of ``lines`` (its snapshot, then one entry a line) when it is this
+        command's, None when it is another's."""
         try:
             head = json.loads(lines[0])
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -150,9 +161,7 @@ class Journal:
         if not isinstance(head, dict) or head.get("fingerprint") != fingerprint:
             return None
         journal = cls(out, fingerprint)
-        journal.splits = dict(head.get("splits") or {})
-        journal.report = head.get("report")
-        journal.clearing = bool(head.get("clearing", False))
+        journal._read_head(head)
         for line in lines[1:]:
             if not line.strip():
                 continue
@@ -162,6 +171,19 @@ class Journal:
                 break  # torn by a kill inside the append
             journal._apply(entry)
         return journal
+
+    def _read_head(self, head: dict[str, Any]) -> None:
+        self.splits = dict(head.get("splits") or {})
+        self.report = head.get("report")
+        self.clearing = bool(head.get("clearing", False))
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "clearing": self.clearing,
+            "splits": self.splits,
+            "report": self.report,
+        }
 
     def _apply(self, entry: dict[str, Any]) -> None:
         state = self.split(entry["split"])
@@ -181,19 +203,18 @@ class Journal:
 
     def save(self) -> None:
         """Rewrites the whole journal (atomically)."""
-        snapshot = {
-            "fingerprint": self.fingerprint,
-            "clearing": self.clearing,
-            "splits": self.splits,
-            "report": self.report,
-        }
         # One line: the lines after it are appended.
-        text = json.dumps(snapshot, separators=(",", ":")) + "\n"
-        write_bytes_atomic(self.path, text.encode("utf-8"))
+        self._write_snapshot(json.dumps(self._snapshot(), separators=(",", ":")).encode("utf-8"))
         self._whole = False
         report = self.report or {}
         self._saved = (len(report.get("skipped", [])), len(report.get("notes", [])))
         stage("journal saved")
+
+    def _write_snapshot(self, line: bytes) -> None:
+        write_bytes_atomic(self.path, line + b"\n")
+
+    def _append(self, line: bytes) -> None:
+        append_line(self.path, line)
 
     def record(
         self,
@@ -231,7 +252,7 @@ class Journal:
         }
         if shard is not None:
             entry["shard"] = shard
-        append_line(self.path, json.dumps(entry, separators=(",", ":")).encode())
+        self._append(json.dumps(entry, separators=(",", ":")).encode())
         self._saved = (len(report["skipped"]), len(report["notes"]))
         stage("journal saved")
 

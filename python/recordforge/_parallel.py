@@ -91,7 +91,9 @@ class Committer(Protocol):
     """The writer's side of a split (``writer._ShardWriter``): where shards go, and the
     commit of a closed shard file (index, rename, journal)."""
 
-    out: Path
+    @property
+    def out(self) -> Path: ...
+
     split: str
     options: WriteOptions
     state: dict[str, Any]

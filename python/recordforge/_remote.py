@@ -1,26 +1,402 @@
-"""Writing a dataset to a URL (``gs://``, ``s3://``, ...) with the local writer.
+"""The output directory of a conversion in an object store (``gs://``, ``s3://``, ...).
 
-The conversion runs into a local temporary directory; then every shard and index is
-uploaded under a temporary key and moved to its final key, and ``dataset.json`` goes
-last, so a remote directory without it is an unfinished conversion, as locally.
+:class:`RemoteOutputDir` is :class:`~recordforge._outdir.OutputDir` for a URL, with the
+same states and the same rerun rules, so a remote conversion resumes as a local one
+does. Nothing is staged on local disk: the writer streams each shard into the store
+while it writes it (:class:`~recordforge.TFRecordWriter` on a URL: a multipart upload
+of :data:`PART_SIZE` parts on S3, a resumable upload on GCS), which the store commits
+under the shard's intermediate key (``.<split>-<k>.shard``) only when the shard is
+complete; an error aborts it. Then its ``.idx``, then its journal entry. At the end the
+shards are moved (copied by the store, then deleted) to their final keys,
+``dataset.json`` is written, and the journal goes.
+
+The differences from a local directory, and why:
+
+- **The journal** (:class:`RemoteJournal`) cannot be appended to: its snapshot is the
+  object ``.recordforge-progress.json`` and each completed shard adds one small object
+  ``.recordforge-progress.<n>.json`` (what a local journal appends as a line), so a save
+  costs the same at shard 10 as at shard 10,000. A rerun reads the snapshot, lists the
+  entries and applies them in order up to the first one missing or torn.
+- **No flock.** A rerun takes the directory over: it writes its own token in
+  ``.recordforge.lock``, and a conversion still running there finds the token changed
+  at its next journal save (one small read a shard) and stops with an error instead of
+  interleaving its shards with the new run's.
+- **Abandoned uploads.** A conversion killed in the middle of a shard leaves the
+  store's unfinished upload (invisible, but billed on S3). A rerun aborts every
+  unfinished S3 multipart upload under the output prefix before it writes. GCS keeps
+  no list of resumable uploads; an unfinished one expires after a week.
+- **DONE.** ``done`` marks the snapshot finished before it removes the entries and then
+  the snapshot itself, so a kill in between is recognised by a rerun of the same
+  command (the dataset is returned), as the stale lock's ``finished`` is locally.
+
+With ``workers`` > 1, workers write shards at planned offsets (``pwrite``), which an
+object store cannot take: the shards being written are local files in a temporary
+directory (:attr:`RemoteOutputDir.staging`), each uploaded (and removed) when it is
+complete; local disk then holds the shards in flight, not the dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from recordforge import _fs
-from recordforge._outdir import JOURNAL_NAME
-from recordforge.manifest import MANIFEST_NAME, Manifest
+from recordforge._atomic import stage
+from recordforge._outdir import JOURNAL_NAME, LOCK_NAME, Journal, is_working
+from recordforge.errors import RecordforgeError
+from recordforge.manifest import MANIFEST_NAME
 
-__all__ = ["prepare_out", "write_to_url"]
+__all__ = [
+    "RemoteJournal",
+    "RemoteOutputDir",
+    "abort_uploads",
+    "move",
+    "named_url",
+    "prepare_out",
+    "put_shard",
+]
+
+_ENTRY = ".recordforge-progress.{:08d}.json"
+
+
+def _entry_number(name: str) -> int | None:
+    head, _, rest = name.partition(".recordforge-progress.")
+    if head or not rest.endswith(".json") or not rest[:-5].isdigit():
+        return None
+    return int(rest[:-5])
+
+
+def _put(url: str, data: bytes) -> None:
+    """One object written by one request (a store commits a single PUT whole or not at
+    all)."""
+    fs, key = _fs.filesystem(url)
+    fs.pipe_file(key, data)
+
+
+def _get(url: str) -> bytes | None:
+    fs, key = _fs.filesystem(url)
+    try:
+        data: bytes = fs.cat_file(key)
+    except FileNotFoundError:
+        return None
+    return data
+
+
+class RemoteJournal(Journal):
+    """The journal of a remote conversion: a snapshot object and one entry object a
+    completed shard (see the module docstring). ``run`` is the token of the conversion
+    that owns the directory, checked in ``.recordforge.lock`` before each entry."""
+
+    def __init__(self, out: Any, fingerprint: dict[str, Any]) -> None:
+        super().__init__(Path("."), fingerprint)
+        self.url = str(out)
+        self.path = Path(JOURNAL_NAME)  # not used: the journal's objects are by URL
+        self.entries = 0  # entry objects folded into the snapshot or written after it
+        self.finished = False
+        self.run = ""
+
+    @classmethod
+    def load_remote(
+        cls, url: str, fingerprint: dict[str, Any], names: set[str]
+    ) -> RemoteJournal | None:
+        """The journal under ``url`` (whose listing is ``names``) when it is this
+        command's, None when it is another's."""
+        head = _get(_fs.join(url, JOURNAL_NAME)) or b""
+        lines = [head.split(b"\n", 1)[0]]
+        parsed = cls.parse(url, fingerprint, lines)
+        if parsed is None:
+            return None
+        assert isinstance(parsed, RemoteJournal)
+        present = {n for n in map(_entry_number, names) if n is not None}
+        number = parsed.entries + 1
+        while number in present:
+            data = _get(_fs.join(url, _ENTRY.format(number)))
+            try:
+                entry = json.loads(data or b"")
+                parsed._apply(entry)
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                break  # torn, or removed since the listing
+            parsed.entries = number
+            number += 1
+        return parsed
+
+    def _read_head(self, head: dict[str, Any]) -> None:
+        super()._read_head(head)
+        self.entries = int(head.get("entries", 0))
+        self.finished = bool(head.get("finished", False))
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {**super()._snapshot(), "entries": self.entries, "finished": self.finished}
+
+    def _write_snapshot(self, line: bytes) -> None:
+        _fs.write_bytes(_fs.join(self.url, JOURNAL_NAME), line + b"\n")
+
+    def _append(self, line: bytes) -> None:
+        lock = _get(_fs.join(self.url, LOCK_NAME))
+        if lock is not None and json.loads(lock).get("run") != self.run:
+            raise RecordforgeError(
+                f"{self.url}: another conversion took this output over (its "
+                f"{LOCK_NAME} names another run): this one stops; the other writes it"
+            )
+        self.entries += 1
+        _put(_fs.join(self.url, _ENTRY.format(self.entries)), line)
+
+
+def named_url(error: OSError, url: str | None, name: str) -> OSError:
+    """``error`` naming the object ``name`` of the directory ``url`` (a store's errors,
+    such as s3fs's ``OSError(EBUSY, 'slow')`` for a 503, name none); local errors (no
+    ``url``) as they are."""
+    if url is None or error.filename is not None:
+        return error
+    where = _fs.join(url, name)
+    if error.errno is not None:
+        return type(error)(error.errno, f"{error.strerror}: writing {where}", where)
+    return OSError(f"{where}: {error}")
+
+
+def put_shard(url: str, partial: Path | None, name: str, index: bytes | None) -> int:
+    """A shard under its intermediate key ``name`` in the directory ``url``: uploaded
+    from the local file ``partial`` (then removed), or (None) streamed there already;
+    then its ``index``. The shard's size."""
+    fs, key = _fs.filesystem(_fs.join(url, name))
+    if partial is not None:
+        size = partial.stat().st_size
+        fs.put_file(os.fspath(partial), key)  # one (multipart) upload: whole or nothing
+        partial.unlink()
+    else:
+        fs.invalidate_cache(key)
+        size = int(fs.size(key))
+    stage("shard uploaded to its intermediate key")
+    if index is not None:
+        fs.pipe_file(f"{key}.idx", index)
+        stage("shard index written")
+    return size
+
+
+def move(url: str, name: str, final: str) -> None:
+    """Moves the object ``name`` of the directory ``url`` to ``final`` (the store copies
+    it, then it is deleted)."""
+    fs, key = _fs.filesystem(_fs.join(url, name))
+    fs.mv(key, _fs.filesystem(_fs.join(url, final))[1])
+
+
+def abort_uploads(url: str) -> int:
+    """Aborts the unfinished S3 multipart uploads under the prefix ``url`` (what a killed
+    writer leaves); the number aborted. Other stores: 0 (GCS lists no resumable
+    uploads; they expire)."""
+    fs, path = _fs.filesystem(url)
+    call = getattr(fs, "call_s3", None)
+    if call is None or "/" not in path.strip("/"):
+        return 0
+    bucket, prefix = path.strip("/").split("/", 1)
+    aborted = 0
+    marker: dict[str, str] = {}
+    while True:
+        listing = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix + "/", **marker)
+        for upload in listing.get("Uploads", []):
+            call(
+                "abort_multipart_upload",
+                Bucket=bucket,
+                Key=upload["Key"],
+                UploadId=upload["UploadId"],
+            )
+            aborted += 1
+        if not listing.get("IsTruncated"):
+            return aborted
+        marker = {
+            "KeyMarker": listing["NextKeyMarker"],
+            "UploadIdMarker": listing["NextUploadIdMarker"],
+        }
+
+
+def _dataset_files(url: str) -> set[str] | None:
+    """``dataset.json`` and the files it lists when it is a recordforge manifest."""
+    try:
+        data = json.loads(_get(_fs.join(url, MANIFEST_NAME)) or b"")
+        if data["tool"]["name"] != "recordforge":
+            return None
+        files = {shard["file"] for split in data["splits"].values() for shard in split["shards"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not all(isinstance(f, str) for f in files):
+        return None
+    return {MANIFEST_NAME, *files, *(f"{f}.idx" for f in files)}
+
+
+@dataclasses.dataclass
+class RemoteOutputDir:
+    """A remote output directory held by one conversion (the counterpart of
+    :class:`~recordforge._outdir.OutputDir`). ``staging`` is a local directory for
+    the shards that workers write (removed at the end)."""
+
+    url: str
+    journal: RemoteJournal
+    complete: bool = False
+    resumed: bool = False
+    staging_dir: Path | None = None
+
+    @property
+    def staging(self) -> Path:
+        if self.staging_dir is None:
+            self.staging_dir = Path(tempfile.mkdtemp(prefix="recordforge-upload-"))
+        return self.staging_dir
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(
+        cls, url: str, fingerprint: dict[str, Any], overwrite: bool, report: dict[str, Any]
+    ) -> Iterator[RemoteOutputDir]:
+        url = url.rstrip("/")
+        if _fs.isfile(url):
+            raise FileExistsError(f"{url}: exists and is not a directory")
+        journal = RemoteJournal(url, fingerprint)
+        journal.report = report
+        journal.run = secrets.token_hex(8)
+        target = cls(url, journal)
+        try:
+            target._prepare(overwrite)
+            try:
+                yield target
+            except BaseException:
+                target._abandon()
+                raise
+        finally:
+            if target.staging_dir is not None:
+                shutil.rmtree(target.staging_dir, ignore_errors=True)
+
+    def _listing(self) -> dict[str, bool]:
+        if not _fs.isdir(self.url):
+            return {}
+        return dict(_fs.listdir(self.url))
+
+    def _take_over(self) -> None:
+        """Writes this run's token: a conversion still running here stops at its next
+        journal save."""
+        lock = {"run": self.journal.run, "host": os.uname().nodename, "pid": os.getpid()}
+        _put(_fs.join(self.url, LOCK_NAME), json.dumps(lock).encode())
+
+    def _prepare(self, overwrite: bool) -> None:
+        url = self.url
+        listing = self._listing()
+        names = set(listing)
+        ours = {n for n in names if is_working(n) and not listing[n]}
+        has_journal = JOURNAL_NAME in names
+        if not has_journal and names - ours:
+            listed = _dataset_files(url)
+            foreign = sorted(names - ours - (listed or set()))
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+                what = "is not a recordforge dataset" if listed is None else "holds files"
+                raise FileExistsError(
+                    f"{url}: directory is not empty and {what} ({shown}); refusing to write"
+                )
+        journal = (
+            RemoteJournal.load_remote(url, self.journal.fingerprint, names) if has_journal else None
+        )
+        if has_journal and journal is None and not overwrite:
+            raise FileExistsError(
+                f"{url}: holds an unfinished conversion started with other options or "
+                "input (or the input files changed since: their sizes and modification "
+                "times are part of the command); rerun that command on that input to "
+                "finish it, or use --overwrite (overwrite=True) to start over"
+            )
+        if journal is None and MANIFEST_NAME in names and not overwrite:
+            raise FileExistsError(
+                f"{url}: already holds a complete dataset; use --overwrite (overwrite=True) "
+                "to replace it"
+            )
+        # Refused before anything is written; from here on the directory is this run's.
+        self._take_over()
+        abort_uploads(url)
+        if overwrite and (names - ours or has_journal):
+            self.journal.clearing = True
+            self.journal.save()
+            self._clear(names)
+            self.journal.clearing = False
+            self.journal.save()
+            return
+        if journal is not None:
+            initial = self.journal.report
+            journal.run = self.journal.run
+            self.journal = journal
+            if journal.report is None:
+                journal.report = initial
+            if journal.finished and MANIFEST_NAME in names:
+                # Killed while removing the journal of a finished conversion.
+                self.complete = True
+                self._remove_working()
+                return
+            if journal.clearing:
+                self._clear(names)
+                journal.clearing = False
+                journal.splits = {}
+                journal.entries = 0
+                journal.report = initial
+                journal.save()
+                return
+            self.resumed = True
+            self._remove_temporary(names)
+            return
+        for name in ours - {LOCK_NAME}:
+            _fs.remove(_fs.join(url, name))
+        self.journal.save()
+
+    def _clear(self, names: set[str]) -> None:
+        for name in sorted(names - {LOCK_NAME, JOURNAL_NAME}):
+            _fs.remove(_fs.join(self.url, name))
+            stage("cleared one old file")
+
+    def _remove_temporary(self, names: set[str]) -> None:
+        """Temporary objects of a killed run (never a shard the journal lists)."""
+        for name in sorted(names):
+            if is_working(name) and name.endswith((".partial", ".tmp")):
+                _fs.remove(_fs.join(self.url, name))
+
+    def _remove_working(self) -> None:
+        """Every working object but the snapshot and the lock, entries first."""
+        for name in sorted(self._listing()):
+            if is_working(name) and name not in (JOURNAL_NAME, LOCK_NAME):
+                _fs.remove(_fs.join(self.url, name))
+        for name in (JOURNAL_NAME, LOCK_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                _fs.remove(_fs.join(self.url, name))
+
+    def _abandon(self) -> None:
+        """After an error: with nothing worth resuming, the working objects go again;
+        otherwise the journal stays for a rerun."""
+        if self.complete:
+            return
+        with contextlib.suppress(Exception):
+            abort_uploads(self.url)
+        if any(s["shards"] for s in self.journal.splits.values()) or self.journal.clearing:
+            return
+        with contextlib.suppress(Exception):
+            if MANIFEST_NAME in self._listing():
+                return
+            self._remove_working()
+
+    def done(self) -> None:
+        """After ``dataset.json``: the snapshot is marked finished, then the working
+        objects go, the snapshot and the lock last."""
+        self.journal.finished = True
+        self.journal.save()
+        stage("journal marked finished")
+        self._remove_working()
+        stage("journal removed")
 
 
 def prepare_out(out: str, overwrite: bool) -> None:
-    """The checks of the local writer on a remote directory: refuses one that holds a
-    complete dataset (unless ``overwrite``) or files that are not a recordforge
-    dataset's; ``overwrite`` removes what is there."""
+    """The checks of the local writer on a remote directory, for the Beam writer:
+    refuses one that holds a complete dataset (unless ``overwrite``) or files that are
+    not a recordforge dataset's; ``overwrite`` removes what is there."""
     if _fs.isfile(out):
         raise FileExistsError(f"{out}: exists and is not a directory")
     entries = _fs.listdir(out) if _fs.isdir(out) else []
@@ -32,8 +408,8 @@ def prepare_out(out: str, overwrite: bool) -> None:
             f"{out}: directory is not empty and is not a recordforge dataset; refusing to write"
         )
     if overwrite or JOURNAL_NAME in names:
-        # With the marker there, an earlier run did not finish (remote writes do not
-        # resume yet): it starts over, leftovers of the killed run included.
+        # With the marker there, an earlier run did not finish (the Beam writer does not
+        # resume remotely): it starts over, leftovers of the killed run included.
         for name, _ in entries:
             _fs.remove(_fs.join(out, name))
     elif MANIFEST_NAME in names:
@@ -41,19 +417,3 @@ def prepare_out(out: str, overwrite: bool) -> None:
             f"{out}: already holds a complete dataset; use --overwrite (overwrite=True) "
             "to replace it"
         )
-
-
-def write_to_url(out: str, overwrite: bool, write_local: Callable[[Path], Manifest]) -> Manifest:
-    """Runs ``write_local`` into a temporary directory and commits its files to ``out``."""
-    prepare_out(out, overwrite)
-    # Marks the directory as an unfinished recordforge conversion until dataset.json.
-    marker = _fs.join(out, JOURNAL_NAME)
-    _fs.write_bytes(marker, b'{"fingerprint": null}\n')
-    with _fs.local_dir() as local:
-        manifest = write_local(local)
-        for path in sorted(local.iterdir()):
-            if path.name != MANIFEST_NAME:
-                _fs.upload(path, _fs.join(out, path.name))
-        manifest.save(out)
-    _fs.remove(marker)
-    return manifest

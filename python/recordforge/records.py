@@ -197,7 +197,11 @@ class TFRecordWriter(_core.TFRecordWriter):
             raise
         if self._remote is not None:
             remote, self._remote = self._remote, None
-            remote.close()
+            try:
+                remote.close()  # the store commits the upload
+            except BaseException:
+                _discard(remote)  # not committed: aborted, never retried at collection
+                raise
 
     def __exit__(
         self,
@@ -209,8 +213,11 @@ class TFRecordWriter(_core.TFRecordWriter):
         if exc_type is not None and self._remote is not None and self._owner == os.getpid():
             remote, self._remote = self._remote, None
             _open_writers.discard(self)
-            super().close()  # into the upload's buffer, which is then dropped
+            # The upload is dropped first: the records still buffered are not uploaded
+            # (a part upload here could fail, or take its retries, for nothing).
             _discard(remote)
+            with contextlib.suppress(Exception):
+                super().close()  # into the dropped upload: "closed file" is expected
             return False
         self.close()
         return False
@@ -282,10 +289,14 @@ def _close_at_exit() -> None:
 
 
 def _discard(remote: Any) -> None:
-    """Drops an fsspec upload without committing it."""
-    discard = getattr(remote, "discard", None)
-    if discard is not None:
-        discard()  # an unfinished upload is not committed
+    """Drops an fsspec upload without committing it: its ``discard`` (S3: the multipart
+    upload aborted; an abort that fails leaves it for a rerun to abort), and the file
+    marked closed, so that nothing flushes or commits it later (its ``__del__``)."""
+    try:
+        discard = getattr(remote, "discard", None)
+        if discard is not None:
+            discard()  # an unfinished upload is not committed
+    finally:
         with contextlib.suppress(AttributeError):
             remote.closed = True  # nothing left to flush
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -41,6 +41,7 @@ __all__ = [
     "parse_size",
     "shard_bounds",
     "shard_starts",
+    "split_counts",
 ]
 
 DEFAULT_TEMPLATE = "{split}-{index:05d}-of-{count:05d}.tfrecord"
@@ -344,3 +345,19 @@ def shard_starts(sizes: np.ndarray, options: WriteOptions) -> np.ndarray:
     all give one empty shard."""
     starts = ShardPlanner(options).add(0, sizes)
     return np.array([0, *(record for _, record in starts)], dtype=np.int64)
+
+
+def split_counts(
+    num_records: int | Mapping[str, int] | None, names: Sequence[str]
+) -> dict[str, int]:
+    """``write_dataset``'s ``num_records`` as ``{split: records}``, checked."""
+    if num_records is None:
+        return {}
+    if not isinstance(num_records, Mapping):
+        if len(names) != 1:
+            raise ValueError("num_records as a number counts one split: give {split: records}")
+        return {names[0]: int(num_records)}
+    unknown = sorted(set(num_records) - set(names))
+    if unknown:
+        raise ValueError(f"num_records names splits that are not written: {unknown}")
+    return {name: int(n) for name, n in num_records.items()}

@@ -6,14 +6,11 @@ input it reached, so a rerun of an interrupted conversion skips the work already
 and ends with exactly the files an uninterrupted run writes. ``dataset.json`` is written
 last, atomically; then the journal is removed.
 
-This module holds the local engine: the shard writer, its use of the journal, the
-commit, and ``write_dataset`` / ``write_source``. With ``workers`` > 1 the split is
-converted and its shards written by worker processes (``_parallel``: chunks of items
-spilled by workers, shards planned here in item order by the same
-:class:`~recordforge.sharding.ShardPlanner`, written by workers, committed here in
-order), with the bytes of one worker. What it shares with Beam lives below
-it: the source contract and conversion results (``pipeline``), the options and the rule
-that ends a shard (``sharding``), and the column planner (``columns``).
+This module holds the engine: the shard writer, its use of the journal, the commit,
+and ``write_dataset`` / ``write_source``; the output directory is ``_outdir``'s (a URL:
+``_remote``'s, shards streamed to the store). With ``workers`` > 1, worker processes
+convert and write the shards (``_parallel``), with the bytes of one worker. What it
+shares with Beam: ``pipeline``, ``sharding`` (the one planner) and ``columns``.
 
 >>> import tempfile, recordforge as rf
 >>> rows = [{"id": i, "text": f"row {i}"} for i in range(10)]
@@ -40,11 +37,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recordforge import _core, _parallel
+from recordforge import _core, _fs, _parallel
 from recordforge._atomic import fsync as _fsync
 from recordforge._atomic import stage, write_bytes_atomic
 from recordforge._fs import is_url
 from recordforge._outdir import Journal, OutputDir, command_fingerprint
+from recordforge._remote import RemoteOutputDir, move, named_url, put_shard
 from recordforge.columns import encode_batch, plan_split
 from recordforge.errors import ItemError, OnError, on_error_policy
 from recordforge.example import RecordBatch
@@ -63,7 +61,7 @@ from recordforge.pipeline import (
     observed,
     outcome,
 )
-from recordforge.records import TFRecordWriter
+from recordforge.records import TFRecordWriter, read_records
 from recordforge.schema import Schema
 from recordforge.sequence import infer_sequence_schema
 from recordforge.sharding import (
@@ -76,6 +74,7 @@ from recordforge.sharding import (
     frame_sizes,
     parse_size,
     shard_bounds,
+    split_counts,
 )
 
 # The conversion protocol and the sharding options are defined in pipeline.py and
@@ -107,22 +106,24 @@ class _Shard:
     bytes: int
     checksum: str
 
-    def final(self, options: WriteOptions, split: str, index: int, count: int) -> str:
-        return options.shard_name(split, index, count, self.records)
-
 
 class _ShardWriter:
-    """Writes one split's records into shards, completing each atomically."""
+    """Writes one split's records into shards, completing each atomically. Into a
+    remote directory (``out`` a :class:`~recordforge._remote.RemoteOutputDir`), each
+    shard is streamed to its intermediate key while it is written (the store commits it
+    when it is closed); shards written by workers go to local files first, each
+    uploaded when it is complete."""
 
     def __init__(
         self,
-        out: Path,
+        out: Path | RemoteOutputDir,
         split: str,
         options: WriteOptions,
         journal: Journal,
         report: ConversionReport,
     ) -> None:
-        self.out, self.split, self.options, self.journal = out, split, options, journal
+        self.target, self.split, self.options, self.journal = out, split, options, journal
+        self.url = out.url if isinstance(out, RemoteOutputDir) else None
         self.report = report
         self.state = journal.split(split)
         self.writer: TFRecordWriter | None = None
@@ -161,12 +162,26 @@ class _ShardWriter:
         if self.pending is not None:
             # Cleared only once the write is over: an interrupt while waiting must leave
             # it for abandon() to wait for.
-            offsets = self.pending.result()
+            try:
+                offsets = self.pending.result()
+            except OSError as e:  # a store's error names the shard's key
+                raise named_url(e, self.url, self.tmp_name()) from e
             self.pending = None
             self.offsets.append(offsets)
 
     def shutdown(self) -> None:
         self.io.shutdown(wait=True)
+
+    @property
+    def out(self) -> Path:
+        """Where shard files are written locally: the output directory, or (remote)
+        the local directory of the shards that workers write."""
+        target = self.target
+        return target.staging if isinstance(target, RemoteOutputDir) else target
+
+    def _partial(self) -> Path | None:
+        """The local file of the open shard (None: it is streamed to the store)."""
+        return None if self.url is not None else self.out / f"{self.tmp_name()}.partial"
 
     @property
     def index(self) -> int:
@@ -178,8 +193,9 @@ class _ShardWriter:
 
     def open_if_needed(self) -> TFRecordWriter:
         if self.writer is None:
+            partial = self._partial()
             self.writer = TFRecordWriter(
-                self.out / f"{self.tmp_name()}.partial",
+                partial if partial is not None else _fs.join(str(self.url), self.tmp_name()),
                 self.options.compression,
                 checksum=self.options.checksum,
             )
@@ -220,11 +236,14 @@ class _ShardWriter:
         """Closes the current shard (an empty one if none is open) and commits it."""
         writer = self.open_if_needed()
         self.wait()
-        writer.close()
+        try:
+            writer.close()  # a remote shard: its upload is committed
+        except OSError as e:
+            raise named_url(e, self.url, self.tmp_name()) from e
         offsets = np.concatenate(self.offsets) if self.offsets else np.zeros(0, np.uint64)
         sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
         self.commit(
-            self.out / f"{self.tmp_name()}.partial",
+            self._partial(),
             position,
             self.records,
             writer.checksum or "",
@@ -237,7 +256,7 @@ class _ShardWriter:
 
     def commit(
         self,
-        partial: Path,
+        partial: Path | None,
         position: tuple[int, int],
         records: int,
         checksum: str,
@@ -248,20 +267,29 @@ class _ShardWriter:
         """A closed shard file ``partial`` (of ``records`` records at frame ``offsets``
         and of frame ``sizes``): writes its index, renames it to its intermediate name
         and only then records it, with the input position reached and the ``report`` of
-        the items before that position, in the journal."""
+        the items before that position, in the journal. Remote: ``partial`` (a shard
+        written by workers) is uploaded under the intermediate key, or is None (the
+        shard was streamed there), then the index is written."""
         stage("shard closed")
         name = self.tmp_name()
+        index = None
         if self.options.index:
-            lines = "".join(
+            index = "".join(
                 f"{o} {s}\n" for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)
-            )
-            # By rename, which replaces whatever is there (a link is not followed).
-            write_bytes_atomic(self.out / f"{name}.idx", lines.encode("ascii"))
-            stage("shard index written")
-        _fsync(partial)
-        shard = _Shard(tmp=name, records=records, bytes=partial.stat().st_size, checksum=checksum)
-        os.replace(partial, self.out / name)
-        stage("shard renamed to its intermediate name")
+            ).encode("ascii")
+        if self.url is not None:
+            size = put_shard(self.url, partial, name, index)
+        else:
+            assert partial is not None
+            if index is not None:
+                # By rename, which replaces whatever is there (a link is not followed).
+                write_bytes_atomic(self.out / f"{name}.idx", index)
+                stage("shard index written")
+            _fsync(partial)
+            size = partial.stat().st_size
+            os.replace(partial, self.out / name)
+            stage("shard renamed to its intermediate name")
+        shard = _Shard(tmp=name, records=records, bytes=size, checksum=checksum)
         self.journal.record(
             self.split, report, shard=dataclasses.asdict(shard), position=list(position)
         )
@@ -271,8 +299,12 @@ class _ShardWriter:
         self.io.shutdown(wait=True)
         self.pending = None
         if self.writer is not None:
-            self.writer.close()
-            (self.out / f"{self.tmp_name()}.partial").unlink(missing_ok=True)
+            if self.url is not None:
+                # The upload is aborted, not committed.
+                self.writer.__exit__(RuntimeError, None, None)
+            else:
+                self.writer.close()
+                (self.out / f"{self.tmp_name()}.partial").unlink(missing_ok=True)
             self.writer = None
             self._clear()
 
@@ -333,7 +365,7 @@ def _final_names(options: WriteOptions, journal: Journal) -> dict[str, list[tupl
     (and distinct from ``dataset.json`` and the working files) before any is renamed."""
     named = {
         split: [
-            (shard, shard.final(options, split, i, len(state["shards"])))
+            (shard, options.shard_name(split, i, len(state["shards"]), shard.records))
             for i, shard in enumerate(_Shard(**d) for d in state["shards"])
         ]
         for split, state in journal.splits.items()
@@ -353,23 +385,26 @@ def _final_names(options: WriteOptions, journal: Journal) -> dict[str, list[tupl
 
 
 def _finalize(
-    out: Path, options: WriteOptions, journal: Journal
+    out: Path | str, options: WriteOptions, journal: Journal
 ) -> dict[str, tuple[ShardInfo, ...]]:
-    """Renames completed shards (and indexes) to their final names. Safe to rerun after a
-    crash half-way: a shard already under its final name is taken as renamed."""
+    """Renames completed shards (and indexes) to their final names (remote: moves them,
+    the store copying them). Safe to rerun after a crash half-way: a shard already
+    under its final name is taken as renamed."""
     splits: dict[str, tuple[ShardInfo, ...]] = {}
+    remote = set(dict(_fs.listdir(out))) if isinstance(out, str) else None
     for split, shards in _final_names(options, journal).items():
         infos = []
         for shard, final in shards:
             for suffix in ("", ".idx") if options.index else ("",):
-                tmp, dst = out / f"{shard.tmp}{suffix}", out / f"{final}{suffix}"
-                if tmp.exists():
-                    os.replace(tmp, dst)
+                tmp, dst = f"{shard.tmp}{suffix}", f"{final}{suffix}"
+                if remote is not None and tmp in remote:
+                    move(str(out), tmp, dst)
                     stage("renamed to a final name")
-                elif not dst.exists():
-                    raise FileNotFoundError(
-                        f"{out}: shard {tmp.name} of split {split!r} is missing"
-                    )
+                elif remote is None and os.path.exists(Path(out, tmp)):
+                    os.replace(Path(out, tmp), Path(out, dst))
+                    stage("renamed to a final name")
+                elif not (dst in remote if remote is not None else Path(out, dst).exists()):
+                    raise FileNotFoundError(f"{out}: shard {tmp} of split {split!r} is missing")
             infos.append(
                 ShardInfo(
                     file=final, records=shard.records, bytes=shard.bytes, checksum=shard.checksum
@@ -381,7 +416,7 @@ def _finalize(
 
 def _schema_of(
     column_schemas: Sequence[Schema | None],
-    out: Path,
+    out: Path | str,
     splits: Mapping[str, Sequence[ShardInfo]],
 ) -> Schema:
     """The schema of columns when every split was given as columns of one schema
@@ -392,14 +427,18 @@ def _schema_of(
     return _infer_from_files(out, splits)
 
 
-def _infer_from_files(out: Path, splits: Mapping[str, Sequence[ShardInfo]]) -> Schema:
+def _infer_from_files(out: Path | str, splits: Mapping[str, Sequence[ShardInfo]]) -> Schema:
     """The schema of the records written: Examples' features, or SequenceExamples'
-    context features and feature lists."""
+    context features and feature lists (remote files streamed)."""
     return infer_sequence_schema(
         record
         for shards in splits.values()
         for shard in shards
-        for record in _core.read_records(out / shard.file, "auto", True)
+        for record in (
+            read_records(_fs.join(out, shard.file))
+            if isinstance(out, str)
+            else _core.read_records(out / shard.file, "auto", True)
+        )
     )
 
 
@@ -429,22 +468,6 @@ def _final_schema(schema: Schema | SchemaAfter | None, report: ConversionReport)
     if schema is None or isinstance(schema, Schema):
         return schema
     return schema(report)
-
-
-def _split_counts(
-    num_records: int | Mapping[str, int] | None, names: Sequence[str]
-) -> dict[str, int]:
-    """``write_dataset``'s ``num_records`` as ``{split: records}``, checked."""
-    if num_records is None:
-        return {}
-    if not isinstance(num_records, Mapping):
-        if len(names) != 1:
-            raise ValueError("num_records as a number counts one split: give {split: records}")
-        return {names[0]: int(num_records)}
-    unknown = sorted(set(num_records) - set(names))
-    if unknown:
-        raise ValueError(f"num_records names splits that are not written: {unknown}")
-    return {name: int(n) for name, n in num_records.items()}
 
 
 def write_dataset(
@@ -485,38 +508,19 @@ def write_dataset(
     ``num_records``: the records ``data`` gives, when known before converting it (a
     number for one split, or ``{split: records}``): ``num_shards`` then cuts those
     splits at record counts rather than item counts.
-    ``out`` may be an fsspec URL (``gs://...``, ``s3://...``): the dataset is written to
-    a local temporary directory, then each file is uploaded under a temporary key and
-    moved to its final one, ``dataset.json`` last (no resume for remote outputs).
+    ``out`` may be an fsspec URL (``gs://...``, ``s3://...``): each shard is streamed
+    to the store while it is written (no local copy), committed when complete, and
+    moved to its final key at the end, ``dataset.json`` last; a rerun resumes as a
+    local one does (:mod:`recordforge._remote`).
     """
     on_error = on_error_policy(on_error)
     workers = _parallel.worker_count(workers)
     options = options or WriteOptions(**option_kwargs)
-    if is_url(out):
-        # gs://, s3://, ...: written locally, then each file committed to the object store.
-        from recordforge._remote import write_to_url
-
-        local = functools.partial(
-            write_dataset,
-            data,
-            split=split,
-            splits=splits,
-            schema=schema,
-            to_records=to_records,
-            on_error=on_error,
-            source=source,
-            report=report,
-            options=options,
-            progress=progress,
-            workers=workers,
-            num_records=num_records,
-        )
-        return write_to_url(str(out), overwrite, local)
     if splits is None:
         splits = {split: data}
     options.check_names(list(splits))
-    counts = _split_counts(num_records, list(splits))
-    out = Path(out)
+    counts = split_counts(num_records, list(splits))
+    out = str(out).rstrip("/") if is_url(out) else Path(out)
     fingerprint = command_fingerprint(options.fingerprint(), list(splits), source or {})
     report = report if report is not None else ConversionReport()
     custom, to_records = to_records, to_records or default_to_records
@@ -534,7 +538,12 @@ def write_dataset(
                 "known; use --max-records or --max-bytes"
             )
     column_schemas = [plan.schema for plan in plans.values()]
-    with OutputDir.open(out, fingerprint, overwrite, report.to_json()) as target:
+    opened = (
+        RemoteOutputDir.open(out, fingerprint, overwrite, report.to_json())
+        if isinstance(out, str)
+        else OutputDir.open(out, fingerprint, overwrite, report.to_json())
+    )
+    with opened as target:
         if target.complete:
             return Manifest.load(out)
         journal = target.journal
@@ -544,7 +553,13 @@ def write_dataset(
             if journal.split(name)["done"]:
                 continue
             split_to_records = plan.to_records or to_records
-            shards = _ShardWriter(out, name, options, journal, report)
+            shards = _ShardWriter(
+                target if isinstance(target, RemoteOutputDir) else Path(out),
+                name,
+                options,
+                journal,
+                report,
+            )
             planner = shards.planner(plan.bounds, plan.total, counts.get(name))
             remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
             if workers > 1 and split_to_records is not encode_batch:
