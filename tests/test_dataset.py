@@ -162,9 +162,9 @@ def test_foreign_files_and_globs(shared_data: Path) -> None:
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_inferred_schema_counts_every_record(tmp_path: Path, compression: str | None) -> None:
-    """Lengths that change after the first 1,000 records make a feature variable-length
-    (read in Rust from the memory map for plain files, by the columnar reader for
-    compressed ones); a feature that never changes stays fixed."""
+    """With ``infer="all"``, lengths that change after the first 1,000 records make a
+    feature variable-length (read in Rust from the memory map for plain files, by the
+    columnar reader for compressed ones); a feature that never changes stays fixed."""
 
     def row(i: int) -> dict[str, Any]:
         r: dict[str, Any] = {"fixed": [i, i, i], "scalar": float(i), "tag": b"t"}
@@ -179,7 +179,8 @@ def test_inferred_schema_counts_every_record(tmp_path: Path, compression: str | 
         with rf.TFRecordWriter(path, compression) as w:
             w.write_many([rf.encode_example(row(i)) for i in range(k * 1000, k * 1000 + 1000)])
         paths.append(path)
-    ds = rf.open_dataset(tmp_path / "part-*.tfrecord")
+    ds = rf.open_dataset(tmp_path / "part-*.tfrecord", infer="all")
+    assert ds.sampled is None
     assert {n: (s.dtype, s.shape) for n, s in ds.schema.items()} == {
         "fixed": ("int64", (3,)),
         "scalar": ("float32", ()),
@@ -196,6 +197,97 @@ def test_inferred_schema_counts_every_record(tmp_path: Path, compression: str | 
     assert list(rows[1999]["grows"]) == [0, 1]
 
 
+def _late_changes(tmp_path: Path, compression: str | None) -> list[Path]:
+    """Two files of 1,000 records; record 1500 (the second file's 500th) lacks
+    ``sometimes``, and from record 1800 ``grows`` holds two values."""
+    paths = []
+    for k in range(2):
+        path = tmp_path / f"part-{k}.tfrecord"
+        with rf.TFRecordWriter(path, compression) as w:
+            for i in range(k * 1000, k * 1000 + 1000):
+                r: dict[str, Any] = {"fixed": [i, i, i], "grows": list(range(1 + (i >= 1800)))}
+                if i != 1500:
+                    r["sometimes"] = i
+                w.write(rf.encode_example(r))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_sampled_schema_refuses_a_later_record_that_disagrees(
+    tmp_path: Path, compression: str | None
+) -> None:
+    """By default the schema comes from the first 1,000 records: the features that
+    change later are fixed in it, and the first record that disagrees stops the read with
+    a SchemaError naming its file and record; no record after it and none of its batch is
+    given out as if it were fine."""
+    paths = _late_changes(tmp_path, compression)
+    ds = rf.open_dataset(tmp_path / "part-*.tfrecord")
+    assert ds.sampled == 1000
+    assert {n: s.shape for n, s in ds.schema.items()} == {
+        "fixed": (3,),
+        "grows": (),
+        "sometimes": (),
+    }
+    got: list[int] = []
+    batches = ds.batches(100)
+    with pytest.raises(rf.SchemaError) as e:
+        for b in batches:
+            got.extend(b["fixed"][:, 0].tolist())
+    assert got == list(range(1500))
+    message = str(e.value)
+    assert str(paths[1]) in message and "record 500 " in message
+    assert '"sometimes" has 0 values, the schema says 1' in message
+    assert "inferred from the first 1000 records" in message
+    with pytest.raises(rf.SchemaError):  # and again: the error sticks
+        next(batches)
+    if compression is None:  # random access checks the record it reads
+        assert int(ds[1499]["sometimes"]) == 1499
+        with pytest.raises(rf.SchemaError, match=r"part-1.*the schema says 1"):
+            ds[1500]
+        with pytest.raises(rf.SchemaError, match="the schema says 1"):
+            ds.take([0, 1500])
+    # Every record read one at a time stops at the same place.
+    with pytest.raises(rf.SchemaError, match="record 500 "):
+        for _ in ds:
+            pass
+    # With the whole files counted, or a schema given, nothing disagrees.
+    assert len(list(rf.open_dataset(paths, infer="all").batches(512))) == 4
+    assert ds.select(["fixed"]).sampled == 1000
+    assert len(list(ds.select(["fixed"]).batches(512))) == 4
+
+
+def test_sampled_schema_of_few_records_is_exact(tmp_path: Path) -> None:
+    """Files that hold fewer records than the sample are all sampled: the schema is what
+    a full pass infers, and ``sampled`` says nothing is left unchecked."""
+    path = tmp_path / "few.tfrecord"
+    with rf.TFRecordWriter(path) as w:
+        for i in range(10):
+            w.write(rf.encode_example({"a": list(range(1 + (i == 9))), "b": b"x"}))
+    ds = rf.open_dataset(path)
+    assert ds.sampled is None
+    assert ds.schema == rf.open_dataset(path, infer="all").schema
+    assert ds.schema["a"].shape == (None,) and ds.schema["b"].shape == ()
+    with pytest.raises(ValueError, match="infer must be"):
+        rf.open_dataset(path, infer="some")  # type: ignore[arg-type]
+
+
+def test_sampled_schema_of_large_records_stops_at_its_byte_budget(tmp_path: Path) -> None:
+    """Large records are sampled by bytes (16 MiB), not 1,000 of them: the open reads a
+    few dozen, and a record after them that disagrees is found when read."""
+    path = tmp_path / "big.tfrecord"
+    blob = b"\xff" * 600_000
+    with rf.TFRecordWriter(path) as w:
+        for i in range(60):
+            w.write(rf.encode_example({"image": blob, "label": [i] * (1 if i < 59 else 2)}))
+    ds = rf.open_dataset(path)
+    assert ds.sampled is not None and 20 <= ds.sampled <= 40
+    assert ds.schema["label"].shape == ()
+    with pytest.raises(rf.SchemaError, match="record 59 "):
+        list(ds.batches(8))
+    assert rf.open_dataset(path, infer="all").schema["label"].shape == (None,)
+
+
 def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
     n = len(next(iter(batch.values())))
     return [{name: column[i] for name, column in batch.items()} for i in range(n)]
@@ -206,15 +298,28 @@ def test_inferred_schema_refuses_mixed_kinds(tmp_path: Path) -> None:
     with rf.TFRecordWriter(path) as w:
         w.write_many([rf.encode_example({"x": 1.5 if i == 1200 else i}) for i in range(1300)])
     with pytest.raises(rf.SchemaError, match="'x' holds float32 and int64 values"):
+        rf.open_dataset(path, infer="all")
+    # From a sample: past it, when the record is read.
+    ds = rf.open_dataset(path)
+    with pytest.raises(rf.SchemaError, match=r"record 1200 .*float_list, the schema says int64"):
+        list(ds.batches(256))
+    # Within it: at open, naming the record.
+    with rf.TFRecordWriter(path) as w:
+        w.write_many([rf.encode_example({"x": 1.5 if i == 12 else i}) for i in range(20)])
+    with pytest.raises(rf.SchemaError, match=r"mixed.tfrecord: record 12 .*int64 in one record"):
         rf.open_dataset(path)
 
 
 def test_decode_batch_errors_name_the_record() -> None:
     records = [rf.encode_example({"a": 1}), rf.encode_example({"a": 1.5})]
-    with pytest.raises(rf.DecodeError, match=r"record 1.*float_list"):
+    with pytest.raises(rf.SchemaError, match=r"record 1.*float_list"):
         rf.decode_batch(records, [("a", "int64", 1)])
-    with pytest.raises(rf.DecodeError, match=r"record 0.*has 0 values"):
+    with pytest.raises(rf.SchemaError, match=r"record 0.*has 0 values"):
         rf.decode_batch([rf.encode_example({})], [("a", "int64", 1)])
+    # Bytes that are no Example are a DecodeError, not a SchemaError.
+    with pytest.raises(rf.DecodeError, match=r"record 1: cannot decode") as e:
+        rf.decode_batch([rf.encode_example({"a": 1}), b"\x0a\x05\x01"], [("a", "int64", 1)])
+    assert not isinstance(e.value, rf.SchemaError)
 
 
 def test_file_url_reads_as_the_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

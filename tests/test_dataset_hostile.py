@@ -311,3 +311,50 @@ def test_dataset_fuzz_target_on_its_seeds_and_mutations(
             fd.check(bytes(data))
     finally:
         fd.cleanup()
+
+
+def _framed(records: list[bytes]) -> bytearray:
+    return bytearray(rf._core.frame_records(records))
+
+
+@pytest.mark.parametrize("where", ["sampled", "past the sample"])
+@pytest.mark.parametrize("damage", ["data crc", "length crc", "truncated", "lying length"])
+def test_a_damaged_record_is_named_whether_sampled_or_not(
+    tmp_path: Path, where: str, damage: str
+) -> None:
+    """A damaged record inside the sample stops the open, one past it the read that
+    reaches it: both a CorruptRecordError naming the file and the record's offset, and a
+    length that claims more than max_record_bytes is refused before it is allocated.
+    With on_corrupt="skip" the intact records are all read."""
+    records = [rf.encode_example({"x": [i, i], "blob": b"b" * 100}) for i in range(1200)]
+    bad = 5 if where == "sampled" else 1100
+    data = _framed(records)
+    offset = sum(16 + len(r) for r in records[:bad])
+    if damage == "data crc":
+        data[offset + 20] ^= 1
+    elif damage == "length crc":
+        data[offset + 8] ^= 1
+    elif damage == "lying length":  # 2**40 bytes, its CRC made right
+        length = (1 << 40).to_bytes(8, "little")
+        data[offset : offset + 12] = length + rf.masked_crc32c(length).to_bytes(4, "little")
+    else:
+        data = data[: offset + 30]
+    path = tmp_path / "d.tfrecord"
+    path.write_bytes(bytes(data))
+    with pytest.raises(rf.CorruptRecordError) as e:
+        list(rf.open_dataset(path, max_record_bytes=1 << 20).batches(64))
+    assert e.value.path.endswith("d.tfrecord") and e.value.offset == offset, str(e.value)
+    if damage == "lying length":
+        assert "more than the limit" in str(e.value)
+    ds = rf.open_dataset(path, on_corrupt="skip", max_record_bytes=1 << 20)
+    assert ds.schema["x"].shape == (2,)
+    got = [int(v) for b in ds.batches(256) for v in b["x"][:, 0]]
+    assert bad not in got and len(got) >= (bad if damage == "truncated" else 1199) - 1
+    assert ds.skipped and ds.skipped[0]["file"].endswith("d.tfrecord")
+
+
+def test_records_that_are_not_examples_in_the_sample_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "junk.tfrecord"
+    path.write_bytes(bytes(_framed([rf.encode_example({"a": 1}), b"\xff\xff\xff"])))
+    with pytest.raises(rf.DecodeError, match=r"junk.tfrecord: record 1 \(at offset \d+\)"):
+        rf.open_dataset(path)

@@ -124,7 +124,7 @@ def decoded(record: bytes, dtype: str, shape: tuple[int | None, ...], path: Path
     for name, way in ways.items():
         try:
             out[name] = way()
-        except rf.DecodeError:
+        except (rf.DecodeError, rf.SchemaError):  # not an Example; not the schema's
             out[name] = None
     return out
 

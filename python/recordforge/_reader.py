@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from recordforge import _core, _fs
+from recordforge._decoded import assemble, row_features, wanted
 from recordforge._ranged import fetch_records
-from recordforge._shards import Claim, ShardFiles, first_records, manifest_shards
+from recordforge._shards import Claim, ShardFiles, first_records, manifest_shards, shuffled
 from recordforge._sticky import Sticky
 from recordforge.errors import DecodeError, OnError, SchemaError, on_error_policy
 from recordforge.manifest import MANIFEST_NAME, Manifest
-from recordforge.ragged import Ragged
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 from recordforge.schema import Schema
 from recordforge.sequence import feature_list_columns, infer_sequence_schema
@@ -56,8 +56,13 @@ class Dataset:
         order: _Order = _Order(),
         claims: Sequence[Claim | None] | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        sampled: int | None = None,
     ) -> None:
         on_corrupt = on_error_policy(on_corrupt, "on_corrupt")
+        #: The number of first records the schema was inferred from, when it was inferred
+        #: from a sample (``open_dataset(infer="sample")``): the other records are checked
+        #: as they are read, and one that disagrees is a :class:`SchemaError` naming it.
+        self.sampled = sampled
         self.files = [_fs.fspath(f) for f in files]  # file:// URLs as the paths they name
         #: Records that claim more bytes are damaged (refused before any allocation).
         self.max_record_bytes = max_record_bytes
@@ -96,6 +101,7 @@ class Dataset:
             "order": self._order,
             "claims": self._shards.claims,
             "max_record_bytes": self.max_record_bytes,
+            "sampled": self.sampled,
         }
         kwargs.update(changes)
         new = Dataset(**kwargs)
@@ -252,19 +258,12 @@ class Dataset:
             index, count = every
             records = (r for j, r in enumerate(records) if j % count == index)
         if shuffle is not None:
-            records = _shuffled(records, *shuffle)
+            records = shuffled(records, *shuffle)
         return records
 
     def _wanted(self) -> list[tuple[str, str, int | None]]:
         if self._wanted_cache is None:
-            out: list[tuple[str, str, int | None]] = []
-            for name, spec in self.schema.items():
-                fixed = spec.fixed
-                width = math.prod(s for s in spec.shape if s is not None) if fixed else None
-                out.append((name, spec.kind, width))
-                if spec.ragged:
-                    out.append((f"{name}/row_lengths", "int64", None))
-            self._wanted_cache = out
+            self._wanted_cache = wanted(self.schema)
         return self._wanted_cache
 
     def _columns(self, records: list[bytes]) -> dict[str, Any]:
@@ -284,20 +283,7 @@ class Dataset:
         return columns
 
     def _assemble(self, n: int, decoded: Sequence[tuple[Any, np.ndarray]]) -> dict[str, Any]:
-        """Columns from ``(values, row_splits)`` pairs in ``_wanted()`` order."""
-        out: dict[str, Any] = {}
-        for (name, kind, _), (values, splits) in zip(self._wanted(), decoded, strict=True):
-            spec = self.schema.get(name)
-            if kind == "bytes" and isinstance(values, list):
-                values = np.array(values, dtype=object) if values else np.empty(0, object)
-            if spec is not None and spec.fixed:
-                out[name] = values.reshape((n, *spec.shape))
-            elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
-                width = spec.shape[1]
-                out[name] = Ragged(values.reshape(-1, width), splits // width)
-            else:
-                out[name] = Ragged(values, splits)
-        return out
+        return assemble(self.schema, self._wanted(), n, decoded)
 
     def batches(
         self, batch_size: int, drop_remainder: bool = False, *, threads: int = 0
@@ -324,14 +310,25 @@ class Dataset:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         batches = self._read_batches(batch_size, drop_remainder, threads)
-        if self.on_corrupt == "skip":
-            yield from batches
-            return
         read = 0
-        for n, columns in batches:
-            read += n
-            yield n, columns
-        self._check_read(read, batch_size if drop_remainder else None)
+        try:
+            for n, columns in batches:
+                read += n
+                yield n, columns
+        except SchemaError as e:
+            raise self._explained(e) from None
+        if self.on_corrupt != "skip":
+            self._check_read(read, batch_size if drop_remainder else None)
+
+    def _explained(self, e: SchemaError) -> SchemaError:
+        """``e`` (a record that disagrees with the schema), with where the schema came
+        from when it was inferred from a sample."""
+        if self.sampled is None:
+            return e
+        return SchemaError(
+            f"{e} (the schema was inferred from the first {self.sampled} records; pass "
+            "schema=, or open_dataset(..., infer='all') to infer it from every record)"
+        )
 
     def _read_batches(
         self, batch_size: int, drop_remainder: bool, threads: int
@@ -429,6 +426,12 @@ class Dataset:
         ...     rf.open_dataset(d).take([7, 0, 7])["id"].tolist()
         [70, 0, 70]
         """
+        try:
+            return self._take(indices)
+        except SchemaError as e:
+            raise self._explained(e) from None
+
+    def _take(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
         self._shards.check_uncompressed()
         where = self._stored(np.asarray(indices, dtype=np.int64).reshape(-1))
         starts = self._starts()
@@ -482,30 +485,29 @@ class Dataset:
         ...     ds[5], ds[-1]["id"]
         ({'id': np.int64(5), 'xy': array([1., 1.], dtype=float32)}, np.int64(9))
         """
+        try:
+            rows = self._rows_cache
+            if rows is not None and type(i) is int:  # the common case, first: ~0.1 µs
+                return rows[i]
+            return self._getitem(i)
+        except SchemaError as e:
+            raise self._explained(e) from None
+
+    def _getitem(self, i: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
         rows = self._rows_cache
-        if rows is not None and type(i) is int:  # the common case, first: ~0.1 µs
-            return rows[i]
         if isinstance(i, (int, np.integer)):
             if self.schema.feature_lists or self._remote:
-                return {name: column[0] for name, column in self.take([i]).items()}
+                return {name: column[0] for name, column in self._take([i]).items()}
             return (rows if rows is not None else self._rows())[i]
         if isinstance(i, slice):
-            return self.take(np.arange(len(self))[i])
-        return self.take(i)
+            return self._take(np.arange(len(self))[i])
+        return self._take(i)
 
     def _rows(self) -> _core.RowReader:
         """The Rust reader behind ``ds[i]``, made on first use; it opens each file
         (:class:`ShardFiles`) the first time one of its records is read."""
         self._shards.check_uncompressed()
-        features = []
-        for name, kind, width in self._wanted():
-            spec = self.schema.get(name)
-            shape: tuple[int | None, ...] | None = None
-            if spec is not None and spec.fixed:
-                shape = tuple(spec.shape)
-            elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
-                shape = spec.shape
-            features.append((name, kind, width, shape))
+        features = row_features(self.schema, self._wanted())
         mine = self._my_files()
         counts = self._file_counts(exact=True)
         shard = self._order.shard
@@ -543,18 +545,6 @@ class Dataset:
         """A Grain random-access data source: ``len()`` and ``source[i]`` (see
         :mod:`recordforge.integrations.grain`)."""
         return _integration("grain").to_grain(self, **kwargs)
-
-
-def _shuffled(records: Iterator[bytes], buffer_size: int, seed: int) -> Iterator[bytes]:
-    """``records`` through the Rust reader's shuffle buffer (``_core.Shuffler``), in the
-    order that ``_core.BatchReader`` gives them with ``shuffle=(buffer_size, seed)``."""
-    buffer = _core.Shuffler(buffer_size, seed)
-    for record in records:
-        out = buffer.push(record)
-        if out is not None:
-            yield out
-    while (out := buffer.drain()) is not None:
-        yield out
 
 
 def _integration(name: str) -> Any:

@@ -30,6 +30,7 @@ __all__ = [
     "is_plain",
     "manifest_shards",
     "read_records",
+    "shuffled",
 ]
 
 #: Records read to infer a schema's feature names and kinds.
@@ -115,6 +116,18 @@ def first_records(
             n += 1
             if n == SCHEMA_SCAN:
                 return
+
+
+def shuffled(records: Iterator[bytes], buffer_size: int, seed: int) -> Iterator[bytes]:
+    """``records`` through the Rust reader's shuffle buffer (``_core.Shuffler``), in the
+    order that ``_core.BatchReader`` gives them with ``shuffle=(buffer_size, seed)``."""
+    buffer = _core.Shuffler(buffer_size, seed)
+    for record in records:
+        out = buffer.push(record)
+        if out is not None:
+            yield out
+    while (out := buffer.drain()) is not None:
+        yield out
 
 
 @dataclasses.dataclass

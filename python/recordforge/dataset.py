@@ -24,13 +24,20 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from recordforge import _core, _fs
 from recordforge._outdir import check_finished
 from recordforge._reader import Dataset, OnCorrupt, from_manifest
-from recordforge._shards import first_records, intact_records, is_plain, read_records
+from recordforge._shards import (
+    SCHEMA_SCAN,
+    first_records,
+    intact_records,
+    is_plain,
+    read_records,
+)
 from recordforge.errors import SchemaError, on_error_policy
 from recordforge.manifest import MANIFEST_NAME, Manifest
 from recordforge.ragged import Ragged
@@ -38,7 +45,16 @@ from recordforge.records import DEFAULT_MAX_RECORD_BYTES, RECORD_SUFFIXES
 from recordforge.schema import FeatureSpec, Schema
 from recordforge.sequence import infer_feature_lists, sample_schema
 
-__all__ = ["Dataset", "Ragged", "open_dataset"]
+__all__ = ["Dataset", "Infer", "Ragged", "open_dataset"]
+
+#: How ``open_dataset`` infers the schema of files without ``dataset.json``:
+#: ``"sample"`` from their first records (kinds and shapes), the others checked as they
+#: are read; ``"all"`` from every record at open (a full pass over the files).
+Infer = Literal["sample", "all"]
+
+#: Payload bytes sampled at most (besides at most ``SCHEMA_SCAN`` records) to infer a
+#: schema at open: for large records, the first dozens say what the first thousand would.
+SAMPLE_BYTES = 16 << 20
 
 
 def open_dataset(
@@ -48,18 +64,32 @@ def open_dataset(
     schema: Schema | None = None,
     on_corrupt: OnCorrupt = "raise",
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    infer: Infer = "sample",
 ) -> Dataset:
     """Opens a dataset directory (its ``dataset.json``; ``split`` picks one, default
     ``train`` when there is one, else all), a directory of TFRecord files, a glob, or a
     list. A list of files is one dataset (one schema inferred for all of them); a list
     that holds directories or globs opens each entry as above and reads them one after
     the other, when their schemas are the same (else a :class:`~recordforge.SchemaError`
-    says which features differ). Without a manifest the schema is inferred: feature
-    names and kinds from the first 1,000 records, value counts from every record (a
-    feature is fixed-length only when every record has the same number of values), see
-    ``_infer_schema``. When those records are ``tf.train.SequenceExample`` (they have
-    feature lists), the context is inferred so and ``schema.feature_lists`` from every
-    step of every record (:mod:`recordforge.sequence`; decoded in Python, slower). A
+    says which features differ). Opening a directory with ``dataset.json`` reads no
+    record: the manifest gives the schema and the counts.
+
+    Without a manifest (and without ``schema``) the schema is inferred, by ``infer``:
+
+    - ``"sample"`` (the default): feature names, kinds and shapes from the first 1,000
+      records or 16 MiB of them, whichever comes first, summarised in Rust (no Python
+      value per record); a feature is fixed-length when every sampled record holds the
+      same number of values. The other records are checked as they are read: one whose
+      feature has another number of values or another kind raises a
+      :class:`~recordforge.SchemaError` naming its file and record, as a full pass at
+      open would have; nothing that disagrees is ever returned.
+    - ``"all"``: names and kinds from the first 1,000 records, value counts from every
+      record at open (a full pass: a feature is fixed-length only when every record
+      agrees), so that no record read later can disagree.
+
+    When the records are ``tf.train.SequenceExample`` (they have feature lists), the
+    context is inferred so and ``schema.feature_lists`` from every step of every record
+    (:mod:`recordforge.sequence`; decoded in Python, slower). A
     record that claims more than ``max_record_bytes``
     (:data:`~recordforge.records.DEFAULT_MAX_RECORD_BYTES`, 1 GiB) is damaged: refused
     before anything is allocated for it, as :func:`~recordforge.read_records` does.
@@ -104,6 +134,7 @@ def open_dataset(
                     schema=schema,
                     on_corrupt=on_corrupt,
                     max_record_bytes=max_record_bytes,
+                    infer=infer,
                 )
                 for e in entries
             ]
@@ -117,9 +148,16 @@ def open_dataset(
             raise FileNotFoundError(f"{f}: no such file{hint}")
     for parent in dict.fromkeys(_fs.parent(f) for f in files):
         check_finished(parent)
-    if schema is None:
+    sampled = None
+    if schema is None and infer == "sample":
+        schema, sampled = _sample_schema(files, on_corrupt == "skip", max_record_bytes)
+    elif schema is None:
+        if infer != "all":
+            raise ValueError(f"infer must be 'sample' or 'all', not {infer!r}")
         schema = _infer_schema(files, on_corrupt == "skip", max_record_bytes)
-    return Dataset(files, schema, on_corrupt=on_corrupt, max_record_bytes=max_record_bytes)
+    return Dataset(
+        files, schema, on_corrupt=on_corrupt, max_record_bytes=max_record_bytes, sampled=sampled
+    )
 
 
 _LIST_HINT = (
@@ -150,6 +188,7 @@ def _joined(entries: Sequence[str], parts: Sequence[Dataset], on_corrupt: OnCorr
     known = all(s.counts is not None for s in shards)
     counts = [c for s in shards for c in s.counts or []] if known else None
     claims = [c for s in shards for c in (s.claims or [None] * len(s.files))] if known else None
+    sampled = [part.sampled for part in parts if part.sampled is not None]
     return Dataset(
         files,
         first,
@@ -157,6 +196,7 @@ def _joined(entries: Sequence[str], parts: Sequence[Dataset], on_corrupt: OnCorr
         on_corrupt=on_corrupt,
         claims=claims,
         max_record_bytes=parts[0].max_record_bytes,
+        sampled=min(sampled) if sampled else None,
     )
 
 
@@ -166,12 +206,46 @@ def _spec_text(spec: FeatureSpec | None) -> str:
     return f"{spec.dtype} {spec.shape}" + (f" {spec.meaning.tag}" if spec.meaning else "")
 
 
+def _sample_schema(
+    files: Sequence[str], skip: bool, max_record_bytes: int
+) -> tuple[Schema, int | None]:
+    """The schema of the first records of ``files`` (``infer="sample"``) and how many
+    records it was inferred from (``None``: every record, the files hold no more). Local
+    files are read in Rust (memory-mapped or streamed, CRCs checked) and summarised
+    there; with ``skip`` or for URLs, records come through Python (damaged ones passed
+    over as ``on_corrupt="skip"`` reads do). SequenceExamples: :func:`_infer_schema`."""
+    sample = _core.SchemaSample(SCHEMA_SCAN, SAMPLE_BYTES)
+    for f in files:
+        if sample.full:
+            break
+        if skip or _fs.is_url(f):
+            records = (
+                intact_records(f, max_record_bytes) if skip else read_records(f, max_record_bytes)
+            )
+            for k, record in enumerate(records):
+                if sample.add(record, f"{f}: record {k}"):
+                    break
+        else:
+            sample.add_file(f, max_record_bytes=max_record_bytes)
+    if sample.lists:
+        return _infer_schema(files, skip, max_record_bytes), None
+    features = {}
+    for name, kind, length, present in sample.features():
+        shape: tuple[int | None, ...] = (None,)
+        # As infer_schema: fixed when every record holds the same number (> 0) of values.
+        if length and present == sample.records:
+            shape = () if length == 1 else (length,)
+        features[name] = FeatureSpec(dtype=kind or "float32", shape=shape)  # type: ignore[arg-type]
+    return Schema(features), sample.records if sample.full else None
+
+
 def _infer_schema(
     files: Sequence[str], skip: bool = False, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 ) -> Schema:
-    """The schema of files without a manifest. Names and kinds come from the first
-    records; then the number of values of every feature is counted in every record (a
-    feature is fixed-length only when all records agree), so that a value missing in
+    """The schema of files without a manifest, from every record (``infer="all"``).
+    Names and kinds come from the first records; then the number of values of every
+    feature is counted in every record (a feature is fixed-length only when all records
+    agree), so that a value missing in
     record 50,000 does not make the files unreadable with the schema inferred from them.
     Local uncompressed files are counted in Rust from a memory map (no value copied,
     ~10 GB/s on 2 cores); others are read through the columnar reader."""

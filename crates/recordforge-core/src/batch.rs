@@ -120,7 +120,7 @@ pub struct BatchError {
 }
 
 fn mismatch(what: String) -> Error {
-    Error::InvalidArgument(what)
+    Error::Mismatch(what)
 }
 
 const MSG: &str = "tf.train.Example";

@@ -73,6 +73,11 @@ pub enum Error {
     /// compression name, a write after close, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// "<what>" (e.g. "feature \"x\" has 2 values, the schema says 3"): a well-formed
+    /// record that does not match the schema it is read with (a fixed width, a kind),
+    /// or records whose features disagree with each other (maps to `SchemaError`).
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 impl Error {

@@ -13,6 +13,7 @@ mod deflate;
 pub mod error;
 pub mod example;
 pub mod framing;
+pub mod infer;
 mod parallel;
 pub mod reader;
 pub mod resize;

@@ -108,11 +108,13 @@ impl Batch {
 }
 
 /// Why reading stopped: a file's error (`Corrupt` with its offset, `Io`), or a record
-/// that does not decode as asked (`record`: the record's offset).
+/// that does not decode as asked (`record`: the record's offset; `index`: its number
+/// among the records read from its file, where known).
 #[derive(Debug)]
 pub struct ReadError {
     pub file: usize,
     pub record: Option<u64>,
+    pub index: Option<u64>,
     pub error: Error,
 }
 
@@ -138,6 +140,8 @@ struct Rec {
     payload: Range<usize>,
     file: usize,
     offset: u64,
+    /// The record's number in its file (records of damaged regions skipped not counted).
+    index: u64,
 }
 
 impl Rec {
@@ -319,6 +323,7 @@ impl BatchReader {
                 Some(Err(ReadError {
                     file: 0,
                     record: None,
+                    index: None,
                     error: Error::InvalidArgument("a reader thread stopped unexpectedly".into()),
                 }))
             }
@@ -559,6 +564,7 @@ fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], 
     let mut position = 0u64;
     for file in 0..n_files {
         let rx = &loads[file % loads.len()];
+        let mut in_file = 0u64;
         loop {
             let chunk = match rx.recv() {
                 Ok(Load::Chunk(chunk)) => chunk,
@@ -568,6 +574,7 @@ fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], 
                     out.send(Job::Fail(ReadError {
                         file,
                         record: None,
+                        index: None,
                         error,
                     }));
                     return;
@@ -576,6 +583,8 @@ fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], 
             out.skipped.extend(chunk.skipped);
             let owned = matches!(*chunk.data, Data::Owned(_));
             for (offset, payload) in chunk.records {
+                let index = in_file;
+                in_file += 1;
                 let keep = o.every.is_none_or(|(i, n)| position % n == i);
                 position += 1;
                 if !keep {
@@ -586,6 +595,7 @@ fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], 
                     payload,
                     file,
                     offset,
+                    index,
                 };
                 let Some(shuffler) = shuffler.as_mut() else {
                     if !out.emit(rec) {
@@ -612,6 +622,7 @@ fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], 
                 out.send(Job::Fail(ReadError {
                     file,
                     record: None,
+                    index: None,
                     error,
                 }));
                 return;
@@ -662,6 +673,7 @@ fn decode_jobs(
                     Err(e) => Err(ReadError {
                         file: records[e.record].file,
                         record: Some(records[e.record].offset),
+                        index: Some(records[e.record].index),
                         error: e.error,
                     }),
                 })

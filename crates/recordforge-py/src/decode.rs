@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use recordforge_core::batch::{decode_batch as core_decode, DecodedColumn, Kind, Values, Wanted};
 
-use crate::errors::decode_error;
+use crate::errors::{decode_error, record_error};
 
 /// How many features a serialized Example or SequenceExample holds (map entries of its
 /// ``features``/``context`` and ``feature_lists``), counted without decoding a value.
@@ -33,7 +33,8 @@ pub fn kind_of(py: Python<'_>, name: &str, kind: &str) -> PyResult<Kind> {
 /// NumPy array (a list of ``bytes`` for bytes), row ``i`` being
 /// ``values[row_splits[i]:row_splits[i + 1]]``. Other features are skipped unparsed.
 /// A record whose feature has another kind, or not ``width`` values, raises
-/// ``DecodeError`` naming the record's index. Records are read as
+/// ``SchemaError`` naming the record's index (bytes that are not an Example:
+/// ``DecodeError``). Records are read as
 /// ``tf.io.parse_example`` reads them for the same feature description (a key given
 /// twice: its last entry; a Feature with two kinds: its first), which is where it
 /// differs from ``decode_example``'s protobuf rules.
@@ -64,7 +65,7 @@ pub fn decode_batch<'py>(
     let slices: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
     let columns = py
         .detach(|| core_decode(slices.iter().copied(), &wanted))
-        .map_err(|e| decode_error(py, format!("record {}: {}", e.record, e.error)))?;
+        .map_err(|e| record_error(py, &e.error, format!("record {}: {}", e.record, e.error)))?;
     columns_to_py(py, columns, false, &|_| &[])
 }
 

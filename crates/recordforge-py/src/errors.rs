@@ -10,6 +10,7 @@ use recordforge_core::Error;
 static CORRUPT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DECODE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static ENCODE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static SCHEMA: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 fn class<'py>(
     py: Python<'py>,
@@ -54,7 +55,21 @@ pub fn to_py(py: Python<'_>, err: Error, path: &str) -> PyErr {
         ),
         Error::Decode { .. } => decode_error(py, err.to_string()),
         Error::InvalidArgument(msg) => PyValueError::new_err(msg),
+        Error::Mismatch(msg) => schema_error(py, msg),
     }
+}
+
+/// The error of one record, ``msg`` naming it: ``SchemaError`` when the record is well
+/// formed but does not match the schema (``Error::Mismatch``), else ``DecodeError``.
+pub fn record_error(py: Python<'_>, err: &Error, msg: String) -> PyErr {
+    match err {
+        Error::Mismatch(_) => schema_error(py, msg),
+        _ => decode_error(py, msg),
+    }
+}
+
+pub fn schema_error(py: Python<'_>, msg: String) -> PyErr {
+    raise(py, &SCHEMA, "SchemaError", (msg,))
 }
 
 pub fn decode_error(py: Python<'_>, msg: String) -> PyErr {

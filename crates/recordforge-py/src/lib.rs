@@ -9,6 +9,7 @@ mod csvscan;
 mod decode;
 mod errors;
 mod image;
+mod infer;
 mod io;
 mod pyfile;
 mod reader;
@@ -42,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<io::RecordIterator>()?;
     m.add_function(wrap_pyfunction!(verify::verify_file, m)?)?;
     m.add_class::<verify::VerifiedFile>()?;
+    m.add_class::<infer::SchemaSample>()?;
     m.add_class::<walk::RecordWalker>()?;
     m.add_class::<csvscan::CsvRowScanner>()?;
     m.add_class::<walk::WalkSpan>()?;

@@ -19,7 +19,7 @@ use recordforge_core::{Compression, Error, DEFAULT_MAX_RECORD_BYTES};
 
 use crate::access::RecordFile;
 use crate::decode::{columns_to_py, kind_of};
-use crate::errors::{decode_error, to_py};
+use crate::errors::{record_error, to_py};
 
 type Features = Vec<(String, String, Option<usize>)>;
 type Skipped = (usize, u64, u64, String);
@@ -30,16 +30,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A record that does not decode names its file and offset; framing errors keep their
-/// own exception (``CorruptRecordError`` with path and offset, ``OSError``).
+/// A record that does not decode names its file, offset and (where known) number:
+/// ``SchemaError`` when it does not match the schema, else ``DecodeError``; framing
+/// errors keep their own exception (``CorruptRecordError`` with path and offset,
+/// ``OSError``).
 pub(crate) fn read_error(py: Python<'_>, e: ReadError, names: &[String]) -> PyErr {
     let name = names.get(e.file).map_or("", String::as_str);
-    match e.record {
-        Some(offset) => decode_error(
+    match (e.record, e.index) {
+        (Some(offset), Some(index)) => record_error(
             py,
+            &e.error,
+            format!("{name}: record {index} (at offset {offset}): {}", e.error),
+        ),
+        (Some(offset), None) => record_error(
+            py,
+            &e.error,
             format!("{name}: record at offset {offset}: {}", e.error),
         ),
-        None => to_py(py, e.error, name),
+        (None, _) => to_py(py, e.error, name),
     }
 }
 
@@ -251,6 +259,7 @@ pub fn take_records<'py>(
                 record_at(data, offset, verify, max).map_err(|error| ReadError {
                     file: f as usize,
                     record: None,
+                    index: None,
                     error,
                 })?,
             );
@@ -260,6 +269,7 @@ pub fn take_records<'py>(
             .map_err(|e| ReadError {
                 file: which[e.record] as usize,
                 record: Some(offsets[e.record]),
+                index: None,
                 error: e.error,
             })
     });

@@ -236,11 +236,13 @@ fn read<'a>(
     let record = record_at(data, offset, true, max_record).map_err(|error| ReadError {
         file: 0,
         record: None,
+        index: None,
         error,
     })?;
     let columns = decoder.decode(record).map_err(|error| ReadError {
         file: 0,
         record: Some(offset),
+        index: None,
         error,
     })?;
     Ok((columns, record))

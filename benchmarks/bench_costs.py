@@ -1,0 +1,351 @@
+"""Hidden costs (issue 17): the workloads where real use meets a path that the other
+benchmarks do not time, recordforge beside its peers.
+
+    python benchmarks/bench_costs.py [--rounds 3] [--images 1540] [--rows 200000]
+        [--peers-python .venv-peers/bin/python] [--before /path/to/other/python]
+        [--only images,table,decode,scan] [--json out.json]
+
+Workloads (data written once into a temporary directory, files in the page cache):
+
+- ``images``: ``--images`` records of ~150 KB (``image/encoded`` random bytes, an int64
+  ``label``, a bytes ``image/id``) in 4 files without ``dataset.json``, opened and read
+  whole in batches of 64: ``rf.open_dataset(files).batches(64)`` (schema inferred at
+  open, both CRCs checked) vs ``tf.data.TFRecordDataset`` + ``tf.io.parse_example`` with
+  a hand-written feature description, and the TF-free peers that install.
+- ``table``: ``--rows`` records of 21 features (16 float32, 4 int64, 1 bytes) in 8 files
+  without ``dataset.json``, opened and read in batches of 1024, vs TF the same way.
+- ``decode``: one record at a time, ``rf.decode_example`` vs ``ds[i]`` vs TF's protobuf
+  ``tf.train.Example.FromString`` on the image records.
+- ``scan``: ``rf.scan_records`` (framing + both CRCs) of the image files vs
+  ``rf.crc32c`` over the same bytes already in memory (the CRC limit).
+
+Every peer runs in its own process, in alternating rounds (the machine's load swings);
+each reports wall time and CPU time (user + system, all threads) per record, and a digest
+of what it read (sum of labels). ``--before`` adds recordforge run from another source
+tree (e.g. ``/work/main/python``) as the peer ``rf-before``, for before/after figures.
+``--peers-python``: an interpreter with the TF-free peers (``rustfrecord``,
+``tfrecord-lite``, ``tfd-utils``, ``tfrecords``) installed; each one missing is said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+IMAGE_BYTES = 150_000
+IMAGE_FILES, TABLE_FILES = 4, 8
+FLOATS, INTS = 16, 4
+
+
+# ---------------------------------------------------------------------------------------
+# Data (made by the driver, with recordforge; the framing is TensorFlow's byte for byte)
+
+
+def make_data(root: Path, images: int, rows: int) -> None:
+    import numpy as np
+
+    import recordforge as rf
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    per = -(-images // IMAGE_FILES)
+    for k in range(IMAGE_FILES):
+        with rf.TFRecordWriter(root / "images" / f"img-{k}.tfrecord") as w:
+            for i in range(k * per, min(images, (k + 1) * per)):
+                size = IMAGE_BYTES + int(rng.integers(-20_000, 20_000))
+                w.write(
+                    rf.encode_example(
+                        {
+                            "image/encoded": rng.bytes(size),
+                            "image/id": f"{i:08d}".encode(),
+                            "label": i % 1000,
+                        }
+                    )
+                )
+    (root / "table").mkdir()
+    per = -(-rows // TABLE_FILES)
+    for k in range(TABLE_FILES):
+        n = max(0, min(rows, (k + 1) * per) - k * per)
+        cols: dict[str, Any] = {f"f{j}": rng.random(n, dtype=np.float32) for j in range(FLOATS)}
+        cols.update({f"i{j}": rng.integers(0, 1 << 40, n) for j in range(INTS)})
+        cols["label"] = (np.arange(k * per, k * per + n) % 1000).astype(np.int64)
+        cols["name"] = [f"row-{k}-{i}".encode() for i in range(n)]
+        with rf.TFRecordWriter(root / "table" / f"part-{k}.tfrecord") as w:
+            w.write_many(rf.encode_columns(cols))
+    for f in sorted(root.rglob("*.tfrecord")):
+        f.read_bytes()  # into the page cache
+
+
+def files(root: Path, which: str) -> list[str]:
+    return sorted(str(p) for p in (root / which).glob("*.tfrecord"))
+
+
+# ---------------------------------------------------------------------------------------
+# Peers: each function runs in its own process and returns (records, digest)
+
+
+def rf_batches(root: Path, which: str, batch: int) -> tuple[int, int]:
+    import recordforge as rf
+
+    n = total = 0
+    for b in rf.open_dataset(files(root, which)).batches(batch):
+        n += len(b["label"])
+        total += int(b["label"].sum())
+    return n, total
+
+
+def tf_batches(root: Path, which: str, batch: int) -> tuple[int, int]:
+    import tensorflow as tf
+
+    if which == "images":
+        desc = {
+            "image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/id": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64),
+        }
+    else:
+        desc = {f"f{j}": tf.io.FixedLenFeature([], tf.float32) for j in range(FLOATS)}
+        desc.update({f"i{j}": tf.io.FixedLenFeature([], tf.int64) for j in range(INTS)})
+        desc["label"] = tf.io.FixedLenFeature([], tf.int64)
+        desc["name"] = tf.io.FixedLenFeature([], tf.string)
+    ds = (
+        tf.data.TFRecordDataset(files(root, which), num_parallel_reads=tf.data.AUTOTUNE)
+        .batch(batch)
+        .map(lambda x: tf.io.parse_example(x, desc), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    n = total = 0
+    for b in ds:
+        labels = b["label"].numpy()
+        n += len(labels)
+        total += int(labels.sum())
+    return n, total
+
+
+def rustfrecord_batches(root: Path, which: str, batch: int) -> tuple[int, int]:
+    from rustfrecord import Reader  # type: ignore[import-not-found]
+
+    n = total = 0
+    for f in files(root, which):
+        for record in Reader(f, compressed=False, features=["label", "image/encoded"]):
+            n += 1
+            total += int(record["label"][0])
+    return n, total
+
+
+def tfrecord_lite_batches(root: Path, which: str, batch: int) -> tuple[int, int]:
+    """``tfrecord_lite.tf_record_iterator`` yields each record decoded (a dict)."""
+    from tfrecord_lite import tf_record_iterator  # type: ignore[import-not-found]
+
+    n = total = 0
+    for f in files(root, which):
+        for ex in tf_record_iterator(f):
+            n += 1
+            total += int(ex["label"][0])
+    return n, total
+
+
+def tfrecords_batches(root: Path, which: str, batch: int) -> tuple[int, int]:
+    """The ``tfrecords`` package reads records but parses no Example: records only
+    (its digest is -1)."""
+    import tfrecords  # type: ignore[import-not-found]
+
+    n = 0
+    for f in files(root, which):
+        for _ in tfrecords.tf_record_iterator(f):
+            n += 1
+    return n, -1
+
+
+def rf_decode(root: Path, way: str) -> Callable[[], tuple[int, int]]:
+    import recordforge as rf
+
+    paths = files(root, "images")
+    if way == "ds[i]":
+        ds = rf.open_dataset(paths)
+        return lambda: (len(ds), sum(int(ds[i]["label"]) for i in range(len(ds))))
+    records = [r for f in paths for r in rf.read_records(f)]
+    decode = rf.decode_example
+    return lambda: (len(records), sum(int(decode(r)["label"][0]) for r in records))
+
+
+def tf_decode(root: Path) -> Callable[[], tuple[int, int]]:
+    import tensorflow as tf
+
+    import recordforge as rf
+
+    records = [r for f in files(root, "images") for r in rf.read_records(f)]
+    parse = tf.train.Example.FromString
+    return lambda: (
+        len(records),
+        sum(parse(r).features.feature["label"].int64_list.value[0] for r in records),
+    )
+
+
+def rf_scan(root: Path) -> tuple[int, int]:
+    import recordforge as rf
+
+    n = size = 0
+    for f in files(root, "images"):
+        stats = rf.scan_records(f)
+        n, size = n + stats.records, size + stats.stream_bytes
+    return n, size
+
+
+# ---------------------------------------------------------------------------------------
+# The peer process: setup outside the clock where the workload allows it
+
+
+def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> dict[str, Any]:
+    fn: Callable[[], tuple[int, int]]
+    if workload in ("images", "table"):
+        batch = 64 if workload == "images" else 1024
+        table = {
+            "rf": rf_batches,
+            "rf-before": rf_batches,
+            "tf": tf_batches,
+            "rustfrecord": rustfrecord_batches,
+            "tfrecord-lite": tfrecord_lite_batches,
+            "tfrecords": tfrecords_batches,
+        }
+        fn = lambda: table[name](root, workload, batch)  # noqa: E731
+    elif workload == "decode":
+        # The records are read before the clock starts: only the decoding is timed.
+        if name in ("rf", "rf-before"):
+            fn = rf_decode(root, "decode_example")
+        elif name in ("rf-ds[i]", "rf-before-ds[i]"):
+            fn = rf_decode(root, "ds[i]")
+        else:
+            fn = tf_decode(root)
+    elif workload == "scan":
+        if name in ("rf", "rf-before"):
+            fn = lambda: rf_scan(root)  # noqa: E731
+        else:
+            import recordforge as rf
+
+            data = [Path(f).read_bytes() for f in files(root, "images")]
+            n = sum(rf.scan_records(f, verify=False).records for f in files(root, "images"))
+
+            def crc() -> tuple[int, int]:
+                for d in data:
+                    rf.crc32c(d)
+                return n, sum(len(d) for d in data)
+
+            fn = crc
+    else:
+        raise SystemExit(f"unknown workload {workload}")
+    modules = {
+        "tf": ["tensorflow", "recordforge"],
+        "rustfrecord": ["rustfrecord"],
+        "tfrecord-lite": ["tfrecord_lite"],
+        "tfrecords": ["tfrecords"],
+    }
+    for module in modules.get(name, ["recordforge"]):
+        importlib.import_module(module)  # imports are not what is timed
+    w0, c0 = time.perf_counter(), time.process_time()
+    n, digest = fn()
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return {"records": n, "digest": digest, "wall": wall, "cpu": cpu}
+
+
+# ---------------------------------------------------------------------------------------
+# The driver
+
+
+def peer_command(name: str, python: str, before: str | None) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    if name.startswith("rf-before"):
+        env["PYTHONPATH"] = before or ""
+    return [python, str(HERE)], env
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--images", type=int, default=1540)
+    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--peers-python", default=None)
+    p.add_argument("--before", default=None, help="PYTHONPATH of another recordforge")
+    p.add_argument("--only", default="images,table,decode,scan")
+    p.add_argument("--json", default=None)
+    p.add_argument("--peer", nargs=3, metavar=("NAME", "WORKLOAD", "ROOT"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.peer:
+        name, workload, root = a.peer
+        print(json.dumps(run_peer(name, workload, Path(root), {})))
+        return
+    plan: dict[str, list[str]] = {
+        "images": ["rf", "tf", "rustfrecord", "tfrecord-lite", "tfrecords"],
+        "table": ["rf", "tf"],
+        "decode": ["rf", "rf-ds[i]", "tf"],
+        "scan": ["rf", "crc32c"],
+    }
+    if a.before:
+        for w in plan.values():
+            w.insert(1, "rf-before")
+        plan["decode"].insert(3, "rf-before-ds[i]")
+    foreign = {"rustfrecord", "tfrecord-lite", "tfrecords"}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    unavailable: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-costs-") as tmp:
+        root = Path(tmp)
+        make_data(root, a.images, a.rows)
+        for r in range(a.rounds):
+            for workload in a.only.split(","):
+                for name in plan[workload]:
+                    if name in unavailable:
+                        continue
+                    python = sys.executable
+                    if name in foreign:
+                        if not a.peers_python:
+                            unavailable[name] = "no --peers-python"
+                            continue
+                        python = a.peers_python
+                    cmd, env = peer_command(name, python, a.before)
+                    cmd += ["--peer", name, workload, str(root)]
+                    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                    if out.returncode != 0:
+                        unavailable[name] = (out.stderr.strip().splitlines() or ["?"])[-1][:200]
+                        continue
+                    got = json.loads(out.stdout.strip().splitlines()[-1])
+                    results.setdefault(workload, {}).setdefault(name, []).append(got)
+            print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
+    report(results, unavailable)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"results": results, "unavailable": unavailable}))
+
+
+Results = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+def report(results: Results, unavailable: dict[str, str]) -> None:
+    head = f"{'workload':10} {'peer':16} {'records':>8} {'wall µs/rec':>12} {'CPU µs/rec':>11}"
+    print(f"{head}  digest")
+    for workload, peers in results.items():
+        for name, runs in peers.items():
+            n = max(runs[0]["records"], 1)
+            wall = min(r["wall"] for r in runs) / n * 1e6
+            cpu = min(r["cpu"] for r in runs) / n * 1e6
+            digests = {r["digest"] for r in runs}
+            rate = ""
+            if workload == "scan":
+                rate = f"  {runs[0]['digest'] / min(r['wall'] for r in runs) / 1e9:.1f} GB/s"
+            print(
+                f"{workload:10} {name:16} {n:8d} {wall:12.2f} {cpu:11.2f}  {sorted(digests)}{rate}"
+            )
+    for name, why in unavailable.items():
+        print(f"not run: {name}: {why}")
+
+
+if __name__ == "__main__":
+    main()

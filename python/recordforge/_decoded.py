@@ -1,0 +1,72 @@
+"""How a schema's features are asked of the Rust decoders (``wanted``: name, kind and
+fixed width; ``row_features``: with the shape a row takes) and how the columns they
+return are put together (``assemble``: arrays of fixed shapes, :class:`Ragged`
+otherwise). One place for both directions, shared by batches, ``take`` and ``ds[i]``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from recordforge.ragged import Ragged
+from recordforge.schema import Schema
+
+__all__ = ["Wanted", "assemble", "row_features", "wanted"]
+
+#: ``(name, kind, width)``: width the number of values every record holds, else None.
+Wanted = tuple[str, str, int | None]
+
+
+def wanted(schema: Schema) -> list[Wanted]:
+    """The columns to decode for ``schema``; a ragged ``(None, None)`` feature adds its
+    ``<name>/row_lengths``."""
+    out: list[Wanted] = []
+    for name, spec in schema.items():
+        fixed = spec.fixed
+        width = math.prod(s for s in spec.shape if s is not None) if fixed else None
+        out.append((name, spec.kind, width))
+        if spec.ragged:
+            out.append((f"{name}/row_lengths", "int64", None))
+    return out
+
+
+def row_features(
+    schema: Schema, columns: Sequence[Wanted]
+) -> list[tuple[str, str, int | None, tuple[int | None, ...] | None]]:
+    """``columns`` with the shape of one row's value (``None``: a 1-D array), as the
+    Rust row reader takes them."""
+    features = []
+    for name, kind, width in columns:
+        spec = schema.get(name)
+        shape: tuple[int | None, ...] | None = None
+        if spec is not None and spec.fixed:
+            shape = tuple(spec.shape)
+        elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
+            shape = spec.shape
+        features.append((name, kind, width, shape))
+    return features
+
+
+def assemble(
+    schema: Schema,
+    columns: Sequence[Wanted],
+    n: int,
+    decoded: Sequence[tuple[Any, np.ndarray]],
+) -> dict[str, Any]:
+    """Columns of ``n`` records from ``(values, row_splits)`` pairs in ``columns`` order."""
+    out: dict[str, Any] = {}
+    for (name, kind, _), (values, splits) in zip(columns, decoded, strict=True):
+        spec = schema.get(name)
+        if kind == "bytes" and isinstance(values, list):
+            values = np.array(values, dtype=object) if values else np.empty(0, object)
+        if spec is not None and spec.fixed:
+            out[name] = values.reshape((n, *spec.shape))
+        elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
+            width = spec.shape[1]
+            out[name] = Ragged(values.reshape(-1, width), splits // width)
+        else:
+            out[name] = Ragged(values, splits)
+    return out
