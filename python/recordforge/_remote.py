@@ -110,20 +110,23 @@ class RemoteJournal(Journal):
         """The journal under ``url`` (whose listing is ``names``) when it is this
         command's, None when it is another's."""
         head = _get(_fs.join(url, JOURNAL_NAME)) or b""
-        lines = [head.split(b"\n", 1)[0]]
-        parsed = cls.parse(url, fingerprint, lines)
-        if parsed is None:
+        try:  # a snapshot whose fields are not of their types is not this command's
+            parsed = cls.parse(url, fingerprint, [head.split(b"\n", 1)[0]])
+        except (ValueError, TypeError, AttributeError):
             return None
-        assert isinstance(parsed, RemoteJournal)
+        if not isinstance(parsed, RemoteJournal) or not _sane(parsed):
+            return None
         present = {n for n in map(_entry_number, names) if n is not None}
         number = parsed.entries + 1
         while number in present:
             data = _get(_fs.join(url, _ENTRY.format(number)))
             try:
                 entry = json.loads(data or b"")
-                parsed._apply(entry)
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            except ValueError:
                 break  # torn, or removed since the listing
+            if not _entry_ok(entry):
+                break  # checked whole first: an entry is applied whole or not at all
+            parsed._apply(entry)
             parsed.entries = number
             number += 1
         return parsed
@@ -137,17 +140,53 @@ class RemoteJournal(Journal):
         return {**super()._snapshot(), "entries": self.entries, "finished": self.finished}
 
     def _write_snapshot(self, line: bytes) -> None:
-        _fs.write_bytes(_fs.join(self.url, JOURNAL_NAME), line + b"\n")
+        _put(_fs.join(self.url, JOURNAL_NAME), line + b"\n")  # one PUT: whole or not
 
     def _append(self, line: bytes) -> None:
         lock = _get(_fs.join(self.url, LOCK_NAME))
-        if lock is not None and json.loads(lock).get("run") != self.run:
+        try:  # a lock that is not a run's token (garbled) is not this run's either
+            holder = json.loads(lock).get("run") if lock is not None else self.run
+        except (ValueError, AttributeError):
+            holder = None
+        if holder != self.run:
             raise RecordforgeError(
                 f"{self.url}: another conversion took this output over (its "
                 f"{LOCK_NAME} names another run): this one stops; the other writes it"
             )
         self.entries += 1
         _put(_fs.join(self.url, _ENTRY.format(self.entries)), line)
+
+
+def _sane(journal: RemoteJournal) -> bool:
+    """Whether a loaded journal's fields have their types (a lying snapshot is refused
+    as another command's, not failed on later)."""
+    splits, report = journal.splits, journal.report
+    return (
+        journal.entries >= 0
+        and (report is None or isinstance(report, dict))
+        and all(
+            isinstance(s, dict)
+            and isinstance(s.get("shards"), list)
+            and all(isinstance(d, dict) for d in s["shards"])
+            and isinstance(s.get("position"), list)
+            for s in splits.values()
+        )
+    )
+
+
+def _entry_ok(entry: Any) -> bool:
+    """Whether ``entry`` has the fields (and types) :meth:`Journal._apply` uses."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("split"), str):
+        return False
+    report, shard = entry.get("report"), entry.get("shard", {})
+    return (
+        isinstance(entry.get("position"), list)
+        and "done" in entry
+        and isinstance(shard, dict)
+        and isinstance(report, dict)
+        and all(k in report for k in ("items", "records", "counters"))
+        and all(isinstance(report.get(k), list) for k in ("skipped", "notes"))
+    )
 
 
 def named_url(error: OSError, url: str | None, name: str) -> OSError:
@@ -185,7 +224,21 @@ def move(url: str, name: str, final: str) -> None:
     """Moves the object ``name`` of the directory ``url`` to ``final`` (the store copies
     it, then it is deleted)."""
     fs, key = _fs.filesystem(_fs.join(url, name))
-    fs.mv(key, _fs.filesystem(_fs.join(url, final))[1])
+    # Lists and rm_file: a str would be a glob pattern ('?', '[' in the prefix) and a
+    # destination that is a "directory" would get the object inside it.
+    fs.copy([key], [_fs.filesystem(_fs.join(url, final))[1]])
+    fs.rm_file(key)
+
+
+def _remove(url: str, name: str) -> None:
+    """Removes the object ``name`` of the directory ``url`` (or every object under it,
+    a nested "directory"), its key taken literally (``fs.rm`` would glob it)."""
+    fs, key = _fs.filesystem(_fs.join(url, name))
+    fs.invalidate_cache(key)
+    keys = [key] if fs.isfile(key) else fs.find(key)
+    for k in keys:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(k)
 
 
 def abort_uploads(url: str) -> int:
@@ -194,14 +247,17 @@ def abort_uploads(url: str) -> int:
     uploads; they expire)."""
     fs, path = _fs.filesystem(url)
     call = getattr(fs, "call_s3", None)
-    if call is None or "/" not in path.strip("/"):
+    if call is None:
         return 0
-    bucket, prefix = path.strip("/").split("/", 1)
+    bucket, _, prefix = path.strip("/").partition("/")
+    prefix = f"{prefix}/" if prefix else ""  # the bucket's root: every key
     aborted = 0
     marker: dict[str, str] = {}
     while True:
-        listing = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix + "/", **marker)
+        listing = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
         for upload in listing.get("Uploads", []):
+            if "/" in upload["Key"][len(prefix) :]:
+                continue  # under a nested key: not one recordforge writes
             call(
                 "abort_multipart_upload",
                 Bucket=bucket,
@@ -262,7 +318,12 @@ class RemoteOutputDir:
         journal.run = secrets.token_hex(8)
         target = cls(url, journal)
         try:
-            target._prepare(overwrite)
+            try:
+                target._prepare(overwrite)
+            except OSError as e:  # a store's errors ("The specified bucket does not exist")
+                if e.filename is not None or url in str(e):  # name no object: the URL
+                    raise
+                raise type(e)(f"{url}: {e}") from e
             try:
                 yield target
             except BaseException:
@@ -346,28 +407,28 @@ class RemoteOutputDir:
             self._remove_temporary(names)
             return
         for name in ours - {LOCK_NAME}:
-            _fs.remove(_fs.join(url, name))
+            _remove(url, name)
         self.journal.save()
 
     def _clear(self, names: set[str]) -> None:
         for name in sorted(names - {LOCK_NAME, JOURNAL_NAME}):
-            _fs.remove(_fs.join(self.url, name))
+            _remove(self.url, name)
             stage("cleared one old file")
 
     def _remove_temporary(self, names: set[str]) -> None:
         """Temporary objects of a killed run (never a shard the journal lists)."""
         for name in sorted(names):
             if is_working(name) and name.endswith((".partial", ".tmp")):
-                _fs.remove(_fs.join(self.url, name))
+                _remove(self.url, name)
 
     def _remove_working(self) -> None:
         """Every working object but the snapshot and the lock, entries first."""
         for name in sorted(self._listing()):
             if is_working(name) and name not in (JOURNAL_NAME, LOCK_NAME):
-                _fs.remove(_fs.join(self.url, name))
+                _remove(self.url, name)
         for name in (JOURNAL_NAME, LOCK_NAME):
             with contextlib.suppress(FileNotFoundError):
-                _fs.remove(_fs.join(self.url, name))
+                _remove(self.url, name)
 
     def _abandon(self) -> None:
         """After an error: with nothing worth resuming, the working objects go again;
@@ -411,7 +472,7 @@ def prepare_out(out: str, overwrite: bool) -> None:
         # With the marker there, an earlier run did not finish (the Beam writer does not
         # resume remotely): it starts over, leftovers of the killed run included.
         for name, _ in entries:
-            _fs.remove(_fs.join(out, name))
+            _remove(out, name)
     elif MANIFEST_NAME in names:
         raise FileExistsError(
             f"{out}: already holds a complete dataset; use --overwrite (overwrite=True) "
