@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 24
 # is kept in fuzz/regressions/ and replayed by pytest); FUZZ_SEED=0 lets libFuzzer pick.
 FUZZ_SEED ?= 1
 
-.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode bench-workers bench-remote clean
+.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode bench-workers bench-remote bench-costs clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -109,6 +109,13 @@ bench-workers: dev
 # ds[i], write_dataset; local disk used for staging (~1 min).
 bench-remote: dev
 	$(BIN)/python benchmarks/bench_remote.py
+
+# Issue 17's hidden costs: open + batches of foreign files, decode_example, scan_records,
+# beside TF and the TF-free peers installed in their own venv (.venv-peers; rustfrecord
+# needs numpy 1.24 and pulls torch: ~1 GB, so it is not part of `make dev`).
+bench-costs: dev
+	test -x .venv-peers/bin/python || { $(PYTHON) -m venv .venv-peers && .venv-peers/bin/pip install --progress-bar on rustfrecord tfrecord-lite tfrecords "numpy==1.24.4"; }
+	$(BIN)/python benchmarks/bench_costs.py --peers-python .venv-peers/bin/python
 
 # JPEG records read + decoded to uint8 (simplejpeg on threads) vs tf.data + decode_jpeg, the
 # JPEG decoder alone and Pillow (2,000 images of 500x375 made from tiny COCO).

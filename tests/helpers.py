@@ -103,7 +103,10 @@ def moto_s3(
     # No region in client_kwargs: with one, moto refuses the bucket's creation.
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(anon=False)
-    fs.mkdir(bucket)
+    # moto's servers in one process share their state: a module reusing another's
+    # fixtures finds the bucket made (each test writes under its own prefix).
+    if not fs.exists(bucket):
+        fs.mkdir(bucket)
     try:
         yield fs
     finally:

@@ -215,12 +215,15 @@ def _late_changes(tmp_path: Path, compression: str | None) -> list[Path]:
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_sampled_schema_refuses_a_later_record_that_disagrees(
-    tmp_path: Path, compression: str | None
+    tmp_path: Path, compression: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """By default the schema comes from the first 1,000 records: the features that
-    change later are fixed in it, and the first record that disagrees stops the read with
-    a SchemaError naming its file and record; no record after it and none of its batch is
-    given out as if it were fine."""
+    """A schema from a sample (here the first 1,000 records; by default the first 16 MiB,
+    whatever their number): the features that change later are fixed in it, and the
+    first record that disagrees stops the read with a SchemaError naming its file and
+    record; no record after it and none of its batch is given out as if it were fine."""
+    import recordforge.dataset
+
+    monkeypatch.setattr(recordforge.dataset, "SAMPLE_RECORDS", 1000)
     paths = _late_changes(tmp_path, compression)
     ds = rf.open_dataset(tmp_path / "part-*.tfrecord")
     assert ds.sampled == 1000
@@ -299,8 +302,15 @@ def test_inferred_schema_refuses_mixed_kinds(tmp_path: Path) -> None:
         w.write_many([rf.encode_example({"x": 1.5 if i == 1200 else i}) for i in range(1300)])
     with pytest.raises(rf.SchemaError, match="'x' holds float32 and int64 values"):
         rf.open_dataset(path, infer="all")
-    # From a sample: past it, when the record is read.
-    ds = rf.open_dataset(path)
+    # Within the default sample (16 MiB): at open.
+    with pytest.raises(rf.SchemaError, match=r"record 1200 .*int64 in one record"):
+        rf.open_dataset(path)
+    # From a sample of 1,000 records: past it, when the record is read.
+    import recordforge.dataset
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recordforge.dataset, "SAMPLE_RECORDS", 1000)
+        ds = rf.open_dataset(path)
     with pytest.raises(rf.SchemaError, match=r"record 1200 .*float_list, the schema says int64"):
         list(ds.batches(256))
     # Within it: at open, naming the record.

@@ -330,16 +330,7 @@ def test_a_rerun_leaves_uploads_under_nested_keys_alone(s3: Any, prefix: str) ->
         "a+b",
         "dbl//slash",
         "trail/",
-        pytest.param(
-            "q?x=1",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="dataset.json is written by _fs.write_bytes (manifest.py), whose "
-                "fs.mv(str, str) takes a '?' (or '[', '*') in the prefix as a glob: the "
-                "manifest lands at 'dataset.json/.dataset.json.<hex>.partial', the "
-                "conversion reports success and the prefix has no dataset.json",
-            ),
-        ),
+        "q?x=1",
     ],
 )
 def test_odd_prefixes_round_trip(s3: Any, prefix: str, tmp_path: Path, name: str) -> None:

@@ -206,7 +206,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         _, tmp_key = filesystem(tmp)
         try:
             fs.pipe_file(tmp_key, data)
-            fs.mv(tmp_key, final)
+            _move_key(fs, tmp_key, final)
         except BaseException:
             with contextlib.suppress(Exception):
                 fs.rm_file(tmp_key)
@@ -223,6 +223,13 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def _move_key(fs: Any, key: str, final: str) -> None:
+    """Moves one object by its exact key: ``fs.mv`` would expand ``?``, ``*`` and
+    ``[`` in the keys as glob patterns (a prefix such as ``q?x=1``)."""
+    fs.cp_file(key, final)
+    fs.rm_file(key)
+
+
 def upload(local: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Puts a local file at ``path`` (a URL or a local path) atomically: an object store
     gets it under a temporary key, then moves it to the final key."""
@@ -233,7 +240,7 @@ def upload(local: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     _, tmp_key = filesystem(join(parent(path), temp_name(name(path))))
     try:
         fs.put_file(os.fspath(local), tmp_key)
-        fs.mv(tmp_key, final)
+        _move_key(fs, tmp_key, final)
     except BaseException:
         with contextlib.suppress(Exception):
             fs.rm_file(tmp_key)
@@ -244,7 +251,10 @@ def remove(path: str | os.PathLike[str]) -> None:
     """Removes a file, or a directory with everything under it."""
     if is_url(path):
         fs, p = filesystem(str(path))
-        fs.rm(p, recursive=True)
+        if fs.isfile(p):
+            fs.rm_file(p)  # by its exact key (``rm`` expands glob characters)
+        else:
+            fs.rm(p, recursive=True)
     elif os.path.isdir(fspath(path)):
         shutil.rmtree(fspath(path))
     else:

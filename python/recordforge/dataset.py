@@ -32,7 +32,6 @@ from recordforge import _core, _fs
 from recordforge._outdir import check_finished
 from recordforge._reader import Dataset, OnCorrupt, from_manifest
 from recordforge._shards import (
-    SCHEMA_SCAN,
     first_records,
     intact_records,
     is_plain,
@@ -52,9 +51,13 @@ __all__ = ["Dataset", "Infer", "Ragged", "open_dataset"]
 #: are read; ``"all"`` from every record at open (a full pass over the files).
 Infer = Literal["sample", "all"]
 
-#: Payload bytes sampled at most (besides at most ``SCHEMA_SCAN`` records) to infer a
-#: schema at open: for large records, the first dozens say what the first thousand would.
+#: Payload bytes sampled at most to infer a schema at open, whatever the number of
+#: records: a table of small records is sampled whole up to this size (a value missing
+#: only after its first 1,000 rows, as in TFX's Chicago taxi files, keeps the shape
+#: variable), and for large records the first dozens say what a thousand would.
 SAMPLE_BYTES = 16 << 20
+#: Records sampled at most: none but the byte budget.
+SAMPLE_RECORDS = 1 << 62
 
 
 def open_dataset(
@@ -214,7 +217,7 @@ def _sample_schema(
     files are read in Rust (memory-mapped or streamed, CRCs checked) and summarised
     there; with ``skip`` or for URLs, records come through Python (damaged ones passed
     over as ``on_corrupt="skip"`` reads do). SequenceExamples: :func:`_infer_schema`."""
-    sample = _core.SchemaSample(SCHEMA_SCAN, SAMPLE_BYTES)
+    sample = _core.SchemaSample(SAMPLE_RECORDS, SAMPLE_BYTES)
     for f in files:
         if sample.full:
             break

@@ -135,7 +135,8 @@ def test_tfx_taxi_shards(shared_data: Path) -> None:
     shards = shared_data / "tfx_chicago_taxi" / "tfrecord_gzip"
     files = sorted(shards.iterdir())
     # trip_seconds is never empty in the first 1,000 records, but is later: the schema
-    # open_dataset infers counts every record's values, as infer_schema over all does.
+    # open_dataset infers from its sample (16 MiB, every record of these files) counts
+    # every record's values, as infer_schema over all does.
     schema = rf.infer_schema(rf.decode_example(r) for f in files for r in rf.read_records(f))
     assert schema["trip_seconds"].shape == (None,) and schema["fare"].shape == ()
     ds = rf.open_dataset(shards)
