@@ -52,7 +52,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ __all__ = [
     "command_fingerprint",
     "is_working",
     "locked",
+    "manifest_files",
     "prepare_out",
     "working_files",
 ]
@@ -257,10 +258,11 @@ class Journal:
         stage("journal saved")
 
 
-def _dataset_files(out: Path) -> set[str] | None:
-    """``dataset.json`` and the files it lists when it is a recordforge manifest."""
+def manifest_files(read: Callable[[], bytes | None]) -> set[str] | None:
+    """``dataset.json`` and the files it lists when ``read()`` gives a recordforge
+    manifest (None otherwise: unreadable, absent, another tool's)."""
     try:
-        data = json.loads((out / MANIFEST_NAME).read_bytes())
+        data = json.loads(read() or b"")
         if data["tool"]["name"] != "recordforge":
             return None
         files = {shard["file"] for split in data["splits"].values() for shard in split["shards"]}
@@ -269,6 +271,10 @@ def _dataset_files(out: Path) -> set[str] | None:
     if not all(isinstance(f, str) for f in files):
         return None
     return {MANIFEST_NAME, *files, *(f"{f}.idx" for f in files)}
+
+
+def _dataset_files(out: Path) -> set[str] | None:
+    return manifest_files((out / MANIFEST_NAME).read_bytes)
 
 
 def _missing_dirs(out: Path) -> list[Path]:

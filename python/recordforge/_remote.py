@@ -50,7 +50,7 @@ from typing import Any
 
 from recordforge import _fs
 from recordforge._atomic import stage
-from recordforge._outdir import JOURNAL_NAME, LOCK_NAME, Journal, is_working
+from recordforge._outdir import JOURNAL_NAME, LOCK_NAME, Journal, is_working, manifest_files
 from recordforge.errors import RecordforgeError
 from recordforge.manifest import MANIFEST_NAME
 
@@ -274,17 +274,7 @@ def abort_uploads(url: str) -> int:
 
 
 def _dataset_files(url: str) -> set[str] | None:
-    """``dataset.json`` and the files it lists when it is a recordforge manifest."""
-    try:
-        data = json.loads(_get(_fs.join(url, MANIFEST_NAME)) or b"")
-        if data["tool"]["name"] != "recordforge":
-            return None
-        files = {shard["file"] for split in data["splits"].values() for shard in split["shards"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if not all(isinstance(f, str) for f in files):
-        return None
-    return {MANIFEST_NAME, *files, *(f"{f}.idx" for f in files)}
+    return manifest_files(lambda: _get(_fs.join(url, MANIFEST_NAME)))
 
 
 @dataclasses.dataclass
