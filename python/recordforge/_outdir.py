@@ -74,6 +74,7 @@ __all__ = [
     "locked",
     "manifest_files",
     "prepare_out",
+    "refuse_foreign",
     "working_files",
 ]
 
@@ -273,6 +274,19 @@ def manifest_files(read: Callable[[], bytes | None]) -> set[str] | None:
     return {MANIFEST_NAME, *files, *(f"{f}.idx" for f in files)}
 
 
+def refuse_foreign(where: object, others: set[str], listed: set[str] | None) -> None:
+    """Refuses to write into ``where``, whose entries ``others`` are not recordforge's
+    working files, unless they are the recordforge dataset ``listed`` (its manifest and
+    the files it lists: None when there is none)."""
+    foreign = sorted(others - (listed or set()))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        what = "is not a recordforge dataset" if listed is None else "holds files"
+        raise FileExistsError(
+            f"{where}: directory is not empty and {what} ({shown}); refusing to write"
+        )
+
+
 def _dataset_files(out: Path) -> set[str] | None:
     return manifest_files((out / MANIFEST_NAME).read_bytes)
 
@@ -405,14 +419,7 @@ class OutputDir:
         if not has_journal and names - ours:
             # Only a recordforge dataset (its manifest and the files it lists) is ours to
             # replace: a folder that merely has a dataset.json is someone else's.
-            listed = _dataset_files(out)
-            foreign = sorted(names - ours - (listed or set()))
-            if foreign:
-                shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-                what = "is not a recordforge dataset" if listed is None else "holds files"
-                raise FileExistsError(
-                    f"{out}: directory is not empty and {what} ({shown}); refusing to write"
-                )
+            refuse_foreign(out, names - ours, _dataset_files(out))
         if overwrite and (names - ours or has_journal):
             # Marked first, so that a kill while clearing leaves a directory that is
             # recognisably ours and unfinished.

@@ -50,7 +50,14 @@ from typing import Any
 
 from recordforge import _fs
 from recordforge._atomic import stage
-from recordforge._outdir import JOURNAL_NAME, LOCK_NAME, Journal, is_working, manifest_files
+from recordforge._outdir import (
+    JOURNAL_NAME,
+    LOCK_NAME,
+    Journal,
+    is_working,
+    manifest_files,
+    refuse_foreign,
+)
 from recordforge.errors import RecordforgeError
 from recordforge.manifest import MANIFEST_NAME
 
@@ -98,7 +105,6 @@ class RemoteJournal(Journal):
     def __init__(self, out: Any, fingerprint: dict[str, Any]) -> None:
         super().__init__(Path("."), fingerprint)
         self.url = str(out)
-        self.path = Path(JOURNAL_NAME)  # not used: the journal's objects are by URL
         self.entries = 0  # entry objects folded into the snapshot or written after it
         self.finished = False
         self.run = ""
@@ -341,14 +347,7 @@ class RemoteOutputDir:
         ours = {n for n in names if is_working(n) and not listing[n]}
         has_journal = JOURNAL_NAME in names
         if not has_journal and names - ours:
-            listed = _dataset_files(url)
-            foreign = sorted(names - ours - (listed or set()))
-            if foreign:
-                shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-                what = "is not a recordforge dataset" if listed is None else "holds files"
-                raise FileExistsError(
-                    f"{url}: directory is not empty and {what} ({shown}); refusing to write"
-                )
+            refuse_foreign(url, names - ours, _dataset_files(url))
         journal = (
             RemoteJournal.load_remote(url, self.journal.fingerprint, names) if has_journal else None
         )
