@@ -282,6 +282,11 @@ def test_coco_and_taxi_csv_stream_to_s3_with_nothing_on_local_disk(
     taxi_there = rf.open_dataset(f"{prefix}/taxi")
     counted = sum(len(next(iter(b.values()))) for b in taxi_there.batches(1000))
     assert counted == 15_000
+    # S3 keeps a CRC32C of each whole shard (made when it is moved to its final key):
+    # verify --fast checks every checksum against dataset.json without reading a shard.
+    for name in ("coco", "taxi"):
+        report = rf.inspect.verify(f"{prefix}/{name}", fast=True)
+        assert (report.ok, report.unchecked) == (True, []), name
 
 
 def _rows(n: int, size: int) -> Iterator[dict[str, Any]]:
@@ -550,4 +555,6 @@ def test_workers_upload_their_shards_with_the_bytes_of_one_and_leave_nothing_loc
         local = rf.write_dataset(rows, tmp_path / name, **options)
         assert local == one
         assert _objects(s3, f"{prefix}/{name}-2") == _files(tmp_path / name)
+        report = rf.inspect.verify(f"{prefix}/{name}-2", fast=True)
+        assert (report.ok, report.unchecked) == (True, [])
     assert list(fresh_tmp.iterdir()) == []

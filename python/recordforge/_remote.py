@@ -230,10 +230,7 @@ def move(url: str, name: str, final: str) -> None:
     """Moves the object ``name`` of the directory ``url`` to ``final`` (the store copies
     it, then it is deleted)."""
     fs, key = _fs.filesystem(_fs.join(url, name))
-    # Lists and rm_file: a str would be a glob pattern ('?', '[' in the prefix) and a
-    # destination that is a "directory" would get the object inside it.
-    fs.copy([key], [_fs.filesystem(_fs.join(url, final))[1]])
-    fs.rm_file(key)
+    _fs.move_key(fs, key, _fs.filesystem(_fs.join(url, final))[1])
 
 
 def _remove(url: str, name: str) -> None:
