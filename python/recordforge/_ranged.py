@@ -218,7 +218,9 @@ class ReadAhead:
     for the reader; no local disk. ``size`` is the file's size when it was opened; a
     file that changes size while read is an error naming it. ``on_block`` is called
     with each block, in order, on the background thread (a checksum of the whole file
-    computed while it is read: :class:`Crc32c`); what it raises, the reader raises."""
+    computed while it is read: :class:`Crc32c`); what it raises, the reader raises.
+    ``then`` is called on the background thread once the last block is fetched (the
+    next file's reading started while the reader still has this one's blocks)."""
 
     def __init__(
         self,
@@ -227,12 +229,14 @@ class ReadAhead:
         ahead: int | None = None,
         *,
         on_block: Callable[[bytes], None] | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         self.path = self.name = path  # (the name errors of the Rust reader give)
         self._fs, self._where = _fs.filesystem(path)
         self.size = int(retrying(path, lambda: self._fs.size(self._where)))
         self._block = max(1, block if block is not None else BLOCK)
         self._on_block = on_block
+        self._then = then
         depth = max(1, (ahead if ahead is not None else _read_ahead_bytes()) // self._block)
         self._blocks: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -270,6 +274,8 @@ class ReadAhead:
                     self._on_block(data)
                 if not self._put(data):
                     return
+            if self._then is not None:
+                self._then()
             self._put(None)
         except BaseException as e:  # the reader raises it
             self._put(e)

@@ -251,9 +251,7 @@ class Dataset:
         reference for the Rust reader of :meth:`batches`, and its fallback for files it
         cannot open itself (not local paths)."""
         files, every, shuffle = self._plan()
-        records: Iterator[bytes] = (
-            r for i in files for r in self._shards.records(self.files[i], self.skipped)
-        )
+        records = self._shards.records_of([self.files[i] for i in files], self.skipped)
         if every is not None:
             index, count = every
             records = (r for j, r in enumerate(records) if j % count == index)

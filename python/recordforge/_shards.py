@@ -6,8 +6,10 @@ maps and record offsets for random access), each found once."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -312,6 +314,64 @@ class ShardFiles:
         skipped.extend({"file": path, "start": s, "end": e, "reason": why} for s, e, why in bad)
         for start in range(0, len(good), 1024):
             yield from f.read_many(good[start : start + 1024].tolist())
+
+    def records_of(self, paths: Sequence[str], skipped: list[dict[str, Any]]) -> Iterator[bytes]:
+        """The records of ``paths`` in order, as :meth:`records` gives them. A streamed
+        remote file's first blocks are fetched while the reader is still on the file
+        before it (from when that one is fetched whole), not after it with a round trip:
+        at most two files' read-ahead in memory, the one read and the next."""
+        compression = dict(zip(self.files, self.compressions(), strict=True))
+        streamed = [_fs.is_url(p) and (not self._skip or compression[p] is not None) for p in paths]
+        lock = threading.Lock()
+        opened: dict[int, ReadAhead] = {}  # opened ahead of the reader
+        fetched: set[int] = set()  # files whose last block is fetched
+        reading, done = -1, False
+
+        def open_ahead(k: int) -> None:
+            if k >= len(paths) or not streamed[k]:
+                return
+            try:
+                f = ReadAhead(paths[k], then=functools.partial(fetched_whole, k))
+            except Exception:  # opened again in its turn, and its error raised then
+                return
+            with lock:
+                late = done
+                if not late:
+                    opened[k] = f
+            if late:
+                f.close()
+
+        def fetched_whole(k: int) -> None:  # on file k's fetching thread
+            with lock:
+                fetched.add(k)
+                now = reading == k  # else the reader opens k + 1 when it gets to k
+            if now:
+                open_ahead(k + 1)
+
+        try:
+            for k, path in enumerate(paths):
+                if not streamed[k]:
+                    yield from self.records(path, skipped)
+                    continue
+                with lock:
+                    f = opened.pop(k, None)
+                if f is None:
+                    f = ReadAhead(path, then=functools.partial(fetched_whole, k))
+                with f:
+                    with lock:
+                        reading = k
+                        now = k in fetched  # else its fetching thread opens k + 1
+                    if now:
+                        open_ahead(k + 1)
+                    yield from _core.read_records(
+                        f, "auto", True, max_record_bytes=self._max_record_bytes
+                    )
+        finally:
+            with lock:
+                done = True
+                left = list(opened.values())
+            for f in left:
+                f.close()
 
     def record_file(self, path: str) -> Any:
         """The memory-mapped file, opened once (a remote one downloaded once)."""

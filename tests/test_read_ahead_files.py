@@ -1,0 +1,128 @@
+"""Sequential reads of a remote dataset fetch the next shard's first blocks while the
+reader is still on the shard before it (``ShardFiles.records_of``), never more than two
+shards' read-ahead at once, and give the records, and the errors, in the order of a
+read that opens one shard after another. ``memory://`` stands for the store (an fsspec
+file system that is not local: what ``s3://`` and ``gs://`` go through)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import fsspec
+import numpy as np
+import pytest
+
+import recordforge as rf
+from recordforge import _shards
+from recordforge._ranged import ReadAhead
+
+
+@pytest.fixture
+def remote(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    local = tmp_path / "ds"
+    rows = {"id": np.arange(3_000), "blob": np.array([bytes(300)] * 3_000, dtype=object)}
+    rf.write_dataset(rows, local, max_records=500, index=True)  # 6 shards
+    fs = fsspec.filesystem("memory")
+    root = f"/prefetch-{request.node.name}"
+    for f in sorted(local.iterdir()):
+        fs.pipe_file(f"{root}/{f.name}", f.read_bytes())
+    yield f"memory://{root}"
+    fs.rm(root, recursive=True)
+
+
+class Logged(ReadAhead):
+    """ReadAhead that logs its opening and closing, and counts the open ones."""
+
+    log: ClassVar[list[tuple[str, str]]] = []
+    opened: ClassVar[dict[str, threading.Event]] = {}
+    open_now = 0
+    most_open = 0
+    lock = threading.Lock()
+
+    def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+        with Logged.lock:
+            Logged.log.append(("open", path.rsplit("/", 1)[1]))
+            Logged.open_now += 1
+            Logged.most_open = max(Logged.most_open, Logged.open_now)
+        super().__init__(path, *args, **kwargs)
+        Logged.opened.setdefault(path, threading.Event()).set()
+
+    def close(self) -> None:
+        super().close()
+        with Logged.lock:
+            Logged.open_now -= 1
+
+
+@pytest.fixture
+def logged(monkeypatch: pytest.MonkeyPatch) -> type[Logged]:
+    Logged.log, Logged.opened, Logged.open_now, Logged.most_open = [], {}, 0, 0
+    monkeypatch.setattr(_shards, "ReadAhead", Logged)
+    return Logged
+
+
+def test_the_next_shard_is_opened_while_the_one_before_is_read(
+    remote: str, logged: type[Logged]
+) -> None:
+    ds = rf.open_dataset(remote)
+    shards = [str(f).rsplit("/", 1)[1] for f in ds.files]
+    assert len(shards) == 6
+    ids = []
+    for record in ds:
+        ids.append(int(record["id"]))
+        if len(ids) % 500 == 1:  # the first record of a shard: where the reader is
+            logged.log.append(("read", shards[len(ids) // 500]))
+    assert ids == list(range(3_000))
+    events = logged.log
+    for k in range(1, 6):
+        # Shard k was opened (its fetching started) before the reader got to it.
+        assert events.index(("open", shards[k])) < events.index(("read", shards[k])), events
+    assert [e for e in events if e[0] == "open"] == [("open", s) for s in shards]  # once each
+    assert logged.most_open <= 2
+    assert logged.open_now == 0  # every one closed at the end
+
+
+def test_the_next_shard_is_fetched_before_the_last_record_of_the_one_before(
+    remote: str, logged: type[Logged]
+) -> None:
+    """Records taken one at a time: before the reader takes the last record of shard
+    k - 1, shard k's reading has started (waited for up to 10 s: without the read-ahead
+    across files, it starts only after that record)."""
+    ds = rf.open_dataset(remote)
+    files = [str(f) for f in ds.files]
+    records = ds._shards.records_of(files, [])
+    for k in range(6):
+        for _ in range(499):
+            next(records)
+        if k < 5:
+            started = logged.opened.setdefault(files[k + 1], threading.Event())
+            assert started.wait(10), f"shard {k + 1} not opened while shard {k} is read"
+        next(records)
+    assert next(records, None) is None
+    assert logged.most_open <= 2
+
+
+def test_a_read_stopped_early_closes_the_shard_opened_ahead(
+    remote: str, logged: type[Logged]
+) -> None:
+    ds = rf.open_dataset(remote)
+    batches = ds.batches(100)
+    first = next(batches)
+    assert list(first["id"]) == list(range(100))
+    batches.close()  # the generator's end: every ReadAhead closed, the one ahead included
+    assert logged.open_now == 0
+    assert not [t for t in threading.enumerate() if t.name == "recordforge-read-ahead"]
+
+
+def test_a_missing_later_shard_fails_after_the_records_before_it(remote: str) -> None:
+    ds = rf.open_dataset(remote)
+    shards = [str(f).rsplit("/", 1)[1] for f in ds.files]
+    fsspec.filesystem("memory").rm_file(f"{remote.removeprefix('memory://')}/{shards[3]}")
+    got: list[int] = []
+    with pytest.raises(FileNotFoundError) as caught:
+        for batch in ds.batches(100):
+            got.extend(batch["id"].tolist())
+    assert got == list(range(1_500))  # shards 0-2 whole, in order, then the error
+    assert shards[3] in str(caught.value)
