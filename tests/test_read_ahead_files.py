@@ -126,3 +126,40 @@ def test_a_missing_later_shard_fails_after_the_records_before_it(remote: str) ->
             got.extend(batch["id"].tolist())
     assert got == list(range(1_500))  # shards 0-2 whole, in order, then the error
     assert shards[3] in str(caught.value)
+
+
+def test_skipping_damage_in_a_remote_shard_streams_it_and_finds_what_a_local_read_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``on_corrupt="skip"`` on plain remote files (no dataset.json: the schema is
+    inferred past the damage too) walks each one by range: the records and the damaged
+    regions of a local read of the same files, and no local copy is made."""
+    local = tmp_path / "bare"
+    local.mkdir()
+    for k in range(3):
+        with rf.TFRecordWriter(local / f"part-{k}.tfrecord") as w:
+            w.write_many([rf.encode_example({"id": 100 * k + i}) for i in range(100)])
+    data = bytearray((local / "part-1.tfrecord").read_bytes())
+    data[500] ^= 1  # a record's data
+    data[2000:2008] = b"\xff" * 8  # a length (and what follows) overwritten
+    (local / "part-1.tfrecord").write_bytes(bytes(data))
+    fs = fsspec.filesystem("memory")
+    for f in sorted(local.iterdir()):
+        fs.pipe_file(f"/skip-bare/{f.name}", f.read_bytes())
+
+    def no_copy(path: str) -> str:
+        raise AssertionError(f"{path} staged on local disk")
+
+    here = rf.open_dataset(local, on_corrupt="skip")
+    want = [int(r["id"]) for r in here]
+    monkeypatch.setattr(rf._fs, "staged", no_copy)
+    there = rf.open_dataset("memory://skip-bare", on_corrupt="skip")
+    got = [int(r["id"]) for r in there]
+    assert got == want and 200 < len(got) < 300
+    assert [(d["file"].rsplit("/", 1)[1], d["start"], d["end"]) for d in there.skipped] == [
+        (Path(d["file"]).name, d["start"], d["end"]) for d in here.skipped
+    ]
+    assert len(there.skipped) >= 2
+    assert all(
+        d["reason"].startswith(f"corrupt record at offset {d['start']}: ") for d in there.skipped
+    )

@@ -19,6 +19,7 @@ import numpy as np
 from recordforge import _core, _fs, _index
 from recordforge._jsonfields import Field
 from recordforge._ranged import ReadAhead, frame_spans
+from recordforge._stream import Walk
 from recordforge.errors import CorruptRecordError, SchemaError
 from recordforge.manifest import MANIFEST_NAME, Manifest, inside
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
@@ -94,7 +95,10 @@ def intact_records(path: str, max_record_bytes: int) -> Iterator[bytes]:
     of the framing walk that resynchronises after damage; for a compressed one, those
     before the first damaged one (a broken stream cannot be resynchronised)."""
     if is_plain(path):
-        f = _core.RecordFile(_fs.staged(path), max_record_bytes=max_record_bytes)
+        if _fs.is_url(path):
+            yield from _walked(path, max_record_bytes, [])
+            return
+        f = _core.RecordFile(_fs.fspath(path), max_record_bytes=max_record_bytes)
         good, _ = f.intact()
         for start in range(0, len(good), 1024):
             yield from f.read_many(good[start : start + 1024].tolist())
@@ -103,6 +107,21 @@ def intact_records(path: str, max_record_bytes: int) -> Iterator[bytes]:
         yield from read_records(path, max_record_bytes)
     except CorruptRecordError:
         return
+
+
+def _walked(path: str, max_record_bytes: int, skipped: list[dict[str, Any]]) -> Iterator[bytes]:
+    """The intact records of the plain remote file ``path``, streamed by range through
+    the framing walk that resynchronises after damage (the records and regions of a
+    local file's ``RecordFile.intact``); its damaged regions added to ``skipped``."""
+    with Walk(path, payloads=True, max_record_bytes=max_record_bytes) as walk:
+        for span in walk:
+            if span.kind == "record":
+                yield span.payload  # type: ignore[misc]  # payloads=True: the bytes
+            else:
+                reason = f"corrupt record at offset {span.start}: {span.reason}"
+                skipped.append(
+                    {"file": path, "start": span.start, "end": span.end, "reason": reason}
+                )
 
 
 def first_records(
@@ -309,7 +328,10 @@ class ShardFiles:
         if not self._skip or compression is not None:
             yield from read_records(path, self._max_record_bytes)
             return
-        f = _core.RecordFile(_fs.staged(path), max_record_bytes=self._max_record_bytes)
+        if _fs.is_url(path):  # streamed, never staged on local disk
+            yield from _walked(path, self._max_record_bytes, skipped)
+            return
+        f = _core.RecordFile(_fs.fspath(path), max_record_bytes=self._max_record_bytes)
         good, bad = f.intact()
         skipped.extend({"file": path, "start": s, "end": e, "reason": why} for s, e, why in bad)
         for start in range(0, len(good), 1024):

@@ -12,10 +12,10 @@ from typing import Any, Literal
 import numpy as np
 
 from recordforge import _core
+from recordforge._stream import Records
 from recordforge.errors import CorruptRecordError, DecodeError
 from recordforge.inspect._common import Problem
 from recordforge.inspect._files import InputFile
-from recordforge.inspect._stream import Records
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
 #: The most features a record may have to be described by ``head``, ``info``, ``stats``

@@ -11,10 +11,10 @@ from typing import Literal
 
 from recordforge import _core, _fs, _index
 from recordforge._atomic import write_bytes_atomic
+from recordforge._stream import Records, Walk
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
 from recordforge.inspect._files import InputFile, manifest_problems, resolve
-from recordforge.inspect._stream import Records, Walk
 from recordforge.inspect._walker import problem_of
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 

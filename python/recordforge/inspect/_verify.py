@@ -13,13 +13,13 @@ import numpy as np
 
 from recordforge import _core
 from recordforge._ranged import Crc32c
+from recordforge._stream import Walk
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._checks import Checker, column_problems
 from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
 from recordforge.inspect._decode import record_type
 from recordforge.inspect._fast import fast_checks
 from recordforge.inspect._files import InputFile, manifest_problems, read_index, resolve
-from recordforge.inspect._stream import Walk
 from recordforge.inspect._walker import problem_of
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES, detect_compression
 from recordforge.schema import Schema
