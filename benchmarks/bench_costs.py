@@ -3,7 +3,7 @@ benchmarks do not time, recordforge beside its peers.
 
     python benchmarks/bench_costs.py [--rounds 3] [--images 1540] [--rows 200000]
         [--peers-python .venv-peers/bin/python] [--before /path/to/other/python]
-        [--only images,table,decode,scan] [--json out.json]
+        [--only images,table,decode,scan,write-columns,take] [--json out.json]
 
 Workloads (data written once into a temporary directory, files in the page cache):
 
@@ -18,6 +18,12 @@ Workloads (data written once into a temporary directory, files in the page cache
   ``tf.train.Example.FromString`` on the image records.
 - ``scan``: ``rf.scan_records`` (framing + both CRCs) of the image files vs
   ``rf.crc32c`` over the same bytes already in memory (the CRC limit).
+- ``write-columns``: ``rf.write_dataset(columns)`` of the image records (read into
+  columns before the clock) vs the in-process ``encode_example`` + ``TFRecordWriter``
+  loop (``rf-loop``) vs TensorFlow's ``TFRecordWriter`` with ``tf.train.Example``.
+- ``take``: ``ds.take`` of every image record, 64 random indices a call.
+
+Each run also reports its minor page faults per record (fresh memory the kernel zeroes).
 
 Every peer runs in its own process, in alternating rounds (the machine's load swings);
 each reports wall time and CPU time (user + system, all threads) per record, and a digest
@@ -33,6 +39,7 @@ import argparse
 import importlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -202,6 +209,98 @@ def rf_scan(root: Path) -> tuple[int, int]:
     return n, size
 
 
+def image_columns(root: Path) -> dict[str, Any]:
+    """The image records' features as columns (read before the clock starts)."""
+    import numpy as np
+
+    import recordforge as rf
+
+    ds = rf.open_dataset(files(root, "images"))
+    cols: dict[str, list[Any]] = {"image/encoded": [], "image/id": [], "label": []}
+    for batch in ds.batches(256):
+        for name in cols:
+            cols[name].extend(batch[name].tolist())
+    return {
+        "image/encoded": np.array(cols["image/encoded"], dtype=object),
+        "image/id": np.array(cols["image/id"], dtype=object),
+        "label": np.array(cols["label"], dtype=np.int64),
+    }
+
+
+def write_columns(name: str, root: Path) -> Callable[[], tuple[int, int]]:
+    """``write_dataset(columns)`` of the image records (JPEG-sized bytes) vs the
+    in-process ``encode_example`` + ``TFRecordWriter`` loop vs TensorFlow's writer with
+    ``tf.train.Example``; the digest is the bytes written."""
+    import recordforge as rf
+
+    cols = image_columns(root)
+    n = len(cols["label"])
+    out = Path(tempfile.mkdtemp(prefix="write-", dir=root))
+
+    def size() -> int:
+        return sum(f.stat().st_size for f in out.rglob("*.tfrecord"))
+
+    if name in ("rf", "rf-before"):
+
+        def run() -> tuple[int, int]:
+            rf.write_dataset(cols, out / "ds")
+            return n, size()
+
+        return run
+    if name == "rf-loop":
+        rows = [{k: v[i] for k, v in cols.items()} for i in range(n)]
+        rows = [{**r, "label": int(r["label"])} for r in rows]
+
+        def loop() -> tuple[int, int]:
+            with rf.TFRecordWriter(out / "loop.tfrecord") as w:
+                for r in rows:
+                    w.write(rf.encode_example(r))
+            return n, size()
+
+        return loop
+    import tensorflow as tf
+
+    def tf_loop() -> tuple[int, int]:
+        with tf.io.TFRecordWriter(str(out / "tf.tfrecord")) as w:
+            for i in range(n):
+                feature = {
+                    "image/encoded": tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[cols["image/encoded"][i]])
+                    ),
+                    "image/id": tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[cols["image/id"][i]])
+                    ),
+                    "label": tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[int(cols["label"][i])])
+                    ),
+                }
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                w.write(example.SerializeToString())
+        return n, size()
+
+    return tf_loop
+
+
+def rf_take(root: Path) -> Callable[[], tuple[int, int]]:
+    """``ds.take`` of every image record, 64 random indices a call (the indices drawn
+    before the clock); the digest is the sum of the labels."""
+    import numpy as np
+
+    import recordforge as rf
+
+    ds = rf.open_dataset(files(root, "images"))
+    ds[0]  # the offsets found (no .idx: one framing walk a file), outside the clock
+    order = np.random.default_rng(0).permutation(len(ds))
+
+    def run() -> tuple[int, int]:
+        total = 0
+        for start in range(0, len(order), 64):
+            total += int(ds.take(order[start : start + 64])["label"].sum())
+        return len(order), total
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------
 # The peer process: setup outside the clock where the workload allows it
 
@@ -242,6 +341,10 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
                 return n, sum(len(d) for d in data)
 
             fn = crc
+    elif workload == "write-columns":
+        fn = write_columns(name, root)
+    elif workload == "take":
+        fn = rf_take(root)
     else:
         raise SystemExit(f"unknown workload {workload}")
     modules = {
@@ -252,10 +355,12 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
     }
     for module in modules.get(name, ["recordforge"]):
         importlib.import_module(module)  # imports are not what is timed
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     w0, c0 = time.perf_counter(), time.process_time()
     n, digest = fn()
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return {"records": n, "digest": digest, "wall": wall, "cpu": cpu}
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+    return {"records": n, "digest": digest, "wall": wall, "cpu": cpu, "faults": faults}
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,7 +381,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--peers-python", default=None)
     p.add_argument("--before", default=None, help="PYTHONPATH of another recordforge")
-    p.add_argument("--only", default="images,table,decode,scan")
+    p.add_argument("--only", default="images,table,decode,scan,write-columns,take")
     p.add_argument("--json", default=None)
     p.add_argument("--peer", nargs=3, metavar=("NAME", "WORKLOAD", "ROOT"), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -289,6 +394,8 @@ def main() -> None:
         "table": ["rf", "tf"],
         "decode": ["rf", "rf-ds[i]", "tf"],
         "scan": ["rf", "crc32c"],
+        "write-columns": ["rf", "rf-loop", "tf"],
+        "take": ["rf"],
     }
     if a.before:
         for w in plan.values():
@@ -329,7 +436,8 @@ Results = dict[str, dict[str, list[dict[str, Any]]]]
 
 
 def report(results: Results, unavailable: dict[str, str]) -> None:
-    head = f"{'workload':10} {'peer':16} {'records':>8} {'wall µs/rec':>12} {'CPU µs/rec':>11}"
+    head = f"{'workload':13} {'peer':16} {'records':>8} {'wall µs/rec':>12} {'CPU µs/rec':>11}"
+    head += f" {'faults/rec':>10}"
     print(f"{head}  digest")
     for workload, peers in results.items():
         for name, runs in peers.items():
@@ -340,8 +448,10 @@ def report(results: Results, unavailable: dict[str, str]) -> None:
             rate = ""
             if workload == "scan":
                 rate = f"  {runs[0]['digest'] / min(r['wall'] for r in runs) / 1e9:.1f} GB/s"
+            faults = min(r.get("faults", 0) for r in runs) / n
             print(
-                f"{workload:10} {name:16} {n:8d} {wall:12.2f} {cpu:11.2f}  {sorted(digests)}{rate}"
+                f"{workload:13} {name:16} {n:8d} {wall:12.2f} {cpu:11.2f} {faults:10.1f}"
+                f"  {sorted(digests)}{rate}"
             )
     for name, why in unavailable.items():
         print(f"not run: {name}: {why}")

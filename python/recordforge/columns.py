@@ -27,6 +27,7 @@ import bisect
 import dataclasses
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -43,12 +44,41 @@ __all__ = [
     "ColumnError",
     "SplitPlan",
     "arrow_columns",
+    "batch_rows",
     "encode_batch",
     "infer_spec",
     "plan_split",
 ]
 
 COLUMN_BATCH = 4096
+# The bytes of columns one Rust call encodes, at most (a batch of big rows, JPEGs, is
+# cut to fewer rows): the allocator then reuses each batch's buffers for the next, where
+# 4096 rows of 150 KB would take 600 MB of fresh, page-faulted memory per call. The
+# records do not depend on the batch size.
+BATCH_BYTES = 8 << 20
+
+
+def batch_rows(row_bytes: float) -> int:
+    """The rows a batch of columns holds: :data:`COLUMN_BATCH`, fewer for rows of more
+    than ``BATCH_BYTES / COLUMN_BATCH`` bytes (at least 16).
+
+    >>> batch_rows(100), batch_rows(150_000), batch_rows(50e6)
+    (4096, 55, 16)
+    """
+    return max(16, min(COLUMN_BATCH, int(BATCH_BYTES // max(1.0, row_bytes))))
+
+
+def _row_bytes(columns: Mapping[str, Any], n: int) -> float:
+    """About the bytes of one row of ``columns``: fixed-width arrays by their item
+    size, object columns and lists by the lengths of their first values."""
+    total = 0.0
+    for v in columns.values():
+        if isinstance(v, np.ndarray) and v.dtype.kind != "O":
+            total += v.itemsize * math.prod(v.shape[1:])
+            continue
+        sample = [v[i] for i in range(min(n, 64))]
+        total += sum(len(x) if hasattr(x, "__len__") else 8 for x in sample) / max(1, len(sample))
+    return total
 
 
 def _is_columns(data: Any) -> bool:
@@ -222,7 +252,8 @@ def plan_split(data: Any, plain: bool, options: WriteOptions) -> SplitPlan:
             order = np.random.default_rng(options.seed).permutation(data.num_rows)
             data = data.take(order)
         cuts = shard_bounds(data.num_rows, options.num_shards) if options.num_shards else []
-        batches = _arrow_batches(data, schema, COLUMN_BATCH, cuts)
+        size = batch_rows(data.nbytes / max(1, data.num_rows))
+        batches = _arrow_batches(data, schema, size, cuts)
         return SplitPlan(
             batches, len(batches), encode_batch, batches.item_bounds(cuts) or None, schema
         )
@@ -235,7 +266,7 @@ def plan_split(data: Any, plain: bool, options: WriteOptions) -> SplitPlan:
             rows = [rows[i] for i in np.random.default_rng(options.seed).permutation(len(rows))]
     if plain and isinstance(rows, _ColumnRows) and rows.batchable():
         cuts = shard_bounds(rows.n, options.num_shards) if options.num_shards else []
-        batches = _column_batches(rows, COLUMN_BATCH, cuts)
+        batches = _column_batches(rows, batch_rows(_row_bytes(rows.columns, rows.n)), cuts)
         return SplitPlan(
             batches, len(batches), encode_batch, batches.item_bounds(cuts) or None, rows.schema()
         )
