@@ -269,7 +269,11 @@ def test_a_read_that_keeps_failing_is_an_error_naming_the_url_not_damage(
 
 
 def test_salvage_streams_a_remote_damaged_shard(
-    s3: tuple[Any, Proxy], datasets: dict[str, str], no_staging: Path, tmp_path: Path
+    s3: tuple[Any, Proxy],
+    datasets: dict[str, str],
+    no_staging: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fs, _ = s3
     url, local, _ = _damaged(fs, datasets["plain-local"], tmp_path, "salvage", cut=False)
@@ -279,6 +283,55 @@ def test_salvage_streams_a_remote_damaged_shard(
     assert (mine.records, mine.lost) == (theirs.records, theirs.lost)
     assert mine.lost_records == 1
     assert (tmp_path / "mine.tfrecord").read_bytes() == (tmp_path / "theirs.tfrecord").read_bytes()
+
+    # Salvaged into the store: streamed there (no local file), the same records, and no
+    # temporary key left beside it.
+    def no_local_dir() -> Any:
+        raise AssertionError("a remote salvage written to a local directory")
+
+    monkeypatch.setattr(_fs, "local_dir", no_local_dir)
+    there = rf.inspect.salvage(f"{url}/{first}", f"{url}-fixed/{first}", compression="gzip")
+    assert (there.records, there.lost) == (theirs.records, theirs.lost)
+    fs.invalidate_cache()
+    assert fs.ls(f"{url}-fixed".removeprefix("s3://"), detail=False) == [
+        f"{url}-fixed/{first}".removeprefix("s3://")
+    ]
+    assert list(rf.read_records(f"{url}-fixed/{first}")) == list(
+        rf.read_records(tmp_path / "theirs.tfrecord")
+    )
+
+
+def test_a_remote_salvage_that_fails_leaves_nothing_in_the_store(
+    s3: tuple[Any, Proxy],
+    datasets: dict[str, str],
+    no_staging: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source's stream breaks off for good in the middle of a salvage into the
+    store: the error names the source, and no object, temporary key or unfinished
+    multipart upload is left under the output prefix."""
+    fs, _ = s3
+    url = datasets["plain"]
+    first = fs.ls(url.removeprefix("s3://"), detail=False)
+    shard = next(k for k in first if k.endswith(".tfrecord"))
+    monkeypatch.setattr(_ranged, "BLOCK", 64 << 10)
+    monkeypatch.setattr(_ranged, "BACKOFF", (0.0,))
+    monkeypatch.setattr(_fs, "part_size", lambda: 5 << 20)
+    fetch = _ranged.ReadAhead._range
+
+    def failing(self: Any, start: int, end: int) -> bytes:
+        if start >= 3 * (64 << 10):
+            raise ConnectionResetError("connection reset by peer")
+        return fetch(self, start, end)
+
+    monkeypatch.setattr(_ranged.ReadAhead, "_range", failing)
+    out = f"s3://{BUCKET}/salvage-failed/fixed.tfrecord"
+    with pytest.raises(OSError, match=rf"{shard}: .*reset"):
+        rf.inspect.salvage(f"s3://{shard}", out)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{BUCKET}/salvage-failed")
+    uploads = fs.call_s3("list_multipart_uploads", Bucket=BUCKET, Prefix="salvage-failed/")
+    assert not uploads.get("Uploads")
 
 
 def _put_with_crc32c(fs: Any, local: Path, prefix: str) -> str:

@@ -16,7 +16,7 @@ from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
 from recordforge.inspect._files import InputFile, manifest_problems, resolve
 from recordforge.inspect._walker import problem_of
-from recordforge.records import DEFAULT_MAX_RECORD_BYTES
+from recordforge.records import DEFAULT_MAX_RECORD_BYTES, TFRecordWriter
 
 # --------------------------------------------------------------------------------------
 # count
@@ -344,17 +344,20 @@ def salvage(
     lost: list[LostRegion] = []
     kept = 0
     with contextlib.ExitStack() as stack:
-        if remote_out:  # written locally, then uploaded under a temporary key and moved
-            tmp = stack.enter_context(_fs.local_dir()) / _fs.name(target)
+        if remote_out:  # streamed to a temporary key (committed when complete), then moved
+            fs, final_key = _fs.filesystem(target)
+            dest = _fs.join(_fs.parent(target), _fs.temp_name(_fs.name(target)))
+            tmp_key = _fs.filesystem(dest)[1]
         else:
             tmp = Path(target).with_name(f".{Path(target).name}.salvage")
+            dest = str(tmp)
         walker = stack.enter_context(
             Walk(_fs.fspath(source), True, payloads=True, max_record_bytes=max_record_bytes)
         )
         out_compression = walker.compression if compression == "same" else compression
         done = 0
         try:
-            with _core.TFRecordWriter(str(tmp), out_compression) as writer:
+            with TFRecordWriter(dest, out_compression) as writer:
                 batch: list[bytes] = []
                 batch_bytes = 0
                 for span in walker:
@@ -373,11 +376,15 @@ def salvage(
                         done = walker.bytes_read
                 writer.write_many(batch)
             if remote_out:
-                _fs.upload(tmp, target)
+                _fs.move_key(fs, tmp_key, final_key)
             else:
                 os.replace(tmp, target)
         finally:
-            tmp.unlink(missing_ok=True)
+            if remote_out:  # committed and not moved (an upload not committed is aborted)
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(tmp_key)
+            else:
+                tmp.unlink(missing_ok=True)
     if progress is not None:
         progress(max(0, _fs.size(_fs.fspath(source)) - done))
     return SalvageResult(
