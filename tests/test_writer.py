@@ -298,3 +298,45 @@ def test_columns_take_the_batch_path_and_match_row_input(tmp_path: Path) -> None
         "s": rf.FeatureSpec(dtype="string"),
     }
     assert by_row.schema["s"].dtype == "bytes"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [{"a": i, "b": float(i), "c": f"s{i}", "d": b"x" * i} for i in range(7)],
+        [{"a": i} if i % 2 else {"a": i, "b": 1.5} for i in range(7)],  # b sometimes absent
+        [{"b": 1}, {"a": np.zeros(0, np.float32), "b": 1}, {"c": b"z", "a": 1}],  # order
+        [{"v": np.arange(i % 3, dtype=np.int64), "e": np.zeros(0, np.float32)} for i in range(7)],
+        [rf.encode_example({"x": [i, i]}) for i in range(7)],
+        [rf.encode_sequence_example({"y": i}, {"x": [[0.5]] * (i + 1)}) for i in range(7)],
+    ],
+    ids=["kinds", "absent", "order", "lengths", "records", "sequences"],
+)
+def test_schema_taken_while_writing_is_the_files_schema(tmp_path: Path, data: Any) -> None:
+    # The schema is summarised as the records are written (no second read of the files);
+    # two workers write without that summary, so their schema comes from the files.
+    one = rf.write_dataset(data, tmp_path / "one", max_records=3)
+    back = [r for s in one.splits["train"] for r in rf.read_records(tmp_path / "one" / s.file)]
+    assert one.schema == rf.infer_sequence_schema(back)
+    rf.write_dataset(data, tmp_path / "two", max_records=3, workers=2)
+    assert listing(tmp_path / "one") == listing(tmp_path / "two")
+
+
+def test_schema_errors_are_the_files_errors(tmp_path: Path) -> None:
+    with pytest.raises(rf.SchemaError, match="int64 in one record, float32 in another"):
+        rf.write_dataset([{"a": 1}, {"a": 1.5}], tmp_path / "clash")
+    with pytest.raises(rf.DecodeError):
+        rf.write_dataset([b"\xff\xff\xff"], tmp_path / "garbage")
+
+
+def test_rows_are_not_read_back_for_their_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recordforge.writer
+
+    def no_second_pass(*args: Any) -> None:
+        raise AssertionError("the files were read again")
+
+    monkeypatch.setattr(recordforge.writer, "_infer_from_files", no_second_pass)
+    manifest = rf.write_dataset(rows(10), tmp_path / "out", max_records=4)
+    assert sorted(manifest.schema) == ["id", "text", "x"]

@@ -88,7 +88,7 @@ Progress = Callable[[int, int], None]
 
 
 class Committer(Protocol):
-    """The writer's side of a split (``writer._ShardWriter``): where shards go, and the
+    """The writer's side of a split (``_shardwriter.ShardWriter``): where shards go, and the
     commit of a closed shard file (index, rename, journal)."""
 
     @property

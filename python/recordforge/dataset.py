@@ -42,7 +42,7 @@ from recordforge.manifest import MANIFEST_NAME, Manifest
 from recordforge.ragged import Ragged
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES, RECORD_SUFFIXES
 from recordforge.schema import FeatureSpec, Schema
-from recordforge.sequence import infer_feature_lists, sample_schema
+from recordforge.sequence import infer_feature_lists, sample_schema, schema_of_sample
 
 __all__ = ["Dataset", "Infer", "Ragged", "open_dataset"]
 
@@ -232,14 +232,7 @@ def _sample_schema(
             sample.add_file(f, max_record_bytes=max_record_bytes)
     if sample.lists:
         return _infer_schema(files, skip, max_record_bytes), None
-    features = {}
-    for name, kind, length, present in sample.features():
-        shape: tuple[int | None, ...] = (None,)
-        # As infer_schema: fixed when every record holds the same number (> 0) of values.
-        if length and present == sample.records:
-            shape = () if length == 1 else (length,)
-        features[name] = FeatureSpec(dtype=kind or "float32", shape=shape)  # type: ignore[arg-type]
-    return Schema(features), sample.records if sample.full else None
+    return schema_of_sample(sample), sample.records if sample.full else None
 
 
 def _infer_schema(

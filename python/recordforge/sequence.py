@@ -233,3 +233,16 @@ feature_lists={'x': FeatureSpec(dtype='float32', shape=(), meaning=None)})
 
     context = infer_schema(contexts())
     return Schema(dict(context), feature_lists=stats.specs())
+
+
+def schema_of_sample(sample: _core.SchemaSample) -> Schema:
+    """The schema of the Examples a :class:`~recordforge._core.SchemaSample` summarised
+    (no feature lists), by :func:`~recordforge.infer_schema`'s rule: a feature is fixed
+    when every record holds the same number (> 0) of its values."""
+    features = {}
+    for name, kind, length, present in sample.features():
+        shape: tuple[int | None, ...] = (None,)
+        if length and present == sample.records:
+            shape = () if length == 1 else (length,)
+        features[name] = FeatureSpec(dtype=kind or "float32", shape=shape)  # type: ignore[arg-type]
+    return Schema(features)

@@ -6,11 +6,12 @@ input it reached, so a rerun of an interrupted conversion skips the work already
 and ends with exactly the files an uninterrupted run writes. ``dataset.json`` is written
 last, atomically; then the journal is removed.
 
-This module holds the engine: the shard writer, its use of the journal, the commit,
-and ``write_dataset`` / ``write_source``; the output directory is ``_outdir``'s (a URL:
-``_remote``'s, shards streamed to the store). With ``workers`` > 1, worker processes
-convert and write the shards (``_parallel``), with the bytes of one worker. What it
-shares with Beam: ``pipeline``, ``sharding`` (the one planner) and ``columns``.
+This module holds ``write_dataset`` / ``write_source``: the plan, the final names, the
+schema and the manifest; the shard writer, its use of the journal and the commit are
+``_shardwriter``'s, the output directory is ``_outdir``'s (a URL: ``_remote``'s, shards
+streamed to the store). With ``workers`` > 1, worker processes convert and write the
+shards (``_parallel``), with the bytes of one worker. What it shares with Beam:
+``pipeline``, ``sharding`` (the one planner) and ``columns``.
 
 >>> import tempfile, recordforge as rf
 >>> rows = [{"id": i, "text": f"row {i}"} for i in range(10)]
@@ -26,26 +27,21 @@ True
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import functools
 import itertools
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from recordforge import _core, _fs, _parallel
-from recordforge._atomic import fsync as _fsync
-from recordforge._atomic import stage, write_bytes_atomic
+from recordforge._atomic import stage
 from recordforge._fs import is_url
 from recordforge._outdir import Journal, OutputDir, command_fingerprint
-from recordforge._remote import RemoteOutputDir, move, named_url, put_shard
+from recordforge._remote import RemoteOutputDir, move
+from recordforge._shardwriter import Progress, RecordSample, Shard, ShardWriter, write_split
 from recordforge.columns import encode_batch, plan_split
 from recordforge.errors import ItemError, OnError, on_error_policy
-from recordforge.example import RecordBatch
 from recordforge.manifest import Manifest, ShardInfo
 from recordforge.pipeline import (
     ConversionReport,
@@ -58,22 +54,15 @@ from recordforge.pipeline import (
     has_count,
     has_report,
     has_tally,
-    observed,
-    outcome,
 )
-from recordforge.records import TFRecordWriter, read_records
+from recordforge.records import read_records
 from recordforge.schema import Schema
 from recordforge.sequence import infer_sequence_schema
 from recordforge.sharding import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TEMPLATE,
-    FIT_WINDOW,
-    FRAME_OVERHEAD,
-    ShardPlanner,
     WriteOptions,
-    frame_sizes,
     parse_size,
-    shard_bounds,
     split_counts,
 )
 
@@ -93,280 +82,14 @@ __all__ = [
     "write_source",
 ]
 
-# Called after each item with the records and payload bytes it produced.
-Progress = Callable[[int, int], None]
 
-
-@dataclasses.dataclass
-class _Shard:
-    """A completed shard, under its intermediate name until the conversion finishes."""
-
-    tmp: str
-    records: int
-    bytes: int
-    checksum: str
-
-
-class _ShardWriter:
-    """Writes one split's records into shards, completing each atomically. Into a
-    remote directory (``out`` a :class:`~recordforge._remote.RemoteOutputDir`), each
-    shard is streamed to its intermediate key while it is written (the store commits it
-    when it is closed); shards written by workers go to local files first, each
-    uploaded when it is complete."""
-
-    def __init__(
-        self,
-        out: Path | RemoteOutputDir,
-        split: str,
-        options: WriteOptions,
-        journal: Journal,
-        report: ConversionReport,
-    ) -> None:
-        self.target, self.split, self.options, self.journal = out, split, options, journal
-        self.url = out.url if isinstance(out, RemoteOutputDir) else None
-        self.report = report
-        self.state = journal.split(split)
-        self.writer: TFRecordWriter | None = None
-        # The open shard's records; per record of it, in chunks: frame offsets and sizes.
-        self.records = 0
-        self.offsets: list[np.ndarray] = []
-        self.sizes: list[np.ndarray] = []
-        self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recordforge-io")
-        self.pending: concurrent.futures.Future[np.ndarray] | None = None
-
-    def planner(
-        self, bounds: list[int] | None, total: int | None, records: int | None
-    ) -> ShardPlanner:
-        """The planner of this split, from where its journal ends. With ``num_shards``,
-        shards end at the item counts ``bounds`` when given, else at record counts when
-        the number of ``records`` is known, else at item counts over ``total`` items."""
-        shards = self.state["shards"]
-        done = sum(shard["records"] for shard in shards)
-        n = self.options.num_shards
-        if not n:
-            return ShardPlanner(self.options, shards=len(shards), records=done)
-        if bounds is None and records is not None:
-            return ShardPlanner(
-                self.options,
-                record_bounds=shard_bounds(records, n),
-                shards=len(shards),
-                records=done,
-            )
-        if bounds is None:
-            assert total is not None  # checked by write_dataset before anything is written
-            bounds = shard_bounds(total, n)
-        return ShardPlanner(self.options, item_bounds=bounds, shards=len(shards), records=done)
-
-    def wait(self) -> None:
-        """Waits for the write in flight, if any (raising its error)."""
-        if self.pending is not None:
-            # Cleared only once the write is over: an interrupt while waiting must leave
-            # it for abandon() to wait for.
-            try:
-                offsets = self.pending.result()
-            except OSError as e:  # a store's error names the shard's key
-                raise named_url(e, self.url, self.tmp_name()) from e
-            self.pending = None
-            self.offsets.append(offsets)
-
-    def shutdown(self) -> None:
-        self.io.shutdown(wait=True)
-
-    @property
-    def out(self) -> Path:
-        """Where shard files are written locally: the output directory, or (remote)
-        the local directory of the shards that workers write."""
-        target = self.target
-        return target.staging if isinstance(target, RemoteOutputDir) else target
-
-    def _partial(self) -> Path | None:
-        """The local file of the open shard (None: it is streamed to the store)."""
-        return None if self.url is not None else self.out / f"{self.tmp_name()}.partial"
-
-    @property
-    def index(self) -> int:
-        return len(self.state["shards"])
-
-    def tmp_name(self) -> str:
-        """The completed shard's intermediate name (``.<split>-<index>.shard``)."""
-        return f".{self.split}-{self.index:05d}.shard"
-
-    def open_if_needed(self) -> TFRecordWriter:
-        if self.writer is None:
-            partial = self._partial()
-            self.writer = TFRecordWriter(
-                partial if partial is not None else _fs.join(str(self.url), self.tmp_name()),
-                self.options.compression,
-                checksum=self.options.checksum,
-            )
-            self._clear()
-        return self.writer
-
-    def _clear(self) -> None:
-        self.records = 0
-        self.offsets, self.sizes = [], []
-
-    def write_range(
-        self, records: Sequence[bytes], frames: np.ndarray, start: int, stop: int
-    ) -> None:
-        """Writes ``records[start:stop]`` (frame sizes ``frames[start:stop]``), a
-        :data:`FIT_WINDOW` at a time."""
-        while start < stop:
-            n = min(FIT_WINDOW, stop - start)
-            self.write_many(records, frames[start : start + n], start, n)
-            start += n
-
-    def write_many(self, records: Sequence[bytes], sizes: np.ndarray, start: int, n: int) -> None:
-        """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``, on the
-        I/O thread while the caller encodes the next ones (one write in flight at a time,
-        so memory stays within two batches)."""
-        writer = self.open_if_needed()
-        self.wait()
-        if isinstance(records, RecordBatch):
-            self.pending = self.io.submit(writer.write_batch, records, start, start + n)
-        else:
-            chunk = records[start : start + n]
-            self.pending = self.io.submit(
-                lambda: np.asarray(writer.write_many(chunk), dtype=np.uint64)
-            )
-        self.sizes.append(sizes)
-        self.records += n
-
-    def complete(self, position: tuple[int, int]) -> None:
-        """Closes the current shard (an empty one if none is open) and commits it."""
-        writer = self.open_if_needed()
-        self.wait()
-        try:
-            writer.close()  # a remote shard: its upload is committed
-        except OSError as e:
-            raise named_url(e, self.url, self.tmp_name()) from e
-        offsets = np.concatenate(self.offsets) if self.offsets else np.zeros(0, np.uint64)
-        sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
-        self.commit(
-            self._partial(),
-            position,
-            self.records,
-            writer.checksum or "",
-            offsets,
-            sizes,
-            self.report.to_json(),
-        )
-        self.writer = None
-        self._clear()
-
-    def commit(
-        self,
-        partial: Path | None,
-        position: tuple[int, int],
-        records: int,
-        checksum: str,
-        offsets: np.ndarray,
-        sizes: np.ndarray,
-        report: dict[str, Any],
-    ) -> None:
-        """A closed shard file ``partial`` (of ``records`` records at frame ``offsets``
-        and of frame ``sizes``): writes its index, renames it to its intermediate name
-        and only then records it, with the input position reached and the ``report`` of
-        the items before that position, in the journal. Remote: ``partial`` (a shard
-        written by workers) is uploaded under the intermediate key, or is None (the
-        shard was streamed there), then the index is written."""
-        stage("shard closed")
-        name = self.tmp_name()
-        index = None
-        if self.options.index:
-            index = "".join(
-                f"{o} {s}\n" for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)
-            ).encode("ascii")
-        if self.url is not None:
-            size = put_shard(self.url, partial, name, index)
-        else:
-            assert partial is not None
-            if index is not None:
-                # By rename, which replaces whatever is there (a link is not followed).
-                write_bytes_atomic(self.out / f"{name}.idx", index)
-                stage("shard index written")
-            _fsync(partial)
-            size = partial.stat().st_size
-            os.replace(partial, self.out / name)
-            stage("shard renamed to its intermediate name")
-        shard = _Shard(tmp=name, records=records, bytes=size, checksum=checksum)
-        self.journal.record(
-            self.split, report, shard=dataclasses.asdict(shard), position=list(position)
-        )
-
-    def abandon(self) -> None:
-        # Every write in flight ends before the writer is closed under it.
-        self.io.shutdown(wait=True)
-        self.pending = None
-        if self.writer is not None:
-            if self.url is not None:
-                # The upload is aborted, not committed.
-                self.writer.__exit__(RuntimeError, None, None)
-            else:
-                self.writer.close()
-                (self.out / f"{self.tmp_name()}.partial").unlink(missing_ok=True)
-            self.writer = None
-            self._clear()
-
-
-def _write_split(
-    results: Iterable[Sequence[bytes] | Converted | ItemError],
-    shards: _ShardWriter,
-    planner: ShardPlanner,
-    on_error: OnError,
-    report: ConversionReport,
-    progress: Progress | None,
-) -> None:
-    """Writes a split from the conversions of its items, from where its journal ends."""
-    start_item, start_record = shards.state["position"]
-    consumed = start_item
-    try:
-        for position, result in enumerate(results, start_item):
-            records, items, errors = outcome(result)
-            counters = observed(result)
-            first = start_record if position == start_item else 0
-            frames = frame_sizes(records)
-            starts = planner.add(position, frames, first)
-            s = 0
-            # Before this item's errors are reported: the journal saved with a shard holds
-            # the report of the items before it only.
-            while s < len(starts) and starts[s][1] == first:
-                shards.complete(starts[s])
-                s += 1
-            for error in errors if first == 0 or not records else ():
-                if on_error == "raise":
-                    raise error
-                report.skip(error.item, error.reason)
-            k = first
-            for start in starts[s:]:
-                shards.write_range(records, frames, k, start[1])
-                shards.complete(start)
-                k = start[1]
-            shards.write_range(records, frames, k, len(records))
-            consumed = position + 1
-            report.items += items
-            for name, n in counters.items():
-                report.count(name, n)
-            if progress is not None:
-                n = len(records) - first
-                progress(n, int(frames[first:].sum()) - FRAME_OVERHEAD * n)
-        for _ in range(planner.finish()):
-            shards.complete((consumed, 0))
-        shards.journal.record(shards.split, report.to_json(), done=True)
-    except BaseException:
-        shards.abandon()
-        raise
-    finally:
-        shards.shutdown()
-
-
-def _final_names(options: WriteOptions, journal: Journal) -> dict[str, list[tuple[_Shard, str]]]:
+def _final_names(options: WriteOptions, journal: Journal) -> dict[str, list[tuple[Shard, str]]]:
     """Each split's completed shards with their final names, checked to be distinct
     (and distinct from ``dataset.json`` and the working files) before any is renamed."""
     named = {
         split: [
             (shard, options.shard_name(split, i, len(state["shards"]), shard.records))
-            for i, shard in enumerate(_Shard(**d) for d in state["shards"])
+            for i, shard in enumerate(Shard(**d) for d in state["shards"])
         ]
         for split, state in journal.splits.items()
     }
@@ -418,13 +141,17 @@ def _schema_of(
     column_schemas: Sequence[Schema | None],
     out: Path | str,
     splits: Mapping[str, Sequence[ShardInfo]],
+    sample: RecordSample | None,
 ) -> Schema:
     """The schema of columns when every split was given as columns of one schema
-    (no pass over the written files); otherwise inferred from the records written."""
+    (no pass over the written files); otherwise inferred from the records written: from
+    the ``sample`` taken as they were written when it holds them all, else from the
+    files."""
     first = column_schemas[0] if column_schemas else None
     if first is not None and all(s == first for s in column_schemas):
         return first
-    return _infer_from_files(out, splits)
+    sampled = sample.schema() if sample is not None else None
+    return sampled if sampled is not None else _infer_from_files(out, splits)
 
 
 def _infer_from_files(out: Path | str, splits: Mapping[str, Sequence[ShardInfo]]) -> Schema:
@@ -549,22 +276,31 @@ def write_dataset(
         journal = target.journal
         # A resumed conversion continues the report of the work before the kill.
         report.replace_with(ConversionReport.from_json(journal.report or {}))
+        # The schema to infer, from the records as they are written, in the files'
+        # order: when every record of every split is written here, in this process.
+        sample = RecordSample() if not isinstance(schema, Schema) else None
         for name, plan in plans.items():
-            if journal.split(name)["done"]:
+            state = journal.split(name)
+            if sample is not None and (state["done"] or state["shards"] or any(state["position"])):
+                sample.drop()
+            if state["done"]:
                 continue
             split_to_records = plan.to_records or to_records
-            shards = _ShardWriter(
+            shards = ShardWriter(
                 target if isinstance(target, RemoteOutputDir) else Path(out),
                 name,
                 options,
                 journal,
                 report,
+                sample,
             )
             planner = shards.planner(plan.bounds, plan.total, counts.get(name))
             remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
             if workers > 1 and split_to_records is not encode_batch:
                 # (Column batches are encoded on threads in Rust already.)
                 shards.shutdown()
+                if sample is not None:
+                    sample.drop()
                 _parallel.write_split(
                     remaining,
                     shards,
@@ -579,13 +315,15 @@ def write_dataset(
                 journal.record(name, report.to_json(), done=True)
             else:
                 results = map(functools.partial(attempt, split_to_records), remaining)
-                _write_split(results, shards, planner, on_error, report, progress)
+                write_split(results, shards, planner, on_error, report, progress)
         final = _finalize(out, options, journal)
+        if sample is not None and list(final) != list(plans):
+            sample.drop()
         report.records = sum(s.records for shards in final.values() for s in shards)
         manifest = Manifest(
             schema=final_schema
             if (final_schema := _final_schema(schema, report)) is not None
-            else _schema_of(column_schemas, out, final),
+            else _schema_of(column_schemas, out, final, sample),
             splits=final,
             compression=options.compression,
             index=options.index,
