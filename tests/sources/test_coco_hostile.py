@@ -780,3 +780,27 @@ def test_image_folder_png_named_jpg_and_corrupt_jpeg(
     # Without verify, the corrupt body is not looked at; the PNG still is refused.
     manifest = convert(ImageFolderSource(folder["root"]), tmp_path / "fast", on_error="skip")
     assert [s["item"] for s in manifest.report["skipped"]] == [str(png)]
+
+
+def test_plain_names_opened_without_resolving_keep_every_refusal(tmp_path: Path) -> None:
+    # A one-component name is opened as it is (O_NOFOLLOW), without resolving the
+    # directory; a link there, and every error, take the resolving way as before.
+    from recordforge.sources._read import Refused, read_inside
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.jpg").write_bytes(b"jpeg")
+    (tmp_path / "outside.jpg").write_bytes(b"secret")
+    (real / "in.jpg").symlink_to(real / "a.jpg")
+    (real / "out.jpg").symlink_to(tmp_path / "outside.jpg")
+    (tmp_path / "via").symlink_to(real, target_is_directory=True)
+    where = "the image directory"
+    for root in (real, tmp_path / "via"):  # the directory itself may be a link
+        assert read_inside(str(root), "a.jpg", limit=10, where=where) == b"jpeg"
+        assert read_inside(str(root), "in.jpg", limit=10, where=where) == b"jpeg"
+        with pytest.raises(Refused, match="outside the image directory"):
+            read_inside(str(root), "out.jpg", limit=10, where=where)
+        with pytest.raises(FileNotFoundError, match=str(real / "missing.jpg")):
+            read_inside(str(root), "missing.jpg", limit=10, where=where)
+        with pytest.raises(Refused, match="over the limit"):
+            read_inside(str(root), "a.jpg", limit=3, where=where)

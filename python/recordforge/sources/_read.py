@@ -8,6 +8,10 @@ opened with ``O_NOFOLLOW | O_NONBLOCK`` and the open descriptor is checked befor
 is read: a FIFO, a device, a socket or a directory is refused (opening a FIFO without
 ``O_NONBLOCK`` waits for a writer), and so is a file over the limit. A file that grows
 while it is read is cut at the limit and refused, so memory stays bounded by the limit.
+A plain name (one component) is first opened as it is, with ``O_NOFOLLOW``: what that
+opens is an entry of the directory and not a link, so it is inside, with no path to
+resolve (resolving stats every component of two paths, per file); a link, or any error,
+takes the resolving way.
 
 Each refusal is a :class:`Refused` whose message names the path and says what was
 wrong; sources turn it into an :class:`~recordforge.ItemError` naming their item.
@@ -51,9 +55,10 @@ _KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _FLAGS = (
     os.O_RDONLY
-    | getattr(os, "O_NOFOLLOW", 0)
+    | _NOFOLLOW
     | getattr(os, "O_NONBLOCK", 0)
     | getattr(os, "O_CLOEXEC", 0)
     | getattr(os, "O_BINARY", 0)
@@ -103,11 +108,13 @@ def read_inside(root: str, name: str, *, limit: int, where: str) -> bytes:
     path = _fs.join(root, name)
     if _fs.is_url(root):
         return _read_url(path, limit)
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if not inside(real_root, real):
-        raise Refused(f"{path} resolves to {real}, outside {where}")
-    fd = os.open(real, _FLAGS)
+    fd = _open_plain(path, name)
+    if fd is None:
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(path)
+        if not inside(real_root, real):
+            raise Refused(f"{path} resolves to {real}, outside {where}")
+        fd = os.open(real, _FLAGS)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -122,6 +129,18 @@ def read_inside(root: str, name: str, *, limit: int, where: str) -> bytes:
         os.close(fd)
     _check_size(path, len(data), limit)
     return data
+
+
+def _open_plain(path: str, name: str) -> int | None:
+    """``path`` (``root/name``) opened when ``name`` is one component that is not a link
+    (then inside ``root`` whatever ``root``'s links), without resolving anything; else
+    None, also on any error (the resolving way raises it, naming the resolved path)."""
+    if not _NOFOLLOW or "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+        return None
+    try:
+        return os.open(path, _FLAGS)
+    except OSError:
+        return None
 
 
 def _check_size(path: str, size: int, limit: int) -> None:
