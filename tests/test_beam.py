@@ -482,3 +482,43 @@ def test_cli_runner_beam_csv(shared_data: Path, tmp_path: Path) -> None:
     args = ["convert", "table", csv, *common, "--out", str(tmp_path / "beam")]
     assert main([*args, "--runner", "beam"]) == 0
     _assert_same(tmp_path / "local", tmp_path / "beam")
+
+
+def test_beam_into_a_store_streams_each_shard_with_the_local_bytes(
+    coco: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``convert`` on Beam into a URL (``memory://`` for the store) streams each shard
+    to a temporary key and moves it: nothing is written locally and uploaded, and the
+    objects equal the local writer's files, byte for byte, indexes included."""
+    import fsspec
+
+    from recordforge import _fs
+
+    options: dict[str, Any] = {"max_records": 16, "index": True, "compression": "gzip"}
+    source = CocoSource.from_files(coco["annotations"], coco["images"], per="image")
+    _local(source, tmp_path / "local", **options)
+
+    def no_upload(local: Any, path: Any) -> None:
+        raise AssertionError(f"{path} written locally, then uploaded")
+
+    monkeypatch.setattr(_fs, "upload", no_upload)
+    url = "memory://beam-into-a-store/out"
+    try:
+        rfbeam.convert(source, url, **options)
+        fs = fsspec.filesystem("memory")
+        there = {
+            p.rsplit("/", 1)[1]: fs.cat_file(p)
+            for p in fs.ls("/beam-into-a-store/out", detail=False)
+        }
+        here = _files(tmp_path / "local")
+        assert sorted(there) == sorted(here)  # no temporary key left
+        for name, data in here.items():
+            if name == "dataset.json":
+                mine = json.loads(there[name])
+                theirs = json.loads(data)
+                mine.pop("tool"), theirs.pop("tool")
+                assert mine == theirs
+            else:
+                assert there[name] == data, name
+    finally:
+        fsspec.filesystem("memory").rm("/beam-into-a-store", recursive=True)

@@ -320,6 +320,31 @@ def test_a_rerun_leaves_uploads_under_nested_keys_alone(s3: Any, prefix: str) ->
     assert _open_uploads(s3, bucket, f"{key}/") == [f"{key}/sub/big.bin"]
 
 
+def test_the_beam_writer_aborts_a_killed_runs_shard_uploads(s3: Any, prefix: str) -> None:
+    """Beam's workers stream their shards to the store: a killed run leaves their
+    unfinished uploads (beside its journal marker), which the next run's preparation
+    aborts, as it removes the killed run's objects; a complete dataset is refused
+    before anything is aborted."""
+    from recordforge import _remote
+
+    url = f"{prefix}/beam"
+    bucket, key = _key(url).split("/", 1)
+    s3.pipe_file(f"{bucket}/{key}/.recordforge-progress.json", b"{}")  # a run's marker
+    _start_upload(s3, bucket, f"{key}/.beam-train-00002.0123456789ab.partial")
+    _remote.prepare_out(url, overwrite=False)
+    assert _open_uploads(s3, bucket, f"{key}/") == []
+    s3.invalidate_cache()
+    assert not s3.exists(f"{bucket}/{key}/.recordforge-progress.json")
+    # A prefix holding a complete dataset: refused, its uploads left to its owner.
+    done = f"{prefix}/done"
+    rf.write_dataset(ROWS, done, max_records=40)
+    bucket, key = _key(done).split("/", 1)
+    _start_upload(s3, bucket, f"{key}/.beam-train-00000.0123456789ab.partial")
+    with pytest.raises(FileExistsError, match="complete dataset"):
+        _remote.prepare_out(done, overwrite=False)
+    assert len(_open_uploads(s3, bucket, f"{key}/")) == 1
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -5,11 +5,11 @@ call these live in ``recordforge.beam``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pickle
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -158,6 +158,12 @@ def segments(
         yield shard, lo, hi, segment
 
 
+def _remove_key(fs: Any, key: str) -> None:
+    """Removes the object ``key`` if it is there (a shard committed and not moved)."""
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(key)
+
+
 def write_shard(
     target: Target,
     split: str,
@@ -177,64 +183,64 @@ def write_shard(
     counters: dict[str, int] = {}
     skipped: list[tuple[int, int, int, str, str]] = []
     order = target.splits.index(split)
-    with tempfile.TemporaryDirectory(prefix="recordforge-shard-") as scratch:
-        where = scratch if remote else target.out
-        tmp = os.path.join(where, _fs.temp_name(f"beam-{split}-{shard:05d}"))
+    # A remote shard is streamed to a temporary key (the store commits it when it is
+    # closed; an error aborts it), then moved: no local disk.
+    with contextlib.ExitStack() as cleanup:
+        tmp = _fs.join(target.out, _fs.temp_name(f"beam-{split}-{shard:05d}"))
+        if remote:
+            fs, tmp_key = _fs.filesystem(tmp)
+            cleanup.callback(_remove_key, fs, tmp_key)
+        else:
+            cleanup.callback(Path(tmp).unlink, missing_ok=True)
         offsets: list[np.ndarray] = []
         sizes: list[np.ndarray] = []
         written = 0
-        try:
-            with TFRecordWriter(tmp, options.compression, checksum=options.checksum) as writer:
-                for position, item, lo, hi, encoded in sorted(entries, key=lambda e: (e[0], e[2])):
-                    records: Sequence[bytes]
-                    if encoded is not None:
-                        records, n_items, errors = encoded.records, encoded.items, encoded.errors
-                        counted = encoded.counters
-                        lo, stop = 0, len(records)
-                    else:
-                        result = attempt(to_records, item)
-                        records, n_items, errors = records_of(target, result)
-                        counted = observed(result)
-                        stop = len(records) if hi is None else hi
-                        check_count(split, position, len(records), stop)
-                        if lo > 0:  # the item's report goes with its first records
-                            n_items, errors, counted = 0, [], {}
-                    items += n_items
-                    for name, n in counted.items():
-                        counters[name] = counters.get(name, 0) + n
-                    skipped.extend(
-                        (order, position, i, e.item, e.reason) for i, e in enumerate(errors)
-                    )
-                    if stop <= lo:
-                        continue
-                    frames = frame_sizes(records)[lo:stop]
-                    if isinstance(records, RecordBatch):
-                        offs = writer.write_batch(records, lo, stop)
-                    else:
-                        offs = np.asarray(writer.write_many(records[lo:stop]), dtype=np.uint64)
-                    offsets.append(np.asarray(offs, dtype=np.uint64))
-                    sizes.append(frames)
-                    written += stop - lo
-            checksum = writer.checksum or ""
-            size = os.path.getsize(tmp)
-            if plan.expected is not None and plan.expected[shard] != written:
-                raise RuntimeError(
-                    f"shard {shard} of split {split!r} got {written} records, planned "
-                    f"{plan.expected[shard]}: the conversion is not deterministic"
-                )
-            final = options.shard_name(split, shard, plan.shards, written)
-            if options.index:
-                o = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
-                s = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
-                idx = f"{tmp}.idx"
-                with open(idx, "w", encoding="ascii") as f:
-                    f.write(
-                        "".join(f"{a} {b}\n" for a, b in zip(o.tolist(), s.tolist(), strict=True))
-                    )
-                _fs.upload(idx, _fs.join(target.out, f"{final}.idx"))
-            _fs.upload(tmp, _fs.join(target.out, final))
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with TFRecordWriter(tmp, options.compression, checksum=options.checksum) as writer:
+            for position, item, lo, hi, encoded in sorted(entries, key=lambda e: (e[0], e[2])):
+                records: Sequence[bytes]
+                if encoded is not None:
+                    records, n_items, errors = encoded.records, encoded.items, encoded.errors
+                    counted = encoded.counters
+                    lo, stop = 0, len(records)
+                else:
+                    result = attempt(to_records, item)
+                    records, n_items, errors = records_of(target, result)
+                    counted = observed(result)
+                    stop = len(records) if hi is None else hi
+                    check_count(split, position, len(records), stop)
+                    if lo > 0:  # the item's report goes with its first records
+                        n_items, errors, counted = 0, [], {}
+                items += n_items
+                for name, n in counted.items():
+                    counters[name] = counters.get(name, 0) + n
+                skipped.extend((order, position, i, e.item, e.reason) for i, e in enumerate(errors))
+                if stop <= lo:
+                    continue
+                frames = frame_sizes(records)[lo:stop]
+                if isinstance(records, RecordBatch):
+                    offs = writer.write_batch(records, lo, stop)
+                else:
+                    offs = np.asarray(writer.write_many(records[lo:stop]), dtype=np.uint64)
+                offsets.append(np.asarray(offs, dtype=np.uint64))
+                sizes.append(frames)
+                written += stop - lo
+        checksum = writer.checksum or ""
+        size = _fs.size(tmp)
+        if plan.expected is not None and plan.expected[shard] != written:
+            raise RuntimeError(
+                f"shard {shard} of split {split!r} got {written} records, planned "
+                f"{plan.expected[shard]}: the conversion is not deterministic"
+            )
+        final = options.shard_name(split, shard, plan.shards, written)
+        if options.index:
+            o = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
+            s = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+            lines = "".join(f"{a} {b}\n" for a, b in zip(o.tolist(), s.tolist(), strict=True))
+            _fs.write_bytes(_fs.join(target.out, f"{final}.idx"), lines.encode("ascii"))
+        if remote:
+            _fs.move_key(fs, tmp_key, _fs.filesystem(_fs.join(target.out, final))[1])
+        else:
+            os.replace(tmp, os.path.join(target.out, final))
     return {
         "split": split,
         "shard": shard,

@@ -447,8 +447,14 @@ def prepare_out(out: str, overwrite: bool) -> None:
     if _fs.isfile(out):
         raise FileExistsError(f"{out}: exists and is not a directory")
     entries = _fs.listdir(out) if _fs.isdir(out) else []
-    if not entries:
-        return
+    if entries:
+        _refuse_or_clear(out, entries, overwrite)
+    # A killed run's workers leave their shards' unfinished uploads (each streams its
+    # shard to the store): invisible, but billed.
+    abort_uploads(out)
+
+
+def _refuse_or_clear(out: str, entries: list[tuple[str, bool]], overwrite: bool) -> None:
     names = {n for n, _ in entries}
     if MANIFEST_NAME not in names and JOURNAL_NAME not in names:
         raise FileExistsError(
