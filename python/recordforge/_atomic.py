@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ __all__ = [
 _reached = 0
 
 
+_stage_lock = threading.Lock()
+
+
 def stage(name: str) -> None:
     """A kill point of the crash tests (see the module docstring); with
     ``RECORDFORGE_SIGNAL`` set (``INT``, ``TERM``...) the n-th stage sends that signal
@@ -36,11 +40,13 @@ def stage(name: str) -> None:
     if log is None and kill_at is None:
         return
     global _reached
-    _reached += 1
-    if log is not None:
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"{_reached} {name}\n")
-    if kill_at is not None and int(kill_at) == _reached:
+    with _stage_lock:  # stages reached by threads (remote moves) are counted once each
+        _reached += 1
+        reached = _reached
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"{reached} {name}\n")
+    if kill_at is not None and int(kill_at) == reached:
         sent = os.environ.get("RECORDFORGE_SIGNAL")
         os.kill(os.getpid(), getattr(signal, f"SIG{sent}") if sent else signal.SIGKILL)
 

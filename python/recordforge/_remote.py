@@ -37,6 +37,7 @@ complete; local disk then holds the shards in flight, not the dataset.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -44,7 +45,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,15 @@ __all__ = [
     "RemoteOutputDir",
     "abort_uploads",
     "move",
+    "move_all",
     "named_url",
     "prepare_out",
     "put_shard",
 ]
 
 _ENTRY = ".recordforge-progress.{:08d}.json"
+# Objects moved (copied by the store) at once when a conversion finishes.
+MOVE_THREADS = 16
 
 
 def _entry_number(name: str) -> int | None:
@@ -231,6 +235,31 @@ def move(url: str, name: str, final: str) -> None:
     it, then it is deleted)."""
     fs, key = _fs.filesystem(_fs.join(url, name))
     _fs.move_key(fs, key, _fs.filesystem(_fs.join(url, final))[1])
+
+
+def move_all(url: str, moves: Sequence[tuple[str, str]]) -> None:
+    """Moves objects of the directory ``url`` (``(name, final)`` pairs), up to
+    :data:`MOVE_THREADS` at once: each is a copy made by the store, seconds for a shard
+    of hundreds of MB, so thousands of shards moved one by one would take hours. The
+    first error is raised (in the pairs' order) after the moves in flight end; the ones
+    not started are not made (a rerun makes them)."""
+    if not moves:
+        return
+    threads = min(MOVE_THREADS, len(moves))
+    with concurrent.futures.ThreadPoolExecutor(threads, "recordforge-move") as pool:
+        futures = [pool.submit(_moved, url, name, final) for name, final in moves]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _moved(url: str, name: str, final: str) -> None:
+    move(url, name, final)
+    stage("renamed to a final name")
 
 
 def _remove(url: str, name: str) -> None:

@@ -38,7 +38,7 @@ from recordforge import _core, _fs, _parallel
 from recordforge._atomic import stage
 from recordforge._fs import is_url
 from recordforge._outdir import Journal, OutputDir, command_fingerprint
-from recordforge._remote import RemoteOutputDir, move
+from recordforge._remote import RemoteOutputDir, move_all
 from recordforge._shardwriter import Progress, RecordSample, Shard, ShardWriter, write_split
 from recordforge.columns import encode_batch, plan_split
 from recordforge.errors import ItemError, OnError, on_error_policy
@@ -111,18 +111,18 @@ def _finalize(
     out: Path | str, options: WriteOptions, journal: Journal
 ) -> dict[str, tuple[ShardInfo, ...]]:
     """Renames completed shards (and indexes) to their final names (remote: moves them,
-    the store copying them). Safe to rerun after a crash half-way: a shard already
+    the store copying them, many at once). Safe to rerun after a crash half-way: a shard already
     under its final name is taken as renamed."""
     splits: dict[str, tuple[ShardInfo, ...]] = {}
     remote = set(dict(_fs.listdir(out))) if isinstance(out, str) else None
+    moves: list[tuple[str, str]] = []  # remote: made at once, after the checks
     for split, shards in _final_names(options, journal).items():
         infos = []
         for shard, final in shards:
             for suffix in ("", ".idx") if options.index else ("",):
                 tmp, dst = f"{shard.tmp}{suffix}", f"{final}{suffix}"
                 if remote is not None and tmp in remote:
-                    move(str(out), tmp, dst)
-                    stage("renamed to a final name")
+                    moves.append((tmp, dst))
                 elif remote is None and os.path.exists(Path(out, tmp)):
                     os.replace(Path(out, tmp), Path(out, dst))
                     stage("renamed to a final name")
@@ -134,6 +134,7 @@ def _finalize(
                 )
             )
         splits[split] = tuple(infos)
+    move_all(str(out), moves)
     return splits
 
 
