@@ -247,12 +247,9 @@ def test_a_dropped_connection_is_retried_with_the_same_result(
     assert proxy.drop_after is None
 
 
-def test_a_read_that_keeps_failing_is_an_error_naming_the_url_not_damage(
-    datasets: dict[str, str], no_staging: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A stream that breaks off for good (its retries spent) is an ``OSError`` naming the
-    URL: the walker, which saw the pipe end there, must not report a truncated file."""
-    url = datasets["plain"]
+def _break_off_after_three_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote reads in blocks of 64 kB, whose fourth and later ones always fail with a
+    reset connection (retried at once, to no avail)."""
     monkeypatch.setattr(_ranged, "BLOCK", 64 << 10)
     monkeypatch.setattr(_ranged, "BACKOFF", (0.0,))
     fetch = _ranged.ReadAhead._range
@@ -263,6 +260,15 @@ def test_a_read_that_keeps_failing_is_an_error_naming_the_url_not_damage(
         return fetch(self, start, end)
 
     monkeypatch.setattr(_ranged.ReadAhead, "_range", failing)
+
+
+def test_a_read_that_keeps_failing_is_an_error_naming_the_url_not_damage(
+    datasets: dict[str, str], no_staging: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that breaks off for good (its retries spent) is an ``OSError`` naming the
+    URL: the walker, which saw the pipe end there, must not report a truncated file."""
+    url = datasets["plain"]
+    _break_off_after_three_blocks(monkeypatch)
     for run in (rf.inspect.verify, lambda u: rf.inspect.count(u, verify=True)):
         with pytest.raises(OSError, match=rf"{url}/train-00000-of-\d+\.tfrecord: .*reset"):
             run(url)
@@ -314,17 +320,8 @@ def test_a_remote_salvage_that_fails_leaves_nothing_in_the_store(
     url = datasets["plain"]
     first = fs.ls(url.removeprefix("s3://"), detail=False)
     shard = next(k for k in first if k.endswith(".tfrecord"))
-    monkeypatch.setattr(_ranged, "BLOCK", 64 << 10)
-    monkeypatch.setattr(_ranged, "BACKOFF", (0.0,))
+    _break_off_after_three_blocks(monkeypatch)
     monkeypatch.setattr(_fs, "part_size", lambda: 5 << 20)
-    fetch = _ranged.ReadAhead._range
-
-    def failing(self: Any, start: int, end: int) -> bytes:
-        if start >= 3 * (64 << 10):
-            raise ConnectionResetError("connection reset by peer")
-        return fetch(self, start, end)
-
-    monkeypatch.setattr(_ranged.ReadAhead, "_range", failing)
     out = f"s3://{BUCKET}/salvage-failed/fixed.tfrecord"
     with pytest.raises(OSError, match=rf"{shard}: .*reset"):
         rf.inspect.salvage(f"s3://{shard}", out)
