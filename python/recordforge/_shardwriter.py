@@ -32,6 +32,7 @@ from recordforge.records import TFRecordWriter
 from recordforge.schema import Schema
 from recordforge.sequence import schema_of_sample
 from recordforge.sharding import (
+    FEW_RECORDS,
     FIT_WINDOW,
     FRAME_OVERHEAD,
     ShardPlanner,
@@ -199,7 +200,7 @@ class ShardWriter:
         self.offsets, self.sizes = [], []
 
     def write_range(
-        self, records: Sequence[bytes], frames: np.ndarray, start: int, stop: int
+        self, records: Sequence[bytes], frames: np.ndarray | list[int], start: int, stop: int
     ) -> None:
         """Writes ``records[start:stop]`` (frame sizes ``frames[start:stop]``), a
         :data:`FIT_WINDOW` at a time."""
@@ -208,7 +209,9 @@ class ShardWriter:
             self.write_many(records, frames[start : start + n], start, n)
             start += n
 
-    def write_many(self, records: Sequence[bytes], sizes: np.ndarray, start: int, n: int) -> None:
+    def write_many(
+        self, records: Sequence[bytes], sizes: np.ndarray | list[int], start: int, n: int
+    ) -> None:
         """Writes ``records[start:start + n]``, whose frame sizes are ``sizes``, on the
         I/O thread while the caller encodes the next ones (one write in flight at a time,
         so memory stays within two batches). Records of a list are gathered first, up
@@ -226,7 +229,8 @@ class ShardWriter:
             self.gathered_bytes += sum(map(len, chunk))
             if len(self.gathered) >= GATHER_RECORDS or self.gathered_bytes >= GATHER_BYTES:
                 self.flush()
-        self.sizes.append(sizes)
+        if self.options.index:  # (the sizes are only the index's)
+            self.sizes.append(np.asarray(sizes, dtype=np.int64))
         self.records += n
 
     def flush(self) -> None:
@@ -324,10 +328,18 @@ class ShardWriter:
             self._clear()
 
 
-def _payload(records: Sequence[bytes], frames: np.ndarray, first: int) -> int:
+def _frames(records: Sequence[bytes]) -> np.ndarray | list[int]:
+    """:func:`~recordforge.sharding.frame_sizes`; a list for a few records (an item's:
+    NumPy costs more than the rest of the item's bookkeeping)."""
+    if len(records) <= FEW_RECORDS and not isinstance(records, RecordBatch):
+        return [len(r) + FRAME_OVERHEAD for r in records]
+    return frame_sizes(records)
+
+
+def _payload(records: Sequence[bytes], frames: np.ndarray | list[int], first: int) -> int:
     """The bytes of ``records[first:]`` (without NumPy for a list of a few)."""
     if isinstance(records, RecordBatch):
-        return int(frames[first:].sum()) - FRAME_OVERHEAD * (len(records) - first)
+        return int(frames[first:].sum()) - FRAME_OVERHEAD * (len(records) - first)  # type: ignore[union-attr]
     return sum(map(len, records[first:] if first else records))
 
 
@@ -347,7 +359,7 @@ def write_split(
             records, items, errors = outcome(result)
             counters = observed(result)
             first = start_record if position == start_item else 0
-            frames = frame_sizes(records)
+            frames = _frames(records)
             starts = planner.add(position, frames, first)
             s = 0
             # Before this item's errors are reported: the journal saved with a shard holds

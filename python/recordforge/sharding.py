@@ -32,6 +32,7 @@ __all__ = [
     "CHECKSUMS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TEMPLATE",
+    "FEW_RECORDS",
     "FIT_WINDOW",
     "FRAME_OVERHEAD",
     "ShardFill",
@@ -52,7 +53,7 @@ FRAME_OVERHEAD = 16
 # Records considered at once when placing a batch into shards.
 FIT_WINDOW = 1 << 16
 # Items of at most this many records are placed a record at a time, without NumPy.
-_FEW = 16
+FEW_RECORDS = 16
 # Shard indexes a name template is tried with (they must give distinct names).
 _NAME_PROBE = 1000
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
@@ -291,11 +292,21 @@ class ShardPlanner:
         self.fill.clear()
         self.index += 1
 
-    def add(self, position: int, frames: np.ndarray, first: int = 0) -> list[tuple[int, int]]:
+    def add(
+        self, position: int, frames: np.ndarray | list[int], first: int = 0
+    ) -> list[tuple[int, int]]:
         """Item ``position``'s records ``frames[first:]`` placed: the shards starting at
-        or inside it (see the class docstring)."""
+        or inside it (see the class docstring). ``frames``: an array, or a list of a few
+        (:data:`FEW_RECORDS`)."""
         starts: list[tuple[int, int]] = []
         n = len(frames)
+        few = self.record_bounds is None and n - first <= FEW_RECORDS
+        # (A list of a few is read as it is, by the loop for a few below.)
+        array: np.ndarray = (
+            frames
+            if isinstance(frames, np.ndarray)
+            else np.asarray(frames[:0] if few else frames, np.int64)
+        )
         bounds = self.item_bounds
         while (
             bounds is not None and self.index < len(bounds) - 1 and bounds[self.index] <= position
@@ -307,23 +318,24 @@ class ShardPlanner:
             end = self.total + n - first
             while self.index < len(bounds) - 1 and bounds[self.index] < end:
                 j = first + max(0, bounds[self.index] - self.total)
-                self.fill.add(frames[k:j])
+                self.fill.add(array[k:j])
                 self._start(starts, position, j)
                 k = j
-            self.fill.add(frames[k:])
-        elif n - first <= _FEW:  # an item of a few records (an image): one check each
+            self.fill.add(array[k:])
+        elif few:  # an item of a few records (an image): one check each
             fill = self.fill
-            for size in frames[first:].tolist():
+            sizes = frames[first:]
+            for size in sizes.tolist() if isinstance(sizes, np.ndarray) else sizes:
                 if fill.full(size):
                     self._start(starts, position, k)
                 fill.records, fill.used = fill.records + 1, fill.used + size
                 k += 1
         else:
             while k < n:
-                if self.fill.full(int(frames[k])):
+                if self.fill.full(int(array[k])):
                     self._start(starts, position, k)
-                m = self.fill.fitting(frames[k : k + self._window])
-                self.fill.add(frames[k : k + m])
+                m = self.fill.fitting(array[k : k + self._window])
+                self.fill.add(array[k : k + m])
                 # A window about as long as the shards are: each record is summed a
                 # few times.
                 self._window = min(max(2 * m, 64), FIT_WINDOW)
