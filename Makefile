@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 24
 # is kept in fuzz/regressions/ and replayed by pytest); FUZZ_SEED=0 lets libFuzzer pick.
 FUZZ_SEED ?= 1
 
-.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode bench-workers bench-remote bench-costs clean
+.PHONY: demo install dev test lint rust-test py-test fuzz extras bench bench-beam bench-coco bench-inspect bench-read bench-table bench-decode bench-workers bench-remote bench-costs bench-convert-path clean
 
 # Quick start 1: install the package (release build of the Rust core) and run the demo.
 demo: install
@@ -116,6 +116,12 @@ bench-remote: dev
 bench-costs: dev
 	test -x .venv-peers/bin/python || { $(PYTHON) -m venv .venv-peers && .venv-peers/bin/pip install --progress-bar on rustfrecord tfrecord-lite tfrecords "numpy==1.24.4"; }
 	$(BIN)/python benchmarks/bench_costs.py --peers-python .venv-peers/bin/python
+
+# Issue 17's conversion path: tiny COCO per annotation (x10, 3,820 records of ~180 KB)
+# written by an rf.encode_example + rf.TFRecordWriter loop, by write_dataset(rows) and by
+# `recordforge convert coco`, each in its own process, CPU per record (~1 min).
+bench-convert-path: dev
+	$(BIN)/python benchmarks/bench_convert_path.py
 
 # JPEG records read + decoded to uint8 (simplejpeg on threads) vs tf.data + decode_jpeg, the
 # JPEG decoder alone and Pillow (2,000 images of 500x375 made from tiny COCO).
