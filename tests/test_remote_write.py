@@ -558,3 +558,26 @@ def test_workers_upload_their_shards_with_the_bytes_of_one_and_leave_nothing_loc
         report = rf.inspect.verify(f"{prefix}/{name}-2", fast=True)
         assert (report.ok, report.unchecked) == (True, [])
     assert list(fresh_tmp.iterdir()) == []
+
+
+def test_big_shards_get_the_store_crc32c_of_the_whole_object(
+    s3: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s3fs copies an object over 150 MiB (MANAGED_COPY_THRESHOLD, lowered here to
+    5 MiB) in parts, whose checksum is not the whole object's: recordforge's move makes
+    one CopyObject up to 5 GiB (S3's limit), so verify --fast checks a default-size
+    (256 MB) shard. Over that limit (lowered here) the copy is in parts and verify
+    --fast says the checksum is not checked, never a false mismatch."""
+    import s3fs  # type: ignore[import-untyped]
+
+    monkeypatch.setattr(s3fs.core, "MANAGED_COPY_THRESHOLD", 5 << 20)
+    rows = [{"id": i, "blob": bytes([i]) * (1 << 20)} for i in range(7)]  # one 7 MiB shard
+    rf.write_dataset(rows, f"{prefix}/big", max_bytes="1GB")
+    report = rf.inspect.verify(f"{prefix}/big", fast=True)
+    assert (report.ok, report.unchecked) == (True, [])
+    monkeypatch.setattr(rf._fs, "_COPY_LIMIT", 6 << 20)
+    rf.write_dataset(rows, f"{prefix}/huge", max_bytes="1GB")
+    report = rf.inspect.verify(f"{prefix}/huge", fast=True)
+    assert report.ok and report.problems == []
+    (unchecked,) = report.unchecked
+    assert "checksum NOT checked" in unchecked.message

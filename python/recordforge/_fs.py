@@ -230,15 +230,25 @@ _COPY_LIMIT = 5 << 30  # S3's largest CopyObject; a bigger object is copied in p
 def move_key(fs: Any, key: str, final: str) -> None:
     """Moves one object by its exact key (the store copies it, then it is deleted):
     ``fs.mv`` would expand ``?``, ``*`` and ``[`` in the keys as glob patterns (a prefix
-    such as ``q?x=1``). On S3 the copy is made with ``ChecksumAlgorithm=CRC32C``, so the
-    store keeps a CRC32C of the whole object (``verify --fast`` compares it with
-    ``dataset.json``); a multipart upload's own checksum is of its parts. GCS keeps one
-    of every object."""
-    extra: dict[str, str] = {}
+    such as ``q?x=1``). On S3 an object of up to 5 GiB is copied by one CopyObject with
+    ``ChecksumAlgorithm=CRC32C``, so the store keeps a CRC32C of the whole object
+    (``verify --fast`` compares it with ``dataset.json``); not by s3fs's ``cp_file``,
+    which copies objects over 150 MiB in parts (a checksum of the parts, or none). A
+    bigger object is copied in parts, without one. GCS keeps one of every object."""
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
     if protocols & {"s3", "s3a"} and int(fs.size(key)) <= _COPY_LIMIT:
-        extra["ChecksumAlgorithm"] = "CRC32C"
-    fs.cp_file(key, final, **extra)
+        source_bucket, source_key, _ = fs.split_path(key)
+        bucket, target_key, _ = fs.split_path(final)
+        fs.call_s3(
+            "copy_object",
+            Bucket=bucket,
+            Key=target_key,
+            CopySource={"Bucket": source_bucket, "Key": source_key},
+            ChecksumAlgorithm="CRC32C",
+        )
+        fs.invalidate_cache(final)
+    else:
+        fs.cp_file(key, final)
     fs.rm_file(key)
 
 

@@ -319,7 +319,8 @@ def salvage(
     the stream is kept. ``compression="same"`` writes the output as the input was. The
     output is written under a temporary name and renamed. Either path may be a URL (``gs://``,
     ``s3://``, ...): a remote input is streamed (ranged reads, never downloaded); a remote
-    output is written locally, then uploaded under a temporary key and moved to its own.
+    output is streamed to a temporary key (the store commits it when it is complete) and
+    moved to its own.
 
     >>> import tempfile, recordforge as rf
     >>> path = tempfile.mktemp(suffix=".tfrecord")
