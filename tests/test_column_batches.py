@@ -71,12 +71,38 @@ def test_big_rows_are_encoded_in_bounded_batches_with_the_bytes_of_rows_one_by_o
     assert len(shards) == len(_digest(tmp_path / "rows")) - 1
     assert sum(n for n, _ in calls) == 300
     largest = max(nbytes for _, nbytes in calls)
-    # About 8 MiB (rows' size estimated from the first 64), not 300 rows (45 MB).
-    assert largest <= 1.25 * columns.BATCH_BYTES
+    # At most 8 MiB (or one row), not 300 rows (45 MB).
+    assert largest <= 1.01 * columns.BATCH_BYTES  # (the records add their keys)
     assert len(calls) >= 300 * 150_000 // columns.BATCH_BYTES
 
 
-def test_small_rows_keep_whole_batches() -> None:
-    assert columns.batch_rows(8) == columns.COLUMN_BATCH
-    assert columns.batch_rows(columns.BATCH_BYTES // 100) == 100
-    assert columns.batch_rows(1e9) == 16  # a batch is never empty
+@pytest.mark.parametrize("kind", ["numpy", "arrow"])
+def test_small_rows_first_do_not_unbound_the_big_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Empty placeholders first, then 150 KB rows (a table sorted by size): each batch
+    is cut by its rows' own bytes, not by an average of the first rows."""
+    rng = np.random.default_rng(1)
+    blobs = [b""] * 100 + [rng.bytes(150_000) for _ in range(400)]
+    data: dict[str, Any] = {"blob": np.array(blobs, dtype=object), "id": np.arange(500)}
+    largest = [0]
+    encode = columns.encode_record_batch
+
+    def counted(batch: dict[str, Any]) -> Any:
+        records = encode(batch)
+        largest[0] = max(largest[0], sum(len(r) for r in records))
+        return records
+
+    monkeypatch.setattr(columns, "encode_record_batch", counted)
+    rf.write_dataset(data if kind == "numpy" else pa.table(data), tmp_path / "out")
+    assert 0 < largest[0] <= 1.01 * columns.BATCH_BYTES
+    assert [int(r["id"]) for r in rf.open_dataset(tmp_path / "out")] == list(range(500))
+
+
+def test_batch_starts() -> None:
+    assert columns.batch_starts(np.full(10_000, 8)) == [0, 4096, 8192]
+    assert columns.batch_starts(np.full(1_000, columns.BATCH_BYTES // 100)) == list(
+        range(0, 1_000, 100)
+    )
+    assert columns.batch_starts(np.full(3, 10**9)) == [0, 1, 2]  # a batch is never empty
+    assert columns.batch_starts(np.zeros(0, dtype=np.int64)) == []

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import importlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,7 +45,7 @@ __all__ = [
     "ColumnError",
     "SplitPlan",
     "arrow_columns",
-    "batch_rows",
+    "batch_starts",
     "encode_batch",
     "infer_spec",
     "plan_split",
@@ -54,31 +55,63 @@ COLUMN_BATCH = 4096
 # The bytes of columns one Rust call encodes, at most (a batch of big rows, JPEGs, is
 # cut to fewer rows): the allocator then reuses each batch's buffers for the next, where
 # 4096 rows of 150 KB would take 600 MB of fresh, page-faulted memory per call. The
-# records do not depend on the batch size.
+# records do not depend on the batches.
 BATCH_BYTES = 8 << 20
 
 
-def batch_rows(row_bytes: float) -> int:
-    """The rows a batch of columns holds: :data:`COLUMN_BATCH`, fewer for rows of more
-    than ``BATCH_BYTES / COLUMN_BATCH`` bytes (at least 16).
+def batch_starts(row_bytes: np.ndarray) -> list[int]:
+    """The rows at which batches of columns start, from each row's bytes: a batch holds
+    at most :data:`COLUMN_BATCH` rows and :data:`BATCH_BYTES` bytes (a bigger row is
+    a batch of its own).
 
-    >>> batch_rows(100), batch_rows(150_000), batch_rows(50e6)
-    (4096, 55, 16)
+    >>> batch_starts(np.full(10_000, 100))
+    [0, 4096, 8192]
+    >>> batch_starts(np.array([10, 5_000_000, 5_000_000, 10, 9_000_000]))
+    [0, 2, 4]
     """
-    return max(16, min(COLUMN_BATCH, int(BATCH_BYTES // max(1.0, row_bytes))))
+    n = len(row_bytes)
+    ends = np.cumsum(row_bytes, dtype=np.int64)
+    starts: list[int] = []
+    start = 0
+    while start < n:
+        starts.append(start)
+        before = int(ends[start - 1]) if start else 0
+        stop = int(np.searchsorted(ends, before + BATCH_BYTES, side="right"))
+        start = min(max(stop, start + 1), start + COLUMN_BATCH, n)
+    return starts
 
 
-def _row_bytes(columns: Mapping[str, Any], n: int) -> float:
-    """About the bytes of one row of ``columns``: fixed-width arrays by their item
-    size, object columns and lists by the lengths of their first values."""
-    total = 0.0
+def _row_bytes(columns: Mapping[str, Any], n: int) -> np.ndarray:
+    """Each row's bytes in ``columns`` (int64s): fixed-width arrays by their item size,
+    string and bytes columns by each value's length."""
+    sizes = np.zeros(n, dtype=np.int64)
     for v in columns.values():
         if isinstance(v, np.ndarray) and v.dtype.kind != "O":
-            total += v.itemsize * math.prod(v.shape[1:])
-            continue
-        sample = [v[i] for i in range(min(n, 64))]
-        total += sum(len(x) if hasattr(x, "__len__") else 8 for x in sample) / max(1, len(sample))
-    return total
+            sizes += v.itemsize * math.prod(v.shape[1:])
+        else:
+            sizes += np.fromiter(map(len, v), dtype=np.int64, count=n)
+    return sizes
+
+
+def _arrow_row_bytes(table: Any) -> np.ndarray:
+    """Each row's bytes in an Arrow table (int64s): fixed-width columns by their width,
+    binary and string columns by each value's length, others by their average."""
+    pa = _pa()
+    pc = importlib.import_module("pyarrow.compute")
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        kind = column.type
+        if (
+            pa.types.is_binary(kind)
+            or pa.types.is_string(kind)
+            or pa.types.is_large_binary(kind)
+            or pa.types.is_large_string(kind)
+        ):
+            lengths = pc.binary_length(column).fill_null(0)
+            sizes += lengths.to_numpy(zero_copy_only=False).astype(np.int64)
+        else:
+            sizes += column.nbytes // max(1, table.num_rows)
+    return sizes
 
 
 def _is_columns(data: Any) -> bool:
@@ -181,12 +214,16 @@ def _column_spec(column: Any, value_types: Callable[[], set[type]]) -> FeatureSp
 
 class _ColumnBatches(Sequence[dict[str, Any]]):
     """Consecutive row ranges of columns: each item becomes many records in one Rust
-    call. Ranges hold at most ``size`` rows and never straddle a row in ``cuts``."""
+    call. Ranges start at the rows ``starts`` and at ``cuts`` (never straddle one)."""
 
     def __init__(
-        self, n: int, size: int, cuts: Sequence[int], get: Callable[[int, int], dict[str, Any]]
+        self,
+        n: int,
+        starts: Sequence[int],
+        cuts: Sequence[int],
+        get: Callable[[int, int], dict[str, Any]],
     ) -> None:
-        points = sorted({*range(0, n, size), *(c for c in cuts if 0 < c < n), n})
+        points = sorted({0, *starts, *(c for c in cuts if 0 < c < n), n})
         self.ranges = list(itertools.pairwise(points)) if n else []
         self.get = get
 
@@ -203,14 +240,20 @@ class _ColumnBatches(Sequence[dict[str, Any]]):
         return [bisect.bisect_right(stops, b) for b in row_bounds]
 
 
-def _column_batches(rows: _ColumnRows, size: int, cuts: Sequence[int]) -> _ColumnBatches:
+def _column_batches(
+    rows: _ColumnRows, starts: Sequence[int], cuts: Sequence[int]
+) -> _ColumnBatches:
     columns = rows.columns
-    return _ColumnBatches(rows.n, size, cuts, lambda a, b: {k: v[a:b] for k, v in columns.items()})
-
-
-def _arrow_batches(table: Any, schema: Schema, size: int, cuts: Sequence[int]) -> _ColumnBatches:
     return _ColumnBatches(
-        table.num_rows, size, cuts, lambda a, b: arrow_columns(table.slice(a, b - a), schema)
+        rows.n, starts, cuts, lambda a, b: {k: v[a:b] for k, v in columns.items()}
+    )
+
+
+def _arrow_batches(
+    table: Any, schema: Schema, starts: Sequence[int], cuts: Sequence[int]
+) -> _ColumnBatches:
+    return _ColumnBatches(
+        table.num_rows, starts, cuts, lambda a, b: arrow_columns(table.slice(a, b - a), schema)
     )
 
 
@@ -252,8 +295,7 @@ def plan_split(data: Any, plain: bool, options: WriteOptions) -> SplitPlan:
             order = np.random.default_rng(options.seed).permutation(data.num_rows)
             data = data.take(order)
         cuts = shard_bounds(data.num_rows, options.num_shards) if options.num_shards else []
-        size = batch_rows(data.nbytes / max(1, data.num_rows))
-        batches = _arrow_batches(data, schema, size, cuts)
+        batches = _arrow_batches(data, schema, batch_starts(_arrow_row_bytes(data)), cuts)
         return SplitPlan(
             batches, len(batches), encode_batch, batches.item_bounds(cuts) or None, schema
         )
@@ -266,7 +308,7 @@ def plan_split(data: Any, plain: bool, options: WriteOptions) -> SplitPlan:
             rows = [rows[i] for i in np.random.default_rng(options.seed).permutation(len(rows))]
     if plain and isinstance(rows, _ColumnRows) and rows.batchable():
         cuts = shard_bounds(rows.n, options.num_shards) if options.num_shards else []
-        batches = _column_batches(rows, batch_rows(_row_bytes(rows.columns, rows.n)), cuts)
+        batches = _column_batches(rows, batch_starts(_row_bytes(rows.columns, rows.n)), cuts)
         return SplitPlan(
             batches, len(batches), encode_batch, batches.item_bounds(cuts) or None, rows.schema()
         )
