@@ -7,6 +7,7 @@ file system that is not local: what ``s3://`` and ``gs://`` go through)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -112,8 +113,46 @@ def test_a_read_stopped_early_closes_the_shard_opened_ahead(
     first = next(batches)
     assert list(first["id"]) == list(range(100))
     batches.close()  # the generator's end: every ReadAhead closed, the one ahead included
+    deadline = time.monotonic() + 10  # (one being opened is closed once it is)
+    while logged.open_now and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert logged.open_now == 0
+    while time.monotonic() < deadline and any(
+        t.name == "recordforge-read-ahead" for t in threading.enumerate()
+    ):
+        time.sleep(0.01)
     assert not [t for t in threading.enumerate() if t.name == "recordforge-read-ahead"]
+
+
+def test_a_next_shard_that_fails_to_open_holds_up_neither_the_reader_nor_its_retries(
+    remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard 2's size keeps failing (a 503): shard 1's records come at once while shard
+    2 is being opened ahead on its own thread (its retries waiting), and the error comes
+    when the reader gets to shard 2, after one sequence of retries, not two."""
+    from recordforge import _ranged
+
+    monkeypatch.setattr(_ranged, "BACKOFF", (1.0, 1.0))
+    ds = rf.open_dataset(remote)
+    bad = str(ds.files[2]).removeprefix("memory://")
+    memory = type(fsspec.filesystem("memory"))
+    size = memory.size
+    asked: list[float] = []
+
+    def failing(self: Any, path: str) -> Any:
+        if path.endswith(bad):
+            asked.append(time.monotonic())
+            raise OSError(5, "503 Slow Down")
+        return size(self, path)
+
+    monkeypatch.setattr(memory, "size", failing)
+    records = ds._shards.records_of([str(f) for f in ds.files], [])
+    for _ in range(1_000):
+        next(records)  # shards 0 and 1 (500 records each), while shard 2 is being opened
+    assert len(asked) < 3  # its retries still waiting: the reader was not held up
+    with pytest.raises(OSError, match=rf"{ds.files[2]}: .*503"):
+        next(records)
+    assert len(asked) == 3  # one try and two retries
 
 
 def test_a_missing_later_shard_fails_after_the_records_before_it(remote: str) -> None:

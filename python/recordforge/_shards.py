@@ -5,6 +5,7 @@ maps and record offsets for random access), each found once."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -107,6 +108,11 @@ def intact_records(path: str, max_record_bytes: int) -> Iterator[bytes]:
         yield from read_records(path, max_record_bytes)
     except CorruptRecordError:
         return
+
+
+def _close_opened(future: concurrent.futures.Future[ReadAhead]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _walked(path: str, max_record_bytes: int, skipped: list[dict[str, Any]]) -> Iterator[bytes]:
@@ -339,29 +345,34 @@ class ShardFiles:
 
     def records_of(self, paths: Sequence[str], skipped: list[dict[str, Any]]) -> Iterator[bytes]:
         """The records of ``paths`` in order, as :meth:`records` gives them. A streamed
-        remote file's first blocks are fetched while the reader is still on the file
-        before it (from when that one is fetched whole), not after it with a round trip:
-        at most two files' read-ahead in memory, the one read and the next."""
+        remote file is opened (its size asked, its first blocks fetched) on a thread of
+        its own while the reader is still on the file before it, from when that one is
+        fetched whole: at most two files' read-ahead in memory, the one read and the
+        next, and no round trip between files. An opening that fails (after its
+        retries) raises its error when the reader gets to that file."""
         compression = dict(zip(self.files, self.compressions(), strict=True))
         streamed = [_fs.is_url(p) and (not self._skip or compression[p] is not None) for p in paths]
         lock = threading.Lock()
-        opened: dict[int, ReadAhead] = {}  # opened ahead of the reader
+        opening: dict[int, concurrent.futures.Future[ReadAhead]] = {}  # ahead of the reader
         fetched: set[int] = set()  # files whose last block is fetched
         reading, done = -1, False
 
-        def open_ahead(k: int) -> None:
+        def open_ahead(k: int) -> None:  # returns at once: the opening runs on a thread
             if k >= len(paths) or not streamed[k]:
                 return
-            try:
-                f = ReadAhead(paths[k], then=functools.partial(fetched_whole, k))
-            except Exception:  # opened again in its turn, and its error raised then
-                return
+            future: concurrent.futures.Future[ReadAhead] = concurrent.futures.Future()
             with lock:
-                late = done
-                if not late:
-                    opened[k] = f
-            if late:
-                f.close()
+                if done or k in opening:
+                    return
+                opening[k] = future
+
+            def open_it() -> None:
+                try:
+                    future.set_result(ReadAhead(paths[k], then=functools.partial(fetched_whole, k)))
+                except BaseException as e:  # the reader raises it in its turn
+                    future.set_exception(e)
+
+            threading.Thread(target=open_it, name="recordforge-open-ahead", daemon=True).start()
 
         def fetched_whole(k: int) -> None:  # on file k's fetching thread
             with lock:
@@ -376,8 +387,10 @@ class ShardFiles:
                     yield from self.records(path, skipped)
                     continue
                 with lock:
-                    f = opened.pop(k, None)
-                if f is None:
+                    ahead = opening.pop(k, None)
+                if ahead is not None:
+                    f = ahead.result()
+                else:
                     f = ReadAhead(path, then=functools.partial(fetched_whole, k))
                 with f:
                     with lock:
@@ -391,9 +404,9 @@ class ShardFiles:
         finally:
             with lock:
                 done = True
-                left = list(opened.values())
-            for f in left:
-                f.close()
+                left = list(opening.values())
+            for future in left:  # closed once opened, if it is not yet
+                future.add_done_callback(_close_opened)
 
     def record_file(self, path: str) -> Any:
         """The memory-mapped file, opened once (a remote one downloaded once)."""
