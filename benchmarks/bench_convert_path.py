@@ -88,14 +88,12 @@ def coco_rows(annotations: Path, read: dict[str, bytes] | None = None) -> list[d
     """The per-annotation feature dicts, as ``CocoSource(per="annotation")`` makes them
     (tiny COCO has no bad boxes and no unknown categories). ``read``: image bytes by file
     name, shared by all records of an image (read here when missing)."""
-    import numpy as np
-
     coco = json.loads(annotations.read_text())
     by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in coco["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
     read = {} if read is None else read
-    rows = []
+    rows: list[dict[str, Any]] = []
     for im in coco["images"]:
         anns = by_image.get(im["id"], [])
         if not anns:
@@ -105,19 +103,26 @@ def coco_rows(annotations: Path, read: dict[str, bytes] | None = None) -> list[d
             with open(path, "rb") as f:
                 read[im["file_name"]] = f.read()
         data = read[im["file_name"]]
-        for ann in anns:
-            rows.append(
-                {
-                    "image": data,
-                    "path": path,
-                    "area": np.float32(float(ann["area"])),
-                    "bbox": np.asarray([float(v) for v in ann["bbox"]], dtype=np.float32),
-                    "category_id": ann["category_id"],
-                    "id": ann["id"],
-                    "image_id": im["id"],
-                }
-            )
+        rows.extend(annotation_row(data, path, im, ann) for ann in anns)
     return rows
+
+
+def annotation_row(
+    data: bytes, path: str, im: dict[str, Any], ann: dict[str, Any]
+) -> dict[str, Any]:
+    """One annotation's record: the image's bytes and path, and the annotation's fields
+    (the Keras example's features)."""
+    import numpy as np
+
+    return {
+        "image": data,
+        "path": path,
+        "area": np.float32(float(ann["area"])),
+        "bbox": np.asarray([float(v) for v in ann["bbox"]], dtype=np.float32),
+        "category_id": ann["category_id"],
+        "id": ann["id"],
+        "image_id": im["id"],
+    }
 
 
 def digest(out: Path) -> str:
@@ -197,7 +202,6 @@ def cli_args(root: Path, out: Path) -> list[str]:
 
 def coco_rows_streamed(annotations: Path) -> Any:
     """``coco_rows`` as a generator: each image file read when its records are made."""
-    import numpy as np
 
     coco = json.loads(annotations.read_text())
     by_image: dict[int, list[dict[str, Any]]] = {}
@@ -211,15 +215,7 @@ def coco_rows_streamed(annotations: Path) -> Any:
         with open(path, "rb") as f:
             data = f.read()
         for ann in anns:
-            yield {
-                "image": data,
-                "path": path,
-                "area": np.float32(float(ann["area"])),
-                "bbox": np.asarray([float(v) for v in ann["bbox"]], dtype=np.float32),
-                "category_id": ann["category_id"],
-                "id": ann["id"],
-                "image_id": im["id"],
-            }
+            yield annotation_row(data, path, im, ann)
 
 
 # ---------------------------------------------------------------------------------------
