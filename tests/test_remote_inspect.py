@@ -331,6 +331,31 @@ def test_a_remote_salvage_that_fails_leaves_nothing_in_the_store(
     assert not uploads.get("Uploads")
 
 
+def test_a_salvage_into_the_store_clears_what_a_killed_one_left(
+    s3: tuple[Any, Proxy], datasets: dict[str, str], no_staging: Path, tmp_path: Path
+) -> None:
+    """A salvage killed in the middle of its upload leaves an unfinished multipart
+    upload of its temporary key; one killed after the commit, the temporary object. The
+    next salvage to the same output aborts the one and replaces the other, and leaves
+    neither."""
+    fs, _ = s3
+    url, local, _ = _damaged(fs, datasets["plain-local"], tmp_path, "rerun", cut=False)
+    first = _shards(local)[0].file
+    out = f"s3://{BUCKET}/salvage-rerun/fixed.tfrecord"
+    temporary = "salvage-rerun/.fixed.tfrecord.salvage"
+    fs.call_s3("create_multipart_upload", Bucket=BUCKET, Key=temporary)
+    fs.pipe_file(f"{BUCKET}/{temporary}", b"the killed run's")
+    result = rf.inspect.salvage(f"{url}/{first}", out)
+    theirs = rf.inspect.salvage(f"{local}/{first}", tmp_path / "theirs.tfrecord")
+    assert (result.records, result.lost) == (theirs.records, theirs.lost)
+    fs.invalidate_cache()
+    assert fs.ls(f"{BUCKET}/salvage-rerun", detail=False) == [
+        f"{BUCKET}/salvage-rerun/fixed.tfrecord"
+    ]
+    listing = fs.call_s3("list_multipart_uploads", Bucket=BUCKET, Prefix="salvage-rerun/")
+    assert not listing.get("Uploads")
+
+
 def _put_with_crc32c(fs: Any, local: Path, prefix: str) -> str:
     """Uploads ``local``'s files with a CRC32C kept by the store (a PUT that carries
     ``x-amz-sdk-checksum-algorithm: CRC32C`` and the value: botocore computes CRC32C only

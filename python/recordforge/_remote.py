@@ -45,7 +45,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ from recordforge.manifest import MANIFEST_NAME
 __all__ = [
     "RemoteJournal",
     "RemoteOutputDir",
+    "abort_upload",
     "abort_uploads",
     "move",
     "move_all",
@@ -277,19 +278,32 @@ def abort_uploads(url: str) -> int:
     """Aborts the unfinished S3 multipart uploads under the prefix ``url`` (what a killed
     writer leaves); the number aborted. Other stores: 0 (GCS lists no resumable
     uploads; they expire)."""
-    fs, path = _fs.filesystem(url)
-    call = getattr(fs, "call_s3", None)
-    if call is None:
-        return 0
+    _, path = _fs.filesystem(url)
     bucket, _, prefix = path.strip("/").partition("/")
     prefix = f"{prefix}/" if prefix else ""  # the bucket's root: every key
+    # Under a nested key: not one recordforge writes.
+    return _abort(url, bucket, prefix, lambda key: "/" not in key[len(prefix) :])
+
+
+def abort_upload(url: str) -> int:
+    """Aborts the unfinished S3 multipart uploads of the one object ``url`` (a killed
+    writer's); the number aborted."""
+    _, path = _fs.filesystem(url)
+    bucket, _, key = path.strip("/").partition("/")
+    return _abort(url, bucket, key, lambda k: k == key)
+
+
+def _abort(url: str, bucket: str, prefix: str, ours: Callable[[str], bool]) -> int:
+    call = getattr(_fs.filesystem(url)[0], "call_s3", None)
+    if call is None:
+        return 0
     aborted = 0
     marker: dict[str, str] = {}
     while True:
         listing = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
         for upload in listing.get("Uploads", []):
-            if "/" in upload["Key"][len(prefix) :]:
-                continue  # under a nested key: not one recordforge writes
+            if not ours(upload["Key"]):
+                continue
             call(
                 "abort_multipart_upload",
                 Bucket=bucket,

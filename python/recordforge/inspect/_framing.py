@@ -11,6 +11,7 @@ from typing import Literal
 
 from recordforge import _core, _fs, _index
 from recordforge._atomic import write_bytes_atomic
+from recordforge._remote import abort_upload
 from recordforge._stream import Records, Walk
 from recordforge.errors import CorruptRecordError
 from recordforge.inspect._common import PROGRESS_STEP, Paths, Problem, Progress, Result
@@ -347,8 +348,11 @@ def salvage(
     with contextlib.ExitStack() as stack:
         if remote_out:  # streamed to a temporary key (committed when complete), then moved
             fs, final_key = _fs.filesystem(target)
-            dest = _fs.join(_fs.parent(target), _fs.temp_name(_fs.name(target)))
+            # The local output's temporary name: a killed salvage's object is replaced,
+            # and its unfinished upload (billed on S3) aborted, by the next one.
+            dest = _fs.join(_fs.parent(target), f".{_fs.name(target)}.salvage")
             tmp_key = _fs.filesystem(dest)[1]
+            abort_upload(dest)
         else:
             tmp = Path(target).with_name(f".{Path(target).name}.salvage")
             dest = str(tmp)
