@@ -281,9 +281,10 @@ def write_columns(name: str, root: Path) -> Callable[[], tuple[int, int]]:
     return tf_loop
 
 
-def rf_take(root: Path) -> Callable[[], tuple[int, int]]:
+def rf_take(root: Path, copy: bool = True) -> Callable[[], tuple[int, int]]:
     """``ds.take`` of every image record, 64 random indices a call (the indices drawn
-    before the clock); the digest is the sum of the labels."""
+    before the clock); the digest is the sum of the labels and of the image bytes'
+    lengths. ``copy=False``: the image bytes as views of a reused buffer."""
     import numpy as np
 
     import recordforge as rf
@@ -295,8 +296,36 @@ def rf_take(root: Path) -> Callable[[], tuple[int, int]]:
     def run() -> tuple[int, int]:
         total = 0
         for start in range(0, len(order), 64):
-            total += int(ds.take(order[start : start + 64])["label"].sum())
+            got = ds.take(order[start : start + 64], copy=copy)
+            total += int(got["label"].sum()) + sum(len(v) for v in got["image/encoded"])
         return len(order), total
+
+    return run
+
+
+def tfd_take(root: Path) -> Callable[[], tuple[int, int]]:
+    """tfd-utils' ``TFRecordRandomAccess.get_record`` (a read and a protobuf parse a
+    record, no CRC) over the image records by key, in ``rf_take``'s order."""
+    import numpy as np
+    from tfd_utils import TFRecordRandomAccess
+
+    paths = files(root, "images")
+    reader = TFRecordRandomAccess(
+        paths,
+        key_feature_name="image/id",
+        index_file=str(root / "tfd.index"),
+        use_multiprocessing=False,
+    )
+    n = len(reader.index)  # built outside the clock
+    keys = [f"{i:08d}" for i in np.random.default_rng(0).permutation(n).tolist()]
+
+    def run() -> tuple[int, int]:
+        total = 0
+        for key in keys:
+            feature = reader.get_record(key).features.feature
+            total += feature["label"].int64_list.value[0]
+            total += len(feature["image/encoded"].bytes_list.value[0])
+        return len(keys), total
 
     return run
 
@@ -343,8 +372,10 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
             fn = crc
     elif workload == "write-columns":
         fn = write_columns(name, root)
+    elif workload == "take" and name == "tfd-utils":
+        fn = tfd_take(root)
     elif workload == "take":
-        fn = rf_take(root)
+        fn = rf_take(root, copy=not name.endswith("copy=False"))
     else:
         raise SystemExit(f"unknown workload {workload}")
     modules = {
@@ -352,6 +383,7 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
         "rustfrecord": ["rustfrecord"],
         "tfrecord-lite": ["tfrecord_lite"],
         "tfrecords": ["tfrecords"],
+        "tfd-utils": ["tfd_utils"],
     }
     for module in modules.get(name, ["recordforge"]):
         importlib.import_module(module)  # imports are not what is timed
@@ -395,13 +427,13 @@ def main() -> None:
         "decode": ["rf", "rf-ds[i]", "tf"],
         "scan": ["rf", "crc32c"],
         "write-columns": ["rf", "rf-loop", "tf"],
-        "take": ["rf"],
+        "take": ["rf", "rf copy=False", "tfd-utils"],
     }
     if a.before:
         for w in plan.values():
             w.insert(1, "rf-before")
         plan["decode"].insert(3, "rf-before-ds[i]")
-    foreign = {"rustfrecord", "tfrecord-lite", "tfrecords"}
+    foreign = {"rustfrecord", "tfrecord-lite", "tfrecords", "tfd-utils"}
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     unavailable: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-costs-") as tmp:

@@ -10,6 +10,7 @@ from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
+    "Arena",
     "BatchReader",
     "CsvRowScanner",
     "RecordBatch",
@@ -268,7 +269,15 @@ def take_records(
     features: Sequence[tuple[str, str, int | None]],
     verify: bool = True,
     threads: int = 0,
+    *,
+    arena: Arena | None = None,
 ) -> list[tuple[Any, npt.NDArray[np.int64]]]: ...
+
+@final
+class Arena:
+    def __new__(cls) -> Self: ...
+    @property
+    def kept_bytes(self) -> int: ...
 
 @final
 class Shuffler:

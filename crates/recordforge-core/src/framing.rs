@@ -392,6 +392,32 @@ pub fn locate(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Option<
     }))
 }
 
+/// The payload range of the record at `pos` from its 12-byte header alone (the length's
+/// CRC checked when `verify`, the whole frame within `data`): [`locate`] without reading
+/// the footer, for a reader that copies payload and footer itself (`Ok(None)` at the end).
+pub fn locate_header(
+    data: &[u8],
+    pos: usize,
+    verify: bool,
+    max: u64,
+) -> Result<Option<Range<usize>>> {
+    let at = pos as u64;
+    let rest = &data[pos.min(data.len())..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    if rest.len() < HEADER {
+        return Err(truncated(at, HEADER as u64, rest.len() as u64));
+    }
+    let header: &[u8; HEADER] = rest[..HEADER].try_into().expect("12 bytes");
+    let len = check_length(header, at, verify, max)?;
+    let expected = len.saturating_add(FRAME_OVERHEAD);
+    if (rest.len() as u64) < expected {
+        return Err(truncated(at, expected, rest.len() as u64));
+    }
+    Ok(Some(pos + HEADER..pos + HEADER + len as usize))
+}
+
 /// Parses and fully checks the record starting at `pos` of an in-memory record stream
 /// (records over `max` bytes refused). Returns the payload range, or `None` when `pos`
 /// is exactly the end.
@@ -554,19 +580,6 @@ impl FileRecords {
         verify: bool,
         max_record: u64,
     ) -> Result<Self> {
-        Self::open_with(path, compression, verify, max_record, false)
-    }
-
-    /// Like [`open`](FileRecords::open); `populate` maps every page of an uncompressed
-    /// file up front (one kernel call instead of a fault per page: faster for a whole-file
-    /// pass, wasteful for a reader that may stop early).
-    pub fn open_with(
-        path: &Path,
-        compression: Option<Compression>,
-        verify: bool,
-        max_record: u64,
-        populate: bool,
-    ) -> Result<Self> {
         let mut file = File::open(path)?;
         let c = match compression {
             Some(c) => c,
@@ -586,11 +599,7 @@ impl FileRecords {
             }
             // SAFETY: the map is read-only and private to this reader. Like every reader of
             // a memory-mapped file it assumes the file is not truncated while it is read.
-            let mut options = memmap2::MmapOptions::new();
-            if populate {
-                options.populate();
-            }
-            let map = unsafe { options.map(&file)? };
+            let map = unsafe { memmap2::Mmap::map(&file)? };
             #[cfg(unix)]
             let _ = map.advise(memmap2::Advice::Sequential);
             return Ok(FileRecords::Mapped {

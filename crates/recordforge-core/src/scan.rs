@@ -129,14 +129,14 @@ pub fn scan_stream<R: Read>(reader: &mut RecordReader<R>) -> Result<ScanSummary>
     Ok(summary)
 }
 
-/// Files up to this size are mapped with every page populated up front, which lets the
-/// CRC threads run without contending on page faults.
-const POPULATE_MAX: u64 = 4 << 30;
-
 /// Scans a file: memory-mapped (and checked on several threads) when uncompressed,
-/// streamed otherwise. `compression` `None` detects it. `threads` 0 means automatic: one
-/// per core for populated maps, one for larger files, whose page faults serialize.
+/// streamed otherwise. `compression` `None` detects it. `threads` 0 means one per core.
 /// Records over `max_record` bytes are refused.
+///
+/// The map is not populated up front: each CRC thread faults in the pages of its own
+/// run, so the kernel's page-table work is spread over the threads (on 231 MB in the page
+/// cache, 2 cores: 10-11 ms against 17-19 ms with `MAP_POPULATE`, whose one call maps
+/// every page on one thread before any CRC starts; `benchmarks/bench_costs.py --only scan`).
 pub fn scan_file(
     path: &Path,
     compression: Option<Compression>,
@@ -144,13 +144,11 @@ pub fn scan_file(
     threads: usize,
     max_record: u64,
 ) -> Result<ScanSummary> {
-    let populate = std::fs::metadata(path)?.len() <= POPULATE_MAX;
     let threads = match threads {
-        0 if populate => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        0 => 1,
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    match FileRecords::open_with(path, compression, verify, max_record, populate)? {
+    match FileRecords::open(path, compression, verify, max_record)? {
         FileRecords::Mapped { map, .. } => scan_slice(&map, verify, threads, max_record),
         FileRecords::Stream(mut reader) => scan_stream(&mut reader),
     }

@@ -17,6 +17,8 @@ use crate::errors::to_py;
 #[pyclass(module = "recordforge._core", frozen)]
 pub struct RecordFile {
     map: Option<Mmap>,
+    /// The open file, for reads of big records straight into a caller's buffer.
+    file: File,
     name: String,
     max_record: u64,
 }
@@ -24,6 +26,10 @@ pub struct RecordFile {
 impl RecordFile {
     pub(crate) fn data(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     fn read_at<'py>(&self, py: Python<'py>, offset: u64) -> PyResult<Bound<'py, PyBytes>> {
@@ -57,18 +63,19 @@ impl RecordFile {
     #[pyo3(signature = (path, *, max_record_bytes=DEFAULT_MAX_RECORD_BYTES))]
     fn new(py: Python<'_>, path: std::path::PathBuf, max_record_bytes: u64) -> PyResult<Self> {
         let name = path.display().to_string();
-        let map = py
-            .detach(|| -> std::io::Result<Option<Mmap>> {
+        let (map, file) = py
+            .detach(|| -> std::io::Result<(Option<Mmap>, File)> {
                 let file = File::open(&path)?;
                 if file.metadata()?.len() == 0 {
-                    return Ok(None);
+                    return Ok((None, file));
                 }
                 // SAFETY: read-only map; a file changed underneath is caught by the CRCs.
-                Ok(Some(unsafe { Mmap::map(&file)? }))
+                Ok((Some(unsafe { Mmap::map(&file)? }), file))
             })
             .map_err(|e| to_py(py, Error::Io(e), &name))?;
         Ok(RecordFile {
             map,
+            file,
             name,
             max_record: max_record_bytes,
         })

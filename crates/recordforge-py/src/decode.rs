@@ -2,7 +2,7 @@
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PySlice, PyTuple};
 use recordforge_core::batch::{decode_batch as core_decode, DecodedColumn, Kind, Values, Wanted};
 
 use crate::errors::{decode_error, record_error};
@@ -80,9 +80,39 @@ pub fn columns_to_py<'py>(
     object_arrays: bool,
     record: RecordBytes<'_>,
 ) -> PyResult<Bound<'py, PyList>> {
+    let span = |i: usize, start: usize, end: usize| -> PyResult<Bound<'py, PyAny>> {
+        Ok(PyBytes::new(py, &record(i)[start..end]).into_any())
+    };
+    to_py_with(py, columns, object_arrays, &span)
+}
+
+/// [`columns_to_py`] with object arrays, the bytes values left in their records as
+/// read-only memoryviews: record `i`'s bytes are `view[starts[i]:starts[i + 1]]`.
+pub fn columns_to_py_views<'py>(
+    py: Python<'py>,
+    columns: Vec<DecodedColumn>,
+    view: &Bound<'py, PyMemoryView>,
+    starts: &[usize],
+) -> PyResult<Bound<'py, PyList>> {
+    let span = |i: usize, start: usize, end: usize| -> PyResult<Bound<'py, PyAny>> {
+        let (a, b) = (starts[i] + start, starts[i] + end);
+        view.get_item(PySlice::new(py, a as isize, b as isize, 1))
+    };
+    to_py_with(py, columns, true, &span)
+}
+
+/// Bytes value `start..end` of record `i`, as a Python object.
+type Span<'a, 'py> = &'a dyn Fn(usize, usize, usize) -> PyResult<Bound<'py, PyAny>>;
+
+fn to_py_with<'py>(
+    py: Python<'py>,
+    columns: Vec<DecodedColumn>,
+    object_arrays: bool,
+    span: Span<'_, 'py>,
+) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for column in columns {
-        let values = values_to_py(py, column.values, &column.splits, object_arrays, record)?;
+        let values = values_to_py(py, column.values, &column.splits, object_arrays, span)?;
         let splits: Vec<i64> = column.splits.iter().map(|&s| s as i64).collect();
         out.append(PyTuple::new(
             py,
@@ -94,33 +124,32 @@ pub fn columns_to_py<'py>(
 
 /// A column's values as a NumPy array (bytes: a list, or with ``object_arrays`` a NumPy
 /// object array). `splits` says which record holds each of [`Values::Spans`].
-pub fn values_to_py<'py>(
+fn values_to_py<'py>(
     py: Python<'py>,
     values: Values,
     splits: &[usize],
     object_arrays: bool,
-    record: RecordBytes<'_>,
+    span: Span<'_, 'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let objects: Vec<Bound<'py, PyBytes>> = match values {
+    let objects: Vec<Bound<'py, PyAny>> = match values {
         Values::Int64(v) => return Ok(PyArray1::from_vec(py, v).into_any()),
         Values::Float(v) => return Ok(PyArray1::from_vec(py, v).into_any()),
         Values::Bytes { data, offsets } => offsets
             .windows(2)
-            .map(|w| PyBytes::new(py, &data[w[0]..w[1]]))
+            .map(|w| PyBytes::new(py, &data[w[0]..w[1]]).into_any())
             .collect(),
         Values::Spans(spans) => {
             let mut out = Vec::with_capacity(spans.len());
             for (i, rows) in splits.windows(2).enumerate() {
-                let bytes = record(i);
                 for &(start, end) in &spans[rows[0]..rows[1]] {
-                    out.push(PyBytes::new(py, &bytes[start..end]));
+                    out.push(span(i, start, end)?);
                 }
             }
             out
         }
     };
     if object_arrays {
-        let objects: Vec<Py<PyAny>> = objects.into_iter().map(|b| b.into_any().unbind()).collect();
+        let objects: Vec<Py<PyAny>> = objects.into_iter().map(Bound::unbind).collect();
         Ok(PyArray1::from_vec(py, objects).into_any())
     } else {
         Ok(PyList::new(py, objects)?.into_any())

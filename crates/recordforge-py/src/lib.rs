@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 mod access;
+mod arena;
 mod columns;
 mod convert;
 mod csvscan;
@@ -34,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<access::RecordFile>()?;
     m.add_class::<reader::BatchReader>()?;
     m.add_function(wrap_pyfunction!(reader::take_records, m)?)?;
+    m.add_class::<arena::Arena>()?;
     m.add_class::<reader::Shuffler>()?;
     m.add_class::<rows::RowReader>()?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;

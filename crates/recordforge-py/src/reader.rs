@@ -18,6 +18,7 @@ use recordforge_core::reader::{
 use recordforge_core::{Compression, Error, DEFAULT_MAX_RECORD_BYTES};
 
 use crate::access::RecordFile;
+use crate::arena::{Arena, Source, TakeInto};
 use crate::decode::{columns_to_py, kind_of};
 use crate::errors::{record_error, to_py};
 
@@ -214,8 +215,13 @@ pub(crate) fn record_at(
 /// ``RecordFile``s; both CRCs checked unless ``verify`` is false) and decodes them into
 /// columns as ``BatchReader`` does, in one call with the GIL released (runs of at least
 /// 1,024 records decoded on up to ``threads`` threads; 0: one per CPU up to 8).
+///
+/// With an ``arena`` (``Arena``), the records are copied into its buffer (both CRCs
+/// checked on the copy) and bytes values are read-only ``memoryview``s of it, not
+/// ``bytes``: no fresh memory per call once the buffer is reused.
 #[pyfunction]
-#[pyo3(signature = (files, file_index, offsets, features, verify=true, threads=0))]
+#[pyo3(signature = (files, file_index, offsets, features, verify=true, threads=0, *, arena=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn take_records<'py>(
     py: Python<'py>,
     files: Vec<PyRef<'py, RecordFile>>,
@@ -224,6 +230,7 @@ pub fn take_records<'py>(
     features: Features,
     verify: bool,
     threads: usize,
+    arena: Option<PyRef<'py, Arena>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let threads = if threads == 0 {
         default_threads()
@@ -251,6 +258,21 @@ pub fn take_records<'py>(
         .map(|f| (f.data(), f.max_record_bytes()))
         .collect();
     let names: Vec<String> = files.iter().map(|f| f.name().to_string()).collect();
+    if let Some(arena) = arena {
+        let sources: Vec<Source<'_>> = files
+            .iter()
+            .map(|f| (f.data(), f.max_record_bytes(), f.file()))
+            .collect();
+        let taken = TakeInto {
+            sources: &sources,
+            which,
+            offsets,
+            wanted: &wanted,
+            verify,
+            threads,
+        };
+        return taken.run(py, &arena, &names);
+    }
     let result = py.detach(|| -> Result<_, ReadError> {
         let mut slices = Vec::with_capacity(offsets.len());
         for (&f, &offset) in which.iter().zip(offsets) {

@@ -1,0 +1,288 @@
+//! `Arena`: the reused buffers behind `take(copy=False)`. Records are copied into one
+//! (big ones read straight from the file with `pread`, small ones from the map), their
+//! CRCs checked on the copy while it is in cache, and bytes values are handed out as
+//! read-only memoryviews of it: a big take touches no fresh memory, and no page of the
+//! file's mapping (whose first touch costs as much as the copy).
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyMemoryView};
+use recordforge_core::batch::{decode_batch_spans_threaded, Wanted};
+use recordforge_core::framing::{locate_header, Frame};
+use recordforge_core::reader::ReadError;
+use recordforge_core::Error;
+
+use crate::decode::columns_to_py_views;
+use crate::reader::read_error;
+
+/// Buffers up to this size are kept for the next calls; a bigger one is freed with its
+/// last view (one huge `take` does not pin its memory for the dataset's life).
+const KEEP: usize = 256 << 20;
+
+/// Buffers kept: two, so that a loop that keeps one call's result while making the next
+/// (`batch = ds.take(...)`) alternates between them.
+const KEPT: usize = 2;
+
+/// Records of at least this many bytes are read with `pread` into the buffer; smaller
+/// ones are copied from the map (a system call costs more than their copy).
+const PREAD_MIN: usize = 16 << 10;
+
+/// Buffers reused across calls by ``take_records(..., arena=)``. Each call gets one no
+/// view of which is alive: a kept buffer that nothing but the arena refers to (every
+/// memoryview of it holds a reference), a new one otherwise. So a view stays valid, and
+/// unchanged, for as long as it is kept.
+#[pyclass(module = "recordforge._core", frozen)]
+pub struct Arena {
+    kept: Mutex<Vec<Py<PyArray1<u8>>>>,
+}
+
+#[pymethods]
+impl Arena {
+    #[new]
+    fn new() -> Self {
+        Arena {
+            kept: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Bytes of the buffers kept for the next calls.
+    #[getter]
+    fn kept_bytes(&self, py: Python<'_>) -> usize {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().map(|a| a.bind(py).len()).sum()
+    }
+}
+
+impl Arena {
+    /// A buffer of at least `len` bytes that no view refers to, and a read-only
+    /// memoryview of all of it (its slices are the values handed out).
+    pub(crate) fn buffer<'py>(
+        &self,
+        py: Python<'py>,
+        len: usize,
+    ) -> PyResult<(Bound<'py, PyArray1<u8>>, Bound<'py, PyMemoryView>)> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY (Py_REFCNT): `a` is a live object and the GIL is held.
+        let free = |a: &Py<PyArray1<u8>>| unsafe { pyo3::ffi::Py_REFCNT(a.as_ptr()) } == 1;
+        // Least recently used first.
+        if let Some(i) = kept
+            .iter()
+            .position(|a| free(a) && a.bind(py).len() >= len.max(1))
+        {
+            let a = kept.remove(i);
+            kept.push(a.clone_ref(py));
+            let view = PyMemoryView::from(a.bind(py).as_any())?;
+            return Ok((a.into_bound(py), view));
+        }
+        // Room for a somewhat bigger next call; never empty (a view needs a buffer).
+        let size = len.saturating_add(len / 4).max(1);
+        // SAFETY: uninitialised u8s; `TakeInto` writes every byte a view covers before any
+        // view is made.
+        let array = unsafe { PyArray1::<u8>::new(py, [size], false) };
+        array.getattr("flags")?.setattr("writeable", false)?;
+        if size <= KEEP {
+            // In place of a free buffer (too small), else of the least recently used one
+            // (its views keep it alive: it is only no longer reused).
+            match kept.iter().position(free) {
+                Some(i) => drop(kept.remove(i)),
+                None if kept.len() == KEPT => drop(kept.remove(0)),
+                None => {}
+            }
+            kept.push(array.clone().unbind());
+        }
+        let view = PyMemoryView::from(array.as_any())?;
+        Ok((array, view))
+    }
+}
+
+/// Copying on several threads pays from this many bytes.
+const PARALLEL_COPY: usize = 4 << 20;
+
+/// A mapped file, its record size limit and the open file (for `pread`).
+pub(crate) type Source<'a> = (&'a [u8], u64, &'a File);
+
+/// One `take_records(..., arena=)` call: the records at `offsets[k]` of
+/// `sources[which[k]]`.
+pub(crate) struct TakeInto<'a> {
+    pub sources: &'a [Source<'a>],
+    pub which: &'a [i64],
+    pub offsets: &'a [u64],
+    pub wanted: &'a [Wanted<'a>],
+    pub verify: bool,
+    pub threads: usize,
+}
+
+/// The arena's buffer, written by the copying threads (each its own part).
+struct Base(*mut u8);
+// SAFETY: the pointer is only turned into disjoint slices of a buffer no one else sees.
+unsafe impl Send for Base {}
+unsafe impl Sync for Base {}
+
+impl Base {
+    fn ptr(&self) -> *mut u8 {
+        self.0
+    }
+}
+
+impl TakeInto<'_> {
+    pub(crate) fn run<'py>(
+        &self,
+        py: Python<'py>,
+        arena: &Arena,
+        names: &[String],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let payloads = py
+            .detach(|| self.payloads())
+            .map_err(|e| read_error(py, e, names))?;
+        // Record k is at buffer[starts[k]..], followed by its 4-byte CRC.
+        let mut starts = Vec::with_capacity(payloads.len() + 1);
+        starts.push(0usize);
+        for p in &payloads {
+            starts.push(starts[starts.len() - 1] + p.len() + 4);
+        }
+        let total = starts[starts.len() - 1];
+        let (array, view) = arena.buffer(py, total)?;
+        let base = Base(array.data());
+        let columns = py
+            .detach(|| {
+                // SAFETY: `Arena::buffer` gave a buffer of at least `total` bytes that no
+                // view refers to; it stays alive (`array`) until this call returns.
+                let dst = unsafe { std::slice::from_raw_parts_mut(base.ptr(), total) };
+                self.copy(&payloads, &starts, dst)?;
+                let records: Vec<&[u8]> = payloads
+                    .iter()
+                    .zip(&starts)
+                    .map(|(p, &start)| &dst[start..start + p.len()])
+                    .collect();
+                decode_batch_spans_threaded(&records, self.wanted, self.threads, 1024).map_err(
+                    |e| ReadError {
+                        file: self.which[e.record] as usize,
+                        record: Some(self.offsets[e.record]),
+                        index: None,
+                        error: e.error,
+                    },
+                )
+            })
+            .map_err(|e| read_error(py, e, names))?;
+        columns_to_py_views(py, columns, &view, &starts)
+    }
+
+    fn failed(&self, k: usize, error: Error) -> ReadError {
+        ReadError {
+            file: self.which[k] as usize,
+            record: None,
+            index: None,
+            error,
+        }
+    }
+
+    /// Each record's payload range in its file, from its header (length CRC checked),
+    /// in `offsets` order.
+    fn payloads(&self) -> Result<Vec<Range<usize>>, ReadError> {
+        let mut out = Vec::with_capacity(self.offsets.len());
+        for (k, &offset) in self.offsets.iter().enumerate() {
+            let (data, max, _) = self.sources[self.which[k] as usize];
+            let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+            if pos >= data.len() {
+                let why = format!("offset {offset} is past the end ({} bytes)", data.len());
+                return Err(self.failed(k, Error::InvalidArgument(why)));
+            }
+            let payload = locate_header(data, pos, self.verify, max)
+                .map_err(|e| self.failed(k, e))?
+                .expect("pos is before the end");
+            out.push(payload);
+        }
+        Ok(out)
+    }
+
+    /// Copies record k's payload and CRC to `out` and checks the CRC there.
+    fn copy_one(&self, k: usize, payload: &Range<usize>, out: &mut [u8]) -> Result<(), Error> {
+        let (data, _, file) = self.sources[self.which[k] as usize];
+        let framed = payload.start..payload.end + 4;
+        if payload.len() >= PREAD_MIN {
+            file.read_exact_at(out, framed.start as u64).map_err(|e| {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    return e;
+                }
+                let why = format!(
+                    "record at offset {}: the file ends before its {} bytes (cut short \
+                     since it was opened)",
+                    self.offsets[k],
+                    out.len()
+                );
+                std::io::Error::new(e.kind(), why)
+            })?;
+        } else {
+            out.copy_from_slice(&data[framed]);
+        }
+        let (bytes, crc) = out.split_at(payload.len());
+        let frame = Frame {
+            offset: self.offsets[k],
+            payload: payload.clone(),
+            data_crc: u32::from_le_bytes(crc.try_into().expect("4 bytes")),
+        };
+        if self.verify {
+            frame.check(bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Copies every record to `dst[starts[k]..starts[k + 1]]`, on several threads for
+    /// big takes. The first damaged record (in `offsets` order) is the error.
+    fn copy(
+        &self,
+        payloads: &[Range<usize>],
+        starts: &[usize],
+        dst: &mut [u8],
+    ) -> Result<(), ReadError> {
+        let total = dst.len();
+        let runs = if total < PARALLEL_COPY {
+            1
+        } else {
+            self.threads.max(1)
+        };
+        // Runs of whole records of about total / runs bytes each.
+        let mut bounds = vec![0usize];
+        for (k, &start) in starts.iter().enumerate().take(payloads.len()).skip(1) {
+            if start * runs >= total * bounds.len() {
+                bounds.push(k);
+            }
+        }
+        bounds.push(payloads.len());
+        let mut parts = Vec::with_capacity(bounds.len());
+        let mut rest = dst;
+        for w in bounds.windows(2) {
+            let (part, tail) = rest.split_at_mut(starts[w[1]] - starts[w[0]]);
+            parts.push((w[0]..w[1], part));
+            rest = tail;
+        }
+        let copy_run = |(range, part): (Range<usize>, &mut [u8])| {
+            let first = starts[range.start];
+            range.into_iter().try_for_each(|k| {
+                let out = &mut part[starts[k] - first..starts[k + 1] - first];
+                self.copy_one(k, &payloads[k], out)
+                    .map_err(|e| self.failed(k, e))
+            })
+        };
+        if parts.len() == 1 {
+            return parts.into_iter().try_for_each(copy_run);
+        }
+        let results: Vec<Result<(), ReadError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|p| s.spawn(move || copy_run(p)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        // Runs are in `offsets` order: the first error is the first damaged record's.
+        results.into_iter().collect()
+    }
+}
