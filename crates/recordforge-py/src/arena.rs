@@ -100,6 +100,32 @@ impl Arena {
     }
 }
 
+/// `dst` cut into `runs` parts of whole records (record k is `starts[k]..starts[k + 1]`)
+/// of about the same bytes, with the records each holds.
+fn split_runs<'d>(
+    starts: &[usize],
+    dst: &'d mut [u8],
+    runs: usize,
+) -> Vec<(Range<usize>, &'d mut [u8])> {
+    let (records, total) = (starts.len() - 1, dst.len());
+    let runs = runs.max(1);
+    let mut bounds = vec![0usize];
+    for (k, &start) in starts.iter().enumerate().take(records).skip(1) {
+        if start * runs >= total * bounds.len() {
+            bounds.push(k);
+        }
+    }
+    bounds.push(records);
+    let mut parts = Vec::with_capacity(bounds.len());
+    let mut rest = dst;
+    for w in bounds.windows(2) {
+        let (part, tail) = rest.split_at_mut(starts[w[1]] - starts[w[0]]);
+        parts.push((w[0]..w[1], part));
+        rest = tail;
+    }
+    parts
+}
+
 /// Copying on several threads pays from this many bytes.
 const PARALLEL_COPY: usize = 4 << 20;
 
@@ -240,27 +266,12 @@ impl TakeInto<'_> {
         starts: &[usize],
         dst: &mut [u8],
     ) -> Result<(), ReadError> {
-        let total = dst.len();
-        let runs = if total < PARALLEL_COPY {
+        let runs = if dst.len() < PARALLEL_COPY {
             1
         } else {
             self.threads.max(1)
         };
-        // Runs of whole records of about total / runs bytes each.
-        let mut bounds = vec![0usize];
-        for (k, &start) in starts.iter().enumerate().take(payloads.len()).skip(1) {
-            if start * runs >= total * bounds.len() {
-                bounds.push(k);
-            }
-        }
-        bounds.push(payloads.len());
-        let mut parts = Vec::with_capacity(bounds.len());
-        let mut rest = dst;
-        for w in bounds.windows(2) {
-            let (part, tail) = rest.split_at_mut(starts[w[1]] - starts[w[0]]);
-            parts.push((w[0]..w[1], part));
-            rest = tail;
-        }
+        let parts = split_runs(starts, dst, runs);
         let copy_run = |(range, part): (Range<usize>, &mut [u8])| {
             let first = starts[range.start];
             range.into_iter().try_for_each(|k| {
