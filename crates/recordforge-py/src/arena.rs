@@ -61,43 +61,70 @@ impl Arena {
 impl Arena {
     /// A buffer of at least `len` bytes that no view refers to, and a read-only
     /// memoryview of all of it (its slices are the values handed out).
+    ///
+    /// The lock is held only to pick or place a buffer: nothing is allocated or freed
+    /// under it (a gc pass or a weakref callback run then could take from this arena, or
+    /// wait for a thread that does).
     pub(crate) fn buffer<'py>(
         &self,
         py: Python<'py>,
         len: usize,
     ) -> PyResult<(Bound<'py, PyArray1<u8>>, Bound<'py, PyMemoryView>)> {
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY (Py_REFCNT): `a` is a live object and the GIL is held.
         let free = |a: &Py<PyArray1<u8>>| unsafe { pyo3::ffi::Py_REFCNT(a.as_ptr()) } == 1;
-        // Least recently used first.
-        if let Some(i) = kept
-            .iter()
-            .position(|a| free(a) && a.bind(py).len() >= len.max(1))
-        {
-            let a = kept.remove(i);
-            kept.push(a.clone_ref(py));
+        let reused = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            // Least recently used first; taken (its count raised) under the lock, so that
+            // no other call takes it too.
+            kept.iter()
+                .position(|a| free(a) && a.bind(py).len() >= len.max(1))
+                .map(|i| {
+                    let a = kept.remove(i);
+                    kept.push(a.clone_ref(py));
+                    a
+                })
+        };
+        if let Some(a) = reused {
             let view = PyMemoryView::from(a.bind(py).as_any())?;
             return Ok((a.into_bound(py), view));
         }
-        // Room for a somewhat bigger next call; never empty (a view needs a buffer).
-        let size = len.saturating_add(len / 4).max(1);
-        // SAFETY: uninitialised u8s; `TakeInto` writes every byte a view covers before any
-        // view is made.
-        let array = unsafe { PyArray1::<u8>::new(py, [size], false) };
-        array.getattr("flags")?.setattr("writeable", false)?;
-        if size <= KEEP {
+        let array = new_buffer(py, len)?;
+        let size = array.len();
+        let dropped = if size <= KEEP {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
             // In place of a free buffer (too small), else of the least recently used one
-            // (its views keep it alive: it is only no longer reused).
-            match kept.iter().position(free) {
-                Some(i) => drop(kept.remove(i)),
-                None if kept.len() == KEPT => drop(kept.remove(0)),
-                None => {}
-            }
+            // (its views keep it alive: it is only no longer reused); freed below.
+            let out = match kept.iter().position(free) {
+                Some(i) => Some(kept.remove(i)),
+                None if kept.len() == KEPT => Some(kept.remove(0)),
+                None => None,
+            };
             kept.push(array.clone().unbind());
-        }
+            out
+        } else {
+            None
+        };
+        drop(dropped); // outside the lock
         let view = PyMemoryView::from(array.as_any())?;
         Ok((array, view))
     }
+}
+
+/// A new read-only buffer for `len` bytes, with room for a somewhat bigger next call (a
+/// quarter more) when memory allows; never empty (a view needs a buffer). Allocated by
+/// ``numpy.empty``: a failed allocation is a ``MemoryError``.
+fn new_buffer(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyArray1<u8>>> {
+    let empty = py.import("numpy")?.getattr("empty")?;
+    let roomy = len.saturating_add(len / 4).max(1);
+    let array = match empty.call1((roomy, "uint8")) {
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyMemoryError>(py) && roomy > len => {
+            empty.call1((len.max(1), "uint8"))?
+        }
+        other => other?,
+    };
+    let array = array.cast_into::<PyArray1<u8>>()?;
+    array.getattr("flags")?.setattr("writeable", false)?;
+    Ok(array)
 }
 
 /// `dst` cut into `runs` parts of whole records (record k is `starts[k]..starts[k + 1]`)
@@ -208,22 +235,37 @@ impl TakeInto<'_> {
     }
 
     /// Each record's payload range in its file, from its header (length CRC checked),
-    /// in `offsets` order.
+    /// in `offsets` order. A record whose header is bad is the error unless a record
+    /// asked before it is damaged too (its payload CRC, checked here then): the error is
+    /// always the first damaged record in the order asked, as with `bytes` values.
     fn payloads(&self) -> Result<Vec<Range<usize>>, ReadError> {
         let mut out = Vec::with_capacity(self.offsets.len());
         for (k, &offset) in self.offsets.iter().enumerate() {
-            let (data, max, _) = self.sources[self.which[k] as usize];
-            let pos = usize::try_from(offset).unwrap_or(usize::MAX);
-            if pos >= data.len() {
-                let why = format!("offset {offset} is past the end ({} bytes)", data.len());
-                return Err(self.failed(k, Error::InvalidArgument(why)));
+            match self.header(k, offset) {
+                Ok(payload) => out.push(payload),
+                Err(error) => {
+                    let mut scratch = Vec::new();
+                    for (j, payload) in out.iter().enumerate() {
+                        scratch.resize(payload.len() + 4, 0);
+                        self.copy_one(j, payload, &mut scratch)
+                            .map_err(|e| self.failed(j, e))?;
+                    }
+                    return Err(self.failed(k, error));
+                }
             }
-            let payload = locate_header(data, pos, self.verify, max)
-                .map_err(|e| self.failed(k, e))?
-                .expect("pos is before the end");
-            out.push(payload);
         }
         Ok(out)
+    }
+
+    /// Record k's payload range, from its header at `offset`.
+    fn header(&self, k: usize, offset: u64) -> Result<Range<usize>, Error> {
+        let (data, max, _) = self.sources[self.which[k] as usize];
+        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+        if pos >= data.len() {
+            let why = format!("offset {offset} is past the end ({} bytes)", data.len());
+            return Err(Error::InvalidArgument(why));
+        }
+        Ok(locate_header(data, pos, self.verify, max)?.expect("pos is before the end"))
     }
 
     /// Copies record k's payload and CRC to `out` and checks the CRC there.
