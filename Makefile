@@ -115,7 +115,8 @@ bench-remote: dev
 # needs numpy 1.24 and pulls torch: ~1 GB, so it is not part of `make dev`).
 bench-costs: dev
 	test -x .venv-peers/bin/python || { $(PYTHON) -m venv .venv-peers && .venv-peers/bin/pip install --progress-bar on rustfrecord tfrecord-lite tfrecords "numpy==1.24.4"; }
-	$(BIN)/python benchmarks/bench_costs.py --peers-python .venv-peers/bin/python
+	test -x .venv-tfd/bin/python || { $(PYTHON) -m venv .venv-tfd && .venv-tfd/bin/pip install --progress-bar on "tfd-utils==1.3.0"; }
+	$(BIN)/python benchmarks/bench_costs.py --peers-python .venv-peers/bin/python --tfd-python .venv-tfd/bin/python
 
 # Issue 17's conversion path: tiny COCO per annotation (x10, 3,820 records of ~180 KB)
 # written by an rf.encode_example + rf.TFRecordWriter loop, by write_dataset(rows) and by

@@ -2,7 +2,8 @@
 benchmarks do not time, recordforge beside its peers.
 
     python benchmarks/bench_costs.py [--rounds 3] [--images 1540] [--rows 200000]
-        [--peers-python .venv-peers/bin/python] [--before /path/to/other/python]
+        [--peers-python .venv-peers/bin/python] [--tfd-python .venv-tfd/bin/python]
+        [--before /path/to/other/python]
         [--only images,table,decode,scan,write-columns,take] [--json out.json]
 
 Workloads (data written once into a temporary directory, files in the page cache):
@@ -21,7 +22,10 @@ Workloads (data written once into a temporary directory, files in the page cache
 - ``write-columns``: ``rf.write_dataset(columns)`` of the image records (read into
   columns before the clock) vs the in-process ``encode_example`` + ``TFRecordWriter``
   loop (``rf-loop``) vs TensorFlow's ``TFRecordWriter`` with ``tf.train.Example``.
-- ``take``: ``ds.take`` of every image record, 64 random indices a call.
+- ``take``: ``ds.take`` of every image record, 64 random indices a call, with ``bytes``
+  values and with ``copy=False`` (memoryviews of a reused buffer), vs tfd-utils'
+  ``get_record`` a record at a time in the same order (a read and a protobuf parse, no
+  CRC).
 
 Each run also reports its minor page faults per record (fresh memory the kernel zeroes).
 
@@ -30,7 +34,9 @@ each reports wall time and CPU time (user + system, all threads) per record, and
 of what it read (sum of labels). ``--before`` adds recordforge run from another source
 tree (e.g. ``/work/main/python``) as the peer ``rf-before``, for before/after figures.
 ``--peers-python``: an interpreter with the TF-free peers (``rustfrecord``,
-``tfrecord-lite``, ``tfd-utils``, ``tfrecords``) installed; each one missing is said so.
+``tfrecord-lite``, ``tfrecords``) installed; each one missing is said so. ``--tfd-python``:
+one with ``tfd-utils`` 1.3 (it needs NumPy 2, ``rustfrecord`` pins 1.24), the peer of
+``take``.
 """
 
 from __future__ import annotations
@@ -412,6 +418,9 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1540)
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--peers-python", default=None)
+    p.add_argument(
+        "--tfd-python", default=None, help="an interpreter with tfd-utils >= 1.3 (numpy 2)"
+    )
     p.add_argument("--before", default=None, help="PYTHONPATH of another recordforge")
     p.add_argument("--only", default="images,table,decode,scan,write-columns,take")
     p.add_argument("--json", default=None)
@@ -446,10 +455,10 @@ def main() -> None:
                         continue
                     python = sys.executable
                     if name in foreign:
-                        if not a.peers_python:
+                        python = (a.tfd_python if name == "tfd-utils" else None) or a.peers_python
+                        if not python:
                             unavailable[name] = "no --peers-python"
                             continue
-                        python = a.peers_python
                     cmd, env = peer_command(name, python, a.before)
                     cmd += ["--peer", name, workload, str(root)]
                     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
