@@ -21,8 +21,8 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::wire::{
-    for_each_len_field, len_field_size, put_len_header, put_varint, varint_len, Cursor, WT_FIXED32,
-    WT_LEN, WT_VARINT,
+    for_each_len_field, len_field_size, put_len_header, put_varint, varint_len, Cursor, Out,
+    WT_FIXED32, WT_LEN, WT_VARINT,
 };
 
 /// One feature's values. Bytes borrow from the decoded record where they can.
@@ -76,19 +76,19 @@ impl Feature<'_> {
     }
 
     /// Appends the serialized `Feature` message (without its own tag or length).
-    pub(crate) fn write_message(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_message(&self, out: &mut impl Out) {
         self.write_message_sized(out, self.list_size());
     }
 
     /// [`write_message`](Feature::write_message) with the list size already known.
-    fn write_message_sized(&self, out: &mut Vec<u8>, list_size: usize) {
+    fn write_message_sized(&self, out: &mut impl Out, list_size: usize) {
         match self {
             Feature::Empty => {}
             Feature::Bytes(values) => {
                 put_len_header(out, 1, list_size);
                 for v in values {
                     put_len_header(out, 1, v.len());
-                    out.extend_from_slice(v);
+                    out.put(v);
                 }
             }
             Feature::Float(values) => {
@@ -96,7 +96,7 @@ impl Feature<'_> {
                 if !values.is_empty() {
                     put_len_header(out, 1, 4 * values.len());
                     for v in values.iter() {
-                        out.extend_from_slice(&v.to_le_bytes());
+                        out.put(&v.to_le_bytes());
                     }
                 }
             }
@@ -378,7 +378,7 @@ fn entry_size(key: &[u8], feature: &Feature<'_>) -> usize {
 }
 
 /// Appends a serialized `Features` message body (the map entries).
-pub(crate) fn write_features<K: AsRef<[u8]>>(out: &mut Vec<u8>, features: &[(K, Feature<'_>)]) {
+pub(crate) fn write_features<K: AsRef<[u8]>>(out: &mut impl Out, features: &[(K, Feature<'_>)]) {
     for (key, feature) in features {
         let key = key.as_ref();
         // Sizes computed once per feature here (a list's size walks its values).
@@ -393,18 +393,24 @@ pub(crate) fn write_features<K: AsRef<[u8]>>(out: &mut Vec<u8>, features: &[(K, 
             len_field_size(key.len()) + len_field_size(message_size),
         );
         put_len_header(out, 1, key.len());
-        out.extend_from_slice(key);
+        out.put(key);
         put_len_header(out, 2, message_size);
         feature.write_message_sized(out, list_size);
     }
 }
 
-/// Appends a serialized `tf.train.Example` holding `features` (in the order given) to `out`.
-pub fn encode_example<K: AsRef<[u8]>>(features: &[(K, Feature<'_>)], out: &mut Vec<u8>) {
+/// Appends a serialized `tf.train.Example` holding `features` (in the order given) to `out`
+/// ([`example_size`] bytes).
+pub fn encode_example<K: AsRef<[u8]>>(features: &[(K, Feature<'_>)], out: &mut impl Out) {
     let size = features_size(features);
     out.reserve(len_field_size(size));
     put_len_header(out, 1, size);
     write_features(out, features);
+}
+
+/// Bytes of the `tf.train.Example` that [`encode_example`] writes for `features`.
+pub fn example_size<K: AsRef<[u8]>>(features: &[(K, Feature<'_>)]) -> usize {
+    len_field_size(features_size(features))
 }
 
 /// `features` encoded as one `Example`, in a new buffer (for tests across the crate).
@@ -424,6 +430,33 @@ mod tests {
     fn golden_single_bytes_feature() {
         let out = enc(&[("key", Feature::Bytes(vec![Cow::Borrowed(b"value")]))]);
         assert_eq!(out, b"\n\x12\n\x10\n\x03key\x12\t\n\x07\n\x05value");
+    }
+
+    #[test]
+    fn encoding_into_a_slice_of_the_computed_size_equals_the_vec() {
+        let long = vec![7u8; 300];
+        let sets: Vec<Vec<(&str, Feature<'_>)>> = vec![
+            vec![],
+            vec![("e", Feature::Empty)],
+            vec![
+                (
+                    "b",
+                    Feature::Bytes(vec![Cow::Borrowed(&long[..]), Cow::Borrowed(b"")]),
+                ),
+                ("f", Feature::Float(Cow::Owned(vec![1.5, -0.0, f32::NAN]))),
+                ("i", Feature::Int64(Cow::Owned(vec![0, -1, i64::MAX, 300]))),
+                ("empty", Feature::Int64(Cow::Owned(vec![]))),
+            ],
+        ];
+        for features in sets {
+            let want = enc(&features);
+            assert_eq!(example_size(&features), want.len());
+            let mut buf = vec![0xAAu8; want.len()];
+            let mut out = crate::wire::SliceOut::new(&mut buf);
+            encode_example(&features, &mut out);
+            assert_eq!(out.written(), want.len());
+            assert_eq!(buf, want);
+        }
     }
 
     #[test]

@@ -27,9 +27,10 @@ mod wire;
 pub use compression::Compression;
 pub use crc::{crc32c, mask, masked_crc32c, unmask};
 pub use error::{CorruptKind, Error, Result};
-pub use example::{decode_example, encode_example, Feature, Features};
+pub use example::{decode_example, encode_example, example_size, Feature, Features};
 pub use framing::{
     FileRecords, RecordReader, RecordWriter, SliceRecords, DEFAULT_MAX_RECORD_BYTES, FRAME_OVERHEAD,
 };
 pub use scan::{scan_file, ScanSummary};
 pub use sequence::{decode_sequence_example, encode_sequence_example, SequenceExample};
+pub use wire::{Out, SliceOut};

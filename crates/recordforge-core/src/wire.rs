@@ -204,13 +204,68 @@ pub(crate) fn varint_len(v: u64) -> usize {
     (log2 * 9 + 73) / 64
 }
 
+/// Where encoded bytes go: a growing `Vec`, or a [`SliceOut`] of the exact size.
+pub trait Out {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends one byte.
+    fn put_byte(&mut self, b: u8);
+    /// Room for `additional` more bytes (a hint).
+    fn reserve(&mut self, _additional: usize) {}
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    #[inline]
+    fn put_byte(&mut self, b: u8) {
+        self.push(b);
+    }
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
+}
+
+/// A buffer filled from its start, for an encoding whose size is computed first (a
+/// write past its end panics).
+pub struct SliceOut<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceOut<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        SliceOut { buf, pos: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.pos
+    }
+}
+
+impl Out for SliceOut<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        self.pos += bytes.len();
+    }
+    #[inline]
+    fn put_byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
+    }
+}
+
 #[inline]
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut (impl Out + ?Sized), mut v: u64) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.put_byte((v as u8) | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.put_byte(v as u8);
 }
 
 /// Size of a length-delimited field (one-byte tag) whose payload has `len` bytes.
@@ -221,8 +276,8 @@ pub(crate) fn len_field_size(len: usize) -> usize {
 
 /// Writes the one-byte tag and length prefix of a length-delimited field.
 #[inline]
-pub(crate) fn put_len_header(out: &mut Vec<u8>, field: u8, len: usize) {
-    out.push((field << 3) | WT_LEN);
+pub(crate) fn put_len_header(out: &mut (impl Out + ?Sized), field: u8, len: usize) {
+    out.put_byte((field << 3) | WT_LEN);
     put_varint(out, len as u64);
 }
 

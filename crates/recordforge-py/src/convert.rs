@@ -404,10 +404,32 @@ pub fn encode_example<'py>(
     let mut scalars = Scalars::default();
     let pending = to_features(py, &items, &mut scalars)?;
     let features = resolve(pending, &scalars);
-    Ok(with_buffer(|out| {
-        py.detach(|| core::encode_example(&features, out));
-        PyBytes::new(py, out)
-    }))
+    let size = core::example_size(&features);
+    // Encoded straight into the new bytes object: one copy of each value.
+    bytes_filled(py, size, |buf| {
+        py.detach(|| {
+            let mut out = core::SliceOut::new(buf);
+            core::encode_example(&features, &mut out);
+            assert_eq!(out.written(), size, "the Example's computed size");
+        })
+    })
+}
+
+/// A new ``bytes`` of `len` bytes, every one of them written by `fill` (not zeroed first).
+fn bytes_filled<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> PyResult<Bound<'py, PyBytes>> {
+    // SAFETY: a new bytes object of `len` bytes, owned here; its buffer is written whole
+    // by `fill` (the encoder asserts it wrote the size computed) before anyone sees it.
+    unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as isize);
+        let bytes = Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>();
+        let buf = pyo3::ffi::PyBytes_AsString(ptr).cast::<u8>();
+        fill(std::slice::from_raw_parts_mut(buf, len));
+        Ok(bytes)
+    }
 }
 
 /// Serializes a ``tf.train.SequenceExample``: ``context`` maps names to values (as in
