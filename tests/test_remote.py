@@ -325,3 +325,23 @@ def test_record_functions_take_urls(s3: Any, prefix: str, compression: str | Non
         with pytest.raises(rf.CorruptRecordError) as e:
             rf.scan_records(url)
         assert (e.value.path, e.value.offset) == (url, offsets[100])
+
+
+def test_random_access_names_a_compressed_remote_file_not_a_crc(
+    s3: Any, prefix: str, tmp_path: Path
+) -> None:
+    # Bare remote files: compression is assumed from the first file until a file is read
+    # by range, which then looks at its own first bytes (was: a length CRC mismatch).
+    for name, compression in (("a", None), ("b", "gzip")):
+        options = rf.WriteOptions(compression=compression)
+        rf.write_dataset(
+            {"id": np.arange(10) + (10 if name == "b" else 0)}, tmp_path / name, options=options
+        )
+        (shard,) = sorted((tmp_path / name).glob("*.tfrecord*"))
+        s3.put(str(shard), f"{prefix}/{name}.tfrecord".split("://", 1)[1])
+    ds = rf.open_dataset([f"{prefix}/a.tfrecord", f"{prefix}/b.tfrecord"])
+    assert ds.take([3])["id"].tolist() == [3]
+    for read in (lambda: ds.take([15]), lambda: ds[15], lambda: ds.take([2, 12])):
+        with pytest.raises(TypeError, match=r"b\.tfrecord: random access .* gzip-compressed"):
+            read()
+    assert [int(r["id"]) for r in ds] == list(range(20))  # streamed reads detect each file

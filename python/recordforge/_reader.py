@@ -447,6 +447,7 @@ class Dataset:
         k = np.searchsorted(starts, where, side="right") - 1
         used = np.unique(k)
         if any(_fs.is_url(self.files[mine[f]]) for f in used.tolist()):
+            self._shards.check_uncompressed([self.files[mine[f]] for f in used.tolist()])
             return self._take_by_range(where, k, used)
         offsets = np.empty(len(where), dtype=np.uint64)
         for f in used.tolist():

@@ -224,6 +224,7 @@ class ShardFiles:
         self._spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._no_index: set[str] = set()  # remote files whose .idx was read and not believed
         self._open: dict[str, Any] = {}
+        self._looked_at: set[str] = set()  # remote files whose compression was read
 
     # -- compression -------------------------------------------------------------------
 
@@ -248,14 +249,20 @@ class ShardFiles:
             self.known_compressions = found
         return self.known_compressions
 
-    def check_uncompressed(self) -> None:
+    def check_uncompressed(self, paths: Sequence[str] = ()) -> None:
         """Random access reads records in place: a compressed shard is a ``TypeError``
-        naming it (before anything is counted)."""
-        found = self.compressions()
-        if any(c is not None for c in found):
-            path, compression = next(
-                (p, c) for p, c in zip(self.files, found, strict=True) if c is not None
-            )
+        naming it (before anything is counted). Bare remote files (no ``dataset.json``
+        whose claim covers them all) are assumed to be as the first one is, until
+        ``paths`` are about to be read by range: each of those is looked at (12 bytes,
+        once)."""
+        known = self.compressions()
+        for path in paths if self._manifest is None else ():
+            if _fs.is_url(path) and path not in self._looked_at:
+                known[self.files.index(path)] = _detect_compression(path)
+                self._looked_at.add(path)
+        found = dict(zip(self.files, known, strict=True))
+        if any(c is not None for c in found.values()):
+            path, compression = next((p, c) for p, c in found.items() if c is not None)
             raise TypeError(
                 f"{path}: random access (ds[i], take) needs uncompressed shards; "
                 f"this one is {compression}-compressed"
