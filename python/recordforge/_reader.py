@@ -456,7 +456,8 @@ class Dataset:
             offsets[hit] = self._shards.offsets(path, mine)[where[hit] - starts[f]]
         files = [self._shards.record_file(self.files[mine[f]]) for f in used.tolist()]
         file_index = np.searchsorted(used, k).astype(np.int64)
-        arena = None if copy else (self._arena := self._arena or _core.Arena())
+        arena = None if copy else self._arena or _core.Arena()
+        self._arena = arena or self._arena
         decoded = _core.take_records(files, file_index, offsets, self._wanted(), arena=arena)
         columns = self._assemble(len(where), decoded)
         if not self.schema.feature_lists:
