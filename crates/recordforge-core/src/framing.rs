@@ -367,27 +367,15 @@ impl Frame {
 /// CRC (when `verify`), the length against `max`, and that the whole frame is there, but
 /// not the payload CRC (see [`Frame::check`]). `None` when `pos` is exactly the end.
 pub fn locate(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Option<Frame>> {
-    let at = pos as u64;
-    let rest = &data[pos.min(data.len())..];
-    if rest.is_empty() {
+    let Some(payload) = locate_header(data, pos, verify, max)? else {
         return Ok(None);
-    }
-    if rest.len() < HEADER {
-        return Err(truncated(at, HEADER as u64, rest.len() as u64));
-    }
-    let header: &[u8; HEADER] = rest[..HEADER].try_into().expect("12 bytes");
-    let len = check_length(header, at, verify, max)?;
-    let expected = len.saturating_add(FRAME_OVERHEAD);
-    if (rest.len() as u64) < expected {
-        return Err(truncated(at, expected, rest.len() as u64));
-    }
-    let len = len as usize;
-    let footer: [u8; 4] = rest[HEADER + len..HEADER + len + 4]
+    };
+    let footer: [u8; 4] = data[payload.end..payload.end + 4]
         .try_into()
         .expect("4 bytes");
     Ok(Some(Frame {
-        offset: at,
-        payload: pos + HEADER..pos + HEADER + len,
+        offset: pos as u64,
+        payload,
         data_crc: u32::from_le_bytes(footer),
     }))
 }

@@ -24,6 +24,10 @@ pub struct ScanSummary {
     pub stream_bytes: u64,
 }
 
+/// The most CRC threads a scan starts, whatever it is asked for (each run of records is
+/// at least one record, too).
+const MAX_THREADS: usize = 256;
+
 /// Payload bytes per window whose CRCs are checked in parallel.
 const WINDOW: usize = 64 << 20;
 
@@ -89,7 +93,7 @@ fn scan_windows(
     max_record: u64,
     size: usize,
 ) -> Result<ScanSummary> {
-    let threads = threads.max(1);
+    let threads = threads.clamp(1, MAX_THREADS);
     let mut summary = ScanSummary::default();
     let mut window = walk_window(data, 0, verify, max_record, size);
     loop {
@@ -140,6 +144,7 @@ fn check_frames(data: &[u8], frames: &[(u64, Range<usize>)], threads: usize) -> 
     if threads == 1 || total < (1 << 20) {
         return frames.iter().try_for_each(|f| check_one(data, f));
     }
+    let threads = threads.min(frames.len());
     let per_thread = total.div_ceil(threads);
     let mut runs: Vec<&[(u64, Range<usize>)]> = Vec::with_capacity(threads);
     let (mut start, mut acc) = (0, 0);

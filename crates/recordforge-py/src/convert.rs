@@ -8,7 +8,8 @@ use numpy::{
 };
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple,
+    IntoPyDict, PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString,
+    PyTuple,
 };
 use recordforge_core::{self as core, Feature};
 
@@ -96,7 +97,10 @@ fn scalar_kind(v: &Bound<'_, PyAny>) -> Option<Kind> {
         Some(Kind::Int)
     } else if v.is_instance_of::<PyFloat>() {
         Some(Kind::Float)
-    } else if v.is_instance_of::<PyBytes>() || v.is_instance_of::<PyString>() {
+    } else if v.is_instance_of::<PyBytes>()
+        || v.is_instance_of::<PyString>()
+        || v.is_instance_of::<PyByteArray>()
+    {
         Some(Kind::Bytes)
     } else {
         None
@@ -116,12 +120,19 @@ fn to_i64(py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<i64> {
     })
 }
 
-fn to_bytes<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+fn to_bytes<'a>(py: Python<'_>, name: &str, v: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     if let Ok(b) = v.cast::<PyBytes>() {
         return Ok(Cow::Borrowed(b.as_bytes()));
     }
+    if let Ok(b) = v.cast::<PyByteArray>() {
+        return Ok(Cow::Owned(b.to_vec())); // copied: it may change once the GIL is let go
+    }
     let s = v.cast::<PyString>()?;
-    Ok(Cow::Owned(s.to_str()?.as_bytes().to_vec()))
+    let text = s.to_str().map_err(|e| {
+        let why = e.value(py).to_string();
+        fail(py, name, format!("str is not encodable as UTF-8 ({why})"))
+    })?;
+    Ok(Cow::Owned(text.as_bytes().to_vec()))
 }
 
 /// Converts a list/tuple of Python scalars, all of one kind (ints may mix with floats).
@@ -171,7 +182,7 @@ fn sequence_feature<'a>(
         Some(Kind::Float) => Feature::Float(Cow::Owned(
             items.iter().map(|v| v.extract::<f64>().map(|f| f as f32)).collect::<PyResult<_>>()?,
         )),
-        Some(Kind::Bytes) => Feature::Bytes(items.iter().map(to_bytes).collect::<PyResult<_>>()?),
+        Some(Kind::Bytes) => Feature::Bytes(items.iter().map(|v| to_bytes(py, name, v)).collect::<PyResult<_>>()?),
     })
 }
 
@@ -186,6 +197,9 @@ fn array_feature(
     match kind {
         b'b' | b'i' | b'u' => {
             if kind == b'u' && dtype.itemsize() == 8 {
+                // In native byte order first (a ">u8" array is not a PyArray<u64>).
+                let native = [("copy", false)].into_py_dict(py)?;
+                let flat = flat.call_method("astype", ("=u8",), Some(&native))?;
                 let a = flat.cast::<PyArrayDyn<u64>>()?.readonly();
                 let values = a
                     .as_array()
@@ -257,15 +271,15 @@ fn to_feature<'a>(
         return Ok(match kind {
             Kind::Int => Feature::Int64(Cow::Owned(vec![to_i64(py, name, value)?])),
             Kind::Float => Feature::Float(Cow::Owned(vec![value.extract::<f64>()? as f32])),
-            Kind::Bytes => Feature::Bytes(vec![to_bytes(value)?]),
+            Kind::Bytes => Feature::Bytes(vec![to_bytes(py, name, value)?]),
         });
     }
     if let Ok(list) = value.cast::<PyList>() {
-        let items: Vec<_> = list.iter().collect();
+        let items = numpy_scalars_as_python(py, list.iter().collect())?;
         return sequence_feature(py, name, &items).map(into_owned);
     }
     if let Ok(tuple) = value.cast::<PyTuple>() {
-        let items: Vec<_> = tuple.iter().collect();
+        let items = numpy_scalars_as_python(py, tuple.iter().collect())?;
         return sequence_feature(py, name, &items).map(into_owned);
     }
     if let Ok(arr) = value.cast::<PyUntypedArray>() {
@@ -290,6 +304,28 @@ fn to_feature<'a>(
         name,
         format!("unsupported value of type {}: expected int, float, bool, str, bytes, a list of them, or a NumPy array", type_name(value)),
     ))
+}
+
+/// `items` with each NumPy scalar (``np.int64(1)``, ``np.float32(0.5)``, ``np.bool_``...)
+/// as the Python scalar it holds, as TensorFlow takes a list of them.
+fn numpy_scalars_as_python<'py>(
+    py: Python<'py>,
+    mut items: Vec<Bound<'py, PyAny>>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let mut generic = None;
+    for item in items.iter_mut() {
+        if scalar_kind(item).is_some() || !item.hasattr("dtype")? {
+            continue;
+        }
+        let generic = match &generic {
+            Some(g) => g,
+            None => generic.insert(py.import("numpy")?.getattr("generic")?),
+        };
+        if item.is_instance(generic)? {
+            *item = item.call_method0("item")?;
+        }
+    }
+    Ok(items)
 }
 
 fn feature_name<'a>(py: Python<'_>, key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
