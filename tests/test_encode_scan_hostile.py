@@ -351,3 +351,37 @@ def test_huge_thread_count_is_clamped(tmp_path):
     path = tmp_path / "a"
     write(path, [10_000] * 300)
     assert rf.scan_records(path, threads=2**62) == rf.scan_records(path, threads=5)
+
+
+HUGE_THREADS = """
+import sys
+import numpy as np
+import recordforge as rf
+from recordforge import _core
+
+out, huge = sys.argv[1], int(sys.argv[2])
+blobs = [bytes([i]) * 50_000 for i in range(120)]  # 6 MB: every path goes parallel
+rf.write_dataset({"id": np.arange(120), "blob": blobs}, out, max_records=60)
+ds = rf.open_dataset(out)
+(path, *_) = ds.files
+print(sum(len(b["id"]) for b in ds.batches(7, threads=huge)))
+files = [_core.RecordFile(f) for f in ds.files]
+offsets = np.concatenate([f.offsets() for f in files]).astype(np.uint64)
+which = np.repeat(np.arange(len(files)), [len(f.offsets()) for f in files]).astype(np.int64)
+for arena in (None, _core.Arena()):
+    got = _core.take_records(files, which, offsets, ds._wanted(), threads=huge, arena=arena)
+    print(len(got[0][0]))
+print(_core.file_crc32c(path, threads=huge) == _core.file_crc32c(path, threads=1))
+print(_core.verify_file(path, ["id"], [True], threads=huge).offsets.size)
+print(len(_core.encode_record_batch({"blob": blobs * 20}, threads=huge)))
+"""
+
+
+@pytest.mark.parametrize("huge", [2**20, 2**62])
+def test_a_huge_thread_count_is_clamped_everywhere(tmp_path, huge):
+    # Each path that starts threads by a count starts at most 256 (was: an abort, a
+    # panic, or a thread per record).
+    args = [sys.executable, "-c", HUGE_THREADS, str(tmp_path / "d"), str(huge)]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-400:]
+    assert p.stdout.split() == ["120", "120", "120", "True", "60", "2400"], p.stdout

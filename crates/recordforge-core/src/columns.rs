@@ -438,7 +438,7 @@ pub fn encode_batch(
     let chunks = if total < PARALLEL_BYTES {
         1
     } else {
-        threads.clamp(1, rows.max(1))
+        threads.clamp(1, rows.clamp(1, crate::MAX_THREADS))
     };
     let mut bounds = vec![0usize];
     for k in 1..chunks {

@@ -63,7 +63,10 @@ pub fn crc32c_combine(crc_a: u32, crc_b: u32, b_len: u64) -> u32 {
 /// CRC32C of `data` computed on up to `threads` threads (contiguous parts, combined).
 pub fn crc32c_threads(data: &[u8], threads: usize) -> u32 {
     const MIN_PART: usize = 4 << 20;
-    let parts = threads.clamp(1, data.len().div_ceil(MIN_PART).max(1));
+    let parts = threads.clamp(
+        1,
+        data.len().div_ceil(MIN_PART).clamp(1, crate::MAX_THREADS),
+    );
     if parts == 1 {
         return crc32c(data);
     }

@@ -24,6 +24,10 @@ pub mod verify;
 pub mod walker;
 mod wire;
 
+/// The most threads one reader, scan or take starts, whatever it is asked for (a number
+/// beyond what a process can start would be a panic, or an abort).
+pub const MAX_THREADS: usize = 256;
+
 pub use compression::Compression;
 pub use crc::{crc32c, mask, masked_crc32c, unmask};
 pub use error::{CorruptKind, Error, Result};

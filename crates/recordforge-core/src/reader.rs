@@ -256,7 +256,7 @@ impl BatchReader {
         wanted: Vec<(String, Kind, Option<usize>)>,
         options: ReadOptions,
     ) -> Self {
-        let threads = options.threads.max(1);
+        let threads = options.threads.clamp(1, crate::MAX_THREADS);
         let n_loaders = threads.min(files.len()).max(1);
         let files = Arc::new(files);
         let mut loads = Vec::with_capacity(n_loaders);

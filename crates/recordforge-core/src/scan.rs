@@ -12,6 +12,7 @@ use std::path::Path;
 use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::framing::{locate_header, FileRecords, Frame, RecordReader};
+use crate::MAX_THREADS;
 
 /// What a scan found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,10 +24,6 @@ pub struct ScanSummary {
     /// Bytes of the (decompressed) record stream: payloads plus 16 bytes of framing each.
     pub stream_bytes: u64,
 }
-
-/// The most CRC threads a scan starts, whatever it is asked for (each run of records is
-/// at least one record, too).
-const MAX_THREADS: usize = 256;
 
 /// Payload bytes per window whose CRCs are checked in parallel.
 const WINDOW: usize = 64 << 20;

@@ -71,6 +71,7 @@ fn walk_impl(
     file_crc: bool,
     max_record: u64,
 ) -> (Walk, Option<u32>) {
+    let threads = threads.clamp(1, crate::MAX_THREADS);
     let n = buf.len();
     let mut out = Walk::default();
     let mut pos = 0usize;
@@ -309,7 +310,7 @@ pub fn feature_stats_threads(
     sums: &[bool],
     threads: usize,
 ) -> Stats {
-    let threads = threads.max(1);
+    let threads = threads.clamp(1, crate::MAX_THREADS);
     let bytes: usize = records.iter().map(|r| r.len()).sum();
     if threads == 1 || records.len() < 2 * threads || bytes < (1 << 20) {
         return feature_stats(records.iter().copied(), names, sums);

@@ -235,7 +235,7 @@ pub fn take_records<'py>(
     let threads = if threads == 0 {
         default_threads()
     } else {
-        threads
+        threads.min(recordforge_core::MAX_THREADS)
     };
     let wanted = wanted_of(py, &features)?;
     let which = file_index.as_slice()?;
