@@ -44,7 +44,6 @@ def test_every_index_equals_the_sequential_read_with_each_file_opened_once(
 ) -> None:
     ds = _table(tmp_path, 230, max_records=50, index=index)
     assert len(ds.files) == 5
-    rows = list(ds)
     opened: list[str] = []
     real = dataset_module._core.RecordFile
 
@@ -53,6 +52,7 @@ def test_every_index_equals_the_sequential_read_with_each_file_opened_once(
         return real(path, **kwargs)
 
     monkeypatch.setattr(dataset_module._core, "RecordFile", counting)
+    rows = list(ds)  # maps each file, kept for the random access that follows
     for _ in range(2):
         for i in np.random.default_rng(1).permutation(len(ds)).tolist():
             _assert_same(ds[i], rows[i])

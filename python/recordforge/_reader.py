@@ -338,8 +338,9 @@ class Dataset:
             yield from self._sized_in_python(batch_size, drop_remainder)
             return
         files, every, shuffle = self._plan()
+        paths = [self.files[i] for i in files]
         reader = _core.BatchReader(
-            [self.files[i] for i in files],
+            paths,
             self._wanted(),
             batch_size,
             drop_remainder=drop_remainder,
@@ -348,6 +349,7 @@ class Dataset:
             shuffle=shuffle,
             threads=threads,
             max_record_bytes=self.max_record_bytes,
+            mapped=self._shards.kept_maps(paths),
         )
         for n, decoded, skipped in reader:
             for f, start, end, why in skipped:
@@ -452,8 +454,7 @@ class Dataset:
         offsets = np.empty(len(where), dtype=np.uint64)
         for f in used.tolist():
             hit = k == f
-            path = self.files[mine[f]]
-            offsets[hit] = self._shards.offsets(path, mine)[where[hit] - starts[f]]
+            offsets[hit] = self._shards.offsets(self.files[mine[f]], mine)[where[hit] - starts[f]]
         files = [self._shards.record_file(self.files[mine[f]]) for f in used.tolist()]
         file_index = np.searchsorted(used, k).astype(np.int64)
         arena = None if copy else self._arena or _core.Arena()
@@ -462,9 +463,8 @@ class Dataset:
         columns = self._assemble(len(where), decoded)
         if not self.schema.feature_lists:
             return columns
-        where_read = zip(file_index.tolist(), offsets.tolist(), strict=True)
-        records = [files[j].read(offset) for j, offset in where_read]
-        return self._with_lists(records, columns)
+        read = zip(file_index.tolist(), offsets.tolist(), strict=True)
+        return self._with_lists([files[j].read(offset) for j, offset in read], columns)
 
     def _take_by_range(self, where: np.ndarray, k: np.ndarray, used: np.ndarray) -> dict[str, Any]:
         """:meth:`take` of remote records: their frames only (:mod:`recordforge._ranged`)."""

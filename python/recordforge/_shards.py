@@ -25,6 +25,9 @@ from recordforge.errors import CorruptRecordError, SchemaError
 from recordforge.manifest import MANIFEST_NAME, Manifest, inside
 from recordforge.records import DEFAULT_MAX_RECORD_BYTES
 
+#: Bytes of files a dataset keeps mapped across epochs (:meth:`ShardFiles.kept_maps`).
+KEEP_MAPPED_BYTES = 64 << 30
+
 __all__ = [
     "Claim",
     "ShardFiles",
@@ -224,6 +227,7 @@ class ShardFiles:
         self._spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._no_index: set[str] = set()  # remote files whose .idx was read and not believed
         self._open: dict[str, Any] = {}
+        self._mapped_bytes = 0  # of the files in _open
         self._looked_at: set[str] = set()  # remote files whose compression was read
 
     # -- compression -------------------------------------------------------------------
@@ -419,10 +423,34 @@ class ShardFiles:
         """The memory-mapped file, opened once (a remote one downloaded once)."""
         if path not in self._open:
             self.check_uncompressed()
-            self._open[path] = _core.RecordFile(
+            self._open[path] = f = _core.RecordFile(
                 _fs.staged(path), max_record_bytes=self._max_record_bytes
             )
+            self._mapped_bytes += len(f)
         return self._open[path]
+
+    def kept_maps(self, paths: Sequence[str]) -> list[Any]:
+        """The maps a batch reader reads ``paths`` from (None: it maps the file itself),
+        kept for the dataset's life so that an epoch after the first pays no page faults
+        or unmapping: local uncompressed files, while the bytes kept mapped stay within
+        :data:`KEEP_MAPPED_BYTES` (a map keeps its page tables, ~2 MB a GB touched). A
+        kept map that is no longer the file at its path, as it was (replaced, cut or
+        rewritten since), is not read: the reader maps the file as it is now."""
+        compression = dict(zip(self.files, self.compressions(), strict=True))
+        out: list[Any] = []
+        for path in paths:
+            f = self._open.get(path)
+            if f is None and compression[path] is None and not _fs.is_url(path):
+                try:
+                    size = os.path.getsize(path)
+                    if self._mapped_bytes + size <= KEEP_MAPPED_BYTES:
+                        f = _core.RecordFile(path, max_record_bytes=self._max_record_bytes)
+                        self._open[path] = f
+                        self._mapped_bytes += len(f)
+                except OSError:  # the reader meets it in its turn, after the files before
+                    f = None
+            out.append(f if f is not None and f.is_current() else None)
+        return out
 
     def offsets(self, path: str, mine: Sequence[int]) -> np.ndarray:
         """Each record's offset in ``path``: from its ``.idx`` when that covers the file

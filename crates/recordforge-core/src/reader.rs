@@ -118,9 +118,11 @@ pub struct ReadError {
     pub error: Error,
 }
 
-/// The bytes records are sliced from: a mapped file or a decompressed chunk.
+/// The bytes records are sliced from: a mapped file (mapped by the loader, or kept by the
+/// caller across readers) or a decompressed chunk.
 enum Data {
     Map(memmap2::Mmap),
+    Shared(Arc<memmap2::Mmap>),
     Owned(Vec<u8>),
 }
 
@@ -129,6 +131,7 @@ impl Deref for Data {
     fn deref(&self) -> &[u8] {
         match self {
             Data::Map(m) => m,
+            Data::Shared(m) => m,
             Data::Owned(v) => v,
         }
     }
@@ -256,6 +259,21 @@ impl BatchReader {
         wanted: Vec<(String, Kind, Option<usize>)>,
         options: ReadOptions,
     ) -> Self {
+        let maps = vec![None; files.len()];
+        Self::start_mapped(files, maps, wanted, options)
+    }
+
+    /// [`start`](BatchReader::start), with `maps[i]` (where given) the map of the
+    /// uncompressed file `files[i]`, kept by the caller across readers: read instead of
+    /// mapping the file again (no page faults or unmapping per epoch).
+    pub fn start_mapped(
+        files: Vec<PathBuf>,
+        maps: Vec<Option<Arc<memmap2::Mmap>>>,
+        wanted: Vec<(String, Kind, Option<usize>)>,
+        options: ReadOptions,
+    ) -> Self {
+        assert_eq!(maps.len(), files.len(), "a map (or None) per file");
+        let maps = Arc::new(maps);
         let threads = options.threads.clamp(1, crate::MAX_THREADS);
         let n_loaders = threads.min(files.len()).max(1);
         let files = Arc::new(files);
@@ -263,11 +281,17 @@ impl BatchReader {
         for l in 0..n_loaders {
             let (tx, rx) = sync_channel(CHUNKS_AHEAD);
             let files = Arc::clone(&files);
+            let maps = Arc::clone(&maps);
             let options = options.clone();
             thread::spawn(move || {
                 for i in (l..files.len()).step_by(n_loaders) {
-                    if !load_file(i, &files[i], &options, &tx) || tx.send(Load::EndOfFile).is_err()
-                    {
+                    let loaded = match &maps[i] {
+                        Some(map) => {
+                            load_mapped(i, Arc::new(Data::Shared(Arc::clone(map))), &options, &tx)
+                        }
+                        None => load_file(i, &files[i], &options, &tx),
+                    };
+                    if !loaded || tx.send(Load::EndOfFile).is_err() {
                         return;
                     }
                 }

@@ -1,6 +1,7 @@
 //! `RecordFile`: random access to the records of an uncompressed TFRecord file.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use numpy::PyArray1;
@@ -16,16 +17,37 @@ use crate::errors::to_py;
 /// refused as damaged.
 #[pyclass(module = "recordforge._core", frozen)]
 pub struct RecordFile {
-    map: Option<Mmap>,
+    map: Option<Arc<Mmap>>,
     /// The open file, for reads of big records straight into a caller's buffer.
     file: File,
+    path: std::path::PathBuf,
+    /// The file's identity and size when mapped (see `is_current`).
+    stamp: Stamp,
     name: String,
     max_record: u64,
 }
 
+/// Device, inode, size and modification time (ns) of a file.
+type Stamp = (u64, u64, u64, i128);
+
+fn stamp(m: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    (
+        m.dev(),
+        m.ino(),
+        m.len(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    )
+}
+
 impl RecordFile {
     pub(crate) fn data(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.map.as_deref().map_or(&[], |m| &m[..])
+    }
+
+    /// The map, shared with a reader's threads.
+    pub(crate) fn shared_map(&self) -> Option<Arc<Mmap>> {
+        self.map.clone()
     }
 
     pub(crate) fn file(&self) -> &File {
@@ -63,19 +85,22 @@ impl RecordFile {
     #[pyo3(signature = (path, *, max_record_bytes=DEFAULT_MAX_RECORD_BYTES))]
     fn new(py: Python<'_>, path: std::path::PathBuf, max_record_bytes: u64) -> PyResult<Self> {
         let name = path.display().to_string();
-        let (map, file) = py
-            .detach(|| -> std::io::Result<(Option<Mmap>, File)> {
+        let (map, file, stamp) = py
+            .detach(|| -> std::io::Result<(Option<Arc<Mmap>>, File, Stamp)> {
                 let file = File::open(&path)?;
-                if file.metadata()?.len() == 0 {
-                    return Ok((None, file));
+                let stamp = stamp(&file.metadata()?);
+                if stamp.2 == 0 {
+                    return Ok((None, file, stamp));
                 }
                 // SAFETY: read-only map; a file changed underneath is caught by the CRCs.
-                Ok((Some(unsafe { Mmap::map(&file)? }), file))
+                Ok((Some(Arc::new(unsafe { Mmap::map(&file)? })), file, stamp))
             })
             .map_err(|e| to_py(py, Error::Io(e), &name))?;
         Ok(RecordFile {
             map,
             file,
+            path,
+            stamp,
             name,
             max_record: max_record_bytes,
         })
@@ -146,6 +171,17 @@ impl RecordFile {
             out.append(self.read_at(py, offset)?)?;
         }
         Ok(out)
+    }
+
+    /// Whether the file at this path is still the one mapped, as it was: the same device,
+    /// inode, size and modification time (a file replaced or rewritten since gives False;
+    /// so does one that cannot be looked at). A reader that keeps the map across epochs
+    /// maps the file again when it is not.
+    fn is_current(&self, py: Python<'_>) -> bool {
+        py.detach(|| {
+            let now = (std::fs::metadata(&self.path), self.file.metadata());
+            matches!(now, (Ok(at_path), Ok(open)) if stamp(&at_path) == self.stamp && stamp(&open) == self.stamp)
+        })
     }
 
     /// Bytes in the file.

@@ -417,8 +417,9 @@ fn resolve<'a>(
 
 /// Serializes a mapping of feature name to value as a ``tf.train.Example``.
 ///
-/// ints/bools -> int64_list, floats -> float_list (float32), str/bytes -> bytes_list;
-/// lists, tuples and NumPy arrays (flattened) give several values. An empty list has no
+/// ints/bools -> int64_list, floats -> float_list (float32), str/bytes -> bytes_list
+/// (NumPy scalars as the Python scalar they hold); lists, tuples and NumPy arrays
+/// (flattened) give several values. An empty list has no
 /// kind: pass ``np.array([], np.int64)`` (or float32 / bytes_). Unsupported values raise
 /// ``EncodeError`` naming the feature.
 ///

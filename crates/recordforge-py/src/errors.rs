@@ -79,3 +79,46 @@ pub fn decode_error(py: Python<'_>, msg: String) -> PyErr {
 pub fn encode_error(py: Python<'_>, msg: String) -> PyErr {
     raise(py, &ENCODE, "EncodeError", (msg,))
 }
+
+/// The error that stopped an iterator, raised again by every later `next()` (so that a
+/// retry loop does not mistake a damaged file for a finished one). It is the same
+/// exception each time, whose traceback holds the frames it went through and so,
+/// often, the iterator itself: the owner's `__traverse__` and `__clear__` hand it to the
+/// cycle collector ([`Kept::traverse`], [`Kept::clear`]), or the iterator, the frames
+/// and whatever they hold (a dataset's mapped files) would never be freed.
+#[derive(Default)]
+pub(crate) struct Kept(std::sync::Mutex<Option<Py<pyo3::exceptions::PyBaseException>>>);
+
+impl Kept {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Py<pyo3::exceptions::PyBaseException>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The kept error, to raise again.
+    pub(crate) fn get(&self, py: Python<'_>) -> Option<PyErr> {
+        let kept = self.slot().as_ref().map(|e| e.clone_ref(py));
+        kept.map(|e| PyErr::from_value(e.into_bound(py).into_any()))
+    }
+
+    /// Keeps `e` and returns it, to raise now.
+    pub(crate) fn keep(&self, py: Python<'_>, e: PyErr) -> PyErr {
+        *self.slot() = Some(e.value(py).clone().unbind());
+        e
+    }
+
+    pub(crate) fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        // Never wait in a traversal: a slot held elsewhere is visited next time.
+        match self.0.try_lock() {
+            Ok(slot) => visit.call(slot.as_ref()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        if let Ok(mut slot) = self.0.try_lock() {
+            slot.take();
+        }
+    }
+}

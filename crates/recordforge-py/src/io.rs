@@ -775,7 +775,7 @@ pub struct RecordIterator {
     last_offset: Option<u64>,
     /// The error that stopped the iteration: raised again by every later `next()`, so
     /// that a retry loop does not mistake a damaged file for a finished one.
-    failed: Option<PyErr>,
+    failed: crate::errors::Kept,
 }
 
 #[pymethods]
@@ -784,9 +784,17 @@ impl RecordIterator {
         slf
     }
 
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.failed.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.failed.clear();
+    }
+
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone_ref(py));
+        if let Some(e) = self.failed.get(py) {
+            return Err(e);
         }
         let slot = self.records.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(records) = slot.as_mut() else {
@@ -816,9 +824,7 @@ impl RecordIterator {
             }
             Err(e) => {
                 *slot = None;
-                let e = map_err(py, e, &self.name);
-                self.failed = Some(e.clone_ref(py));
-                Err(e)
+                Err(self.failed.keep(py, map_err(py, e, &self.name)))
             }
         }
     }
@@ -940,7 +946,7 @@ pub fn read_records(
         scratch: Vec::new(),
         name,
         last_offset: None,
-        failed: None,
+        failed: crate::errors::Kept::default(),
     })
 }
 

@@ -67,7 +67,7 @@ pub struct BatchReader {
     inner: Mutex<CoreReader>,
     names: Vec<String>,
     /// The error that stopped reading, raised again by every later `next()`.
-    failed: Mutex<Option<PyErr>>,
+    failed: crate::errors::Kept,
 }
 
 #[pymethods]
@@ -76,7 +76,7 @@ impl BatchReader {
     #[pyo3(signature = (
         files, features, batch_size, *, drop_remainder=false, compression="auto",
         verify=true, skip_corrupt=false, every=None, shuffle=None, threads=0, prefetch=2,
-        max_record_bytes=DEFAULT_MAX_RECORD_BYTES
+        max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mapped=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -93,6 +93,7 @@ impl BatchReader {
         threads: usize,
         prefetch: usize,
         max_record_bytes: u64,
+        mapped: Option<Vec<Option<PyRef<'_, RecordFile>>>>,
     ) -> PyResult<Self> {
         if batch_size == 0 {
             return Err(PyValueError::new_err("batch_size must be >= 1"));
@@ -117,6 +118,20 @@ impl BatchReader {
             wanted.push((name, kind, width));
         }
         let names = files.iter().map(|p| p.display().to_string()).collect();
+        let maps = match mapped {
+            None => vec![None; files.len()],
+            Some(m) if m.len() == files.len() => m
+                .iter()
+                .map(|f| f.as_ref().and_then(|f| f.shared_map()))
+                .collect(),
+            Some(m) => {
+                return Err(PyValueError::new_err(format!(
+                    "mapped: {} entries for {} files",
+                    m.len(),
+                    files.len()
+                )))
+            }
+        };
         let options = ReadOptions {
             compression,
             verify,
@@ -134,9 +149,9 @@ impl BatchReader {
             prefetch,
         };
         Ok(BatchReader {
-            inner: Mutex::new(CoreReader::start(files, wanted, options)),
+            inner: Mutex::new(CoreReader::start_mapped(files, maps, wanted, options)),
             names,
-            failed: Mutex::new(None),
+            failed: crate::errors::Kept::default(),
         })
     }
 
@@ -144,18 +159,22 @@ impl BatchReader {
         slf
     }
 
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.failed.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.failed.clear();
+    }
+
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Item<'py>>> {
-        if let Some(e) = lock(&self.failed).as_ref() {
-            return Err(e.clone_ref(py));
+        if let Some(e) = self.failed.get(py) {
+            return Err(e);
         }
         let next = py.detach(|| lock(&self.inner).next_batch());
         match next {
             None => Ok(None),
-            Some(Err(e)) => {
-                let e = read_error(py, e, &self.names);
-                *lock(&self.failed) = Some(e.clone_ref(py));
-                Err(e)
-            }
+            Some(Err(e)) => Err(self.failed.keep(py, read_error(py, e, &self.names))),
             Some(Ok(mut batch)) => {
                 let skipped = std::mem::take(&mut batch.skipped)
                     .into_iter()

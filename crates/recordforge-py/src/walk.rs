@@ -45,7 +45,7 @@ pub struct RecordWalker {
     name: String,
     compression: Compression,
     payloads: bool,
-    failed: Option<PyErr>,
+    failed: crate::errors::Kept,
 }
 
 fn compression_of(name: Option<&str>, file: &mut File) -> Result<Compression, Error> {
@@ -111,7 +111,7 @@ impl RecordWalker {
             name,
             compression: c,
             payloads,
-            failed: None,
+            failed: crate::errors::Kept::default(),
         })
     }
 
@@ -119,18 +119,24 @@ impl RecordWalker {
         slf
     }
 
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.failed.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.failed.clear();
+    }
+
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<WalkSpan>> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone_ref(py));
+        if let Some(e) = self.failed.get(py) {
+            return Err(e);
         }
         let walker = self.walker.get_mut().unwrap_or_else(|p| p.into_inner());
         let span = match py.detach(|| walker.next_span()) {
             Ok(Some(span)) => span,
             Ok(None) => return Ok(None),
             Err(e) => {
-                let e = to_py(py, Error::Io(e), &self.name);
-                self.failed = Some(e.clone_ref(py));
-                return Err(e);
+                return Err(self.failed.keep(py, to_py(py, Error::Io(e), &self.name)));
             }
         };
         Ok(Some(match span.kind {
