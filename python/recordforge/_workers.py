@@ -449,8 +449,14 @@ class Workers:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+        # Every worker ended after its tasks: the queues are drained, and their feeder
+        # threads are waited for, or one still running would make the next split spawn.
+        drained = graceful and all(proc.exitcode == 0 for proc in self.procs)
         for queue in self.queues:
-            queue.cancel_join_thread()
+            if not drained:
+                queue.cancel_join_thread()
             queue.close()
+            if drained:
+                queue.join_thread()
         for conn in self.answers:
             conn.close()
