@@ -1,6 +1,6 @@
 """The Rust reader behind ``Dataset.batches`` and ``take``/``ds[i]``: the same values as
 ``rf.read_records`` + ``rf.decode_example`` and as the per-record Python path
-(``Dataset._batches_in_python``), for random schemas, many files, GZIP, shards, shuffles
+(``Dataset._sized_in_python``), for random schemas, many files, GZIP, shards, shuffles
 and damaged files."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _both(ds: rf.Dataset, batch_size: int, **kwargs: Any) -> tuple[list[Any], li
     epoch = ds._epoch
     fast = list(ds.batches(batch_size, **kwargs))
     ds._epoch = epoch
-    slow = list(ds._batches_in_python(batch_size, kwargs.get("drop_remainder", False)))
+    slow = [c for _, c in ds._sized_in_python(batch_size, kwargs.get("drop_remainder", False))]
     return fast, slow
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "Arena",
     "BatchReader",
+    "BlockPool",
     "CsvRowScanner",
     "RecordBatch",
     "RecordFile",
@@ -260,6 +261,7 @@ class BatchReader(Iterator[tuple[int, list[tuple[Any, npt.NDArray[np.int64]]], l
         prefetch: int = 2,
         max_record_bytes: int = ...,
         mapped: Sequence[RecordFile | None] | None = None,
+        blocks: BlockPool | None = None,
     ) -> Self: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> tuple[int, list[tuple[Any, npt.NDArray[np.int64]]], list[_Skipped]]: ...
@@ -277,6 +279,12 @@ def take_records(
 
 @final
 class Arena:
+    def __new__(cls) -> Self: ...
+    @property
+    def kept_bytes(self) -> int: ...
+
+@final
+class BlockPool:
     def __new__(cls) -> Self: ...
     @property
     def kept_bytes(self) -> int: ...

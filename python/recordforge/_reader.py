@@ -85,6 +85,7 @@ class Dataset:
         self._starts_cache: np.ndarray | None = None
         self._rows_cache: _core.RowReader | None = None
         self._arena: _core.Arena | None = None  # take(copy=False)'s reused buffer
+        self._blocks = _core.BlockPool()  # batches(copy=False)'s reused buffers
         self._len_cache: int | None = None
         #: Records of the last whole epoch read (no remainder dropped), checked by len.
         self._read_count: int | None = None
@@ -285,7 +286,7 @@ class Dataset:
         return assemble(self.schema, self._wanted(), n, decoded)
 
     def batches(
-        self, batch_size: int, drop_remainder: bool = False, *, threads: int = 0
+        self, batch_size: int, drop_remainder: bool = False, *, threads: int = 0, copy: bool = True
     ) -> Iterator[dict[str, Any]]:
         """Dicts of columns, ``batch_size`` records each: fixed shapes as arrays of
         shape ``(batch, *shape)`` (bytes as object arrays), variable lengths as
@@ -297,18 +298,23 @@ class Dataset:
         files loaded in parallel (memory-mapped, or decompressed a chunk at a time), CRCs
         checked, the next batches decoded ahead of the one you are using; no Python
         object is made per record, and what is in flight is a few batches. After an
-        error, every later ``next()`` raises it again."""
-        sized = self._sized_batches(batch_size, drop_remainder, threads)
+        error, every later ``next()`` raises it again.
+
+        ``copy=False`` gives bytes values as read-only ``memoryview``s: a batch's values
+        are copied (on the reading threads) into one buffer, reused by later batches once
+        no view of it is left, so a view stays valid and unchanged while kept, and big
+        values cost no fresh memory. Remote and SequenceExample datasets give ``bytes``."""
+        sized = self._sized_batches(batch_size, drop_remainder, threads, copy)
         return Sticky(columns for _, columns in sized)
 
     def _sized_batches(
-        self, batch_size: int, drop_remainder: bool = False, threads: int = 0
+        self, batch_size: int, drop_remainder: bool = False, threads: int = 0, copy: bool = True
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """:meth:`batches` with each batch's number of records (which columns cannot
         tell when no feature is selected, or the records have none)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        batches = self._read_batches(batch_size, drop_remainder, threads)
+        batches = self._read_batches(batch_size, drop_remainder, threads, copy)
         read = 0
         try:
             for n, columns in batches:
@@ -330,7 +336,7 @@ class Dataset:
         )
 
     def _read_batches(
-        self, batch_size: int, drop_remainder: bool, threads: int
+        self, batch_size: int, drop_remainder: bool, threads: int, copy: bool
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         # Feature lists are decoded from the records themselves (the Rust reader gives
         # columns of Example features only).
@@ -350,6 +356,7 @@ class Dataset:
             threads=threads,
             max_record_bytes=self.max_record_bytes,
             mapped=self._shards.kept_maps(paths),
+            blocks=None if copy else self._blocks,
         )
         for n, decoded, skipped in reader:
             for f, start, end, why in skipped:
@@ -357,13 +364,6 @@ class Dataset:
                 self.skipped.append({"file": path, "start": start, "end": end, "reason": why})
             if n:
                 yield n, self._assemble(n, decoded)
-
-    def _batches_in_python(
-        self, batch_size: int, drop_remainder: bool = False
-    ) -> Iterator[dict[str, Any]]:
-        """:meth:`batches` with the records read one at a time (see :meth:`_raw`)."""
-        for _, columns in self._sized_in_python(batch_size, drop_remainder):
-            yield columns
 
     def _sized_in_python(
         self, batch_size: int, drop_remainder: bool = False

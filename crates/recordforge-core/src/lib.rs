@@ -5,6 +5,7 @@
 //! `tf.train.Example` and `tf.train.SequenceExample`.
 
 pub mod batch;
+pub mod blocks;
 pub mod columns;
 pub mod compression;
 pub mod crc;

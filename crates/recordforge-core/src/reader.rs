@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::batch::{decode_batch_spans, wanted_of, DecodedColumn, Kind};
+use crate::blocks::{gather_spans, BlockPool};
 use crate::compression::Compression;
 use crate::error::Error;
 use crate::framing::{locate, next_intact, FileRecords, RecordReader};
@@ -55,6 +56,9 @@ pub struct ReadOptions {
     pub threads: usize,
     /// Batches each decoder may have finished ahead of the consumer.
     pub prefetch: usize,
+    /// Copy each batch's bytes values into a block of this pool ([`Batch::block`]),
+    /// instead of leaving them in the records.
+    pub blocks: Option<Arc<BlockPool>>,
 }
 
 impl Default for ReadOptions {
@@ -70,6 +74,7 @@ impl Default for ReadOptions {
             drop_remainder: false,
             threads: 2,
             prefetch: 1,
+            blocks: None,
         }
     }
 }
@@ -92,11 +97,15 @@ pub struct Damaged {
 ///
 /// Bytes values are [`Values::Spans`](crate::batch::Values::Spans) into the batch's
 /// records ([`Batch::record`]): they are copied once, by whoever turns them into
-/// their final objects.
+/// their final objects. With [`ReadOptions::blocks`] they are spans of [`Batch::block`]
+/// instead (copied there by the decoder), and the records are not kept.
 pub struct Batch {
     pub len: usize,
     pub columns: Vec<DecodedColumn>,
     pub skipped: Vec<Damaged>,
+    /// The bytes values, when read with [`ReadOptions::blocks`]; give it back to the
+    /// pool when done with it.
+    pub block: Option<Vec<u8>>,
     records: Vec<Rec>,
 }
 
@@ -305,7 +314,8 @@ impl BatchReader {
             let (job_tx, job_rx) = sync_channel::<Job>(1);
             let (out_tx, out_rx) = sync_channel::<Output>(options.prefetch.max(1));
             let wanted = Arc::clone(&wanted);
-            thread::spawn(move || decode_jobs(&job_rx, &out_tx, &wanted));
+            let blocks = options.blocks.clone();
+            thread::spawn(move || decode_jobs(&job_rx, &out_tx, &wanted, blocks.as_deref()));
             jobs.push(job_tx);
             outputs.push(out_rx);
         }
@@ -339,6 +349,7 @@ impl BatchReader {
                     len: 0,
                     columns: Vec::new(),
                     skipped,
+                    block: None,
                     records: Vec::new(),
                 }))
             }
@@ -676,6 +687,7 @@ fn decode_jobs(
     jobs: &Receiver<Job>,
     out: &SyncSender<Output>,
     wanted: &[(String, Kind, Option<usize>)],
+    blocks: Option<&BlockPool>,
 ) {
     let wanted = wanted_of(wanted);
     while let Ok(job) = jobs.recv() {
@@ -688,12 +700,18 @@ fn decode_jobs(
             Job::Batch { records, skipped } => {
                 let decoded = decode_batch_spans(records.iter().map(Rec::bytes), &wanted);
                 Output::Item(match decoded {
-                    Ok(columns) => Ok(Batch {
-                        len: records.len(),
-                        columns,
-                        skipped,
-                        records,
-                    }),
+                    Ok(mut columns) => {
+                        let block = blocks
+                            .map(|pool| gather_spans(&mut columns, |i| records[i].bytes(), pool));
+                        Ok(Batch {
+                            len: records.len(),
+                            columns,
+                            skipped,
+                            // The records' maps or chunks are let go as soon as possible.
+                            records: if block.is_some() { Vec::new() } else { records },
+                            block,
+                        })
+                    }
                     Err(e) => Err(ReadError {
                         file: records[e.record].file,
                         record: Some(records[e.record].offset),

@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod access;
 mod arena;
+mod blocks;
 mod columns;
 mod convert;
 mod csvscan;
@@ -36,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::BatchReader>()?;
     m.add_function(wrap_pyfunction!(reader::take_records, m)?)?;
     m.add_class::<arena::Arena>()?;
+    m.add_class::<blocks::BlockPool>()?;
     m.add_class::<reader::Shuffler>()?;
     m.add_class::<rows::RowReader>()?;
     m.add_function(wrap_pyfunction!(io::read_records, m)?)?;

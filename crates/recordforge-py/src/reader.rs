@@ -4,13 +4,14 @@
 //! Python reads).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use numpy::PyReadonlyArray1;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use recordforge_core::batch::{decode_batch_spans_threaded, Wanted};
+use recordforge_core::blocks::BlockPool as CorePool;
 use recordforge_core::framing::frame_at;
 use recordforge_core::reader::{
     BatchReader as CoreReader, Damaged, ReadError, ReadOptions, Shuffler as CoreShuffler,
@@ -19,7 +20,8 @@ use recordforge_core::{Compression, Error, DEFAULT_MAX_RECORD_BYTES};
 
 use crate::access::RecordFile;
 use crate::arena::{Arena, Source, TakeInto};
-use crate::decode::{columns_to_py, kind_of};
+use crate::blocks::{block_view, BlockPool};
+use crate::decode::{columns_to_py, columns_to_py_views, kind_of};
 use crate::errors::{record_error, to_py};
 
 type Features = Vec<(String, String, Option<usize>)>;
@@ -66,6 +68,8 @@ fn default_threads() -> usize {
 pub struct BatchReader {
     inner: Mutex<CoreReader>,
     names: Vec<String>,
+    /// The pool of the blocks that bytes values are copied into (``blocks=``).
+    blocks: Option<Arc<CorePool>>,
     /// The error that stopped reading, raised again by every later `next()`.
     failed: crate::errors::Kept,
 }
@@ -76,7 +80,7 @@ impl BatchReader {
     #[pyo3(signature = (
         files, features, batch_size, *, drop_remainder=false, compression="auto",
         verify=true, skip_corrupt=false, every=None, shuffle=None, threads=0, prefetch=2,
-        max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mapped=None
+        max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mapped=None, blocks=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -94,6 +98,7 @@ impl BatchReader {
         prefetch: usize,
         max_record_bytes: u64,
         mapped: Option<Vec<Option<PyRef<'_, RecordFile>>>>,
+        blocks: Option<PyRef<'_, BlockPool>>,
     ) -> PyResult<Self> {
         if batch_size == 0 {
             return Err(PyValueError::new_err("batch_size must be >= 1"));
@@ -147,10 +152,13 @@ impl BatchReader {
                 threads
             },
             prefetch,
+            blocks: blocks.map(|b| Arc::clone(&b.pool)),
         };
+        let blocks = options.blocks.clone();
         Ok(BatchReader {
             inner: Mutex::new(CoreReader::start_mapped(files, maps, wanted, options)),
             names,
+            blocks,
             failed: crate::errors::Kept::default(),
         })
     }
@@ -188,12 +196,14 @@ impl BatchReader {
                     )
                     .collect();
                 let columns = std::mem::take(&mut batch.columns);
-                let record = |i| batch.record(i);
-                Ok(Some((
-                    batch.len,
-                    columns_to_py(py, columns, true, &record)?,
-                    skipped,
-                )))
+                let columns = match (batch.block.take(), &self.blocks) {
+                    (Some(block), Some(pool)) => {
+                        let view = block_view(py, block, pool)?;
+                        columns_to_py_views(py, columns, &view, &vec![0; batch.len])?
+                    }
+                    _ => columns_to_py(py, columns, true, &|i| batch.record(i))?,
+                };
+                Ok(Some((batch.len, columns, skipped)))
             }
         }
     }

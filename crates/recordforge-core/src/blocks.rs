@@ -1,0 +1,175 @@
+//! Reused buffers for the bytes values of batches (`batches(copy=False)`): a decoder
+//! copies a batch's bytes values into one block taken from a [`BlockPool`], and the
+//! block comes back to the pool once its owner is done with it. A reader that keeps
+//! handing out big values then touches no fresh memory per batch (a fresh buffer's pages
+//! are zeroed by the kernel on first touch, which costs as much as the copy).
+
+use std::sync::Mutex;
+
+use crate::batch::{DecodedColumn, Values};
+
+/// Blocks kept for reuse: enough for every batch in flight in a reader (decoders ×
+/// prefetch, the one being used, the one being made) and a few held by the caller.
+const KEPT_BLOCKS: usize = 16;
+
+/// Bytes kept for reuse at most; a block that would take the pool past it is freed.
+const KEPT_BYTES: usize = 512 << 20;
+
+/// Blocks given back, for the next batches. Shared by the decoder threads (which take)
+/// and the owners of the blocks (which give back); the lock is held only to pick or
+/// place a block, never while one is allocated, filled or freed.
+#[derive(Debug, Default)]
+pub struct BlockPool {
+    kept: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BlockPool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An empty block with room for at least `len` bytes: a kept one (the smallest
+    /// that fits), else a new one with a quarter more room (the next batch may be a bit
+    /// bigger). The block kept the longest is freed when none fits (it is too small for
+    /// what is read now), so the pool follows the size of the batches.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let (fit, stale) = {
+            let mut kept = self.kept();
+            let best = kept
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            match best {
+                Some(i) => (Some(kept.swap_remove(i)), None),
+                None if !kept.is_empty() => (None, Some(kept.remove(0))),
+                None => (None, None),
+            }
+        };
+        drop(stale); // outside the lock
+        match fit {
+            Some(mut block) => {
+                block.clear();
+                block
+            }
+            None => Vec::with_capacity(len.saturating_add(len / 4)),
+        }
+    }
+
+    /// Gives a block back for reuse; freed instead when the pool is full.
+    pub fn give(&self, block: Vec<u8>) {
+        if block.capacity() == 0 {
+            return;
+        }
+        let refused = {
+            let mut kept = self.kept();
+            let bytes: usize = kept.iter().map(Vec::capacity).sum();
+            if kept.len() < KEPT_BLOCKS && bytes.saturating_add(block.capacity()) <= KEPT_BYTES {
+                kept.push(block);
+                None
+            } else {
+                Some(block)
+            }
+        };
+        drop(refused); // outside the lock
+    }
+
+    /// Bytes of the blocks kept for reuse.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept().iter().map(Vec::capacity).sum()
+    }
+}
+
+/// Copies the bytes values of `columns` ([`Values::Spans`] into `record(i)`) into one
+/// block from `pool`, and turns each span into the value's place in the block (as if
+/// every record started at 0 of the block).
+pub fn gather_spans<'r>(
+    columns: &mut [DecodedColumn],
+    record: impl Fn(usize) -> &'r [u8],
+    pool: &BlockPool,
+) -> Vec<u8> {
+    let total: usize = columns
+        .iter()
+        .map(|c| match &c.values {
+            Values::Spans(spans) => spans.iter().map(|(a, b)| b - a).sum(),
+            _ => 0,
+        })
+        .sum();
+    let mut block = pool.take(total);
+    for column in columns.iter_mut() {
+        let Values::Spans(spans) = &mut column.values else {
+            continue;
+        };
+        for (i, rows) in column.splits.windows(2).enumerate() {
+            let bytes = record(i);
+            for span in &mut spans[rows[0]..rows[1]] {
+                let start = block.len();
+                block.extend_from_slice(&bytes[span.0..span.1]);
+                *span = (start, block.len());
+            }
+        }
+    }
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_given_back_is_taken_again_without_a_new_allocation() {
+        let pool = BlockPool::new();
+        let mut a = pool.take(1000);
+        a.extend_from_slice(&[7; 1000]);
+        let ptr = a.as_ptr();
+        pool.give(a);
+        assert!(pool.kept_bytes() >= 1000);
+        let b = pool.take(900);
+        assert_eq!(b.as_ptr(), ptr);
+        assert!(b.is_empty());
+        assert_eq!(pool.kept_bytes(), 0);
+    }
+
+    #[test]
+    fn too_small_blocks_make_way_and_the_pool_stays_bounded() {
+        let pool = BlockPool::new();
+        pool.give(Vec::with_capacity(10));
+        let big = pool.take(100);
+        assert!(big.capacity() >= 100);
+        assert_eq!(pool.kept_bytes(), 0, "the too-small block was freed");
+        for _ in 0..KEPT_BLOCKS + 5 {
+            pool.give(Vec::with_capacity(8));
+        }
+        assert_eq!(pool.kept().len(), KEPT_BLOCKS);
+        pool.give(Vec::with_capacity(KEPT_BYTES));
+        assert!(pool.kept_bytes() <= KEPT_BYTES);
+    }
+
+    #[test]
+    fn spans_are_gathered_in_order_and_rebased() {
+        let records: [&[u8]; 2] = [b"xxabcyy", b"hello"];
+        let mut columns = vec![
+            DecodedColumn {
+                values: Values::Spans(vec![(2, 5), (0, 1)]),
+                splits: vec![0, 1, 2],
+            },
+            DecodedColumn {
+                values: Values::Int64(vec![1, 2]),
+                splits: vec![0, 1, 2],
+            },
+            DecodedColumn {
+                values: Values::Spans(vec![(1, 3)]),
+                splits: vec![0, 0, 1],
+            },
+        ];
+        let block = gather_spans(&mut columns, |i| records[i], &BlockPool::new());
+        assert_eq!(block, b"abchel");
+        assert_eq!(columns[0].values, Values::Spans(vec![(0, 3), (3, 4)]));
+        assert_eq!(columns[2].values, Values::Spans(vec![(4, 6)]));
+    }
+}
