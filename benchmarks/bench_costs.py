@@ -16,7 +16,8 @@ Workloads (data written once into a temporary directory, files in the page cache
   hand-written feature description, and the TF-free peers that install.
 - ``table``: ``--rows`` records of 21 features (16 float32, 4 int64, 1 bytes) in 8 files
   without ``dataset.json``, opened and read in batches of 1024, vs TF the same way.
-- ``decode``: one record at a time, ``rf.decode_example`` vs ``ds[i]`` vs TF's protobuf
+- ``decode``: one record at a time, ``rf.decode_example`` (``bytes`` values, and with
+  ``copy=False`` memoryviews of the record) vs ``ds[i]`` vs TF's protobuf
   ``tf.train.Example.FromString`` on the image records.
 - ``scan``: ``rf.scan_records`` (framing + both CRCs) of the image files vs
   ``rf.crc32c`` over the same bytes already in memory (the CRC limit).
@@ -189,8 +190,9 @@ def rf_decode(root: Path, way: str) -> Callable[[], tuple[int, int]]:
         ds = rf.open_dataset(paths)
         return lambda: (len(ds), sum(int(ds[i]["label"]) for i in range(len(ds))))
     records = [r for f in paths for r in rf.read_records(f)]
+    copy = way != "copy=False"
     decode = rf.decode_example
-    return lambda: (len(records), sum(int(decode(r)["label"][0]) for r in records))
+    return lambda: (len(records), sum(int(decode(r, copy=copy)["label"][0]) for r in records))
 
 
 def tf_decode(root: Path) -> Callable[[], tuple[int, int]]:
@@ -359,6 +361,8 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
         # The records are read before the clock starts: only the decoding is timed.
         if name in ("rf", "rf-before"):
             fn = rf_decode(root, "decode_example")
+        elif name == "rf copy=False":
+            fn = rf_decode(root, "copy=False")
         elif name in ("rf-ds[i]", "rf-before-ds[i]"):
             fn = rf_decode(root, "ds[i]")
         else:
@@ -435,7 +439,7 @@ def main() -> None:
     plan: dict[str, list[str]] = {
         "images": ["rf", "rf copy=False", "tf", "rustfrecord", "tfrecord-lite", "tfrecords"],
         "table": ["rf", "tf"],
-        "decode": ["rf", "rf-ds[i]", "tf"],
+        "decode": ["rf", "rf copy=False", "rf-ds[i]", "tf"],
         "scan": ["rf", "crc32c"],
         "write-columns": ["rf", "rf-loop", "tf"],
         "take": ["rf", "rf copy=False", "tfd-utils"],

@@ -8,8 +8,8 @@ use numpy::{
 };
 use pyo3::prelude::*;
 use pyo3::types::{
-    IntoPyDict, PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString,
-    PyTuple,
+    IntoPyDict, PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping,
+    PyMemoryView, PySlice, PyString, PyTuple,
 };
 use recordforge_core::{self as core, Feature};
 
@@ -556,18 +556,67 @@ fn features_to_dict<'py>(
 /// float32 array. Packed and unpacked lists, unknown fields and duplicated keys (last
 /// wins) are handled as protobuf does; malformed bytes raise ``DecodeError``.
 ///
+/// ``copy=False`` gives bytes values as read-only ``memoryview``s of ``data`` itself (of
+/// one copy of it when ``data`` is not ``bytes``): no copy of a big value, and the
+/// record is kept alive by the views.
+///
 /// >>> import recordforge as rf
 /// >>> rf.decode_example(b'\n\x12\n\x10\n\x03key\x12\t\n\x07\n\x05value')
 /// {'key': [b'value']}
+/// >>> bytes(rf.decode_example(b'\n\x12\n\x10\n\x03key\x12\t\n\x07\n\x05value', copy=False)["key"][0])
+/// b'value'
 #[pyfunction]
+#[pyo3(signature = (data, *, copy=true))]
 pub fn decode_example<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
+    copy: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
+    if !copy {
+        return decode_example_views(py, data);
+    }
     with_bytes(data, |bytes| {
         let features = core::decode_example(bytes).map_err(|e| to_py(py, e, "<bytes>"))?;
         features_to_dict(py, &features)
     })?
+}
+
+/// [`decode_example`] with bytes values as memoryviews of the record.
+fn decode_example_views<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let record = match data.cast::<PyBytes>() {
+        Ok(b) => b.clone(),
+        Err(_) => py
+            .get_type::<PyBytes>()
+            .call1((data,))?
+            .cast_into::<PyBytes>()?,
+    };
+    let base = record.as_bytes();
+    let features = core::decode_example(base).map_err(|e| to_py(py, e, "<bytes>"))?;
+    let view = PyMemoryView::from(record.as_any())?;
+    let dict = PyDict::new(py);
+    for (k, f) in &features {
+        let value = match f {
+            Feature::Bytes(values) => {
+                let mut out = Vec::with_capacity(values.len());
+                for b in values {
+                    let start = (b.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+                    out.push(if start.saturating_add(b.len()) <= base.len() {
+                        let end = (start + b.len()) as isize;
+                        view.get_item(PySlice::new(py, start as isize, end, 1))?
+                    } else {
+                        PyBytes::new(py, b).into_any() // not a part of the record
+                    });
+                }
+                PyList::new(py, out)?.into_any()
+            }
+            other => feature_to_py(py, other)?,
+        };
+        dict.set_item(key_to_py(py, k, "feature")?, value)?;
+    }
+    Ok(dict)
 }
 
 /// Parses a serialized ``tf.train.SequenceExample`` into ``(context, feature_lists)``,
