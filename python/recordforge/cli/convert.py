@@ -4,6 +4,7 @@ progress bar and a closing summary. The flags shared by every source are defined
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import warnings
 from collections.abc import Sized
@@ -187,6 +188,21 @@ def per_split(
     return values
 
 
+def _load(args: argparse.Namespace) -> dict[str, Any]:
+    """The sources of the command. Their indexes (a COCO file's annotations: some objects
+    per annotation) are built with the cyclic collector off, and frozen out of its way
+    after, until :func:`run` ends: nothing they hold is garbage before then, and every
+    collection during the conversion would walk them all again (~10% of the CPU of a
+    conversion per annotation)."""
+    gc.disable()
+    try:
+        sources = SOURCES[args.source](args)
+    finally:
+        gc.enable()
+    gc.freeze()
+    return sources
+
+
 def coco_source(args: argparse.Namespace) -> dict[str, Any]:
     from recordforge.sources.coco import CocoSource
 
@@ -286,7 +302,14 @@ def _warn_about_table_shuffle(sources: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sources = SOURCES[args.source](args)
+    sources = _load(args)
+    try:
+        return _convert(args, sources)
+    finally:
+        gc.unfreeze()  # (for a caller that runs more in this process)
+
+
+def _convert(args: argparse.Namespace, sources: dict[str, Any]) -> int:
     if args.source == "table" and args.shuffle:
         _warn_about_table_shuffle(sources)
     if args.runner == "beam":

@@ -281,11 +281,11 @@ class CocoSource:
             path = os.path.join(self.index.images_dir, item.file_name)
             return tuple(
                 encode_example(
-                    {
+                    {  # Python floats are written as float32, as NumPy would round them
                         "image": data,
                         "path": path,
-                        "area": np.float32(ann.area * sx * sy),
-                        "bbox": _f32([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]),
+                        "area": ann.area * sx * sy,
+                        "bbox": [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy],
                         "category_id": ann.category_id,
                         "id": ann.id,
                         "image_id": item.id,
@@ -354,12 +354,16 @@ class CocoSource:
             )
         return features
 
+    @functools.cached_property
+    def _category_ids(self) -> frozenset[int]:
+        return frozenset(i for i, _ in self.index.categories)
+
     def _objects(
         self, item: CocoImage
     ) -> list[tuple[CocoAnnotation, tuple[float, float, float, float]]]:
         """The objects kept, each with its box after the ``bad_boxes`` policy."""
         out = []
-        known = {i for i, _ in self.index.categories}
+        known = self._category_ids
         for ann in item.annotations:
             if ann.category_id not in known:
                 raise ItemError(
