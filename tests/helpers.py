@@ -113,3 +113,19 @@ def moto_s3(
         s3fs.S3FileSystem.clear_instance_cache()
         patch.undo()
         server.stop()
+
+
+def count_record_files(monkeypatch: Any) -> list[str]:
+    """Counts the files recordforge maps: every ``_core.RecordFile`` made from now on
+    (``monkeypatch``: pytest's fixture) appends its path to the returned list."""
+    from recordforge import _core
+
+    opened: list[str] = []
+    real = _core.RecordFile
+
+    def counting(path: Any, **kwargs: Any) -> Any:
+        opened.append(str(path))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(_core, "RecordFile", counting)
+    return opened

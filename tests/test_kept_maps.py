@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import count_record_files
 
 import recordforge as rf
 from recordforge import _shards
-from recordforge import dataset as dataset_module
 
 
 def _write(path: Path, n: int = 400, size: int = 4000, seed: int = 0, **kwargs: Any) -> rf.Dataset:
@@ -34,14 +34,7 @@ def test_each_file_is_mapped_once_and_later_epochs_read_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds = _write(tmp_path / "d")
-    opened: list[str] = []
-    real = dataset_module._core.RecordFile
-
-    def counting(path: Any, **kwargs: Any) -> Any:
-        opened.append(str(path))
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(_shards._core, "RecordFile", counting)
+    opened = count_record_files(monkeypatch)
     epochs = [_epoch(ds) for _ in range(3)]
     assert sorted(opened) == sorted(ds.files)  # once each, not once an epoch
     assert epochs[0] == epochs[1] == epochs[2]

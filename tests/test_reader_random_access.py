@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import count_record_files
 
 import recordforge as rf
-from recordforge import dataset as dataset_module
 
 
 def _table(tmp_path: Path, n: int, **kwargs: Any) -> rf.Dataset:
@@ -44,14 +44,7 @@ def test_every_index_equals_the_sequential_read_with_each_file_opened_once(
 ) -> None:
     ds = _table(tmp_path, 230, max_records=50, index=index)
     assert len(ds.files) == 5
-    opened: list[str] = []
-    real = dataset_module._core.RecordFile
-
-    def counting(path: Any, **kwargs: Any) -> Any:
-        opened.append(str(path))
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(dataset_module._core, "RecordFile", counting)
+    opened = count_record_files(monkeypatch)
     rows = list(ds)  # maps each file, kept for the random access that follows
     for _ in range(2):
         for i in np.random.default_rng(1).permutation(len(ds)).tolist():
