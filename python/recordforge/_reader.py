@@ -85,7 +85,7 @@ class Dataset:
         self._starts_cache: np.ndarray | None = None
         self._rows_cache: _core.RowReader | None = None
         self._arena: _core.Arena | None = None  # take(copy=False)'s reused buffer
-        self._blocks = _core.BlockPool()  # batches(copy=False)'s reused buffers
+        self._blocks: _core.BlockPool | None = None  # batches(copy=False)'s reused buffers
         self._len_cache: int | None = None
         #: Records of the last whole epoch read (no remainder dropped), checked by len.
         self._read_count: int | None = None
@@ -310,8 +310,7 @@ class Dataset:
     def _sized_batches(
         self, batch_size: int, drop_remainder: bool = False, threads: int = 0, copy: bool = True
     ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """:meth:`batches` with each batch's number of records (which columns cannot
-        tell when no feature is selected, or the records have none)."""
+        """:meth:`batches`, with each batch's number of records (no feature: no column)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         batches = self._read_batches(batch_size, drop_remainder, threads, copy)
@@ -345,6 +344,7 @@ class Dataset:
             return
         files, every, shuffle = self._plan()
         paths = [self.files[i] for i in files]
+        self._blocks = self._blocks or (None if copy else _core.BlockPool())
         reader = _core.BatchReader(
             paths,
             self._wanted(),
