@@ -4,7 +4,7 @@
 //! handing out big values then touches no fresh memory per batch (a fresh buffer's pages
 //! are zeroed by the kernel on first touch, which costs as much as the copy).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::batch::{DecodedColumn, Values};
 
@@ -85,14 +85,33 @@ impl BlockPool {
     }
 }
 
+/// A block taken from a pool, given back to it when dropped.
+#[derive(Debug)]
+pub struct Pooled {
+    data: Vec<u8>,
+    pool: Arc<BlockPool>,
+}
+
+impl Pooled {
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.data));
+    }
+}
+
 /// Copies the bytes values of `columns` ([`Values::Spans`] into `record(i)`) into one
 /// block from `pool`, and turns each span into the value's place in the block (as if
 /// every record started at 0 of the block).
 pub fn gather_spans<'r>(
     columns: &mut [DecodedColumn],
     record: impl Fn(usize) -> &'r [u8],
-    pool: &BlockPool,
-) -> Vec<u8> {
+    pool: &Arc<BlockPool>,
+) -> Pooled {
     let total: usize = columns
         .iter()
         .map(|c| match &c.values {
@@ -114,7 +133,10 @@ pub fn gather_spans<'r>(
             }
         }
     }
-    block
+    Pooled {
+        data: block,
+        pool: Arc::clone(pool),
+    }
 }
 
 #[cfg(test)]
@@ -167,8 +189,14 @@ mod tests {
                 splits: vec![0, 0, 1],
             },
         ];
-        let block = gather_spans(&mut columns, |i| records[i], &BlockPool::new());
-        assert_eq!(block, b"abchel");
+        let pool = Arc::new(BlockPool::new());
+        let block = gather_spans(&mut columns, |i| records[i], &pool);
+        assert_eq!(block.data(), b"abchel");
+        drop(block);
+        assert!(
+            pool.kept_bytes() >= 6,
+            "a dropped block goes back to its pool"
+        );
         assert_eq!(columns[0].values, Values::Spans(vec![(0, 3), (3, 4)]));
         assert_eq!(columns[2].values, Values::Spans(vec![(4, 6)]));
     }

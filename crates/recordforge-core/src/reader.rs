@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::batch::{decode_batch_spans, wanted_of, DecodedColumn, Kind};
-use crate::blocks::{gather_spans, BlockPool};
+use crate::blocks::{gather_spans, BlockPool, Pooled};
 use crate::compression::Compression;
 use crate::error::Error;
 use crate::framing::{locate, next_intact, FileRecords, RecordReader};
@@ -31,6 +31,9 @@ const CHUNK_RECORDS: usize = 4096;
 const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks a loader may have ready ahead of the assembler.
 const CHUNKS_AHEAD: usize = 2;
+/// Room reserved for a batch's records at most (a batch of more grows as it fills: a
+/// `batch_size` of 2**40 is not an allocation of 2**40 records).
+const RESERVE_RECORDS: usize = 4096;
 
 /// What to read and how.
 #[derive(Debug, Clone)]
@@ -103,9 +106,9 @@ pub struct Batch {
     pub len: usize,
     pub columns: Vec<DecodedColumn>,
     pub skipped: Vec<Damaged>,
-    /// The bytes values, when read with [`ReadOptions::blocks`]; give it back to the
-    /// pool when done with it.
-    pub block: Option<Vec<u8>>,
+    /// The bytes values, when read with [`ReadOptions::blocks`] (back to the pool when
+    /// dropped, a batch decoded ahead and never handed out included).
+    pub block: Option<Pooled>,
     records: Vec<Rec>,
 }
 
@@ -315,7 +318,7 @@ impl BatchReader {
             let (out_tx, out_rx) = sync_channel::<Output>(options.prefetch.max(1));
             let wanted = Arc::clone(&wanted);
             let blocks = options.blocks.clone();
-            thread::spawn(move || decode_jobs(&job_rx, &out_tx, &wanted, blocks.as_deref()));
+            thread::spawn(move || decode_jobs(&job_rx, &out_tx, &wanted, blocks.as_ref()));
             jobs.push(job_tx);
             outputs.push(out_rx);
         }
@@ -579,7 +582,8 @@ impl Batcher<'_> {
         if self.pending.len() < self.batch_size {
             return true;
         }
-        let records = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size));
+        let reserve = self.batch_size.min(RESERVE_RECORDS);
+        let records = std::mem::replace(&mut self.pending, Vec::with_capacity(reserve));
         let skipped = std::mem::take(&mut self.skipped);
         self.send(Job::Batch { records, skipped })
     }
@@ -592,7 +596,7 @@ fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], 
         jobs,
         seq: 0,
         batch_size,
-        pending: Vec::with_capacity(batch_size),
+        pending: Vec::with_capacity(batch_size.min(RESERVE_RECORDS)),
         skipped: Vec::new(),
     };
     let mut shuffler = o.shuffle.map(|(size, seed)| Shuffler::new(size, seed));
@@ -687,7 +691,7 @@ fn decode_jobs(
     jobs: &Receiver<Job>,
     out: &SyncSender<Output>,
     wanted: &[(String, Kind, Option<usize>)],
-    blocks: Option<&BlockPool>,
+    blocks: Option<&Arc<BlockPool>>,
 ) {
     let wanted = wanted_of(wanted);
     while let Ok(job) = jobs.recv() {

@@ -8,7 +8,7 @@ use numpy::ndarray::ArrayView1;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyMemoryView;
-use recordforge_core::blocks::BlockPool as CorePool;
+use recordforge_core::blocks::{BlockPool as CorePool, Pooled};
 
 /// Buffers reused across the batches of ``BatchReader(..., blocks=)``, and across
 /// readers (a dataset keeps one for its epochs). A block is reused only once nothing
@@ -35,37 +35,24 @@ impl BlockPool {
     }
 }
 
-/// The owner of one block while views of it live: gives it back to its pool when freed.
+/// The owner of one block while views of it live: it goes back to its pool when this
+/// is freed.
 #[pyclass(module = "recordforge._core", frozen)]
 struct Block {
-    data: Vec<u8>,
-    pool: Arc<CorePool>,
+    block: Pooled,
 }
 
-impl Drop for Block {
-    fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.data));
-    }
-}
-
-/// A read-only memoryview of all of `data`, which goes back to `pool` once no view of
-/// it is left.
+/// A read-only memoryview of all of `block`, which goes back to its pool once no view
+/// of it is left.
 pub(crate) fn block_view<'py>(
     py: Python<'py>,
-    data: Vec<u8>,
-    pool: &Arc<CorePool>,
+    block: Pooled,
 ) -> PyResult<Bound<'py, PyMemoryView>> {
-    let owner = Bound::new(
-        py,
-        Block {
-            data,
-            pool: Arc::clone(pool),
-        },
-    )?;
-    let bytes = ArrayView1::from(&owner.get().data[..]);
-    // SAFETY: the array's base is `owner`, which owns `data` and never changes it while
-    // alive (it is frozen; the Vec is only taken in `Drop`), so the memory stays valid
-    // and unmoved for the array's life.
+    let owner = Bound::new(py, Block { block })?;
+    let bytes = ArrayView1::from(owner.get().block.data());
+    // SAFETY: the array's base is `owner`, which owns the block and never changes it
+    // while alive (it is frozen; the memory is only given back in `Drop`), so the memory
+    // stays valid and unmoved for the array's life.
     let array = unsafe { PyArray1::borrow_from_array(&bytes, owner.clone().into_any()) };
     array.getattr("flags")?.setattr("writeable", false)?;
     PyMemoryView::from(array.as_any())

@@ -11,7 +11,6 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use recordforge_core::batch::{decode_batch_spans_threaded, Wanted};
-use recordforge_core::blocks::BlockPool as CorePool;
 use recordforge_core::framing::frame_at;
 use recordforge_core::reader::{
     BatchReader as CoreReader, Damaged, ReadError, ReadOptions, Shuffler as CoreShuffler,
@@ -68,8 +67,6 @@ fn default_threads() -> usize {
 pub struct BatchReader {
     inner: Mutex<CoreReader>,
     names: Vec<String>,
-    /// The pool of the blocks that bytes values are copied into (``blocks=``).
-    blocks: Option<Arc<CorePool>>,
     /// The error that stopped reading, raised again by every later `next()`.
     failed: crate::errors::Kept,
 }
@@ -154,11 +151,9 @@ impl BatchReader {
             prefetch,
             blocks: blocks.map(|b| Arc::clone(&b.pool)),
         };
-        let blocks = options.blocks.clone();
         Ok(BatchReader {
             inner: Mutex::new(CoreReader::start_mapped(files, maps, wanted, options)),
             names,
-            blocks,
             failed: crate::errors::Kept::default(),
         })
     }
@@ -196,12 +191,12 @@ impl BatchReader {
                     )
                     .collect();
                 let columns = std::mem::take(&mut batch.columns);
-                let columns = match (batch.block.take(), &self.blocks) {
-                    (Some(block), Some(pool)) => {
-                        let view = block_view(py, block, pool)?;
+                let columns = match batch.block.take() {
+                    Some(block) => {
+                        let view = block_view(py, block)?;
                         columns_to_py_views(py, columns, &view, &vec![0; batch.len])?
                     }
-                    _ => columns_to_py(py, columns, true, &|i| batch.record(i))?,
+                    None => columns_to_py(py, columns, true, &|i| batch.record(i))?,
                 };
                 Ok(Some((batch.len, columns, skipped)))
             }
