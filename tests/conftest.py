@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell starts a background job (``make test &``, ``nohup``) with SIGINT ignored,
+    and a child inherits an ignored signal: the tests that interrupt a conversion with
+    SIGINT would then see it ignored. The suite restores Python's own handler, which a
+    child does not inherit as ignored (an ``exec`` resets a handled signal to its default)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
