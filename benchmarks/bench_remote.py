@@ -13,10 +13,11 @@ alternating rounds:
   first call reads the ``.idx`` files);
 - ``write``: ``write_dataset`` of the same columns to a fresh directory or prefix;
 - ``wire-read`` and ``wire-write``: the store's own ceiling, the same bytes moved with no
-  encoding or decoding (the shards read by 8 MiB ranged GETs; 16 MB objects uploaded in
-  16 MiB parts). ``batches`` and ``write`` on s3 are reported against them as well as
-  against local disk: moto on loopback serves ~100 MB/s on this machine, so the ratio to
-  the ceiling is recordforge's own share of a remote read or write.
+  encoding or decoding (the shards read by 8 MiB ranged GETs; 16 MB objects uploaded, as
+  many at once as the writer uploads shards). ``batches`` and ``write`` on s3 are
+  reported against them as well as against local disk: moto on loopback serves ~100 MB/s
+  on this machine, so the ratio to the ceiling is recordforge's own share of a remote
+  read or write.
 
 Per run: wall time, CPU time of the process (user + sys; the moto server runs in this
 benchmark's own process and is not counted), peak RSS (VmHWM) and the bytes left in a
@@ -100,17 +101,23 @@ CHILD = textwrap.dedent(
             for start in range(0, size, 8 << 20):
                 n += len(fs.cat_file(name, start=start, end=min(size, start + (8 << 20))))
         result.update(records=int(sys.argv[4]), bytes=n)
-    elif kind == "wire-write":  # the store's ceiling: the same bytes put as 16 MB objects
+    elif kind == "wire-write":  # the store's ceiling: the same bytes put as 16 MB objects,
+        import concurrent.futures  # as many at once as the writer uploads
         import fsspec
+        from recordforge._shardwriter import UPLOADS
         n = int(sys.argv[4])
         blob = np.random.default_rng(0).bytes(16_000_000)
         total = n * (int(sys.argv[5]) + 40)  # about the shards' bytes
         fs, root = fsspec.core.url_to_fs(out)
         fs.makedirs(root, exist_ok=True)
-        c0, t0 = time.process_time(), time.perf_counter()
-        for k in range(0, total, len(blob)):
+
+        def put(k):
             with fs.open(f"{root}/part-{k}", "wb", block_size=16 << 20) as f:
                 f.write(blob[: min(len(blob), total - k)])
+
+        c0, t0 = time.process_time(), time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(UPLOADS) as pool:
+            list(pool.map(put, range(0, total, len(blob))))
         result.update(records=n)
     else:
         n, payload = int(sys.argv[4]), int(sys.argv[5])

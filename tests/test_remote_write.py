@@ -9,6 +9,7 @@ aborted."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ from helpers import moto_s3
 
 import recordforge as rf
 from recordforge import _fs
+from recordforge._shardwriter import UPLOADS
 from recordforge.cli.__main__ import main
 
 s3fs = pytest.importorskip("s3fs")
@@ -581,3 +583,101 @@ def test_big_shards_get_the_store_crc32c_of_the_whole_object(
     assert report.ok and report.problems == []
     (unchecked,) = report.unchecked
     assert "checksum NOT checked" in unchecked.message
+
+
+def _shard_put(name: str) -> Callable[[str, str], bool]:
+    """Matches the upload of a shard's intermediate object ``name`` (one request: a
+    shard smaller than a part is put whole)."""
+    return lambda method, path: method == "PUT" and path.split("?")[0].endswith(f"/{name}")
+
+
+def test_shard_uploads_overlap_and_at_most_uploads_are_in_flight(
+    s3: Any, proxy: FaultProxy, prefix: str, tmp_path: Path
+) -> None:
+    """Each shard's upload is held 0.4 s by the proxy: a writer that waited for each
+    shard's upload before writing the next would start them 0.4 s apart; here several
+    start together, never more than UPLOADS in any 0.4 s, and the objects are those of
+    a local conversion."""
+    starts: list[float] = []
+
+    def slow_shard_puts(method: str, path: str) -> None:
+        if method == "PUT" and path.split("?")[0].endswith(".shard"):
+            starts.append(time.monotonic())
+            time.sleep(0.4)
+
+    proxy.on_request = slow_shard_puts
+    url = f"{prefix}/out"
+    rf.write_dataset(list(_rows(400, 3000)), url, max_records=40, index=True)
+    proxy.on_request = None
+    assert len(starts) == 10
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) < 0.2, gaps  # overlapping uploads
+    k = UPLOADS
+    assert all(starts[i + k] - starts[i] >= 0.39 for i in range(len(starts) - k)), starts
+    local = rf.write_dataset(list(_rows(400, 3000)), tmp_path / "local", max_records=40, index=True)
+    assert local.records() == 400
+    assert _objects(s3, url) == _files(tmp_path / "local")
+
+
+def test_a_failed_upload_among_uploads_in_flight_keeps_the_shards_before_it(
+    s3: Any, proxy: FaultProxy, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third shard's upload keeps failing while the next ones upload: the error
+    names that shard; the journal keeps the two before it and none after it (their
+    uploads had finished: not recorded, since the third is not), so the rerun converts
+    the items from the third shard on and gives the objects of a local conversion."""
+    monkeypatch.setattr("botocore.retryhandler.delay_exponential", lambda *a, **k: 0.0)
+    proxy.add("503", 1000, _shard_put(".train-00002.shard"))
+    url = f"{prefix}/out"
+    rows = list(_rows(400, 3000))
+    with pytest.raises(OSError) as raised:
+        rf.write_dataset(rows, url, max_records=40, index=True)
+    assert raised.value.filename == f"{url}/.train-00002.shard"
+    later = [p for m, p in proxy.seen if _shard_put(".train-00004.shard")(m, p)]
+    assert later, "the shards after the failed one were uploading meanwhile"
+    proxy.rules.clear()
+    calls = [0]
+
+    def progress(records: int, payload: int) -> None:
+        calls[0] += 1
+
+    rf.write_dataset(rows, url, max_records=40, index=True, progress=progress)
+    assert calls[0] == 400 - 80
+    rf.write_dataset(rows, tmp_path / "local", max_records=40, index=True)
+    assert _objects(s3, url) == _files(tmp_path / "local")
+    assert _uploads(s3, url) == []
+
+
+def test_killed_while_several_shard_uploads_are_in_flight_then_resumed(
+    s3: Any, proxy: FaultProxy, prefix: str, tmp_path: Path
+) -> None:
+    """SIGKILL once three shards' uploads are held in flight by the proxy: the rerun
+    gives the objects of an uninterrupted run (dataset.json included), with no working
+    object and no open upload left."""
+    script = tmp_path / "convert.py"
+    script.write_text(SCRIPT)
+    assert _run(script, f"{prefix}/reference").returncode == 0
+    reference = _objects(s3, f"{prefix}/reference")
+    url = f"{prefix}/killed"
+    child = subprocess.Popen(
+        [sys.executable, str(script), url], env=dict(os.environ), stderr=subprocess.PIPE
+    )
+    held: list[str] = []
+    release = threading.Event()
+
+    def hold_then_kill(method: str, path: str) -> None:
+        if method == "PUT" and path.split("?")[0].endswith(".shard") and "/killed/" in path:
+            held.append(path)
+            if len(held) == 3:
+                os.kill(child.pid, signal.SIGKILL)
+            release.wait(30)
+
+    proxy.on_request = hold_then_kill
+    assert child.wait(timeout=120) == -signal.SIGKILL
+    proxy.on_request = None
+    release.set()
+    assert len(held) >= 3
+    resumed = _run(script, url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _objects(s3, url) == reference
+    assert _uploads(s3, url) == []

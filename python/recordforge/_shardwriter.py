@@ -11,7 +11,9 @@ encoding its record.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +52,10 @@ Progress = Callable[[int, int], None]
 # comes first): a thread hand-off per record costs about as much as encoding it.
 GATHER_RECORDS = 256
 GATHER_BYTES = 8 << 20
+# Remote shards whose uploads may be finishing together while the next shard is
+# written: the store takes several uploads at once much faster than one after another.
+# Each holds at most one part (``_fs.part_size()``) in memory.
+UPLOADS = 4
 
 
 class RecordSample:
@@ -86,6 +92,18 @@ class RecordSample:
 
 
 @dataclasses.dataclass
+class _Upload:
+    """A remote shard closed by the caller, its upload finishing on a thread: recorded
+    in the journal, in shard order, once it and every shard before it are committed."""
+
+    future: concurrent.futures.Future[tuple[int, str]]  # (size, checksum)
+    name: str
+    position: tuple[int, int]
+    records: int
+    report: dict[str, Any]
+
+
+@dataclasses.dataclass
 class Shard:
     """A completed shard, under its intermediate name until the conversion finishes."""
 
@@ -100,7 +118,9 @@ class ShardWriter:
     remote directory (``out`` a :class:`~recordforge._remote.RemoteOutputDir`), each
     shard is streamed to its intermediate key while it is written (the store commits it
     when it is closed); shards written by workers go to local files first, each
-    uploaded when it is complete."""
+    uploaded when it is complete. A streamed shard's upload finishes on a thread
+    (:data:`UPLOADS` at once) while the next shard is written; shards are recorded in
+    the journal in order, each once it and those before it are committed."""
 
     def __init__(
         self,
@@ -126,6 +146,12 @@ class ShardWriter:
         # Records given but not yet handed to the I/O thread, and their bytes.
         self.gathered: list[bytes] = []
         self.gathered_bytes = 0
+        self.uploads = (
+            concurrent.futures.ThreadPoolExecutor(UPLOADS, thread_name_prefix="recordforge-upload")
+            if self.url is not None
+            else None
+        )
+        self.uploading: collections.deque[_Upload] = collections.deque()
 
     def planner(
         self, bounds: list[int] | None, total: int | None, records: int | None
@@ -164,6 +190,8 @@ class ShardWriter:
 
     def shutdown(self) -> None:
         self.io.shutdown(wait=True)
+        if self.uploads is not None:
+            self.uploads.shutdown(wait=True)
 
     @property
     def out(self) -> Path:
@@ -178,7 +206,8 @@ class ShardWriter:
 
     @property
     def index(self) -> int:
-        return len(self.state["shards"])
+        """The open shard's number (shards recorded, then those still uploading)."""
+        return len(self.state["shards"]) + len(self.uploading)
 
     def tmp_name(self) -> str:
         """The completed shard's intermediate name (``.<split>-<index>.shard``)."""
@@ -250,16 +279,17 @@ class ShardWriter:
         self.pending = self.io.submit(write)
 
     def complete(self, position: tuple[int, int]) -> None:
-        """Closes the current shard (an empty one if none is open) and commits it."""
+        """Closes the current shard (an empty one if none is open) and commits it (a
+        streamed remote shard: its upload finishes on a thread, :meth:`settle`)."""
         writer = self.open_if_needed()
         self.flush()
         self.wait()
-        try:
-            writer.close()  # a remote shard: its upload is committed
-        except OSError as e:
-            raise named_url(e, self.url, self.tmp_name()) from e
         offsets = np.concatenate(self.offsets) if self.offsets else np.zeros(0, np.uint64)
         sizes = np.concatenate(self.sizes) if self.sizes else np.zeros(0, np.int64)
+        if self.uploads is not None:
+            self._upload(writer, position, _index_text(self.options, offsets, sizes))
+            return
+        writer.close()
         self.commit(
             self._partial(),
             position,
@@ -271,6 +301,40 @@ class ShardWriter:
         )
         self.writer = None
         self._clear()
+
+    def _upload(
+        self, writer: TFRecordWriter, position: tuple[int, int], index: bytes | None
+    ) -> None:
+        assert self.uploads is not None and self.url is not None
+        url, name = self.url, self.tmp_name()
+
+        def upload() -> tuple[int, str]:
+            try:
+                writer.close()  # the store commits the upload
+                stage("shard closed")
+                return put_shard(url, None, name, index), writer.checksum or ""
+            except OSError as e:
+                raise named_url(e, url, name) from e
+
+        future = self.uploads.submit(upload)
+        self.uploading.append(_Upload(future, name, position, self.records, self.report.to_json()))
+        self.writer = None
+        self._clear()
+        self.settle(UPLOADS - 1)
+
+    def settle(self, keep: int = 0) -> None:
+        """Records in the journal, in shard order, the uploads that are over, waiting
+        for the oldest until at most ``keep`` are in flight; an upload's error is raised
+        (the shards after it are not recorded: a rerun writes them again)."""
+        while self.uploading and (len(self.uploading) > keep or self.uploading[0].future.done()):
+            done = self.uploading[0]
+            size, checksum = done.future.result()
+            self.uploading.popleft()
+            shard = Shard(tmp=done.name, records=done.records, bytes=size, checksum=checksum)
+            where = list(done.position)
+            self.journal.record(
+                self.split, done.report, shard=dataclasses.asdict(shard), position=where
+            )
 
     def commit(
         self,
@@ -290,11 +354,7 @@ class ShardWriter:
         shard was streamed there), then the index is written."""
         stage("shard closed")
         name = self.tmp_name()
-        index = None
-        if self.options.index:
-            index = "".join(
-                f"{o} {s}\n" for o, s in zip(offsets.tolist(), sizes.tolist(), strict=True)
-            ).encode("ascii")
+        index = _index_text(self.options, offsets, sizes)
         if self.url is not None:
             size = put_shard(self.url, partial, name, index)
         else:
@@ -313,8 +373,16 @@ class ShardWriter:
         )
 
     def abandon(self) -> None:
-        # Every write in flight ends before the writer is closed under it.
+        # Every write in flight ends before the writer is closed under it. Uploads in
+        # flight end too; those committed are recorded, in order, up to the first that
+        # failed (a journal that cannot be written, a takeover's, records none): a rerun
+        # writes the others again.
         self.io.shutdown(wait=True)
+        if self.uploads is not None:
+            self.uploads.shutdown(wait=True)
+            with contextlib.suppress(Exception):  # the error being raised is the one to see
+                self.settle()
+            self.uploading.clear()
         self.pending = None
         self.gathered, self.gathered_bytes = [], 0
         if self.writer is not None:
@@ -326,6 +394,14 @@ class ShardWriter:
                 (self.out / f"{self.tmp_name()}.partial").unlink(missing_ok=True)
             self.writer = None
             self._clear()
+
+
+def _index_text(options: WriteOptions, offsets: np.ndarray, sizes: np.ndarray) -> bytes | None:
+    """A shard's index file (``offset size`` per record), if indexes are written."""
+    if not options.index:
+        return None
+    pairs = zip(offsets.tolist(), sizes.tolist(), strict=True)
+    return "".join(f"{o} {s}\n" for o, s in pairs).encode("ascii")
 
 
 def _frames(records: Sequence[bytes]) -> np.ndarray | list[int]:
@@ -385,6 +461,7 @@ def write_split(
                 progress(len(records) - first, _payload(records, frames, first))
         for _ in range(planner.finish()):
             shards.complete((consumed, 0))
+        shards.settle()
         shards.journal.record(shards.split, report.to_json(), done=True)
     except BaseException:
         shards.abandon()
