@@ -152,6 +152,9 @@ class ShardWriter:
             else None
         )
         self.uploading: collections.deque[_Upload] = collections.deque()
+        # A journal entry whose writing failed or was interrupted: nothing more is
+        # recorded (a later entry would take its number and skip its shard).
+        self.unrecorded = False
 
     def planner(
         self, bounds: list[int] | None, total: int | None, records: int | None
@@ -311,6 +314,12 @@ class ShardWriter:
         def upload() -> tuple[int, str]:
             try:
                 writer.close()  # the store commits the upload
+            except BaseException as e:  # not committed: the upload is discarded now
+                writer.__exit__(type(e), e, e.__traceback__)
+                if isinstance(e, OSError):
+                    raise named_url(e, url, name) from e
+                raise
+            try:
                 stage("shard closed")
                 return put_shard(url, None, name, index), writer.checksum or ""
             except OSError as e:
@@ -327,14 +336,18 @@ class ShardWriter:
         for the oldest until at most ``keep`` are in flight; an upload's error is raised
         (the shards after it are not recorded: a rerun writes them again)."""
         while self.uploading and (len(self.uploading) > keep or self.uploading[0].future.done()):
+            if self.unrecorded:  # a record that failed: no later shard may follow it
+                raise RuntimeError("a shard's journal entry was not written")
             done = self.uploading[0]
             size, checksum = done.future.result()
-            self.uploading.popleft()
             shard = Shard(tmp=done.name, records=done.records, bytes=size, checksum=checksum)
             where = list(done.position)
+            self.unrecorded = True  # until the entry is written (an interrupt included)
             self.journal.record(
                 self.split, done.report, shard=dataclasses.asdict(shard), position=where
             )
+            self.unrecorded = False
+            self.uploading.popleft()
 
     def commit(
         self,
