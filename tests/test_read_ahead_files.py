@@ -1,11 +1,14 @@
 """Sequential reads of a remote dataset fetch the next shard's first blocks while the
-reader is still on the shard before it (``ShardFiles.records_of``), never more than two
-shards' read-ahead at once, and give the records, and the errors, in the order of a
-read that opens one shard after another. ``memory://`` stands for the store (an fsspec
-file system that is not local: what ``s3://`` and ``gs://`` go through)."""
+reader is still on the shard before it, and give the records, and the errors, in the
+order of a read that opens one shard after another: ``batches()`` (the Rust reader's
+loading threads, each streaming one shard at a time) and ``ShardFiles.records_of``
+(records one at a time in Python: never more than two shards' read-ahead at once).
+``memory://`` stands for the store (an fsspec file system that is not local: what
+``s3://`` and ``gs://`` go through)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 
 import recordforge as rf
-from recordforge import _shards
+from recordforge import _ranged, _shards
 from recordforge._ranged import ReadAhead
 
 
@@ -27,7 +30,7 @@ def remote(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     rows = {"id": np.arange(3_000), "blob": np.array([bytes(300)] * 3_000, dtype=object)}
     rf.write_dataset(rows, local, max_records=500, index=True)  # 6 shards
     fs = fsspec.filesystem("memory")
-    root = f"/prefetch-{request.node.name}"
+    root = "/prefetch-" + re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)  # (no glob)
     for f in sorted(local.iterdir()):
         fs.pipe_file(f"{root}/{f.name}", f.read_bytes())
     yield f"memory://{root}"
@@ -35,7 +38,8 @@ def remote(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 class Logged(ReadAhead):
-    """ReadAhead that logs its opening and closing, and counts the open ones."""
+    """ReadAhead that logs its opening, and counts the open ones: those neither closed
+    nor read to their end."""
 
     log: ClassVar[list[tuple[str, str]]] = []
     opened: ClassVar[dict[str, threading.Event]] = {}
@@ -49,40 +53,67 @@ class Logged(ReadAhead):
             Logged.open_now += 1
             Logged.most_open = max(Logged.most_open, Logged.open_now)
         super().__init__(path, *args, **kwargs)
+        self.done = False
         Logged.opened.setdefault(path, threading.Event()).set()
+
+    def _finished(self) -> None:
+        with Logged.lock:
+            if not self.done:
+                self.done = True
+                Logged.open_now -= 1
+
+    def read(self, n: int = -1) -> bytes:
+        data = super().read(n)
+        if not data and n != 0:
+            self._finished()
+        return data
 
     def close(self) -> None:
         super().close()
-        with Logged.lock:
-            Logged.open_now -= 1
+        self._finished()
 
 
 @pytest.fixture
 def logged(monkeypatch: pytest.MonkeyPatch) -> type[Logged]:
     Logged.log, Logged.opened, Logged.open_now, Logged.most_open = [], {}, 0, 0
     monkeypatch.setattr(_shards, "ReadAhead", Logged)
+    monkeypatch.setattr(_ranged, "ReadAhead", Logged)  # batches(): _ranged.Streams
     return Logged
 
 
+def _no_read_ahead_thread_left() -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        t.name == "recordforge-read-ahead" for t in threading.enumerate()
+    ):
+        time.sleep(0.01)
+    return not [t for t in threading.enumerate() if t.name == "recordforge-read-ahead"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_the_next_shard_is_opened_while_the_one_before_is_read(
-    remote: str, logged: type[Logged]
+    remote: str, logged: type[Logged], threads: int
 ) -> None:
+    """``batches()`` on a remote dataset: shard k is opened (its fetching started)
+    before the reader takes its first record, each shard once; no more shards are open
+    at once than the reader has loading threads (one, two, three), and none is left open
+    or fetching at the end."""
     ds = rf.open_dataset(remote)
     shards = [str(f).rsplit("/", 1)[1] for f in ds.files]
     assert len(shards) == 6
-    ids = []
-    for record in ds:
-        ids.append(int(record["id"]))
-        if len(ids) % 500 == 1:  # the first record of a shard: where the reader is
+    ids: list[int] = []
+    for batch in ds.batches(100, threads=threads):
+        if len(ids) % 500 == 0:  # the first records of a shard: where the reader is
             logged.log.append(("read", shards[len(ids) // 500]))
+        ids.extend(batch["id"].tolist())
     assert ids == list(range(3_000))
     events = logged.log
     for k in range(1, 6):
-        # Shard k was opened (its fetching started) before the reader got to it.
         assert events.index(("open", shards[k])) < events.index(("read", shards[k])), events
-    assert [e for e in events if e[0] == "open"] == [("open", s) for s in shards]  # once each
-    assert logged.most_open <= 2
-    assert logged.open_now == 0  # every one closed at the end
+    assert sorted(e[1] for e in events if e[0] == "open") == shards  # once each
+    assert 1 <= logged.most_open <= threads
+    assert logged.open_now == 0
+    assert _no_read_ahead_thread_left()
 
 
 def test_the_next_shard_is_fetched_before_the_last_record_of_the_one_before(
@@ -117,11 +148,7 @@ def test_a_read_stopped_early_closes_the_shard_opened_ahead(
     while logged.open_now and time.monotonic() < deadline:
         time.sleep(0.01)
     assert logged.open_now == 0
-    while time.monotonic() < deadline and any(
-        t.name == "recordforge-read-ahead" for t in threading.enumerate()
-    ):
-        time.sleep(0.01)
-    assert not [t for t in threading.enumerate() if t.name == "recordforge-read-ahead"]
+    assert _no_read_ahead_thread_left()
 
 
 def test_a_next_shard_that_fails_to_open_holds_up_neither_the_reader_nor_its_retries(

@@ -35,6 +35,7 @@ import queue
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -50,6 +51,7 @@ __all__ = [
     "READ_AHEAD",
     "Crc32c",
     "ReadAhead",
+    "Streams",
     "fetch_records",
     "frame_spans",
     "retrying",
@@ -306,15 +308,52 @@ class ReadAhead:
 
     def close(self) -> None:
         self._stop.set()
-        while True:  # let a blocked put see the stop
+        self._drain()  # let a blocked put see the stop
+        self._thread.join()
+        # A reader still waiting for a block (on another thread) is told, not left
+        # waiting for ever.
+        self._drain()
+        self._blocks.put_nowait(ValueError(f"{self.path}: read of a closed file"))
+
+    def _drain(self) -> None:
+        while True:
             try:
                 self._blocks.get_nowait()
             except queue.Empty:
-                break
-        self._thread.join()
+                return
 
     def __enter__(self) -> ReadAhead:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Streams:
+    """The opener of a batch reader's remote files (``_core.BatchReader(open=)``): a
+    URL is opened as a :class:`ReadAhead` when a reading thread gets to it (a local path:
+    None, the reader maps it). :meth:`close` closes those still open, and refuses any
+    opened after."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: weakref.WeakSet[ReadAhead] = weakref.WeakSet()  # done with: collected
+        self._closed = False
+
+    def __call__(self, path: str) -> ReadAhead | None:
+        if not _fs.is_url(path):
+            return None
+        f = ReadAhead(path)
+        with self._lock:
+            if not self._closed:
+                self._open.add(f)
+                return f
+        f.close()
+        raise ValueError(f"{path}: opened after the reading stopped")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            left = list(self._open)
+        for f in left:
+            f.close()

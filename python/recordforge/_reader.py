@@ -17,7 +17,7 @@ import numpy as np
 
 from recordforge import _core, _fs
 from recordforge._decoded import assemble, row_features, wanted
-from recordforge._ranged import fetch_records
+from recordforge._ranged import Streams, fetch_records
 from recordforge._shards import Claim, ShardFiles, first_records, manifest_shards, shuffled
 from recordforge._sticky import Sticky
 from recordforge.errors import DecodeError, OnError, SchemaError, on_error_policy
@@ -303,7 +303,7 @@ class Dataset:
         ``copy=False`` gives bytes values as read-only ``memoryview``s: a batch's values
         are copied (on the reading threads) into one buffer, reused by later batches once
         no view of it is left, so a view stays valid and unchanged while kept, and big
-        values cost no fresh memory. Remote and SequenceExample datasets give ``bytes``."""
+        values cost no fresh memory. SequenceExample datasets give ``bytes``."""
         sized = self._sized_batches(batch_size, drop_remainder, threads, copy)
         return Sticky(columns for _, columns in sized)
 
@@ -339,12 +339,13 @@ class Dataset:
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         # Feature lists are decoded from the records themselves (the Rust reader gives
         # columns of Example features only).
-        if self.schema.feature_lists or any(_fs.is_url(f) for f in self.files):
+        if self.schema.feature_lists:
             yield from self._sized_in_python(batch_size, drop_remainder)
             return
         files, every, shuffle = self._plan()
         paths = [self.files[i] for i in files]
         self._blocks = self._blocks or (None if copy else _core.BlockPool())
+        streams = Streams() if any(_fs.is_url(p) for p in paths) else None  # by range
         reader = _core.BatchReader(
             paths,
             self._wanted(),
@@ -357,13 +358,19 @@ class Dataset:
             max_record_bytes=self.max_record_bytes,
             mapped=self._shards.kept_maps(paths),
             blocks=None if copy else self._blocks,
+            open=streams,
         )
-        for n, decoded, skipped in reader:
-            for f, start, end, why in skipped:
-                path = self.files[files[f]]
-                self.skipped.append({"file": path, "start": start, "end": end, "reason": why})
-            if n:
-                yield n, self._assemble(n, decoded)
+        try:
+            for n, decoded, skipped in reader:
+                for f, start, end, why in skipped:
+                    path = self.files[files[f]]
+                    self.skipped.append({"file": path, "start": start, "end": end, "reason": why})
+                if n:
+                    yield n, self._assemble(n, decoded)
+        finally:
+            del reader  # its threads stop at their next hand-over
+            if streams is not None:
+                streams.close()
 
     def _sized_in_python(
         self, batch_size: int, drop_remainder: bool = False

@@ -7,21 +7,23 @@
 //! ```
 //!
 //! Uncompressed files are memory-mapped and decoded from the mapped bytes; compressed
-//! ones are decompressed into chunk buffers. Every channel is bounded, so what is in
+//! ones, and files the caller opens as byte streams (remote objects: [`Opener`]), are
+//! read into chunk buffers. Every channel is bounded, so what is in
 //! flight is a few chunks per loader and a few batches per decoder, never a whole file.
 //! The order of records, and where an error surfaces, are those of a sequential read.
 
+use std::io::{BufReader, Read};
 use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use crate::batch::{decode_batch_spans, wanted_of, DecodedColumn, Kind};
 use crate::blocks::{gather_spans, BlockPool, Pooled};
 use crate::compression::Compression;
 use crate::error::Error;
-use crate::framing::{locate, next_intact, FileRecords, RecordReader};
+use crate::framing::{locate, next_intact, stream_records, FileRecords, RecordReader};
 use crate::walker::{ReadSource, SpanKind, Walker};
 
 /// Records per chunk handed from a loader to the assembler.
@@ -31,6 +33,8 @@ const CHUNK_RECORDS: usize = 4096;
 const CHUNK_BYTES: usize = 4 << 20;
 /// Chunks a loader may have ready ahead of the assembler.
 const CHUNKS_AHEAD: usize = 2;
+/// Bytes asked of an opened stream at a time.
+const STREAM_BUFFER: usize = 1 << 20;
 /// Room reserved for a batch's records at most (a batch of more grows as it fills: a
 /// `batch_size` of 2**40 is not an allocation of 2**40 records).
 const RESERVE_RECORDS: usize = 4096;
@@ -255,6 +259,11 @@ impl<T> Shuffler<T> {
     }
 }
 
+/// Opens a file as a byte stream that the reader reads front to back (a remote object
+/// read by range): called once, on the loader thread that reads the file, when its turn
+/// comes. `Ok(None)`: the file is read from its path, as without an opener.
+pub type Opener = Box<dyn FnOnce() -> std::io::Result<Option<Box<dyn Read + Send>>> + Send>;
+
 /// Reads batches of decoded columns from files on background threads. Dropping it stops
 /// the threads (each ends at its next hand-over).
 pub struct BatchReader {
@@ -272,20 +281,28 @@ impl BatchReader {
         options: ReadOptions,
     ) -> Self {
         let maps = vec![None; files.len()];
-        Self::start_mapped(files, maps, wanted, options)
+        Self::start_mapped(files, maps, Vec::new(), wanted, options)
     }
 
     /// [`start`](BatchReader::start), with `maps[i]` (where given) the map of the
     /// uncompressed file `files[i]`, kept by the caller across readers: read instead of
-    /// mapping the file again (no page faults or unmapping per epoch).
+    /// mapping the file again (no page faults or unmapping per epoch); and
+    /// `openers[i]` (where given; `openers` may be empty) opening `files[i]` as a stream.
     pub fn start_mapped(
         files: Vec<PathBuf>,
         maps: Vec<Option<Arc<memmap2::Mmap>>>,
+        openers: Vec<Option<Opener>>,
         wanted: Vec<(String, Kind, Option<usize>)>,
         options: ReadOptions,
     ) -> Self {
         assert_eq!(maps.len(), files.len(), "a map (or None) per file");
+        assert!(
+            openers.is_empty() || openers.len() == files.len(),
+            "an opener (or None) per file, or none"
+        );
         let maps = Arc::new(maps);
+        let openers: Arc<Vec<Mutex<Option<Opener>>>> =
+            Arc::new(openers.into_iter().map(Mutex::new).collect());
         let threads = options.threads.clamp(1, crate::MAX_THREADS);
         let n_loaders = threads.min(files.len()).max(1);
         let files = Arc::new(files);
@@ -294,14 +311,21 @@ impl BatchReader {
             let (tx, rx) = sync_channel(CHUNKS_AHEAD);
             let files = Arc::clone(&files);
             let maps = Arc::clone(&maps);
+            let openers = Arc::clone(&openers);
             let options = options.clone();
             thread::spawn(move || {
                 for i in (l..files.len()).step_by(n_loaders) {
-                    let loaded = match &maps[i] {
-                        Some(map) => {
+                    let opener = openers.get(i).and_then(|o| {
+                        o.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take()
+                    });
+                    let loaded = match (&maps[i], opener) {
+                        (_, Some(open)) => load_opened(i, &files[i], open, &options, &tx),
+                        (Some(map), None) => {
                             load_mapped(i, Arc::new(Data::Shared(Arc::clone(map))), &options, &tx)
                         }
-                        None => load_file(i, &files[i], &options, &tx),
+                        (None, None) => load_file(i, &files[i], &options, &tx),
                     };
                     if !loaded || tx.send(Load::EndOfFile).is_err() {
                         return;
@@ -390,15 +414,46 @@ fn load_file(file: usize, path: &Path, options: &ReadOptions, tx: &SyncSender<Lo
             load_mapped(file, Arc::new(Data::Map(map)), options, tx)
         }
         Ok(FileRecords::Stream(reader)) => load_stream(file, reader, options, tx),
-        Err(error) => {
-            let _ = tx.send(Load::Chunk(Chunk {
-                data: Arc::new(Data::Owned(Vec::new())),
-                records: Vec::new(),
-                skipped: Vec::new(),
-                error: Some(error),
-            }));
-            false
-        }
+        Err(error) => fail(error, tx),
+    }
+}
+
+/// Sends a file's error (the last chunk it gives); false, as a loader that stops.
+fn fail(error: Error, tx: &SyncSender<Load>) -> bool {
+    let _ = tx.send(Load::Chunk(Chunk {
+        data: Arc::new(Data::Owned(Vec::new())),
+        records: Vec::new(),
+        skipped: Vec::new(),
+        error: Some(error),
+    }));
+    false
+}
+
+/// Loads the file `path` that `open` opens as a stream (its compression detected from
+/// its first bytes unless given).
+fn load_opened(
+    file: usize,
+    path: &Path,
+    open: Opener,
+    options: &ReadOptions,
+    tx: &SyncSender<Load>,
+) -> bool {
+    let opened = open().and_then(|stream| {
+        stream
+            .map(|stream| {
+                stream_records(
+                    BufReader::with_capacity(STREAM_BUFFER, stream),
+                    options.compression,
+                    options.verify,
+                    options.max_record,
+                )
+            })
+            .transpose()
+    });
+    match opened {
+        Ok(Some(reader)) => load_stream(file, reader, options, tx),
+        Ok(None) => load_file(file, path, options, tx),
+        Err(error) => fail(Error::Io(error), tx),
     }
 }
 
@@ -535,7 +590,8 @@ fn load_walked(
                 file,
                 start: span.start,
                 end: span.end,
-                reason,
+                // As a mapped file's damage is told (`Error::Corrupt`'s message).
+                reason: format!("corrupt record at offset {}: {reason}", span.start),
             }),
             SpanKind::StreamError(msg) => skipped.push(Damaged {
                 file,

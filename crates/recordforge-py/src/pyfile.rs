@@ -1,5 +1,7 @@
 //! `Read` / `Write` over Python file-like objects (open files, BytesIO, fsspec files).
-//! Each call re-attaches to the interpreter; the callers buffer around these.
+//! Each call re-attaches to the interpreter; the callers buffer around these. A reader
+//! may be read on a thread of the batch reader's: past the interpreter's shutdown, a
+//! read is an error, not a hang.
 
 use std::io::{self, Read, Write};
 
@@ -20,9 +22,14 @@ impl PyReader {
     }
 }
 
+/// The error of a thread that can no longer attach to the interpreter.
+pub fn shutting_down() -> io::Error {
+    io::Error::other("the Python interpreter is shutting down")
+}
+
 impl Read for PyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Python::attach(|py| {
+        Python::try_attach(|py| {
             let chunk = self
                 .file
                 .bind(py)
@@ -48,6 +55,7 @@ impl Read for PyReader {
             buf[..data.len()].copy_from_slice(data);
             Ok(data.len())
         })
+        .unwrap_or_else(|| Err(shutting_down()))
     }
 }
 

@@ -3,6 +3,7 @@
 //! row: `rows::RowReader`) and `Shuffler` (the reader's shuffle buffer, for records that
 //! Python reads).
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,7 @@ use pyo3::types::PyList;
 use recordforge_core::batch::{decode_batch_spans_threaded, Wanted};
 use recordforge_core::framing::frame_at;
 use recordforge_core::reader::{
-    BatchReader as CoreReader, Damaged, ReadError, ReadOptions, Shuffler as CoreShuffler,
+    BatchReader as CoreReader, Damaged, Opener, ReadError, ReadOptions, Shuffler as CoreShuffler,
 };
 use recordforge_core::{Compression, Error, DEFAULT_MAX_RECORD_BYTES};
 
@@ -22,6 +23,7 @@ use crate::arena::{Arena, Source, TakeInto};
 use crate::blocks::{block_view, BlockPool};
 use crate::decode::{columns_to_py, columns_to_py_views, kind_of};
 use crate::errors::{record_error, to_py};
+use crate::pyfile::{shutting_down, take_py_error, PyReader};
 
 type Features = Vec<(String, String, Option<usize>)>;
 type Skipped = (usize, u64, u64, String);
@@ -49,7 +51,14 @@ pub(crate) fn read_error(py: Python<'_>, e: ReadError, names: &[String]) -> PyEr
             &e.error,
             format!("{name}: record at offset {offset}: {}", e.error),
         ),
-        (None, _) => to_py(py, e.error, name),
+        (None, _) => match e.error {
+            // A file object's own exception (an opened stream's), as it raised it.
+            Error::Io(io) => match take_py_error(io) {
+                Ok(raised) => raised,
+                Err(io) => to_py(py, Error::Io(io), name),
+            },
+            other => to_py(py, other, name),
+        },
     }
 }
 
@@ -62,7 +71,10 @@ fn default_threads() -> usize {
 /// ``(records, columns, skipped)``: ``columns`` as ``decode_batch`` returns them but with
 /// bytes as NumPy object arrays, ``skipped`` the damaged regions
 /// ``(file_index, start, end, reason)`` left out (``skip_corrupt``) since the previous
-/// batch. A last item may have 0 records and only skipped regions.
+/// batch. A last item may have 0 records and only skipped regions. ``open``, when
+/// given, is called with each file's name on the reading thread whose turn it is: a
+/// binary file object read as that file's stream (a remote object), or None (the path
+/// is read).
 #[pyclass(module = "recordforge._core", frozen)]
 pub struct BatchReader {
     inner: Mutex<CoreReader>,
@@ -77,7 +89,7 @@ impl BatchReader {
     #[pyo3(signature = (
         files, features, batch_size, *, drop_remainder=false, compression="auto",
         verify=true, skip_corrupt=false, every=None, shuffle=None, threads=0, prefetch=2,
-        max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mapped=None, blocks=None
+        max_record_bytes=DEFAULT_MAX_RECORD_BYTES, mapped=None, blocks=None, open=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -96,6 +108,7 @@ impl BatchReader {
         max_record_bytes: u64,
         mapped: Option<Vec<Option<PyRef<'_, RecordFile>>>>,
         blocks: Option<PyRef<'_, BlockPool>>,
+        open: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         if batch_size == 0 {
             return Err(PyValueError::new_err("batch_size must be >= 1"));
@@ -119,7 +132,14 @@ impl BatchReader {
             let kind = kind_of(py, &name, &kind)?;
             wanted.push((name, kind, width));
         }
-        let names = files.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        let openers = match open {
+            None => Vec::new(),
+            Some(open) => names
+                .iter()
+                .map(|name| Some(opener(open.clone_ref(py), name.clone())))
+                .collect(),
+        };
         let maps = match mapped {
             None => vec![None; files.len()],
             Some(m) if m.len() == files.len() => m
@@ -152,7 +172,9 @@ impl BatchReader {
             blocks: blocks.map(|b| Arc::clone(&b.pool)),
         };
         Ok(BatchReader {
-            inner: Mutex::new(CoreReader::start_mapped(files, maps, wanted, options)),
+            inner: Mutex::new(CoreReader::start_mapped(
+                files, maps, openers, wanted, options,
+            )),
             names,
             failed: crate::errors::Kept::default(),
         })
@@ -202,6 +224,25 @@ impl BatchReader {
             }
         }
     }
+}
+
+/// Calls `open(name)` on the loader thread whose turn the file is: a binary file object
+/// read as the file's stream, or None (the file is read from its path).
+fn opener(open: Py<PyAny>, name: String) -> Opener {
+    Box::new(move || {
+        Python::try_attach(|py| {
+            let file = open
+                .bind(py)
+                .call1((name,))
+                .map_err(std::io::Error::other)?;
+            Ok(if file.is_none() {
+                None
+            } else {
+                Some(Box::new(PyReader::new(file.unbind())) as Box<dyn Read + Send>)
+            })
+        })
+        .unwrap_or_else(|| Err(shutting_down()))
+    })
 }
 
 fn wanted_of<'f>(py: Python<'_>, features: &'f Features) -> PyResult<Vec<Wanted<'f>>> {
