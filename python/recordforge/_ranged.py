@@ -351,6 +351,12 @@ class Streams:
         f.close()
         raise ValueError(f"{path}: opened after the reading stopped")
 
+    def __enter__(self) -> Streams:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -337,40 +337,33 @@ class Dataset:
     def _read_batches(
         self, batch_size: int, drop_remainder: bool, threads: int, copy: bool
     ) -> Iterator[tuple[int, dict[str, Any]]]:
-        # Feature lists are decoded from the records themselves (the Rust reader gives
-        # columns of Example features only).
-        if self.schema.feature_lists:
+        if self.schema.feature_lists:  # decoded from the records (Rust: Examples only)
             yield from self._sized_in_python(batch_size, drop_remainder)
             return
         files, every, shuffle = self._plan()
         paths = [self.files[i] for i in files]
         self._blocks = self._blocks or (None if copy else _core.BlockPool())
-        streams = Streams() if any(_fs.is_url(p) for p in paths) else None  # by range
-        reader = _core.BatchReader(
-            paths,
-            self._wanted(),
-            batch_size,
-            drop_remainder=drop_remainder,
-            skip_corrupt=self.on_corrupt == "skip",
-            every=every,
-            shuffle=shuffle,
-            threads=threads,
-            max_record_bytes=self.max_record_bytes,
-            mapped=self._shards.kept_maps(paths),
-            blocks=None if copy else self._blocks,
-            open=streams,
-        )
-        try:
+        with Streams() as streams:  # remote files, streamed by range: closed at the end
+            reader = _core.BatchReader(
+                paths,
+                self._wanted(),
+                batch_size,
+                drop_remainder=drop_remainder,
+                skip_corrupt=self.on_corrupt == "skip",
+                every=every,
+                shuffle=shuffle,
+                threads=threads,
+                max_record_bytes=self.max_record_bytes,
+                mapped=self._shards.kept_maps(paths),
+                blocks=None if copy else self._blocks,
+                open=streams if any(map(_fs.is_url, paths)) else None,  # (kept maps)
+            )
             for n, decoded, skipped in reader:
                 for f, start, end, why in skipped:
                     path = self.files[files[f]]
                     self.skipped.append({"file": path, "start": start, "end": end, "reason": why})
                 if n:
                     yield n, self._assemble(n, decoded)
-        finally:
-            del reader  # its threads stop at their next hand-over
-            if streams is not None:
-                streams.close()
 
     def _sized_in_python(
         self, batch_size: int, drop_remainder: bool = False
