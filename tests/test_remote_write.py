@@ -681,3 +681,69 @@ def test_killed_while_several_shard_uploads_are_in_flight_then_resumed(
     assert resumed.returncode == 0, resumed.stderr
     assert _objects(s3, url) == reference
     assert _uploads(s3, url) == []
+
+
+@pytest.mark.parametrize("after", [10, 50], ids=["before-any-shard", "after-a-shard"])
+def test_a_run_taken_over_leaves_the_new_runs_lock_journal_and_uploads(
+    s3: Any, prefix: str, tmp_path: Path, after: int
+) -> None:
+    """The run that finds its output taken over stops without touching the prefix: it
+    aborted every multipart upload under it (the new run's shard in flight among them)
+    and, with no shard of its own recorded, removed the working objects, the new run's
+    lock and journal included."""
+    url = f"{prefix}/out"
+    key = url.split("://", 1)[1]
+    bucket, path = key.split("/", 1)
+    rows = [{"id": i} for i in range(200)]
+    seen = []
+    new_lock = b'{"run": "other"}'
+    new_journal = b'{"the new run": "journal"}\n'
+    upload: dict[str, Any] = {}
+
+    def progress(records: int, payload: int) -> None:
+        seen.append(records)
+        if len(seen) == after:  # another run takes over and starts its first shard
+            s3.pipe_file(f"{key}/.recordforge.lock", new_lock)
+            s3.pipe_file(f"{key}/.recordforge-progress.json", new_journal)
+            upload.update(
+                s3.call_s3(
+                    "create_multipart_upload", Bucket=bucket, Key=f"{path}/.train-00000.shard"
+                )
+            )
+
+    with pytest.raises(rf.RecordforgeError, match="another conversion took this output over"):
+        rf.write_dataset(rows, url, max_records=40, progress=progress)
+    objects = _objects(s3, url)
+    assert objects[".recordforge.lock"] == new_lock
+    assert objects[".recordforge-progress.json"] == new_journal
+    assert _uploads(s3, url) == [f"{path}/.train-00000.shard"]
+    s3.call_s3(
+        "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+    )
+
+
+def test_a_store_clients_own_error_on_a_shard_names_the_shards_url(
+    s3: Any, proxy: FaultProxy, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every HEAD of the second shard's object (the size read after its upload) is
+    answered by a 503 with a body, a malformed answer to a HEAD: the store client fails
+    with an exception of its own (aiohttp's ``BadHttpMessage``), not an OSError. The
+    conversion fails with an OSError whose filename is that shard's URL (before: the
+    client's exception, naming no object), and a rerun completes with the objects of a
+    local conversion."""
+    monkeypatch.setattr("botocore.retryhandler.delay_exponential", lambda *a, **k: 0.0)
+
+    def head_of_second_shard(method: str, path: str) -> bool:
+        return method == "HEAD" and path.split("?")[0].endswith("/.train-00001.shard")
+
+    proxy.add("503", 1000, head_of_second_shard)
+    url = f"{prefix}/out"
+    rows = list(_rows(200, 100))
+    with pytest.raises(OSError) as raised:
+        rf.write_dataset(rows, url, max_records=40)
+    assert raised.value.filename == f"{url}/.train-00001.shard"
+    assert f"{url}/.train-00001.shard" in str(raised.value)
+    proxy.rules.clear()
+    rf.write_dataset(rows, url, max_records=40)
+    rf.write_dataset(rows, tmp_path / "local", max_records=40)
+    assert _objects(s3, url) == _files(tmp_path / "local")

@@ -20,7 +20,9 @@ The differences from a local directory, and why:
 - **No flock.** A rerun takes the directory over: it writes its own token in
   ``.recordforge.lock``, and a conversion still running there finds the token changed
   at its next journal save (one small read a shard) and stops with an error instead of
-  interleaving its shards with the new run's.
+  interleaving its shards with the new run's. A run that stops so touches nothing
+  more there: it aborts no upload and removes no working object (they are the new
+  run's).
 - **Abandoned uploads.** A conversion killed in the middle of a shard leaves the
   store's unfinished upload (invisible, but billed on S3). A rerun aborts every
   unfinished S3 multipart upload under the output prefix before it writes. GCS keeps
@@ -40,6 +42,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import secrets
@@ -200,13 +203,19 @@ def _entry_ok(entry: Any) -> bool:
     )
 
 
-def named_url(error: OSError, url: str | None, name: str) -> OSError:
+def named_url(error: BaseException, url: str | None, name: str) -> BaseException:
     """``error`` naming the object ``name`` of the directory ``url`` (a store's errors,
-    such as s3fs's ``OSError(EBUSY, 'slow')`` for a 503, name none); local errors (no
-    ``url``) as they are."""
-    if url is None or error.filename is not None:
+    such as s3fs's ``OSError(EBUSY, 'slow')`` for a 503, name none): an ``OSError``
+    with the object's URL as its filename. A store client's own exceptions (botocore's
+    ``HTTPClientError`` after its retries, ...) become such an ``OSError`` too. Local
+    errors (no ``url``), recordforge's own and interrupts as they are."""
+    if url is None or not isinstance(error, Exception) or isinstance(error, RecordforgeError):
         return error
     where = _fs.join(url, name)
+    if not isinstance(error, OSError):
+        return OSError(errno.EIO, f"{type(error).__name__}: {error}: writing {where}", where)
+    if error.filename is not None:
+        return error
     if error.errno is not None:
         return type(error)(error.errno, f"{error.strerror}: writing {where}", where)
     return OSError(f"{where}: {error}")
@@ -462,8 +471,8 @@ class RemoteOutputDir:
     def _abandon(self) -> None:
         """After an error: with nothing worth resuming, the working objects go again;
         otherwise the journal stays for a rerun."""
-        if self.complete:
-            return
+        if self.complete or self._taken_over():
+            return  # another run's now: its uploads and working objects are not ours
         with contextlib.suppress(Exception):
             abort_uploads(self.url)
         if any(s["shards"] for s in self.journal.splits.values()) or self.journal.clearing:
@@ -472,6 +481,16 @@ class RemoteOutputDir:
             if MANIFEST_NAME in self._listing():
                 return
             self._remove_working()
+
+    def _taken_over(self) -> bool:
+        """Whether ``.recordforge.lock`` names another run (or cannot be read: then it
+        is not known to be this run's, and nothing is removed)."""
+        try:
+            lock = _get(_fs.join(self.url, LOCK_NAME))
+            holder = json.loads(lock).get("run") if lock is not None else self.journal.run
+        except Exception:  # unreadable: not known to be ours
+            return True
+        return bool(holder != self.journal.run)
 
     def done(self) -> None:
         """After ``dataset.json``: the snapshot is marked finished, then the working

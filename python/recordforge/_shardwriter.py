@@ -186,7 +186,7 @@ class ShardWriter:
             # it for abandon() to wait for.
             try:
                 offsets = self.pending.result()
-            except OSError as e:  # a store's error names the shard's key
+            except Exception as e:  # a store's error names the shard's key
                 raise named_url(e, self.url, self.tmp_name()) from e
             self.pending = None
             self.offsets.append(offsets)
@@ -316,13 +316,11 @@ class ShardWriter:
                 writer.close()  # the store commits the upload
             except BaseException as e:  # not committed: the upload is discarded now
                 writer.__exit__(type(e), e, e.__traceback__)
-                if isinstance(e, OSError):
-                    raise named_url(e, url, name) from e
-                raise
+                raise named_url(e, url, name) from e
             try:
                 stage("shard closed")
                 return put_shard(url, None, name, index), writer.checksum or ""
-            except OSError as e:
+            except Exception as e:
                 raise named_url(e, url, name) from e
 
         future = self.uploads.submit(upload)
