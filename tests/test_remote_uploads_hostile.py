@@ -276,10 +276,14 @@ def test_the_lock_read_fails_while_a_shard_is_recorded(
             armed[0] = True
 
     _slow_third_shard(proxy, arm)
-    proxy.add("503", tries, lambda m, p: armed[0] and _lock_get(m, p) and "/out/" in p)
+    # Every read of the lock from then on fails: the uploads in flight read it too
+    # (before they commit), so a count of 503s would be shared out between the reads
+    # and each read would get through on a retry.
+    proxy.add("503", 1000, lambda m, p: armed[0] and _lock_get(m, p) and "/out/" in p)
     with pytest.raises(OSError):
         rf.write_dataset(ROWS, url, max_records=40, index=True)
-    assert proxy.rules[0][1] == 0, "the record of shard 2 failed"
+    assert proxy.rules[0][1] <= 1000 - tries, "the record of shard 2 failed"
+    proxy.rules.clear()
     proxy.on_request = None
     assert _upload_threads() == []
     journal = _journal(s3, url)["train"]

@@ -747,3 +747,26 @@ def test_a_store_clients_own_error_on_a_shard_names_the_shards_url(
     rf.write_dataset(rows, url, max_records=40)
     rf.write_dataset(rows, tmp_path / "local", max_records=40)
     assert _objects(s3, url) == _files(tmp_path / "local")
+
+
+def test_a_run_taken_over_commits_no_more_shards(s3: Any, prefix: str) -> None:
+    """Another run takes the output over while the first is writing its second shard:
+    the first run's upload of that shard (and of any later one) is not committed, since
+    it would replace the new run's object of the same name (with other bytes after an
+    --overwrite with other options). Before, the upload in flight was committed while
+    the error was being raised."""
+    url = f"{prefix}/out"
+    key = url.split("://", 1)[1]
+    rows = [{"id": i} for i in range(200)]
+    seen = []
+
+    def progress(records: int, payload: int) -> None:
+        seen.append(records)
+        if len(seen) == 50:  # in the second shard (40 records a shard)
+            s3.pipe_file(f"{key}/.recordforge.lock", b'{"run": "other"}')
+
+    with pytest.raises(rf.RecordforgeError, match="another conversion took this output over"):
+        rf.write_dataset(rows, url, max_records=40, progress=progress)
+    shards = sorted(n for n in _objects(s3, url) if n.endswith(".shard"))
+    assert shards in ([], [".train-00000.shard"])  # the first: committed before, or not
+    assert _uploads(s3, url) == []

@@ -157,7 +157,16 @@ class RemoteJournal(Journal):
         _put(_fs.join(self.url, JOURNAL_NAME), line + b"\n")  # one PUT: whole or not
 
     def _append(self, line: bytes) -> None:
-        lock = _get(_fs.join(self.url, LOCK_NAME))
+        self.check_held()
+        self.entries += 1
+        _put(_fs.join(self.url, _ENTRY.format(self.entries)), line)
+
+    def check_held(self) -> None:
+        """Raises the takeover's error when ``.recordforge.lock`` names another run."""
+        try:
+            lock = _get(_fs.join(self.url, LOCK_NAME))
+        except OSError as e:
+            raise named_url(e, self.url, LOCK_NAME) from e
         try:  # a lock that is not a run's token (garbled) is not this run's either
             holder = json.loads(lock).get("run") if lock is not None else self.run
         except (ValueError, AttributeError):
@@ -167,8 +176,6 @@ class RemoteJournal(Journal):
                 f"{self.url}: another conversion took this output over (its "
                 f"{LOCK_NAME} names another run): this one stops; the other writes it"
             )
-        self.entries += 1
-        _put(_fs.join(self.url, _ENTRY.format(self.entries)), line)
 
 
 def _sane(journal: RemoteJournal) -> bool:
@@ -486,11 +493,10 @@ class RemoteOutputDir:
         """Whether ``.recordforge.lock`` names another run (or cannot be read: then it
         is not known to be this run's, and nothing is removed)."""
         try:
-            lock = _get(_fs.join(self.url, LOCK_NAME))
-            holder = json.loads(lock).get("run") if lock is not None else self.journal.run
-        except Exception:  # unreadable: not known to be ours
+            self.journal.check_held()
+        except Exception:  # taken over, or unreadable: not known to be ours
             return True
-        return bool(holder != self.journal.run)
+        return False
 
     def done(self) -> None:
         """After ``dataset.json``: the snapshot is marked finished, then the working

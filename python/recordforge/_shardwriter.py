@@ -26,7 +26,7 @@ from recordforge import _core, _fs
 from recordforge._atomic import fsync as _fsync
 from recordforge._atomic import stage, write_bytes_atomic
 from recordforge._outdir import Journal
-from recordforge._remote import RemoteOutputDir, named_url, put_shard
+from recordforge._remote import RemoteJournal, RemoteOutputDir, named_url, put_shard
 from recordforge.errors import ItemError, OnError
 from recordforge.example import RecordBatch
 from recordforge.pipeline import ConversionReport, Converted, observed, outcome
@@ -310,9 +310,14 @@ class ShardWriter:
     ) -> None:
         assert self.uploads is not None and self.url is not None
         url, name = self.url, self.tmp_name()
+        journal = self.journal
 
         def upload() -> tuple[int, str]:
             try:
+                # A run whose output was taken over commits no more shards: its uploads
+                # in flight would replace the new run's objects of the same names.
+                if isinstance(journal, RemoteJournal):
+                    journal.check_held()
                 writer.close()  # the store commits the upload
             except BaseException as e:  # not committed: the upload is discarded now
                 writer.__exit__(type(e), e, e.__traceback__)
