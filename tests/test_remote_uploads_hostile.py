@@ -280,8 +280,10 @@ def test_the_lock_read_fails_while_a_shard_is_recorded(
     # (before they commit), so a count of 503s would be shared out between the reads
     # and each read would get through on a retry.
     proxy.add("503", 1000, lambda m, p: armed[0] and _lock_get(m, p) and "/out/" in p)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as raised:
         rf.write_dataset(ROWS, url, max_records=40, index=True)
+    assert raised.value.filename == f"{url}/{LOCK}"
+    assert f"reading {url}/{LOCK}" in str(raised.value)
     assert proxy.rules[0][1] <= 1000 - tries, "the record of shard 2 failed"
     proxy.rules.clear()
     proxy.on_request = None

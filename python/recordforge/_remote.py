@@ -166,7 +166,7 @@ class RemoteJournal(Journal):
         try:
             lock = _get(_fs.join(self.url, LOCK_NAME))
         except OSError as e:
-            raise named_url(e, self.url, LOCK_NAME) from e
+            raise named_url(e, self.url, LOCK_NAME, "reading") from e
         try:  # a lock that is not a run's token (garbled) is not this run's either
             holder = json.loads(lock).get("run") if lock is not None else self.run
         except (ValueError, AttributeError):
@@ -210,21 +210,24 @@ def _entry_ok(entry: Any) -> bool:
     )
 
 
-def named_url(error: BaseException, url: str | None, name: str) -> BaseException:
+def named_url(
+    error: BaseException, url: str | None, name: str, doing: str = "writing"
+) -> BaseException:
     """``error`` naming the object ``name`` of the directory ``url`` (a store's errors,
     such as s3fs's ``OSError(EBUSY, 'slow')`` for a 503, name none): an ``OSError``
     with the object's URL as its filename. A store client's own exceptions (botocore's
-    ``HTTPClientError`` after its retries, ...) become such an ``OSError`` too. Local
-    errors (no ``url``), recordforge's own and interrupts as they are."""
+    ``HTTPClientError`` after its retries, ...) become such an ``OSError`` too; the
+    message says what was being done (``doing``). Local errors (no ``url``),
+    recordforge's own and interrupts as they are."""
     if url is None or not isinstance(error, Exception) or isinstance(error, RecordforgeError):
         return error
     where = _fs.join(url, name)
     if not isinstance(error, OSError):
-        return OSError(errno.EIO, f"{type(error).__name__}: {error}: writing {where}", where)
+        return OSError(errno.EIO, f"{type(error).__name__}: {error}: {doing} {where}", where)
     if error.filename is not None:
         return error
     if error.errno is not None:
-        return type(error)(error.errno, f"{error.strerror}: writing {where}", where)
+        return type(error)(error.errno, f"{error.strerror}: {doing} {where}", where)
     return OSError(f"{where}: {error}")
 
 
