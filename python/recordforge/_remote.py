@@ -216,10 +216,16 @@ def named_url(
     """``error`` naming the object ``name`` of the directory ``url`` (a store's errors,
     such as s3fs's ``OSError(EBUSY, 'slow')`` for a 503, name none): an ``OSError``
     with the object's URL as its filename. A store client's own exceptions (botocore's
-    ``HTTPClientError`` after its retries, ...) become such an ``OSError`` too; the
-    message says what was being done (``doing``). Local errors (no ``url``),
-    recordforge's own and interrupts as they are."""
-    if url is None or not isinstance(error, Exception) or isinstance(error, RecordforgeError):
+    ``HTTPClientError`` after its retries, aiohttp's, ...) become such an ``OSError``
+    too; the message says what was being done (``doing``). Local errors (no ``url``),
+    recordforge's own, Python's built-in ones (a ``MemoryError`` is not the store's)
+    and interrupts as they are."""
+    stores = isinstance(error, OSError) or (
+        isinstance(error, Exception)
+        and type(error).__module__ != "builtins"
+        and not isinstance(error, RecordforgeError)
+    )
+    if url is None or not stores:
         return error
     where = _fs.join(url, name)
     if not isinstance(error, OSError):
