@@ -12,7 +12,8 @@ are optional extras, imported when a feature needs them.
 
 from __future__ import annotations
 
-from recordforge import images, inspect
+# _cli_startup first: it must run before NumPy is imported.
+from recordforge import _cli_startup, images, inspect  # noqa: F401
 from recordforge._core import __version__
 from recordforge.dataset import Dataset, Ragged, open_dataset
 from recordforge.errors import (

@@ -1,0 +1,56 @@
+"""What the ``recordforge`` command sets up before NumPy loads (imported first by the
+package, so it runs before ``import numpy`` in any process).
+
+NumPy's wheels bundle OpenBLAS, which starts a thread per core when it loads, and each
+thread spins for about 0.1 s of CPU before it sleeps: a third of the command's start-up
+CPU, for a library it never calls. In the command's own process (the ``recordforge``
+script, ``python -m recordforge``, ``python -m recordforge.cli``) ``OPENBLAS_NUM_THREADS``
+is set to 1 unless it is set already; a program that imports ``recordforge`` is left as
+it is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+#: ``python -m`` names that run the command.
+COMMAND_MODULES = frozenset(("recordforge", "recordforge.cli", "recordforge.cli.__main__"))
+#: What the console script is called.
+COMMAND_SCRIPTS = frozenset(("recordforge", "recordforge.exe"))
+
+
+def is_the_command(argv: Sequence[str], orig_argv: Sequence[str]) -> bool:
+    """Whether this process runs the command. While ``python -m M`` imports M's packages
+    ``sys.argv[0]`` is ``"-m"``; M is then found in ``sys.orig_argv``.
+
+    >>> is_the_command(["/venv/bin/recordforge", "info"], ["python", "/venv/bin/recordforge"])
+    True
+    >>> is_the_command(["-m"], ["python", "-X", "importtime", "-m", "recordforge", "info"])
+    True
+    >>> is_the_command(["-m"], ["python", "-m", "pytest"]), is_the_command(["train.py"], [])
+    (False, False)
+    """
+    if not argv:
+        return False
+    if argv[0] != "-m":
+        return os.path.basename(argv[0]) in COMMAND_SCRIPTS
+    for i, arg in enumerate(orig_argv[:-1]):
+        if arg == "-m":
+            return orig_argv[i + 1] in COMMAND_MODULES
+    return False
+
+
+def quiet_blas() -> bool:
+    """Sets ``OPENBLAS_NUM_THREADS=1`` in the command's process before NumPy loads (not
+    when NumPy is loaded already, nor over a value the user set). Returns whether it did."""
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return False
+    if not is_the_command(sys.argv, getattr(sys, "orig_argv", ())):
+        return False
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    return True
+
+
+quiet_blas()

@@ -1,0 +1,95 @@
+"""The command's start-up: OpenBLAS's threads (NumPy's, unused by the command) are not
+started in the command's process, and a program that imports recordforge keeps them.
+
+Each run is a real process; a ``sitecustomize`` put first on its path reports, at exit,
+what ``OPENBLAS_NUM_THREADS`` was and how many threads the process had."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recordforge._cli_startup import is_the_command
+
+REPORTER = """
+import atexit, json, os
+
+def _report():
+    with open(os.environ["STARTUP_REPORT"], "w") as f:
+        json.dump({"blas": os.environ.get("OPENBLAS_NUM_THREADS"),
+                   "threads": len(os.listdir("/proc/self/task")),
+                   "numpy": "numpy" in __import__("sys").modules}, f)
+
+atexit.register(_report)
+"""
+
+
+def run(tmp_path: Path, command: list[str], **env: str) -> dict[str, object]:
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(REPORTER)
+    report = tmp_path / "report.json"
+    report.unlink(missing_ok=True)
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    environ.update(env, STARTUP_REPORT=str(report))
+    environ["PYTHONPATH"] = os.pathsep.join([str(hook), *filter(None, [environ.get("PYTHONPATH")])])
+    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(report.read_text())
+    assert result["numpy"], "the run did not load NumPy: it shows nothing"
+    return result
+
+
+@pytest.mark.parametrize("module", ["recordforge", "recordforge.cli"])
+def test_python_m_runs_the_command_without_blas_threads(tmp_path: Path, module: str) -> None:
+    got = run(tmp_path, [sys.executable, "-m", module, "--version"])
+    assert got["blas"] == "1"
+
+
+def test_the_console_script_runs_without_blas_threads(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "recordforge"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (not installed with pip)")
+    assert run(tmp_path, [str(script), "--version"])["blas"] == "1"
+
+
+def test_the_users_setting_is_kept_and_is_what_saves_the_threads(tmp_path: Path) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("OpenBLAS starts no thread of its own on one CPU")
+    ours = run(tmp_path, [sys.executable, "-m", "recordforge", "--version"])
+    theirs = run(
+        tmp_path, [sys.executable, "-m", "recordforge", "--version"], OPENBLAS_NUM_THREADS="2"
+    )
+    assert theirs["blas"] == "2"
+    # OpenBLAS starts one thread less than it is told to use (the caller is the first).
+    assert theirs["threads"] == ours["threads"] + 1  # type: ignore[operator]
+
+
+def test_a_program_importing_recordforge_keeps_its_blas_threads(tmp_path: Path) -> None:
+    program = tmp_path / "train.py"
+    program.write_text("import recordforge\n")
+    assert run(tmp_path, [sys.executable, str(program)])["blas"] is None
+    assert run(tmp_path, [sys.executable, "-c", "import recordforge"])["blas"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "orig_argv", "expected"),
+    [
+        (["/usr/local/bin/recordforge", "info", "x"], [], True),
+        (["-m"], ["python3", "-m", "recordforge.cli", "info"], True),
+        (["-m"], ["python3", "-X", "importtime", "-m", "recordforge"], True),
+        (["-m"], ["python3", "-m", "pytest", "-m", "recordforge"], False),
+        (["-m"], ["python3", "-m"], False),
+        (["/home/me/recordforge.py"], [], False),
+        (["/home/me/train.py", "recordforge"], [], False),
+        (["-c"], ["python3", "-c", "import recordforge"], False),
+        ([], [], False),
+    ],
+)
+def test_is_the_command(argv: list[str], orig_argv: list[str], expected: bool) -> None:
+    assert is_the_command(argv, orig_argv) is expected
