@@ -36,21 +36,19 @@ def is_the_command(argv: Sequence[str], orig_argv: Sequence[str]) -> bool:
         return False
     if argv[0] != "-m":
         return os.path.basename(argv[0]) in COMMAND_SCRIPTS
-    for i, arg in enumerate(orig_argv[:-1]):
-        if arg == "-m":
-            return orig_argv[i + 1] in COMMAND_MODULES
-    return False
+    options = list(orig_argv[:-1])
+    return "-m" in options and orig_argv[options.index("-m") + 1] in COMMAND_MODULES
 
 
-def quiet_blas() -> bool:
+def quiet_blas() -> None:
     """Sets ``OPENBLAS_NUM_THREADS=1`` in the command's process before NumPy loads (not
-    when NumPy is loaded already, nor over a value the user set). Returns whether it did."""
-    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
-        return False
-    if not is_the_command(sys.argv, getattr(sys, "orig_argv", ())):
-        return False
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    return True
+    when NumPy is loaded already, nor over a value the user set)."""
+    if (
+        "numpy" not in sys.modules
+        and "OPENBLAS_NUM_THREADS" not in os.environ
+        and is_the_command(sys.argv, getattr(sys, "orig_argv", ()))
+    ):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 
 quiet_blas()

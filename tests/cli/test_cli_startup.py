@@ -17,13 +17,13 @@ import pytest
 from recordforge._cli_startup import is_the_command
 
 REPORTER = """
-import atexit, json, os
+import atexit, json, os, sys
 
 def _report():
     with open(os.environ["STARTUP_REPORT"], "w") as f:
         json.dump({"blas": os.environ.get("OPENBLAS_NUM_THREADS"),
                    "threads": len(os.listdir("/proc/self/task")),
-                   "numpy": "numpy" in __import__("sys").modules}, f)
+                   "numpy": "numpy" in sys.modules}, f)
 
 atexit.register(_report)
 """
