@@ -293,3 +293,25 @@ def rows_digest(decoded: list[dict[str, Any]]) -> str:
             else:
                 h.update(repr(v).encode())
     return h.hexdigest()
+
+
+def precompile(env: dict[str, str]) -> None:
+    """``compileall`` over the recordforge package that ``env`` imports, so that a fresh
+    process of it starts as an installed package does (pip writes the ``.pyc`` files).
+    Without it, ``PYTHONDONTWRITEBYTECODE`` (set on the development VM) makes every
+    process of an editable install compile each module again: ~70 ms of start-up."""
+    import subprocess
+    import sys
+
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import recordforge, os; print(os.path.dirname(recordforge.__file__))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", where], env=env, check=True)

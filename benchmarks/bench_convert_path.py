@@ -21,8 +21,10 @@ times in one annotations JSON (new image and annotation ids, the same image file
   before the clock starts), into a fresh directory.
 - ``cli``: ``recordforge convert coco --annotations A --images D --per annotation --out
   O`` in a fresh process; its CPU (from ``getrusage`` of the children) is reported
-  whole and less the start-up (``python -c "import recordforge.cli"``, measured in its
-  own process in the same rounds: ``import``).
+  whole and less the start-up (``python -m recordforge --version``: the same command's
+  start-up, OpenBLAS settings included, measured in its own process in the same
+  rounds: ``import``). The package is compiled to ``.pyc``
+  first (``compileall``), as pip does when it installs one.
 - ``cli-main``: the same command, ``recordforge.cli.__main__.main(argv)`` timed in a
   process that has imported ``recordforge.cli`` already (what ``cli - import`` estimates,
   without the noise of two processes).
@@ -53,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import precompile
 
 HERE = Path(__file__).resolve()
 TINY_COCO = Path("/work/shared/data/tiny_coco")
@@ -238,7 +242,7 @@ def child(
 def one_run(name: str, root: Path, out: Path, records: int, env: dict[str, str]) -> dict[str, Any]:
     base = name.removesuffix("-before")
     if base == "import":
-        got, times = child([sys.executable, "-c", "import recordforge.cli"], env)
+        got, times = child([sys.executable, "-m", "recordforge", "--version"], env)
         result = {"records": records, **times}
     elif base == "cli":
         got, times = child([sys.executable, "-m", "recordforge", *cli_args(root, out)], env)
@@ -277,6 +281,10 @@ def main() -> None:
         records = make_data(root, a.copies)
         for f in (TINY_COCO / "val2017").iterdir():
             f.read_bytes()  # into the page cache
+        # The fresh processes (cli, import) start as an installed package's would.
+        precompile(dict(os.environ))
+        if a.before:
+            precompile(dict(os.environ, PYTHONPATH=a.before))
         for r in range(a.rounds):
             for name in names:
                 env = dict(os.environ)

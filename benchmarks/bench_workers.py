@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from _coco_common import TINY_COCO, replicate
+from _common import precompile
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).with_name("recordforge")
@@ -54,56 +55,69 @@ TARGETS = {"annotation": 1.7, "image": 1.0, "csv": 1.6}
 # per worker as a full-size conversion (COCO train2017 per image: ~70 shards of 256 MB).
 SHARD_BYTES = {"annotation": "8MB", "image": "32MB", "csv": "24MB"}
 
-# Imported by the CLI process and by every process it spawns (they inherit PYTHONPATH).
-# Peak memory is read from /proc/self/status (VmHWM: this process's own peak since its
-# exec), not from ru_maxrss, which Linux carries across exec: the CLI's would start at
-# this benchmark's size, a spawned worker's at the CLI's. The CLI process writes its
-# peak and CPU split at exit; every process (workers are often killed at the end, with
-# no atexit) writes its peak whenever it grows, checked every 20 ms.
+# Imported by the CLI process (it is on its PYTHONPATH): at exit it writes its CPU time,
+# split into its own and that of the workers it waited for, and its peak memory (VmHWM of
+# /proc/self/status: this process's own peak since its exec, not ru_maxrss, which Linux
+# carries across exec: the CLI's would start at this benchmark's size). It starts no
+# thread: a second thread in the CLI process makes recordforge start its workers by
+# `spawn` instead of `fork` (recordforge._workers.start_method), which is not what a user
+# gets. The processes the CLI starts do nothing here (RF_BENCH_ROLE); their peak memory
+# is read by this benchmark from /proc while the conversion runs (peak_rss_kb).
 SITECUSTOMIZE = """\
 import os
 _dir = os.environ.get("RF_BENCH_RUSAGE")
-if _dir:
-    import atexit, json, resource, threading
+if _dir and os.environ.get("RF_BENCH_ROLE") != "child":
+    import atexit
 
-    _role = os.environ.get("RF_BENCH_ROLE", "cli")
     os.environ["RF_BENCH_ROLE"] = "child"
-    _path = os.path.join(_dir, f"{_role}-{os.getpid()}.json")
-
-    def _hwm_kb():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
-
-    def _write(path, **extra):
-        tmp = f"{path}.{threading.get_ident()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"role": _role, "hwm_kb": _hwm_kb(), **extra}, f)
-        os.replace(tmp, path)
-
-    def _watch():
-        last = -1
-        while True:
-            hwm = _hwm_kb()
-            if hwm != last:
-                _write(_path)
-                last = hwm
-            threading.Event().wait(0.02)
-
-    threading.Thread(target=_watch, daemon=True, name="bench-rss").start()
 
     def _report():
+        import json, resource
+        with open("/proc/self/status") as f:
+            hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), 0)
         own = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        _write(_path[:-5] + ".final", self_cpu_s=own.ru_utime + own.ru_stime,
-               children_cpu_s=kids.ru_utime + kids.ru_stime)
+        path = os.path.join(_dir, f"cli-{os.getpid()}.final")
+        with open(path + ".tmp", "w") as f:
+            json.dump({"hwm_kb": hwm, "self_cpu_s": own.ru_utime + own.ru_stime,
+                       "children_cpu_s": kids.ru_utime + kids.ru_stime}, f)
+        os.replace(path + ".tmp", path)
 
-    if _role == "cli":
-        # Registered first, so it runs last: after multiprocessing has joined its workers.
-        atexit.register(_report)
+    # Registered first, so it runs last: after multiprocessing has joined its workers.
+    atexit.register(_report)
 """
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (Linux: /proc/<pid>/task/<tid>/children)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def peak_rss_kb(pids: list[int], peaks: dict[int, int], started: dict[int, str]) -> None:
+    """Records each process's VmHWM (its peak since its exec or fork) in ``peaks``, and
+    in ``started`` how it started: ``spawn`` (a new interpreter running multiprocessing's
+    spawn or its resource tracker) or ``fork`` (the CLI's own command line)."""
+    for p in pids:
+        try:
+            if p not in started:
+                line = Path(f"/proc/{p}/cmdline").read_bytes()
+                started[p] = "spawn" if b"from multiprocessing" in line else "fork"
+            with open(f"/proc/{p}/status") as f:
+                hwm = next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), 0)
+        except OSError:
+            continue  # gone already: its last sample stands
+        peaks[p] = max(peaks.get(p, 0), hwm)
 
 
 class Workload(NamedTuple):
@@ -191,22 +205,6 @@ def warm(data: Path) -> None:
 # Runs
 
 
-def precompile(env: dict[str, str]) -> None:
-    """``compileall`` over the recordforge package the CLI imports."""
-    where = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import recordforge, os; print(os.path.dirname(recordforge.__file__))",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    subprocess.run([sys.executable, "-m", "compileall", "-q", where], env=env, check=True)
-
-
 def supports_auto(env: dict[str, str], scratch: Path) -> bool:
     """Whether this build's CLI takes ``--workers auto``."""
     csv = scratch / "probe.csv"
@@ -246,7 +244,10 @@ def run_once(
             cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
         )
         deadline = t0 + timeout
+        peaks: dict[int, int] = {}  # the peak memory of each process the CLI started
+        started: dict[int, str] = {}  # and how it started
         while True:
+            peak_rss_kb(descendants(proc.pid), peaks, started)
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 wall = time.perf_counter() - t0
@@ -266,18 +267,16 @@ def run_once(
         "user_s": ru.ru_utime,
         "sys_s": ru.ru_stime,
     }
-    reports = [json.loads(p.read_text()) for p in rusage_dir.glob("*.json")]
     final = [json.loads(p.read_text()) for p in rusage_dir.glob("cli-*.final")]
     shutil.rmtree(rusage_dir)
     if final:
         f = final[0]
         result.update(parent_cpu_s=f["self_cpu_s"], workers_cpu_s=f["children_cpu_s"])
-    cli = final or [r for r in reports if r["role"] == "cli"]
-    result["parent_rss_mb"] = cli[0]["hwm_kb"] / 1024 if cli else None
-    # Every process the CLI started, the resource tracker of multiprocessing included.
-    result["child_rss_mb"] = sorted(
-        (r["hwm_kb"] / 1024 for r in reports if r["role"] == "child"), reverse=True
-    )
+    result["parent_rss_mb"] = final[0]["hwm_kb"] / 1024 if final else None
+    # Every process the CLI started, sampled every 5 ms (the resource tracker of
+    # multiprocessing included, where the workers are spawned).
+    result["child_rss_mb"] = sorted((kb / 1024 for kb in peaks.values()), reverse=True)
+    result["started_by"] = sorted(set(started.values()))
     result["worker_rss_mb"] = max(result["child_rss_mb"], default=0.0)
     result["outputs"] = hash_dir(out)
     result["output_mb"] = sum(p.stat().st_size for p in out.iterdir()) / 1e6
@@ -318,6 +317,7 @@ def summarise(w: Workload, runs: dict[str, list[dict[str, Any]]]) -> dict[str, A
             # Python processes the CLI started: its workers (and multiprocessing's
             # resource tracker, when it starts one).
             children=max(len(s.get("child_rss_mb", [])) for s in ok),
+            started_by=sorted({m for s in ok for m in s.get("started_by", [])}),
             output_mb=best["output_mb"],
             stopped_or_failed=[s for s in samples if "wall_s" not in s],
         )
@@ -374,7 +374,8 @@ def print_report(summary: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         "Wall and CPU s: the run with the best wall time; CPU µs/item: the least CPU time of "
         "any run; speed-up: best wall time of workers=1 over this one's (in brackets, the "
         "median over rounds of the ratio within a round); peak RSS: VmHWM of the CLI "
-        "process and of its largest child, the most of any run."
+        "process and of its largest child, the most of any run; children: the processes "
+        "the CLI started, and how (fork, or spawn: a new interpreter)."
     )
     print()
     print(
@@ -397,6 +398,8 @@ def print_report(summary: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             paired = fmt(r.get("paired_speedup_median"), ".2f")
             speed = f"{fmt(r.get('speedup'), '.2f')}x ({paired}x)"
             rss = f"{r['parent_rss_mb']:.0f} / {r['worker_rss_mb']:.0f} ({r['children']})"
+            if r["started_by"]:
+                rss += f", by {' and '.join(r['started_by'])}"
             split = f"{fmt(r['parent_cpu_s'], '.2f')} + {fmt(r['workers_cpu_s'], '.2f')}"
             print(
                 f"| {s['workload']} | {workers} | {r['best_wall_s']:.2f} ({runs}) "
