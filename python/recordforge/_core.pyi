@@ -37,6 +37,7 @@ __all__ = [
     "encode_sequence_example",
     "file_crc32c",
     "frame_records",
+    "json_loads",
     "masked_crc32c",
     "read_records",
     "resize_bilinear",
@@ -89,6 +90,7 @@ def scan_records(
     max_record_bytes: int = ...,
 ) -> tuple[int, int, int]: ...
 def file_crc32c(path: str | os.PathLike[str], threads: int = 2) -> int: ...
+def json_loads(data: bytes) -> tuple[Any] | None: ...
 def resize_bilinear(
     image: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8] | npt.NDArray[np.float32]
 ) -> None: ...

@@ -13,6 +13,7 @@ mod errors;
 mod image;
 mod infer;
 mod io;
+mod json;
 mod pyfile;
 mod reader;
 mod rows;
@@ -57,6 +58,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         recordforge_core::DEFAULT_MAX_RECORD_BYTES,
     )?;
     m.add_function(wrap_pyfunction!(verify::file_crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(json::json_loads, m)?)?;
     m.add_function(wrap_pyfunction!(image::resize_bilinear, m)?)?;
     Ok(())
 }

@@ -13,15 +13,18 @@ range), polygons have even length, RLE counts fill their size, which is the imag
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeGuard
 
 import numpy as np
 
 from recordforge import _fs
+from recordforge._core import json_loads
 from recordforge.errors import SchemaError
 
 __all__ = [
@@ -109,18 +112,27 @@ class CocoIndex:
 
 
 def _read_json(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The file's JSON, parsed by :func:`recordforge._core.json_loads` (the same values
+    as ``json.loads``, ~3x as fast on COCO's polygons), or by ``json.loads`` where that
+    declines: anything but plain standard JSON (``NaN``, a 19-digit number, a syntax
+    error...), whose result or error is then ``json.loads``'s own."""
     raw = _fs.read_bytes(path)
+    parsed = json_loads(raw)
+    data = parsed[0] if parsed is not None else _python_json(raw, path)
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _python_json(raw: bytes, path: str | os.PathLike[str]) -> Any:
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as e:
         raise SchemaError(
             f"{path}: not valid JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}"
         ) from None
     except UnicodeDecodeError as e:
         raise SchemaError(f"{path}: not UTF-8 text at byte {e.start}") from None
-    if not isinstance(data, dict):
-        raise SchemaError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
 
 
 def _entries(data: Mapping[str, Any], key: str, path: Any, required: bool = True) -> list[Any]:
@@ -437,7 +449,35 @@ def load_coco(
     an image is never converted with one of its objects silently left out. Annotations,
     captions and keypoints whose ``image_id`` names no image are problems too. Keypoint
     annotations are matched to instance annotations by ``id``.
+
+    Python's cyclic garbage collector is off while it loads (:func:`_no_collections`).
     """
+    with _no_collections():
+        return _load_coco(annotations, images_dir, captions=captions, keypoints=keypoints)
+
+
+@contextlib.contextmanager
+def _no_collections() -> Iterator[None]:
+    """The cyclic garbage collector off (as it was, after): loading a COCO file makes
+    millions of objects that all live on (lists, tuples, dataclasses), and every few
+    hundred made start a collection that walks the young ones again: a third of the
+    load's time (0.2 of 0.6 s for 14.5 MB of JSON). Nothing made here is cyclic garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_coco(
+    annotations: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    *,
+    captions: str | os.PathLike[str] | None,
+    keypoints: str | os.PathLike[str] | None,
+) -> CocoIndex:
     data = _read_json(annotations)
     loader = _Loader(annotations)
     for i, entry in enumerate(_entries(data, "images", annotations)):
