@@ -207,28 +207,3 @@ def test_load_coco_keeps_the_garbage_collector_state(tiny: dict[str, Path], tmp_
             assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
-
-
-def _peak_mb(code: str) -> float:
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
-
-
-def test_memory_is_json_loads_own() -> None:
-    """Parsing 10.6 MB of numbers and keys holds the Python objects and nothing more: the
-    peak is within 10% of json.loads's (no value tree, no copy of the input)."""
-    make = (
-        "import json, resource\n"
-        "entries = [{'segmentation': [[1.5, 2] * 40], 'id': i} for i in range(30000)]\n"
-        "raw = json.dumps(entries).encode()\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-    )
-    report = "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
-    ours = _peak_mb(
-        make + "from recordforge._core import json_loads\nv = json_loads(raw)\nassert v\n" + report
-    )
-    theirs = _peak_mb(make + "import recordforge._core\nv = json.loads(raw)\n" + report)
-    assert ours <= theirs * 1.1 + 2, (ours, theirs)
