@@ -121,27 +121,39 @@ def test_spawned_workers_and_workers_that_may_hold_one_chunk_write_the_same_byte
 
 
 def test_workers_fork_only_where_no_other_thread_runs() -> None:
+    """Fork where this is the only thread; else spawn, with a warning that names the
+    other threads (nothing silent: spawned workers are slower); none when forced."""
     code = textwrap.dedent(
         """
-        import threading
+        import threading, warnings
         from recordforge._parallel import start_method
-        alone = start_method()
-        stop = threading.Event()
-        thread = threading.Thread(target=stop.wait)
-        thread.start()
-        print(alone, start_method())
-        stop.set()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            alone = start_method()
+            stop = threading.Event()
+            thread = threading.Thread(target=stop.wait, name="notebook-heartbeat")
+            thread.start()
+            crowded = start_method()
+            stop.set()
+        print(alone, crowded, len(seen))
+        for w in seen:
+            print(w.category.__name__, w.message)
         """
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
-    for env, expected in (
-        ({}, "fork spawn"),
-        ({"RECORDFORGE_START_METHOD": "spawn"}, "spawn spawn"),
+    for env, expected, warned in (
+        ({}, "fork spawn", 1),
+        ({"RECORDFORGE_START_METHOD": "spawn"}, "spawn spawn", 0),
+        ({"RECORDFORGE_START_METHOD": "fork"}, "fork fork", 0),
     ):
         done = subprocess.run(
             [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True
         )
-        assert done.stdout.split() == expected.split(), done.stderr
+        first, *warnings = done.stdout.splitlines()
+        assert first.split() == [*expected.split(), str(warned)], done.stderr
+        for line in warnings:
+            assert line.startswith("RecordforgeWarning worker processes are spawned, not forked")
+            assert "(notebook-heartbeat)" in line and "RECORDFORGE_START_METHOD=fork" in line
 
 
 def test_an_item_error_raised_is_the_one_of_a_single_worker(tmp_path: Path) -> None:

@@ -372,10 +372,11 @@ def test_splits_after_a_thread_starts_are_written_by_spawned_workers(
             thread.start()  # a thread of the caller's, alive from the first split on
 
     try:
-        rf.write_dataset(
-            splits=splits, out=tmp_path / "w2", to_records=varied, on_error="skip",
-            workers=2, progress=progress, **options,
-        )  # fmt: skip
+        with pytest.warns(rf.RecordforgeWarning, match=r"spawned, not forked: .*Thread-"):
+            rf.write_dataset(
+                splits=splits, out=tmp_path / "w2", to_records=varied, on_error="skip",
+                workers=2, progress=progress, **options,
+            )  # fmt: skip
     finally:
         stop.set()
         thread.join()

@@ -33,6 +33,7 @@ import pickle
 import signal
 import threading
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import numpy as np
 
 from recordforge._atomic import named
 from recordforge._core import file_crc32c, frame_records
-from recordforge.errors import ItemError, RecordforgeError
+from recordforge.errors import ItemError, RecordforgeError, RecordforgeWarning
 from recordforge.example import RecordBatch
 from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, observed, outcome
 from recordforge.records import TFRecordWriter
@@ -73,15 +74,30 @@ def start_method() -> str:
     """How worker processes start: ``fork`` where it is safe and cheap (Linux, and no
     other thread in this process that could hold a lock at the fork), so that a worker
     costs no Python start-up and shares the parent's source (an annotation index, say)
-    copy-on-write instead of unpickling its own; ``spawn`` otherwise.
+    copy-on-write instead of unpickling its own; ``spawn`` otherwise, with a
+    :class:`~recordforge.RecordforgeWarning` naming the other threads where they are
+    the reason (a notebook's kernel threads, say).
     ``RECORDFORGE_START_METHOD`` overrides it (the tests run both)."""
     forced = os.environ.get("RECORDFORGE_START_METHOD")
     if forced in ("fork", "spawn"):
         return forced
-    import threading
-
-    linux = hasattr(os, "sched_getaffinity")
-    return "fork" if linux and threading.active_count() == 1 else "spawn"
+    if not hasattr(os, "sched_getaffinity"):  # not Linux
+        return "spawn"
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if not others:
+        return "fork"
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    warnings.warn(
+        f"worker processes are spawned, not forked: other threads run in this process "
+        f"({shown}). A spawned worker starts a Python interpreter and is sent the "
+        "conversion and its items pickled: slower to start, and more memory than a forked "
+        "one, which shares the source with this process. The recordforge command has no "
+        "such threads; RECORDFORGE_START_METHOD=fork forks anyway (safe only where those "
+        "threads hold no lock a worker needs)",
+        RecordforgeWarning,
+        stacklevel=3,
+    )
+    return "spawn"
 
 
 # -- in the workers ----------------------------------------------------------------------
