@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import struct
+import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +28,57 @@ def assert_value_equal(got: object, expected: object) -> None:
         np.testing.assert_array_equal(got, expected)
     else:
         assert got == expected
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Parsed JSON values equal and of the same types all the way down (``1`` is not
+    ``1.0``, ``True`` not ``1``); floats bit for bit (``-0.0`` is not ``0.0``); dicts in
+    the same key order."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same_json(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def assert_read_json_as_json_loads(raw: bytes, path: Path) -> None:
+    """``_read_json`` of a file holding ``raw`` gives what ``json.loads(raw)`` gives: its
+    value (a JSON object), or a SchemaError where it raises ValueError (or its own
+    RecursionError) or is not an object."""
+    import json
+
+    import pytest
+
+    import recordforge as rf
+    from recordforge.sources._coco_index import _read_json
+
+    path.write_bytes(raw)
+    try:
+        expected: Any = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError
+        with pytest.raises(rf.SchemaError if not isinstance(e, RecursionError) else RecursionError):
+            _read_json(path)
+        return
+    if isinstance(expected, dict):
+        assert same_json(dict(_read_json(path)), expected)
+    else:
+        with pytest.raises(rf.SchemaError, match="expected a JSON object"):
+            _read_json(path)
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``code`` (dedented) in a fresh interpreter, so that a crash cannot take the suite
+    down."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --------------------------------------------------------------------------------------
