@@ -17,6 +17,10 @@
 //! Both checks are a scan of the raw bytes, strings included: a string that holds such
 //! text only costs the fast path.
 //!
+//! The parse makes millions of lists and dicts, none of them garbage: its caller pauses
+//! Python's cyclic garbage collector around it (`load_coco` does, for the whole load),
+//! or each few hundred made start a collection that walks them all again.
+//!
 //! A Python object that cannot be made (out of memory) raises its `MemoryError`, and no
 //! value is cut short: from there the parse makes nothing more (no serde error either:
 //! making one takes memory), reads on to the end and raises. The Rust side allocates only
@@ -257,27 +261,6 @@ impl<'de, 'py> Visitor<'de> for Key<'_, 'py> {
     }
 }
 
-/// Python's cyclic garbage collector off while it lives (as it was before, after): a
-/// parse makes millions of lists and dicts, none of them garbage, and each few hundred
-/// made would start a collection that walks them all again (a third of the time).
-struct NoCollections(bool);
-
-impl NoCollections {
-    fn new(_py: Python<'_>) -> Self {
-        // SAFETY: the GIL is held (the token); PyGC_Disable returns the previous state.
-        NoCollections(unsafe { pyo3::ffi::PyGC_Disable() } != 0)
-    }
-}
-
-impl Drop for NoCollections {
-    fn drop(&mut self) {
-        if self.0 {
-            // SAFETY: dropped where it was made, under the GIL (json_loads never detaches).
-            unsafe { pyo3::ffi::PyGC_Enable() };
-        }
-    }
-}
-
 /// ``json.loads(data)`` as a 1-tuple, or ``None`` where this parser declines (see the
 /// module's docs): the caller then parses with ``json.loads``.
 #[pyfunction]
@@ -291,7 +274,6 @@ pub fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'p
         depth: 0,
         error: None,
     };
-    let _paused = NoCollections::new(py);
     let mut de = serde_json::Deserializer::from_slice(data);
     let parsed = Value(&mut builder)
         .deserialize(&mut de)

@@ -113,7 +113,8 @@ class CocoIndex:
 
 def _read_json(path: str | os.PathLike[str]) -> Mapping[str, Any]:
     """The file's JSON, parsed by :func:`recordforge._core.json_loads` (the same values
-    as ``json.loads``, ~3x as fast on COCO's polygons), or by ``json.loads`` where that
+    as ``json.loads``, ~3x as fast on COCO's polygons with the garbage collector paused,
+    as :func:`load_coco` does), or by ``json.loads`` where that
     declines: anything but plain standard JSON (``NaN``, a 19-digit number, a syntax
     error...), whose result or error is then ``json.loads``'s own."""
     raw = _fs.read_bytes(path)
