@@ -50,8 +50,8 @@ def test_big_rows_are_encoded_in_bounded_batches_with_the_bytes_of_rows_one_by_o
     calls: list[tuple[int, int]] = []
     encode = columns.encode_record_batch
 
-    def counted(batch: dict[str, Any]) -> Any:
-        records = encode(batch)
+    def counted(batch: dict[str, Any], **kwargs: Any) -> Any:
+        records = encode(batch, **kwargs)
         calls.append((len(records), sum(len(r) for r in records)))
         return records
 
@@ -88,8 +88,8 @@ def test_small_rows_first_do_not_unbound_the_big_ones(
     largest = [0]
     encode = columns.encode_record_batch
 
-    def counted(batch: dict[str, Any]) -> Any:
-        records = encode(batch)
+    def counted(batch: dict[str, Any], **kwargs: Any) -> Any:
+        records = encode(batch, **kwargs)
         largest[0] = max(largest[0], sum(len(r) for r in records))
         return records
 

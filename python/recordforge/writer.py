@@ -287,6 +287,9 @@ def write_dataset(
             if state["done"]:
                 continue
             split_to_records = plan.to_records or to_records
+            batched = split_to_records is encode_batch
+            if batched:  # each batch's buffer reused once it is written
+                split_to_records = functools.partial(encode_batch, pool=_core.BlockPool())
             shards = ShardWriter(
                 target if isinstance(target, RemoteOutputDir) else Path(out),
                 name,
@@ -297,7 +300,7 @@ def write_dataset(
             )
             planner = shards.planner(plan.bounds, plan.total, counts.get(name))
             remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
-            if workers > 1 and split_to_records is not encode_batch:
+            if workers > 1 and not batched:
                 # (Column batches are encoded on threads in Rust already.)
                 shards.shutdown()
                 if sample is not None:

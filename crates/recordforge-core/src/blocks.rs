@@ -32,11 +32,10 @@ impl BlockPool {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An empty block with room for at least `len` bytes: a kept one (the smallest
-    /// that fits), else a new one with a quarter more room (the next batch may be a bit
-    /// bigger). The block kept the longest is freed when none fits (it is too small for
-    /// what is read now), so the pool follows the size of the batches.
-    pub fn take(&self, len: usize) -> Vec<u8> {
+    /// A kept block with room for `len` bytes (the smallest that fits), or None. The
+    /// block kept the longest is freed when none fits (it is too small for what is made
+    /// now), so the pool follows the size of the batches.
+    fn pick(&self, len: usize) -> Option<Vec<u8>> {
         let (fit, stale) = {
             let mut kept = self.kept();
             let best = kept
@@ -52,13 +51,34 @@ impl BlockPool {
             }
         };
         drop(stale); // outside the lock
-        match fit {
+        fit
+    }
+
+    /// An empty block with room for at least `len` bytes: a kept one, else a new one
+    /// with a quarter more room (the next batch may be a bit bigger).
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        match self.pick(len) {
             Some(mut block) => {
                 block.clear();
                 block
             }
             None => Vec::with_capacity(len.saturating_add(len / 4)),
         }
+    }
+
+    /// A block of exactly `len` bytes for a caller that overwrites all of them: a kept
+    /// block keeps what it held (nothing is zeroed but what it grows by), a new one is
+    /// zeroed, with a quarter more room.
+    pub fn take_filled(&self, len: usize) -> Vec<u8> {
+        let mut block = self
+            .pick(len)
+            .unwrap_or_else(|| Vec::with_capacity(len.saturating_add(len / 4)));
+        if block.len() >= len {
+            block.truncate(len);
+        } else {
+            block.resize(len, 0);
+        }
+        block
     }
 
     /// Gives a block back for reuse; freed instead when the pool is full.

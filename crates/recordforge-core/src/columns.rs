@@ -18,6 +18,9 @@ pub enum ColumnValues<'a> {
         data: Cow<'a, [u8]>,
         offsets: Cow<'a, [i64]>,
     },
+    /// Byte strings where they are (e.g. Python `bytes` objects): nothing is copied
+    /// before they are written into the records.
+    Slices(Vec<&'a [u8]>),
 }
 
 impl ColumnValues<'_> {
@@ -26,6 +29,7 @@ impl ColumnValues<'_> {
             ColumnValues::Int64(v) => v.len(),
             ColumnValues::Float(v) => v.len(),
             ColumnValues::Bytes { offsets, .. } => offsets.len().saturating_sub(1),
+            ColumnValues::Slices(v) => v.len(),
         }
     }
 }
@@ -227,6 +231,7 @@ impl<'c, 'a> Plan<'c, 'a> {
             ColumnValues::Bytes { offsets, .. } => (start..end)
                 .map(|k| len_field_size((offsets[k + 1] - offsets[k]) as usize))
                 .sum(),
+            ColumnValues::Slices(v) => v[start..end].iter().map(|b| len_field_size(b.len())).sum(),
         }
     }
 
@@ -298,6 +303,13 @@ impl<'c, 'a> Plan<'c, 'a> {
                 out.len_header(1, list);
                 for k in start..end {
                     let value = &data[offsets[k] as usize..offsets[k + 1] as usize];
+                    out.len_header(1, value.len());
+                    out.put(value);
+                }
+            }
+            ColumnValues::Slices(v) => {
+                out.len_header(1, list);
+                for value in &v[start..end] {
                     out.len_header(1, value.len());
                     out.put(value);
                 }
@@ -417,6 +429,19 @@ pub fn encode_batch(
     framed: bool,
     threads: usize,
 ) -> Result<EncodedBatch> {
+    encode_batch_with(columns, rows, framed, threads, |total| vec![0u8; total])
+}
+
+/// [`encode_batch`] into the buffer `buffer(total)` gives: `total` bytes, all of which
+/// the write pass overwrites (so a buffer reused from an earlier batch need not be zeroed,
+/// [`crate::blocks::BlockPool::take_filled`]).
+pub fn encode_batch_with(
+    columns: &[Column<'_>],
+    rows: usize,
+    framed: bool,
+    threads: usize,
+    buffer: impl FnOnce(usize) -> Vec<u8>,
+) -> Result<EncodedBatch> {
     for c in columns {
         c.validate(rows)?;
     }
@@ -433,7 +458,8 @@ pub fn encode_batch(
         total += len_field_size(body) + overhead;
         ends.push(total);
     }
-    let mut data = vec![0u8; total];
+    let mut data = buffer(total);
+    assert_eq!(data.len(), total, "a batch's buffer has its size");
     // Write pass, row by row, in up to `threads` contiguous chunks of about equal bytes.
     let chunks = if total < PARALLEL_BYTES {
         1
@@ -659,5 +685,51 @@ mod tests {
             rows: Rows::Fixed(1),
         };
         assert!(c.validate(1).is_err());
+    }
+
+    #[test]
+    fn slices_encode_as_packed_bytes_and_reused_buffers_are_overwritten() {
+        let values: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; i * 37 % 500]).collect();
+        let mut data = Vec::new();
+        let mut offsets = vec![0i64];
+        for v in &values {
+            data.extend_from_slice(v);
+            offsets.push(data.len() as i64);
+        }
+        let splits: Vec<i64> = (0..=20).map(|i| i * 2).collect();
+        let make = |values: ColumnValues<'_>, rows: Rows<'_>| {
+            let cols = [Column {
+                name: "b",
+                values,
+                rows,
+            }];
+            let fresh = encode_batch(&cols, 20, true, 2).unwrap();
+            // A dirty buffer (0xAA everywhere) must come out as the fresh one.
+            let dirty = encode_batch_with(&cols, 20, true, 2, |n| vec![0xAA; n]).unwrap();
+            assert_eq!(fresh, dirty);
+            fresh
+        };
+        let packed = make(
+            ColumnValues::Bytes {
+                data: Cow::Borrowed(&data),
+                offsets: Cow::Borrowed(&offsets),
+            },
+            Rows::Ragged(Cow::Borrowed(&splits)),
+        );
+        let slices = make(
+            ColumnValues::Slices(values.iter().map(Vec::as_slice).collect()),
+            Rows::Ragged(Cow::Borrowed(&splits)),
+        );
+        assert_eq!(packed, slices);
+        let pool = crate::blocks::BlockPool::new();
+        pool.give(vec![0x55; packed.data.len() + 100]);
+        let cols = [Column {
+            name: "b",
+            values: ColumnValues::Slices(values.iter().map(Vec::as_slice).collect()),
+            rows: Rows::Ragged(Cow::Borrowed(&splits)),
+        }];
+        let pooled = encode_batch_with(&cols, 20, true, 1, |n| pool.take_filled(n)).unwrap();
+        assert_eq!(pooled, packed);
+        assert_eq!(pool.kept_bytes(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! `encode_columns`: NumPy / list columns -> one serialized Example per row, in Rust.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
@@ -9,8 +10,12 @@ use numpy::{
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use recordforge_core::columns::{encode_batch, Column, ColumnValues, EncodedBatch, Rows};
+use recordforge_core::blocks::BlockPool as CorePool;
+use recordforge_core::columns::{
+    encode_batch, encode_batch_with, Column, ColumnValues, EncodedBatch, Rows,
+};
 
+use crate::blocks::BlockPool;
 use crate::errors::{encode_error, to_py};
 
 /// A column converted for the core: NumPy guards keep borrowed slices valid.
@@ -20,6 +25,9 @@ enum Held<'py> {
     Bytes(Vec<u8>, Vec<i64>),
     /// Byte strings already packed (e.g. an Arrow string array's buffers).
     Packed(PyReadonlyArrayDyn<'py, u8>, PyReadonlyArrayDyn<'py, i64>),
+    /// `bytes` objects, held (a reference each, so that none is freed while it is
+    /// read without the GIL; `bytes` never change): read where they are, not copied.
+    Refs(Vec<Bound<'py, PyBytes>>),
 }
 
 impl Held<'_> {
@@ -35,6 +43,9 @@ impl Held<'_> {
                 data: Cow::Borrowed(data.as_slice()?),
                 offsets: Cow::Borrowed(offsets.as_slice()?),
             },
+            Held::Refs(values) => {
+                ColumnValues::Slices(values.iter().map(|b| b.as_bytes()).collect())
+            }
         })
     }
 }
@@ -110,9 +121,8 @@ fn hold<'py>(
             ));
         }
         let list = arr.call_method0("ravel")?.call_method0("tolist")?;
-        let (data, offsets) = pack(py, name, list.cast::<PyList>()?)?;
         return Ok((
-            Held::Bytes(data, offsets),
+            strings(py, name, list.cast::<PyList>()?)?,
             rows,
             if shape.len() <= 1 { 1 } else { width },
         ));
@@ -120,8 +130,23 @@ fn hold<'py>(
     let list = values.cast::<PyList>().map_err(|_| {
         encode_error(py, format!("column {name:?}: expected a NumPy array, a list of str/bytes, or (values, row_splits)"))
     })?;
-    let (data, offsets) = pack(py, name, list)?;
-    Ok((Held::Bytes(data, offsets), list.len(), 1))
+    Ok((strings(py, name, list)?, list.len(), 1))
+}
+
+/// A list of byte strings: `bytes` objects held where they are; anything else (`str`
+/// values, which are encoded as UTF-8) packed end to end.
+fn strings<'py>(py: Python<'py>, name: &str, list: &Bound<'py, PyList>) -> PyResult<Held<'py>> {
+    let refs: Option<Vec<Bound<'py, PyBytes>>> = list
+        .iter()
+        .map(|item| item.cast_into::<PyBytes>().ok())
+        .collect();
+    Ok(match refs {
+        Some(refs) => Held::Refs(refs),
+        None => {
+            let (data, offsets) = pack(py, name, list)?;
+            Held::Bytes(data, offsets)
+        }
+    })
 }
 
 fn pack(py: Python<'_>, name: &str, list: &Bound<'_, PyList>) -> PyResult<(Vec<u8>, Vec<i64>)> {
@@ -153,6 +178,7 @@ fn encode_dict(
     columns: &Bound<'_, PyDict>,
     framed: bool,
     threads: usize,
+    pool: Option<&Arc<CorePool>>,
 ) -> PyResult<EncodedBatch> {
     let mut held = Vec::with_capacity(columns.len());
     let mut rows: Option<usize> = None;
@@ -212,8 +238,11 @@ fn encode_dict(
             rows: rows_spec,
         });
     }
-    py.detach(|| encode_batch(&cols, rows, framed, threads))
-        .map_err(|e| to_py(py, e, "<columns>"))
+    py.detach(|| match pool {
+        Some(pool) => encode_batch_with(&cols, rows, framed, threads, |n| pool.take_filled(n)),
+        None => encode_batch(&cols, rows, framed, threads),
+    })
+    .map_err(|e| to_py(py, e, "<columns>"))
 }
 
 fn default_threads() -> usize {
@@ -240,7 +269,7 @@ pub fn encode_columns<'py>(
     py: Python<'py>,
     columns: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let batch = encode_dict(py, columns, false, default_threads())?;
+    let batch = encode_dict(py, columns, false, default_threads(), None)?;
     PyList::new(
         py,
         (0..batch.len()).map(|i| PyBytes::new(py, batch.record(i))),
@@ -257,15 +286,23 @@ pub fn encode_columns<'py>(
 /// (3, True)
 /// >>> batch.sizes().tolist(), batch.nbytes == int(batch.sizes().sum())
 /// ([30, 31, 32], True)
+///
+/// ``pool``: a :class:`BlockPool` whose buffers the batch's records are made in (one
+/// given back by a batch freed earlier, its bytes overwritten), and to which the batch
+/// gives its buffer back when it is freed: a writer that makes batch after batch then
+/// touches no fresh memory for them.
 #[pyfunction]
-#[pyo3(signature = (columns, *, threads=None))]
+#[pyo3(signature = (columns, *, threads=None, pool=None))]
 pub fn encode_record_batch(
     py: Python<'_>,
     columns: &Bound<'_, PyDict>,
     threads: Option<usize>,
+    pool: Option<PyRef<'_, BlockPool>>,
 ) -> PyResult<RecordBatch> {
-    let batch = encode_dict(py, columns, true, threads.unwrap_or_else(default_threads))?;
-    Ok(RecordBatch { batch })
+    let pool = pool.map(|p| Arc::clone(&p.pool));
+    let threads = threads.unwrap_or_else(default_threads);
+    let batch = encode_dict(py, columns, true, threads, pool.as_ref())?;
+    Ok(RecordBatch { batch, pool })
 }
 
 /// Serialized records held in one buffer, framed as TFRecords; a sequence of ``bytes``
@@ -273,6 +310,16 @@ pub fn encode_record_batch(
 #[pyclass(module = "recordforge._core", frozen, sequence)]
 pub struct RecordBatch {
     pub(crate) batch: EncodedBatch,
+    /// Where the batch's buffer goes back to when it is freed.
+    pool: Option<Arc<CorePool>>,
+}
+
+impl Drop for RecordBatch {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give(std::mem::take(&mut self.batch.data));
+        }
+    }
 }
 
 impl RecordBatch {
