@@ -412,7 +412,10 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
 
 
 def peer_command(name: str, python: str, before: str | None) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ)
+    # NumPy's OpenBLAS threads spin for ~0.1 s of CPU after import, on this machine's two
+    # cores: a workload timed right after its imports (``scan`` takes ~15 ms) would share
+    # the cores with them. No workload here calls BLAS. Every peer gets the same setting.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
     if name.startswith("rf-before"):
         env["PYTHONPATH"] = before or ""
     return [python, str(HERE)], env
