@@ -191,3 +191,47 @@ def test_sigkill_while_writing_columns_then_resume_gives_the_same_bytes(tmp_path
     subprocess.run([sys.executable, str(script), str(reference)], check=True, env=env)
     assert listing(out) == listing(reference)
     assert rf.inspect.verify(out).ok
+
+
+def test_the_buffers_are_the_conversions_and_freed_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A source (or the columns) used again keeps nothing: each conversion makes its
+    # batches in a pool of its own, and nothing refers to that pool once it returns.
+    import recordforge.columns as columns_module
+    import recordforge.sources.table as table_module
+    from recordforge._buffers import batch_pool
+    from recordforge.sources.table import TableSource
+    from recordforge.writer import write_source
+
+    seen: list[Any] = []
+
+    def spy(module: Any) -> None:
+        encode = module.encode_record_batch
+
+        def encode_and_note(columns: dict[str, Any], **kwargs: Any) -> Any:
+            seen.append(kwargs.get("pool"))
+            return encode(columns, **kwargs)
+
+        monkeypatch.setattr(module, "encode_record_batch", encode_and_note)
+
+    spy(table_module)
+    spy(columns_module)
+    table = tmp_path / "t.csv"
+    table.write_text("id,text\n" + "".join(f"{i},{'y' * 20_000}\n" for i in range(600)))
+    source = TableSource(table)
+    pools = []
+    for k in range(2):
+        seen.clear()
+        write_source(source, tmp_path / f"table{k}")
+        assert len(seen) > 1 and all(p is seen[0] for p in seen) and seen[0] is not None
+        pools.append(seen[0])
+    columns = {"b": np.array([b"z" * 50_000] * 400, dtype=object)}
+    seen.clear()
+    rf.write_dataset(columns, tmp_path / "cols")
+    assert len(seen) > 1 and all(p is seen[0] for p in seen) and seen[0] is not None
+    pools.append(seen[0])
+    seen.clear()
+    assert len({id(p) for p in pools}) == 3 and batch_pool() is None
+    for pool in pools:  # referred to by `pools`, `pool` and getrefcount's argument only
+        assert sys.getrefcount(pool) == 3

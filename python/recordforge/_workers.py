@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from recordforge._atomic import named
+from recordforge._buffers import batch_buffers
 from recordforge._core import file_crc32c, frame_records
 from recordforge.errors import ItemError, RecordforgeError, RecordforgeWarning
 from recordforge.example import RecordBatch
@@ -141,13 +142,14 @@ def serve(
         answers.send((LOAD_FAILED, False, _portable(e)))
         return
     held: dict[int, list[bytes]] = {}
-    while (payload := tasks.get()) is not None:
-        number, name, args = pickle.loads(payload)
-        try:
-            answer = (number, True, _TASKS[name](held, *args))
-        except BaseException as e:
-            answer = (number, False, _portable(e))
-        answers.send(answer)
+    with batch_buffers():  # the worker's record batches reuse their buffers
+        while (payload := tasks.get()) is not None:
+            number, name, args = pickle.loads(payload)
+            try:
+                answer = (number, True, _TASKS[name](held, *args))
+            except BaseException as e:
+                answer = (number, False, _portable(e))
+            answers.send(answer)
 
 
 def _portable(error: BaseException) -> BaseException:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recordforge._core import BlockPool
+from recordforge._buffers import batch_pool
 from recordforge.errors import SchemaError
 from recordforge.example import encode_record_batch
 from recordforge.pipeline import Converted, ToRecords
@@ -268,11 +268,10 @@ def _is_arrow(data: Any) -> bool:
     return hasattr(data, "to_pydict") and hasattr(data, "num_rows") and hasattr(data, "slice")
 
 
-def encode_batch(batch: dict[str, Any], pool: BlockPool | None = None) -> Converted:
-    """A batch of columns -> its records (one Rust call), as one :class:`Converted`.
-    ``pool``: where the records' buffer is taken from and goes back to once written (a
-    writer's batches then reuse a few buffers instead of touching fresh memory)."""
-    records = encode_record_batch(batch, pool=pool)
+def encode_batch(batch: dict[str, Any]) -> Converted:
+    """A batch of columns -> its records (one Rust call), as one :class:`Converted`; made
+    in the conversion's reused buffers (:func:`batch_pool`) where it has some."""
+    records = encode_record_batch(batch, pool=batch_pool())
     return Converted(records, len(records))
 
 

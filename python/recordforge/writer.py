@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from recordforge import _core, _fs, _parallel
 from recordforge._atomic import stage
+from recordforge._buffers import batch_buffers
 from recordforge._fs import is_url
 from recordforge._outdir import Journal, OutputDir, command_fingerprint
 from recordforge._remote import RemoteOutputDir, move_all
@@ -287,9 +288,6 @@ def write_dataset(
             if state["done"]:
                 continue
             split_to_records = plan.to_records or to_records
-            batched = split_to_records is encode_batch
-            if batched:  # each batch's buffer reused once it is written
-                split_to_records = functools.partial(encode_batch, pool=_core.BlockPool())
             shards = ShardWriter(
                 target if isinstance(target, RemoteOutputDir) else Path(out),
                 name,
@@ -300,7 +298,7 @@ def write_dataset(
             )
             planner = shards.planner(plan.bounds, plan.total, counts.get(name))
             remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
-            if workers > 1 and not batched:
+            if workers > 1 and split_to_records is not encode_batch:
                 # (Column batches are encoded on threads in Rust already.)
                 shards.shutdown()
                 if sample is not None:
@@ -318,8 +316,12 @@ def write_dataset(
                 )
                 journal.record(name, report.to_json(), done=True)
             else:
-                results = map(functools.partial(attempt, split_to_records), remaining)
-                write_split(results, shards, planner, on_error, report, progress)
+                # Record batches reuse the buffers of those written before them; the
+                # buffers are freed with the split's last batch.
+                with batch_buffers():
+                    results = map(functools.partial(attempt, split_to_records), remaining)
+                    write_split(results, shards, planner, on_error, report, progress)
+                    del results
         final = _finalize(out, options, journal)
         if sample is not None and list(final) != list(plans):
             sample.drop()

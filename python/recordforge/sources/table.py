@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recordforge import _fs
-from recordforge._core import BlockPool
+from recordforge._buffers import batch_pool
 from recordforge.columns import ColumnError, arrow_columns, infer_spec
 from recordforge.errors import ItemError, SchemaError
 from recordforge.example import encode_example, encode_record_batch
@@ -537,7 +537,7 @@ class TableSource:
                 errors.extend(converted.errors)
                 row += batch.num_rows
             return Converted(records, item.rows, errors, counters)
-        batch_records = encode_record_batch(columns, pool=self._blocks())
+        batch_records = encode_record_batch(columns, pool=batch_pool())
         return Converted(batch_records, item.rows, counters=counters)
 
     def _missing(self, table: Any) -> dict[str, int]:
@@ -560,16 +560,8 @@ class TableSource:
                 except ItemError as e:
                     errors.append(e)
             return Converted(records, len(batch), errors, counters)
-        batch_records = encode_record_batch(columns, pool=self._blocks())
+        batch_records = encode_record_batch(columns, pool=batch_pool())
         return Converted(batch_records, len(batch), counters=counters)
-
-    def _blocks(self) -> BlockPool:
-        """The buffers this source's record batches are made in, each reused once its
-        batch is written (not pickled: a worker makes its own)."""
-        pool = self._cache.get("blocks")
-        if pool is None:
-            pool = self._cache["blocks"] = BlockPool()
-        return pool
 
     def _converters(self) -> dict[str, Callable[[Any], Any]]:
         if "converters" not in self._cache:
