@@ -18,9 +18,21 @@ const KEPT_BYTES: usize = 512 << 20;
 /// Blocks given back, for the next batches. Shared by the decoder threads (which take)
 /// and the owners of the blocks (which give back); the lock is held only to pick or
 /// place a block, never while one is allocated, filled or freed.
-#[derive(Debug, Default)]
+///
+/// A forked child inherits the pool with its lock as it was at the fork: held, if one
+/// of the parent's threads (which the child does not have) was picking a block. So the
+/// pool is its maker's process's only: in another, nothing is kept or taken (every
+/// block is new, every block given back is freed) and the lock is never touched.
+#[derive(Debug)]
 pub struct BlockPool {
     kept: Mutex<Vec<Vec<u8>>>,
+    owner: u32,
+}
+
+impl Default for BlockPool {
+    fn default() -> Self {
+        Self::owned_by(std::process::id())
+    }
 }
 
 impl BlockPool {
@@ -28,8 +40,17 @@ impl BlockPool {
         Self::default()
     }
 
-    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    fn owned_by(owner: u32) -> Self {
+        BlockPool {
+            kept: Mutex::new(Vec::new()),
+            owner,
+        }
+    }
+
+    /// The kept blocks, locked; None in a process other than the pool's maker's.
+    fn kept(&self) -> Option<std::sync::MutexGuard<'_, Vec<Vec<u8>>>> {
+        (std::process::id() == self.owner)
+            .then(|| self.kept.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// A kept block with room for `len` bytes (the smallest that fits), or None. The
@@ -37,7 +58,7 @@ impl BlockPool {
     /// now), so the pool follows the size of the batches.
     fn pick(&self, len: usize) -> Option<Vec<u8>> {
         let (fit, stale) = {
-            let mut kept = self.kept();
+            let mut kept = self.kept()?;
             let best = kept
                 .iter()
                 .enumerate()
@@ -87,7 +108,9 @@ impl BlockPool {
             return;
         }
         let refused = {
-            let mut kept = self.kept();
+            let Some(mut kept) = self.kept() else {
+                return; // freed here
+            };
             let bytes: usize = kept.iter().map(Vec::capacity).sum();
             if kept.len() < KEPT_BLOCKS && bytes.saturating_add(block.capacity()) <= KEPT_BYTES {
                 kept.push(block);
@@ -101,7 +124,8 @@ impl BlockPool {
 
     /// Bytes of the blocks kept for reuse.
     pub fn kept_bytes(&self) -> usize {
-        self.kept().iter().map(Vec::capacity).sum()
+        self.kept()
+            .map_or(0, |kept| kept.iter().map(Vec::capacity).sum())
     }
 }
 
@@ -187,9 +211,37 @@ mod tests {
         for _ in 0..KEPT_BLOCKS + 5 {
             pool.give(Vec::with_capacity(8));
         }
-        assert_eq!(pool.kept().len(), KEPT_BLOCKS);
+        assert_eq!(pool.kept().map(|k| k.len()), Some(KEPT_BLOCKS));
         pool.give(Vec::with_capacity(KEPT_BYTES));
         assert!(pool.kept_bytes() <= KEPT_BYTES);
+    }
+
+    #[test]
+    fn in_another_process_the_pool_is_left_alone_even_when_its_lock_is_held() {
+        // A forked child's view: the pool made by another process, its lock held by a
+        // thread that (in a real child) does not exist.
+        let pool = Arc::new(BlockPool::owned_by(std::process::id().wrapping_add(1)));
+        pool.kept.lock().unwrap().push(vec![1; 64]);
+        let held = pool.kept.lock().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let other = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            let block = other.take(100);
+            let filled = other.take_filled(10);
+            other.give(block);
+            done.send((filled, other.kept_bytes())).unwrap();
+        });
+        let (filled, kept) = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the pool waited for a lock that no thread will release");
+        assert_eq!(filled, vec![0; 10], "a new block, not the kept one");
+        assert_eq!(kept, 0);
+        drop(held);
+        assert_eq!(
+            pool.kept.lock().unwrap().len(),
+            1,
+            "nothing taken or given back"
+        );
     }
 
     #[test]
