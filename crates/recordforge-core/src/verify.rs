@@ -64,6 +64,22 @@ pub fn walk_checksummed(buf: &[u8], threads: usize, max_record: u64) -> (Walk, u
     (w, crc.expect("asked for"))
 }
 
+/// Where the record whose header is at `pos` ends (its footer included), when the header
+/// is whole, its length CRC checks, the length is at most `max_record` and the record
+/// fits in `buf`; None otherwise (damage).
+fn record_end(buf: &[u8], pos: usize, max_record: u64) -> Option<usize> {
+    let n = buf.len();
+    if n - pos < 12 || masked_crc32c(&buf[pos..pos + 8]) != u32_at(buf, pos + 8) {
+        return None;
+    }
+    let length = u64_at(buf, pos);
+    usize::try_from(length)
+        .ok()
+        .filter(|_| length <= max_record)
+        .and_then(|l| l.checked_add(pos + 16))
+        .filter(|&e| e <= n)
+}
+
 fn walk_impl(
     buf: &[u8],
     verify: bool,
@@ -80,17 +96,7 @@ fn walk_impl(
     let mut pos = 0usize;
     let mut damaged = false;
     while pos < n {
-        if n - pos < 12 || masked_crc32c(&buf[pos..pos + 8]) != u32_at(buf, pos + 8) {
-            damaged = true;
-            break;
-        }
-        let length = u64_at(buf, pos);
-        let end = usize::try_from(length)
-            .ok()
-            .filter(|_| length <= max_record)
-            .and_then(|l| l.checked_add(pos + 16))
-            .filter(|&e| e <= n);
-        let Some(end) = end else {
+        let Some(end) = record_end(buf, pos, max_record) else {
             damaged = true;
             break;
         };
@@ -188,17 +194,7 @@ fn walk_windows(
             let mut bytes = 0usize;
             let mut damaged = false;
             while pos < n && bytes < window {
-                if n - pos < 12 || masked_crc32c(&buf[pos..pos + 8]) != u32_at(buf, pos + 8) {
-                    damaged = true;
-                    break;
-                }
-                let length = u64_at(buf, pos);
-                let end = usize::try_from(length)
-                    .ok()
-                    .filter(|_| length <= max_record)
-                    .and_then(|l| l.checked_add(pos + 16))
-                    .filter(|&e| e <= n);
-                let Some(end) = end else {
+                let Some(end) = record_end(buf, pos, max_record) else {
                     damaged = true;
                     break;
                 };
