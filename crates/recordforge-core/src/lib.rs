@@ -39,3 +39,18 @@ pub use framing::{
 pub use scan::{scan_file, ScanSummary};
 pub use sequence::{decode_sequence_example, encode_sequence_example, SequenceExample};
 pub use wire::{Out, SliceOut};
+
+/// Test helpers shared by the modules' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A reproducible xorshift64 generator: each call gives a number below its argument
+    /// (the damage tests' random offsets and bits, without a dependency).
+    pub(crate) fn below(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        }
+    }
+}

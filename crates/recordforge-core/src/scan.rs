@@ -346,13 +346,7 @@ mod tests {
         // Small windows, so that many are in flight; one to three damaged bytes anywhere
         // (lengths, CRCs, payloads), for 1 to 4 checker threads.
         let clean = stream(200, 3_000);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = crate::testing::below(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..300 {
             let mut data = clean.clone();
             for _ in 0..1 + next(3) {

@@ -653,13 +653,7 @@ mod tests {
             })
             .collect();
         let clean = stream(&records);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = crate::testing::below(0x2545_f491_4f6c_dd1du64);
         for round in 0..200 {
             let mut buf = clean.clone();
             if round > 0 {
