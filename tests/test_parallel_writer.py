@@ -156,6 +156,66 @@ def test_workers_fork_only_where_no_other_thread_runs() -> None:
             assert "(notebook-heartbeat)" in line and "RECORDFORGE_START_METHOD=fork" in line
 
 
+def test_recordforge_decode_threads_alone_do_not_stop_a_fork(tmp_path: Path) -> None:
+    """After ``images.decode_batch(threads=2)`` the process holds recordforge's idle decode
+    threads: ``write_dataset(workers=2)`` ends them and forks (no warning), its output
+    equals one worker's, and the next decode makes its threads again and decodes the
+    same. A thread of the user's beside them still means spawn, and leaves them be."""
+    code = textwrap.dedent(
+        """
+        import io, sys, threading, warnings
+        import numpy as np
+        from PIL import Image
+        import recordforge as rf
+        import recordforge.images
+        from recordforge._parallel import start_method
+
+        def jpeg(k):
+            out = io.BytesIO()
+            Image.fromarray(np.full((16, 16, 3), k * 20, np.uint8)).save(out, "JPEG")
+            return out.getvalue()
+
+        def names():
+            return sorted(t.name.rsplit("_", 1)[0] for t in threading.enumerate())
+
+        images = [jpeg(k) for k in range(8)]
+        first = rf.images.decode_batch(images, threads=2)
+        print("after decode", names())
+        rows = [{"id": i, "image": images[i % 8]} for i in range(200)]
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            rf.write_dataset(rows, sys.argv[1] + "/w2", workers=2, max_records=50)
+            print("after fork", names(), len(seen))
+            again = rf.images.decode_batch(images, threads=2)
+            print("decoded again", all((a == b).all() for a, b in zip(first, again)), names())
+            stop = threading.Event()
+            user = threading.Thread(target=stop.wait, name="user-thread")
+            user.start()
+            print("with a user thread", start_method(), names())
+            stop.set()
+            user.join()
+            for w in seen:
+                print(w.category.__name__, w.message)
+        rf.write_dataset(rows, sys.argv[1] + "/w1", workers=1, max_records=50)
+        """
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=environ, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "after decode ['MainThread', 'rf-decode', 'rf-decode']"
+    assert lines[1] == "after fork ['MainThread'] 0"
+    assert lines[2] == "decoded again True ['MainThread', 'rf-decode', 'rf-decode']"
+    assert lines[3] == (
+        "with a user thread spawn ['MainThread', 'rf-decode', 'rf-decode', 'user-thread']"
+    )
+    assert len(lines) == 5 and "(rf-decode_0, rf-decode_1, user-thread)" in lines[4]
+    for name in ("dataset.json", "train-00000-of-00004.tfrecord", "train-00003-of-00004.tfrecord"):
+        assert (tmp_path / "w2" / name).read_bytes() == (tmp_path / "w1" / name).read_bytes()
+
+
 def test_an_item_error_raised_is_the_one_of_a_single_worker(tmp_path: Path) -> None:
     messages = []
     for workers in (1, 2):

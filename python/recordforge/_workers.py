@@ -31,6 +31,7 @@ import multiprocessing.queues
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 import warnings
@@ -71,6 +72,10 @@ _IOV = 512
 ItemResult = tuple[np.ndarray, int, list[ItemError], dict[str, int]]
 
 
+def _other_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+
+
 def start_method() -> str:
     """How worker processes start: ``fork`` where it is safe and cheap (Linux, and no
     other thread in this process that could hold a lock at the fork), so that a worker
@@ -84,7 +89,13 @@ def start_method() -> str:
         return forced
     if not hasattr(os, "sched_getaffinity"):  # not Linux
         return "spawn"
-    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    others = _other_threads()
+    images = sys.modules.get("recordforge.images")
+    if others and images is not None and all(n.startswith(images.DECODE_THREADS) for n in others):
+        # Only recordforge's own idle image-decode threads: ended, and made again by
+        # the next decode.
+        images.close_pools()
+        others = _other_threads()
     if not others:
         return "fork"
     shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")

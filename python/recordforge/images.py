@@ -68,6 +68,8 @@ DctMethod = Literal["INTEGER_FAST", "INTEGER_ACCURATE"]
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _JPEG_COLORSPACES = {"L": "GRAY", "RGB": "RGB", "RGBA": "RGBA"}
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+# Their threads' names (start with it).
+DECODE_THREADS = "rf-decode"
 _POOLS_LOCK = threading.Lock()
 _CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
 #: Arena buffers whose batch has been dropped, ready for the next batch (see
@@ -391,8 +393,19 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="rf-decode")
+            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix=DECODE_THREADS)
         return pool
+
+
+def close_pools() -> None:
+    """Ends this process's decode threads (their pools made again when next needed),
+    so that it may fork: :func:`recordforge._workers.start_method` calls it when these
+    threads are the only others. Waits for decodes in flight."""
+    with _POOLS_LOCK:
+        mine = [key for key in _POOLS if key[0] == os.getpid()]
+        pools = [_POOLS.pop(key) for key in mine]
+    for pool in pools:
+        pool.shutdown(wait=True)
 
 
 def default_threads() -> int:
