@@ -120,6 +120,41 @@ def test_spawned_workers_and_workers_that_may_hold_one_chunk_write_the_same_byte
     assert listing(tmp_path / "r3") == listing(tmp_path / "r1")
 
 
+def test_chunks_shrink_towards_the_end_of_an_input_of_known_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the items' number known, no chunk is larger than a 1/(2 x workers x
+    HELD_CHUNKS) share of the items not yet given out, so that the last chunks are
+    single items and the workers finish together; a generator's chunks grow to
+    CHUNK_ITEMS and stay there. The files are the same for 1 and 2 workers either way."""
+    sizes: list[tuple[int | None, int]] = []
+    real = _parallel._SplitRun.chunk_size
+
+    def chunk_size(self: Any) -> int:
+        size = real(self)
+        sizes.append((self.unassigned, size))
+        return size
+
+    monkeypatch.setattr(_parallel._SplitRun, "chunk_size", chunk_size)
+    rows = [{"id": i, "pad": b"x" * (i % 13)} for i in range(600)]
+    rf.write_dataset(rows, tmp_path / "w1", max_records=64)
+    rf.write_dataset(rows, tmp_path / "w2", max_records=64, workers=2)
+    assert listing(tmp_path / "w2") == listing(tmp_path / "w1")
+    share = 2 * 2 * _parallel.HELD_CHUNKS
+    given = [(left, size) for left, size in sizes if left]
+    assert given[0] == (600, 4)
+    assert all(size <= -(-left // share) for left, size in given)
+    assert max(size for _, size in given) == _parallel.CHUNK_ITEMS
+    assert [size for _, size in given[-3:]] == [1, 1, 1]
+    assert sum(min(size, left) for left, size in given) == 600
+    sizes.clear()
+    rf.write_dataset(iter(rows), tmp_path / "g2", max_records=64, workers=2)
+    assert listing(tmp_path / "g2") == listing(tmp_path / "w1")
+    assert {left for left, _ in sizes} == {None}
+    grown = [size for _, size in sizes]
+    assert grown == sorted(grown) and grown[0] == 4 and grown[-1] == _parallel.CHUNK_ITEMS
+
+
 def test_workers_fork_only_where_no_other_thread_runs() -> None:
     """Fork where this is the only thread; else spawn, with a warning that names the
     other threads (nothing silent: spawned workers are slower); none when forced."""

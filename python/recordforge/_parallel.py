@@ -29,8 +29,9 @@ journal's position.
 
 Memory per worker: the chunks it holds, at most :data:`HELD_CHUNKS`; a chunk is at most
 :data:`CHUNK_ITEMS` items and about :data:`CHUNK_BYTES` of records (chunks start at 4
-items and grow from the record sizes seen so far; the files written do not depend on
-it). Extra disk: the shards in flight (and, compressed, the chunks spilled ahead).
+items and grow from the record sizes seen so far, and where the number of items is known
+shrink towards the end, so that the workers finish together; the files written do not
+depend on it). Extra disk: the shards in flight (and, compressed, the chunks spilled ahead).
 
 The processes and their tasks are :mod:`recordforge._workers`'s. Workers never write
 under a name a rerun uses (the ``<run>`` token). A worker that dies (killed, out of
@@ -172,6 +173,7 @@ class _SplitRun:
         run: str,
         items: Iterator[tuple[int, Any]],
         rows: bool = False,
+        count: int | None = None,
     ) -> None:
         self.pool, self.shards, self.planner, self.report = pool, shards, planner, report
         self.run, self.items = run, items
@@ -184,6 +186,8 @@ class _SplitRun:
         self.exhausted = False
         self.numbered = itertools.count()
         self.chunk_items = 4
+        # Items not yet given to a worker, where the split's length is known.
+        self.unassigned = count
         self.seen = (0, 0)  # items and payload bytes taken from chunks, to size chunks
         self.flight: collections.deque[_Shard] = collections.deque()  # complete
         self.open = self._new_shard(len(shards.state["shards"]))
@@ -219,11 +223,25 @@ class _SplitRun:
             worker = min(range(self.workers), key=self.held.__getitem__)
             if self.held[worker] >= HELD_CHUNKS:
                 return
-            taken = list(itertools.islice(self.items, self.chunk_items))
+            taken = list(itertools.islice(self.items, self.chunk_size()))
             if not taken:
                 self.exhausted = True
                 return
+            if self.unassigned is not None:
+                self.unassigned -= len(taken)
             self.chunks.append(self._give(worker, taken[0][0], [item for _, item in taken]))
+
+    def chunk_size(self) -> int:
+        """Items in the next chunk: :attr:`chunk_items`, and where the items left are
+        known, at most a share of them, so that the last chunks are small and the workers
+        finish together (guided self-scheduling). Each worker holds up to
+        :data:`HELD_CHUNKS` chunks, given before the chunks ahead of them are converted:
+        with 32-item chunks at the end, one worker could convert a whole chunk while the
+        others sat idle."""
+        if self.unassigned is None:
+            return self.chunk_items
+        share = -(-self.unassigned // (2 * self.workers * HELD_CHUNKS))
+        return max(1, min(self.chunk_items, share))
 
     def _give(self, worker: int, first: int, items: list[Any]) -> _Chunk:
         """Chunk ``items`` (from position ``first``), sent to ``worker`` to convert."""
@@ -404,11 +422,14 @@ def write_split(
     progress: Progress | None,
     workers: int,
     rows: Sequence[Any] | None = None,
+    total: int | None = None,
 ) -> None:
     """Converts and writes a split's ``remaining`` items (from the journal's position)
     on ``workers`` processes, committing its shards through ``shards``; returns when
     every shard is committed (the caller marks the split done). ``rows``: the split's
-    items as a sequence (``remaining`` is its tail), which forked workers read from."""
+    items as a sequence (``remaining`` is its tail), which forked workers read from;
+    ``total``: the split's number of items, where known (the chunks shrink towards the
+    end)."""
     start_item, start_record = shards.state["position"]
     token = secrets.token_hex(4)
     method = start_method()
@@ -428,7 +449,10 @@ def write_split(
     try:
         items = enumerate(remaining, start_item)
         by_position = method == "fork" and rows is not None
-        run = _SplitRun(pool, shards, planner, report, token, items, by_position)
+        if total is None and rows is not None:
+            total = len(rows)
+        count = None if total is None else max(0, total - start_item)
+        run = _SplitRun(pool, shards, planner, report, token, items, by_position, count)
         consumed = start_item
         while (converted := run.next_chunk()) is not None:
             chunk, results = converted

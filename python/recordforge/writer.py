@@ -313,6 +313,7 @@ def write_dataset(
                     progress,
                     workers,
                     plan.rows if isinstance(plan.rows, Sequence) else None,
+                    plan.total,
                 )
                 journal.record(name, report.to_json(), done=True)
             else:
