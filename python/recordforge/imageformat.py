@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["PNG_SIGNATURE", "image_dimensions", "image_format", "sniff_image", "tiny_jpeg"]
+__all__ = [
+    "PNG_SIGNATURE",
+    "image_dimensions",
+    "image_format",
+    "resized_size",
+    "sniff_image",
+    "tiny_jpeg",
+]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI = b"\xff\xd8"
@@ -101,3 +108,18 @@ def tiny_jpeg(*, width: int, height: int) -> bytes:
     enough for :func:`sniff_image`, not for a decoder. For docs and tests."""
     sof = struct.pack(">BBHBHHB", 0xFF, 0xC0, 11, 8, height, width, 1) + b"\x01\x11\x00"
     return _JPEG_SOI + sof + _JPEG_EOI
+
+
+def resized_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int] | None:
+    """The ``(width, height)`` an image of ``size`` is resized to so that its longer side
+    is ``max_side`` (the aspect kept, each side rounded, at least 1), or None where it is
+    no larger already (or ``max_side`` is None).
+
+    >>> resized_size((640, 480), 256), resized_size((100, 50), 256)
+    ((256, 192), None)
+    """
+    width, height = size
+    if max_side is None or max(width, height) <= max_side:
+        return None
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))

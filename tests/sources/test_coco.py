@@ -455,6 +455,52 @@ def test_resize_and_reencode(small: dict[str, Any], tmp_path: Path, per: str) ->
             np.testing.assert_allclose(ex["bbox"][0], a["bbox"][0] * scale, rtol=1e-5)
 
 
+@pytest.mark.parametrize("resize", [100, 128, 320, 700])
+def test_resize_decodes_jpegs_at_a_reduced_scale_first(
+    small: dict[str, Any], tmp_path: Path, resize: int
+) -> None:
+    """A JPEG to be resized is decoded at the smallest of 1/2, 1/4 and 1/8 scale that is
+    still at least the target (libjpeg's DCT scaling: ``draft``), then resized bilinear
+    to the target: the stored bytes are those of that recipe, byte for byte, and differ
+    from a full-size decode's where a reduced scale applies (an image no larger than
+    ``resize`` is re-encoded at its size)."""
+    source = write_small(small, resize=resize)
+    manifest = convert(source, tmp_path / "out")
+    images = {i["id"]: i for i in small["json"]["images"]}
+    reduced = 0
+    for record in records(tmp_path / "out", manifest):
+        ex = rf.decode_example(record)
+        info = images[int(ex["image/source_id"][0])]
+        data = (small["images_dir"] / info["file_name"]).read_bytes()
+        width, height = info["width"], info["height"]
+        scale = min(1.0, resize / max(width, height))
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+
+        assert ex["image/encoded"][0] == _resized_jpeg(data, target, draft=True)
+        assert (ex["image/width"][0], ex["image/height"][0]) == target
+        # Pillow's rule: the largest of 8, 4, 2 that divides both sides into >= target.
+        if min(width // target[0], height // target[1]) >= 2:
+            reduced += 1
+            assert _resized_jpeg(data, target, draft=False) != _resized_jpeg(
+                data, target, draft=True
+            )
+    assert reduced == {100: 3, 128: 3, 320: 1, 700: 0}[resize]  # 640x427, 352x230, 640x428
+
+
+def _resized_jpeg(data: bytes, target: tuple[int, int], draft: bool) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        if draft:
+            img.draft(None, target)
+        rgb = img.convert("RGB")
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
 def test_source_and_items_pickle(small: dict[str, Any]) -> None:
     source = write_small(small, captions=None)
     again = pickle.loads(pickle.dumps(source))

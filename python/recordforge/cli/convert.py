@@ -115,13 +115,27 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     coco.add_argument("--per", choices=["image", "annotation"], default="image")
     coco.add_argument("--bad-boxes", choices=["keep", "clip", "skip", "fail"])
-    coco.add_argument("--resize", type=int, metavar="MAX_SIDE")
-    coco.add_argument("--reencode", type=int, metavar="QUALITY")
+    coco.add_argument(
+        "--resize",
+        type=int,
+        metavar="MAX_SIDE",
+        help="shrink images to this longest side (bilinear; JPEGs decoded at a reduced "
+        "scale first where it is still >= the target), stored as JPEG",
+    )
+    coco.add_argument(
+        "--reencode", type=int, metavar="QUALITY", help="store images as JPEG of this quality"
+    )
     add_max_image_bytes(coco)
     add_shared_flags(coco)
     images = sub.add_parser("images", help="a folder with one subfolder per class")
     images.add_argument("root", nargs="+", help="folder of class subfolders (one per split)")
-    images.add_argument("--resize", type=int, metavar="MAX_SIDE")
+    images.add_argument(
+        "--resize",
+        type=int,
+        metavar="MAX_SIDE",
+        help="shrink larger images to this longest side (bicubic; JPEGs decoded at a "
+        "reduced scale first where it is still >= the target), in their own format",
+    )
     images.add_argument("--verify-images", action="store_true", help="decode every image")
     add_max_image_bytes(images)
     add_shared_flags(images)

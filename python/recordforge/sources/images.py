@@ -13,7 +13,9 @@ API: ``image/encoded``, ``image/format`` (from the file's first bytes, not its n
 ``image/height``, ``image/width`` (from the header, via Pillow, without decoding the
 pixels), ``image/filename`` (the path relative to ``ROOT``), ``image/class/label`` and
 ``image/class/text``. ``resize=N`` shrinks images whose longer side exceeds N pixels to
-that size and re-encodes them in their own format; smaller images stay as they are.
+that size (bicubic) and re-encodes them in their own format; smaller images stay as they
+are. A JPEG is decoded at 1/2, 1/4 or 1/8 scale where that is still at least the target
+(libjpeg's DCT scaling) before it is resized.
 
 >>> import io, tempfile, pathlib, recordforge as rf
 >>> from PIL import Image
@@ -50,7 +52,7 @@ from typing import Any
 from recordforge import _fs
 from recordforge.errors import ItemError
 from recordforge.example import encode_example
-from recordforge.imageformat import image_format
+from recordforge.imageformat import image_format, resized_size
 from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
 from recordforge.sources._read import (
     DEFAULT_MAX_FILE_BYTES,
@@ -325,18 +327,20 @@ class ImageFolderSource:
         try:
             with PILImage.open(io.BytesIO(data)) as im:
                 width, height = im.size
-                if self.resize is not None and max(width, height) > self.resize:
-                    return self._resized(im, fmt)
+                size = resized_size(im.size, self.resize)
+                if size is not None:
+                    return self._resized(im, fmt, size)
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
             raise ItemError(str(path), f"cannot decode {fmt} image: {e}") from None
         return _Encoded(data=data, format=fmt, width=width, height=height)
 
-    def _resized(self, im: Any, fmt: str) -> _Encoded:
-        assert self.resize is not None
-        width, height = im.size
-        scale = self.resize / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = im.resize(size, resample=3)  # bicubic; "P" and "1" images use nearest
+    def _resized(self, im: Any, fmt: str, size: tuple[int, int]) -> _Encoded:
+        if fmt == "jpeg":
+            # Decoded at 1/2, 1/4 or 1/8 scale where that is still >= size (libjpeg's
+            # DCT scaling), then resized: the resize's cost follows the source's pixels.
+            im.draft(None, size)
+        # Bicubic; "P" and "1" images use nearest.
+        small = im.resize(size, resample=3) if im.size != size else im.copy()
         buffer = io.BytesIO()
         options: dict[str, Any] = {}
         if fmt in ("jpeg", "webp"):
