@@ -235,3 +235,35 @@ def test_the_buffers_are_the_conversions_and_freed_with_it(
     assert len({id(p) for p in pools}) == 3 and batch_pool() is None
     for pool in pools:  # referred to by `pools`, `pool` and getrefcount's argument only
         assert sys.getrefcount(pool) == 3
+
+
+def test_framed_view_is_the_batch_buffer_kept_alive_and_never_reused_while_viewed() -> None:
+    """``framed_view`` (what a worker process holds until it writes a chunk's frames):
+    the bytes of ``framed``, read-only, without a copy; it keeps the batch and its pooled
+    buffer: batches made while it lives take other buffers, and it stays unchanged after
+    the batch itself is dropped. Out-of-range bounds are refused as ``framed`` does."""
+    pool = _core.BlockPool()
+    columns = {"id": np.arange(300), "blob": [bytes([i % 251]) * (i % 97) for i in range(300)]}
+    batch = rf.encode_record_batch(columns, pool=pool)
+    whole, part = batch.framed(), batch.framed(10, 20)
+    view, part_view = batch.framed_view(), batch.framed_view(10, 20)
+    assert view.readonly and bytes(view) == whole and bytes(part_view) == part
+    assert batch.framed_view(5, 5).nbytes == 0
+    for bad in ((3, 2), (0, 301)):
+        with pytest.raises(IndexError, match="not within a batch of 300"):
+            batch.framed_view(*bad)
+    with pytest.raises(TypeError):
+        view[0] = 0  # type: ignore[index]
+    del batch
+    assert pool.kept_bytes == 0  # the views hold the buffer
+    others = [
+        rf.encode_record_batch({k: v[::-1] for k, v in columns.items()}, pool=pool)
+        for _ in range(3)
+    ]
+    assert bytes(view) == whole and bytes(part_view) == part
+    del others
+    kept = pool.kept_bytes
+    del view, part_view
+    assert pool.kept_bytes > kept  # the buffer went back once the last view was gone
+    again = rf.encode_record_batch(columns, pool=pool)
+    assert again.framed() == whole

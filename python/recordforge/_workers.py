@@ -70,6 +70,8 @@ _IOV = 512
 # Per item of a chunk: its records' payload sizes, the input items it stood for, its
 # errors and the counters it adds to the report.
 ItemResult = tuple[np.ndarray, int, list[ItemError], dict[str, int]]
+# A worker's converted chunks, by number: their records' frames, until placed.
+Held = dict[int, list[bytes | memoryview]]
 
 
 def _other_threads() -> list[str]:
@@ -152,7 +154,7 @@ def serve(
     except BaseException as e:
         answers.send((LOAD_FAILED, False, _portable(e)))
         return
-    held: dict[int, list[bytes]] = {}
+    held: Held = {}
     with batch_buffers():  # the worker's record batches reuse their buffers
         while (payload := tasks.get()) is not None:
             number, name, args = pickle.loads(payload)
@@ -182,7 +184,7 @@ def _noted(error: BaseException, note: str) -> BaseException:
 
 
 def _convert(
-    held: dict[int, list[bytes]],
+    held: Held,
     number: int,
     first: int,
     items: list[Any] | int,
@@ -199,7 +201,7 @@ def _convert(
     if isinstance(items, int):
         items = list(FORKED_ROWS[0][first : first + items])
     results: list[ItemResult] = []
-    frames: list[bytes] = []
+    frames: list[bytes | memoryview] = []
     failure: BaseException | None = None
     # The crash tests' hook: the worker given this item dies (RECORDFORGE_KILL_WORKER_AT).
     doomed = int(os.environ.get("RECORDFORGE_KILL_WORKER_AT", -1)) - first
@@ -209,8 +211,11 @@ def _convert(
         try:
             result = attempt_in_worker(item)
             records, n, errors = outcome(result)
+            data: bytes | memoryview
             if isinstance(records, RecordBatch):
-                data = records.framed()
+                # Its own buffer, not a copy: the batch (and its pooled buffer) is held
+                # until the frames are placed, then reused by a later batch.
+                data = records.framed_view()
             else:
                 data = frame_records(records) if len(records) else b""
             sizes = frame_sizes(records) - FRAME_OVERHEAD
@@ -235,9 +240,7 @@ def _convert(
     return results, failure
 
 
-def _place(
-    held: dict[int, list[bytes]], number: int, pieces: list[tuple[str, int, int, int]]
-) -> None:
+def _place(held: Held, number: int, pieces: list[tuple[str, int, int, int]]) -> None:
     """Writes the held chunk ``number``'s bytes ``start:stop`` at byte ``at`` of shard
     file ``path``, for each piece ``(path, at, start, stop)``; then lets the chunk go."""
     frames = held.pop(number)
@@ -271,7 +274,7 @@ def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
                 views[0], done = views[0][done:], 0
 
 
-def _finish(held: dict[int, list[bytes]], path: str, checksum: str) -> str:
+def _finish(held: Held, path: str, checksum: str) -> str:
     """The written shard ``path``, made durable: its checksum (read back: every piece
     is in it now) after an ``fsync``."""
     try:
@@ -292,7 +295,7 @@ def _finish(held: dict[int, list[bytes]], path: str, checksum: str) -> str:
 
 
 def _write_shard(
-    held: dict[int, list[bytes]],
+    held: Held,
     path: str,
     compression: str | None,
     checksum: str,

@@ -3,13 +3,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use numpy::ndarray::ArrayView1;
 use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 use recordforge_core::blocks::BlockPool as CorePool;
 use recordforge_core::columns::{
     encode_batch, encode_batch_with, Column, ColumnValues, EncodedBatch, Rows,
@@ -371,6 +372,31 @@ impl RecordBatch {
             )));
         }
         Ok(PyBytes::new(py, self.frames(start, stop)))
+    }
+
+    /// The frames of ``framed(start, stop)`` as a read-only ``memoryview`` of the batch's
+    /// own buffer, not a copy: the view keeps the batch (and its buffer) alive.
+    #[pyo3(signature = (start=0, stop=None))]
+    fn framed_view<'py>(
+        slf: &Bound<'py, Self>,
+        start: usize,
+        stop: Option<usize>,
+    ) -> PyResult<Bound<'py, PyMemoryView>> {
+        let this = slf.get();
+        let n = this.batch.len();
+        let stop = stop.unwrap_or(n);
+        if start > stop || stop > n {
+            return Err(PyIndexError::new_err(format!(
+                "records {start}..{stop} are not within a batch of {n}"
+            )));
+        }
+        let frames = ArrayView1::from(this.frames(start, stop));
+        // SAFETY: the array's base is the batch, which is frozen and gives its buffer
+        // back (to its pool, or frees it) only in `Drop`: the memory stays valid and
+        // unchanged while the array, or a view of it, lives.
+        let array = unsafe { PyArray1::borrow_from_array(&frames, slf.clone().into_any()) };
+        array.getattr("flags")?.setattr("writeable", false)?;
+        PyMemoryView::from(array.as_any())
     }
 
     /// Size in bytes of each serialized record (without framing), as an int64 array.
