@@ -74,8 +74,8 @@ ItemResult = tuple[np.ndarray, int, list[ItemError], dict[str, int]]
 Held = dict[int, list[bytes | memoryview]]
 
 
-def _other_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+def _other_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t is not threading.current_thread()]
 
 
 def start_method() -> str:
@@ -93,14 +93,16 @@ def start_method() -> str:
         return "spawn"
     others = _other_threads()
     images = sys.modules.get("recordforge.images")
-    if others and images is not None and all(n.startswith(images.DECODE_THREADS) for n in others):
-        # Only recordforge's own idle image-decode threads: ended, and made again by
-        # the next decode.
+    if others and images is not None and set(others) <= images.pool_threads():
+        # Only recordforge's own image-decode threads (the threads themselves, not
+        # names: a user's thread may be called anything): idle, since no other thread
+        # runs to give them work; ended, and made again by the next decode.
         images.close_pools()
         others = _other_threads()
     if not others:
         return "fork"
-    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    names = [t.name for t in others]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     warnings.warn(
         f"worker processes are spawned, not forked: other threads run in this process "
         f"({shown}). A spawned worker starts a Python interpreter and is sent the "

@@ -30,7 +30,7 @@ import importlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -149,7 +149,17 @@ class _ColumnRows(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):  # rows, as a Sequence's slice (forked workers' chunks)
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(f"row {i} of {self.n}")
         return {k: v[i] for k, v in self.columns.items()}
 
     def reordered(self, order: np.ndarray) -> _ColumnRows:

@@ -68,8 +68,6 @@ DctMethod = Literal["INTEGER_FAST", "INTEGER_ACCURATE"]
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _JPEG_COLORSPACES = {"L": "GRAY", "RGB": "RGB", "RGBA": "RGBA"}
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-# Their threads' names (start with it).
-DECODE_THREADS = "rf-decode"
 _POOLS_LOCK = threading.Lock()
 _CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
 #: Arena buffers whose batch has been dropped, ready for the next batch (see
@@ -393,8 +391,16 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix=DECODE_THREADS)
+            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="rf-decode")
         return pool
+
+
+def pool_threads() -> set[threading.Thread]:
+    """The threads of this process's decode pools."""
+    with _POOLS_LOCK:
+        pools = [pool for key, pool in _POOLS.items() if key[0] == os.getpid()]
+    # ThreadPoolExecutor keeps its threads in ``_threads`` (CPython 3.8 to 3.14).
+    return {thread for pool in pools for thread in getattr(pool, "_threads", ())}
 
 
 def close_pools() -> None:
