@@ -17,6 +17,16 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The framework integrations run last. Grain's data loader leaves a thread pool
+    running in the process (and TensorFlow, PyTorch threads of their own); with other
+    threads alive, ``write_dataset(workers>1)`` spawns its workers instead of forking
+    them (``_workers.start_method``), so every later test of the default, forked,
+    workers would test spawned ones instead (``test_parallel_writer.py`` checks that it
+    runs where workers fork)."""
+    items.sort(key=lambda item: "integrations" in Path(str(item.fspath)).parts)
+
+
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 

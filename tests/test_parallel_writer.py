@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,17 @@ from recordforge._parallel import worker_count
 from recordforge.sources.coco import CocoSource
 from recordforge.sources.images import ImageFolderSource
 from recordforge.writer import write_source
+
+
+def test_this_process_forks_its_workers() -> None:
+    """The tests here run the default start method: fork, which needs no other thread
+    in the process. Something earlier in the run that left threads (a framework's pool,
+    a server) would make every test below test spawned workers instead (the
+    integrations run last for that: conftest.py)."""
+    environ = {k: v for k, v in os.environ.items() if k == "RECORDFORGE_START_METHOD"}
+    assert environ == {} and _parallel.start_method() == "fork", [
+        t.name for t in threading.enumerate()
+    ]
 
 
 def listing(out: Path) -> dict[str, bytes]:
