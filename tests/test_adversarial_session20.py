@@ -5,12 +5,12 @@ at a reduced DCT scale (Pillow's ``draft``) before ``--resize`` in COCO and imag
 folders; workers holding a table batch's frames as ``RecordBatch.framed_view()``.
 
 Anything that forks or spawns, or that needs a process with no stray thread, runs in a
-fresh interpreter. It found three bugs, fixed: a user's thread whose name starts with
+fresh interpreter. It found four bugs, fixed: a user's thread whose name starts with
 ``rf-decode`` was taken for recordforge's own (its pools were shut down beside it, and a
 decode in flight in it failed); columns with a custom ``to_records`` failed on forked
-workers (a ``_ColumnRows`` slice was a dict of columns, not rows). One is kept as a
-strict xfail: COCO ``resize`` stores a JPEG cut in its middle (end marker put back) as
-a valid, gray-filled image."""
+workers (a ``_ColumnRows`` slice was a dict of columns, not rows); COCO ``resize`` (and
+an image folder's, without ``verify``) stored a JPEG cut in its middle, end marker put
+back, re-encoded as a valid gray-filled image."""
 
 from __future__ import annotations
 
@@ -661,14 +661,21 @@ def test_a_jpeg_cut_with_its_end_marker_put_back_is_found_by_verify_when_resized
             assert Path(item.path).name in caught.value.item
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="COCO --resize decodes every image but takes libjpeg's 'premature end of data "
-    "segment' as success: a JPEG cut in its middle with its end marker put back (the header "
-    "scan passes) is stored re-encoded, gray-filled, as a valid JPEG, with no ItemError and "
-    "no way to find the damage afterwards (the image folder needs verify=True for it; COCO "
-    "has no such option). Not from draft(): a full-size decode does the same",
-)
+def test_a_jpeg_cut_with_its_end_marker_put_back_is_refused_when_resized_unverified(
+    jpegs: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Without ``verify``, an image resized is decoded strictly all the same (it would
+    otherwise be stored re-encoded as a clean image): an ItemError naming the file."""
+    (tmp_path / "a").mkdir()
+    for name, data in _cut_with_end_marker(jpegs).items():
+        (tmp_path / "a" / f"{name}.jpg").write_bytes(data)
+    src = ImageFolderSource(str(tmp_path), resize=8)
+    for item in src.items():
+        with pytest.raises(rf.ItemError, match=r"damaged JPEG|premature end of data") as caught:
+            src.to_records(item)
+        assert Path(item.path).name in caught.value.item
+
+
 def test_coco_resize_refuses_a_jpeg_cut_with_its_end_marker_put_back(
     jpegs: dict[str, bytes], tmp_path: Path
 ) -> None:

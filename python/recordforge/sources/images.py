@@ -61,6 +61,7 @@ from recordforge.sources._read import (
     read_inside,
     size_limit,
 )
+from recordforge.sources._resize import decode_scaled_jpeg
 
 __all__ = ["ImageFile", "ImageFolderSource", "image_format"]
 
@@ -329,16 +330,20 @@ class ImageFolderSource:
                 width, height = im.size
                 size = resized_size(im.size, self.resize)
                 if size is not None:
-                    return self._resized(im, fmt, size)
+                    return self._resized(im, fmt, size, data)
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
             raise ItemError(str(path), f"cannot decode {fmt} image: {e}") from None
         return _Encoded(data=data, format=fmt, width=width, height=height)
 
-    def _resized(self, im: Any, fmt: str, size: tuple[int, int]) -> _Encoded:
-        if fmt == "jpeg":
-            # Decoded at 1/2, 1/4 or 1/8 scale where that is still >= size (libjpeg's
-            # DCT scaling), then resized: the resize's cost follows the source's pixels.
-            im.draft(None, size)
+    def _resized(self, im: Any, fmt: str, size: tuple[int, int], data: bytes) -> _Encoded:
+        # A JPEG: libjpeg-turbo, strict (a damaged one is refused, not stored re-encoded
+        # as a clean image), at the DCT scale Pillow's draft picks (the resize's cost
+        # follows the decoded pixels).
+        decoded = decode_scaled_jpeg(data, im, size)
+        if decoded is not None:
+            im = decoded
+        elif fmt == "jpeg":
+            im.draft(None, size)  # Pillow decodes it (CMYK, no simplejpeg)
         # Bicubic; "P" and "1" images use nearest.
         small = im.resize(size, resample=3) if im.size != size else im.copy()
         buffer = io.BytesIO()
