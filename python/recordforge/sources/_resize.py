@@ -39,7 +39,7 @@ def decode_scaled_jpeg(data: bytes, image: Any, target: tuple[int, int] | None) 
     if image.format != "JPEG":
         return None
     try:
-        import simplejpeg  # type: ignore[import-untyped]
+        import simplejpeg
     except ImportError:
         return None
     from PIL import Image
