@@ -26,6 +26,7 @@ import numpy as np
 from recordforge import _fs
 from recordforge._core import coco_polygons, json_loads
 from recordforge.errors import SchemaError
+from recordforge.sources._coco_fast import plain_annotation
 
 __all__ = [
     "CocoAnnotation",
@@ -305,6 +306,11 @@ def _checked_polygons(segmentation: list[Any], where: str) -> tuple[tuple[float,
 
 def _annotation(entry: Mapping[str, Any], where: str) -> CocoAnnotation:
     """One annotation entry, every field checked; SchemaError names the field."""
+    plain = plain_annotation(entry)
+    if plain is not None:  # the common entry: made without the frozen __init__'s calls
+        made = object.__new__(CocoAnnotation)
+        made.__dict__.update(zip(_PLAIN_FIELDS, plain, strict=True), **_PLAIN_DEFAULTS)
+        return made
     ann_id = _int64(entry, "id", where)
     image_id = _int64(entry, "image_id", where)
     category_id = _int64(entry, "category_id", where)
@@ -343,6 +349,10 @@ def _annotation(entry: Mapping[str, Any], where: str) -> CocoAnnotation:
         rle_counts=rle_counts,
         rle_size=rle_size,
     )
+
+
+_PLAIN_FIELDS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "polygons")
+_PLAIN_DEFAULTS = {"rle_counts": (), "rle_size": None, "keypoints": (), "num_keypoints": 0}
 
 
 def _keypoints(
