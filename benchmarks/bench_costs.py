@@ -18,7 +18,9 @@ Workloads (data written once into a temporary directory, files in the page cache
   without ``dataset.json``, opened and read in batches of 1024, vs TF the same way.
 - ``decode``: one record at a time, ``rf.decode_example`` (``bytes`` values, and with
   ``copy=False`` memoryviews of the record) vs ``ds[i]`` vs TF's protobuf
-  ``tf.train.Example.FromString`` on the image records.
+  ``tf.train.Example.FromString`` on the image records: the label read (``tf``; the
+  image bytes stay in the record until read), and every feature's values read
+  (``tf-values``), which is what ``decode_example`` hands out.
 - ``scan``: ``rf.scan_records`` (framing + both CRCs) of the image files vs
   ``rf.crc32c`` over the same bytes already in memory (the CRC limit).
 - ``write-columns``: ``rf.write_dataset(columns)`` of the image records (read into
@@ -195,17 +197,31 @@ def rf_decode(root: Path, way: str) -> Callable[[], tuple[int, int]]:
     return lambda: (len(records), sum(int(decode(r, copy=copy)["label"][0]) for r in records))
 
 
-def tf_decode(root: Path) -> Callable[[], tuple[int, int]]:
+def tf_decode(root: Path, values: bool = False) -> Callable[[], tuple[int, int]]:
+    """``FromString`` and the label (the parse keeps a reference to the record: a bytes
+    value is only copied out when read); with ``values``, every feature's values read
+    as Python values too, as ``rf.decode_example`` hands them out."""
     import tensorflow as tf
 
     import recordforge as rf
 
     records = [r for f in files(root, "images") for r in rf.read_records(f)]
     parse = tf.train.Example.FromString
-    return lambda: (
-        len(records),
-        sum(parse(r).features.feature["label"].int64_list.value[0] for r in records),
-    )
+    if not values:
+        return lambda: (
+            len(records),
+            sum(parse(r).features.feature["label"].int64_list.value[0] for r in records),
+        )
+
+    def every_value() -> tuple[int, int]:
+        total = 0
+        for r in records:
+            features = parse(r).features.feature
+            out = {k: list(getattr(v, v.WhichOneof("kind")).value) for k, v in features.items()}
+            total += int(out["label"][0])
+        return len(records), total
+
+    return every_value
 
 
 def rf_scan(root: Path) -> tuple[int, int]:
@@ -366,7 +382,7 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
         elif name in ("rf-ds[i]", "rf-before-ds[i]"):
             fn = rf_decode(root, "ds[i]")
         else:
-            fn = tf_decode(root)
+            fn = tf_decode(root, values=name == "tf-values")
     elif workload == "scan":
         if name in ("rf", "rf-before"):
             fn = lambda: rf_scan(root)  # noqa: E731
@@ -442,7 +458,7 @@ def main() -> None:
     plan: dict[str, list[str]] = {
         "images": ["rf", "rf copy=False", "tf", "rustfrecord", "tfrecord-lite", "tfrecords"],
         "table": ["rf", "tf"],
-        "decode": ["rf", "rf copy=False", "rf-ds[i]", "tf"],
+        "decode": ["rf", "rf copy=False", "rf-ds[i]", "tf", "tf-values"],
         "scan": ["rf", "crc32c"],
         "write-columns": ["rf", "rf-loop", "tf"],
         "take": ["rf", "rf copy=False", "tfd-utils"],

@@ -18,13 +18,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The framework integrations run last. Grain's data loader leaves a thread pool
-    running in the process (and TensorFlow, PyTorch threads of their own); with other
-    threads alive, ``write_dataset(workers>1)`` spawns its workers instead of forking
-    them (``_workers.start_method``), so every later test of the default, forked,
-    workers would test spawned ones instead (``test_parallel_writer.py`` checks that it
-    runs where workers fork)."""
-    items.sort(key=lambda item: "integrations" in Path(str(item.fspath)).parts)
+    """The tests that leave threads in the process run last: the object-store tests
+    (fsspec's event-loop thread lives on, and moto's server threads), then the framework
+    integrations (Grain's data loader leaves a thread pool; TensorFlow and PyTorch
+    threads of their own). With other threads alive, ``write_dataset(workers>1)``
+    spawns its workers instead of forking them (``_workers.start_method``), so every
+    later test of the default, forked workers would test spawned ones instead
+    (``test_parallel_writer.py`` checks that it runs where workers fork)."""
+
+    def late(item: pytest.Item) -> int:
+        path = Path(str(item.fspath))
+        if "integrations" in path.parts:
+            return 2
+        return 1 if path.name.startswith("test_remote") else 0
+
+    items.sort(key=late)
 
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
