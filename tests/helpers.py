@@ -183,3 +183,20 @@ def count_record_files(monkeypatch: Any) -> list[str]:
 
     monkeypatch.setattr(_core, "RecordFile", counting)
     return opened
+
+
+def record_chunk_sizes(monkeypatch: Any) -> list[tuple[int | None, int]]:
+    """Records every chunk size the parallel writer picks from now on
+    (``_SplitRun.chunk_size``), with the items not yet given out when it picked it."""
+    from recordforge import _parallel
+
+    sizes: list[tuple[int | None, int]] = []
+    real = _parallel._SplitRun.chunk_size
+
+    def chunk_size(self: Any) -> int:
+        size = real(self)
+        sizes.append((self.unassigned, size))
+        return size
+
+    monkeypatch.setattr(_parallel._SplitRun, "chunk_size", chunk_size)
+    return sizes

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import record_chunk_sizes
 
 import recordforge as rf
 from recordforge import _core, _parallel
@@ -310,15 +311,7 @@ def test_a_resumed_split_counts_only_the_items_left(
     start_item, start_record = json.loads(lines[-1])["position"]  # the last shard's
     assert (start_item, start_record) == (158, 3)  # mid-item: 3 of its 5 records written
     monkeypatch.delenv("RF_ADV_FAIL_AT")
-    sizes: list[tuple[int | None, int]] = []
-    real = _parallel._SplitRun.chunk_size
-
-    def chunk_size(self: Any) -> int:
-        size = real(self)
-        sizes.append((self.unassigned, size))
-        return size
-
-    monkeypatch.setattr(_parallel._SplitRun, "chunk_size", chunk_size)
+    sizes = record_chunk_sizes(monkeypatch)
     rf.write_dataset(rows, out, to_records=varied, on_error="skip", workers=3, **options)
     assert listing(out) == listing(tmp_path / "ref")
     given = [(left, size) for left, size in sizes if left]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import record_chunk_sizes
 
 import recordforge as rf
 from recordforge import _parallel
@@ -139,15 +140,7 @@ def test_chunks_shrink_towards_the_end_of_an_input_of_known_length(
     HELD_CHUNKS) share of the items not yet given out, so that the last chunks are
     single items and the workers finish together; a generator's chunks grow to
     CHUNK_ITEMS and stay there. The files are the same for 1 and 2 workers either way."""
-    sizes: list[tuple[int | None, int]] = []
-    real = _parallel._SplitRun.chunk_size
-
-    def chunk_size(self: Any) -> int:
-        size = real(self)
-        sizes.append((self.unassigned, size))
-        return size
-
-    monkeypatch.setattr(_parallel._SplitRun, "chunk_size", chunk_size)
+    sizes = record_chunk_sizes(monkeypatch)
     rows = [{"id": i, "pad": b"x" * (i % 13)} for i in range(600)]
     rf.write_dataset(rows, tmp_path / "w1", max_records=64)
     rf.write_dataset(rows, tmp_path / "w2", max_records=64, workers=2)
