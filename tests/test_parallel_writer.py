@@ -256,6 +256,43 @@ def test_recordforge_decode_threads_alone_do_not_stop_a_fork(tmp_path: Path) -> 
         assert (tmp_path / "w2" / name).read_bytes() == (tmp_path / "w1" / name).read_bytes()
 
 
+def test_threads_python_did_not_start_count_while_they_run_not_after() -> None:
+    """A thread started outside ``threading`` that calls into Python (as recordforge's
+    Rust read-ahead threads do to read a remote file) is listed as a ``_DummyThread``
+    from then on, also after it ends: while it runs workers spawn, once it has ended
+    they fork."""
+    code = textwrap.dedent(
+        """
+        import _thread, threading, time, warnings
+        from recordforge._parallel import start_method
+
+        started, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+        def foreign():
+            threading.current_thread()  # listed from here on, as a _DummyThread
+            started.set()
+            release.wait()
+            ended.set()
+
+        _thread.start_new_thread(foreign, ())
+        started.wait()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            running = start_method()
+            release.set()
+            ended.wait()
+            time.sleep(0.5)  # the OS thread ends after its last Python line
+            names = [t.name for t in threading.enumerate()]
+            print(running, start_method(), len(seen), len(names))
+        """
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # Spawn while it runs (one warning), fork once it has ended, though still listed.
+    assert done.stdout.split() == ["spawn", "fork", "1", "2"], done.stdout
+
+
 def test_an_item_error_raised_is_the_one_of_a_single_worker(tmp_path: Path) -> None:
     messages = []
     for workers in (1, 2):

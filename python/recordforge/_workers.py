@@ -75,7 +75,19 @@ Held = dict[int, list[bytes | memoryview]]
 
 
 def _other_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t is not threading.current_thread()]
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if t is not me and _running(t)]
+
+
+def _running(thread: threading.Thread) -> bool:
+    """False for a thread that has ended but is still listed: a thread Python did not
+    start (recordforge's Rust read-ahead threads, which call into Python to read a
+    remote file) is listed as a ``_DummyThread`` from its first call into Python, and
+    stays listed after it ends; on Linux, ``/proc`` says whether it still runs."""
+    native = thread.native_id
+    if not isinstance(thread, threading._DummyThread) or native is None:
+        return True
+    return os.path.exists(f"/proc/self/task/{native}")
 
 
 def start_method() -> str:
