@@ -449,8 +449,6 @@ def write_split(
     try:
         items = enumerate(remaining, start_item)
         by_position = method == "fork" and rows is not None
-        if total is None and rows is not None:
-            total = len(rows)
         count = None if total is None else max(0, total - start_item)
         run = _SplitRun(pool, shards, planner, report, token, items, by_position, count)
         consumed = start_item

@@ -16,9 +16,9 @@ from typing import Any
 
 from recordforge._core import coco_polygons
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# float32's largest finite value (3.4028234663852886e38).
-_FLOAT32_MAX = 3.4028234663852886e38
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# float32's largest finite value.
+FLOAT32_MAX = 3.4028234663852886e38
 
 Plain = tuple[
     int, int, int, tuple[float, float, float, float], float, int, tuple[tuple[float, ...], ...]
@@ -27,7 +27,7 @@ Plain = tuple[
 
 def _finite(value: Any) -> bool:
     kind = type(value)
-    return (kind is int or kind is float) and -_FLOAT32_MAX <= value <= _FLOAT32_MAX
+    return (kind is int or kind is float) and -FLOAT32_MAX <= value <= FLOAT32_MAX
 
 
 def plain_annotation(entry: Mapping[str, Any]) -> Plain | None:
@@ -36,7 +36,7 @@ def plain_annotation(entry: Mapping[str, Any]) -> Plain | None:
     otherwise (the full checks then run)."""
     ann_id, image_id, category_id = entry.get("id"), entry.get("image_id"), entry.get("category_id")
     for value in (ann_id, image_id, category_id):
-        if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+        if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
             return None
     bbox = entry.get("bbox")
     if type(bbox) is not list or len(bbox) != 4:

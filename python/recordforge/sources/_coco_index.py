@@ -21,12 +21,10 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeGuard
 
-import numpy as np
-
 from recordforge import _fs
 from recordforge._core import coco_polygons, json_loads
 from recordforge.errors import SchemaError
-from recordforge.sources._coco_fast import plain_annotation
+from recordforge.sources._coco_fast import FLOAT32_MAX, INT64_MAX, INT64_MIN, plain_annotation
 
 __all__ = [
     "CocoAnnotation",
@@ -37,8 +35,6 @@ __all__ = [
     "rle_from_string",
 ]
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # The largest width or height an image may claim (PNG's limit; JPEG's is 65535).
 _MAX_SIDE = 2**31 - 1
 
@@ -167,7 +163,7 @@ def _get(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
 
 def _int64(entry: Mapping[str, Any], key: str, where: str) -> int:
     value: int = _get(entry, key, int, where)
-    if not _INT64_MIN <= value <= _INT64_MAX:
+    if not INT64_MIN <= value <= INT64_MAX:
         raise SchemaError(f"{where}: {key!r} must fit in int64, found {value}")
     return value
 
@@ -186,7 +182,7 @@ def _is_number(value: Any) -> bool:
 def _is_finite(value: Any) -> bool:
     """A number that float32 holds as a finite value (NaN, infinities and values beyond
     float32's range, such as JSON's ``1e999``, are not)."""
-    return _is_number(value) and abs(value) <= _FLOAT32_MAX  # False for NaN too
+    return _is_number(value) and abs(value) <= FLOAT32_MAX  # False for NaN too
 
 
 _PLAIN_NUMBERS = frozenset((int, float))
@@ -212,7 +208,7 @@ def _finite_list(value: Any) -> TypeGuard[list[Any]]:
         total = sum(value)
     except OverflowError:  # an int beyond float's range
         return False
-    return total == total and min(value) >= -_FLOAT32_MAX and max(value) <= _FLOAT32_MAX
+    return total == total and min(value) >= -FLOAT32_MAX and max(value) <= FLOAT32_MAX
 
 
 def rle_from_string(counts: str) -> list[int]:
@@ -352,7 +348,9 @@ def _annotation(entry: Mapping[str, Any], where: str) -> CocoAnnotation:
 
 
 _PLAIN_FIELDS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "polygons")
-_PLAIN_DEFAULTS = {"rle_counts": (), "rle_size": None, "keypoints": (), "num_keypoints": 0}
+_PLAIN_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(CocoAnnotation) if f.name not in _PLAIN_FIELDS
+}
 
 
 def _keypoints(

@@ -68,3 +68,16 @@ def decode_scaled_jpeg(data: bytes, image: Any, target: tuple[int, int] | None) 
     decoded = Image.fromarray(array[:, :, 0] if gray else array)
     decoded.info = dict(image.info)
     return decoded
+
+
+def decode_for_resize(data: bytes, image: Any, target: tuple[int, int] | None) -> Any:
+    """``data``, which Pillow opened as ``image``, decoded (loaded) for a resize to
+    ``target`` (None: at full size): by :func:`decode_scaled_jpeg` where it takes it,
+    else by Pillow, a JPEG at its ``draft`` scale (the same scale either way)."""
+    decoded = decode_scaled_jpeg(data, image, target)
+    if decoded is not None:
+        return decoded
+    if target is not None and image.format == "JPEG":
+        image.draft(None, target)
+    image.load()
+    return image

@@ -54,7 +54,7 @@ from recordforge.sources._coco_index import (
     rle_from_string,
 )
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside, size_limit
-from recordforge.sources._resize import decode_scaled_jpeg
+from recordforge.sources._resize import decode_for_resize
 
 __all__ = [
     "CocoAnnotation",
@@ -433,13 +433,7 @@ class CocoSource:
             with PILImage.open(io.BytesIO(data)) as img:
                 target = resized_size(img.size, self.resize)
                 # A JPEG: libjpeg-turbo, strict, at the DCT scale Pillow's draft picks.
-                decoded = decode_scaled_jpeg(data, img, target)
-                if decoded is None:
-                    if target is not None and img.format == "JPEG":
-                        img.draft(None, target)  # DCT scaling: 1/2, 1/4 or 1/8, >= target
-                    img.load()
-                    decoded = img
-                rgb = decoded.convert("RGB")
+                rgb = decode_for_resize(data, img, target).convert("RGB")
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
             raise ItemError(item.name, f"{path} cannot be decoded: {e}") from None
         if target is not None and rgb.size != target:

@@ -61,7 +61,7 @@ from recordforge.sources._read import (
     read_inside,
     size_limit,
 )
-from recordforge.sources._resize import decode_scaled_jpeg
+from recordforge.sources._resize import decode_for_resize
 
 __all__ = ["ImageFile", "ImageFolderSource", "image_format"]
 
@@ -339,11 +339,7 @@ class ImageFolderSource:
         # A JPEG: libjpeg-turbo, strict (a damaged one is refused, not stored re-encoded
         # as a clean image), at the DCT scale Pillow's draft picks (the resize's cost
         # follows the decoded pixels).
-        decoded = decode_scaled_jpeg(data, im, size)
-        if decoded is not None:
-            im = decoded
-        elif fmt == "jpeg":
-            im.draft(None, size)  # Pillow decodes it (CMYK, no simplejpeg)
+        im = decode_for_resize(data, im, size)
         # Bicubic; "P" and "1" images use nearest.
         small = im.resize(size, resample=3) if im.size != size else im.copy()
         buffer = io.BytesIO()
