@@ -5,14 +5,17 @@ of workers, ends with those files too."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,7 +150,7 @@ def test_chunks_shrink_towards_the_end_of_an_input_of_known_length(
     assert listing(tmp_path / "w2") == listing(tmp_path / "w1")
     share = 2 * 2 * _parallel.HELD_CHUNKS
     given = [(left, size) for left, size in sizes if left]
-    assert given[0] == (600, 4)
+    assert given[0] == (600, 1)
     assert all(size <= -(-left // share) for left, size in given)
     assert max(size for _, size in given) == _parallel.CHUNK_ITEMS
     assert [size for _, size in given[-3:]] == [1, 1, 1]
@@ -157,7 +160,62 @@ def test_chunks_shrink_towards_the_end_of_an_input_of_known_length(
     assert listing(tmp_path / "g2") == listing(tmp_path / "w1")
     assert {left for left, _ in sizes} == {None}
     grown = [size for _, size in sizes]
-    assert grown == sorted(grown) and grown[0] == 4 and grown[-1] == _parallel.CHUNK_ITEMS
+    assert grown == sorted(grown) and grown[0] == 1 and grown[-1] == _parallel.CHUNK_ITEMS
+
+
+def test_crc32c_shard_checksums_are_combined_from_the_pieces_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With crc32c, no shard is read back: each worker returns the CRC32C of the pieces
+    it wrote (from its memory) and the parent combines them in file order, for every
+    shard, into the checksum one worker computes (chunks cut across shards: many pieces a
+    shard, pieces of one chunk in two shards). The guards: a shard file whose size is not
+    what was written fails naming it; pieces that leave a gap or overlap are an error."""
+    combined: list[str] = []
+    real = _parallel._SplitRun._combined
+
+    def spy(self: Any, shard: Any) -> str:
+        combined.append(real(self, shard))
+        return combined[-1]
+
+    monkeypatch.setattr(_parallel._SplitRun, "_combined", spy)
+    rows = [{"id": i, "pad": os.urandom(i % 97)} for i in range(3000)]
+    one = rf.write_dataset(rows, tmp_path / "w1", max_bytes="9kB")
+    assert not combined
+    two = rf.write_dataset(rows, tmp_path / "w2", max_bytes="9kB", workers=2)
+    assert listing(tmp_path / "w2") == listing(tmp_path / "w1")
+    shards = two.splits["train"]
+    checksums = [s.checksum for s in shards]  # the shards finish in any order
+    assert len(shards) > 20 and sorted(combined) == sorted(checksums)
+    assert checksums == [
+        f"crc32c:{rf.crc32c((tmp_path / 'w2' / s.file).read_bytes()):08x}" for s in shards
+    ]
+    assert [s.checksum for s in one.splits["train"]] == checksums
+
+    from recordforge import _workers
+
+    short = tmp_path / ".train-00000.abcd.shard.partial"
+    short.write_bytes(b"12345")
+    with pytest.raises(rf.RecordforgeError, match=r"shard\.partial: the shard file holds 5 "):
+        _workers._finish({}, str(short), "crc32c", 10)
+    assert _workers._finish({}, str(short), "crc32c", 5) is None
+    digest = _workers._finish({}, str(short), "sha256", 5)
+    assert digest == "sha256:" + hashlib.sha256(b"12345").hexdigest()
+
+    run = types.SimpleNamespace(split="train")
+    data = b"0123456789"
+    pieces = [(0, 4, rf.crc32c(data[:4])), (4, 6, rf.crc32c(data[4:]))]
+    shard = _parallel._Shard(0, short, size=10, crcs=list(reversed(pieces)))
+    assert real(run, shard) == f"crc32c:{rf.crc32c(data):08x}"  # type: ignore[arg-type]
+    for crcs, size, words in [
+        (pieces[:1], 10, "4 bytes written into shard 0 of split 'train', 10 planned"),
+        ([pieces[0], (5, 5, 0)], 10, "leave bytes 4..5 unwritten"),
+        ([pieces[0], (3, 7, 0)], 10, "leave bytes 4..3 unwritten or written twice"),
+        (pieces, 12, "10 bytes written"),
+    ]:
+        shard = _parallel._Shard(0, short, size=size, crcs=crcs)
+        with pytest.raises(rf.RecordforgeError, match=re.escape(words)):
+            real(run, shard)  # type: ignore[arg-type]
 
 
 def test_workers_fork_only_where_no_other_thread_runs() -> None:

@@ -28,10 +28,18 @@ committed. Nothing but shards is journaled: a rerun after a kill converts again 
 journal's position.
 
 Memory per worker: the chunks it holds, at most :data:`HELD_CHUNKS`; a chunk is at most
-:data:`CHUNK_ITEMS` items and about :data:`CHUNK_BYTES` of records (chunks start at 4
-items and grow from the record sizes seen so far, and where the number of items is known
+:data:`CHUNK_ITEMS` items and about :data:`CHUNK_BYTES` of records (chunks start at one
+item and grow from the record sizes seen so far, and where the number of items is known
 shrink towards the end, so that the workers finish together; the files written do not
-depend on it). Extra disk: the shards in flight (and, compressed, the chunks spilled ahead).
+depend on it). A worker's held chunks are memory it touches for the first time (the
+kernel zeroes each page; on a VM, the host may back it anew), so they are kept small:
+CSV parts of ~8 MB of records are one a chunk. Extra disk: the shards in flight (and,
+compressed, the chunks spilled ahead).
+
+Shard checksums: with ``crc32c`` (the default), a worker returns the CRC32C of each
+piece it writes, computed from its memory, and the parent combines them in file order
+(checking that the pieces tile the shard); no shard is read back. With ``sha256``, a
+worker reads the shard back.
 
 The processes and their tasks are :mod:`recordforge._workers`'s. Workers never write
 under a name a rerun uses (the ``<run>`` token). A worker that dies (killed, out of
@@ -57,6 +65,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from recordforge._core import crc32c_combine
 from recordforge._workers import (
     FORKED,
     FORKED_ROWS,
@@ -80,7 +89,7 @@ __all__ = [
 ]
 
 CHUNK_ITEMS = 32
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 # Chunks a worker is given before their records are written (converted and held, or
 # being converted): enough that no worker waits for the parent.
 HELD_CHUNKS = 3
@@ -150,6 +159,8 @@ class _Shard:
     sizes: list[np.ndarray] = dataclasses.field(default_factory=list)
     pieces: list[tuple[str, int, np.ndarray]] = dataclasses.field(default_factory=list)
     pending: int = 0  # place tasks writing into it, not done
+    # With crc32c checksums: (byte offset, length, CRC32C) of each piece written.
+    crcs: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
     # Once complete: where the input stands after it, and the report of the items before.
     position: tuple[int, int] | None = None
     report: dict[str, Any] | None = None
@@ -185,7 +196,7 @@ class _SplitRun:
         self.chunks: collections.deque[_Chunk] = collections.deque()  # not yet planned
         self.exhausted = False
         self.numbered = itertools.count()
-        self.chunk_items = 4
+        self.chunk_items = 1
         # Items not yet given to a worker, where the split's length is known.
         self.unassigned = count
         self.seen = (0, 0)  # items and payload bytes taken from chunks, to size chunks
@@ -322,8 +333,15 @@ class _SplitRun:
         for shard in touched:
             shard.pending += 1
 
-        def placed(_: None) -> None:
+        places = self.places
+        crcs = self.shards.options.checksum == "crc32c"
+
+        def placed(checksums: list[int] | None) -> None:
             self.held[chunk.worker] -= 1
+            if checksums is not None:
+                by_path = {str(shard.partial): shard for shard in touched}
+                for (path, at, start, stop), crc in zip(places, checksums, strict=True):
+                    by_path[path].crcs.append((at, stop - start, crc))
             for shard in touched:
                 shard.pending -= 1
                 self._finish(shard)
@@ -332,7 +350,7 @@ class _SplitRun:
         what = f"writing {chunk.describe(self.split)} into " + ", ".join(
             s.describe(self.split) for s in touched
         )
-        self.pool.send(chunk.worker, "place", (chunk.number, self.places), what, placed)
+        self.pool.send(chunk.worker, "place", (chunk.number, places, crcs), what, placed)
         self.places = []
         for shard in touched:
             self._finish(shard)
@@ -367,15 +385,34 @@ class _SplitRun:
             return
         shard.finishing = True
 
-        def finished(checksum: str) -> None:
+        def finished(checksum: str | None) -> None:
             sizes = np.concatenate(shard.sizes) if shard.sizes else np.zeros(0, np.int64)
             shard.offsets = (np.cumsum(sizes) - sizes).astype(np.uint64)
-            shard.checksum = checksum
+            shard.checksum = checksum or self._combined(shard)
             self.commit_ready()
 
-        args = (str(shard.partial), self.shards.options.checksum)
+        args = (str(shard.partial), self.shards.options.checksum, shard.size)
         what = f"finishing {shard.describe(self.split)}"
         self.pool.send(None, "finish", args, what, finished)
+
+    def _combined(self, shard: _Shard) -> str:
+        """The shard's CRC32C, combined from its pieces' in file order; they must tile
+        it from byte 0 to its planned size, each byte written once."""
+        crc = end = 0
+        for at, length, piece in sorted(shard.crcs):
+            if at != end:
+                raise RecordforgeError(
+                    f"{shard.partial}: internal error: the pieces written into "
+                    f"{shard.describe(self.split)} leave bytes {end}..{at} unwritten or "
+                    "written twice"
+                )
+            crc, end = crc32c_combine(crc, piece, length), end + length
+        if end != shard.size:
+            raise RecordforgeError(
+                f"{shard.partial}: internal error: {end:,} bytes written into "
+                f"{shard.describe(self.split)}, {shard.size:,} planned"
+            )
+        return f"crc32c:{crc:08x}"
 
     def commit_ready(self) -> None:
         """Commits the complete shards at the head of the line, in order."""

@@ -43,7 +43,7 @@ import numpy as np
 
 from recordforge._atomic import named
 from recordforge._buffers import batch_buffers
-from recordforge._core import file_crc32c, frame_records
+from recordforge._core import crc32c, crc32c_combine, frame_records
 from recordforge.errors import ItemError, RecordforgeError, RecordforgeWarning
 from recordforge.example import RecordBatch
 from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, observed, outcome
@@ -254,11 +254,16 @@ def _convert(
     return results, failure
 
 
-def _place(held: Held, number: int, pieces: list[tuple[str, int, int, int]]) -> None:
+def _place(
+    held: Held, number: int, pieces: list[tuple[str, int, int, int]], crcs: bool = False
+) -> list[int] | None:
     """Writes the held chunk ``number``'s bytes ``start:stop`` at byte ``at`` of shard
-    file ``path``, for each piece ``(path, at, start, stop)``; then lets the chunk go."""
+    file ``path``, for each piece ``(path, at, start, stop)``; then lets the chunk go.
+    With ``crcs``, returns each piece's CRC32C, computed from the memory written (the
+    parent combines them into the shard's: no shard is read back)."""
     frames = held.pop(number)
     ends = np.cumsum([len(f) for f in frames]) if frames else np.zeros(0, np.int64)
+    checksums: list[int] = []
     for path, at, start, stop in pieces:
         views: list[memoryview] = []
         k = int(np.searchsorted(ends, start, side="right"))
@@ -267,6 +272,11 @@ def _place(held: Held, number: int, pieces: list[tuple[str, int, int, int]]) -> 
             end = min(stop, int(ends[k]))
             views.append(memoryview(frames[k])[start - begin : end - begin])
             start, k = end, k + 1
+        if crcs:
+            crc = 0
+            for view in views:  # an array of the view: read in place, not copied
+                crc = crc32c_combine(crc, crc32c(np.frombuffer(view, np.uint8)), len(view))
+            checksums.append(crc)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
             try:
@@ -275,6 +285,7 @@ def _place(held: Held, number: int, pieces: list[tuple[str, int, int, int]]) -> 
                 os.close(fd)
         except OSError as e:
             raise named(e, Path(path)) from None
+    return checksums if crcs else None
 
 
 def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
@@ -288,19 +299,26 @@ def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
                 views[0], done = views[0][done:], 0
 
 
-def _finish(held: Held, path: str, checksum: str) -> str:
-    """The written shard ``path``, made durable: its checksum (read back: every piece
-    is in it now) after an ``fsync``."""
+def _finish(held: Held, path: str, checksum: str, size: int) -> str | None:
+    """The written shard ``path``, made durable (``fsync``) once it is checked to hold
+    the ``size`` bytes planned. Its checksum with ``sha256``, read back (every piece is in
+    it now); with ``crc32c``, None: the parent combines the pieces' CRCs."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
+            found = os.fstat(fd).st_size
+            if found != size:
+                raise RecordforgeError(
+                    f"{path}: the shard file holds {found:,} bytes where {size:,} were "
+                    "written into it (changed by another program?)"
+                )
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as e:
         raise named(e, Path(path)) from None
     if checksum == "crc32c":
-        return f"crc32c:{file_crc32c(path, 1):08x}"
+        return None
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(READ_BLOCK):

@@ -30,7 +30,7 @@ mod wire;
 pub const MAX_THREADS: usize = 256;
 
 pub use compression::Compression;
-pub use crc::{crc32c, mask, masked_crc32c, unmask};
+pub use crc::{crc32c, crc32c_combine, mask, masked_crc32c, unmask};
 pub use error::{CorruptKind, Error, Result};
 pub use example::{decode_example, encode_example, example_size, Feature, Features};
 pub use framing::{

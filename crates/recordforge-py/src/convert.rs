@@ -15,10 +15,19 @@ use recordforge_core::{self as core, Feature};
 
 use crate::errors::{encode_error, to_py};
 
-/// Bytes-like arguments: `bytes` are borrowed, anything with the buffer protocol is copied.
+/// Bytes-like arguments: `bytes` and contiguous uint8 NumPy arrays (``np.frombuffer`` of
+/// any buffer) are borrowed, anything else with the buffer protocol is copied (abi3 for
+/// Python 3.10 has no buffer protocol: a `memoryview` is read as `bytes(obj)`).
 pub fn with_bytes<T>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> T) -> PyResult<T> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(f(b.as_bytes()));
+    }
+    if let Ok(array) = obj.cast::<PyArrayDyn<u8>>() {
+        if let Ok(view) = array.try_readonly() {
+            if let Ok(slice) = view.as_slice() {
+                return Ok(f(slice));
+            }
+        }
     }
     if let Ok(b) = obj.cast::<PyByteArray>() {
         return Ok(f(&b.to_vec()));
@@ -40,6 +49,17 @@ pub fn crc32c(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
         return Ok(py.detach(|| core::crc32c(bytes)));
     }
     with_bytes(data, core::crc32c)
+}
+
+/// The CRC32C of ``a + b`` from ``crc32c(a)``, ``crc32c(b)`` and ``len(b)``, without
+/// reading either (~0.5 µs).
+///
+/// >>> from recordforge import _core
+/// >>> _core.crc32c_combine(_core.crc32c(b"1234"), _core.crc32c(b"56789"), 5) == _core.crc32c(b"123456789")
+/// True
+#[pyfunction]
+pub fn crc32c_combine(crc_a: u32, crc_b: u32, length_b: u64) -> u32 {
+    core::crc32c_combine(crc_a, crc_b, length_b)
 }
 
 /// The masked CRC32C stored in TFRecord frames: ``((crc >> 15) | (crc << 17)) + 0xa282ead8``.

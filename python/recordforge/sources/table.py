@@ -220,8 +220,12 @@ class TableSource:
             for start in range(0, batch.num_rows, self.batch_size):
                 yield batch.slice(start, self.batch_size)
 
-    def _arrow_batches(self, column_types: Mapping[str, Any] | None) -> Generator[Any]:
-        """pyarrow record batches of the file; ``column_types`` fixes CSV column types."""
+    def _arrow_batches(
+        self, column_types: Mapping[str, Any] | None, threads: bool = True
+    ) -> Generator[Any]:
+        """pyarrow record batches of the file; ``column_types`` fixes CSV column types.
+        Without ``threads``, a CSV or JSON Lines file is read on the calling thread, a
+        block at a time (pyarrow's threads read blocks ahead)."""
         pa = pyarrow_module()
         try:
             if self.format == "parquet":
@@ -236,6 +240,7 @@ class TableSource:
                 reader = pcsv.open_csv(
                     input_stream(pa, self.path),
                     read_options=pcsv.ReadOptions(
+                        use_threads=threads,
                         block_size=_BLOCK_BYTES,
                         skip_rows=self.skip_rows,
                         column_names=None if self.column_names is None else list(self.column_names),
@@ -248,7 +253,7 @@ class TableSource:
 
                 reader = pjson.open_json(
                     input_stream(pa, self.path),
-                    read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES),
+                    read_options=pjson.ReadOptions(use_threads=threads, block_size=_BLOCK_BYTES),
                 )
             yield from self._sliced(reader)
         except pa.ArrowException as e:
@@ -279,9 +284,14 @@ class TableSource:
                 )
             types = {n: pa.string() for n in self.given_schema} if self.format == "csv" else None
             return self.given_schema, types, file_schema
-        batches = self._arrow_batches(None)
-        first = next(batches, None)  # pyarrow infers the types from the first block
+        # pyarrow infers the types from the first block: read without threads, which
+        # would read and convert blocks ahead (~90 MB for a 4 MiB block, against ~50),
+        # and given back to the system, not kept by pyarrow's allocator in a process
+        # that forks its workers next.
+        batches = self._arrow_batches(None, threads=False)
+        first = next(batches, None)
         batches.close()
+        pa.default_memory_pool().release_unused()
         arrow_schema = self._arrow_schema() if first is None else first.schema
         # Missing values are counted as records are encoded (every column may have
         # them while encoding: a value encodes the same whatever the shape), unless they
