@@ -168,6 +168,9 @@ def test_csv_written_by_python_cuts_where_pyarrow_reads_rows(
     assert got == whole
     small = [x for e, _ in scan_lines(io.BytesIO(data), csv=True, chunk=chunk) for x in e]
     assert small == [x for e, _ in scan_lines(io.BytesIO(data), csv=True) for x in e]
+    for file in (_Trickle(data), _TrickleRead(data)):
+        trickle = [x for e, _ in scan_lines(file, csv=True, chunk=chunk + 2) for x in e]
+        assert trickle == small, type(file)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -560,3 +563,20 @@ def test_any_jsonl_cuts_where_pyarrow_reads_rows(
         assert src.num_records() == len(whole)
         rows = [row for part in src.items() for b in src._read_part(part) for row in b.to_pylist()]
         assert rows == whole
+
+
+class _TrickleRead:
+    """A file that reads at most 2 bytes a call (a pipe, a socket), without ``readinto``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.f = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.f.read(min(n, 2) if n >= 0 else 2)
+
+
+class _Trickle(_TrickleRead):
+    """The same, with ``readinto``."""
+
+    def readinto(self, b: memoryview) -> int:
+        return self.f.readinto(b[:2])

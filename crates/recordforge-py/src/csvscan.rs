@@ -5,6 +5,8 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 use recordforge_core::csvscan::{CsvScanner, LineEnd};
 
+use crate::convert::with_bytes;
+
 #[pyclass(module = "recordforge._core")]
 pub struct CsvRowScanner {
     inner: CsvScanner,
@@ -29,12 +31,14 @@ impl CsvRowScanner {
         }
     }
 
-    /// The lines that end in `chunk` (the file's next bytes): the offset just past each
-    /// one's end, and 1 for a line with content, 0 for an empty one.
-    fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> Ends<'py> {
+    /// The lines that end in `chunk` (the file's next bytes: `bytes`, or a uint8 array,
+    /// read in place): the offset just past each one's end, and 1 for a line with
+    /// content, 0 for an empty one.
+    fn feed<'py>(&mut self, py: Python<'py>, chunk: &Bound<'py, PyAny>) -> PyResult<Ends<'py>> {
         let mut out = Vec::new();
-        py.detach(|| self.inner.feed(chunk, &mut out));
-        arrays(py, out)
+        let inner = &mut self.inner;
+        with_bytes(chunk, |bytes| py.detach(|| inner.feed(bytes, &mut out)))?;
+        Ok(arrays(py, out))
     }
 
     /// The lines the end of the file ends (a last line without a line end).

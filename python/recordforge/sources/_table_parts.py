@@ -198,16 +198,30 @@ def scan_lines(
 
 
 def _csv_lines(f: IO[bytes], delimiter: str, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    data = f.read(max(chunk, len(_BOM)))
-    start = len(_BOM) if data.startswith(_BOM) else 0  # pyarrow skips it
+    """The scan of :func:`scan_lines` for a CSV: the file is read into one buffer, reused
+    (a fresh ``bytes`` a read can be fresh memory each time: a page fault every 4 KB)."""
+    buffer = bytearray(max(chunk, len(_BOM)))
+    array = np.frombuffer(buffer, np.uint8)
+
+    def read() -> np.ndarray:
+        readinto = getattr(f, "readinto", None)
+        if readinto is None:
+            return np.frombuffer(f.read(len(buffer)), np.uint8)
+        n = 0
+        while n < len(buffer) and (got := readinto(memoryview(buffer)[n:])):
+            n += got
+        return array[:n]
+
+    data = read()
+    start = len(_BOM) if bytes(data[: len(_BOM)]) == _BOM else 0  # pyarrow skips it
     scanner = CsvRowScanner(delimiter.encode("utf-8")[0], start)
     data = data[start:]
     while True:
         ends, marks = scanner.feed(data)
         if len(ends):
             yield ends.astype(np.int64), marks
-        data = f.read(chunk)
-        if not data:
+        data = read()
+        if not len(data):
             break
     ends, marks = scanner.finish()
     if len(ends):
