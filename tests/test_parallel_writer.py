@@ -218,6 +218,38 @@ def test_crc32c_shard_checksums_are_combined_from_the_pieces_written(
             real(run, shard)  # type: ignore[arg-type]
 
 
+def test_pieces_are_written_a_megabyte_a_call_at_most_short_writes_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A piece is written in calls of at most WRITE_BYTES (a page-cache folio as large as
+    a write of MBs was memory the VM's host backed anew), whatever its views, and a
+    short write goes on from where it stopped."""
+    from recordforge import _workers
+
+    calls: list[int] = []
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[memoryview], at: int) -> int:
+        size = sum(len(b) for b in buffers)
+        calls.append(size)
+        if size > 1000:  # a short write: the first 1000 bytes and a third of the rest
+            joined = b"".join(buffers)
+            return real(fd, [joined[: 1000 + (size - 1000) // 3]], at)
+        return real(fd, buffers, at)
+
+    monkeypatch.setattr(os, "pwritev", short)
+    views = [os.urandom(n) for n in (5, 3 << 20, 0, 1 << 20, 77, (1 << 20) + 1, 9)]
+    path = tmp_path / "piece"
+    path.write_bytes(b"-" * 11)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _workers._pwrite_all(fd, [memoryview(v) for v in views], 11)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"-" * 11 + b"".join(views)
+    assert max(calls) == _workers.WRITE_BYTES and len(calls) > 10
+
+
 def test_workers_fork_only_where_no_other_thread_runs() -> None:
     """Fork where this is the only thread; else spawn, with a warning that names the
     other threads (nothing silent: spawned workers are slower); none when forced."""

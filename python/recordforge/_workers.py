@@ -67,6 +67,11 @@ LOAD_FAILED = -1
 READ_BLOCK = 8 << 20
 # Buffers per pwritev call (Linux's IOV_MAX is 1024).
 _IOV = 512
+# Bytes per write call at most. The page cache takes folios as large as a write: from
+# 2 MB on, on this project's VM (its free memory handed back to the host), such a folio
+# is memory the host backs anew: writing 390 MB in 8.7 MB calls took 0.66-0.80 s of
+# system time, in 1 MB calls 0.07 (each after 4 s idle; 2 and 4 MB calls 0.5-1.06 s).
+WRITE_BYTES = 1 << 20
 # Per item of a chunk: its records' payload sizes, the input items it stood for, its
 # errors and the counters it adds to the report.
 ItemResult = tuple[np.ndarray, int, list[ItemError], dict[str, int]]
@@ -248,9 +253,14 @@ def _convert(
     if spill is None:
         held[number] = frames
     else:
-        with open(spill, "wb") as f:
+        fd = os.open(spill, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            at = 0
             for data in frames:
-                f.write(data)
+                _pwrite_all(fd, [memoryview(data)], at)
+                at += len(data)
+        finally:
+            os.close(fd)
     return results, failure
 
 
@@ -289,8 +299,15 @@ def _place(
 
 
 def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
+    """Writes ``views`` at byte ``at`` of ``fd``, :data:`WRITE_BYTES` a call at most."""
     while views:
-        done = os.pwritev(fd, views[:_IOV], at)
+        batch, room = [], WRITE_BYTES
+        for view in views[:_IOV]:
+            batch.append(view[:room])
+            room -= len(batch[-1])
+            if not room:
+                break
+        done = os.pwritev(fd, batch, at)
         at += done
         while done:  # drop what was written (a short write leaves part of a view)
             if done >= len(views[0]):
