@@ -139,13 +139,17 @@ def test_crc32c_rfc3720(data: bytes, crc: int) -> None:
 
 @pytest.mark.parametrize(("data", "crc"), CRC32C_VECTORS)
 def test_crc32c_of_buffers_and_combined(data: bytes, crc: int) -> None:
-    """The same CRC for every bytes-like form (a uint8 array is read in place, a strided
-    one and a memoryview through a copy), and combined from any two parts."""
+    """The same CRC for every bytes-like form (a uint8 array in C order is read in place;
+    a strided or Fortran-ordered one and a memoryview through a copy, in C order), and
+    combined from any two parts."""
     from recordforge._core import crc32c_combine
 
     doubled = np.frombuffer(bytes(b for x in data for b in (x, 0)), np.uint8)
     for form in (bytearray(data), memoryview(data), np.frombuffer(data, np.uint8), doubled[::2]):
         assert rf.crc32c(form) == crc, type(form)
+    grid = np.frombuffer(data * 2, np.uint8).reshape(2, -1)  # the values in C order
+    fortran = np.asfortranarray(grid)  # the same values, transposed in memory
+    assert rf.crc32c(fortran) == rf.crc32c(grid) == rf.crc32c(data * 2)
     for cut in range(len(data) + 1):
         head, tail = rf.crc32c(data[:cut]), rf.crc32c(data[cut:])
         assert crc32c_combine(head, tail, len(data) - cut) == crc, cut

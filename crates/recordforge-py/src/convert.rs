@@ -23,9 +23,13 @@ pub fn with_bytes<T>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> T) -> PyRe
         return Ok(f(b.as_bytes()));
     }
     if let Ok(array) = obj.cast::<PyArrayDyn<u8>>() {
-        if let Ok(view) = array.try_readonly() {
-            if let Ok(slice) = view.as_slice() {
-                return Ok(f(slice));
+        // C order only: the bytes of a Fortran-ordered array are its values transposed
+        // (`bytes(array)` reads them in C order, as below).
+        if array.is_c_contiguous() {
+            if let Ok(view) = array.try_readonly() {
+                if let Ok(slice) = view.as_slice() {
+                    return Ok(f(slice));
+                }
             }
         }
     }
