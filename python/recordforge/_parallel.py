@@ -15,9 +15,10 @@ A split is written in two levels, the same for any number of workers:
    every record in its shard file. The worker that holds a chunk writes its frames at
    those offsets (``pwritev``) into the shard files
    (``.<split>-<k>.<run>.shard.partial``), several workers into one file. Once every
-   piece of a complete shard is written, a worker reads it back for its checksum and
-   ``fsync``\\ s it, and the parent commits the shards strictly in order, as the
-   in-process writer does (index, rename, journal: the same states and stages).
+   piece of a complete shard is written, a worker ``fsync``\\ s it (and reads it back
+   for a ``sha256`` checksum; a CRC32C is combined from the pieces'), and the parent
+   commits the shards strictly in order, as the in-process writer does (index, rename,
+   journal: the same states and stages).
 
 A compressed shard is one stream, so it is written by one writer: with ``compression``
 the workers spill their chunks' frames to files in ``out``
@@ -375,7 +376,8 @@ class _SplitRun:
             self._finish(shard)
 
     def _finish(self, shard: _Shard) -> None:
-        """A complete shard whose pieces are all written is read back and synced."""
+        """A complete shard whose pieces are all written is synced (and read back for a
+        sha256 checksum)."""
         if (
             shard.position is None
             or shard.pending

@@ -9,7 +9,7 @@ task's callback in its own thread (:meth:`Workers.pump`).
 
 The tasks: ``convert`` a chunk of items (its frames held in the worker's memory, or
 spilled to a file), ``place`` a held chunk's bytes at given offsets of shard files
-(``pwritev``), ``finish`` a shard (``fsync`` and its checksum, read back), ``write`` a
+(``pwritev``), ``finish`` a shard (``fsync``; a sha256 checksum read back), ``write`` a
 shard from spilled pieces through :class:`~recordforge.TFRecordWriter` (compressed
 shards).
 
