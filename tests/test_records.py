@@ -7,6 +7,7 @@ import io
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -249,3 +250,32 @@ def test_write_framed_is_write_many(tmp_path: Path, compression: str | None) -> 
 def write_bytes(path: Path, records: list[bytes]) -> bytes:
     write_file(path, records)
     return path.read_bytes()
+
+
+@pytest.mark.parametrize("checksum", [None, "crc32c", "sha256"])
+def test_writes_reach_the_file_a_megabyte_a_call_at_most(checksum: str | None) -> None:
+    """Framed batches, records and flushes of any size reach the file in calls of at most
+    1 MiB, checksum or not (a write of MBs takes page-cache folios as large: memory a
+    VM's host may back anew), and the file holds every record."""
+    from recordforge._core import frame_records
+
+    class Spy(io.RawIOBase):
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+            self.data = io.BytesIO()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            self.sizes.append(len(b))
+            return self.data.write(b)
+
+    spy = Spy()
+    records = [b"x" * (3 << 20), b"", b"y" * ((1 << 20) + 1), b"z" * 7]
+    with rf.TFRecordWriter(spy, checksum=checksum) as w:
+        w.write_framed(frame_records(records[:2]))
+        w.write(records[2])
+        w.write_many(records[3:])
+    assert max(spy.sizes) == 1 << 20
+    assert list(rf.read_records(io.BytesIO(spy.data.getvalue()))) == records

@@ -113,6 +113,23 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// Passes writes through to `inner`, at most `IO_BUFFER` bytes a call (`write_all` loops):
+/// a `BufWriter` hands a write larger than its buffer straight to the file, and the page
+/// cache takes folios as large as a write; from 2 MB on, on a VM whose free memory goes
+/// back to its host, such folios are memory the host backs anew (390 MB in 8.7 MB writes:
+/// 0.66-0.80 s of system time, in 1 MB writes 0.07 s).
+struct Capped<W: Write>(W);
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(&buf[..buf.len().min(IO_BUFFER)])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A file checksum being computed; [`Digest::finish`] gives it as `"<algorithm>:<hex>"`
 /// once the writer is done.
 enum Digest {
@@ -163,7 +180,10 @@ fn buffered<W: Write + Send + 'static>(
     checksum: Option<bool>,
 ) -> std::io::Result<(Box<dyn Write + Send>, Option<Digest>)> {
     let (sink, digest) = match checksum {
-        None => return Ok((Box::new(BufWriter::with_capacity(IO_BUFFER, inner)), None)),
+        None => {
+            let capped = Capped(inner);
+            return Ok((Box::new(BufWriter::with_capacity(IO_BUFFER, capped)), None));
+        }
         Some(false) => {
             let crc = Arc::new(Mutex::new(Crc32c::default()));
             (HashSink::Crc32c(crc.clone()), Digest::Crc32c(crc))
