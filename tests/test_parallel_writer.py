@@ -605,3 +605,29 @@ def test_every_split_forks_its_workers_under_the_clis_progress_bar(tmp_path: Pat
     workers = [p.read_text() for p in seen.iterdir()]
     assert len(workers) == 4  # two per split
     assert not any("spawn_main" in cmdline for cmdline in workers), workers
+
+
+def test_no_more_workers_than_items_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split of known length starts at most one worker per item left: none for one
+    item (it is written in-process), two for two items asked for three; the files are
+    one worker's."""
+    started: list[int] = []
+    real = _parallel.write_split
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        started.append(args[7])  # the number of workers
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(_parallel, "write_split", spy)
+    rows = [{"id": i} for i in range(2)]
+    rf.write_dataset(rows[:1], tmp_path / "one-w1")
+    rf.write_dataset(rows[:1], tmp_path / "one-w3", workers=3)
+    assert started == []
+    assert listing(tmp_path / "one-w3") == listing(tmp_path / "one-w1")
+    rf.write_dataset(rows, tmp_path / "two-w1")
+    rf.write_dataset(rows, tmp_path / "two-w3", workers=3)
+    assert started == [2]
+    assert listing(tmp_path / "two-w3") == listing(tmp_path / "two-w1")
+    rf.write_dataset(iter(rows), tmp_path / "gen-w3", workers=3)  # length unknown: 3
+    assert started == [2, 3]
+    assert listing(tmp_path / "gen-w3") == listing(tmp_path / "two-w1")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import hashlib
 import itertools
 import multiprocessing
@@ -300,6 +301,7 @@ def _place(
 
 def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
     """Writes ``views`` at byte ``at`` of ``fd``, :data:`WRITE_BYTES` a call at most."""
+    views = [view for view in views if len(view)]
     while views:
         batch, room = [], WRITE_BYTES
         for view in views[:_IOV]:
@@ -308,6 +310,8 @@ def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
             if not room:
                 break
         done = os.pwritev(fd, batch, at)
+        if not done:  # (a full disk raises ENOSPC instead)
+            raise OSError(errno.EIO, f"pwritev wrote nothing at byte {at}")
         at += done
         while done:  # drop what was written (a short write leaves part of a view)
             if done >= len(views[0]):

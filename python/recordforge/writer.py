@@ -298,7 +298,10 @@ def write_dataset(
             )
             planner = shards.planner(plan.bounds, plan.total, counts.get(name))
             remaining = itertools.islice(plan.rows, shards.state["position"][0], None)
-            if workers > 1 and split_to_records is not encode_batch:
+            # No more workers than items left (a table of one part: none to start).
+            left = None if plan.total is None else plan.total - shards.state["position"][0]
+            split_workers = workers if left is None else min(workers, max(1, left))
+            if split_workers > 1 and split_to_records is not encode_batch:
                 # (Column batches are encoded on threads in Rust already.)
                 shards.shutdown()
                 if sample is not None:
@@ -311,7 +314,7 @@ def write_dataset(
                     on_error,
                     report,
                     progress,
-                    workers,
+                    split_workers,
                     plan.rows if isinstance(plan.rows, Sequence) else None,
                     plan.total,
                 )

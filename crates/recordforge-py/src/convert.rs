@@ -15,9 +15,9 @@ use recordforge_core::{self as core, Feature};
 
 use crate::errors::{encode_error, to_py};
 
-/// Bytes-like arguments: `bytes` and contiguous uint8 NumPy arrays (``np.frombuffer`` of
+/// Bytes-like arguments: `bytes` and uint8 NumPy arrays in C order (``np.frombuffer`` of
 /// any buffer) are borrowed, anything else with the buffer protocol is copied (abi3 for
-/// Python 3.10 has no buffer protocol: a `memoryview` is read as `bytes(obj)`).
+/// Python 3.10 has no buffer protocol: a `memoryview` is read as `memoryview.tobytes()`).
 pub fn with_bytes<T>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> T) -> PyResult<T> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(f(b.as_bytes()));
@@ -36,8 +36,10 @@ pub fn with_bytes<T>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> T) -> PyRe
     if let Ok(b) = obj.cast::<PyByteArray>() {
         return Ok(f(&b.to_vec()));
     }
-    // memoryview, array.array, NumPy buffers...: `bytes(obj)` copies through the buffer protocol.
-    let copy = obj.py().get_type::<PyBytes>().call1((obj,))?;
+    // memoryview, array.array, NumPy buffers...: copied through the buffer protocol, in C
+    // order. Not `bytes(obj)`: it takes an integer (a NumPy integer scalar, a 0-d integer
+    // array) for a count of zero bytes, and a list of ints for bytes.
+    let copy = PyMemoryView::from(obj)?.call_method0("tobytes")?;
     Ok(f(copy.cast::<PyBytes>()?.as_bytes()))
 }
 

@@ -206,7 +206,7 @@ def _csv_lines(f: IO[bytes], delimiter: str, chunk: int) -> Iterator[tuple[np.nd
     def read() -> np.ndarray:
         readinto = getattr(f, "readinto", None)
         if readinto is None:
-            return np.frombuffer(f.read(len(buffer)), np.uint8)
+            return np.frombuffer(f.read(len(buffer)) or b"", np.uint8)
         n = 0
         while n < len(buffer) and (got := readinto(memoryview(buffer)[n:])):
             n += got
