@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import signal
@@ -770,3 +771,86 @@ def test_a_run_taken_over_commits_no_more_shards(s3: Any, prefix: str) -> None:
     shards = sorted(n for n in _objects(s3, url) if n.endswith(".shard"))
     assert shards in ([], [".train-00000.shard"])  # the first: committed before, or not
     assert _uploads(s3, url) == []
+
+
+FORK_AFTER_STORE = r"""
+import json, os, sys, threading, warnings
+import recordforge as rf
+from recordforge import _fs, _workers
+from recordforge.sources.coco import CocoSource
+from recordforge.writer import write_source
+
+bucket, tiny = sys.argv[1], sys.argv[2]
+fs, _ = _fs.filesystem(f"s3://{bucket}/x")
+fs.mkdir(bucket)
+fs.put(f"{tiny}/val2017", f"{bucket}/val2017", recursive=True)
+fs.put(f"{tiny}/annotations/instances_val2017.json", f"{bucket}/instances.json")
+threads = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a spawn would warn
+    method = _workers.start_method()
+outs = {}
+for workers in (1, 2):
+    source = CocoSource.from_files(
+        f"s3://{bucket}/instances.json", f"s3://{bucket}/val2017", per="annotation"
+    )
+    out = f"s3://{bucket}/out{workers}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_source(source, out, workers=workers, max_records=100, index=True)
+    outs[workers] = {p.rsplit("/", 1)[1]: fs.cat(p) for p in fs.ls(f"{bucket}/out{workers}")}
+report = rf.inspect.verify(f"s3://{bucket}/out2")
+print(json.dumps({"threads": threads, "method": method, "same": outs[1] == outs[2],
+                  "files": sorted(outs[2]), "ok": report.ok}))
+"""
+
+
+def test_workers_fork_after_the_store_was_read_and_the_parent_uploads_after(
+    tmp_path: Path, tiny: dict[str, Path]
+) -> None:
+    """A process that has read from a bucket has fsspec's I/O threads (its event loop
+    and that loop's executor): workers fork all the same (fsspec gives a forked child
+    loops of its own), without a warning, and the parent goes on using the store (it
+    uploads the shards the workers wrote). The objects equal one worker's. The store is
+    a moto server in its own process (one in this process would be a thread)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    env.pop("RECORDFORGE_START_METHOD", None)
+    env.pop("AWS_PROFILE", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline and server.poll() is None, "no moto server"
+            time.sleep(0.1)
+        root = tiny["annotations"].parent.parent
+        script = tmp_path / "fork_after_store.py"
+        script.write_text(FORK_AFTER_STORE)
+        run = subprocess.run(
+            [sys.executable, str(script), "forked", str(root)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.kill()
+        server.wait()
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "fsspecIO" in result["threads"], result
+    assert result["method"] == "fork" and result["same"] and result["ok"], result
+    assert "dataset.json" in result["files"] and len(result["files"]) > 3, result

@@ -96,6 +96,26 @@ def _running(thread: threading.Thread) -> bool:
     return os.path.exists(f"/proc/self/task/{native}")
 
 
+def _store_threads() -> set[threading.Thread]:
+    """fsspec's I/O threads: the one running the event loop of every ``s3://`` or
+    ``gs://`` access, and the threads of that loop's default executor. fsspec makes a
+    forked child start its own (it registers ``reset_after_fork`` with
+    ``os.register_at_fork``); this thread, which forks, has no store call in flight (it
+    would be waiting for it), so they hold nothing a worker needs. Empty where fsspec is
+    not loaded, or does not reset its loop in a forked child."""
+    asyn = sys.modules.get("fsspec.asyn")
+    if asyn is None or not hasattr(asyn, "reset_after_fork"):
+        return set()
+    found: set[threading.Thread] = set()
+    thread = getattr(asyn, "iothread", [None])[0]
+    if isinstance(thread, threading.Thread):
+        found.add(thread)
+    loop = getattr(asyn, "loop", [None])[0]
+    executor = getattr(loop, "_default_executor", None)
+    found.update(t for t in getattr(executor, "_threads", ()) if isinstance(t, threading.Thread))
+    return found
+
+
 def start_method() -> str:
     """How worker processes start: ``fork`` where it is safe and cheap (Linux, and no
     other thread in this process that could hold a lock at the fork), so that a worker
@@ -111,12 +131,16 @@ def start_method() -> str:
         return "spawn"
     others = _other_threads()
     images = sys.modules.get("recordforge.images")
-    if others and images is not None and set(others) <= images.pool_threads():
+    pools = images.pool_threads() if images is not None else set()
+    store = _store_threads()
+    if others and set(others) <= pools | store:
         # Only recordforge's own image-decode threads (the threads themselves, not
         # names: a user's thread may be called anything): idle, since no other thread
-        # runs to give them work; ended, and made again by the next decode.
-        images.close_pools()
-        others = _other_threads()
+        # runs to give them work; ended, and made again by the next decode. And fsspec's
+        # I/O threads, which fsspec replaces in a forked child.
+        if images is not None and set(others) & pools:
+            images.close_pools()
+        others = [t for t in _other_threads() if t not in store]
     if not others:
         return "fork"
     names = [t.name for t in others]
