@@ -628,15 +628,16 @@ def test_killed_parent_or_worker_then_rerun_with_other_workers(tmp_path: Path) -
 
 
 def test_large_records_on_two_workers_keep_bounded_memory(tmp_path: Path) -> None:
-    """40 records of 16 MB (640 MB) on 2 workers: each worker's peak RSS stays far below
-    the data (held chunks of one record each, three at most)."""
+    """24 records of 16 MB (384 MB) on 2 workers: each worker's peak RSS stays far below
+    the data (held chunks of one record each, three at most; ~135 MB measured, the
+    parent's pages shared since the fork included)."""
     code = textwrap.dedent(
         """
         import resource, sys
         import recordforge as rf
         sys.path.insert(0, sys.argv[2])
         from test_adversarial_session21 import sized
-        rows = [(16 << 20, i) for i in range(40)]
+        rows = [(16 << 20, i) for i in range(24)]
         rf.write_dataset(rows, sys.argv[1], to_records=sized, workers=2, max_bytes="64MB")
         print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
         """
@@ -647,7 +648,7 @@ def test_large_records_on_two_workers_keep_bounded_memory(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     peak_mb = int(done.stdout.split()[-1])
-    assert peak_mb < 300, peak_mb
+    assert peak_mb < 220, peak_mb
     manifest = json.loads((tmp_path / "o" / "dataset.json").read_text())
     for shard in manifest["splits"]["train"]["shards"]:
         data = (tmp_path / "o" / shard["file"]).read_bytes()
