@@ -900,3 +900,64 @@ def test_forked_child_cannot_write_its_parents_records_again(
     with rf.TFRecordWriter(expected, compression) as w:
         w.write_many([b"before the fork", b"after the fork"])
     assert (tmp_path / "forked.tfrecord").read_bytes() == expected.read_bytes()
+
+
+class _FailingSink(io.RawIOBase):
+    """A file object whose writes fail once ``fail_after`` bytes were taken."""
+
+    def __init__(self, fail_after: int) -> None:
+        self.data = bytearray()
+        self.fail_after = fail_after
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if len(self.data) + len(b) > self.fail_after:
+            raise OSError(28, "No space left on device")
+        self.data += b
+        return len(b)
+
+
+@pytest.mark.parametrize("checksum", [None, "crc32c"])
+def test_a_failed_write_stops_the_writer_and_its_close_raises(checksum: str | None) -> None:
+    """A write that fails part-way may leave a record cut short in the file: no later
+    record follows it (write, write_many, flush raise), and close raises too (nothing
+    silent), after letting the file go; a refused argument (not bytes) stops nothing."""
+    sink = _FailingSink(600_000)
+    w = rf.TFRecordWriter(sink, checksum=checksum)
+    with pytest.raises(TypeError):
+        w.write(7)  # type: ignore[arg-type]
+    w.write(b"fine")
+    with pytest.raises(OSError, match="No space left"):
+        w.write(os.urandom(3 << 20))
+    for call in (lambda: w.write(b"x"), lambda: w.write_many([b"y"]), w.flush):
+        with pytest.raises(OSError, match=r"an earlier write failed .*No space left"):
+            call()
+    with pytest.raises(OSError, match="an earlier write failed"):
+        w.close()
+    assert w.closed and w.checksum is None
+    w.close()  # closed: nothing more to say
+    with pytest.raises(rf.CorruptRecordError):
+        list(rf.read_records(io.BytesIO(bytes(sink.data))))
+
+
+def test_a_failed_write_in_a_with_block_is_the_error_seen(tmp_path: Path) -> None:
+    """In a ``with`` block the failed write's own error propagates (the close that ends
+    the block says nothing more), and a writer collected unclosed after one warns about
+    being unclosed only."""
+    with (
+        pytest.raises(OSError, match="No space left") as caught,
+        rf.TFRecordWriter(_FailingSink(100)) as w,
+    ):
+        w.write(b"z" * 200)
+    assert "earlier write failed" not in str(caught.value)
+    assert w.closed
+    w2 = rf.TFRecordWriter(_FailingSink(100))
+    with pytest.raises(OSError, match="No space left"):
+        w2.write(os.urandom(3 << 20))  # past the writer's 1 MiB buffer: fails now
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        del w2
+        gc.collect()
+    assert [str(s.message) for s in seen if issubclass(s.category, ResourceWarning)]

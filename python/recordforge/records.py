@@ -219,6 +219,12 @@ class TFRecordWriter(_core.TFRecordWriter):
             with contextlib.suppress(Exception):
                 super().close()  # into the dropped upload: "closed file" is expected
             return False
+        if exc_type is not None and self._failed is not None:
+            # The block's error is the failed write's (or came after it): closed
+            # quietly, that error is the one to see.
+            with contextlib.suppress(OSError):
+                self.close()
+            return False
         self.close()
         return False
 
@@ -256,7 +262,11 @@ class TFRecordWriter(_core.TFRecordWriter):
             return
         try:
             if left_open:
-                self._complete()
+                if self._failed is not None:  # its write raised already: closed quietly
+                    with contextlib.suppress(OSError):
+                        self._complete()
+                else:
+                    self._complete()
         finally:
             _warn(f"unclosed TFRecordWriter {self.name}", _category, stacklevel=2, source=self)
 

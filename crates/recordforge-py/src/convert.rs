@@ -6,6 +6,7 @@ use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
 };
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{
     IntoPyDict, PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping,
@@ -39,8 +40,30 @@ pub fn with_bytes<T>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> T) -> PyRe
     // memoryview, array.array, NumPy buffers...: copied through the buffer protocol, in C
     // order. Not `bytes(obj)`: it takes an integer (a NumPy integer scalar, a 0-d integer
     // array) for a count of zero bytes, and a list of ints for bytes.
-    let copy = PyMemoryView::from(obj)?.call_method0("tobytes")?;
+    let view = PyMemoryView::from(obj)?;
+    let format: String = view.getattr("format")?.extract()?;
+    if holds_objects(&format) {
+        let kind = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        return Err(PyTypeError::new_err(format!(
+            "a buffer of Python objects ({kind}, format {format:?}) is not bytes: its \
+             memory is the objects' addresses"
+        )));
+    }
+    let copy = view.call_method0("tobytes")?;
     Ok(f(copy.cast::<PyBytes>()?.as_bytes()))
+}
+
+/// Whether a buffer's `struct` format holds Python objects (`O`), field names (between
+/// colons, as NumPy's structured formats give them) left out.
+fn holds_objects(format: &str) -> bool {
+    format
+        .split(':')
+        .step_by(2)
+        .any(|codes| codes.contains('O'))
 }
 
 /// CRC32C (Castagnoli, RFC 3720) of a bytes-like object; hardware-accelerated.

@@ -10,7 +10,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use numpy::PyArray1;
-use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{
+    PyOSError, PyResourceWarning, PyRuntimeError, PyTimeoutError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use recordforge_core::crc::Crc32c;
@@ -237,6 +239,9 @@ struct State {
     closed: bool,
     digest: Option<Digest>,
     checksum: Option<String>,
+    /// The error of a write that failed: the file may end in a record cut short, so the
+    /// writer takes no more records and its close raises (see [`TFRecordWriter::failed`]).
+    failed: Option<String>,
 }
 
 /// The sink, taken out of a writer for one call; given back (and the next caller woken)
@@ -400,8 +405,29 @@ impl TFRecordWriter {
 
     /// The sink for a call that writes: an error when closed.
     fn open(&self, py: Python<'_>) -> PyResult<Lease<'_>> {
-        self.lease(py, None, false)?
-            .ok_or_else(|| closed(&self.name))
+        let lease = self
+            .lease(py, None, false)?
+            .ok_or_else(|| closed(&self.name))?;
+        if let Some(error) = lock(&self.state).failed.clone() {
+            return Err(self.broken(&error));
+        }
+        Ok(lease)
+    }
+
+    /// A write to the sink failed with `error`: kept, so that no later record follows a
+    /// record that may be cut short, and mapped to the Python error of this call.
+    fn failed(&self, py: Python<'_>, error: std::io::Error) -> PyErr {
+        lock(&self.state).failed = Some(error.to_string());
+        map_err(py, Error::Io(error), &self.name)
+    }
+
+    /// The error of a call after a failed write.
+    fn broken(&self, error: &str) -> PyErr {
+        PyOSError::new_err(format!(
+            "{}: an earlier write failed ({error}): the file may end in a record cut \
+             short, and this writer takes no more records",
+            self.name
+        ))
     }
 
     /// A forked child's close: the buffered bytes are its parent's, so they are dropped
@@ -466,6 +492,7 @@ impl TFRecordWriter {
                 closed: false,
                 digest,
                 checksum: None,
+                failed: None,
             }),
             idle: Condvar::new(),
             name,
@@ -476,14 +503,13 @@ impl TFRecordWriter {
 
     /// Writes one record; returns its byte offset in the (uncompressed) record stream.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let name = &self.name;
         if let Ok(b) = data.cast::<PyBytes>() {
             let bytes = b.as_bytes();
             let mut lease = self.open(py)?;
             let sink = lease.sink();
             return py
                 .detach(|| sink.write_record(bytes))
-                .map_err(|e| map_err(py, Error::Io(e), name));
+                .map_err(|e| self.failed(py, e));
         }
         // Leased once `data`'s bytes are in hand (which may run Python code).
         with_bytes(data, |bytes| {
@@ -491,28 +517,27 @@ impl TFRecordWriter {
             lease
                 .sink()
                 .write_record(bytes)
-                .map_err(|e| map_err(py, Error::Io(e), name))
+                .map_err(|e| self.failed(py, e))
         })?
     }
 
     /// Writes many records; returns their offsets.
     fn write_many<'py>(&self, py: Python<'py>, records: &Bound<'py, PyAny>) -> PyResult<Vec<u64>> {
-        let name = &self.name;
         if self.in_forked_child() {
             return Err(self.not_owner());
         }
-        let items: Vec<Bound<'py, PyAny>> = match records.cast::<PyList>() {
-            Ok(list) => list.iter().collect(),
-            Err(_) => records.try_iter()?.collect::<PyResult<_>>()?,
-        };
+        // Each record's bytes are taken as it comes: an iterator may change a buffer it
+        // gave before (refilled for the next record), as with write() of each one.
+        let mut items: Vec<Bound<'py, PyAny>> = Vec::new();
         let mut owned: Vec<Vec<u8>> = Vec::new();
-        let mut which: Vec<Result<usize, usize>> = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
+        let mut which: Vec<Result<usize, usize>> = Vec::new();
+        let mut take = |i: usize, item: Bound<'py, PyAny>| -> PyResult<()> {
             if item.is_instance_of::<PyBytes>() {
-                which.push(Ok(i));
+                which.push(Ok(items.len()));
+                items.push(item);
             } else {
                 which.push(Err(owned.len()));
-                owned.push(with_bytes(item, |b| b.to_vec()).map_err(|_| {
+                owned.push(with_bytes(&item, |b| b.to_vec()).map_err(|_| {
                     PyValueError::new_err(format!(
                         "record {i} is not bytes-like: {}",
                         item.get_type()
@@ -521,6 +546,19 @@ impl TFRecordWriter {
                             .unwrap_or_default()
                     ))
                 })?);
+            }
+            Ok(())
+        };
+        match records.cast::<PyList>() {
+            Ok(list) => {
+                for (i, item) in list.iter().enumerate() {
+                    take(i, item)?;
+                }
+            }
+            Err(_) => {
+                for (i, item) in records.try_iter()?.enumerate() {
+                    take(i, item?)?;
+                }
             }
         }
         let slices: Vec<&[u8]> = which
@@ -542,7 +580,7 @@ impl TFRecordWriter {
                 .map(|s| sink.write_record(s))
                 .collect::<std::io::Result<Vec<u64>>>()
         })
-        .map_err(|e| map_err(py, Error::Io(e), name))
+        .map_err(|e| self.failed(py, e))
     }
 
     /// Writes records ``start..stop`` of a ``RecordBatch`` (all by default) in one call;
@@ -555,7 +593,6 @@ impl TFRecordWriter {
         start: usize,
         stop: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
-        let name = &self.name;
         if self.in_forked_child() {
             return Err(self.not_owner());
         }
@@ -571,7 +608,7 @@ impl TFRecordWriter {
         let sink = lease.sink();
         let at = py
             .detach(|| sink.write_framed(frames))
-            .map_err(|e| map_err(py, Error::Io(e), name))?;
+            .map_err(|e| self.failed(py, e))?;
         drop(lease);
         Ok(PyArray1::from_iter(
             py,
@@ -591,7 +628,6 @@ impl TFRecordWriter {
         py: Python<'py>,
         frames: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
-        let name = &self.name;
         if self.in_forked_child() {
             return Err(self.not_owner());
         }
@@ -607,7 +643,7 @@ impl TFRecordWriter {
             let sink = lease.sink();
             let at = py
                 .detach(|| sink.write_framed(bytes))
-                .map_err(|e| map_err(py, Error::Io(e), name))?;
+                .map_err(|e| self.failed(py, e))?;
             drop(lease);
             starts.iter_mut().for_each(|s| *s += at);
             Ok(starts)
@@ -626,8 +662,7 @@ impl TFRecordWriter {
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let mut lease = self.open(py)?;
         let sink = lease.sink();
-        py.detach(|| sink.flush())
-            .map_err(|e| map_err(py, Error::Io(e), &self.name))
+        py.detach(|| sink.flush()).map_err(|e| self.failed(py, e))
     }
 
     /// Completes the stream and closes the file (a file object passed in is flushed, not
@@ -651,9 +686,17 @@ impl TFRecordWriter {
             return Ok(());
         };
         let sink = lease.sink.take().expect("a lease holds the sink");
-        let digest = lock(&self.state).digest.take();
-        py.detach(|| sink.finish().and_then(|mut inner| inner.flush()))
-            .map_err(|e| map_err(py, Error::Io(e), &self.name))?;
+        let (digest, failed) = {
+            let mut state = lock(&self.state);
+            (state.digest.take(), state.failed.clone())
+        };
+        let finished = py.detach(|| sink.finish().and_then(|mut inner| inner.flush()));
+        if let Some(error) = failed {
+            // Closed all the same (the file is let go); no checksum for a broken file.
+            drop(lease);
+            return Err(self.broken(&error));
+        }
+        finished.map_err(|e| map_err(py, Error::Io(e), &self.name))?;
         if let Some(digest) = digest {
             // The sink (and with it the SHA-256 thread's sender) is gone: it ends.
             let checksum = py.detach(|| digest.finish())?;
@@ -676,6 +719,12 @@ impl TFRecordWriter {
         Ok(self
             .lease(py, None, false)?
             .map_or(0, |mut lease| lease.sink().offset()))
+    }
+
+    /// The error of a write that failed (the writer takes no more records), or None.
+    #[getter(_failed)]
+    fn write_failed(&self) -> Option<String> {
+        lock(&self.state).failed.clone()
     }
 
     /// Does not wait for a call in flight.
@@ -704,10 +753,14 @@ impl TFRecordWriter {
         slf
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.close(py, None)?;
-        Ok(false)
+    #[pyo3(signature = (*args))]
+    fn __exit__(&self, py: Python<'_>, args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        let raising = args.get_item(0).is_ok_and(|kind| !kind.is_none());
+        match self.close(py, None) {
+            // The block's own error (the failed write's, say) is the one to see.
+            Err(_) if raising && lock(&self.state).failed.is_some() => Ok(false),
+            closed => closed.map(|()| false),
+        }
     }
 
     fn __repr__(&self) -> String {
