@@ -406,7 +406,10 @@ class ShardWriter:
                 # The upload is aborted, not committed.
                 self.writer.__exit__(RuntimeError, None, None)
             else:
-                self.writer.close()
+                # A writer whose write failed raises that again: the error being raised
+                # is the one to see, and the partial file goes all the same.
+                with contextlib.suppress(OSError):
+                    self.writer.close()
                 (self.out / f"{self.tmp_name()}.partial").unlink(missing_ok=True)
             self.writer = None
             self._clear()
