@@ -169,6 +169,39 @@ def moto_s3(
         server.stop()
 
 
+@contextlib.contextmanager
+def moto_server_process() -> Iterator[dict[str, str]]:
+    """A moto S3 server in a process of its own on a free loopback port (one in this
+    process would be a thread, and a thread makes workers spawn); yields the environment
+    variables that point s3fs at it."""
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline and server.poll() is None, "no moto server"
+            time.sleep(0.1)
+        yield {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        }
+    finally:
+        server.kill()
+        server.wait()
+
+
 def count_record_files(monkeypatch: Any) -> list[str]:
     """Counts the files recordforge maps: every ``_core.RecordFile`` made from now on
     (``monkeypatch``: pytest's fixture) appends its path to the returned list."""

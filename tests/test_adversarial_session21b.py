@@ -8,23 +8,21 @@ that no thread is left in this process and a hang fails instead of blocking."""
 from __future__ import annotations
 
 import array
-import contextlib
 import io
 import json
 import mmap
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import moto_server_process
 
 import recordforge as rf
 from recordforge import _core
@@ -178,33 +176,6 @@ def test_fork_with_fsspec_loop_busy_and_callbacks_pending_repeatedly(tmp_path: P
 # -- against a moto server in its own process -------------------------------------------
 
 
-@contextlib.contextmanager
-def moto_process() -> Any:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert time.monotonic() < deadline and server.poll() is None, "no moto server"
-            time.sleep(0.1)
-        yield {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        }
-    finally:
-        server.kill()
-        server.wait()
-
-
 STORE = r"""
 import asyncio, hashlib, json, os, sys, threading, warnings
 import fsspec.asyn as A
@@ -267,7 +238,7 @@ print(json.dumps(res))
 
 
 def test_forked_workers_read_and_write_s3_like_one_worker() -> None:
-    with moto_process() as env:
+    with moto_server_process() as env:
         run = run_script(STORE, "bkt21b", str(SHARED), timeout=240, **env)
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads(run.stdout.splitlines()[-1])
@@ -584,6 +555,8 @@ def test_a_writer_whose_sink_failed_mid_record_does_not_close_cleanly() -> None:
 TF_SCRIPT = r"""
 import gzip, json, sys, zlib
 import numpy as np
+import pytest
+from helpers import moto_server_process
 import tensorflow as tf
 import recordforge as rf
 out = sys.argv[1]

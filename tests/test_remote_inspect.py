@@ -11,11 +11,7 @@ import base64
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import moto_s3
+from helpers import moto_s3, moto_server_process
 from test_remote_ranged import Proxy
 
 import recordforge as rf
@@ -483,28 +479,16 @@ def test_a_composite_s3_checksum_is_not_taken_for_the_objects(
 def _moto_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A moto S3 server in a process of its own (the in-process one keeps the objects,
     and copies them, in this process's memory), with s3fs pointed at it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            time.sleep(0.05)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    with moto_server_process() as store:
+        for name, value in store.items():
+            monkeypatch.setenv(name, value)
         s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem(anon=False)
-        fs.mkdir(BUCKET)
-        yield fs
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        server.terminate()
-        server.wait()
+        try:
+            fs = s3fs.S3FileSystem(anon=False)
+            fs.mkdir(BUCKET)
+            yield fs
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
 
 
 def test_a_remote_verify_holds_the_read_ahead_not_the_shard(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import moto_s3
+from helpers import moto_s3, moto_server_process
 
 import recordforge as rf
 from recordforge import _fs
@@ -813,29 +813,10 @@ def test_workers_fork_after_the_store_was_read_and_the_parent_uploads_after(
     loops of its own), without a warning, and the parent goes on using the store (it
     uploads the shards the workers wrote). The objects equal one worker's. The store is
     a moto server in its own process (one in this process would be a thread)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    env.pop("RECORDFORGE_START_METHOD", None)
-    env.pop("AWS_PROFILE", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert time.monotonic() < deadline and server.poll() is None, "no moto server"
-            time.sleep(0.1)
+    with moto_server_process() as store:
+        env = {**os.environ, **store}
+        env.pop("RECORDFORGE_START_METHOD", None)
+        env.pop("AWS_PROFILE", None)
         root = tiny["annotations"].parent.parent
         script = tmp_path / "fork_after_store.py"
         script.write_text(FORK_AFTER_STORE)
@@ -846,9 +827,6 @@ def test_workers_fork_after_the_store_was_read_and_the_parent_uploads_after(
             text=True,
             timeout=300,
         )
-    finally:
-        server.kill()
-        server.wait()
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert "fsspecIO" in result["threads"], result
