@@ -280,10 +280,7 @@ def _convert(
     else:
         fd = os.open(spill, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
-            at = 0
-            for data in frames:
-                _pwrite_all(fd, [memoryview(data)], at)
-                at += len(data)
+            _pwrite_all(fd, [memoryview(data) for data in frames], 0)
         finally:
             os.close(fd)
     return results, failure

@@ -262,11 +262,11 @@ class TFRecordWriter(_core.TFRecordWriter):
             return
         try:
             if left_open:
-                if self._failed is not None:  # its write raised already: closed quietly
-                    with contextlib.suppress(OSError):
-                        self._complete()
-                else:
+                try:
                     self._complete()
+                except OSError:
+                    if self._failed is None:
+                        raise  # (a writer whose write raised already closes quietly)
         finally:
             _warn(f"unclosed TFRecordWriter {self.name}", _category, stacklevel=2, source=self)
 

@@ -202,9 +202,9 @@ def _csv_lines(f: IO[bytes], delimiter: str, chunk: int) -> Iterator[tuple[np.nd
     (a fresh ``bytes`` a read can be fresh memory each time: a page fault every 4 KB)."""
     buffer = bytearray(max(chunk, len(_BOM)))
     array = np.frombuffer(buffer, np.uint8)
+    readinto = getattr(f, "readinto", None)
 
     def read() -> np.ndarray:
-        readinto = getattr(f, "readinto", None)
         if readinto is None:
             return np.frombuffer(f.read(len(buffer)) or b"", np.uint8)
         n = 0
