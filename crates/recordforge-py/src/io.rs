@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use numpy::PyArray1;
 use pyo3::exceptions::{
-    PyOSError, PyResourceWarning, PyRuntimeError, PyTimeoutError, PyValueError,
+    PyOSError, PyResourceWarning, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
@@ -538,7 +538,7 @@ impl TFRecordWriter {
             } else {
                 which.push(Err(owned.len()));
                 owned.push(with_bytes(&item, |b| b.to_vec()).map_err(|_| {
-                    PyValueError::new_err(format!(
+                    PyTypeError::new_err(format!(
                         "record {i} is not bytes-like: {}",
                         item.get_type()
                             .name()
@@ -966,7 +966,7 @@ pub fn frame_records<'py>(
             frame_record(&mut out, b.as_bytes());
         } else {
             with_bytes(item, |b| frame_record(&mut out, b)).map_err(|_| {
-                PyValueError::new_err(format!(
+                PyTypeError::new_err(format!(
                     "record {i} is not bytes-like: {}",
                     item.get_type()
                         .name()
