@@ -631,7 +631,17 @@ SCRIPT = textwrap.dedent(
             raise rf.ItemError(f"row {i}", "ids 3 mod 7 are refused")
         return [rf.encode_example({**item, "copy": k}) for k in range(1 + i % 3)]
 
+    def parent_fsync(fd):
+        # The parent syncs a crc32c shard itself: shard AT of "train" fails, or kills it.
+        if f".train-{AT:05d}." in os.readlink(f"/proc/self/fd/{fd}"):
+            if MODE == "parent-fsync-kill":
+                die()
+            raise OSError(5, "Input/output error")
+        REAL_FSYNC(fd)
+
     if __name__ == "__main__":
+        if MODE.startswith("parent-fsync"):
+            os.fsync = parent_fsync  # (forked workers inherit it: they sync no crc32c shard)
         try:
             rf.write_dataset(
                 splits={
@@ -645,8 +655,9 @@ SCRIPT = textwrap.dedent(
                 max_records=5,
                 index=True,
                 compression=os.environ.get("HOSTILE_COMPRESSION"),
+                checksum=os.environ.get("HOSTILE_CHECKSUM", "crc32c"),
             )
-        except rf.RecordforgeError as e:
+        except (rf.RecordforgeError, OSError) as e:
             print(f"failed: {e}", file=sys.stderr)
             sys.exit(3)
         except KeyboardInterrupt:
@@ -689,6 +700,14 @@ def gzip_reference(script: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return listing(out)
 
 
+@pytest.fixture(scope="module")
+def sha256_reference(script: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("reference") / "sha256"
+    done = run(script, out, 1, HOSTILE_CHECKSUM="sha256")
+    assert done.returncode == 0, done.stderr
+    return listing(out)
+
+
 def pids_of(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
 
@@ -698,7 +717,8 @@ def pids_of(path: Path) -> list[int]:
     [
         ("place", "22", "writing items", {}),
         ("place", "22", "writing items", {"RECORDFORGE_START_METHOD": "spawn"}),
-        ("finish", "3", "shard 3 of split 'train'", {}),
+        # A sha256 shard is read back by a worker (a crc32c one is synced by the parent).
+        ("finish", "3", "shard 3 of split 'train'", {"HOSTILE_CHECKSUM": "sha256"}),
         # Compressed: the worker writing shard 3 from the spilled chunks dies at its fsync.
         ("finish", "3", "shard 3 of split 'train'", {"HOSTILE_COMPRESSION": "gzip"}),
     ],
@@ -713,8 +733,12 @@ def test_a_worker_killed_writing_or_finishing_a_shard(
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
-    gzip = env.get("HOSTILE_COMPRESSION") == "gzip"
-    expected = request.getfixturevalue("gzip_reference" if gzip else "reference")
+    fixture = "reference"
+    if env.get("HOSTILE_COMPRESSION") == "gzip":
+        fixture = "gzip_reference"
+    elif env.get("HOSTILE_CHECKSUM") == "sha256":
+        fixture = "sha256_reference"
+    expected = request.getfixturevalue(fixture)
     out, pids = tmp_path / "out", tmp_path / "pids"
     killed = run(script, out, 2, HOSTILE_MODE=mode, HOSTILE_AT=at, HOSTILE_PIDS=str(pids), **env)
     assert killed.returncode == 3, killed.stderr
@@ -725,6 +749,35 @@ def test_a_worker_killed_writing_or_finishing_a_shard(
     again = run(script, out, 2, **{k: v for k, v in env.items() if k.startswith("HOSTILE_")})
     assert again.returncode == 0, again.stderr
     assert listing(out) == expected
+
+
+def test_the_parents_fsync_of_a_shard_failing_or_killed(
+    script: Path, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    """A crc32c shard is synced by the parent, on a thread of its own, while the workers
+    go on: its failure is the conversion's error, naming the shard file, and nothing of
+    the run is left; killed there, the run leaves its journal. Either way a rerun with
+    another worker count writes the same bytes as one worker."""
+    out, pids = tmp_path / "out", tmp_path / "pids"
+    failed = run(
+        script, out, 2, HOSTILE_MODE="parent-fsync", HOSTILE_AT="3", HOSTILE_PIDS=str(pids)
+    )
+    assert failed.returncode == 3, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert ".train-00003." in failed.stderr and "Input/output error" in failed.stderr
+    assert partials(out) == []
+    assert len(pids_of(pids)) == 2 and wait_gone(pids_of(pids)) == []
+    assert run(script, out, 3).returncode == 0
+    assert listing(out) == reference
+
+    out = tmp_path / "killed"
+    killed = run(script, out, 2, HOSTILE_MODE="parent-fsync-kill", HOSTILE_AT="3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "dataset.json").exists()
+    again = run(script, out, 1)
+    assert again.returncode == 0, again.stderr
+    assert listing(out) == reference
+    assert partials(out) == []
 
 
 def test_ctrl_c_ends_the_conversion_and_its_workers_at_once(

@@ -73,6 +73,7 @@ from recordforge._workers import (
     READ_BLOCK,
     ItemResult,
     Workers,
+    finish_shard,
     start_method,
 )
 from recordforge.errors import OnError, RecordforgeError
@@ -393,9 +394,15 @@ class _SplitRun:
             shard.checksum = checksum or self._combined(shard)
             self.commit_ready()
 
-        args = (str(shard.partial), self.shards.options.checksum, shard.size)
+        checksum = self.shards.options.checksum
         what = f"finishing {shard.describe(self.split)}"
-        self.pool.send(None, "finish", args, what, finished)
+        if checksum == "crc32c":  # a size check and an fsync: here, not holding up a worker
+            args = (str(shard.partial), checksum, shard.size)
+            self.pool.run_here(finish_shard, args, what, finished)
+        else:  # sha256: the shard read back, on a worker
+            self.pool.send(
+                None, "finish", (str(shard.partial), checksum, shard.size), what, finished
+            )
 
     def _combined(self, shard: _Shard) -> str:
         """The shard's CRC32C, combined from its pieces' in file order; they must tile

@@ -20,6 +20,7 @@ to it. The crash tests kill the worker that converts item ``n`` with
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -58,6 +59,7 @@ __all__ = [
     "READ_BLOCK",
     "ItemResult",
     "Workers",
+    "finish_shard",
     "start_method",
 ]
 
@@ -342,6 +344,10 @@ def _pwrite_all(fd: int, views: list[memoryview], at: int) -> None:
 
 
 def _finish(held: Held, path: str, checksum: str, size: int) -> str | None:
+    return finish_shard(path, checksum, size)
+
+
+def finish_shard(path: str, checksum: str, size: int) -> str | None:
     """The written shard ``path``, made durable (``fsync``) once it is checked to hold
     the ``size`` bytes planned. Its checksum with ``sha256``, read back (every piece is in
     it now); with ``crc32c``, None: the parent combines the pieces' CRCs."""
@@ -430,9 +436,13 @@ class _Queue(multiprocessing.queues.Queue):  # type: ignore[type-arg]  # not gen
 
 @dataclasses.dataclass
 class _Task:
-    worker: int
+    worker: int  # HERE: run on the parent's own thread
     what: str
     done: Callable[[Any], None]
+
+
+#: The worker number of a task run in the parent (:meth:`Workers.run_here`).
+HERE = -1
 
 
 class Workers:
@@ -447,6 +457,10 @@ class Workers:
         self.tasks: dict[int, _Task] = {}
         self.load = [0] * n
         self.numbers = itertools.count()
+        # Tasks run on a thread of the parent (run_here), answered through a pipe made
+        # once the workers are started (a forked worker would hold its ends open).
+        self.here: concurrent.futures.ThreadPoolExecutor | None = None
+        self.here_pipe: tuple[Any, Any] | None = None
         # A terminal's Ctrl-C reaches the whole process group: a worker still starting
         # (a spawned one imports Python first) must not take it, so workers start with
         # SIGINT ignored (a Ctrl-C in those milliseconds is lost for the parent too).
@@ -470,6 +484,7 @@ class Workers:
                 proc.start()
                 self.procs.append(proc)
                 theirs_w.close()
+            self.here_pipe = multiprocessing.Pipe(duplex=False)
         except BaseException:  # those started do not outlive a failed start
             self.procs = [p for p in self.procs if p.pid is not None]
             self.close(graceful=False)
@@ -503,11 +518,37 @@ class Workers:
         self.load[worker] += 1
         self.queues[worker].put(payload)
 
+    def run_here(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], what: str, done: Callable[[Any], None]
+    ) -> None:
+        """Task ``fn(*args)`` on a thread of this process, answered (``done``, or its
+        error raised) by :meth:`pump` as a worker's are: for a wait that would hold up a
+        worker (a shard's ``fsync``), not for CPU work."""
+        assert self.here_pipe is not None  # (made by __init__)
+        here_w = self.here_pipe[1]
+        number = next(self.numbers)
+        self.tasks[number] = _Task(HERE, what, done)
+        if self.here is None:
+            self.here = concurrent.futures.ThreadPoolExecutor(1, "recordforge-sync")
+
+        def call() -> None:
+            try:
+                answer = (number, True, fn(*args))
+            except BaseException as e:
+                answer = (number, False, e)
+            here_w.send(answer)
+
+        self.here.submit(call)
+
     def pump(self, died: Callable[[int], RecordforgeError]) -> None:
         """Waits for answers; runs each ``done``, raises a task's error, or ``died(k)``
         when worker ``k`` is gone."""
         sentinels = {p.sentinel: k for k, p in enumerate(self.procs)}
-        ready = multiprocessing.connection.wait([*self.answers, *sentinels])
+        assert self.here_pipe is not None  # (made by __init__)
+        here = self.here_pipe[0]
+        ready = multiprocessing.connection.wait([*self.answers, *sentinels, here])
+        while here in ready and here.poll():
+            self._answer(here.recv())
         dead: list[int] = []
         for k, conn in enumerate(self.answers):
             if conn in ready or self.procs[k].sentinel in ready:
@@ -535,7 +576,8 @@ class Workers:
                 "or use workers=1"
             )
         task = self.tasks.pop(number)
-        self.load[task.worker] -= 1
+        if task.worker != HERE:
+            self.load[task.worker] -= 1
         if not ok:
             raise value
         task.done(value)
@@ -566,3 +608,8 @@ class Workers:
                 queue.join_thread()
         for conn in self.answers:
             conn.close()
+        if self.here is not None:  # its thread ended: a later split's workers may fork
+            self.here.shutdown(wait=True)
+            self.here = None
+        for end in self.here_pipe or ():
+            end.close()
