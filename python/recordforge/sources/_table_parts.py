@@ -26,6 +26,7 @@ JSON Lines rows end at ``\\n`` only, and a line of whitespace is no row.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -161,16 +162,17 @@ def _json_marks(
 
 
 def scan_lines(
-    f: IO[bytes], *, csv: bool, delimiter: str = ",", chunk: int = _SCAN_BYTES
+    f: IO[bytes], *, csv: bool, delimiter: str = ",", chunk: int = _SCAN_BYTES, skip: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The row ends of a CSV (``csv=True``) or JSONL file, a chunk at a time: for each
     line, the offset just past its end, and a mark: 0 for an empty line (no row), 1 for
     a row, 2 for a JSONL line that does not end with ``}`` (an object spread over lines).
     A last line without a line end ends at the end of the file. A CSV is scanned in Rust
     (``_core.CsvRowScanner``: line ends, and quoted values as pyarrow's parser reads
-    them), a JSONL file with NumPy."""
+    them), a JSONL file with NumPy. A CSV's first ``skip`` lines, counted as pyarrow's
+    ``skip_rows`` counts them (raw lines, quotes not looked at), come as one empty line."""
     if csv:
-        yield from _csv_lines(f, delimiter, chunk)
+        yield from _csv_lines(f, delimiter, chunk, skip)
         return
     line_start = 0  # where the open line starts
     last = 0  # the open line's last non-space byte so far (0: none yet)
@@ -197,7 +199,39 @@ def scan_lines(
         yield np.array([offset]), np.array([1 if last == _CLOSE else 2], np.int8)
 
 
-def _csv_lines(f: IO[bytes], delimiter: str, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+#: A raw line end, as pyarrow's ``skip_rows`` counts lines.
+_RAW_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _skip_raw_lines(
+    data: np.ndarray, read: Callable[[], np.ndarray], skip: int, start: int
+) -> tuple[int, np.ndarray]:
+    """Skips ``skip`` raw lines (``\\r\\n``, ``\\r`` or ``\\n`` ends, quotes not looked at)
+    of the stream whose chunk ``data`` starts at byte ``start`` (``read`` gives the next
+    chunks): where the rest starts, and the rest of its chunk. A chunk at a time: a long
+    line costs no more memory than a chunk."""
+    carried_cr = False  # the last chunk ended with a line's \r: a \n first here is its end
+    while True:
+        chunk = bytes(data)
+        pos = 1 if carried_cr and chunk[:1] == b"\n" else 0
+        carried_cr = False
+        while skip and (m := _RAW_LINE_END.search(chunk, pos)) is not None:
+            pos, skip = m.end(), skip - 1
+            carried_cr = m.group() == b"\r" and pos == len(chunk)
+        if not skip and not carried_cr:
+            return start + pos, data[pos:]
+        start += len(chunk)
+        data = read()
+        if not len(data):
+            return start, data
+        if not skip:  # the \r ended the last line skipped
+            cut = 1 if data[0] == _NL else 0
+            return start + cut, data[cut:]
+
+
+def _csv_lines(
+    f: IO[bytes], delimiter: str, chunk: int, skip: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The scan of :func:`scan_lines` for a CSV: the file is read into one buffer, reused
     (a fresh ``bytes`` a read can be fresh memory each time: a page fault every 4 KB)."""
     buffer = bytearray(max(chunk, len(_BOM)))
@@ -214,8 +248,11 @@ def _csv_lines(f: IO[bytes], delimiter: str, chunk: int) -> Iterator[tuple[np.nd
 
     data = read()
     start = len(_BOM) if bytes(data[: len(_BOM)]) == _BOM else 0  # pyarrow skips it
-    scanner = CsvRowScanner(delimiter.encode("utf-8")[0], start)
     data = data[start:]
+    if skip:  # the skipped lines, as one empty line
+        start, data = _skip_raw_lines(data, read, skip, start)
+        yield np.array([start], np.int64), np.zeros(1, np.int8)
+    scanner = CsvRowScanner(delimiter.encode("utf-8")[0], start)
     while True:
         ends, marks = scanner.feed(data)
         if len(ends):
@@ -300,9 +337,12 @@ def _lines_parts(
     header: bool,
     part_bytes: int,
 ) -> list[TablePart]:
-    cutter = _Cutter(path, fmt, skip_rows, header, part_bytes)
+    # A CSV's skipped lines are raw lines: the scan gives them as one (a JSONL file has
+    # none).
+    skip = min(1, skip_rows) if csv else skip_rows
+    cutter = _Cutter(path, fmt, skip, header, part_bytes)
     size = 0
-    for ends, marks in scan_lines(f, csv=csv, delimiter=delimiter):
+    for ends, marks in scan_lines(f, csv=csv, delimiter=delimiter, skip=skip_rows if csv else 0):
         if (marks == 2).any():
             raise SpreadRowsError(f"{path}: an object is spread over lines")
         cutter.feed(ends, marks)

@@ -245,7 +245,9 @@ class TableSource:
                         skip_rows=self.skip_rows,
                         column_names=None if self.column_names is None else list(self.column_names),
                     ),
-                    parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
+                    parse_options=pcsv.ParseOptions(
+                        delimiter=self.delimiter, newlines_in_values=True
+                    ),
                     convert_options=self._csv_options(column_types),
                 )
             else:
@@ -330,13 +332,32 @@ class TableSource:
             return batch.schema
         pa = pyarrow_module()
         if self.format == "csv":  # a header and no rows: every column is text
-            header: Sequence[str] | None = self.column_names
-            if header is None:
-                with _fs.open_file(self.path, "rb") as f:
-                    lines = [f.readline().decode("utf-8") for _ in range(self.skip_rows + 1)]
-                header = lines[-1].rstrip("\r\n").split(self.delimiter)
-            return pa.schema([(name, pa.string()) for name in header if name])
+            names = self._header_only() if self.column_names is None else self.column_names
+            return pa.schema([(name, pa.string()) for name in names])
         return pa.schema([])
+
+    def _header_only(self) -> list[str]:
+        """The column names of a CSV file without rows, as pyarrow reads them (a BOM
+        left out, quotes parsed, empty names kept); a header line without a line end
+        (which pyarrow takes for an empty file) parsed by the ``csv`` module."""
+        import csv
+
+        import pyarrow.csv as pcsv
+
+        pa = pyarrow_module()
+        try:
+            reader = pcsv.open_csv(
+                input_stream(pa, self.path),
+                read_options=pcsv.ReadOptions(use_threads=False, skip_rows=self.skip_rows),
+                parse_options=pcsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
+            )
+            return list(reader.schema.names)
+        except pa.ArrowException:
+            pass
+        with _fs.open_file(self.path, "rb") as f:
+            text = f.read(_BLOCK_BYTES).decode("utf-8-sig", errors="replace")
+        lines = text.splitlines()[self.skip_rows :]
+        return next(csv.reader(lines[:1], delimiter=self.delimiter), [])
 
     def _infer(self, name: str, arrow_type: Any, null_count: int) -> FeatureSpec:
         try:
@@ -448,10 +469,15 @@ class TableSource:
             yield from batch.rows(names)
 
     def _part_batches(
-        self, part: TablePart, types: dict[str, Any] | None, file_schema: Any
+        self,
+        part: TablePart,
+        types: dict[str, Any] | None,
+        file_schema: Any,
+        block: int = _BLOCK_BYTES,
     ) -> Iterator[Any]:
         """The part's rows as pyarrow batches of at most ``batch_size`` rows, read with
-        the file's column names and types (CSV ``types``; the Arrow schema of the file)."""
+        the file's column names and types (CSV ``types``; the Arrow schema of the file),
+        in pyarrow blocks of ``block`` bytes."""
         if part.kind == "whole":
             yield from self._arrow_batches(types)
             return
@@ -473,9 +499,9 @@ class TableSource:
             reader = pcsv.open_csv(
                 pa.BufferReader(data),
                 read_options=pcsv.ReadOptions(
-                    block_size=_BLOCK_BYTES, column_names=list(file_schema.names)
+                    block_size=block, column_names=list(file_schema.names)
                 ),
-                parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
+                parse_options=pcsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
                 convert_options=self._csv_options(types),
             )
         else:
@@ -496,7 +522,14 @@ class TableSource:
         pa = pyarrow_module()
         where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
         try:
-            batches = list(self._part_batches(part, *self._plan()[1:]))
+            try:
+                batches = list(self._part_batches(part, *self._plan()[1:]))
+            except pa.ArrowInvalid as e:
+                # A quoted value with a line end, longer than a block: the part in one.
+                if "straddl" not in str(e) or part.kind != "bytes" or self.format != "csv":
+                    raise
+                block = part.stop - part.start + 1
+                batches = list(self._part_batches(part, *self._plan()[1:], block=block))
         except pa.ArrowException as e:
             raise ItemError(part.name, f"cannot read {self.format} ({where}): {e}") from e
         read = sum(b.num_rows for b in batches)
