@@ -11,10 +11,21 @@ from typing import Any
 
 import numpy as np
 
+from recordforge.errors import DecodeError
 from recordforge.ragged import Ragged
 from recordforge.schema import Schema
 
-__all__ = ["Wanted", "assemble", "row_features", "wanted"]
+__all__ = ["RowsError", "Wanted", "assemble", "row_features", "wanted"]
+
+
+class RowsError(DecodeError):
+    """A record whose values do not fill whole rows of its ``(None, w)`` feature;
+    ``record``: its place among the records assembled."""
+
+    def __init__(self, message: str, record: int) -> None:
+        super().__init__(message)
+        self.record = record
+
 
 #: ``(name, kind, width)``: width the number of values every record holds, else None.
 Wanted = tuple[str, str, int | None]
@@ -66,6 +77,14 @@ def assemble(
             out[name] = values.reshape((n, *spec.shape))
         elif spec is not None and len(spec.shape) == 2 and spec.shape[1] is not None:
             width = spec.shape[1]
+            bad = np.flatnonzero(splits % width)
+            if len(bad):  # a reshape would move values from record to record
+                j = int(bad[0]) - 1
+                raise RowsError(
+                    f"feature {name!r} has shape (None, {width}), but a record holds "
+                    f"{int(splits[j + 1] - splits[j])} values: they do not fill rows of {width}",
+                    j,
+                )
             out[name] = Ragged(values.reshape(-1, width), splits // width)
         else:
             out[name] = Ragged(values, splits)

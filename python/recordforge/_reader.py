@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from recordforge import _core, _fs
-from recordforge._decoded import assemble, row_features, wanted
+from recordforge._decoded import RowsError, assemble, wanted
+from recordforge._indexes import named_record, record_indexes, row_reader
 from recordforge._ranged import Streams, fetch_records
 from recordforge._shards import Claim, ShardFiles, first_records, manifest_shards, shuffled
 from recordforge._sticky import Sticky
@@ -158,9 +158,12 @@ class Dataset:
         )
         return self._replace(schema=schema)
 
-    def shuffle(self, buffer_size: int, seed: int = 0) -> Dataset:
+    def shuffle(self, buffer_size: int, seed: int | None = 0) -> Dataset:
         """Shuffles the file order every epoch and records through a buffer of
-        ``buffer_size``; the same seed gives the same orders, epoch after epoch."""
+        ``buffer_size``; the same seed gives the same orders, epoch after epoch (None: a
+        random seed). A shard of records keeps its records, in a shuffled order."""
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**63))
         order = dataclasses.replace(self._order, shuffle_buffer=buffer_size, seed=seed)
         return self._replace(order=order)
 
@@ -198,21 +201,19 @@ class Dataset:
             self._len_cache = counted
         return self._len_cache
 
-    def _check_read(self, read: int, dropped: int | None) -> None:
-        """A whole epoch gave ``read`` records (``dropped``: the batch size whose
-        remainder was dropped): a count given before it (``dataset.json``, ``.idx``
-        files), when one is at hand, must agree; else the file that disagrees is named.
-        With ``on_corrupt="raise"`` only (skipping makes fewer records on purpose)."""
-        if dropped is None:
-            self._read_count = read
+    def _check_read(self, read: int) -> None:
+        """A whole epoch read ``read`` records (a dropped remainder included): a count
+        given before it (``dataset.json``, ``.idx`` files), when one is at hand, must
+        agree; else the file that disagrees is named. With ``on_corrupt="raise"`` only
+        (skipping makes fewer records on purpose)."""
+        self._read_count = read
         if self._len_cache is not None:
             counted = self._len_cache
         elif self._shards.counted_cheaply():
             counted = self._count_mine()  # cheap: claims or .idx lines, no walk
         else:
             return
-        whole = counted - counted % dropped if dropped else counted
-        if whole != read:
+        if counted != read:
             self._name_wrong_count(counted, read)
 
     def _name_wrong_count(self, counted: int, read: int) -> None:
@@ -238,14 +239,16 @@ class Dataset:
         epoch, self._epoch = self._epoch, self._epoch + 1
         order = self._order
         files = self._my_files()
-        shuffle = None
-        if order.shuffle_buffer and order.seed is not None:
-            rng = np.random.default_rng([order.seed, epoch])
-            files = [files[i] for i in rng.permutation(len(files))]
-            shuffle = (order.shuffle_buffer, int(rng.integers(2**63)))
         every = None
         if order.shard is not None and len(self.files) < order.shard[1]:
             every = order.shard
+        shuffle = None
+        if order.shuffle_buffer and order.seed is not None:
+            rng = np.random.default_rng([order.seed, epoch])
+            permutation = rng.permutation(len(files))
+            if every is None:  # (a shard of records: every count-th of the stored order)
+                files = [files[i] for i in permutation]
+            shuffle = (order.shuffle_buffer, int(rng.integers(2**63)))
         return files, every, shuffle
 
     def _raw(self) -> Iterator[bytes]:
@@ -283,7 +286,10 @@ class Dataset:
         return columns
 
     def _assemble(self, n: int, decoded: Sequence[tuple[Any, np.ndarray]]) -> dict[str, Any]:
-        return assemble(self.schema, self._wanted(), n, decoded)
+        try:
+            return assemble(self.schema, self._wanted(), n, decoded)
+        except RowsError as e:
+            raise RowsError(f"{self!r}: {e}", e.record) from None
 
     def batches(
         self, batch_size: int, drop_remainder: bool = False, *, threads: int = 0, copy: bool = True
@@ -313,16 +319,18 @@ class Dataset:
         """:meth:`batches`, with each batch's number of records (no feature: no column)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        batches = self._read_batches(batch_size, drop_remainder, threads, copy)
+        # The remainder is read, then dropped here: every record of the epoch is counted.
+        batches = self._read_batches(batch_size, False, threads, copy)
         read = 0
         try:
             for n, columns in batches:
                 read += n
-                yield n, columns
+                if n == batch_size or not drop_remainder:
+                    yield n, columns
         except SchemaError as e:
             raise self._explained(e) from None
         if self.on_corrupt != "skip":
-            self._check_read(read, batch_size if drop_remainder else None)
+            self._check_read(read)
 
     def _explained(self, e: SchemaError) -> SchemaError:
         """``e`` (a record that disagrees with the schema), with where the schema came
@@ -443,7 +451,7 @@ class Dataset:
 
     def _take(self, indices: Sequence[int] | np.ndarray, *, copy: bool = True) -> dict[str, Any]:
         self._shards.check_uncompressed()
-        where = self._stored(np.asarray(indices, dtype=np.int64).reshape(-1))
+        where = self._stored(record_indexes(indices))
         starts = self._starts()
         mine = self._my_files()
         k = np.searchsorted(starts, where, side="right") - 1
@@ -460,7 +468,11 @@ class Dataset:
         arena = None if copy else self._arena or _core.Arena()
         self._arena = arena or self._arena
         decoded = _core.take_records(files, file_index, offsets, self._wanted(), arena=arena)
-        columns = self._assemble(len(where), decoded)
+        try:
+            columns = assemble(self.schema, self._wanted(), len(where), decoded)
+        except RowsError as e:
+            paths = [self.files[mine[f]] for f in used.tolist()]
+            raise named_record(e, paths, file_index, offsets) from None
         if not self.schema.feature_lists:
             return columns
         read = zip(file_index.tolist(), offsets.tolist(), strict=True)
@@ -515,28 +527,8 @@ class Dataset:
         return self._take(i)
 
     def _rows(self) -> _core.RowReader:
-        """The Rust reader behind ``ds[i]``, made on first use; it opens each file
-        (:class:`ShardFiles`) the first time one of its records is read."""
-        self._shards.check_uncompressed()
-        features = row_features(self.schema, self._wanted())
-        mine = self._my_files()
-        counts = self._file_counts(exact=True)
-        shard = self._order.shard
-        every = shard if shard is not None and len(self.files) < shard[1] else None
-
-        # The reader keeps ``load``, and this dataset keeps the reader: ``load`` holds the
-        # dataset weakly, so that dropping the dataset frees its maps at once (the Rust
-        # reader is opaque to the cycle collector: a cycle through it is never freed).
-        owner = weakref.ref(self)
-
-        def load(k: int) -> tuple[Any, np.ndarray]:
-            ds = owner()
-            if ds is None:
-                raise ReferenceError("the dataset of this row reader was dropped")
-            path = ds.files[mine[k]]
-            return ds._shards.record_file(path), ds._shards.offsets(path, mine)
-
-        self._rows_cache = _core.RowReader([counts[f] for f in mine], features, load, every=every)
+        """The Rust reader behind ``ds[i]``, made on first use."""
+        self._rows_cache = row_reader(self)
         return self._rows_cache
 
     # -- integrations ------------------------------------------------------------------

@@ -158,7 +158,9 @@ def to_tf_dataset(
         interleave = False  # every count-th record of the files read in order, as ds does
 
     filenames = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle_buffer > 0:
+    # A shard of records takes every count-th record of the files in their stored order:
+    # shuffled files would give each host (and epoch) another set of records.
+    if shuffle_buffer > 0 and record_shard is None:
         filenames = filenames.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     if _tf_opens(tf, files[0]):
         records = tf.data.TFRecordDataset(

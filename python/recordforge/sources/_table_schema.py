@@ -18,10 +18,17 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from recordforge import _fs
 from recordforge.errors import ItemError, SchemaError
-from recordforge.sources._table_parts import TablePart, pyarrow_module
+from recordforge.sources._table_parts import TablePart, input_stream, pyarrow_module
 
-__all__ = ["MISSING", "integral", "missing_counters", "null_counts"]
+__all__ = [
+    "MISSING",
+    "header_only_names",
+    "integral",
+    "missing_counters",
+    "null_counts",
+]
 
 # The report's counter of a column's missing values: table/missing/<column>.
 MISSING = "table/missing/"
@@ -87,3 +94,27 @@ def null_counts(
         for name, n in nulls.items():
             total[name] = total.get(name, 0) + n
     return total
+
+
+def header_only_names(path: str, skip_rows: int, delimiter: str) -> list[str]:
+    """The column names of a CSV file without rows, as pyarrow reads them (a BOM left
+    out, quotes parsed, empty names kept); a header line without a line end (which
+    pyarrow takes for an empty file) parsed by the ``csv`` module."""
+    import csv
+
+    import pyarrow.csv as pcsv  # type: ignore[import-untyped]
+
+    pa = pyarrow_module()
+    try:
+        reader = pcsv.open_csv(
+            input_stream(pa, path),
+            read_options=pcsv.ReadOptions(use_threads=False, skip_rows=skip_rows),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        )
+        return list(reader.schema.names)
+    except pa.ArrowException:
+        pass
+    with _fs.open_file(path, "rb") as f:
+        text = f.read(1 << 20).decode("utf-8-sig", errors="replace")
+    lines = text.splitlines()[skip_rows:]
+    return next(csv.reader(lines[:1], delimiter=delimiter), [])

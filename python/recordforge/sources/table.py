@@ -90,11 +90,19 @@ from recordforge.sources._table_parts import (
     format_of,
     input_stream,
     jsonl_parts,
+    open_csv,
     parquet_parts,
     pyarrow_module,
+    straddled_block,
     whole_part,
 )
-from recordforge.sources._table_schema import MISSING, integral, missing_counters, null_counts
+from recordforge.sources._table_schema import (
+    MISSING,
+    header_only_names,
+    integral,
+    missing_counters,
+    null_counts,
+)
 
 __all__ = ["FORMATS", "TableBatch", "TablePart", "TableRow", "TableSource"]
 
@@ -202,10 +210,8 @@ class TableSource:
 
     # -- reading ---------------------------------------------------------------------
 
-    def _csv_options(self, column_types: Mapping[str, Any] | None) -> Any:
+    def _csv_options(self, column_types: Mapping[str, Any] | None) -> dict[str, Any]:
         """pyarrow's CSV conversion options; ``column_types`` fixes the column types."""
-        import pyarrow.csv as pcsv  # type: ignore[import-untyped]
-
         convert: dict[str, Any] = {"strings_can_be_null": True}
         if self.null_values is not None:
             convert["null_values"] = list(self.null_values)
@@ -213,7 +219,7 @@ class TableSource:
             convert["column_types"] = dict(column_types)
             if self.given_schema is not None:
                 convert["include_columns"] = list(column_types)
-        return pcsv.ConvertOptions(**convert)
+        return convert
 
     def _sliced(self, reader: Any) -> Iterator[Any]:
         for batch in reader:
@@ -235,20 +241,14 @@ class TableSource:
                 yield from parquet.iter_batches(batch_size=self.batch_size)
                 return
             if self.format == "csv":
-                import pyarrow.csv as pcsv
-
-                reader = pcsv.open_csv(
+                reader = open_csv(
                     input_stream(pa, self.path),
-                    read_options=pcsv.ReadOptions(
-                        use_threads=threads,
-                        block_size=_BLOCK_BYTES,
-                        skip_rows=self.skip_rows,
-                        column_names=None if self.column_names is None else list(self.column_names),
-                    ),
-                    parse_options=pcsv.ParseOptions(
-                        delimiter=self.delimiter, newlines_in_values=True
-                    ),
-                    convert_options=self._csv_options(column_types),
+                    self.delimiter,
+                    _BLOCK_BYTES,
+                    self.column_names,
+                    self._csv_options(column_types),
+                    skip_rows=self.skip_rows,
+                    threads=threads,
                 )
             else:
                 import pyarrow.json as pjson  # type: ignore[import-untyped]
@@ -332,32 +332,11 @@ class TableSource:
             return batch.schema
         pa = pyarrow_module()
         if self.format == "csv":  # a header and no rows: every column is text
-            names = self._header_only() if self.column_names is None else self.column_names
+            names = self.column_names or header_only_names(
+                self.path, self.skip_rows, self.delimiter
+            )
             return pa.schema([(name, pa.string()) for name in names])
         return pa.schema([])
-
-    def _header_only(self) -> list[str]:
-        """The column names of a CSV file without rows, as pyarrow reads them (a BOM
-        left out, quotes parsed, empty names kept); a header line without a line end
-        (which pyarrow takes for an empty file) parsed by the ``csv`` module."""
-        import csv
-
-        import pyarrow.csv as pcsv
-
-        pa = pyarrow_module()
-        try:
-            reader = pcsv.open_csv(
-                input_stream(pa, self.path),
-                read_options=pcsv.ReadOptions(use_threads=False, skip_rows=self.skip_rows),
-                parse_options=pcsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
-            )
-            return list(reader.schema.names)
-        except pa.ArrowException:
-            pass
-        with _fs.open_file(self.path, "rb") as f:
-            text = f.read(_BLOCK_BYTES).decode("utf-8-sig", errors="replace")
-        lines = text.splitlines()[self.skip_rows :]
-        return next(csv.reader(lines[:1], delimiter=self.delimiter), [])
 
     def _infer(self, name: str, arrow_type: Any, null_count: int) -> FeatureSpec:
         try:
@@ -494,15 +473,12 @@ class TableSource:
             f.seek(part.start)
             data = pa.py_buffer(f.read(part.stop - part.start))
         if self.format == "csv":
-            import pyarrow.csv as pcsv
-
-            reader = pcsv.open_csv(
+            reader = open_csv(
                 pa.BufferReader(data),
-                read_options=pcsv.ReadOptions(
-                    block_size=block, column_names=list(file_schema.names)
-                ),
-                parse_options=pcsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
-                convert_options=self._csv_options(types),
+                self.delimiter,
+                block,
+                file_schema.names,
+                self._csv_options(types),
             )
         else:
             import pyarrow.json as pjson
@@ -524,11 +500,9 @@ class TableSource:
         try:
             try:
                 batches = list(self._part_batches(part, *self._plan()[1:]))
-            except pa.ArrowInvalid as e:
-                # A quoted value with a line end, longer than a block: the part in one.
-                if "straddl" not in str(e) or part.kind != "bytes" or self.format != "csv":
+            except pa.ArrowInvalid as e:  # a quoted value with line ends, over a block?
+                if (block := straddled_block(e, part)) is None:
                     raise
-                block = part.stop - part.start + 1
                 batches = list(self._part_batches(part, *self._plan()[1:], block=block))
         except pa.ArrowException as e:
             raise ItemError(part.name, f"cannot read {self.format} ({where}): {e}") from e
