@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import recordforge as rf
-from recordforge import _core, _workers
+from recordforge import _core, _parallel, _workers
 from recordforge.inspect import verify
 from recordforge.sources._table_parts import csv_parts, scan_lines
 
@@ -498,9 +498,11 @@ def test_gzip_csv_jsonl_and_parquet_tables_the_same_by_any_workers(tmp_path: Pat
 
 
 def tampered(how: str) -> Any:
-    real = _workers._finish
+    """The parent's finish of a crc32c shard (``_parallel.finish_shard``), tampering
+    with shard 1 first."""
+    real = _workers.finish_shard
 
-    def finish(held: Any, path: str, checksum: str, size: int) -> Any:
+    def finish(path: str, checksum: str, size: int) -> Any:
         if path.endswith(".partial") and size > 100 and "00001" in path:
             with open(path, "r+b") as f:
                 if how == "append":
@@ -513,7 +515,7 @@ def tampered(how: str) -> Any:
                     byte = f.read(1)
                     f.seek(size // 2)
                     f.write(bytes([byte[0] ^ 0xFF]))
-        return real(held, path, checksum, size)
+        return real(path, checksum, size)
 
     return finish
 
@@ -522,7 +524,7 @@ def tampered(how: str) -> Any:
 def test_a_shard_resized_before_its_finish_fails_naming_it(
     how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(_workers._TASKS, "finish", tampered(how))
+    monkeypatch.setattr(_parallel, "finish_shard", tampered(how))
     rows = [(2000, i) for i in range(40)]
     with pytest.raises(rf.RecordforgeError, match=r"00001.*shard file holds"):
         rf.write_dataset(rows, tmp_path / "o", to_records=sized, workers=2, max_records=10)
@@ -533,7 +535,7 @@ def test_a_shard_changed_in_place_before_its_finish_is_flagged_by_verify(
 ) -> None:
     """The checksum is of what the workers wrote, not of the file: a byte changed by
     someone else is not taken into the manifest, and verify says so."""
-    monkeypatch.setitem(_workers._TASKS, "finish", tampered("flip"))
+    monkeypatch.setattr(_parallel, "finish_shard", tampered("flip"))
     rows = [(2000, i) for i in range(40)]
     out = tmp_path / "o"
     # Without a schema given, the inference reads the records back and fails on the

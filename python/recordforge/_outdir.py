@@ -511,14 +511,20 @@ class OutputDir:
             _remove(self.out / name)
 
 
+#: Keys of a source description whose values are names, never paths (a class folder's
+#: name is not a path from the current directory).
+_NAMES = frozenset(("classes",))
+
+
 def _local_paths(value: Any) -> Iterable[str]:
     """The strings of a source description that name existing local files or folders."""
     if isinstance(value, str):
         if value and not _fs.is_url(value) and "\0" not in value and os.path.exists(value):
             yield value
     elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _local_paths(v)
+        for k, v in value.items():
+            if k not in _NAMES:
+                yield from _local_paths(v)
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from _local_paths(v)
@@ -530,7 +536,7 @@ def _resolved(value: Any) -> Any:
     if isinstance(value, str):
         return os.path.realpath(value) if any(_local_paths(value)) else value
     if isinstance(value, Mapping):
-        return {k: _resolved(v) for k, v in value.items()}
+        return {k: v if k in _NAMES else _resolved(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolved(v) for v in value]
     return value

@@ -9,7 +9,8 @@ task's callback in its own thread (:meth:`Workers.pump`).
 
 The tasks: ``convert`` a chunk of items (its frames held in the worker's memory, or
 spilled to a file), ``place`` a held chunk's bytes at given offsets of shard files
-(``pwritev``), ``finish`` a shard (``fsync``; a sha256 checksum read back), ``write`` a
+(``pwritev``), ``finish`` a shard with a sha256 checksum (``fsync``, read back; a
+crc32c shard is finished by the parent itself, :meth:`Workers.run_here`), ``write`` a
 shard from spilled pieces through :class:`~recordforge.TFRecordWriter` (compressed
 shards).
 

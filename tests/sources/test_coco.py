@@ -493,11 +493,14 @@ def _resized_jpeg(data: bytes, target: tuple[int, int], draft: bool) -> bytes:
     with Image.open(io.BytesIO(data)) as img:
         if draft:
             img.draft(None, target)
+        # kept: the EXIF, and the colour profile of an RGB original
+        keys = ("icc_profile", "exif") if img.mode == "RGB" else ("exif",)
+        metadata = {key: img.info[key] for key in keys if img.info.get(key)}
         rgb = img.convert("RGB")
     if rgb.size != target:
         rgb = rgb.resize(target, Image.Resampling.BILINEAR)
     out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=95)
+    rgb.save(out, format="JPEG", quality=95, **metadata)
     return out.getvalue()
 
 

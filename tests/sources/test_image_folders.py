@@ -181,8 +181,10 @@ def _jpeg_resized(path: Path, size: tuple[int, int], draft: bool) -> bytes:
         if draft:
             im.draft(None, size)
         small = im.resize(size, resample=3) if im.size != size else im.copy()
+        # kept: the EXIF and the colour profile (same mode)
+        metadata = {k: im.info[k] for k in ("icc_profile", "exif") if im.info.get(k)}
     out = io.BytesIO()
-    small.save(out, format="JPEG", quality=95)
+    small.save(out, format="JPEG", quality=95, **metadata)
     return out.getvalue()
 
 

@@ -70,10 +70,40 @@ def decode_scaled_jpeg(data: bytes, image: Any, target: tuple[int, int] | None) 
     return decoded
 
 
+#: Bytes an image may take decoded for a resize (its pixels at the scale decoded): a small
+#: file can declare a huge image (a PNG of 9500 x 9500 RGBA, a few hundred KB on disk, is
+#: 361 MB decoded). A 48-megapixel RGB photo (144 MB) fits.
+MAX_DECODED_BYTES = 192 << 20
+
+#: Decoded bytes per pixel of Pillow's modes (others: 4).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "RGB": 3}
+
+#: Formats whose animations a resize would cut to their first frame.
+_ANIMATED = frozenset(("GIF", "PNG", "WEBP"))
+
+
 def decode_for_resize(data: bytes, image: Any, target: tuple[int, int] | None) -> Any:
     """``data``, which Pillow opened as ``image``, decoded (loaded) for a resize to
     ``target`` (None: at full size): by :func:`decode_scaled_jpeg` where it takes it,
-    else by Pillow, a JPEG at its ``draft`` scale (the same scale either way)."""
+    else by Pillow, a JPEG at its ``draft`` scale (the same scale either way).
+    :class:`~recordforge.DecodeError` for an image over :data:`MAX_DECODED_BYTES` decoded
+    (before any decoding), and for an animation (a GIF, PNG or WebP of several frames:
+    stored resized it would keep only its first)."""
+    if image.format in _ANIMATED and getattr(image, "is_animated", False):
+        raise DecodeError(
+            f"an animated {image.format} ({getattr(image, 'n_frames', 'several')} frames): "
+            "resized it would keep only its first frame; convert it without resizing"
+        )
+    width, height = image.size
+    if target is not None and image.format == "JPEG":
+        width, height = draft_size(image.size, target)
+    decoded_bytes = width * height * _PIXEL_BYTES.get(image.mode, 4)
+    if decoded_bytes > MAX_DECODED_BYTES:
+        raise DecodeError(
+            f"a {image.format} image of {image.size[0]:,} x {image.size[1]:,} pixels "
+            f"({image.mode}) takes {decoded_bytes / 2**20:,.0f} MiB decoded, over the "
+            f"{MAX_DECODED_BYTES >> 20} MiB a resize decodes"
+        )
     decoded = decode_scaled_jpeg(data, image, target)
     if decoded is not None:
         return decoded
@@ -81,3 +111,12 @@ def decode_for_resize(data: bytes, image: Any, target: tuple[int, int] | None) -
         image.draft(None, target)
     image.load()
     return image
+
+
+def kept_metadata(image: Any, saved_mode: str) -> dict[str, Any]:
+    """What a resized image is saved with of the original's metadata (Pillow's JPEG and
+    WebP writers keep it only when given it): its EXIF (orientation included), and its
+    ICC colour profile where the pixels saved are in the original's mode (a CMYK or gray
+    profile does not describe RGB pixels)."""
+    keys = ("icc_profile", "exif") if image.mode == saved_mode else ("exif",)
+    return {key: image.info[key] for key in keys if image.info.get(key)}

@@ -54,7 +54,7 @@ from recordforge.sources._coco_index import (
     rle_from_string,
 )
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES, Refused, read_inside, size_limit
-from recordforge.sources._resize import decode_for_resize
+from recordforge.sources._resize import decode_for_resize, kept_metadata
 
 __all__ = [
     "CocoAnnotation",
@@ -433,12 +433,14 @@ class CocoSource:
             with PILImage.open(io.BytesIO(data)) as img:
                 target = resized_size(img.size, self.resize)
                 # A JPEG: libjpeg-turbo, strict, at the DCT scale Pillow's draft picks.
-                rgb = decode_for_resize(data, img, target).convert("RGB")
+                decoded = decode_for_resize(data, img, target)
+                metadata = kept_metadata(decoded, "RGB")
+                rgb = decoded.convert("RGB")
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
             raise ItemError(item.name, f"{path} cannot be decoded: {e}") from None
         if target is not None and rgb.size != target:
             rgb = rgb.resize(target, PILImage.Resampling.BILINEAR)
         width, height = rgb.size
         buffer = io.BytesIO()
-        rgb.save(buffer, format="JPEG", quality=self.reencode or 95)
+        rgb.save(buffer, format="JPEG", quality=self.reencode or 95, **metadata)
         return buffer.getvalue(), "jpeg", width, height

@@ -41,8 +41,10 @@ With ``rf.write_dataset``::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -50,7 +52,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from recordforge import _fs
-from recordforge.errors import ItemError
+from recordforge.errors import EncodeError, ItemError
 from recordforge.example import encode_example
 from recordforge.imageformat import image_format, resized_size
 from recordforge.schema import ClassLabel, FeatureSpec, Image, Schema, Text
@@ -61,7 +63,7 @@ from recordforge.sources._read import (
     read_inside,
     size_limit,
 )
-from recordforge.sources._resize import decode_for_resize
+from recordforge.sources._resize import decode_for_resize, kept_metadata
 
 __all__ = ["ImageFile", "ImageFolderSource", "image_format"]
 
@@ -201,11 +203,40 @@ class ImageFolderSource:
         return tuple(self.class_names or ())
 
     def describe(self) -> dict[str, Any]:
-        """What goes into ``dataset.json``'s ``source``."""
-        return {"type": "images", "root": str(self.root), "classes": list(self.names)}
+        """What goes into ``dataset.json``'s ``source``: the folder, its classes, how its
+        images are taken, and its files (how many, and a digest of their paths, sizes and
+        modification times: a rerun over changed files starts over, not resumes)."""
+        return {
+            "type": "images",
+            "root": str(self.root),
+            "classes": list(self.names),
+            "extensions": None if self.extensions is None else list(self.extensions),
+            "resize": self.resize,
+            "verify": self.verify,
+            "max_image_bytes": self.max_image_bytes,
+            "files": self._listing,
+        }
+
+    @functools.cached_property
+    def _listing(self) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        local = not _fs.is_url(str(self.root))
+        for item in self.items():
+            digest.update(item.path.encode("utf-8", "surrogateescape") + b"\0")
+            if local and item.problem is None:
+                with contextlib.suppress(OSError):
+                    info = os.stat(os.path.join(str(self.root), item.path))
+                    digest.update(b"%d %d" % (info.st_size, info.st_mtime_ns))
+            digest.update(b"\n")
+        return {"count": len(self.items()), "sha256": digest.hexdigest()}
 
     def items(self) -> tuple[ImageFile, ...]:
-        """Every image file, by class then by path (sorted, so the order is stable)."""
+        """Every image file, by class then by path (sorted, so the order is stable);
+        the folder is walked once per source (its description names these files)."""
+        return self._walked
+
+    @functools.cached_property
+    def _walked(self) -> tuple[ImageFile, ...]:
         out: list[ImageFile] = []
         root = _Root(str(self.root))
         for label, name in enumerate(self.names):
@@ -288,19 +319,19 @@ class ImageFolderSource:
         except OSError as e:
             raise ItemError(str(path), f"cannot read: {e.strerror or e}") from None
         image = self._encoded(path, data)
-        return (
-            encode_example(
-                {
-                    "image/encoded": image.data,
-                    "image/format": image.format,
-                    "image/height": image.height,
-                    "image/width": image.width,
-                    "image/filename": item.path,
-                    "image/class/label": item.label,
-                    "image/class/text": self.names[item.label],
-                }
-            ),
-        )
+        features = {
+            "image/encoded": image.data,
+            "image/format": image.format,
+            "image/height": image.height,
+            "image/width": image.width,
+            "image/filename": item.path,
+            "image/class/label": item.label,
+            "image/class/text": self.names[item.label],
+        }
+        try:
+            return (encode_example(features),)
+        except EncodeError as e:  # a file or folder name that is not UTF-8, say
+            raise ItemError(str(path), str(e)) from None
 
     def _encoded(self, path: str, data: bytes) -> _Encoded:
         fmt = image_format(data[:32])
@@ -348,5 +379,6 @@ class ImageFolderSource:
             options["quality"] = 95
         if fmt == "jpeg" and small.mode not in ("L", "RGB", "CMYK"):
             small = small.convert("RGB")
+        options.update(kept_metadata(im, small.mode))
         small.save(buffer, format=_PIL_FORMAT[fmt], **options)
         return _Encoded(data=buffer.getvalue(), format=fmt, width=size[0], height=size[1])
