@@ -54,6 +54,7 @@ __all__ = [
     "input_stream",
     "jsonl_parts",
     "open_csv",
+    "parquet_file_parts",
     "parquet_parts",
     "pyarrow_module",
     "scan_lines",
@@ -422,29 +423,38 @@ def whole_part(path: str, fmt: str, rows: int) -> list[TablePart]:
     return [TablePart(0, path, fmt, "whole", 0, -1, 1, rows)] if rows else []
 
 
+# Text that pyarrow's cast reads as an integer or a float: a cell converts the same
+# whether its column is cast whole or, beside a bad cell, row by row.
+_INT_TEXT = re.compile(r"-?[0-9]+|0[xX][0-9a-fA-F]+")
+_FLOAT_TEXT = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)",
+    re.IGNORECASE,
+)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _element(dtype: str) -> Callable[[Any], Any]:
     """Converts one value to the Python type the encoder maps to ``dtype``'s kind."""
 
     def to_int(v: Any) -> int:
-        if isinstance(v, (bool, int, np.integer)):
-            return int(v)
-        if isinstance(v, (float, np.floating)) and float(v).is_integer():
-            return int(v)
-        if isinstance(v, str):
-            try:
-                return int(v.strip())
-            except ValueError:
-                pass
-        raise ValueError(f"expected an integer, got {v!r}")
+        n: int | None = None
+        if isinstance(v, (bool, int, np.integer)) or (
+            isinstance(v, (float, np.floating)) and float(v).is_integer()
+        ):
+            n = int(v)
+        elif isinstance(v, str) and _INT_TEXT.fullmatch(v):
+            n = int(v, 16) if v[1:2] in ("x", "X") else int(v)
+        if n is None:
+            raise ValueError(f"expected an integer, got {v!r}")
+        if not _INT64[0] <= n <= _INT64[1]:
+            raise ValueError(f"{v!r} does not fit in int64")
+        return n
 
     def to_float(v: Any) -> float:
         if isinstance(v, (bool, int, float, np.integer, np.floating)):
             return float(v)
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                pass
+        if isinstance(v, str) and _FLOAT_TEXT.fullmatch(v):
+            return float(v)
         raise ValueError(f"expected a number, got {v!r}")
 
     def to_bytes(v: Any) -> bytes:
@@ -577,3 +587,18 @@ def straddled_block(error: Exception, part: TablePart) -> int | None:
     if "straddl" not in str(error) or part.kind != "bytes" or part.format != "csv":
         return None
     return part.stop - part.start + 1
+
+
+def parquet_file_parts(path: str, part_rows: int, part_bytes: int) -> list[TablePart]:
+    """The parts of a Parquet file, from its metadata: runs of its row groups."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    meta = pq.ParquetFile(arrow_source(path)).metadata
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    return parquet_parts(
+        path,
+        [g.num_rows for g in groups],
+        [g.total_byte_size for g in groups],
+        part_rows=part_rows,
+        part_bytes=part_bytes,
+    )

@@ -13,6 +13,7 @@ conversion itself, part by part, as report counters (:func:`missing_counters`, n
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -118,3 +119,19 @@ def header_only_names(path: str, skip_rows: int, delimiter: str) -> list[str]:
         text = f.read(1 << 20).decode("utf-8-sig", errors="replace")
     lines = text.splitlines()[skip_rows:]
     return next(csv.reader(lines[:1], delimiter=delimiter), [])
+
+
+def unique_columns(path: str, arrow_schema: Any) -> list[str]:
+    """The column names of the file's Arrow schema, checked to be text and to name each
+    column once (a record's features are named by them)."""
+    try:
+        names = list(arrow_schema.names)
+    except UnicodeDecodeError as e:
+        raise SchemaError(f"{path}: column names that are not UTF-8 text: {e}") from None
+    twice = sorted(name for name, n in collections.Counter(names).items() if n > 1)
+    if twice:
+        raise SchemaError(
+            f"{path}: column names given more than once: {twice}; name every column once "
+            "(for a CSV, TableSource's column_names= replaces its header)"
+        )
+    return names

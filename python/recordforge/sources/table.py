@@ -70,7 +70,7 @@ from typing import Any, Literal
 from recordforge import _fs
 from recordforge._buffers import batch_pool
 from recordforge.columns import ColumnError, arrow_columns, infer_spec
-from recordforge.errors import ItemError, SchemaError
+from recordforge.errors import EncodeError, ItemError, SchemaError
 from recordforge.example import encode_example, encode_record_batch
 from recordforge.pipeline import ConversionReport, Converted
 from recordforge.schema import FeatureSpec, Schema
@@ -91,7 +91,7 @@ from recordforge.sources._table_parts import (
     input_stream,
     jsonl_parts,
     open_csv,
-    parquet_parts,
+    parquet_file_parts,
     pyarrow_module,
     straddled_block,
     whole_part,
@@ -102,6 +102,7 @@ from recordforge.sources._table_schema import (
     integral,
     missing_counters,
     null_counts,
+    unique_columns,
 )
 
 __all__ = ["FORMATS", "TableBatch", "TablePart", "TableRow", "TableSource"]
@@ -277,12 +278,12 @@ class TableSource:
         self._cache["tally"] = False  # (given types: nothing to count)
         if self.given_schema is not None:
             file_schema = self._arrow_schema()
-            columns = list(file_schema.names)
+            columns = unique_columns(self.path, file_schema)
             missing = [n for n in self.given_schema if n not in columns]
             if missing:
                 raise SchemaError(
                     f"{self.path}: schema names columns the file does not have: {missing} "
-                    f"(columns: {columns})"
+                    f"(columns: {columns}, read from its first 4 MiB)"
                 )
             types = {n: pa.string() for n in self.given_schema} if self.format == "csv" else None
             return self.given_schema, types, file_schema
@@ -295,6 +296,7 @@ class TableSource:
         batches.close()
         pa.default_memory_pool().release_unused()
         arrow_schema = self._arrow_schema() if first is None else first.schema
+        unique_columns(self.path, arrow_schema)
         # Missing values are counted as records are encoded (every column may have
         # them while encoding: a value encodes the same whatever the shape), unless they
         # change a kind (nullable_ints="float32": an int column with one is float32).
@@ -396,17 +398,7 @@ class TableSource:
         pa = pyarrow_module()
         try:
             if self.format == "parquet":
-                import pyarrow.parquet as pq
-
-                meta = pq.ParquetFile(arrow_source(self.path)).metadata
-                groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
-                return parquet_parts(
-                    self.path,
-                    [g.num_rows for g in groups],
-                    [g.total_byte_size for g in groups],
-                    part_rows=self.part_rows,
-                    part_bytes=self.part_bytes,
-                )
+                return parquet_file_parts(self.path, self.part_rows, self.part_bytes)
             compressed = Path(self.path).suffix.lower() in COMPRESSED
             with input_stream(pa, self.path) if compressed else _fs.open_file(self.path, "rb") as f:
                 if self.format == "csv":
@@ -486,8 +478,9 @@ class TableSource:
             reader = pjson.open_json(
                 pa.BufferReader(data),
                 read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES),
-                parse_options=pjson.ParseOptions(
-                    explicit_schema=file_schema, unexpected_field_behavior="error"
+                parse_options=pjson.ParseOptions(  # a field a given schema leaves out: dropped
+                    explicit_schema=file_schema,
+                    unexpected_field_behavior="error" if self.given_schema is None else "ignore",
                 ),
             )
         yield from self._sliced(reader)
@@ -591,10 +584,12 @@ class TableSource:
     def row_to_records(self, item: TableRow) -> tuple[bytes]:
         """One row -> its serialized Example; :class:`~recordforge.ItemError` names the
         file, the row and the column when a value does not fit the schema."""
-        features = {}
-        for name, convert in self._converters().items():
-            try:
+        features, name = {}, ""
+        try:
+            for name, convert in self._converters().items():
                 features[name] = convert(item.values.get(name))
-            except (TypeError, ValueError, OverflowError) as e:
-                raise ItemError(item.name, f"column {name!r}: {e}") from None
-        return (encode_example(features),)
+            return (encode_example(features),)
+        except EncodeError as e:  # (it names the feature)
+            raise ItemError(item.name, str(e)) from None
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ItemError(item.name, f"column {name!r}: {e}") from None
