@@ -15,7 +15,7 @@ from recordforge.errors import DecodeError
 from recordforge.ragged import Ragged
 from recordforge.schema import Schema
 
-__all__ = ["RowsError", "Wanted", "assemble", "row_features", "wanted"]
+__all__ = ["RowsError", "Wanted", "assemble", "check_row_lengths", "row_features", "wanted"]
 
 
 class RowsError(DecodeError):
@@ -88,4 +88,33 @@ def assemble(
             out[name] = Ragged(values.reshape(-1, width), splits // width)
         else:
             out[name] = Ragged(values, splits)
+    for name, spec in schema.items():
+        lengths = out.get(f"{name}/row_lengths")
+        if spec.ragged and name in out and isinstance(lengths, Ragged):
+            check_row_lengths(name, out[name].row_splits, lengths.values, lengths.row_splits)
     return out
+
+
+def check_row_lengths(
+    name: str, splits: np.ndarray, lengths: np.ndarray, length_splits: np.ndarray
+) -> None:
+    """The ragged ``(None, None)`` feature ``name``'s records (``splits`` of its values)
+    against its ``<name>/row_lengths`` (``lengths``, their ``length_splits``): each
+    record's row lengths are at least 0 and sum to its values, as TensorFlow's ragged
+    parse requires. :class:`RowsError` naming the first record that disagrees."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    sums = np.concatenate([[0], np.cumsum(lengths)])
+    per_record = sums[length_splits[1:]] - sums[length_splits[:-1]]
+    negative = np.zeros(len(length_splits) - 1, bool)
+    if (lengths < 0).any():
+        at = np.searchsorted(length_splits, np.flatnonzero(lengths < 0), side="right") - 1
+        negative[at] = True
+    bad = np.flatnonzero((per_record != np.diff(splits)) | negative)
+    if len(bad):
+        j = int(bad[0])
+        shown = lengths[length_splits[j] : length_splits[j + 1]].tolist()
+        raise RowsError(
+            f"feature {name!r} has {int(splits[j + 1] - splits[j])} values, but its row "
+            f"lengths {shown} do not split them (each at least 0, summing to them)",
+            j,
+        )

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import operator
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from recordforge import _core
-from recordforge._decoded import RowsError, row_features
+from recordforge._decoded import RowsError, check_row_lengths, row_features
 from recordforge.errors import DecodeError
 
 if TYPE_CHECKING:
     from recordforge._reader import Dataset
 
-__all__ = ["named_record", "record_indexes", "row_reader"]
+__all__ = ["Rows", "named_record", "record_indexes", "row_reader"]
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -70,7 +70,33 @@ def named_record(
     return DecodeError(f"{paths[int(at[j])]}: the record at byte {int(offsets[j])}: {error}")
 
 
-def row_reader(ds: Dataset) -> _core.RowReader:
+class Rows(Protocol):
+    """What ``ds[i]`` reads a record with (the Rust row reader, or it checked)."""
+
+    def __getitem__(self, i: int | np.integer[Any], /) -> dict[str, Any]: ...
+
+
+class _CheckedRows:
+    """The row reader, each row's ragged ``(None, None)`` features checked against their
+    row lengths (as ``batches`` and ``take`` check them)."""
+
+    def __init__(self, rows: _core.RowReader, ragged: list[str]) -> None:
+        self.rows, self.ragged = rows, ragged
+
+    def __getitem__(self, i: int | np.integer[Any], /) -> dict[str, Any]:
+        row = self.rows[i]
+        for name in self.ragged:
+            values, lengths = row[name], row[f"{name}/row_lengths"]
+            try:
+                check_row_lengths(
+                    name, np.array([0, len(values)]), lengths, np.array([0, len(lengths)])
+                )
+            except RowsError as e:
+                raise DecodeError(f"record {i}: {e}") from None
+        return row
+
+
+def row_reader(ds: Dataset) -> Rows:
     """The Rust reader behind ``ds[i]``; it opens each file (``ShardFiles``) the first
     time one of its records is read."""
     ds._shards.check_uncompressed()
@@ -92,4 +118,7 @@ def row_reader(ds: Dataset) -> _core.RowReader:
         path = held.files[mine[k]]
         return held._shards.record_file(path), held._shards.offsets(path, mine)
 
-    return _core.RowReader([counts[f] for f in mine], features, load, every=every)
+    rows = _core.RowReader([counts[f] for f in mine], features, load, every=every)
+    names = {name for name, *_ in features}
+    ragged = [n for n, s in ds.schema.items() if s.ragged and f"{n}/row_lengths" in names]
+    return _CheckedRows(rows, ragged) if ragged else rows

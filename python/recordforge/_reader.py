@@ -16,7 +16,7 @@ import numpy as np
 
 from recordforge import _core, _fs
 from recordforge._decoded import RowsError, assemble, wanted
-from recordforge._indexes import named_record, record_indexes, row_reader
+from recordforge._indexes import Rows, named_record, record_indexes, row_reader
 from recordforge._ranged import Streams, fetch_records
 from recordforge._shards import Claim, ShardFiles, first_records, manifest_shards, shuffled
 from recordforge._sticky import Sticky
@@ -83,7 +83,7 @@ class Dataset:
         self._epoch = 0
         self._wanted_cache: list[tuple[str, str, int | None]] | None = None
         self._starts_cache: np.ndarray | None = None
-        self._rows_cache: _core.RowReader | None = None
+        self._rows_cache: Rows | None = None
         self._arena: _core.Arena | None = None  # take(copy=False)'s reused buffer
         self._blocks: _core.BlockPool | None = None  # batches(copy=False)'s reused buffers
         self._len_cache: int | None = None
@@ -526,7 +526,7 @@ class Dataset:
             return self._take(np.arange(len(self))[i])
         return self._take(i)
 
-    def _rows(self) -> _core.RowReader:
+    def _rows(self) -> Rows:
         """The Rust reader behind ``ds[i]``, made on first use."""
         self._rows_cache = row_reader(self)
         return self._rows_cache

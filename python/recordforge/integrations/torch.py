@@ -34,7 +34,9 @@ them itself, which works when every feature has a fixed shape.
 Shuffling (``shuffle_buffer``, or the dataset's own ``.shuffle(n, seed)``) uses
 :meth:`Dataset.shuffle <recordforge.Dataset.shuffle>` with a seed made of ``seed`` and
 the epoch: call :meth:`TorchDataset.set_epoch` before each epoch, as with
-``DistributedSampler``; the same seed and epoch give the same order.
+``DistributedSampler``; the same seed and epoch give the same order. The epoch is kept in
+memory shared with the ``DataLoader``'s workers, so ``set_epoch`` reaches workers that
+persist across epochs (``persistent_workers=True``) too.
 
 Make it after ``torch.distributed.init_process_group``: the rank and world size are
 taken when it is made (``DataLoader`` workers do not see the process group), unless
@@ -55,6 +57,9 @@ tensor([0, 1, 2, 3])
 
 from __future__ import annotations
 
+import multiprocessing.context
+import multiprocessing.sharedctypes
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -63,6 +68,7 @@ import torch
 import torch.utils.data
 
 from recordforge import images as rf_images
+from recordforge.errors import RecordforgeWarning
 from recordforge.integrations.tf import image_features
 from recordforge.ragged import Ragged
 
@@ -120,7 +126,12 @@ def _distributed() -> tuple[int, int] | None:
 
 class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
     """A ``torch.utils.data.IterableDataset`` over a recordforge ``Dataset`` (made by
-    :func:`to_torch`; see the module docstring)."""
+    :func:`to_torch`; see the module docstring).
+
+    With ``on_corrupt="skip"``, what was skipped is listed in :attr:`skipped` (the
+    given dataset's own ``skipped`` list) where the records are read in this process;
+    a ``DataLoader`` worker process warns (:class:`~recordforge.RecordforgeWarning`)
+    for each region it skips instead, its list being its own."""
 
     def __init__(
         self,
@@ -163,6 +174,7 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             shuffle_buffer = order.shuffle_buffer
             seed = order.seed if seed is None else seed
         self._ds = _fresh(ds if features is None else ds.select(list(features)))
+        self.skipped: list[dict[str, Any]] = ds.skipped
         self.batch_size = batch_size
         self.drop_remainder = drop_remainder
         self.shuffle_buffer = shuffle_buffer
@@ -178,15 +190,32 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         self.decode_threads = decode_threads
         self.ragged: RaggedLayout = ragged
         self.even = even
-        self.epoch = 0
+        # Shared with the DataLoader's workers (forked, or given it as they are spawned).
+        self._epoch: Any = multiprocessing.sharedctypes.RawValue("q", 0)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose shuffle order the next iteration gives."""
+        return int(self._epoch if isinstance(self._epoch, int) else self._epoch.value)
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        if isinstance(self._epoch, int):
+            self._epoch = epoch
+        else:
+            self._epoch.value = epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch whose shuffle order the next iteration gives."""
+        """The epoch whose shuffle order the next iteration gives, in this process and
+        in the ``DataLoader`` workers given this dataset."""
         self.epoch = epoch
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_ds"] = _fresh(self._ds)
+        if multiprocessing.context.get_spawning_popen() is None:
+            # Pickled for anything but a process being started: the epoch as it is now.
+            state["_epoch"] = self.epoch
         return state
 
     def _placement(self) -> tuple[int, int]:
@@ -238,16 +267,34 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         drop = self.drop_remainder and self.batch_size is not None
         threads = self._threads()
         left = self.records_per_part() if self.even else None
-        for batch in ds.batches(size, drop_remainder=drop):
-            if left is not None:
-                if left <= 0:
-                    return
-                batch = _head(batch, left)
-                left -= _rows_in(batch)
-            if self.batch_size is not None:
-                yield self._batch(batch, threads)
-            else:
-                yield from self._rows(batch, threads)
+        try:
+            for batch in ds.batches(size, drop_remainder=drop):
+                self._report_skips(ds)
+                if left is not None:
+                    if left <= 0:
+                        return
+                    batch = _head(batch, left)
+                    left -= _rows_in(batch)
+                if self.batch_size is not None:
+                    yield self._batch(batch, threads)
+                else:
+                    yield from self._rows(batch, threads)
+        finally:
+            self._report_skips(ds)
+
+    def _report_skips(self, ds: Dataset) -> None:
+        """Moves the regions ``ds`` skipped to :attr:`skipped`, warning in a worker."""
+        worker = torch.utils.data.get_worker_info() is not None
+        for skip in ds.skipped:
+            self.skipped.append(skip)
+            if worker:
+                warnings.warn(
+                    f"{skip['file']}: bytes {skip['start']}..{skip['end']} skipped "
+                    f"(on_corrupt='skip'): {skip['reason']}",
+                    RecordforgeWarning,
+                    stacklevel=2,
+                )
+        ds.skipped.clear()
 
     def _images(self, column: Any, threads: int) -> Any:
         data = [bytes(v) for v in np.asarray(column).reshape(-1)]
