@@ -90,12 +90,10 @@ from recordforge.sources._table_parts import (
     format_of,
     input_stream,
     jsonl_parts,
-    open_csv,
-    parquet_file_parts,
     pyarrow_module,
-    straddled_block,
     whole_part,
 )
+from recordforge.sources._table_read import open_csv, parquet_file_parts, straddled_block
 from recordforge.sources._table_schema import (
     MISSING,
     header_only_names,
