@@ -214,11 +214,6 @@ def test_a_shard_cut_at_a_record_boundary_after_len_is_named(tmp_path: Path) -> 
         _ids(ds.batches(10))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the count that len() walked is called a stale .idx (that does not exist): "
-    "'rebuild it with recordforge index'",
-)
 def test_a_shard_cut_after_len_without_an_index_does_not_blame_one(tmp_path: Path) -> None:
     ds = _cut_after_len(tmp_path / "d", manifest=False)
     assert not Path(f"{ds.files[0]}.idx").exists()

@@ -330,10 +330,15 @@ class ShardFiles:
                 raise SchemaError(
                     f"{claim.field['records']}: {claim.records}, but {path} holds {found} records"
                 )
-            if counts[i] != found:
+            if counts[i] != found and _fs.exists(f"{path}.idx"):
                 raise SchemaError(
                     f"{path}.idx lists {counts[i]} records, but {path} holds {found}"
                     " (a stale index: rebuild it with `recordforge index`, or remove it)"
+                )
+            if counts[i] != found:
+                raise SchemaError(
+                    f"{path} held {counts[i]} records when this dataset counted them, and "
+                    f"holds {found} now (changed while open: open it again)"
                 )
 
     # -- reading -----------------------------------------------------------------------
