@@ -35,7 +35,11 @@ def record_indexes(indices: Any) -> np.ndarray:
     ...
     TypeError: a boolean mask is not a list of record indexes: pass np.flatnonzero(mask)
     """
+    if isinstance(indices, (list, tuple)) and any(isinstance(v, bool) for v in indices):
+        raise TypeError("True and False are not record indexes (NumPy would read 1 and 0)")
     array = np.asarray(indices)
+    if array.ndim > 1:
+        raise TypeError(f"record indexes are one list, not an array of shape {array.shape}")
     if array.size == 0:
         return np.zeros(0, np.int64)
     kind = array.dtype.kind

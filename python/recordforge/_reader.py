@@ -518,6 +518,8 @@ class Dataset:
 
     def _getitem(self, i: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
         rows = self._rows_cache
+        if isinstance(i, (bool, np.bool_)):
+            raise TypeError("True and False are not record indexes")
         if isinstance(i, (int, np.integer)):
             if self.schema.feature_lists or self._remote:
                 return {name: column[0] for name, column in self._take([i]).items()}

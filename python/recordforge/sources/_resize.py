@@ -78,6 +78,9 @@ MAX_DECODED_BYTES = 192 << 20
 #: Decoded bytes per pixel of Pillow's modes (others: 4).
 _PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "RGB": 3}
 
+#: The most EXIF bytes a JPEG holds (one APP1 segment), and the EXIF orientation tag.
+_EXIF_BYTES, _ORIENTATION = 65533, 0x0112
+
 #: Formats whose animations a resize would cut to their first frame.
 _ANIMATED = frozenset(("GIF", "PNG", "WEBP"))
 
@@ -119,4 +122,15 @@ def kept_metadata(image: Any, saved_mode: str) -> dict[str, Any]:
     ICC colour profile where the pixels saved are in the original's mode (a CMYK or gray
     profile does not describe RGB pixels)."""
     keys = ("icc_profile", "exif") if image.mode == saved_mode else ("exif",)
-    return {key: image.info[key] for key in keys if image.info.get(key)}
+    kept = {key: image.info[key] for key in keys if image.info.get(key)}
+    if len(kept.get("exif", b"")) > _EXIF_BYTES:  # more than a JPEG holds: the orientation
+        from PIL import Image
+
+        orientation = image.getexif().get(_ORIENTATION)
+        exif = Image.Exif()
+        if orientation is not None:
+            exif[_ORIENTATION] = orientation
+        kept["exif"] = exif.tobytes()
+        if orientation is None:
+            del kept["exif"]
+    return kept

@@ -3,12 +3,13 @@ Parquet parts from the file's metadata (see :mod:`recordforge.sources.table`).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
+from recordforge.errors import ItemError
 from recordforge.sources._table_parts import TablePart, arrow_source, parquet_parts
 
-__all__ = ["open_csv", "parquet_file_parts", "straddled_block"]
+__all__ = ["first_batch", "open_csv", "parquet_file_parts", "straddled_block"]
 
 
 def open_csv(
@@ -61,3 +62,18 @@ def parquet_file_parts(path: str, part_rows: int, part_bytes: int) -> list[Table
         part_rows=part_rows,
         part_bytes=part_bytes,
     )
+
+
+def first_batch(read: Callable[..., Generator[Any]], block: int) -> tuple[Any, Generator[Any]]:
+    """The first batch of ``read(block=block)`` (None: no rows) and the batches, read
+    again in blocks 4 times larger while the first rows hold a quoted value with line
+    ends longer than a block (up to 1 GiB): the file's first read, which infers its types,
+    then reads what a later part would read (the part in one block)."""
+    while True:
+        batches = read(block=block)
+        try:
+            return next(batches, None), batches
+        except ItemError as e:
+            if "straddl" not in str(e.__cause__) or block >= 1 << 30:
+                raise
+            block *= 4

@@ -442,5 +442,8 @@ class CocoSource:
             rgb = rgb.resize(target, PILImage.Resampling.BILINEAR)
         width, height = rgb.size
         buffer = io.BytesIO()
-        rgb.save(buffer, format="JPEG", quality=self.reencode or 95, **metadata)
+        try:
+            rgb.save(buffer, format="JPEG", quality=self.reencode or 95, **metadata)
+        except (OSError, ValueError) as e:
+            raise ItemError(item.name, f"{path} cannot be encoded as a JPEG: {e}") from None
         return buffer.getvalue(), "jpeg", width, height

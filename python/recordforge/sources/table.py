@@ -93,7 +93,12 @@ from recordforge.sources._table_parts import (
     pyarrow_module,
     whole_part,
 )
-from recordforge.sources._table_read import open_csv, parquet_file_parts, straddled_block
+from recordforge.sources._table_read import (
+    first_batch,
+    open_csv,
+    parquet_file_parts,
+    straddled_block,
+)
 from recordforge.sources._table_schema import (
     MISSING,
     header_only_names,
@@ -226,11 +231,11 @@ class TableSource:
                 yield batch.slice(start, self.batch_size)
 
     def _arrow_batches(
-        self, column_types: Mapping[str, Any] | None, threads: bool = True
+        self, column_types: Mapping[str, Any] | None, threads: bool = True, block: int = 4 << 20
     ) -> Generator[Any]:
         """pyarrow record batches of the file; ``column_types`` fixes CSV column types.
         Without ``threads``, a CSV or JSON Lines file is read on the calling thread, a
-        block at a time (pyarrow's threads read blocks ahead)."""
+        ``block`` at a time (pyarrow's threads read blocks ahead)."""
         pa = pyarrow_module()
         try:
             if self.format == "parquet":
@@ -243,7 +248,7 @@ class TableSource:
                 reader = open_csv(
                     input_stream(pa, self.path),
                     self.delimiter,
-                    _BLOCK_BYTES,
+                    block,
                     self.column_names,
                     self._csv_options(column_types),
                     skip_rows=self.skip_rows,
@@ -289,8 +294,8 @@ class TableSource:
         # would read and convert blocks ahead (~90 MB for a 4 MiB block, against ~50),
         # and given back to the system, not kept by pyarrow's allocator in a process
         # that forks its workers next.
-        batches = self._arrow_batches(None, threads=False)
-        first = next(batches, None)
+        read = functools.partial(self._arrow_batches, None, threads=False)
+        first, batches = first_batch(read, _BLOCK_BYTES)
         batches.close()
         pa.default_memory_pool().release_unused()
         arrow_schema = self._arrow_schema() if first is None else first.schema
