@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import os
 import struct
 import subprocess
 import sys
@@ -233,3 +235,46 @@ def record_chunk_sizes(monkeypatch: Any) -> list[tuple[int | None, int]]:
 
     monkeypatch.setattr(_parallel._SplitRun, "chunk_size", chunk_size)
     return sizes
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without recordforge's test hooks (kill points, stage logs), with
+    this process's import path: for a child process running the command."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    return {**environ, "PYTHONPATH": os.pathsep.join(sys.path), **extra}
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``recordforge ARGS`` in a child process (``python -m recordforge``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "recordforge", *args],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def peak_rss(
+    command: list[str], timeout: float = 120, address_space: int | None = None
+) -> tuple[int, int, str]:
+    """Runs ``command`` as the only child of a fresh interpreter (its address space
+    capped at ``address_space`` bytes, when given), which reports the child's peak RSS
+    (``RUSAGE_CHILDREN``) in bytes, with the child's exit status and stderr."""
+    wrapper = (
+        "import json, resource, subprocess, sys\n"
+        "cap = int(sys.argv[1])\n"
+        "limit = (lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap))) if cap else None\n"
+        "r = subprocess.run(sys.argv[2:], capture_output=True, text=True, preexec_fn=limit)\n"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+        "print(json.dumps([rss, r.returncode, r.stderr]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, str(address_space or 0), *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    rss, code, stderr = json.loads(result.stdout)
+    return rss, code, stderr

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import clean_env, cli
 
 import recordforge as rf
 from recordforge import _core, _parallel, _workers
@@ -35,11 +36,6 @@ M = 1 << 20
 
 def listing(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
-    return {**environ, "PYTHONPATH": os.pathsep.join(sys.path), **extra}
 
 
 def check_output(out: Path) -> rf.Manifest:
@@ -330,16 +326,6 @@ def test_coco_and_image_folder_same_bytes_and_checksums(
             check_output(out)
             outs.append(listing(out))
         assert outs[0] == outs[1]
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "recordforge", *args],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def convert_table(

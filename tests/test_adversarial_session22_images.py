@@ -37,6 +37,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import helpers
 import numpy as np
 import pytest
 
@@ -66,23 +67,8 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def peak_rss(*args: str) -> tuple[int, int, str]:
-    """``recordforge ARGS`` as the only child of a fresh interpreter, which reports that
-    child's peak RSS in bytes, its exit status and its stderr."""
-    wrapper = (
-        "import json, resource, subprocess, sys\n"
-        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
-        "print(json.dumps([rss, r.returncode, r.stderr]))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", wrapper, sys.executable, "-m", "recordforge", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=True,
-    )
-    rss, code, stderr = json.loads(result.stdout)
-    return rss, code, stderr
+    """``recordforge ARGS``' peak RSS in bytes, exit status and stderr."""
+    return helpers.peak_rss([sys.executable, "-m", "recordforge", *args], TIMEOUT)
 
 
 def listing(out: Path) -> dict[str, bytes]:

@@ -9,14 +9,12 @@ CLI: a non-zero exit and no traceback)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import cli
 
 import recordforge as rf
 from recordforge.sources.table import TableSource
@@ -28,21 +26,6 @@ pj = pytest.importorskip("pyarrow.json")
 pq = pytest.importorskip("pyarrow.parquet")
 
 BLOCK = 4 << 20  # pyarrow's block, from which the types are inferred
-
-
-def clean_env() -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
-    return {**environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "recordforge", *args],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def listing(out: Path) -> dict[str, bytes]:

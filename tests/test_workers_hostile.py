@@ -692,20 +692,25 @@ def reference(script: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return listing(out)
 
 
-@pytest.fixture(scope="module")
-def gzip_reference(script: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    out = tmp_path_factory.mktemp("reference") / "gzip"
-    done = run(script, out, 1, HOSTILE_COMPRESSION="gzip")
+def one_worker(script: Path, out: Path, **env: str) -> dict[str, bytes]:
+    """The files of the conversion into ``out`` by one worker."""
+    done = run(script, out, 1, **env)
     assert done.returncode == 0, done.stderr
     return listing(out)
+
+
+@pytest.fixture(scope="module")
+def gzip_reference(script: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return one_worker(
+        script, tmp_path_factory.mktemp("reference") / "gzip", HOSTILE_COMPRESSION="gzip"
+    )
 
 
 @pytest.fixture(scope="module")
 def sha256_reference(script: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    out = tmp_path_factory.mktemp("reference") / "sha256"
-    done = run(script, out, 1, HOSTILE_CHECKSUM="sha256")
-    assert done.returncode == 0, done.stderr
-    return listing(out)
+    return one_worker(
+        script, tmp_path_factory.mktemp("reference") / "sha256", HOSTILE_CHECKSUM="sha256"
+    )
 
 
 def pids_of(path: Path) -> list[int]:

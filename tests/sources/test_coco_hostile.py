@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import helpers
 import numpy as np
 import pytest
 
@@ -118,25 +119,11 @@ def run_cli(
 
 
 def peak_rss(*args: str) -> tuple[int, str, int]:
-    """Runs ``recordforge ARGS`` as the only child of a fresh interpreter (its address
-    space capped), which reports the child's peak RSS (``RUSAGE_CHILDREN``), in bytes,
-    with the child's exit status and stderr."""
-    wrapper = (
-        "import json, resource, subprocess, sys\n"
-        "cap = int(sys.argv[1])\n"
-        "limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap))\n"
-        "r = subprocess.run(sys.argv[2:], capture_output=True, text=True, preexec_fn=limit)\n"
-        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
-        "print(json.dumps([rss, r.stderr, r.returncode]))\n"
+    """``recordforge ARGS``' peak RSS in bytes, stderr and exit status, its address
+    space capped."""
+    rss, code, stderr = helpers.peak_rss(
+        cli_command(*args), SUBPROCESS_TIMEOUT, address_space=ADDRESS_SPACE_LIMIT
     )
-    result = subprocess.run(
-        [sys.executable, "-c", wrapper, str(ADDRESS_SPACE_LIMIT), *cli_command(*args)],
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=True,
-    )
-    rss, stderr, code = json.loads(result.stdout)
     return rss, stderr, code
 
 
