@@ -271,6 +271,7 @@ def peak_rss(
     )
     result = subprocess.run(
         [sys.executable, "-c", wrapper, str(address_space or 0), *command],
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -15,7 +15,15 @@ from recordforge.errors import DecodeError
 from recordforge.ragged import Ragged
 from recordforge.schema import Schema
 
-__all__ = ["RowsError", "Wanted", "assemble", "check_row_lengths", "row_features", "wanted"]
+__all__ = [
+    "RowsError",
+    "Wanted",
+    "assemble",
+    "check_row_lengths",
+    "row_features",
+    "row_lengths_fit",
+    "wanted",
+]
 
 
 class RowsError(DecodeError):
@@ -101,20 +109,32 @@ def check_row_lengths(
     """The ragged ``(None, None)`` feature ``name``'s records (``splits`` of its values)
     against its ``<name>/row_lengths`` (``lengths``, their ``length_splits``): each
     record's row lengths are at least 0 and sum to its values, as TensorFlow's ragged
-    parse requires. :class:`RowsError` naming the first record that disagrees."""
+    parse requires. :class:`RowsError` naming the first record that disagrees. (Each
+    length is checked to be at most its record's values first, so the sums cannot wrap.)"""
     lengths = np.asarray(lengths, dtype=np.int64)
-    sums = np.concatenate([[0], np.cumsum(lengths)])
-    per_record = sums[length_splits[1:]] - sums[length_splits[:-1]]
-    negative = np.zeros(len(length_splits) - 1, bool)
-    if (lengths < 0).any():
-        at = np.searchsorted(length_splits, np.flatnonzero(lengths < 0), side="right") - 1
-        negative[at] = True
-    bad = np.flatnonzero((per_record != np.diff(splits)) | negative)
-    if len(bad):
-        j = int(bad[0])
+    counts = np.diff(splits)
+    owner = np.repeat(np.arange(len(counts)), np.diff(length_splits))
+    wrong = (lengths < 0) | (lengths > counts[owner])
+    bad = np.zeros(len(counts), bool)
+    bad[owner[wrong]] = True
+    sums = np.concatenate([[0], np.cumsum(np.where(wrong, 0, lengths))])
+    bad |= sums[length_splits[1:]] - sums[length_splits[:-1]] != counts
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
         shown = lengths[length_splits[j] : length_splits[j + 1]].tolist()
         raise RowsError(
-            f"feature {name!r} has {int(splits[j + 1] - splits[j])} values, but its row "
-            f"lengths {shown} do not split them (each at least 0, summing to them)",
+            f"feature {name!r} has {int(counts[j])} values, but its row lengths {shown} "
+            "do not split them (each at least 0, summing to them)",
             j,
         )
+
+
+def row_lengths_fit(count: int, lengths: Any) -> bool:
+    """Whether one record's row ``lengths`` split its ``count`` values (each at least 0,
+    summing to them): :func:`check_row_lengths` for one record, in Python (``ds[i]``)."""
+    total = 0
+    for length in lengths.tolist():
+        if not 0 <= length <= count:
+            return False
+        total += length
+    return total == count

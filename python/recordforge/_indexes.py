@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from recordforge import _core
-from recordforge._decoded import RowsError, check_row_lengths, row_features
+from recordforge._decoded import RowsError, row_features, row_lengths_fit
 from recordforge.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -91,12 +91,12 @@ class _CheckedRows:
         row = self.rows[i]
         for name in self.ragged:
             values, lengths = row[name], row[f"{name}/row_lengths"]
-            try:
-                check_row_lengths(
-                    name, np.array([0, len(values)]), lengths, np.array([0, len(lengths)])
+            if not row_lengths_fit(len(values), lengths):
+                raise DecodeError(
+                    f"record {i}: feature {name!r} has {len(values)} values, but its row "
+                    f"lengths {lengths.tolist()} do not split them (each at least 0, summing "
+                    "to them)"
                 )
-            except RowsError as e:
-                raise DecodeError(f"record {i}: {e}") from None
         return row
 
 

@@ -192,6 +192,7 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         self.even = even
         # Shared with the DataLoader's workers (forked, or given it as they are spawned).
         self._epoch: Any = multiprocessing.sharedctypes.RawValue("q", 0)
+        self._passes = 0  # regions a DataLoader worker skipped, for its warnings
 
     @property
     def epoch(self) -> int:
@@ -214,9 +215,15 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         state = dict(self.__dict__)
         state["_ds"] = _fresh(self._ds)
         if multiprocessing.context.get_spawning_popen() is None:
-            # Pickled for anything but a process being started: the epoch as it is now.
+            # Pickled for anything but a process being started: the epoch as it is now
+            # (a copy gets shared memory of its own when unpickled).
             state["_epoch"] = self.epoch
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("_epoch"), int):
+            state["_epoch"] = multiprocessing.sharedctypes.RawValue("q", state["_epoch"])
+        self.__dict__.update(state)
 
     def _placement(self) -> tuple[int, int]:
         """``(rank, world_size)``: as given, else torch.distributed's when it was
@@ -287,10 +294,12 @@ class TorchDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         worker = torch.utils.data.get_worker_info() is not None
         for skip in ds.skipped:
             self.skipped.append(skip)
-            if worker:
+            if worker:  # (the epoch and pass in the words: a warning is shown once per text)
+                self._passes += 1
                 warnings.warn(
                     f"{skip['file']}: bytes {skip['start']}..{skip['end']} skipped "
-                    f"(on_corrupt='skip'): {skip['reason']}",
+                    f"(on_corrupt='skip') in epoch {self.epoch} (skip {self._passes} of this "
+                    f"worker): {skip['reason']}",
                     RecordforgeWarning,
                     stacklevel=2,
                 )

@@ -85,13 +85,16 @@ _EXIF_BYTES, _ORIENTATION = 65533, 0x0112
 _ANIMATED = frozenset(("GIF", "PNG", "WEBP"))
 
 
-def decode_for_resize(data: bytes, image: Any, target: tuple[int, int] | None) -> Any:
+def decode_for_resize(
+    data: bytes, image: Any, target: tuple[int, int] | None, rgb_copy: bool = False
+) -> Any:
     """``data``, which Pillow opened as ``image``, decoded (loaded) for a resize to
     ``target`` (None: at full size): by :func:`decode_scaled_jpeg` where it takes it,
     else by Pillow, a JPEG at its ``draft`` scale (the same scale either way).
     :class:`~recordforge.DecodeError` for an image over :data:`MAX_DECODED_BYTES` decoded
-    (before any decoding), and for an animation (a GIF, PNG or WebP of several frames:
-    stored resized it would keep only its first)."""
+    (before any decoding; with ``rgb_copy``, its RGB copy counted too, where the caller
+    converts a mode other than ``L`` or ``RGB`` before resizing), and for an animation (a
+    GIF, PNG or WebP of several frames: stored resized it would keep only its first)."""
     if image.format in _ANIMATED and getattr(image, "is_animated", False):
         raise DecodeError(
             f"an animated {image.format} ({getattr(image, 'n_frames', 'several')} frames): "
@@ -101,6 +104,8 @@ def decode_for_resize(data: bytes, image: Any, target: tuple[int, int] | None) -
     if target is not None and image.format == "JPEG":
         width, height = draft_size(image.size, target)
     decoded_bytes = width * height * _PIXEL_BYTES.get(image.mode, 4)
+    if rgb_copy and image.mode not in ("L", "RGB"):
+        decoded_bytes += width * height * 3
     if decoded_bytes > MAX_DECODED_BYTES:
         raise DecodeError(
             f"a {image.format} image of {image.size[0]:,} x {image.size[1]:,} pixels "
@@ -124,13 +129,15 @@ def kept_metadata(image: Any, saved_mode: str) -> dict[str, Any]:
     keys = ("icc_profile", "exif") if image.mode == saved_mode else ("exif",)
     kept = {key: image.info[key] for key in keys if image.info.get(key)}
     if len(kept.get("exif", b"")) > _EXIF_BYTES:  # more than a JPEG holds: the orientation
-        from PIL import Image
+        del kept["exif"]
+        try:
+            from PIL import Image
 
-        orientation = image.getexif().get(_ORIENTATION)
-        exif = Image.Exif()
-        if orientation is not None:
-            exif[_ORIENTATION] = orientation
-        kept["exif"] = exif.tobytes()
-        if orientation is None:
-            del kept["exif"]
+            orientation = image.getexif().get(_ORIENTATION)
+            if isinstance(orientation, int) and 0 <= orientation <= 0xFFFF:  # a SHORT
+                exif = Image.Exif()
+                exif[_ORIENTATION] = orientation
+                kept["exif"] = exif.tobytes()
+        except Exception:  # an EXIF Pillow cannot read (or write back): none kept
+            pass
     return kept

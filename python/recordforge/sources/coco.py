@@ -433,8 +433,12 @@ class CocoSource:
             with PILImage.open(io.BytesIO(data)) as img:
                 target = resized_size(img.size, self.resize)
                 # A JPEG: libjpeg-turbo, strict, at the DCT scale Pillow's draft picks.
-                decoded = decode_for_resize(data, img, target)
+                decoded = decode_for_resize(data, img, target, rgb_copy=True)
                 metadata = kept_metadata(decoded, "RGB")
+                if decoded.mode == "L" and target is not None and decoded.size != target:
+                    # Resized first (the same pixels: one channel, copied to three after),
+                    # not a full-size RGB copy three times its size.
+                    decoded = decoded.resize(target, PILImage.Resampling.BILINEAR)
                 rgb = decoded.convert("RGB")
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
             raise ItemError(item.name, f"{path} cannot be decoded: {e}") from None
