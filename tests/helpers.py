@@ -279,3 +279,16 @@ def peak_rss(
     )
     rss, code, stderr = json.loads(result.stdout)
     return rss, code, stderr
+
+
+def run_file(
+    script: Path, *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The Python file ``script`` with ``args`` in a fresh interpreter, in ``env``."""
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import record_chunk_sizes
+from helpers import record_chunk_sizes, run_file
 
 import recordforge as rf
 from recordforge import _core, _parallel
@@ -350,13 +350,7 @@ def test_killed_at_stages_with_three_workers_resumes_to_the_same_files(tmp_path:
     script.write_text(KILL_SCRIPT)
 
     def run(out: Path, workers: int, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(script), str(out), str(workers)],
-            env=clean_env(**env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_file(script, str(out), str(workers), env=clean_env(**env))
 
     assert run(tmp_path / "ref", 1).returncode == 0
     reference = listing(tmp_path / "ref")
@@ -872,13 +866,7 @@ def test_a_worker_killed_mid_table_then_rerun_writes_the_same_files(
 
     def run(out: Path, workers: int, **env: str) -> subprocess.CompletedProcess[str]:
         args = [str(tables["t.csv"]), str(out), str(workers), compression]
-        return subprocess.run(
-            [sys.executable, str(script), *args],
-            env=clean_env(**env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_file(script, *args, env=clean_env(**env))
 
     assert run(tmp_path / "ref", 1).returncode == 0
     out = tmp_path / "out"

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import moto_server_process
+from helpers import moto_server_process, run_file
 
 import recordforge as rf
 from recordforge import _core
@@ -432,13 +432,7 @@ def test_kill_at_stages_then_rerun_with_more_workers_than_items_left(tmp_path: P
     script.write_text(SPLITS)
 
     def go(out: Path, workers: int, **env: str) -> Any:
-        return subprocess.run(
-            [PY, str(script), str(out), str(workers)],
-            env=clean_env(**env),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_file(script, str(out), str(workers), env=clean_env(**env), timeout=60)
 
     assert go(tmp_path / "ref", 1).returncode == 0
     ref = listing(tmp_path / "ref")
