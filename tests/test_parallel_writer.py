@@ -631,3 +631,38 @@ def test_no_more_workers_than_items_left(tmp_path: Path, monkeypatch: pytest.Mon
     rf.write_dataset(iter(rows), tmp_path / "gen-w3", workers=3)  # length unknown: 3
     assert started == [2, 3]
     assert listing(tmp_path / "gen-w3") == listing(tmp_path / "two-w1")
+
+
+def _slow_at_40(row: dict[str, Any]) -> list[bytes]:
+    if row["id"] == 40:
+        import time
+
+        time.sleep(0.5)
+    return [rf.encode_example(row)]
+
+
+def test_a_worker_with_small_chunks_runs_ahead_of_a_slow_chunk_before_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are written in item order, so a worker's converted chunks wait for the
+    chunks before them. While one item takes long, the other worker goes on converting
+    small chunks past HELD_CHUNKS (it held three and sat idle before): what bounds it is
+    the records' bytes held, HELD_CHUNKS x CHUNK_BYTES (a chunk being converted counted
+    as a full one), and MOST_HELD chunks. The files are one worker's."""
+    given: list[tuple[int, int, int]] = []  # (chunks held, bytes counted, chunks converting)
+    real = _parallel._SplitRun._give
+
+    def give(self: Any, worker: int, first: int, items: list[Any]) -> Any:
+        given.append((self.held[worker], self.weight[worker], self.converting[worker]))
+        return real(self, worker, first, items)
+
+    rows = [{"id": i, "pad": b"x" * (i % 7)} for i in range(400)]
+    rf.write_dataset(rows, tmp_path / "w1", to_records=_slow_at_40, max_records=50)
+    monkeypatch.setattr(_parallel._SplitRun, "_give", give)
+    rf.write_dataset(rows, tmp_path / "w2", to_records=_slow_at_40, max_records=50, workers=2)
+    assert listing(tmp_path / "w2") == listing(tmp_path / "w1")
+    room = (_parallel.HELD_CHUNKS - 1) * _parallel.CHUNK_BYTES
+    assert all(weight <= room and held < _parallel.MOST_HELD for held, weight, _ in given)
+    assert max(held for held, _, _ in given) > _parallel.HELD_CHUNKS
+    # Given to the worker with the fewest chunks left to convert: never one with three.
+    assert max(converting for _, _, converting in given) < _parallel.HELD_CHUNKS

@@ -28,14 +28,17 @@ through the same :class:`~recordforge.TFRecordWriter`, a block of whole frames a
 committed. Nothing but shards is journaled: a rerun after a kill converts again from the
 journal's position.
 
-Memory per worker: the chunks it holds, at most :data:`HELD_CHUNKS`; a chunk is at most
-:data:`CHUNK_ITEMS` items and about :data:`CHUNK_BYTES` of records (chunks start at one
-item and grow from the record sizes seen so far, and where the number of items is known
-shrink towards the end, so that the workers finish together; the files written do not
-depend on it). A worker's held chunks are memory it touches for the first time (the
-kernel zeroes each page; on a VM, the host may back it anew), so they are kept small:
-CSV parts of ~8 MB of records are one a chunk. Extra disk: the shards in flight (and,
-compressed, the chunks spilled ahead).
+Memory per worker: the chunks it holds, at most :data:`HELD_CHUNKS` x
+:data:`CHUNK_BYTES` of records (a chunk not converted yet counted as a full one, so
+that a worker with small chunks runs ahead of a slow one before them instead of waiting
+for it) and :data:`MOST_HELD` chunks; a chunk is at most :data:`CHUNK_ITEMS` items and
+about :data:`CHUNK_BYTES` of records (chunks start at one item and grow from the record
+sizes seen so far, and where the number of items is known shrink towards the end, so
+that the workers finish together; the files written do not depend on it). A worker's
+held chunks are memory it touches for the first time (the kernel zeroes each page; on a
+VM, the host may back it anew), so they are kept small: CSV parts of ~8 MB of records
+are one a chunk. Extra disk: the shards in flight (and, compressed, the chunks spilled
+ahead).
 
 Shard checksums: with ``crc32c`` (the default), a worker returns the CRC32C of each
 piece it writes, computed from its memory, and the parent combines them in file order
@@ -92,9 +95,13 @@ __all__ = [
 
 CHUNK_ITEMS = 32
 CHUNK_BYTES = 8 << 20
-# Chunks a worker is given before their records are written (converted and held, or
-# being converted): enough that no worker waits for the parent.
+# The records a worker holds, converted and not yet written, or being converted: at
+# most HELD_CHUNKS x CHUNK_BYTES, a chunk being converted counted as CHUNK_BYTES and a
+# converted one as its records' bytes; and at most MOST_HELD chunks. A worker whose
+# chunks are small runs ahead of one converting the chunk before them (chunks are
+# written in item order) instead of waiting for it with three small chunks held.
 HELD_CHUNKS = 3
+MOST_HELD = 16
 
 Progress = Callable[[int, int], None]
 
@@ -147,6 +154,7 @@ class _Chunk:
     results: list[ItemResult] | None = None
     # An exception that ended the chunk at the item after its results (raised in order).
     failure: BaseException | None = None
+    bytes: int = 0  # its records' frames, held by its worker once converted
 
     def describe(self, split: str) -> str:
         last = self.first + self.count - 1
@@ -195,6 +203,8 @@ class _SplitRun:
         self.spill = shards.options.compression is not None
         self.workers = len(pool.procs)
         self.held = [0] * self.workers  # chunks given to a worker and not let go
+        self.weight = [0] * self.workers  # their bytes (see HELD_CHUNKS)
+        self.converting = [0] * self.workers  # of them, those not converted yet
         self.chunks: collections.deque[_Chunk] = collections.deque()  # not yet planned
         self.exhausted = False
         self.numbered = itertools.count()
@@ -231,11 +241,18 @@ class _SplitRun:
     # -- chunks
 
     def feed(self) -> None:
-        """Gives chunks to the workers until each holds :data:`HELD_CHUNKS`."""
-        while not self.exhausted and len(self.chunks) < HELD_CHUNKS * self.workers:
-            worker = min(range(self.workers), key=self.held.__getitem__)
-            if self.held[worker] >= HELD_CHUNKS:
+        """Gives chunks to the workers until each holds all it may (see
+        :data:`HELD_CHUNKS`): to the one with the fewest chunks left to convert."""
+        while not self.exhausted and len(self.chunks) < MOST_HELD * self.workers:
+            room = HELD_CHUNKS * CHUNK_BYTES - CHUNK_BYTES
+            free = [
+                k
+                for k in range(self.workers)
+                if self.weight[k] <= room and self.held[k] < MOST_HELD
+            ]
+            if not free:
                 return
+            worker = min(free, key=self.converting.__getitem__)
             taken = list(itertools.islice(self.items, self.chunk_size()))
             if not taken:
                 self.exhausted = True
@@ -264,6 +281,8 @@ class _SplitRun:
             spill = self.shards.out / f".{self.split}-c{number:06d}-{self.run}.chunk.partial"
         chunk = _Chunk(number, first, len(items), worker, spill, items)
         self.held[worker] += 1
+        self.weight[worker] += CHUNK_BYTES
+        self.converting[worker] += 1
         # Forked workers have the items, where they are a sequence: a count is enough.
         given = len(items) if self.rows else items
         args = (number, first, given, spill and str(spill), CHUNK_BYTES)
@@ -281,14 +300,23 @@ class _SplitRun:
         next in line."""
         chunk.results, chunk.failure = results
         done = len(chunk.results)
+        worker = chunk.worker
+        self.converting[worker] -= 1
+        self.weight[worker] -= CHUNK_BYTES
+        if self.spill:  # nothing held in memory
+            self.held[worker] -= 1
+        else:
+            chunk.bytes = sum(len(r[0]) for r in chunk.results) * FRAME_OVERHEAD + sum(
+                int(r[0].sum()) for r in chunk.results
+            )
+            self.weight[worker] += chunk.bytes
         if chunk.failure is None and done < chunk.count:
-            worker = min(range(self.workers), key=self.held.__getitem__)
+            # Next in line, so given whatever the workers hold.
+            worker = min(range(self.workers), key=self.converting.__getitem__)
             rest = self._give(worker, chunk.first + done, chunk.items[done:])
             self.chunks.insert(self.chunks.index(chunk) + 1, rest)
             chunk.count = done
         chunk.items = []
-        if self.spill:  # nothing held in memory
-            self.held[chunk.worker] -= 1
         self.feed()
 
     def next_chunk(self) -> tuple[_Chunk, list[ItemResult]] | None:
@@ -340,6 +368,7 @@ class _SplitRun:
 
         def placed(checksums: list[int] | None) -> None:
             self.held[chunk.worker] -= 1
+            self.weight[chunk.worker] -= chunk.bytes
             if checksums is not None:
                 by_path = {str(shard.partial): shard for shard in touched}
                 for (path, at, start, stop), crc in zip(places, checksums, strict=True):

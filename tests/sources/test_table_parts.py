@@ -580,3 +580,92 @@ class _Trickle(_TrickleRead):
 
     def readinto(self, b: memoryview) -> int:
         return self.f.readinto(b[:2])
+
+
+# The row-end scan beside the type inference (TableSource.items)
+
+
+def _scan_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "recordforge-scan"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_the_scan_beside_the_inference_gives_the_parts_of_a_serial_scan(
+    tmp_path: Path, fmt: str
+) -> None:
+    """items() scans for row ends on a thread while pyarrow infers the types: the same
+    parts and schema as parts() then the plan one after the other, and no thread left."""
+    rows = [{"a": i, "b": f"t{i}\nx" if fmt == "csv" else f"t{i}", "c": i / 3} for i in range(3000)]
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "csv":
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, ["a", "b", "c"])
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    beside = TableSource(str(path), part_bytes=10_000)
+    items = beside.items()
+    serial = TableSource(str(path), part_bytes=10_000)
+    assert items == serial.parts() and len(items) > 5
+    assert beside.schema() == serial.schema()
+    assert not _scan_threads()
+
+
+def test_an_inference_that_fails_stops_the_scan_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV whose first block pyarrow refuses fails with the inference's error (named
+    file), as when the scan ran after it; the scan is stopped at its next block and
+    waited for, not left running (workers would spawn instead of fork)."""
+    import time
+
+    from recordforge.sources import _table_parts
+
+    scan = _table_parts.scan_lines
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # 0.1 s a block: stopped well before its end
+        for block in scan(*args, **kwargs):
+            time.sleep(0.1)
+            yield block
+
+    monkeypatch.setattr(_table_parts, "scan_lines", slow)
+    path = tmp_path / "bad.csv"
+    with open(path, "w") as f:
+        f.write("a,b\n1,2,3\n")  # a row of 3 values under 2 names
+        f.write("1,2\n" * 2_000_000)  # 8 MB for the scan
+    src = TableSource(str(path))
+    with pytest.raises(rf.ItemError, match=r"bad\.csv") as caught:
+        src.items()
+    assert "Expected 2 columns" in str(caught.value)
+    assert not _scan_threads()
+    assert "parts" not in src._cache  # the scan did not finish
+
+
+def test_beside_raises_mains_error_first_then_the_others() -> None:
+    import threading
+
+    from recordforge.sources._table_read import beside
+
+    seen: list[str] = []
+
+    def waits(stop: threading.Event) -> None:
+        assert stop.wait(10)  # set once main failed
+        seen.append("stopped")
+        raise RuntimeError("the other's error, hidden by main's")
+
+    def fails() -> int:
+        raise ValueError("main's error")
+
+    with pytest.raises(ValueError, match="main's error"):
+        beside(fails, waits)
+    assert seen == ["stopped"] and not _scan_threads()
+
+    def other_fails(stop: threading.Event) -> None:
+        raise OSError("the scan's error")
+
+    with pytest.raises(OSError, match="the scan's error"):
+        beside(lambda: 7, other_fails)
+    assert beside(lambda: 7, lambda stop: None) == 7

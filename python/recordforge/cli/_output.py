@@ -17,47 +17,31 @@ REDRAW = 0.1
 @contextlib.contextmanager
 def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
     """A rich progress bar (items, records/s, MB/s, ETA); yields the ``progress``
-    callback ``write_dataset`` takes. The bar is drawn at the first item converted, so an
-    error before any work (a refused directory, a bad option) prints no bar; then redrawn
-    at most every :data:`REDRAW` seconds, by the callback itself: no drawing thread (a
-    thread running would make worker processes spawn instead of fork), and no cost per
-    item beyond adding two counts."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+    callback ``write_dataset`` takes. The bar is made and drawn at the first item
+    converted, so an error before any work (a refused directory, a bad option) prints no
+    bar, and rich is imported (~30 ms) once worker processes run, not before they start;
+    then redrawn at most every :data:`REDRAW` seconds, by the callback itself: no drawing
+    thread (a thread running would make worker processes spawn instead of fork), and no
+    cost per item beyond adding two counts."""
     counts = {"records": 0, "bytes": 0}
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-        auto_refresh=False,
-    )
-    task: list[Any] = []
+    made: list[Any] = []  # the bar and its task, once made
     pending = [0, 0.0]  # items not drawn yet, when the bar was last drawn
 
     def draw() -> None:
+        bar, task = made
         elapsed = bar.tasks[0].elapsed or 1e-9
         records_per_s = counts["records"] / elapsed
         megabytes_per_s = counts["bytes"] / elapsed / 1e6
         rate = f"{records_per_s:,.0f} rec/s {megabytes_per_s:,.1f} MB/s"
-        bar.update(task[0], advance=pending[0], rate=rate)
+        bar.update(task, advance=pending[0], rate=rate)
         bar.refresh()
         pending[0], pending[1] = 0, time.monotonic()
 
     def progress(records: int, nbytes: int) -> None:
-        if not task:
+        if not made:
+            bar = _progress_bar()
             bar.start()
-            task.append(bar.add_task(description, total=total, rate=""))
+            made.extend((bar, bar.add_task(description, total=total, rate="")))
         counts["records"] += records
         counts["bytes"] += nbytes
         pending[0] += 1
@@ -67,9 +51,31 @@ def conversion_progress(total: int | None, description: str) -> Iterator[Any]:
     try:
         yield progress
     finally:
-        if task:
+        if made:
             draw()
-            bar.stop()
+            made[0].stop()
+
+
+def _progress_bar() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+        auto_refresh=False,
+    )
 
 
 # What the report's counters mean, for the summary (a counter not listed is shown by name).

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -43,6 +44,7 @@ __all__ = [
     "PART_BYTES",
     "PART_ROWS",
     "Format",
+    "ScanStopped",
     "SpreadRowsError",
     "TableBatch",
     "TablePart",
@@ -336,6 +338,7 @@ def _lines_parts(
     skip_rows: int,
     header: bool,
     part_bytes: int,
+    stop: threading.Event | None = None,
 ) -> list[TablePart]:
     # A CSV's skipped lines are raw lines: the scan gives them as one (a JSONL file has
     # none).
@@ -343,6 +346,8 @@ def _lines_parts(
     cutter = _Cutter(path, fmt, skip, header, part_bytes)
     size = 0
     for ends, marks in scan_lines(f, csv=csv, delimiter=delimiter, skip=skip_rows if csv else 0):
+        if stop is not None and stop.is_set():
+            raise ScanStopped(path)
         if (marks == 2).any():
             raise SpreadRowsError(f"{path}: an object is spread over lines")
         cutter.feed(ends, marks)
@@ -354,6 +359,10 @@ class SpreadRowsError(ValueError):
     """A JSONL file whose objects are not one to a line: it cannot be cut at lines."""
 
 
+class ScanStopped(Exception):
+    """A row-end scan stopped by its ``stop`` event (what it was for failed)."""
+
+
 def csv_parts(
     f: IO[bytes],
     path: str = "<csv>",
@@ -362,9 +371,11 @@ def csv_parts(
     skip_rows: int = 0,
     header: bool = True,
     part_bytes: int = PART_BYTES,
+    stop: threading.Event | None = None,
 ) -> list[TablePart]:
     """The parts of a CSV file (read from ``f``'s start): byte ranges of whole rows,
-    after ``skip_rows`` lines and the header line (when ``header``)."""
+    after ``skip_rows`` lines and the header line (when ``header``). Once ``stop`` is
+    set, :class:`ScanStopped` is raised at the next block read."""
     return _lines_parts(
         f,
         path,
@@ -374,16 +385,30 @@ def csv_parts(
         skip_rows=skip_rows,
         header=header,
         part_bytes=part_bytes,
+        stop=stop,
     )
 
 
 def jsonl_parts(
-    f: IO[bytes], path: str = "<jsonl>", *, part_bytes: int = PART_BYTES
+    f: IO[bytes],
+    path: str = "<jsonl>",
+    *,
+    part_bytes: int = PART_BYTES,
+    stop: threading.Event | None = None,
 ) -> list[TablePart]:
     """The parts of a JSON Lines file: byte ranges of whole lines. Raises
-    :class:`SpreadRowsError` when a line does not end an object (pretty-printed JSON)."""
+    :class:`SpreadRowsError` when a line does not end an object (pretty-printed JSON);
+    ``stop`` as for :func:`csv_parts`."""
     return _lines_parts(
-        f, path, "jsonl", csv=False, delimiter=",", skip_rows=0, header=False, part_bytes=part_bytes
+        f,
+        path,
+        "jsonl",
+        csv=False,
+        delimiter=",",
+        skip_rows=0,
+        header=False,
+        part_bytes=part_bytes,
+        stop=stop,
     )
 
 

@@ -3,13 +3,36 @@ Parquet parts from the file's metadata (see :mod:`recordforge.sources.table`).""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+from recordforge import _fs
 from recordforge.errors import ItemError
-from recordforge.sources._table_parts import TablePart, arrow_source, parquet_parts
+from recordforge.sources._table_parts import (
+    COMPRESSED,
+    SpreadRowsError,
+    TablePart,
+    arrow_source,
+    csv_parts,
+    input_stream,
+    jsonl_parts,
+    parquet_parts,
+    pyarrow_module,
+    whole_part,
+)
 
-__all__ = ["first_batch", "open_csv", "parquet_file_parts", "straddled_block"]
+__all__ = [
+    "beside",
+    "file_parts",
+    "first_batch",
+    "open_csv",
+    "parquet_file_parts",
+    "straddled_block",
+]
+
+T = TypeVar("T")
 
 
 def open_csv(
@@ -77,3 +100,64 @@ def first_batch(read: Callable[..., Generator[Any]], block: int) -> tuple[Any, G
             if "straddl" not in str(e.__cause__) or block >= 1 << 30:
                 raise
             block *= 4
+
+
+def beside(main: Callable[[], T], other: Callable[[threading.Event], object]) -> T:
+    """``main()``, with ``other(stop)`` run on a thread meanwhile: a table's type inference
+    with its row-end scan beside it (each waits on the file or runs in pyarrow or Rust,
+    the GIL let go: one core each). ``main``'s error is the one raised (``stop`` is set,
+    so that ``other`` ends at its next block), then ``other``'s; the thread is waited
+    for either way, so that none is left running (workers fork next)."""
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            other(stop)
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="recordforge-scan", daemon=True)
+    thread.start()
+    try:
+        result = main()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+    return result
+
+
+def file_parts(
+    path: str,
+    fmt: str,
+    part_rows: int,
+    part_bytes: int,
+    csv_options: dict[str, Any],
+    count: Callable[[], int],
+) -> list[TablePart]:
+    """The parts of a table file: from a Parquet file's metadata, or from the row-end
+    scan of a CSV (:func:`csv_parts` with ``csv_options``) or JSON Lines file; a
+    compressed one is one part from the start (no byte ranges in a stream), a JSONL file
+    whose objects spread over lines too, its rows ``count()``-ed by reading it."""
+    pa = pyarrow_module()
+    try:
+        if fmt == "parquet":
+            return parquet_file_parts(path, part_rows, part_bytes)
+        compressed = Path(path).suffix.lower() in COMPRESSED
+        with input_stream(pa, path) if compressed else _fs.open_file(path, "rb") as f:
+            if fmt == "csv":
+                parts = csv_parts(f, path, part_bytes=part_bytes, **csv_options)
+            else:
+                stop = csv_options.get("stop")
+                parts = jsonl_parts(f, path, part_bytes=part_bytes, stop=stop)
+    except pa.ArrowException as e:
+        raise ItemError(path, f"cannot read {fmt}: {e}") from e
+    except SpreadRowsError:  # pyarrow reads them: one part
+        return whole_part(path, fmt, count())
+    if compressed:
+        return whole_part(path, fmt, sum(p.rows for p in parts))
+    return parts

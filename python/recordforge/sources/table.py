@@ -63,6 +63,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import stat
+import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -75,28 +77,24 @@ from recordforge.example import encode_example, encode_record_batch
 from recordforge.pipeline import ConversionReport, Converted
 from recordforge.schema import FeatureSpec, Schema
 from recordforge.sources._table_parts import (
-    COMPRESSED,
     FORMATS,
     PART_BYTES,
     PART_ROWS,
     Format,
-    SpreadRowsError,
     TableBatch,
     TablePart,
     TableRow,
     arrow_source,
     cell_converter,
-    csv_parts,
     format_of,
     input_stream,
-    jsonl_parts,
     pyarrow_module,
-    whole_part,
 )
 from recordforge.sources._table_read import (
+    beside,
+    file_parts,
     first_batch,
     open_csv,
-    parquet_file_parts,
     straddled_block,
 )
 from recordforge.sources._table_schema import (
@@ -397,32 +395,13 @@ class TableSource:
         parts: list[TablePart] = self._cache["parts"]
         return parts
 
-    def _make_parts(self) -> list[TablePart]:
-        pa = pyarrow_module()
-        try:
-            if self.format == "parquet":
-                return parquet_file_parts(self.path, self.part_rows, self.part_bytes)
-            compressed = Path(self.path).suffix.lower() in COMPRESSED
-            with input_stream(pa, self.path) if compressed else _fs.open_file(self.path, "rb") as f:
-                if self.format == "csv":
-                    parts = csv_parts(
-                        f,
-                        self.path,
-                        delimiter=self.delimiter,
-                        skip_rows=self.skip_rows,
-                        header=self.column_names is None,
-                        part_bytes=self.part_bytes,
-                    )
-                else:
-                    parts = jsonl_parts(f, self.path, part_bytes=self.part_bytes)
-        except pa.ArrowException as e:
-            raise ItemError(self.path, f"cannot read {self.format}: {e}") from e
-        except SpreadRowsError:  # pyarrow reads them: one part, its rows counted by reading
-            rows = sum(batch.num_rows for batch in self._arrow_batches(None))
-            return whole_part(self.path, self.format, rows)
-        if compressed:  # no byte ranges in a compressed stream: one part from the start
-            return whole_part(self.path, self.format, sum(p.rows for p in parts))
-        return parts
+    def _make_parts(self, stop: threading.Event | None = None) -> list[TablePart]:
+        def count() -> int:  # a JSONL file with objects spread over lines: read
+            return sum(batch.num_rows for batch in self._arrow_batches(None))
+
+        skip, header = self.skip_rows, self.column_names is None
+        options = dict(delimiter=self.delimiter, skip_rows=skip, header=header, stop=stop)
+        return file_parts(self.path, self.format, self.part_rows, self.part_bytes, options, count)
 
     def num_records(self) -> int:
         """The number of rows (records), without reading them: from the Parquet metadata,
@@ -432,8 +411,13 @@ class TableSource:
 
     def items(self) -> list[TablePart]:
         """What ``write_dataset`` iterates over: the parts (see :meth:`to_records`). The
-        schema is planned first, so an unreadable file fails here as it did before."""
-        self._plan()
+        schema is planned first, so an unreadable file fails here as it did before; a
+        CSV or JSONL file's row-end scan runs beside it, on a thread (:func:`beside`; not
+        for a FIFO or device, whose open could wait for a writer for ever)."""
+        if self.format == "parquet" or "parts" in self._cache or not _regular(self.path):
+            self._plan()
+        else:
+            beside(self._plan, lambda stop: self._cache.update(parts=self._make_parts(stop)))
         return self.parts()
 
     def rows(self) -> Iterator[TableRow]:
@@ -596,3 +580,11 @@ class TableSource:
             raise ItemError(item.name, str(e)) from None
         except (TypeError, ValueError, OverflowError) as e:
             raise ItemError(item.name, f"column {name!r}: {e}") from None
+
+
+def _regular(path: str) -> bool:
+    """Whether ``path`` is a URL or names a regular file (links followed)."""
+    try:
+        return _fs.is_url(path) or stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
