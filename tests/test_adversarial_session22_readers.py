@@ -306,11 +306,6 @@ except rf.CorruptRecordError as e:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a shard cut after it was mapped (ds[i], take, batches mid-epoch): the reader "
-    "touches the map past the new end and the process dies of SIGBUS",
-)
 @pytest.mark.parametrize("mode", ["getitem", "take", "batches"])
 def test_a_shard_cut_while_mapped_is_an_error_naming_it(tmp_path: Path, mode: str) -> None:
     p = _run(_CUT_WHILE_MAPPED, str(tmp_path / "d"), mode, timeout=60)

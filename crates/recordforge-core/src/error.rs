@@ -24,6 +24,10 @@ pub enum CorruptKind {
     /// field (its CRC intact) asks for more than the reader was allowed to hold; refused
     /// before anything is allocated or read.
     TooLarge { length: u64, limit: u64 },
+    /// "the file was cut short while it was read (changed by another program?): the record
+    /// is past its new end, in part or whole": a page of a memory-mapped file past its new
+    /// end was read (see [`crate::Mapped`]); the offset is the first record met there.
+    Cut,
 }
 
 impl fmt::Display for CorruptKind {
@@ -45,6 +49,11 @@ impl fmt::Display for CorruptKind {
             CorruptKind::TooLarge { length, limit } => write!(
                 f,
                 "record claims {length} bytes, more than the limit of {limit} (max_record_bytes)"
+            ),
+            CorruptKind::Cut => write!(
+                f,
+                "the file was cut short while it was read (changed by another program?): the \
+                 record is past its new end, in part or whole"
             ),
         }
     }

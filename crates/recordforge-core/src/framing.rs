@@ -502,7 +502,7 @@ impl<'a> Iterator for SliceRecords<'a> {
 /// through the decoder otherwise.
 pub enum FileRecords {
     Mapped {
-        map: memmap2::Mmap,
+        map: crate::Mapped,
         pos: usize,
         verify: bool,
         max_record: u64,
@@ -518,6 +518,15 @@ pub struct MappedNext<'a> {
     pub data: &'a [u8],
     /// Whether payload CRCs are to be checked.
     pub verify: bool,
+}
+
+/// The error of a mapped file found cut short (see [`crate::Mapped`]), at the record at
+/// byte `pos`.
+pub fn cut_at(pos: usize) -> Error {
+    Error::Corrupt {
+        offset: pos as u64,
+        kind: CorruptKind::Cut,
+    }
 }
 
 /// Reads the first bytes of `r` to detect its compression, and returns a reader that
@@ -585,9 +594,7 @@ impl FileRecords {
                     RecordReader::new(empty, verify).with_max_record(max_record),
                 ));
             }
-            // SAFETY: the map is read-only and private to this reader. Like every reader of
-            // a memory-mapped file it assumes the file is not truncated while it is read.
-            let map = unsafe { memmap2::Mmap::map(&file)? };
+            let map = crate::Mapped::map(&file)?;
             #[cfg(unix)]
             let _ = map.advise(memmap2::Advice::Sequential);
             return Ok(FileRecords::Mapped {
@@ -616,9 +623,11 @@ impl FileRecords {
                 pos,
                 verify,
                 max_record,
-            } => match frame_at(map, *pos, *verify, *max_record)? {
-                None => Ok(None),
-                Some(range) => {
+            } => match frame_at(map, *pos, *verify, *max_record) {
+                _ if map.cut() => Err(cut_at(*pos)),
+                Err(e) => Err(e),
+                Ok(None) => Ok(None),
+                Ok(Some(range)) => {
                     let at = *pos as u64;
                     *pos = range.end + 4;
                     Ok(Some((at, range)))
@@ -642,8 +651,11 @@ impl FileRecords {
                 verify,
                 max_record,
             } => {
-                let frame = locate(map, *pos, *verify, *max_record);
-                if let Ok(Some(f)) = &frame {
+                // (a cut met by the caller's copy of the record before is caught here)
+                let mut frame = locate(map, *pos, *verify, *max_record);
+                if map.cut() {
+                    frame = Err(cut_at(*pos));
+                } else if let Ok(Some(f)) = &frame {
                     *pos = f.end();
                 }
                 Some(MappedNext {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod example;
 pub mod framing;
 pub mod infer;
+pub mod mapped;
 mod parallel;
 pub mod reader;
 pub mod resize;
@@ -36,6 +37,7 @@ pub use example::{decode_example, encode_example, example_size, Feature, Feature
 pub use framing::{
     FileRecords, RecordReader, RecordWriter, SliceRecords, DEFAULT_MAX_RECORD_BYTES, FRAME_OVERHEAD,
 };
+pub use mapped::Mapped;
 pub use scan::{scan_file, ScanSummary};
 pub use sequence::{decode_sequence_example, encode_sequence_example, SequenceExample};
 pub use wire::{Out, SliceOut};

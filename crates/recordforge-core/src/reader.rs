@@ -137,9 +137,20 @@ pub struct ReadError {
 /// The bytes records are sliced from: a mapped file (mapped by the loader, or kept by the
 /// caller across readers) or a decompressed chunk.
 enum Data {
-    Map(memmap2::Mmap),
-    Shared(Arc<memmap2::Mmap>),
+    Map(crate::Mapped),
+    Shared(Arc<crate::Mapped>),
     Owned(Vec<u8>),
+}
+
+impl Data {
+    /// Whether a map's file was cut short under it (see [`crate::Mapped`]).
+    fn cut(&self) -> bool {
+        match self {
+            Data::Map(m) => m.cut(),
+            Data::Shared(m) => m.cut(),
+            Data::Owned(_) => false,
+        }
+    }
 }
 
 impl Deref for Data {
@@ -290,7 +301,7 @@ impl BatchReader {
     /// `openers[i]` (where given; `openers` may be empty) opening `files[i]` as a stream.
     pub fn start_mapped(
         files: Vec<PathBuf>,
-        maps: Vec<Option<Arc<memmap2::Mmap>>>,
+        maps: Vec<Option<Arc<crate::Mapped>>>,
         openers: Vec<Option<Opener>>,
         wanted: Vec<(String, Kind, Option<usize>)>,
         options: ReadOptions,
@@ -473,6 +484,12 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
             Some(f) if options.verify => f.check(&bytes[f.payload.clone()]).map(|()| Some(f)),
             other => Ok(other),
         });
+        if data.cut() {
+            // Zeros from the file's new end on: not damage to skip, the file's error.
+            chunk.error = Some(crate::framing::cut_at(pos));
+            let _ = tx.send(Load::Chunk(chunk));
+            return false;
+        }
         match found {
             Ok(None) => break,
             Ok(Some(frame)) => {
@@ -742,6 +759,37 @@ fn assemble(n_files: usize, loads: &[Receiver<Load>], jobs: &[SyncSender<Job>], 
     out.send(Job::End(skipped));
 }
 
+/// One batch's records decoded (and their bytes gathered into a pooled block, where
+/// there is a pool). A file cut short under its map reads as zeros past its end: that
+/// is an error here, the CRCs checked or not (see [`crate::Mapped`]).
+fn decode_job(
+    records: Vec<Rec>,
+    skipped: Vec<Damaged>,
+    wanted: &[crate::batch::Wanted<'_>],
+    blocks: Option<&Arc<BlockPool>>,
+) -> Result<Batch, ReadError> {
+    let failed = |rec: &Rec, error| ReadError {
+        file: rec.file,
+        record: Some(rec.offset),
+        index: Some(rec.index),
+        error,
+    };
+    let mut columns = decode_batch_spans(records.iter().map(Rec::bytes), wanted)
+        .map_err(|e| failed(&records[e.record], e.error))?;
+    let block = blocks.map(|pool| gather_spans(&mut columns, |i| records[i].bytes(), pool));
+    if let Some(rec) = records.iter().find(|r| r.data.cut()) {
+        return Err(failed(rec, crate::framing::cut_at(rec.offset as usize)));
+    }
+    Ok(Batch {
+        len: records.len(),
+        columns,
+        skipped,
+        // The records' maps or chunks are let go as soon as possible.
+        records: if block.is_some() { Vec::new() } else { records },
+        block,
+    })
+}
+
 /// A decoder thread: decodes its jobs in the order they come.
 fn decode_jobs(
     jobs: &Receiver<Job>,
@@ -758,27 +806,7 @@ fn decode_jobs(
             }
             Job::Fail(e) => Output::Item(Err(e)),
             Job::Batch { records, skipped } => {
-                let decoded = decode_batch_spans(records.iter().map(Rec::bytes), &wanted);
-                Output::Item(match decoded {
-                    Ok(mut columns) => {
-                        let block = blocks
-                            .map(|pool| gather_spans(&mut columns, |i| records[i].bytes(), pool));
-                        Ok(Batch {
-                            len: records.len(),
-                            columns,
-                            skipped,
-                            // The records' maps or chunks are let go as soon as possible.
-                            records: if block.is_some() { Vec::new() } else { records },
-                            block,
-                        })
-                    }
-                    Err(e) => Err(ReadError {
-                        file: records[e.record].file,
-                        record: Some(records[e.record].offset),
-                        index: Some(records[e.record].index),
-                        error: e.error,
-                    }),
-                })
+                Output::Item(decode_job(records, skipped, &wanted, blocks))
             }
         };
         if out.send(output).is_err() {

@@ -257,7 +257,13 @@ pub fn scan_file(
         n => n,
     };
     match FileRecords::open(path, compression, verify, max_record)? {
-        FileRecords::Mapped { map, .. } => scan_slice(&map, verify, threads, max_record),
+        FileRecords::Mapped { map, .. } => {
+            let summary = scan_slice(&map, verify, threads, max_record);
+            if map.cut() {
+                return Err(crate::framing::cut_at(0));
+            }
+            summary
+        }
         FileRecords::Stream(mut reader) => scan_stream(&mut reader),
     }
 }

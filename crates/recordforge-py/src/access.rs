@@ -3,12 +3,11 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use recordforge_core::framing::{frame_at, locate, next_intact};
-use recordforge_core::{Error, DEFAULT_MAX_RECORD_BYTES, FRAME_OVERHEAD};
+use recordforge_core::{Error, Mapped, DEFAULT_MAX_RECORD_BYTES, FRAME_OVERHEAD};
 
 use crate::errors::to_py;
 
@@ -17,7 +16,7 @@ use crate::errors::to_py;
 /// refused as damaged.
 #[pyclass(module = "recordforge._core", frozen)]
 pub struct RecordFile {
-    map: Option<Arc<Mmap>>,
+    map: Option<Arc<Mapped>>,
     /// The open file, for reads of big records straight into a caller's buffer.
     file: File,
     path: std::path::PathBuf,
@@ -46,7 +45,16 @@ impl RecordFile {
     }
 
     /// The map, shared with a reader's threads.
-    pub(crate) fn shared_map(&self) -> Option<Arc<Mmap>> {
+    /// The error of a read that met the file cut short under its map (the bytes from its
+    /// new end read as zeros), at the record at `offset`.
+    pub(crate) fn cut(&self, offset: u64) -> Result<(), Error> {
+        match &self.map {
+            Some(map) if map.cut() => Err(recordforge_core::framing::cut_at(offset as usize)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn shared_map(&self) -> Option<Arc<Mapped>> {
         self.map.clone()
     }
 
@@ -68,7 +76,9 @@ impl RecordFile {
                 &self.name,
             ));
         }
-        match frame_at(data, pos, true, self.max_record) {
+        let found = frame_at(data, pos, true, self.max_record);
+        self.cut(offset).map_err(|e| to_py(py, e, &self.name))?;
+        match found {
             Ok(Some(range)) => Ok(PyBytes::new(py, &data[range])),
             Ok(None) => unreachable!("pos < len"),
             Err(e) => Err(to_py(py, e, &self.name)),
@@ -86,14 +96,14 @@ impl RecordFile {
     fn new(py: Python<'_>, path: std::path::PathBuf, max_record_bytes: u64) -> PyResult<Self> {
         let name = path.display().to_string();
         let (map, file, stamp) = py
-            .detach(|| -> std::io::Result<(Option<Arc<Mmap>>, File, Stamp)> {
+            .detach(|| -> std::io::Result<(Option<Arc<Mapped>>, File, Stamp)> {
                 let file = File::open(&path)?;
                 let stamp = stamp(&file.metadata()?);
                 if stamp.2 == 0 {
                     return Ok((None, file, stamp));
                 }
-                // SAFETY: read-only map; a file changed underneath is caught by the CRCs.
-                Ok((Some(Arc::new(unsafe { Mmap::map(&file)? })), file, stamp))
+                // A file changed underneath is caught by the CRCs, one cut short by the map.
+                Ok((Some(Arc::new(Mapped::map(&file)?)), file, stamp))
             })
             .map_err(|e| to_py(py, Error::Io(e), &name))?;
         Ok(RecordFile {
@@ -127,6 +137,7 @@ impl RecordFile {
                 pos = frame.end();
             }
         });
+        self.cut(0).map_err(|e| to_py(py, e, &self.name))?;
         found
             .map(|v: Vec<u64>| PyArray1::from_vec(py, v))
             .map_err(|e: Error| to_py(py, e, &self.name))

@@ -336,7 +336,9 @@ pub fn take_records<'py>(
             verify,
             threads,
         };
-        return taken.run(py, &arena, &names);
+        let out = taken.run(py, &arena, &names);
+        taken_whole(&files, which, offsets).map_err(|e| read_error(py, e, &names))?;
+        return out;
     }
     let result = py.detach(|| -> Result<_, ReadError> {
         let mut slices = Vec::with_capacity(offsets.len());
@@ -360,10 +362,34 @@ pub fn take_records<'py>(
                 error: e.error,
             })
     });
+    // A file cut under its map: that error, not the CRC mismatch of the zeros read.
+    let result = taken_whole(&files, which, offsets).and(result);
     match result {
         Ok((columns, slices)) => columns_to_py(py, columns, true, &|i| slices[i]),
         Err(e) => Err(read_error(py, e, &names)),
     }
+}
+
+/// The error of a take that met a file cut short under its map (its bytes from the new
+/// end read as zeros; see `recordforge_core::Mapped`), naming the last record taken
+/// from it.
+fn taken_whole(
+    files: &[PyRef<'_, RecordFile>],
+    which: &[i64],
+    offsets: &[u64],
+) -> Result<(), ReadError> {
+    for (k, f) in files.iter().enumerate() {
+        let taken = which.iter().zip(offsets).filter(|(&w, _)| w as usize == k);
+        if let Some((_, &last)) = taken.max_by_key(|(_, &offset)| offset) {
+            f.cut(last).map_err(|error| ReadError {
+                file: k,
+                record: None, // (a framing error: the offset is in it)
+                index: None,
+                error,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The shuffle buffer of ``BatchReader`` (``shuffle=(size, seed)``) over any Python

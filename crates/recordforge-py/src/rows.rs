@@ -361,6 +361,14 @@ impl RowReader {
         } else {
             read(data, offset, max_record, decoder)
         };
+        // A file cut under its map: that error, not the CRC mismatch of the zeros read.
+        let cut = file.cut(offset).map_err(|error| ReadError {
+            file: 0,
+            record: None, // (a framing error: the offset is in it)
+            index: None,
+            error,
+        });
+        let result = cut.and(result);
         let (columns, record) =
             result.map_err(|e| read_error(py, e, &[file.name().to_string()]))?;
         let at = || format!("{}: record at offset {offset}", file.name());

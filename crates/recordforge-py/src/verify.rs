@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 
-use memmap2::Mmap;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use recordforge_core::crc::crc32c_threads;
@@ -58,16 +57,21 @@ impl VerifiedFile {
     }
 }
 
-/// Memory-maps `path` (an empty file maps to nothing) and runs `f` on its bytes.
-fn with_map<T>(path: &std::path::Path, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+/// Memory-maps `path` (an empty file maps to nothing) and runs `f` on its bytes; a file
+/// cut short meanwhile (see `recordforge_core::Mapped`) is an error at its new end.
+fn with_map<T>(path: &std::path::Path, f: impl FnOnce(&[u8]) -> T) -> Result<T, Error> {
     let file = File::open(path)?;
     let map = if file.metadata()?.len() == 0 {
         None
     } else {
-        // SAFETY: read-only map; a file changed underneath is caught by the CRCs.
-        Some(unsafe { Mmap::map(&file)? })
+        Some(recordforge_core::Mapped::map(&file)?)
     };
-    Ok(f(map.as_deref().unwrap_or(&[])))
+    let result = f(map.as_deref().unwrap_or(&[]));
+    if map.as_ref().is_some_and(recordforge_core::Mapped::cut) {
+        let end = file.metadata()?.len();
+        return Err(recordforge_core::framing::cut_at(end as usize));
+    }
+    Ok(result)
 }
 
 /// CRC32C of a whole file (the shard checksum ``crc32c:<8 hex digits>`` in
@@ -77,7 +81,7 @@ fn with_map<T>(path: &std::path::Path, f: impl FnOnce(&[u8]) -> T) -> std::io::R
 pub fn file_crc32c(py: Python<'_>, path: std::path::PathBuf, threads: usize) -> PyResult<u32> {
     let name = path.display().to_string();
     py.detach(|| with_map(&path, |data| crc32c_threads(data, threads)))
-        .map_err(|e| to_py(py, Error::Io(e), &name))
+        .map_err(|e| to_py(py, e, &name))
 }
 
 /// Walks ``path`` (uncompressed), checking length and data CRCs on ``threads`` threads
@@ -129,7 +133,7 @@ pub fn verify_file(
             (w, stats, crc)
         })
     });
-    let (w, stats, crc) = result.map_err(|e| to_py(py, Error::Io(e), &name))?;
+    let (w, stats, crc) = result.map_err(|e| to_py(py, e, &name))?;
     let damage = w
         .damage
         .into_iter()
