@@ -465,3 +465,37 @@ def test_a_value_that_does_not_fit_the_inferred_type_stops_the_conversion(
     assert not (out / "dataset.json").exists()
     stop = path.stat().st_size
     assert f"-{stop})" in str(caught.value)  # the last part, which holds the float
+
+
+def test_jsonl_keys_a_schema_names_past_the_first_block_are_searched_for(tmp_path: Path) -> None:
+    """A key that a given schema names and the first 4 MiB block lacks is looked for in
+    the rest of the file: typed by its first line with a value that is not null (a null
+    first, and the key's text as another key's value, do not decide), the rows
+    before it missing it; the same bytes on 2 workers. A key found nowhere is a
+    SchemaError naming the file and the key."""
+    path = tmp_path / "late.jsonl"
+    n = (4 << 20) // 9 + 5000
+    lines = [b'{"a":%d}\n' % i for i in range(n)]
+    lines += [b'{"a":-3,"note":"b"}\n', b'{"a":-2,"b":null}\n', b'{"a":-1,"b":[1.5]}\n']
+    path.write_bytes(b"".join(lines))
+    schema = rf.Schema(
+        {
+            "a": rf.FeatureSpec(dtype="int64", shape=()),
+            "b": rf.FeatureSpec(dtype="float32", shape=(None,)),
+        }
+    )
+    rows = _convert(TableSource(str(path), schema=schema), tmp_path / "o")
+    assert len(rows) == n + 3
+    assert [float(v) for v in rows[-1]["b"]] == [1.5] and int(rows[-1]["a"][0]) == -1
+    assert len(rows[0].get("b", [])) == 0 and len(rows[-2].get("b", [])) == 0
+    one = sorted(p.name for p in (tmp_path / "o").iterdir())
+    src = TableSource(str(path), schema=schema)
+    rf.write_dataset(
+        src.items(), tmp_path / "w2", to_records=src.to_records, schema=src.schema(),
+        source=src.describe(), workers=2,
+    )  # fmt: skip
+    for name in one:
+        assert (tmp_path / "w2" / name).read_bytes() == (tmp_path / "o" / name).read_bytes()
+    schema = rf.Schema({**schema, "c": rf.FeatureSpec(dtype="int64", shape=())})
+    with pytest.raises(rf.SchemaError, match=r"late\.jsonl.*\['c'\].*no line of it holds"):
+        TableSource(str(path), schema=schema).items()

@@ -27,6 +27,7 @@ __all__ = [
     "MISSING",
     "header_only_names",
     "integral",
+    "late_fields",
     "missing_counters",
     "null_counts",
 ]
@@ -135,3 +136,61 @@ def unique_columns(path: str, arrow_schema: Any) -> list[str]:
             "(for a CSV, TableSource's column_names= replaces its header)"
         )
     return names
+
+
+def late_fields(path: str, arrow_schema: Any, names: Sequence[str]) -> tuple[Any, list[str]]:
+    """``arrow_schema`` (a JSON Lines file's, inferred from its first block) with the
+    fields ``names`` (keys a given schema names that the first block lacks) added, each
+    typed by pyarrow from the first line that holds it with a value that is not null;
+    and the names found nowhere. The file is searched for each key's JSON text at memory
+    speed, line by line only where it occurs (a key written with escapes is not found:
+    it is reported missing)."""
+    import json
+
+    pa = pyarrow_module()
+    import pyarrow.json as pj  # type: ignore[import-untyped]
+
+    fields = list(arrow_schema)
+    missing = []
+    for name in names:
+        needle = json.dumps(name, ensure_ascii=False).encode()
+        line = _first_line_with(path, needle, name)
+        if line is None:
+            missing.append(name)
+            continue
+        try:
+            typed = pj.read_json(pa.BufferReader(line + b"\n")).schema.field(name)
+        except (pa.ArrowException, KeyError):
+            missing.append(name)
+            continue
+        fields.append(typed)
+    return pa.schema(fields), missing
+
+
+def _first_line_with(path: str, needle: bytes, name: str) -> bytes | None:
+    """The first line of ``path`` holding ``needle`` as a key of its object, with a value
+    that is not null (complete lines searched, a block at a time)."""
+    import json
+
+    carry = b""
+    with _fs.open_file(path, "rb") as f:
+        while True:
+            block = f.read(16 << 20)
+            data = carry + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            lines: bytes = data[:cut]
+            carry = data[cut:]
+            at = lines.find(needle)
+            while at >= 0:
+                start = lines.rfind(b"\n", 0, at) + 1
+                end = lines.find(b"\n", at)
+                end = len(lines) if end < 0 else end
+                try:
+                    value = json.loads(lines[start:end])
+                except ValueError:
+                    value = None
+                if isinstance(value, dict) and value.get(name) is not None:
+                    return lines[start:end]
+                at = lines.find(needle, end)
+            if not block:
+                return None

@@ -101,6 +101,7 @@ from recordforge.sources._table_schema import (
     MISSING,
     header_only_names,
     integral,
+    late_fields,
     missing_counters,
     null_counts,
     unique_columns,
@@ -281,10 +282,13 @@ class TableSource:
             file_schema = self._arrow_schema()
             columns = unique_columns(self.path, file_schema)
             missing = [n for n in self.given_schema if n not in columns]
+            if missing and self.format == "jsonl":  # keys first met after the first block
+                file_schema, missing = late_fields(self.path, file_schema, missing)
             if missing:
                 raise SchemaError(
                     f"{self.path}: schema names columns the file does not have: {missing} "
-                    f"(columns: {columns}, read from its first 4 MiB)"
+                    f"(columns: {columns}, read from its first 4 MiB"
+                    + (", and no line of it holds these keys)" if self.format == "jsonl" else ")")
                 )
             types = {n: pa.string() for n in self.given_schema} if self.format == "csv" else None
             return self.given_schema, types, file_schema
