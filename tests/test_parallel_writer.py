@@ -650,15 +650,15 @@ def test_a_worker_with_small_chunks_runs_ahead_of_a_slow_chunk_before_them(
     the records' bytes held, HELD_CHUNKS x CHUNK_BYTES (a chunk being converted counted
     as a full one), and MOST_HELD chunks. The files are one worker's."""
     given: list[tuple[int, int, int]] = []  # (chunks held, bytes counted, chunks converting)
-    real = _parallel._SplitRun._give
+    real = _parallel._SplitRun._send
 
-    def give(self: Any, worker: int, first: int, items: list[Any]) -> Any:
+    def send(self: Any, chunk: Any, worker: int) -> None:
         given.append((self.held[worker], self.weight[worker], self.converting[worker]))
-        return real(self, worker, first, items)
+        real(self, chunk, worker)
 
     rows = [{"id": i, "pad": b"x" * (i % 7)} for i in range(400)]
     rf.write_dataset(rows, tmp_path / "w1", to_records=_slow_at_40, max_records=50)
-    monkeypatch.setattr(_parallel._SplitRun, "_give", give)
+    monkeypatch.setattr(_parallel._SplitRun, "_send", send)
     rf.write_dataset(rows, tmp_path / "w2", to_records=_slow_at_40, max_records=50, workers=2)
     assert listing(tmp_path / "w2") == listing(tmp_path / "w1")
     room = (_parallel.HELD_CHUNKS - 1) * _parallel.CHUNK_BYTES

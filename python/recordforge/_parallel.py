@@ -241,25 +241,42 @@ class _SplitRun:
     # -- chunks
 
     def feed(self) -> None:
-        """Gives chunks to the workers until each holds all it may (see
-        :data:`HELD_CHUNKS`): to the one with the fewest chunks left to convert."""
-        while not self.exhausted and len(self.chunks) < MOST_HELD * self.workers:
-            room = HELD_CHUNKS * CHUNK_BYTES - CHUNK_BYTES
-            free = [
-                k
-                for k in range(self.workers)
-                if self.weight[k] <= room and self.held[k] < MOST_HELD
-            ]
-            if not free:
+        """Gives chunks to the workers while one has room (see :data:`HELD_CHUNKS`), to
+        the one with the fewest left to convert: first the rests waiting (see
+        :meth:`_converted`), in item order, then new chunks of items. A rest next in line
+        to be planned is given whatever the workers hold: the shards wait for it (any
+        other waits for room, made as the chunks before it are written)."""
+        for k, chunk in enumerate(self.chunks):
+            if chunk.worker < 0:
+                worker = self._free_worker()
+                if worker is None and k == 0:
+                    worker = min(range(self.workers), key=self.converting.__getitem__)
+                if worker is None:
+                    return  # (new items come after it)
+                self._send(chunk, worker)
+        # Spilled chunks hold no memory but disk: as many ahead as before their bytes counted.
+        ahead = (HELD_CHUNKS if self.spill else MOST_HELD) * self.workers
+        while not self.exhausted and len(self.chunks) < ahead:
+            worker = self._free_worker()
+            if worker is None:
                 return
-            worker = min(free, key=self.converting.__getitem__)
             taken = list(itertools.islice(self.items, self.chunk_size()))
             if not taken:
                 self.exhausted = True
                 return
             if self.unassigned is not None:
                 self.unassigned -= len(taken)
-            self.chunks.append(self._give(worker, taken[0][0], [item for _, item in taken]))
+            chunk = self._chunk(taken[0][0], [item for _, item in taken])
+            self.chunks.append(chunk)
+            self._send(chunk, worker)
+
+    def _free_worker(self) -> int | None:
+        """The worker with room for a chunk and the fewest left to convert, if any."""
+        room = HELD_CHUNKS * CHUNK_BYTES - CHUNK_BYTES
+        free = [
+            k for k in range(self.workers) if self.weight[k] <= room and self.held[k] < MOST_HELD
+        ]
+        return min(free, key=self.converting.__getitem__) if free else None
 
     def chunk_size(self) -> int:
         """Items in the next chunk: :attr:`chunk_items`, and where the items left are
@@ -273,31 +290,35 @@ class _SplitRun:
         share = -(-self.unassigned // (2 * self.workers * HELD_CHUNKS))
         return max(1, min(self.chunk_items, share))
 
-    def _give(self, worker: int, first: int, items: list[Any]) -> _Chunk:
-        """Chunk ``items`` (from position ``first``), sent to ``worker`` to convert."""
+    def _chunk(self, first: int, items: list[Any]) -> _Chunk:
+        """Chunk ``items`` (from position ``first``), not given to a worker yet."""
         number = next(self.numbered)
         spill = None
         if self.spill:
             spill = self.shards.out / f".{self.split}-c{number:06d}-{self.run}.chunk.partial"
-        chunk = _Chunk(number, first, len(items), worker, spill, items)
+        return _Chunk(number, first, len(items), -1, spill, items)
+
+    def _send(self, chunk: _Chunk, worker: int) -> None:
+        """``chunk`` sent to ``worker`` to convert."""
+        chunk.worker = worker
         self.held[worker] += 1
         self.weight[worker] += CHUNK_BYTES
         self.converting[worker] += 1
         # Forked workers have the items, where they are a sequence: a count is enough.
-        given = len(items) if self.rows else items
-        args = (number, first, given, spill and str(spill), CHUNK_BYTES)
+        given = chunk.count if self.rows else chunk.items
+        spill = chunk.spill and str(chunk.spill)
+        args = (chunk.number, chunk.first, given, spill, CHUNK_BYTES)
         self.pool.send(
             worker, "convert", args, f"converting {chunk.describe(self.split)}",
             functools.partial(self._converted, chunk),
         )  # fmt: skip
-        return chunk
 
     def _converted(
         self, chunk: _Chunk, results: tuple[list[ItemResult], BaseException | None]
     ) -> None:
         """A chunk's results; one that stopped at :data:`CHUNK_BYTES` of records, its
         items larger than the earlier ones, leaves the rest to a chunk of their own,
-        next in line."""
+        next in line (given by :meth:`feed`)."""
         chunk.results, chunk.failure = results
         done = len(chunk.results)
         worker = chunk.worker
@@ -311,9 +332,9 @@ class _SplitRun:
             )
             self.weight[worker] += chunk.bytes
         if chunk.failure is None and done < chunk.count:
-            # Next in line, so given whatever the workers hold.
-            worker = min(range(self.workers), key=self.converting.__getitem__)
-            rest = self._give(worker, chunk.first + done, chunk.items[done:])
+            # Next in line: given by feed, once a worker has room or it is the first in
+            # line not converted.
+            rest = self._chunk(chunk.first + done, chunk.items[done:])
             self.chunks.insert(self.chunks.index(chunk) + 1, rest)
             chunk.count = done
         chunk.items = []

@@ -229,3 +229,35 @@ def test_workers_give_the_same_shards(tree: Path, tmp_path: Path) -> None:
     m2 = rf.write_dataset(src.items(), out2, to_records=src.to_records, workers=2, max_records=5)
     assert m1.splits == m2.splits
     assert len(m1.splits["train"]) == 3
+
+
+def test_a_folder_that_cannot_be_listed_is_an_item_error_not_left_out(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subfolder of a class that cannot be listed (no permission: simulated, as root
+    may list anything) is an item refused by name, so the conversion stops on it or,
+    with on_error="skip", lists it in the report: its images are never left out in
+    silence. The class folder itself likewise."""
+    import os
+
+    scandir = os.scandir
+    locked = {str(tree / "skimage" / "nested"), str(tree / "made")}
+
+    def refusing(path: Any = ".") -> Any:
+        if str(path) in locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    src = ImageFolderSource(tree)
+    refused = {i.path: i.problem for i in src.items() if i.problem}
+    assert refused == {
+        "made": "cannot list this folder: Permission denied",
+        "skimage/nested": "cannot list this folder: Permission denied",
+    }
+    with pytest.raises(rf.ItemError) as e:
+        _convert(src, tmp_path / "fail")
+    assert e.value.item.endswith("made") and "cannot list" in e.value.reason
+    report = rf.ConversionReport()
+    _convert(src, tmp_path / "skip", on_error="skip", report=report)
+    assert sorted(s["item"].rsplit("root/", 1)[1] for s in report.skipped) == sorted(refused)

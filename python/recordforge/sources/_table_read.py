@@ -3,6 +3,7 @@ Parquet parts from the file's metadata (see :mod:`recordforge.sources.table`).""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -108,7 +109,7 @@ def beside(main: Callable[[], T], other: Callable[[threading.Event], object]) ->
     the GIL let go: one core each). ``main``'s error is the one raised (``stop`` is set,
     so that ``other`` ends at its next block), then ``other``'s; the thread is waited
     for either way, so that none is left running (workers fork next)."""
-    stop = threading.Event()
+    stop, ended = threading.Event(), threading.Event()
     failed: list[BaseException] = []
 
     def run() -> None:
@@ -116,15 +117,23 @@ def beside(main: Callable[[], T], other: Callable[[threading.Event], object]) ->
             other(stop)
         except BaseException as e:
             failed.append(e)
+        finally:
+            ended.set()
 
     thread = threading.Thread(target=run, name="recordforge-scan", daemon=True)
     thread.start()
     try:
         result = main()
-    except BaseException:
+        ended.wait()
+    except BaseException:  # main's error, or an interrupt while it or the wait ran
         stop.set()
+        while not ended.is_set():  # the scan ends at its next block
+            with contextlib.suppress(KeyboardInterrupt):
+                ended.wait()
         raise
     finally:
+        # Waited for on an event: Python 3.11's Thread.join, interrupted, marks a thread
+        # that still runs as stopped.
         thread.join()
     if failed:
         raise failed[0]
@@ -155,6 +164,10 @@ def file_parts(
                 stop = csv_options.get("stop")
                 parts = jsonl_parts(f, path, part_bytes=part_bytes, stop=stop)
     except pa.ArrowException as e:
+        raise ItemError(path, f"cannot read {fmt}: {e}") from e
+    except OSError as e:  # pyarrow's own (a cut .gz stream); FileNotFoundError... as is
+        if type(e) is not OSError:
+            raise
         raise ItemError(path, f"cannot read {fmt}: {e}") from e
     except SpreadRowsError:  # pyarrow reads them: one part
         return whole_part(path, fmt, count())

@@ -130,9 +130,13 @@ class _Root:
         seen.add(real)
         return None
 
-    def walk(self, name: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    def walk(
+        self, name: str, unlisted: list[tuple[str, str | None]]
+    ) -> Iterator[tuple[str, list[str], list[str]]]:
         """``os.walk`` under ``root/name`` (following links) with folders relative to the
-        root, as POSIX paths; pruning the folder list in place prunes the walk."""
+        root, as POSIX paths; pruning the folder list in place prunes the walk. A folder
+        that cannot be listed (no permission, gone) is added to ``unlisted`` with why: an
+        item refused by name, never a folder of images left out in silence."""
         top = _fs.join(self.root, name)
         if _fs.is_url(self.root):
             fs, base = _fs.filesystem(self.root)
@@ -140,7 +144,14 @@ class _Root:
             for dirpath, dirnames, filenames in fs.walk(_fs.filesystem(top)[1]):
                 yield dirpath.rstrip("/")[len(base) + 1 :], dirnames, filenames
             return
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+
+        def refused(e: OSError) -> None:
+            where = Path(e.filename or top)
+            if where.is_relative_to(self.root):
+                where = where.relative_to(self.root)
+            unlisted.append((where.as_posix(), f"cannot list this folder: {e.strerror or e}"))
+
+        for dirpath, dirnames, filenames in os.walk(top, onerror=refused, followlinks=True):
             yield Path(dirpath).relative_to(self.root).as_posix(), dirnames, filenames
 
 
@@ -248,7 +259,7 @@ class ImageFolderSource:
                 out.append(ImageFile(name, label, problem))
                 continue
             found: list[tuple[str, str | None]] = []
-            for dirpath, dirnames, filenames in root.walk(name):
+            for dirpath, dirnames, filenames in root.walk(name, found):
                 walked = []
                 for d in dirnames:
                     if d.startswith("."):

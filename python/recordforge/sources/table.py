@@ -261,6 +261,10 @@ class TableSource:
                     read_options=pjson.ReadOptions(use_threads=threads, block_size=_BLOCK_BYTES),
                 )
             yield from self._sliced(reader)
+        except OSError as e:  # pyarrow's own (a cut .gz stream); FileNotFoundError... as is
+            if type(e) is not OSError:
+                raise
+            raise ItemError(self.path, f"cannot read {self.format}: {e}") from e
         except pa.ArrowException as e:
             hint = ""
             if self.given_schema is None and "conversion error" in str(e):
@@ -418,7 +422,8 @@ class TableSource:
         schema is planned first, so an unreadable file fails here as it did before; a
         CSV or JSONL file's row-end scan runs beside it, on a thread (:func:`beside`; not
         for a FIFO or device, whose open could wait for a writer for ever)."""
-        if self.format == "parquet" or "parts" in self._cache or not _regular(self.path):
+        serial = self.format == "parquet" or self.nullable_ints == "float32"  # (plan reads parts)
+        if serial or "parts" in self._cache or not _regular(self.path):
             self._plan()
         else:
             beside(self._plan, lambda stop: self._cache.update(parts=self._make_parts(stop)))
