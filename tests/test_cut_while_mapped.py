@@ -121,3 +121,45 @@ def run_file_with(flags: list[str], script: Path, *args: str) -> subprocess.Comp
         text=True,
         timeout=120,
     )
+
+
+_HANDLER_AFTER = textwrap.dedent(
+    """
+    import faulthandler, os, signal, sys, numpy as np, recordforge as rf
+    out, mode, read = sys.argv[1], sys.argv[2], sys.argv[3]
+    rf.write_dataset({"id": np.arange(20000), "pad": [b"x" * 200] * 20000}, out,
+                     max_records=5000, index=True)
+    ds = rf.open_dataset(out)
+    assert int(ds[19999]["id"]) == 19999  # the first map: recordforge's handler
+    if mode == "faulthandler":
+        faulthandler.enable()
+    else:  # a handler that returns from a fault would spin for ever on it
+        signal.signal(signal.SIGBUS, lambda *a: print("python handler", flush=True))
+    os.truncate(ds.files[3], 4096)
+    try:
+        if read == "take":
+            ds.take([19998])
+        else:
+            for _ in ds.batches(64):
+                pass
+        print("no error")
+    except rf.CorruptRecordError as e:
+        print("CorruptRecordError", os.path.basename(e.path))
+    """
+)
+
+
+@pytest.mark.parametrize("read", ["take", "batches"])
+@pytest.mark.parametrize("mode", ["faulthandler", "python"])
+def test_a_handler_set_after_the_first_map_gives_way_when_a_reader_starts(
+    tmp_path: Path, mode: str, read: str
+) -> None:
+    """A SIGBUS handler set after recordforge's (a PyTorch DataLoader worker's,
+    ``faulthandler.enable()``) is chained to when recordforge next maps a file or starts
+    a reader: the cut is an error, and other faults still reach that handler."""
+    script = tmp_path / "after.py"
+    script.write_text(_HANDLER_AFTER)
+    done = run_file_with([], script, str(tmp_path / "d"), mode, read)
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert done.stdout.split() == ["CorruptRecordError", "train-00003-of-00004.tfrecord"]
+    assert "Fatal Python error" not in done.stderr

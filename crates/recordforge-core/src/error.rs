@@ -24,10 +24,10 @@ pub enum CorruptKind {
     /// field (its CRC intact) asks for more than the reader was allowed to hold; refused
     /// before anything is allocated or read.
     TooLarge { length: u64, limit: u64 },
-    /// "the file was cut short while it was read (changed by another program?): the record
-    /// is past its new end, in part or whole": a page of a memory-mapped file past its new
-    /// end was read (see [`crate::Mapped`]); the offset is the first record met there.
-    Cut,
+    /// "the file was cut short while it was read, to N bytes (changed by another program?):
+    /// the record is past its new end, in part or whole": a memory-mapped file shorter
+    /// now than when it was mapped (see [`crate::Mapped`]).
+    Cut { size: u64 },
 }
 
 impl fmt::Display for CorruptKind {
@@ -50,10 +50,10 @@ impl fmt::Display for CorruptKind {
                 f,
                 "record claims {length} bytes, more than the limit of {limit} (max_record_bytes)"
             ),
-            CorruptKind::Cut => write!(
+            CorruptKind::Cut { size } => write!(
                 f,
-                "the file was cut short while it was read (changed by another program?): the \
-                 record is past its new end, in part or whole"
+                "the file was cut short while it was read, to {size} bytes (changed by \
+                 another program?): the record is past its new end, in part or whole"
             ),
         }
     }

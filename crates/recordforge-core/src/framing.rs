@@ -520,12 +520,32 @@ pub struct MappedNext<'a> {
     pub verify: bool,
 }
 
-/// The error of a mapped file found cut short (see [`crate::Mapped`]), at the record at
-/// byte `pos`.
-pub fn cut_at(pos: usize) -> Error {
+/// The error of a mapped file found cut short to `size` bytes (see [`crate::Mapped`]),
+/// at the record at byte `offset`.
+pub fn cut_at(offset: u64, size: u64) -> Error {
     Error::Corrupt {
-        offset: pos as u64,
-        kind: CorruptKind::Cut,
+        offset,
+        kind: CorruptKind::Cut { size },
+    }
+}
+
+/// `found`, the record at `pos` of the mapped file `map` (None: its end), or the file's
+/// cut: checked where reading it failed or met a cut, at the end of the map, and for
+/// every record where no CRC is checked (`verify` false: one `fstat` a record), as a
+/// file cut inside its last page faults nothing (see [`crate::Mapped`]).
+fn unless_cut<T>(
+    map: &crate::Mapped,
+    pos: usize,
+    verify: bool,
+    found: Result<Option<T>>,
+) -> Result<Option<T>> {
+    match found {
+        Ok(Some(r)) if verify && !map.cut() => Ok(Some(r)),
+        Ok(None) => match map.len_now() {
+            Some(now) if now < map.len() as u64 => Err(cut_at(now, now)),
+            _ => Ok(None),
+        },
+        other => map.cut_error(pos as u64).map_or(other, Err),
     }
 }
 
@@ -594,7 +614,7 @@ impl FileRecords {
                     RecordReader::new(empty, verify).with_max_record(max_record),
                 ));
             }
-            let map = crate::Mapped::map(&file)?;
+            let map = crate::Mapped::map(file)?;
             #[cfg(unix)]
             let _ = map.advise(memmap2::Advice::Sequential);
             return Ok(FileRecords::Mapped {
@@ -623,11 +643,14 @@ impl FileRecords {
                 pos,
                 verify,
                 max_record,
-            } => match frame_at(map, *pos, *verify, *max_record) {
-                _ if map.cut() => Err(cut_at(*pos)),
-                Err(e) => Err(e),
-                Ok(None) => Ok(None),
-                Ok(Some(range)) => {
+            } => match unless_cut(
+                map,
+                *pos,
+                *verify,
+                frame_at(map, *pos, *verify, *max_record),
+            )? {
+                None => Ok(None),
+                Some(range) => {
                     let at = *pos as u64;
                     *pos = range.end + 4;
                     Ok(Some((at, range)))
@@ -651,11 +674,8 @@ impl FileRecords {
                 verify,
                 max_record,
             } => {
-                // (a cut met by the caller's copy of the record before is caught here)
-                let mut frame = locate(map, *pos, *verify, *max_record);
-                if map.cut() {
-                    frame = Err(cut_at(*pos));
-                } else if let Ok(Some(f)) = &frame {
+                let frame = unless_cut(map, *pos, *verify, locate(map, *pos, *verify, *max_record));
+                if let Ok(Some(f)) = &frame {
                     *pos = f.end();
                 }
                 Some(MappedNext {
@@ -666,6 +686,22 @@ impl FileRecords {
             }
             FileRecords::Stream(_) => None,
         }
+    }
+
+    /// The error of the record at `offset` where the mapped file is cut short under it
+    /// now (see [`crate::Mapped::cut_error`]): for a caller that copied the record out
+    /// of [`next_mapped`](FileRecords::next_mapped)'s bytes, where that failed or met a
+    /// cut.
+    pub fn cut_error(&self, offset: u64) -> Option<Error> {
+        match self {
+            FileRecords::Mapped { map, .. } => map.cut_error(offset),
+            FileRecords::Stream(_) => None,
+        }
+    }
+
+    /// Whether a mapped file was found cut short (see [`crate::Mapped::cut`]).
+    pub fn cut(&self) -> bool {
+        matches!(self, FileRecords::Mapped { map, .. } if map.cut())
     }
 
     /// The payload bytes of a record returned by [`next_record`](FileRecords::next_record).

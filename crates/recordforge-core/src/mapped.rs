@@ -5,18 +5,25 @@
 //! sends `SIGBUS`, and a process that does not handle it dies (a training job killed
 //! without a message because another program truncated or rewrote a shard in place: `cp`
 //! over it, `rsync --inplace`, `truncate`). Every map made here is listed in a fixed
-//! table; one `SIGBUS` handler, installed with the first map, looks the faulting address
-//! up there. In one of these maps, it maps zero pages (anonymous, read-only) from the
-//! faulting page to the map's end (every page past it is past the file's end too), marks
-//! the map [`cut`](Mapped::cut) and returns: the read goes on with zeros, which no record
-//! frame passes (its length CRC is not the CRC of zeros), and the readers check
-//! [`Mapped::cut`] after reading, so a cut file is an error naming it, whatever the CRC
-//! options. A fault anywhere else goes to the handler that was there before (Python's
-//! `faulthandler`, or the default action: the process dies as it would have).
+//! table; one `SIGBUS` handler, installed with the first map (and again when a map is
+//! made or a reader starts, where another handler took its place since: a PyTorch
+//! DataLoader worker's, `faulthandler.enable()`), looks the faulting address up there.
+//! For a page past the file's end (`BUS_ADRERR`) in one of these maps, it marks the map
+//! [`cut`](Mapped::cut), maps zero pages (anonymous, read-only) from the faulting page to
+//! the map's end (every page past it is past the file's end too) and returns: the read
+//! goes on with zeros. The part of the last page past the new end reads as zeros with no
+//! fault at all. So the readers, where a read failed, met a cut, or used bytes after
+//! their CRC was checked, ask [`Mapped::cut_error`] (one `fstat`) whether the record
+//! reaches past the file's end now: a cut file is a `CorruptRecordError` naming the file,
+//! the record and the new size, whatever the CRC options. Any other `SIGBUS` (sent by a
+//! process, a hardware error, a map not listed) goes to the action that was there before
+//! ours, as the kernel would have run it (its mask and flags; ignored stays ignored, a
+//! fault cannot be), or the default action: the process dies as it would have.
 //!
 //! Only what is async-signal-safe runs in the handler: atomic loads and stores, `mmap`,
-//! `sigaction` and `raise`. A map that finds the table full (more than [`SLOTS`] maps
-//! alive at once) is made without this protection, as every map was before.
+//! `sigaction`, `pthread_sigmask` and `raise`; `errno` is kept. A map that finds the
+//! table full (more than [`SLOTS`] maps alive at once) is made without this protection,
+//! as every map was before.
 
 use std::fs::File;
 use std::io;
@@ -25,20 +32,26 @@ use std::ops::Deref;
 /// Maps alive at once that the `SIGBUS` handler covers.
 pub const SLOTS: usize = 16384;
 
-/// A read-only map of a whole file (as long as the file was when mapped).
+/// A read-only map of a whole file (as long as the file was when mapped), with the file.
 pub struct Mapped {
     map: memmap2::Mmap,
+    file: File,
     slot: Option<usize>,
 }
 
 impl Mapped {
     /// Maps `file`, which must not be empty (a map of 0 bytes is refused by the system).
-    pub fn map(file: &File) -> io::Result<Mapped> {
+    pub fn map(file: File) -> io::Result<Mapped> {
         // SAFETY: a read-only map. Its bytes may change if another program writes the
         // file (the CRCs catch that); a cut is handled below (module docs).
-        let map = unsafe { memmap2::Mmap::map(file)? };
+        let map = unsafe { memmap2::Mmap::map(&file)? };
         let slot = guard::register(map.as_ptr() as usize, map.len());
-        Ok(Mapped { map, slot })
+        Ok(Mapped { map, file, slot })
+    }
+
+    /// The file mapped.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Whether a page past the file's end was read (the file was cut short after it was
@@ -47,10 +60,64 @@ impl Mapped {
         self.slot.is_some_and(guard::is_cut)
     }
 
+    /// Whether bytes before `end` are past the file's end now (it was cut short since
+    /// it was mapped: they read as zeros, a fault or not; see [`Mapped::cut`]). One
+    /// `fstat`; a file that cannot be looked at is taken as not cut.
+    pub fn lost(&self, end: u64) -> bool {
+        self.file.metadata().is_ok_and(|m| m.len() < end)
+    }
+
+    /// The error of the record at byte `offset` where it reaches past the file's end now
+    /// (its header, or its payload by the length in its header): the file was cut short
+    /// since it was mapped. None where it does not, or the file is not shorter.
+    pub fn cut_error(&self, offset: u64) -> Option<crate::Error> {
+        let now = self.len_now()?;
+        if now >= self.map.len() as u64 {
+            return None;
+        }
+        let cut = offset.saturating_add(12) > now || {
+            // The header is before the new end: the file's bytes, no fault.
+            let at = offset as usize;
+            let length = u64::from_le_bytes(self.map[at..at + 8].try_into().expect("8 bytes"));
+            offset.saturating_add(16).saturating_add(length) > now
+        };
+        cut.then(|| crate::framing::cut_at(offset, now))
+    }
+
+    /// The error of the first record that reaches past the file's end, where the file is
+    /// shorter now than when it was mapped (a walk of the record headers before it).
+    pub fn first_cut(&self) -> Option<crate::Error> {
+        let now = self.len_now()?;
+        if now >= self.map.len() as u64 {
+            return None;
+        }
+        let mut pos = 0u64;
+        loop {
+            if let Some(e) = self.cut_error(pos) {
+                return Some(e);
+            }
+            let at = pos as usize; // (its header is before the new end: cut_error read it)
+            let length = u64::from_le_bytes(self.map[at..at + 8].try_into().ok()?);
+            pos = pos.checked_add(16)?.checked_add(length)?;
+        }
+    }
+
+    /// The file's length now (see [`Mapped::lost`]).
+    pub fn len_now(&self) -> Option<u64> {
+        self.file.metadata().ok().map(|m| m.len())
+    }
+
     /// Advice to the kernel on how the map is read (see `madvise`).
     pub fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
         self.map.advise(advice)
     }
+}
+
+/// Installs recordforge's `SIGBUS` handler again where another took its place since (a
+/// PyTorch DataLoader worker's, `faulthandler.enable()`): chained to that one. Called
+/// when a map is made and when a reader starts.
+pub fn guard_again() {
+    guard::reinstall();
 }
 
 impl Deref for Mapped {
@@ -77,17 +144,22 @@ impl std::fmt::Debug for Mapped {
 
 #[cfg(target_os = "linux")]
 mod guard {
-    use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     use super::SLOTS;
 
     const FREE: u8 = 0;
     const CLAIMED: u8 = 1;
     const LIVE: u8 = 2;
+    /// `si_code` of a fault on a page the file does not reach (`BUS_ADRERR`).
+    const BUS_ADRERR: libc::c_int = 2;
 
     struct Slot {
         state: AtomicU8,
+        /// Changed at every registration and release: the handler's reads of `start`
+        /// and `len` are of one map when it is the same before and after them.
+        generation: AtomicUsize,
         start: AtomicUsize,
         len: AtomicUsize,
         cut: AtomicBool,
@@ -96,6 +168,7 @@ mod guard {
     #[allow(clippy::declare_interior_mutable_const)] // a template for the table's slots
     const EMPTY: Slot = Slot {
         state: AtomicU8::new(FREE),
+        generation: AtomicUsize::new(0),
         start: AtomicUsize::new(0),
         len: AtomicUsize::new(0),
         cut: AtomicBool::new(false),
@@ -103,32 +176,53 @@ mod guard {
     static TABLE: [Slot; SLOTS] = [EMPTY; SLOTS];
     /// Where the search for a free slot starts (the slot after the last one taken).
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    /// The `SIGBUS` action before ours (set once, before ours is installed).
-    static PREVIOUS: OnceLock<Option<libc::sigaction>> = OnceLock::new();
+    /// The `SIGBUS` action ours took the place of (null until installed); each one
+    /// leaked, as a handler may read it at any time.
+    static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(std::ptr::null_mut());
+    /// Held while (re)installing.
+    static INSTALLING: Mutex<()> = Mutex::new(());
     static PAGE: AtomicUsize = AtomicUsize::new(4096);
+    /// Set once a fault outside these maps went to the action before ours: a SIGBUS
+    /// sent after that (a handler such as faulthandler's raises it again once it has put
+    /// back the action it replaced, which may be ours) takes the default action, as it
+    /// would have without ours, instead of going round the two handlers for ever.
+    static PASSED_ON: AtomicBool = AtomicBool::new(false);
 
-    fn install() -> bool {
-        PREVIOUS
-            .get_or_init(|| {
-                // SAFETY: plain libc calls on zeroed, then filled, sigaction structs.
-                unsafe {
-                    let page = libc::sysconf(libc::_SC_PAGESIZE);
-                    if page > 0 {
-                        PAGE.store(page as usize, Ordering::Relaxed);
-                    }
-                    let mut ours: libc::sigaction = std::mem::zeroed();
-                    ours.sa_sigaction = on_sigbus as *const () as usize;
-                    ours.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-                    libc::sigemptyset(&mut ours.sa_mask);
-                    let mut before: libc::sigaction = std::mem::zeroed();
-                    (libc::sigaction(libc::SIGBUS, &ours, &mut before) == 0).then_some(before)
-                }
-            })
-            .is_some()
+    fn ours() -> usize {
+        on_sigbus as *const () as usize
+    }
+
+    /// Installs the handler where it is not the current one (the first time, or after
+    /// another took its place); false if the system refuses.
+    pub(super) fn reinstall() -> bool {
+        let _held = INSTALLING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SAFETY: plain libc calls on zeroed, then filled, sigaction structs.
+        unsafe {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut now) != 0 {
+                return false;
+            }
+            if now.sa_sigaction == ours() {
+                return true;
+            }
+            let page = libc::sysconf(libc::_SC_PAGESIZE);
+            if page > 0 {
+                PAGE.store(page as usize, Ordering::Relaxed);
+            }
+            // The action before ours, stored before ours can run.
+            PREVIOUS.store(Box::into_raw(Box::new(now)), Ordering::Release);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ours();
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) == 0
+        }
     }
 
     pub(super) fn register(start: usize, len: usize) -> Option<usize> {
-        if !install() {
+        if !reinstall() {
             return None;
         }
         let first = NEXT.load(Ordering::Relaxed);
@@ -143,6 +237,7 @@ mod guard {
                 slot.start.store(start, Ordering::Relaxed);
                 slot.len.store(len, Ordering::Relaxed);
                 slot.cut.store(false, Ordering::Relaxed);
+                slot.generation.fetch_add(1, Ordering::Release);
                 slot.state.store(LIVE, Ordering::Release);
                 NEXT.store((i + 1) % SLOTS, Ordering::Relaxed);
                 return Some(i);
@@ -156,31 +251,42 @@ mod guard {
     }
 
     pub(super) fn release(slot: usize) {
-        TABLE[slot].state.store(FREE, Ordering::Release);
+        let slot = &TABLE[slot];
+        slot.state.store(CLAIMED, Ordering::Release);
+        slot.generation.fetch_add(1, Ordering::Release);
+        slot.state.store(FREE, Ordering::Release);
     }
 
-    /// The live slot whose map holds `addr`.
-    fn find(addr: usize) -> Option<&'static Slot> {
-        TABLE.iter().find(|slot| {
-            slot.state.load(Ordering::Acquire) == LIVE && {
-                let start = slot.start.load(Ordering::Relaxed);
-                addr >= start && addr - start < slot.len.load(Ordering::Relaxed)
+    /// The live slot whose map holds `addr`, and that map's start and length, read
+    /// consistently (the same generation before and after).
+    fn find(addr: usize) -> Option<(&'static Slot, usize, usize)> {
+        TABLE.iter().find_map(|slot| {
+            if slot.state.load(Ordering::Acquire) != LIVE {
+                return None;
             }
+            let generation = slot.generation.load(Ordering::Acquire);
+            let start = slot.start.load(Ordering::Acquire);
+            let len = slot.len.load(Ordering::Acquire);
+            let same = slot.generation.load(Ordering::Acquire) == generation
+                && slot.state.load(Ordering::Acquire) == LIVE;
+            (same && addr >= start && addr - start < len).then_some((slot, start, len))
         })
     }
 
     extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler; what runs
-        // here is async-signal-safe (atomics, mmap, sigaction, raise).
+        // here is async-signal-safe (atomics, mmap, sigaction, sigprocmask, raise).
         unsafe {
-            // A fault the kernel reports (si_code > 0), not a signal some process sent.
-            if (*info).si_code > 0 {
+            let errno = *libc::__errno_location();
+            let code = (*info).si_code;
+            if code == BUS_ADRERR {
                 let addr = (*info).si_addr() as usize;
-                if let Some(slot) = find(addr) {
+                if let Some((slot, start, len)) = find(addr) {
                     let page = PAGE.load(Ordering::Relaxed);
                     let from = addr & !(page - 1);
-                    let end = slot.start.load(Ordering::Relaxed) + slot.len.load(Ordering::Relaxed);
-                    let to = end.div_ceil(page) * page;
+                    let to = (start + len).div_ceil(page) * page;
+                    // Marked first: a thread that reads the zeros finds the map cut.
+                    slot.cut.store(true, Ordering::Release);
                     let zeros = libc::mmap(
                         from as *mut libc::c_void,
                         to - from,
@@ -190,45 +296,76 @@ mod guard {
                         0,
                     );
                     if zeros != libc::MAP_FAILED {
-                        slot.cut.store(true, Ordering::Release);
+                        *libc::__errno_location() = errno;
                         return; // the read is done again, on zeros
                     }
                 }
             }
-            match PREVIOUS.get() {
-                Some(Some(before))
-                    if before.sa_sigaction != libc::SIG_DFL
-                        && before.sa_sigaction != libc::SIG_IGN =>
-                {
-                    if before.sa_flags & libc::SA_SIGINFO != 0 {
-                        let handler: extern "C" fn(
-                            libc::c_int,
-                            *mut libc::siginfo_t,
-                            *mut libc::c_void,
-                        ) = std::mem::transmute(before.sa_sigaction);
-                        handler(sig, info, ctx);
-                    } else {
-                        let handler: extern "C" fn(libc::c_int) =
-                            std::mem::transmute(before.sa_sigaction);
-                        handler(sig);
-                    }
+            chain(sig, info, ctx, code > 0);
+            *libc::__errno_location() = errno;
+        }
+    }
+
+    /// The signal to the action before ours, as the kernel would have run it.
+    unsafe fn chain(
+        sig: libc::c_int,
+        info: *mut libc::siginfo_t,
+        ctx: *mut libc::c_void,
+        fault: bool,
+    ) {
+        let before = PREVIOUS.load(Ordering::Acquire);
+        let before = if before.is_null() || (!fault && PASSED_ON.load(Ordering::Acquire)) {
+            None
+        } else {
+            Some(&*before)
+        };
+        if fault {
+            PASSED_ON.store(true, Ordering::Release);
+        }
+        match before {
+            // Ignored: a signal sent stays ignored; a fault cannot be (the kernel kills).
+            Some(b) if b.sa_sigaction == libc::SIG_IGN && !fault => {}
+            Some(b) if b.sa_sigaction != libc::SIG_DFL && b.sa_sigaction != libc::SIG_IGN => {
+                let mut mask: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_BLOCK, &b.sa_mask, &mut mask);
+                if b.sa_flags & libc::SA_RESETHAND as libc::c_int != 0 {
+                    default_action();
                 }
-                _ => {
-                    // The default action, as without this handler: the process dies of
-                    // SIGBUS once this handler returns (the signal is blocked until then).
-                    let mut default: libc::sigaction = std::mem::zeroed();
-                    default.sa_sigaction = libc::SIG_DFL;
-                    libc::sigemptyset(&mut default.sa_mask);
-                    libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
-                    libc::raise(sig);
+                if b.sa_flags & libc::SA_SIGINFO != 0 {
+                    let handler: extern "C" fn(
+                        libc::c_int,
+                        *mut libc::siginfo_t,
+                        *mut libc::c_void,
+                    ) = std::mem::transmute(b.sa_sigaction);
+                    handler(sig, info, ctx);
+                } else {
+                    let handler: extern "C" fn(libc::c_int) = std::mem::transmute(b.sa_sigaction);
+                    handler(sig);
                 }
+                libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+            }
+            _ => {
+                // The default action, as without this handler: the process dies of
+                // SIGBUS once this handler returns (the signal is blocked until then).
+                default_action();
+                libc::raise(sig);
             }
         }
+    }
+
+    unsafe fn default_action() {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut default.sa_mask);
+        libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod guard {
+    pub(super) fn reinstall() -> bool {
+        false
+    }
     pub(super) fn register(_start: usize, _len: usize) -> Option<usize> {
         None
     }
@@ -249,8 +386,7 @@ mod tests {
         let mut f = File::create(&path).unwrap();
         f.write_all(&vec![7u8; 1 << 16]).unwrap();
         drop(f);
-        let file = File::open(&path).unwrap();
-        let map = Mapped::map(&file).unwrap();
+        let map = Mapped::map(File::open(&path).unwrap()).unwrap();
         assert_eq!(map[40_000], 7);
         assert!(!map.cut());
         File::options()
@@ -264,8 +400,9 @@ mod tests {
         assert!(map[8192..].iter().all(|&b| b == 0));
         assert!(map.cut());
         assert_eq!(map[100], 7); // the pages before the cut are the file's
+        assert!(map.lost(5000) && !map.lost(4096));
         drop(map);
-        let again = Mapped::map(&file).unwrap();
+        let again = Mapped::map(File::open(&path).unwrap()).unwrap();
         assert_eq!(again.len(), 4096);
         assert!(!again.cut());
         std::fs::remove_file(&path).unwrap();

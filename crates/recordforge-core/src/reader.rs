@@ -143,12 +143,12 @@ enum Data {
 }
 
 impl Data {
-    /// Whether a map's file was cut short under it (see [`crate::Mapped`]).
-    fn cut(&self) -> bool {
+    /// The map, for bytes of a mapped file.
+    fn mapped(&self) -> Option<&crate::Mapped> {
         match self {
-            Data::Map(m) => m.cut(),
-            Data::Shared(m) => m.cut(),
-            Data::Owned(_) => false,
+            Data::Map(m) => Some(m),
+            Data::Shared(m) => Some(m),
+            Data::Owned(_) => None,
         }
     }
 }
@@ -307,6 +307,7 @@ impl BatchReader {
         options: ReadOptions,
     ) -> Self {
         assert_eq!(maps.len(), files.len(), "a map (or None) per file");
+        crate::mapped::guard_again(); // (maps made before a handler took the place of ours)
         assert!(
             openers.is_empty() || openers.len() == files.len(),
             "an opener (or None) per file, or none"
@@ -479,14 +480,19 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
     let mut chunk = new_chunk();
     let mut chunk_bytes = 0usize;
     let mut pos = 0usize;
+    let map = data.mapped();
     while pos < bytes.len() {
         let found = locate(bytes, pos, true, options.max_record).and_then(|frame| match frame {
             Some(f) if options.verify => f.check(&bytes[f.payload.clone()]).map(|()| Some(f)),
             other => Ok(other),
         });
-        if data.cut() {
-            // Zeros from the file's new end on: not damage to skip, the file's error.
-            chunk.error = Some(crate::framing::cut_at(pos));
+        // Zeros from the file's new end on: not damage to skip, the file's error.
+        let cut = match map {
+            Some(m) if found.is_err() || m.cut() => m.cut_error(pos as u64),
+            _ => None,
+        };
+        if let Some(error) = cut {
+            chunk.error = Some(error);
             let _ = tx.send(Load::Chunk(chunk));
             return false;
         }
@@ -774,12 +780,42 @@ fn decode_job(
         index: Some(rec.index),
         error,
     };
-    let mut columns = decode_batch_spans(records.iter().map(Rec::bytes), wanted)
-        .map_err(|e| failed(&records[e.record], e.error))?;
-    let block = blocks.map(|pool| gather_spans(&mut columns, |i| records[i].bytes(), pool));
-    if let Some(rec) = records.iter().find(|r| r.data.cut()) {
-        return Err(failed(rec, crate::framing::cut_at(rec.offset as usize)));
+    let decoded = decode_batch_spans(records.iter().map(Rec::bytes), wanted).map(|mut columns| {
+        let block = blocks.map(|pool| gather_spans(&mut columns, |i| records[i].bytes(), pool));
+        (columns, block)
+    });
+    // Records read after the loader found them whole: a file cut short since reads as
+    // zeros past its new end (a fault or not), which must not reach a batch. One fstat
+    // per map in the batch.
+    let mut checked: Vec<*const Data> = Vec::new();
+    let mut last: *const Data = std::ptr::null();
+    for rec in &records {
+        let data = Arc::as_ptr(&rec.data);
+        if data == last {
+            continue;
+        }
+        last = data;
+        let Some(map) = rec.data.mapped() else {
+            continue;
+        };
+        if checked.contains(&data) {
+            continue;
+        }
+        checked.push(data); // (a map is one Data for its whole file)
+        if map.len_now().is_some_and(|now| now < map.len() as u64) {
+            let mut of_map = records
+                .iter()
+                .filter(|r| r.data.mapped().is_some_and(|m| std::ptr::eq(m, map)));
+            if let Some((r, e)) = of_map.find_map(|r| map.cut_error(r.offset).map(|e| (r, e))) {
+                // A framing error (CorruptRecordError): the offset is in it.
+                return Err(ReadError {
+                    record: None,
+                    ..failed(r, e)
+                });
+            }
+        }
     }
+    let (columns, block) = decoded.map_err(|e| failed(&records[e.record], e.error))?;
     Ok(Batch {
         len: records.len(),
         columns,

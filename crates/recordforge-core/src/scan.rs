@@ -259,10 +259,13 @@ pub fn scan_file(
     match FileRecords::open(path, compression, verify, max_record)? {
         FileRecords::Mapped { map, .. } => {
             let summary = scan_slice(&map, verify, threads, max_record);
-            if map.cut() {
-                return Err(crate::framing::cut_at(0));
+            match map.len_now() {
+                // Cut short under the map (a fault or not): the first record past its end.
+                Some(now) if map.cut() || now < map.len() as u64 => {
+                    Err(map.first_cut().unwrap_or(crate::framing::cut_at(now, now)))
+                }
+                _ => summary,
             }
-            summary
         }
         FileRecords::Stream(mut reader) => scan_stream(&mut reader),
     }

@@ -17,8 +17,8 @@ use crate::errors::to_py;
 #[pyclass(module = "recordforge._core", frozen)]
 pub struct RecordFile {
     map: Option<Arc<Mapped>>,
-    /// The open file, for reads of big records straight into a caller's buffer.
-    file: File,
+    /// The open file where it is empty (nothing mapped); else the map's (see `file`).
+    unmapped: Option<File>,
     path: std::path::PathBuf,
     /// The file's identity and size when mapped (see `is_current`).
     stamp: Stamp,
@@ -44,22 +44,34 @@ impl RecordFile {
         self.map.as_deref().map_or(&[], |m| &m[..])
     }
 
-    /// The map, shared with a reader's threads.
-    /// The error of a read that met the file cut short under its map (the bytes from its
-    /// new end read as zeros), at the record at `offset`.
-    pub(crate) fn cut(&self, offset: u64) -> Result<(), Error> {
-        match &self.map {
-            Some(map) if map.cut() => Err(recordforge_core::framing::cut_at(offset as usize)),
-            _ => Ok(()),
-        }
+    /// Whether the map met its file cut short (a page past the file's new end read).
+    pub(crate) fn is_cut(&self) -> bool {
+        self.map.as_ref().is_some_and(|m| m.cut())
     }
 
+    /// The error of the record at `offset` where the file is cut short under the map now
+    /// (see `recordforge_core::Mapped::cut_error`): for a read that failed, or met a cut.
+    pub(crate) fn cut_error(&self, offset: u64) -> Option<Error> {
+        self.map.as_ref().and_then(|m| m.cut_error(offset))
+    }
+
+    /// The error of the first record past the file's end, where it is shorter now than
+    /// it was mapped: for a walk of the whole map.
+    fn first_cut(&self) -> Option<Error> {
+        self.map.as_ref().and_then(|m| m.first_cut())
+    }
+
+    /// The map, shared with a reader's threads.
     pub(crate) fn shared_map(&self) -> Option<Arc<Mapped>> {
         self.map.clone()
     }
 
     pub(crate) fn file(&self) -> &File {
-        &self.file
+        match (&self.map, &self.unmapped) {
+            (Some(map), _) => map.file(),
+            (None, Some(file)) => file,
+            (None, None) => unreachable!("a file unmapped is kept open"),
+        }
     }
 
     fn read_at<'py>(&self, py: Python<'py>, offset: u64) -> PyResult<Bound<'py, PyBytes>> {
@@ -77,7 +89,11 @@ impl RecordFile {
             ));
         }
         let found = frame_at(data, pos, true, self.max_record);
-        self.cut(offset).map_err(|e| to_py(py, e, &self.name))?;
+        if found.is_err() || self.is_cut() {
+            if let Some(e) = self.cut_error(offset) {
+                return Err(to_py(py, e, &self.name));
+            }
+        }
         match found {
             Ok(Some(range)) => Ok(PyBytes::new(py, &data[range])),
             Ok(None) => unreachable!("pos < len"),
@@ -95,20 +111,22 @@ impl RecordFile {
     #[pyo3(signature = (path, *, max_record_bytes=DEFAULT_MAX_RECORD_BYTES))]
     fn new(py: Python<'_>, path: std::path::PathBuf, max_record_bytes: u64) -> PyResult<Self> {
         let name = path.display().to_string();
-        let (map, file, stamp) = py
-            .detach(|| -> std::io::Result<(Option<Arc<Mapped>>, File, Stamp)> {
-                let file = File::open(&path)?;
-                let stamp = stamp(&file.metadata()?);
-                if stamp.2 == 0 {
-                    return Ok((None, file, stamp));
-                }
-                // A file changed underneath is caught by the CRCs, one cut short by the map.
-                Ok((Some(Arc::new(Mapped::map(&file)?)), file, stamp))
-            })
+        let (map, unmapped, stamp) = py
+            .detach(
+                || -> std::io::Result<(Option<Arc<Mapped>>, Option<File>, Stamp)> {
+                    let file = File::open(&path)?;
+                    let stamp = stamp(&file.metadata()?);
+                    if stamp.2 == 0 {
+                        return Ok((None, Some(file), stamp));
+                    }
+                    // A file changed underneath is caught by the CRCs, one cut short by the map.
+                    Ok((Some(Arc::new(Mapped::map(file)?)), None, stamp))
+                },
+            )
             .map_err(|e| to_py(py, Error::Io(e), &name))?;
         Ok(RecordFile {
             map,
-            file,
+            unmapped,
             path,
             stamp,
             name,
@@ -137,7 +155,9 @@ impl RecordFile {
                 pos = frame.end();
             }
         });
-        self.cut(0).map_err(|e| to_py(py, e, &self.name))?;
+        if let Some(e) = self.first_cut() {
+            return Err(to_py(py, e, &self.name));
+        }
         found
             .map(|v: Vec<u64>| PyArray1::from_vec(py, v))
             .map_err(|e: Error| to_py(py, e, &self.name))
@@ -190,7 +210,7 @@ impl RecordFile {
     /// maps the file again when it is not.
     fn is_current(&self, py: Python<'_>) -> bool {
         py.detach(|| {
-            let now = (std::fs::metadata(&self.path), self.file.metadata());
+            let now = (std::fs::metadata(&self.path), self.file().metadata());
             matches!(now, (Ok(at_path), Ok(open)) if stamp(&at_path) == self.stamp && stamp(&open) == self.stamp)
         })
     }

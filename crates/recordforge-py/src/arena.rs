@@ -275,15 +275,11 @@ impl TakeInto<'_> {
         if payload.len() >= PREAD_MIN {
             file.read_exact_at(out, framed.start as u64).map_err(|e| {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                    return e;
+                    return Error::Io(e);
                 }
-                let why = format!(
-                    "record at offset {}: the file ends before its {} bytes (cut short \
-                     since it was opened)",
-                    self.offsets[k],
-                    out.len()
-                );
-                std::io::Error::new(e.kind(), why)
+                // The file ends before the record does: cut short since it was opened.
+                let size = file.metadata().map_or(0, |m| m.len());
+                recordforge_core::framing::cut_at(self.offsets[k], size)
             })?;
         } else {
             out.copy_from_slice(&data[framed]);

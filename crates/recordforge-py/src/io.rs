@@ -873,11 +873,15 @@ impl RecordIterator {
         let Some(records) = slot.as_mut() else {
             return Ok(None);
         };
+        let mut copied = None; // the offset of a record copied out of the map
         let next = match records.next_mapped() {
             Some(next) => next.frame.and_then(|frame| match frame {
                 None => Ok(None),
-                Some(frame) => copy_out(py, &frame, &next.data[frame.payload.clone()], next.verify)
-                    .map(|bytes| Some((frame.offset, bytes))),
+                Some(frame) => {
+                    copied = Some(frame.offset);
+                    copy_out(py, &frame, &next.data[frame.payload.clone()], next.verify)
+                        .map(|bytes| Some((frame.offset, bytes)))
+                }
             }),
             None => {
                 let scratch = &mut self.scratch;
@@ -885,6 +889,13 @@ impl RecordIterator {
                     next.map(|(offset, range)| (offset, PyBytes::new(py, &scratch[range])))
                 })
             }
+        };
+        // A copy that failed or met a cut: the file's cut, where the record was lost to it.
+        let next = match copied {
+            Some(offset) if next.is_err() || records.cut() => {
+                records.cut_error(offset).map_or(next, Err)
+            }
+            _ => next,
         };
         match next {
             Ok(Some((offset, bytes))) => {

@@ -318,6 +318,7 @@ pub fn take_records<'py>(
             files.len()
         )));
     }
+    recordforge_core::mapped::guard_again(); // (maps made before a handler took ours' place)
     let datas: Vec<(&[u8], u64)> = files
         .iter()
         .map(|f| (f.data(), f.max_record_bytes()))
@@ -337,7 +338,9 @@ pub fn take_records<'py>(
             threads,
         };
         let out = taken.run(py, &arena, &names);
-        taken_whole(&files, which, offsets).map_err(|e| read_error(py, e, &names))?;
+        if out.is_err() || files.iter().any(|f| f.is_cut()) {
+            unless_cut(&files, which, offsets, Ok(())).map_err(|e| read_error(py, e, &names))?;
+        }
         return out;
     }
     let result = py.detach(|| -> Result<_, ReadError> {
@@ -363,33 +366,36 @@ pub fn take_records<'py>(
             })
     });
     // A file cut under its map: that error, not the CRC mismatch of the zeros read.
-    let result = taken_whole(&files, which, offsets).and(result);
+    let result = unless_cut(&files, which, offsets, result);
     match result {
         Ok((columns, slices)) => columns_to_py(py, columns, true, &|i| slices[i]),
         Err(e) => Err(read_error(py, e, &names)),
     }
 }
 
-/// The error of a take that met a file cut short under its map (its bytes from the new
-/// end read as zeros; see `recordforge_core::Mapped`), naming the last record taken
-/// from it.
-fn taken_whole(
+/// `taken`, or the error of the first record taken (in the order asked) that a file
+/// cut short under its map lost (see `recordforge_core::Mapped::cut_error`): checked
+/// where the take failed or met a cut.
+fn unless_cut<T>(
     files: &[PyRef<'_, RecordFile>],
     which: &[i64],
     offsets: &[u64],
-) -> Result<(), ReadError> {
-    for (k, f) in files.iter().enumerate() {
-        let taken = which.iter().zip(offsets).filter(|(&w, _)| w as usize == k);
-        if let Some((_, &last)) = taken.max_by_key(|(_, &offset)| offset) {
-            f.cut(last).map_err(|error| ReadError {
-                file: k,
+    taken: Result<T, ReadError>,
+) -> Result<T, ReadError> {
+    if taken.is_ok() && !files.iter().any(|f| f.is_cut()) {
+        return taken;
+    }
+    for (&w, &offset) in which.iter().zip(offsets) {
+        if let Some(error) = files[w as usize].cut_error(offset) {
+            return Err(ReadError {
+                file: w as usize,
                 record: None, // (a framing error: the offset is in it)
                 index: None,
                 error,
-            })?;
+            });
         }
     }
-    Ok(())
+    taken
 }
 
 /// The shuffle buffer of ``BatchReader`` (``shuffle=(size, seed)``) over any Python

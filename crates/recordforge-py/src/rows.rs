@@ -260,6 +260,7 @@ impl RowReader {
         every: Option<(u64, u64)>,
     ) -> PyResult<Self> {
         let index = RowIndex::new(&counts, every).map_err(|e| to_py(py, e, ""))?;
+        recordforge_core::mapped::guard_again(); // (maps made before a handler took ours' place)
         let mut out = Vec::with_capacity(features.len());
         let mut kinds = Vec::with_capacity(features.len());
         for (name, kind, width, shape) in features {
@@ -362,13 +363,16 @@ impl RowReader {
             read(data, offset, max_record, decoder)
         };
         // A file cut under its map: that error, not the CRC mismatch of the zeros read.
-        let cut = file.cut(offset).map_err(|error| ReadError {
-            file: 0,
-            record: None, // (a framing error: the offset is in it)
-            index: None,
-            error,
-        });
-        let result = cut.and(result);
+        let cut = (result.is_err() || file.is_cut()).then(|| file.cut_error(offset));
+        let result = match cut.flatten() {
+            Some(error) => Err(ReadError {
+                file: 0,
+                record: None, // (a framing error: the offset is in it)
+                index: None,
+                error,
+            }),
+            None => result,
+        };
         let (columns, record) =
             result.map_err(|e| read_error(py, e, &[file.name().to_string()]))?;
         let at = || format!("{}: record at offset {offset}", file.name());

@@ -64,12 +64,18 @@ fn with_map<T>(path: &std::path::Path, f: impl FnOnce(&[u8]) -> T) -> Result<T, 
     let map = if file.metadata()?.len() == 0 {
         None
     } else {
-        Some(recordforge_core::Mapped::map(&file)?)
+        Some(recordforge_core::Mapped::map(file)?)
     };
     let result = f(map.as_deref().unwrap_or(&[]));
-    if map.as_ref().is_some_and(recordforge_core::Mapped::cut) {
-        let end = file.metadata()?.len();
-        return Err(recordforge_core::framing::cut_at(end as usize));
+    if let Some(map) = &map {
+        if let Some(now) = map
+            .len_now()
+            .filter(|&now| map.cut() || now < map.len() as u64)
+        {
+            return Err(map
+                .first_cut()
+                .unwrap_or(recordforge_core::framing::cut_at(now, now)));
+        }
     }
     Ok(result)
 }
