@@ -530,17 +530,13 @@ pub fn cut_at(offset: u64, size: u64) -> Error {
 }
 
 /// `found`, the record at `pos` of the mapped file `map` (None: its end), or the file's
-/// cut: checked where reading it failed or met a cut, at the end of the map, and for
-/// every record where no CRC is checked (`verify` false: one `fstat` a record), as a
-/// file cut inside its last page faults nothing (see [`crate::Mapped`]).
-fn unless_cut<T>(
-    map: &crate::Mapped,
-    pos: usize,
-    verify: bool,
-    found: Result<Option<T>>,
-) -> Result<Option<T>> {
+/// cut: checked where reading it failed or met a cut, and at the end of the map (a file
+/// cut inside its last page faults nothing, see [`crate::Mapped`]: where no CRC is
+/// checked, a record that such a cut took is given before the error at the end; a
+/// `fstat` per record would cost 8x the read of a small one).
+fn unless_cut<T>(map: &crate::Mapped, pos: usize, found: Result<Option<T>>) -> Result<Option<T>> {
     match found {
-        Ok(Some(r)) if verify && !map.cut() => Ok(Some(r)),
+        Ok(Some(r)) if !map.cut() => Ok(Some(r)),
         Ok(None) => match map.len_now() {
             Some(now) if now < map.len() as u64 => Err(cut_at(now, now)),
             _ => Ok(None),
@@ -643,12 +639,7 @@ impl FileRecords {
                 pos,
                 verify,
                 max_record,
-            } => match unless_cut(
-                map,
-                *pos,
-                *verify,
-                frame_at(map, *pos, *verify, *max_record),
-            )? {
+            } => match unless_cut(map, *pos, frame_at(map, *pos, *verify, *max_record))? {
                 None => Ok(None),
                 Some(range) => {
                     let at = *pos as u64;
@@ -674,7 +665,7 @@ impl FileRecords {
                 verify,
                 max_record,
             } => {
-                let frame = unless_cut(map, *pos, *verify, locate(map, *pos, *verify, *max_record));
+                let frame = unless_cut(map, *pos, locate(map, *pos, *verify, *max_record));
                 if let Ok(Some(f)) = &frame {
                     *pos = f.end();
                 }

@@ -144,8 +144,7 @@ impl std::fmt::Debug for Mapped {
 
 #[cfg(target_os = "linux")]
 mod guard {
-    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
     use super::SLOTS;
 
@@ -179,14 +178,22 @@ mod guard {
     /// The `SIGBUS` action ours took the place of (null until installed); each one
     /// leaked, as a handler may read it at any time.
     static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(std::ptr::null_mut());
-    /// Held while (re)installing.
-    static INSTALLING: Mutex<()> = Mutex::new(());
+    /// The process (its id) that is (re)installing, 0 for none: a try-lock, never waited
+    /// on, and one left taken by a parent that forked meanwhile is taken over by the
+    /// child (a mutex would stay locked in the child for ever).
+    static INSTALLING: AtomicU32 = AtomicU32::new(0);
+    /// Set where the action before ours ran with `SA_RESETHAND`: it is the default now.
+    static RESET: AtomicBool = AtomicBool::new(false);
     static PAGE: AtomicUsize = AtomicUsize::new(4096);
-    /// Set once a fault outside these maps went to the action before ours: a SIGBUS
-    /// sent after that (a handler such as faulthandler's raises it again once it has put
-    /// back the action it replaced, which may be ours) takes the default action, as it
-    /// would have without ours, instead of going round the two handlers for ever.
-    static PASSED_ON: AtomicBool = AtomicBool::new(false);
+    thread_local! {
+        /// Set on a thread while the action before ours runs: a SIGBUS that comes back
+        /// to ours meanwhile (a handler such as faulthandler's raises it again once it
+        /// has put back the action it replaced, which may be ours; ours runs with
+        /// `SA_NODEFER`, so it comes at once; or one that chains by calling ours) takes
+        /// the default action, as it would have without ours, instead of going round the
+        /// two handlers for ever.
+        static CHAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     fn ours() -> usize {
         on_sigbus as *const () as usize
@@ -195,9 +202,23 @@ mod guard {
     /// Installs the handler where it is not the current one (the first time, or after
     /// another took its place); false if the system refuses.
     pub(super) fn reinstall() -> bool {
-        let _held = INSTALLING
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let me = std::process::id();
+        let holder = INSTALLING.load(Ordering::Acquire); // 0, or a parent's before a fork
+        if holder == me {
+            return true; // another thread of this process is installing it
+        }
+        if INSTALLING
+            .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return true; // another thread is installing it
+        }
+        let done = install();
+        INSTALLING.store(0, Ordering::Release);
+        done
+    }
+
+    fn install() -> bool {
         // SAFETY: plain libc calls on zeroed, then filled, sigaction structs.
         unsafe {
             let mut now: libc::sigaction = std::mem::zeroed();
@@ -213,9 +234,11 @@ mod guard {
             }
             // The action before ours, stored before ours can run.
             PREVIOUS.store(Box::into_raw(Box::new(now)), Ordering::Release);
+            RESET.store(false, Ordering::Release);
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = ours();
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+            action.sa_flags =
+                libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK | libc::SA_NODEFER;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) == 0
         }
@@ -313,15 +336,17 @@ mod guard {
         ctx: *mut libc::c_void,
         fault: bool,
     ) {
+        if CHAINING.with(std::cell::Cell::get) {
+            default_action(); // (back from the handler before ours: see CHAINING)
+            libc::raise(sig);
+            return;
+        }
         let before = PREVIOUS.load(Ordering::Acquire);
-        let before = if before.is_null() || (!fault && PASSED_ON.load(Ordering::Acquire)) {
+        let before = if before.is_null() || RESET.load(Ordering::Acquire) {
             None
         } else {
             Some(&*before)
         };
-        if fault {
-            PASSED_ON.store(true, Ordering::Release);
-        }
         match before {
             // Ignored: a signal sent stays ignored; a fault cannot be (the kernel kills).
             Some(b) if b.sa_sigaction == libc::SIG_IGN && !fault => {}
@@ -329,8 +354,9 @@ mod guard {
                 let mut mask: libc::sigset_t = std::mem::zeroed();
                 libc::pthread_sigmask(libc::SIG_BLOCK, &b.sa_mask, &mut mask);
                 if b.sa_flags & libc::SA_RESETHAND as libc::c_int != 0 {
-                    default_action();
+                    RESET.store(true, Ordering::Release); // its action is the default now
                 }
+                CHAINING.with(|c| c.set(true));
                 if b.sa_flags & libc::SA_SIGINFO != 0 {
                     let handler: extern "C" fn(
                         libc::c_int,
@@ -342,6 +368,7 @@ mod guard {
                     let handler: extern "C" fn(libc::c_int) = std::mem::transmute(b.sa_sigaction);
                     handler(sig);
                 }
+                CHAINING.with(|c| c.set(false));
                 libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
             }
             _ => {

@@ -121,6 +121,13 @@ impl Batch {
     pub fn record(&self, i: usize) -> &[u8] {
         self.records[i].bytes()
     }
+
+    /// The error of a record of the batch that a file cut short under its map took
+    /// since it was decoded: for a caller that copied values out of
+    /// [`record`](Batch::record)'s bytes (one `fstat` per map; see [`crate::Mapped`]).
+    pub fn cut(&self) -> Option<ReadError> {
+        cut_in(&self.records)
+    }
 }
 
 /// Why reading stopped: a file's error (`Corrupt` with its offset, `Io`), or a record
@@ -785,11 +792,28 @@ fn decode_job(
         (columns, block)
     });
     // Records read after the loader found them whole: a file cut short since reads as
-    // zeros past its new end (a fault or not), which must not reach a batch. One fstat
-    // per map in the batch.
+    // zeros past its new end (a fault or not), which must not reach a batch.
+    if let Some(cut) = cut_in(&records) {
+        return Err(cut);
+    }
+    let (columns, block) = decoded.map_err(|e| failed(&records[e.record], e.error))?;
+    Ok(Batch {
+        len: records.len(),
+        columns,
+        skipped,
+        // The records' maps or chunks are let go as soon as possible.
+        records: if block.is_some() { Vec::new() } else { records },
+        block,
+    })
+}
+
+/// The error of the first of `records` that a file cut short under its map since took
+/// (see [`crate::Mapped::cut_error`]): one `fstat` per map among them, and the records
+/// asked only where the file is shorter now.
+fn cut_in(records: &[Rec]) -> Option<ReadError> {
     let mut checked: Vec<*const Data> = Vec::new();
     let mut last: *const Data = std::ptr::null();
-    for rec in &records {
+    for rec in records {
         let data = Arc::as_ptr(&rec.data);
         if data == last {
             continue;
@@ -808,22 +832,16 @@ fn decode_job(
                 .filter(|r| r.data.mapped().is_some_and(|m| std::ptr::eq(m, map)));
             if let Some((r, e)) = of_map.find_map(|r| map.cut_error(r.offset).map(|e| (r, e))) {
                 // A framing error (CorruptRecordError): the offset is in it.
-                return Err(ReadError {
+                return Some(ReadError {
+                    file: r.file,
                     record: None,
-                    ..failed(r, e)
+                    index: Some(r.index),
+                    error: e,
                 });
             }
         }
     }
-    let (columns, block) = decoded.map_err(|e| failed(&records[e.record], e.error))?;
-    Ok(Batch {
-        len: records.len(),
-        columns,
-        skipped,
-        // The records' maps or chunks are let go as soon as possible.
-        records: if block.is_some() { Vec::new() } else { records },
-        block,
-    })
+    None
 }
 
 /// A decoder thread: decodes its jobs in the order they come.

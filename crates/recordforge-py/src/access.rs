@@ -49,6 +49,13 @@ impl RecordFile {
         self.map.as_ref().is_some_and(|m| m.cut())
     }
 
+    /// Whether the file is shorter now than it was mapped (one `fstat`).
+    pub(crate) fn is_shorter(&self) -> bool {
+        self.map
+            .as_ref()
+            .is_some_and(|m| m.len_now().is_some_and(|now| now < m.len() as u64))
+    }
+
     /// The error of the record at `offset` where the file is cut short under the map now
     /// (see `recordforge_core::Mapped::cut_error`): for a read that failed, or met a cut.
     pub(crate) fn cut_error(&self, offset: u64) -> Option<Error> {
@@ -165,7 +172,7 @@ impl RecordFile {
 
     /// Offsets of the intact records and ``(start, end, reason)`` of each damaged region
     /// skipped, resynchronising on the next valid record after damage.
-    fn intact<'py>(&self, py: Python<'py>) -> (Bound<'py, PyArray1<u64>>, Vec<Damaged>) {
+    fn intact<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<u64>>, Vec<Damaged>)> {
         let data = self.data();
         let max = self.max_record;
         let (good, bad) = py.detach(|| {
@@ -187,7 +194,11 @@ impl RecordFile {
             }
             (good, bad)
         });
-        (PyArray1::from_vec(py, good), bad)
+        // Cut short under the map: not damage to skip, the file's error.
+        if let Some(e) = self.first_cut() {
+            return Err(to_py(py, e, &self.name));
+        }
+        Ok((PyArray1::from_vec(py, good), bad))
     }
 
     /// The record at ``offset`` (both CRCs checked).
@@ -209,6 +220,9 @@ impl RecordFile {
     /// so does one that cannot be looked at). A reader that keeps the map across epochs
     /// maps the file again when it is not.
     fn is_current(&self, py: Python<'_>) -> bool {
+        if self.is_cut() {
+            return false; // its map holds zero pages where the file was cut: map it again
+        }
         py.detach(|| {
             let now = (std::fs::metadata(&self.path), self.file().metadata());
             matches!(now, (Ok(at_path), Ok(open)) if stamp(&at_path) == self.stamp && stamp(&open) == self.stamp)

@@ -218,7 +218,14 @@ impl BatchReader {
                         let view = block_view(py, block)?;
                         columns_to_py_views(py, columns, &view, &vec![0; batch.len])?
                     }
-                    None => columns_to_py(py, columns, true, &|i| batch.record(i))?,
+                    None => {
+                        let columns = columns_to_py(py, columns, true, &|i| batch.record(i))?;
+                        // Copied out of the maps after the decoders' check: asked again.
+                        if let Some(e) = batch.cut() {
+                            return Err(self.failed.keep(py, read_error(py, e, &self.names)));
+                        }
+                        columns
+                    }
                 };
                 Ok(Some((batch.len, columns, skipped)))
             }
@@ -338,9 +345,7 @@ pub fn take_records<'py>(
             threads,
         };
         let out = taken.run(py, &arena, &names);
-        if out.is_err() || files.iter().any(|f| f.is_cut()) {
-            unless_cut(&files, which, offsets, Ok(())).map_err(|e| read_error(py, e, &names))?;
-        }
+        unless_cut(&files, which, offsets, Ok(())).map_err(|e| read_error(py, e, &names))?;
         return out;
     }
     let result = py.detach(|| -> Result<_, ReadError> {
@@ -367,10 +372,13 @@ pub fn take_records<'py>(
     });
     // A file cut under its map: that error, not the CRC mismatch of the zeros read.
     let result = unless_cut(&files, which, offsets, result);
-    match result {
+    let out = match result {
         Ok((columns, slices)) => columns_to_py(py, columns, true, &|i| slices[i]),
         Err(e) => Err(read_error(py, e, &names)),
-    }
+    }?;
+    // Copied out of the maps after the check above: asked again.
+    unless_cut(&files, which, offsets, Ok(())).map_err(|e| read_error(py, e, &names))?;
+    Ok(out)
 }
 
 /// `taken`, or the error of the first record taken (in the order asked) that a file
@@ -382,10 +390,15 @@ fn unless_cut<T>(
     offsets: &[u64],
     taken: Result<T, ReadError>,
 ) -> Result<T, ReadError> {
-    if taken.is_ok() && !files.iter().any(|f| f.is_cut()) {
+    // One fstat per file: a file cut inside its last page faults nothing.
+    let shorter: Vec<bool> = files.iter().map(|f| f.is_cut() || f.is_shorter()).collect();
+    if !shorter.contains(&true) {
         return taken;
     }
     for (&w, &offset) in which.iter().zip(offsets) {
+        if !shorter[w as usize] {
+            continue;
+        }
         if let Some(error) = files[w as usize].cut_error(offset) {
             return Err(ReadError {
                 file: w as usize,
