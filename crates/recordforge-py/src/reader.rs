@@ -371,7 +371,12 @@ pub fn take_records<'py>(
             })
     });
     // A file cut under its map: that error, not the CRC mismatch of the zeros read.
-    let result = unless_cut(&files, which, offsets, result);
+    // (a read that failed or met a fault: the cut's error, not the zeros' CRC mismatch)
+    let result = match result {
+        Err(_) => unless_cut(&files, which, offsets, result),
+        ok if files.iter().any(|f| f.is_cut()) => unless_cut(&files, which, offsets, ok),
+        ok => ok,
+    };
     let out = match result {
         Ok((columns, slices)) => columns_to_py(py, columns, true, &|i| slices[i]),
         Err(e) => Err(read_error(py, e, &names)),
