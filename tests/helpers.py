@@ -292,3 +292,27 @@ def run_file(
         text=True,
         timeout=timeout,
     )
+
+
+def run_code(
+    code: str,
+    *args: str,
+    timeout: float = 60,
+    flags: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``code`` (dedented) in a fresh interpreter started with ``flags``, with ``args``,
+    in ``env`` (by default :func:`clean_env`)."""
+    return subprocess.run(
+        [sys.executable, *flags, "-c", textwrap.dedent(code), *args],
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ok_lines(p: subprocess.CompletedProcess[str]) -> list[str]:
+    """The output lines of a child that must have exited normally."""
+    assert p.returncode == 0, f"exit {p.returncode}: {p.stdout[-300:]} {p.stderr[-800:]}"
+    return p.stdout.splitlines()

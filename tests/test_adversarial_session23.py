@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 import warnings
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, cli, run_file
+from helpers import clean_env, cli, run_code, run_file
 
 import recordforge as rf
 from recordforge import _parallel, _workers
@@ -343,13 +341,7 @@ def test_a_fifo_is_read_without_the_scan_thread_and_does_not_hang(tmp_path: Path
             outcome = "ItemError" if e.item == {str(fifo)!r} else repr(e)
         print(json.dumps([called, outcome]))
     """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_code(code)
     assert done.returncode == 0, done.stderr[-2000:]
     called, outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert called == [] and (outcome == "ItemError" or "TablePart" in outcome), outcome
@@ -399,13 +391,7 @@ def test_an_interrupt_while_items_waits_for_the_scan_leaves_no_thread(tmp_path: 
             method = _parallel.start_method()
         print(json.dumps([interrupted, left, method]))
     """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_code(code)
     assert done.returncode == 0, done.stderr[-2000:]
     interrupted, left, method = json.loads(done.stdout.strip().splitlines()[-1])
     assert interrupted

@@ -24,26 +24,8 @@ from pathlib import Path
 
 import pytest
 from helpers import clean_env
-
-
-def _child(
-    code: str, *args: str, timeout: float = 60, flags: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
-    """``code`` (dedented) in a fresh interpreter with ``args``."""
-    return subprocess.run(
-        [sys.executable, *flags, "-c", textwrap.dedent(code), *args],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _ok(p: subprocess.CompletedProcess[str]) -> list[str]:
-    """The child's output lines; it must have exited normally."""
-    assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-800:]}"
-    return p.stdout.splitlines()
-
+from helpers import ok_lines as _ok
+from helpers import run_code as _child
 
 # A shard of 5,000 records of 250 bytes (id, pad) with an index; its first page is the
 # only one left by a cut to 4096 bytes.

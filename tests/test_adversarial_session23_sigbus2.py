@@ -26,27 +26,10 @@ from pathlib import Path
 
 import pytest
 from helpers import clean_env
+from helpers import ok_lines as _ok
+from helpers import run_code as _child
 
 import recordforge
-
-
-def _child(
-    code: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``code`` (dedented) in a fresh interpreter with ``args``."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=env or clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _ok(p: subprocess.CompletedProcess[str]) -> list[str]:
-    """The child's output lines; it must have exited normally."""
-    assert p.returncode == 0, f"exit {p.returncode}: {p.stdout[-300:]} {p.stderr[-800:]}"
-    return p.stdout.splitlines()
 
 
 def _bounded(code: str, *args: str, timeout: float, stderr: Path) -> tuple[int | None, str]:
@@ -258,35 +241,21 @@ def _reports(stderr: Path) -> int:
         return f.read(1 << 20).count(b"Fatal Python error: Bus error")
 
 
-def test_a_sent_sigbus_with_faulthandler_enabled_after_the_first_map_ends_the_process(
-    tmp_path: Path,
+@pytest.mark.parametrize("how", ["kill", "fault"])
+def test_a_sigbus_with_faulthandler_enabled_after_the_first_map_ends_the_process(
+    tmp_path: Path, how: str
 ) -> None:
+    """A SIGBUS sent (kill) or a fault outside recordforge's maps goes to faulthandler,
+    enabled after recordforge's first map and chained to at the next reader: one report,
+    then its raise comes back to recordforge's handler while faulthandler's runs
+    (CHAINING) and takes the default action: no loop."""
     err = tmp_path / "stderr"
     code, out = _bounded(
         _FAULTHANDLER_AFTER,
         str(tmp_path / "d"),
         str(tmp_path / "o"),
         "on",
-        "kill",
-        timeout=5,
-        stderr=err,
-    )
-    assert out.split() == ["ready"]
-    assert (code, _reports(err)) == (-signal.SIGBUS, 1)
-
-
-def test_a_foreign_fault_with_faulthandler_enabled_after_the_first_map_ends_the_process(
-    tmp_path: Path,
-) -> None:
-    """Held: a fault outside recordforge's maps goes to faulthandler (one report), whose
-    raise then takes the default action (PASSED_ON), not a loop."""
-    err = tmp_path / "stderr"
-    code, out = _bounded(
-        _FAULTHANDLER_AFTER,
-        str(tmp_path / "d"),
-        str(tmp_path / "o"),
-        "on",
-        "fault",
+        how,
         timeout=30,
         stderr=err,
     )
