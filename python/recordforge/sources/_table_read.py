@@ -29,6 +29,7 @@ __all__ = [
     "file_parts",
     "first_batch",
     "open_csv",
+    "open_json",
     "parquet_file_parts",
     "straddled_block",
 ]
@@ -62,6 +63,21 @@ def open_csv(
         parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         convert_options=pcsv.ConvertOptions(**convert),
     )
+
+
+def open_json(stream: Any, threads: bool, schema: Any, ignore: bool) -> Any:
+    """pyarrow's streaming JSON Lines reader as every table read opens it: blocks of 4
+    MiB; with ``schema``, its columns (not the first block's alone: a key a given schema
+    names, first met later, included), and a field it leaves out dropped (``ignore``: a
+    given schema's) or refused."""
+    import pyarrow.json as pjson  # type: ignore[import-untyped]
+
+    parse = None
+    if schema is not None:
+        behavior = "ignore" if ignore else "error"
+        parse = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=behavior)
+    read = pjson.ReadOptions(use_threads=threads, block_size=4 << 20)
+    return pjson.open_json(stream, read_options=read, parse_options=parse)
 
 
 def straddled_block(error: Exception, part: TablePart) -> int | None:

@@ -142,9 +142,10 @@ def late_fields(path: str, arrow_schema: Any, names: Sequence[str]) -> tuple[Any
     """``arrow_schema`` (a JSON Lines file's, inferred from its first block) with the
     fields ``names`` (keys a given schema names that the first block lacks) added, each
     typed by pyarrow from the first line that holds it with a value that is not null;
-    and the names found nowhere. The file is searched for each key's JSON text at memory
-    speed, line by line only where it occurs (a key written with escapes is not found:
-    it is reported missing)."""
+    and the names found nowhere. The file (decompressed, as it is read) is searched for
+    each key's JSON text, as it is or with its non-ASCII characters escaped as Python's
+    ``json.dumps`` writes them, at memory speed, and lines are parsed only where it
+    occurs (a key written with other escapes is not found: it is reported missing)."""
     import json
 
     pa = pyarrow_module()
@@ -153,8 +154,8 @@ def late_fields(path: str, arrow_schema: Any, names: Sequence[str]) -> tuple[Any
     fields = list(arrow_schema)
     missing = []
     for name in names:
-        needle = json.dumps(name, ensure_ascii=False).encode()
-        line = _first_line_with(path, needle, name)
+        needles = {json.dumps(name, ensure_ascii=False).encode(), json.dumps(name).encode()}
+        line = _first_line_with(path, sorted(needles), name)
         if line is None:
             missing.append(name)
             continue
@@ -167,20 +168,24 @@ def late_fields(path: str, arrow_schema: Any, names: Sequence[str]) -> tuple[Any
     return pa.schema(fields), missing
 
 
-def _first_line_with(path: str, needle: bytes, name: str) -> bytes | None:
-    """The first line of ``path`` holding ``needle`` as a key of its object, with a value
-    that is not null (complete lines searched, a block at a time)."""
+def _first_line_with(path: str, needles: Sequence[bytes], name: str) -> bytes | None:
+    """The first line of ``path`` holding one of ``needles`` as the key ``name`` of its
+    object, with a value that is not null (whole lines searched, a block at a time; a
+    line longer than a block is gathered in pieces, copied once)."""
     import json
 
-    carry = b""
-    with _fs.open_file(path, "rb") as f:
+    pieces: list[bytes] = []  # the line that the blocks so far leave open
+    with input_stream(pyarrow_module(), path) as f:
         while True:
             block = f.read(16 << 20)
-            data = carry + block
+            if block and b"\n" not in block:
+                pieces.append(block)
+                continue
+            data = b"".join([*pieces, block])
             cut = data.rfind(b"\n") + 1 if block else len(data)
             lines: bytes = data[:cut]
-            carry = data[cut:]
-            at = lines.find(needle)
+            pieces = [data[cut:]]
+            at = min((k for k in (lines.find(n) for n in needles) if k >= 0), default=-1)
             while at >= 0:
                 start = lines.rfind(b"\n", 0, at) + 1
                 end = lines.find(b"\n", at)
@@ -191,6 +196,7 @@ def _first_line_with(path: str, needle: bytes, name: str) -> bytes | None:
                     value = None
                 if isinstance(value, dict) and value.get(name) is not None:
                     return lines[start:end]
-                at = lines.find(needle, end)
+                found = (lines.find(n, end) for n in needles)
+                at = min((k for k in found if k >= 0), default=-1)
             if not block:
                 return None

@@ -95,6 +95,7 @@ from recordforge.sources._table_read import (
     file_parts,
     first_batch,
     open_csv,
+    open_json,
     straddled_block,
 )
 from recordforge.sources._table_schema import (
@@ -230,11 +231,15 @@ class TableSource:
                 yield batch.slice(start, self.batch_size)
 
     def _arrow_batches(
-        self, column_types: Mapping[str, Any] | None, threads: bool = True, block: int = 4 << 20
+        self,
+        column_types: Mapping[str, Any] | None,
+        threads: bool = True,
+        block: int = 4 << 20,
+        file_schema: Any = None,
     ) -> Generator[Any]:
-        """pyarrow record batches of the file; ``column_types`` fixes CSV column types.
-        Without ``threads``, a CSV or JSON Lines file is read on the calling thread, a
-        ``block`` at a time (pyarrow's threads read blocks ahead)."""
+        """pyarrow record batches of the file; ``column_types`` fixes CSV column types,
+        ``file_schema`` JSON Lines ones. Without ``threads``, a CSV or JSON Lines file is
+        read on the calling thread, a ``block`` at a time (pyarrow's threads read ahead)."""
         pa = pyarrow_module()
         try:
             if self.format == "parquet":
@@ -253,13 +258,9 @@ class TableSource:
                     skip_rows=self.skip_rows,
                     threads=threads,
                 )
-            else:
-                import pyarrow.json as pjson  # type: ignore[import-untyped]
-
-                reader = pjson.open_json(
-                    input_stream(pa, self.path),
-                    read_options=pjson.ReadOptions(use_threads=threads, block_size=_BLOCK_BYTES),
-                )
+            else:  # (a given schema: the file's, a key after the first block included)
+                given = self.given_schema is not None
+                reader = open_json(input_stream(pa, self.path), threads, file_schema, given)
             yield from self._sliced(reader)
         except OSError as e:  # pyarrow's own (a cut .gz stream); FileNotFoundError... as is
             if type(e) is not OSError:
@@ -446,7 +447,7 @@ class TableSource:
         the file's column names and types (CSV ``types``; the Arrow schema of the file),
         in pyarrow blocks of ``block`` bytes."""
         if part.kind == "whole":
-            yield from self._arrow_batches(types)
+            yield from self._arrow_batches(types, file_schema=file_schema)
             return
         pa = pyarrow_module()
         if self.format == "parquet":
@@ -469,16 +470,7 @@ class TableSource:
                 self._csv_options(types),
             )
         else:
-            import pyarrow.json as pjson
-
-            reader = pjson.open_json(
-                pa.BufferReader(data),
-                read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES),
-                parse_options=pjson.ParseOptions(  # a field a given schema leaves out: dropped
-                    explicit_schema=file_schema,
-                    unexpected_field_behavior="error" if self.given_schema is None else "ignore",
-                ),
-            )
+            reader = open_json(pa.BufferReader(data), False, file_schema, bool(self.given_schema))
         yield from self._sliced(reader)
 
     def _read_part(self, part: TablePart) -> list[Any]:
