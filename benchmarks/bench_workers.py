@@ -2,7 +2,7 @@
 
     python benchmarks/bench_workers.py [--quick] [--rounds 3] [--workers 1,2,auto]
                                        [--workloads annotation,image,csv] [--json out.json]
-                                       [--pythonpath DIR] [--keep-data]
+                                       [--pythonpath DIR] [--scale N] [--keep-data]
 
 Three workloads, each converted by a fresh process of the CLI (``recordforge convert
 ...``) per run, every worker count side by side in alternating rounds:
@@ -455,10 +455,19 @@ def main() -> None:
         help="put this directory first on the CLI's PYTHONPATH (e.g. a snapshot of "
         "python/ from another commit, with its _core module)",
     )
+    ap.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="the COCO workloads' images this many times the default (start-up and the end "
+        "weigh less: the scaling of a long conversion)",
+    )
     ap.add_argument("--json", type=Path, help="write every sample and the summary here")
     ap.add_argument("--keep-data", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     cfg = dict(CONFIGS["quick" if args.quick else "default"])
+    for key in ("ann_copies", "image_copies"):
+        cfg[key] *= max(1, args.scale)
     rounds = args.rounds or cfg["rounds"]
     which = [x.strip() for x in args.workloads.split(",") if x.strip()]
     for x in which:
