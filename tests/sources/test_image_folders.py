@@ -261,3 +261,39 @@ def test_a_folder_that_cannot_be_listed_is_an_item_error_not_left_out(
     report = rf.ConversionReport()
     _convert(src, tmp_path / "skip", on_error="skip", report=report)
     assert sorted(s["item"].rsplit("root/", 1)[1] for s in report.skipped) == sorted(refused)
+
+
+def test_a_remote_folder_that_cannot_be_listed_is_an_item_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for a folder behind an fsspec URL (here fsspec's memory filesystem): its
+    own ``walk`` passes ``on_error`` to the top folder only, and omits a subfolder it
+    cannot list by default."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    png = io.BytesIO()
+    Image.new("RGB", (4, 3)).save(png, format="PNG")
+    files = ["cat/a.png", "cat/sub/b.png", "cat/sub/deeper/e.png", "cat/sub2/d.png", "dog/c.png"]
+    for name in files:
+        fs.pipe(f"/rf-walk/{name}", png.getvalue())
+    try:
+        listed = [(i.path, i.problem) for i in ImageFolderSource("memory://rf-walk").items()]
+        assert listed == [(name, None) for name in files]
+        ls = type(fs).ls
+
+        def refusing(self: Any, path: str, detail: bool = True, **kwargs: Any) -> Any:
+            if path.rstrip("/").endswith("cat/sub"):
+                raise PermissionError(13, "Permission denied", path)
+            return ls(self, path, detail=detail, **kwargs)
+
+        monkeypatch.setattr(type(fs), "ls", refusing)
+        listed = [(i.path, i.problem) for i in ImageFolderSource("memory://rf-walk").items()]
+        assert listed == [
+            ("cat/a.png", None),
+            ("cat/sub", "cannot list this folder: Permission denied"),
+            ("cat/sub2/d.png", None),
+            ("dog/c.png", None),
+        ]
+    finally:
+        fs.rm("/rf-walk", recursive=True)

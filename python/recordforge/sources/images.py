@@ -140,9 +140,9 @@ class _Root:
         top = _fs.join(self.root, name)
         if _fs.is_url(self.root):
             fs, base = _fs.filesystem(self.root)
-            base = base.rstrip("/")
-            for dirpath, dirnames, filenames in fs.walk(_fs.filesystem(top)[1]):
-                yield dirpath.rstrip("/")[len(base) + 1 :], dirnames, filenames
+            yield from _walk_remote(
+                fs, _fs.filesystem(top)[1].rstrip("/"), base.rstrip("/"), unlisted
+            )
             return
 
         def refused(e: OSError) -> None:
@@ -153,6 +153,29 @@ class _Root:
 
         for dirpath, dirnames, filenames in os.walk(top, onerror=refused, followlinks=True):
             yield Path(dirpath).relative_to(self.root).as_posix(), dirnames, filenames
+
+
+def _walk_remote(
+    fs: Any, path: str, base: str, unlisted: list[tuple[str, str | None]]
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` of the fsspec folder ``path`` (top down, pruned as the folder list is),
+    folders relative to ``base``; a folder that cannot be listed added to ``unlisted``
+    (fsspec's own ``walk`` passes its ``on_error`` to the top folder only)."""
+    where = path[len(base) + 1 :]
+    try:
+        listing = fs.ls(path, detail=True)
+    except OSError as e:
+        unlisted.append((where, f"cannot list this folder: {e.strerror or e}"))
+        return
+    dirs: list[str] = []
+    files: list[str] = []
+    for info in listing:
+        name = info["name"].rstrip("/")
+        if name != path:
+            (dirs if info["type"] == "directory" else files).append(name.rsplit("/", 1)[-1])
+    yield where, dirs, files
+    for d in dirs:
+        yield from _walk_remote(fs, f"{path}/{d}", base, unlisted)
 
 
 @dataclasses.dataclass(frozen=True)
