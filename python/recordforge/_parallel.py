@@ -205,6 +205,7 @@ class _SplitRun:
         self.held = [0] * self.workers  # chunks given to a worker and not let go
         self.weight = [0] * self.workers  # their bytes (see HELD_CHUNKS)
         self.converting = [0] * self.workers  # of them, those not converted yet
+        self.placing = [0] * self.workers  # of them, those planned and being written
         self.chunks: collections.deque[_Chunk] = collections.deque()  # not yet planned
         self.exhausted = False
         self.numbered = itertools.count()
@@ -244,13 +245,15 @@ class _SplitRun:
         """Gives chunks to the workers while one has room (see :data:`HELD_CHUNKS`), to
         the one with the fewest left to convert: first the rests waiting (see
         :meth:`_converted`), in item order, then new chunks of items. A rest next in line
-        to be planned is given whatever the workers hold: the shards wait for it (any
-        other waits for room, made as the chunks before it are written)."""
+        to be planned waits for the writes in flight (they make room); with none, it goes
+        to the worker holding least whatever the workers hold, as nothing held can be
+        let go before it: the shards wait for it (any other rest waits for room, made as
+        the chunks before it are written)."""
         for k, chunk in enumerate(self.chunks):
             if chunk.worker < 0:
                 worker = self._free_worker()
-                if worker is None and k == 0:
-                    worker = min(range(self.workers), key=self.converting.__getitem__)
+                if worker is None and k == 0 and not any(self.placing):
+                    worker = min(range(self.workers), key=self.weight.__getitem__)
                 if worker is None:
                     return  # (new items come after it)
                 self._send(chunk, worker)
@@ -389,6 +392,7 @@ class _SplitRun:
 
         def placed(checksums: list[int] | None) -> None:
             self.held[chunk.worker] -= 1
+            self.placing[chunk.worker] -= 1
             self.weight[chunk.worker] -= chunk.bytes
             if checksums is not None:
                 by_path = {str(shard.partial): shard for shard in touched}
@@ -402,6 +406,7 @@ class _SplitRun:
         what = f"writing {chunk.describe(self.split)} into " + ", ".join(
             s.describe(self.split) for s in touched
         )
+        self.placing[chunk.worker] += 1
         self.pool.send(chunk.worker, "place", (chunk.number, places, crcs), what, placed)
         self.places = []
         for shard in touched:
