@@ -92,6 +92,7 @@ from recordforge.sources._table_parts import (
 )
 from recordforge.sources._table_read import (
     beside,
+    csv_head,
     file_parts,
     first_batch,
     open_csv,
@@ -236,10 +237,12 @@ class TableSource:
         threads: bool = True,
         block: int = 4 << 20,
         file_schema: Any = None,
+        head: bool = False,
     ) -> Generator[Any]:
         """pyarrow record batches of the file; ``column_types`` fixes CSV column types,
         ``file_schema`` JSON Lines ones. Without ``threads``, a CSV or JSON Lines file is
-        read on the calling thread, a ``block`` at a time (pyarrow's threads read ahead)."""
+        read on the calling thread, a ``block`` at a time (pyarrow's threads read ahead);
+        with ``head``, a CSV's first batch only is read (see :func:`csv_head`)."""
         pa = pyarrow_module()
         try:
             if self.format == "parquet":
@@ -249,8 +252,11 @@ class TableSource:
                 yield from parquet.iter_batches(batch_size=self.batch_size)
                 return
             if self.format == "csv":
+                header = self.column_names is None
                 reader = open_csv(
-                    input_stream(pa, self.path),
+                    csv_head(pa, self.path, block, self.delimiter, self.skip_rows, header)
+                    if head
+                    else input_stream(pa, self.path),
                     self.delimiter,
                     block,
                     self.column_names,
@@ -301,7 +307,7 @@ class TableSource:
         # would read and convert blocks ahead (~90 MB for a 4 MiB block, against ~50),
         # and given back to the system, not kept by pyarrow's allocator in a process
         # that forks its workers next.
-        read = functools.partial(self._arrow_batches, None, threads=False)
+        read = functools.partial(self._arrow_batches, None, threads=False, head=True)
         first, batches = first_batch(read, _BLOCK_BYTES)
         batches.close()
         pa.default_memory_pool().release_unused()
