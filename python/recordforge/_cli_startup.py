@@ -7,10 +7,20 @@ CPU, for a library it never calls. In the command's own process (the ``recordfor
 script, ``python -m recordforge``, ``python -m recordforge.cli``) ``OPENBLAS_NUM_THREADS``
 is set to 1 unless it is set already; a program that imports ``recordforge`` is left as
 it is.
+
+The same process keeps Python's cycle collector out of its start and its end: it is off
+while the command's modules load (each collection walks every object the imports made
+so far) and the objects that exist once they have loaded are frozen (``gc.freeze()``:
+later collections skip them, and forked workers do not copy their pages by walking
+them); the objects left when the command is done are frozen too, so that the
+interpreter's last collection at exit walks none of them. ~35-85 ms of a command's
+0.3 s (``recordforge convert table`` of a small CSV); what is written is closed and
+committed before (writers left open are closed by an ``atexit`` hook).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -52,3 +62,32 @@ def quiet_blas() -> None:
 
 
 quiet_blas()
+
+
+_QUIETED: list[bool] = []
+"""Whether :func:`quiet_gc` turned the collector off (decided once, while the package
+loads: once ``python -m recordforge`` runs, ``sys.argv[0]`` is the module's path)."""
+
+
+def quiet_gc() -> None:
+    """The cycle collector off while the command's modules load (see :func:`settle`)."""
+    if is_the_command(sys.argv, getattr(sys, "orig_argv", ())) and gc.isenabled():
+        gc.disable()
+        _QUIETED.append(True)
+
+
+def settle() -> None:
+    """The command's modules loaded (its subcommand about to run): what exists is frozen
+    and the collector on again. Nothing outside the command's own process."""
+    if _QUIETED:
+        gc.freeze()
+        gc.enable()
+
+
+def done() -> None:
+    """The command is done: what exists is frozen (the collection at exit skips it)."""
+    if _QUIETED:
+        gc.freeze()
+
+
+quiet_gc()

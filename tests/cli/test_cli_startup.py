@@ -1,5 +1,7 @@
 """The command's start-up: OpenBLAS's threads (NumPy's, unused by the command) are not
-started in the command's process, and a program that imports recordforge keeps them.
+started in the command's process, and a program that imports recordforge keeps them;
+the command's cycle collector is off while its modules load, on while it runs, and
+what exists at its start and end is frozen (a program's collector is left as it is).
 
 Each run is a real process; a ``sitecustomize`` put first on its path reports, at exit,
 what ``OPENBLAS_NUM_THREADS`` was and how many threads the process had."""
@@ -17,13 +19,15 @@ import pytest
 from recordforge._cli_startup import is_the_command
 
 REPORTER = """
-import atexit, json, os, sys
+import atexit, gc, json, os, sys
 
 def _report():
     with open(os.environ["STARTUP_REPORT"], "w") as f:
         json.dump({"blas": os.environ.get("OPENBLAS_NUM_THREADS"),
                    "threads": len(os.listdir("/proc/self/task")),
-                   "numpy": "numpy" in sys.modules}, f)
+                   "numpy": "numpy" in sys.modules,
+                   "gc": gc.isenabled(), "frozen": gc.get_freeze_count(),
+                   "collected": [g["collections"] for g in gc.get_stats()]}, f)
 
 atexit.register(_report)
 """
@@ -75,6 +79,36 @@ def test_a_program_importing_recordforge_keeps_its_blas_threads(tmp_path: Path) 
     program.write_text("import recordforge\n")
     assert run(tmp_path, [sys.executable, str(program)])["blas"] is None
     assert run(tmp_path, [sys.executable, "-c", "import recordforge"])["blas"] is None
+
+
+def _tiny(tmp_path: Path) -> Path:
+    import recordforge as rf
+
+    data = tmp_path / "d.tfrecord"
+    with rf.TFRecordWriter(data) as w:
+        w.write_many([rf.encode_example({"x": [i]}) for i in range(10)])
+    return data
+
+
+@pytest.mark.parametrize("how", ["script", "-m"])
+def test_the_commands_collector_runs_with_what_it_loaded_frozen(tmp_path: Path, how: str) -> None:
+    data = _tiny(tmp_path)
+    script = Path(sys.executable).parent / "recordforge"
+    command = [str(script)] if how == "script" else [sys.executable, "-m", "recordforge"]
+    got = run(tmp_path, [*command, "count", str(data)])
+    assert got["gc"] is True  # on again once the modules loaded
+    assert got["frozen"] > 10_000  # (the modules' objects)
+
+
+def test_a_program_calling_main_keeps_its_collector(tmp_path: Path) -> None:
+    data = _tiny(tmp_path)
+    code = (
+        "import sys; from recordforge.cli.__main__ import main; "
+        "sys.argv = ['train.py', 'count', sys.argv[1]]; main(sys.argv[1:])"
+    )
+    got = run(tmp_path, [sys.executable, "-c", code, str(data)])
+    assert got["gc"] is True and got["frozen"] == 0
+    assert got["collected"][0] > 0  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

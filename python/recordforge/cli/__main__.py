@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from recordforge import __version__
+from recordforge import __version__, _cli_startup
 from recordforge.cli import (
     convert,
     count,
@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
         print(f"recordforge {args.command}: warning: {message}", file=sys.stderr)
 
+    _cli_startup.settle()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show
@@ -78,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ImportError names the extra to install (s3:// without s3fs, preview without Pillow).
         print(f"recordforge {args.command}: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        _cli_startup.done()
     return code
 
 
