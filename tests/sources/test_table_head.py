@@ -144,3 +144,75 @@ def test_a_cut_row_at_the_second_blocks_end_is_never_a_row(
     ds = rf.open_dataset(out)
     assert len(ds) == 5000
     assert ds[4999]["b"][0] == b"v" * (4999 % 97)
+
+
+def test_a_given_schema_reads_two_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("a,b\n" + "".join(f"{i},w{i}\n" for i in range(3_000_000)))  # ~30 MB
+    before = _rchar()
+    given = rf.Schema({"a": rf.FeatureSpec(dtype="int64")})
+    schema, _, _ = TableSource(str(path), schema=given)._plan()
+    assert _rchar() - before <= 2 * table_module._BLOCK_BYTES + (1 << 20)
+    assert list(schema) == ["a"]
+
+
+# -- JSON Lines: the same, in blocks cut at their last line end -----------------------
+
+
+def _json_inferred(path: Path, monkeypatch: pytest.MonkeyPatch, head: bool) -> Any:
+    from recordforge.sources import _table_read
+
+    monkeypatch.setattr(_table_read, "JSON_BLOCK", BLOCK)
+    return _inferred(path, monkeypatch, head)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_json_lines_types_from_the_first_block_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
+) -> None:
+    import json
+
+    lines = [json.dumps({"a": i, "b": f"t{i}"}) for i in range(300)]
+    lines += [json.dumps({"a": i + 0.5, "b": f"t{i}", "c": [i]}) for i in range(3000)]
+    text = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / ("t.jsonl.gz" if gz else "t.jsonl")
+    path.write_bytes(gzip.compress(text) if gz else text)
+    new = _json_inferred(path, monkeypatch, True)
+    assert new == _json_inferred(path, monkeypatch, False)
+    assert new[1].field("a").type == pa.int64()
+
+
+def test_a_json_line_longer_than_a_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    first = json.dumps({"a": 0, "b": "z" * (BLOCK + 100)})
+    rest = "".join(json.dumps({"a": i, "b": f"t{i}"}) + "\n" for i in range(1, 3000))
+    path = tmp_path / "long.jsonl"
+    path.write_text(first + "\n" + rest)
+    monkeypatch.setattr(table_module, "_BLOCK_BYTES", BLOCK)
+    from recordforge.sources import _table_read
+
+    heads: list[Any] = []
+    original = _table_read.json_head
+
+    def spy(*a: Any) -> Any:
+        heads.append(stream := original(*a))
+        return stream
+
+    monkeypatch.setattr(table_module, "json_head", spy)
+    new = _json_inferred(path, monkeypatch, True)
+    assert heads and not isinstance(heads[0], pa.BufferReader)  # the file's stream
+    assert new == _json_inferred(path, monkeypatch, False)
+
+
+def test_json_lines_inference_reads_two_blocks(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "big.jsonl"
+    with path.open("w") as f:
+        for i in range(600_000):
+            f.write(json.dumps({"a": i, "b": f"text {i}", "c": i / 3}) + "\n")
+    before = _rchar()
+    schema, _, _ = TableSource(str(path))._plan()
+    assert _rchar() - before <= 8 * (1 << 20) + (1 << 20)
+    assert list(schema) == ["a", "b", "c"]

@@ -31,6 +31,7 @@ __all__ = [
     "csv_head",
     "file_parts",
     "first_batch",
+    "json_head",
     "open_csv",
     "open_json",
     "parquet_file_parts",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: The block size JSON Lines files are read in.
+JSON_BLOCK = 4 << 20
 
 
 def open_csv(
@@ -79,7 +83,7 @@ def open_json(stream: Any, threads: bool, schema: Any, ignore: bool) -> Any:
     if schema is not None:
         behavior = "ignore" if ignore else "error"
         parse = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=behavior)
-    read = pjson.ReadOptions(use_threads=threads, block_size=4 << 20)
+    read = pjson.ReadOptions(use_threads=threads, block_size=JSON_BLOCK)
     return pjson.open_json(stream, read_options=read, parse_options=parse)
 
 
@@ -138,6 +142,17 @@ def csv_head(pa: Any, path: str, block: int, delimiter: str, skip: int, header: 
     # (a line cut by the block's end is not a row: only ends before it count)
     rows = sum(int(((ends < len(first)) & (marks == 1)).sum()) for ends, marks in lines)
     if rows >= 1 + header:
+        return pa.BufferReader(data)
+    stream.close()
+    return input_stream(pa, path)
+
+
+def json_head(pa: Any, path: str) -> Any:
+    """:func:`csv_head` for a JSON Lines file (blocks of :data:`JSON_BLOCK` bytes, cut at
+    their last line end): its first two blocks where the first holds a line end."""
+    stream = input_stream(pa, path)
+    data = stream.read(2 * JSON_BLOCK)
+    if len(data) < 2 * JSON_BLOCK or b"\n" in memoryview(data)[:JSON_BLOCK].tobytes():
         return pa.BufferReader(data)
     stream.close()
     return input_stream(pa, path)

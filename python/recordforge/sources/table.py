@@ -95,6 +95,7 @@ from recordforge.sources._table_read import (
     csv_head,
     file_parts,
     first_batch,
+    json_head,
     open_csv,
     open_json,
     straddled_block,
@@ -242,7 +243,7 @@ class TableSource:
         """pyarrow record batches of the file; ``column_types`` fixes CSV column types,
         ``file_schema`` JSON Lines ones. Without ``threads``, a CSV or JSON Lines file is
         read on the calling thread, a ``block`` at a time (pyarrow's threads read ahead);
-        with ``head``, a CSV's first batch only is read (see :func:`csv_head`)."""
+        with ``head``, its first batch only is read (see :func:`csv_head`)."""
         pa = pyarrow_module()
         try:
             if self.format == "parquet":
@@ -266,7 +267,8 @@ class TableSource:
                 )
             else:  # (a given schema: the file's, a key after the first block included)
                 given = self.given_schema is not None
-                reader = open_json(input_stream(pa, self.path), threads, file_schema, given)
+                stream = json_head(pa, self.path) if head else input_stream(pa, self.path)
+                reader = open_json(stream, threads, file_schema, given)
             yield from self._sliced(reader)
         except OSError as e:  # pyarrow's own (a cut .gz stream); FileNotFoundError... as is
             if type(e) is not OSError:
@@ -346,7 +348,7 @@ class TableSource:
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(arrow_source(self.path)).schema_arrow
-        for batch in self._arrow_batches(None):
+        for batch in self._arrow_batches(None, threads=False, head=True):
             return batch.schema
         pa = pyarrow_module()
         if self.format == "csv":  # a header and no rows: every column is text
