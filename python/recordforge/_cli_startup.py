@@ -71,7 +71,10 @@ loads: once ``python -m recordforge`` runs, ``sys.argv[0]`` is the module's path
 
 def quiet_gc() -> None:
     """The cycle collector off while the command's modules load (see :func:`settle`)."""
-    if is_the_command(sys.argv, getattr(sys, "orig_argv", ())) and gc.isenabled():
+    orig_argv = getattr(sys, "orig_argv", ())
+    # (a multiprocessing child started by spawn has the command's argv, not its main)
+    spawned = "--multiprocessing-fork" in orig_argv
+    if is_the_command(sys.argv, orig_argv) and not spawned and gc.isenabled():
         gc.disable()
         _QUIETED.append(True)
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from recordforge import _cli_startup
 from recordforge._atomic import named
 from recordforge._buffers import batch_buffers
 from recordforge._core import crc32c, crc32c_combine, frame_records
@@ -117,6 +118,7 @@ def serve(
     """A worker's loop: runs the tasks of its queue (pickled by the parent) in order,
     answering each with ``(task id, ok, result or exception)``; ``None`` ends it. A
     conversion that cannot be loaded is answered as task :data:`LOAD_FAILED`."""
+    _cli_startup.settle()  # (the collector on, whatever the start of this process did)
     try:
         _init(conversion, parent)
     except BaseException as e:

@@ -216,3 +216,15 @@ def test_json_lines_inference_reads_two_blocks(tmp_path: Path) -> None:
     schema, _, _ = TableSource(str(path))._plan()
     assert _rchar() - before <= 8 * (1 << 20) + (1 << 20)
     assert list(schema) == ["a", "b", "c"]
+
+
+def test_a_file_emptied_between_inference_and_scan_is_an_error(tmp_path: Path) -> None:
+    """The type inference read rows, the row-end scan after it finds none (the file was
+    cut meanwhile): an error naming the file, not a dataset of 0 rows."""
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(100)))
+    src = TableSource(str(path))
+    src._plan()
+    path.write_text("a,b\n")
+    with pytest.raises(rf.ItemError, match="found no rows where the type inference read 100"):
+        src.items()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
 import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from recordforge.sources._table_parts import (
 )
 
 __all__ = [
+    "apart",
     "beside",
     "csv_head",
     "file_parts",
@@ -35,6 +38,7 @@ __all__ = [
     "open_csv",
     "open_json",
     "parquet_file_parts",
+    "rows_agree",
     "straddled_block",
 ]
 
@@ -156,6 +160,32 @@ def json_head(pa: Any, path: str) -> Any:
         return pa.BufferReader(data)
     stream.close()
     return input_stream(pa, path)
+
+
+def apart(path: str) -> bool:
+    """Whether two opens of ``path`` read apart, so that the row-end scan may run beside
+    the type inference: a regular file (links followed) or a URL, but not on fsspec's
+    memory file system, whose opens of a path share one file object (and its position).
+    Not a FIFO or device, whose open could wait for a writer for ever."""
+    if _fs.is_url(path):
+        return not path.startswith("memory://")
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def rows_agree(path: str, parts: list[TablePart], first_rows: int) -> list[TablePart]:
+    """``parts``, where they hold a row when the type inference read ``first_rows``: a
+    file changed between the two reads (or read through a shared handle) is an error
+    naming it, never an empty dataset."""
+    if first_rows and not any(part.rows for part in parts):
+        raise ItemError(
+            path,
+            f"the row-end scan found no rows where the type inference read {first_rows}: "
+            "was the file changed while it was read?",
+        )
+    return parts
 
 
 def beside(main: Callable[[], T], other: Callable[[threading.Event], object]) -> T:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import stat
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -91,6 +90,7 @@ from recordforge.sources._table_parts import (
     pyarrow_module,
 )
 from recordforge.sources._table_read import (
+    apart,
     beside,
     csv_head,
     file_parts,
@@ -98,6 +98,7 @@ from recordforge.sources._table_read import (
     json_head,
     open_csv,
     open_json,
+    rows_agree,
     straddled_block,
 )
 from recordforge.sources._table_schema import (
@@ -311,6 +312,7 @@ class TableSource:
         # that forks its workers next.
         read = functools.partial(self._arrow_batches, None, threads=False, head=True)
         first, batches = first_batch(read, _BLOCK_BYTES)
+        self._cache["first_rows"] = 0 if first is None else first.num_rows
         batches.close()
         pa.default_memory_pool().release_unused()
         arrow_schema = self._arrow_schema() if first is None else first.schema
@@ -430,13 +432,14 @@ class TableSource:
         """What ``write_dataset`` iterates over: the parts (see :meth:`to_records`). The
         schema is planned first, so an unreadable file fails here as it did before; a
         CSV or JSONL file's row-end scan runs beside it, on a thread (:func:`beside`; not
-        for a FIFO or device, whose open could wait for a writer for ever)."""
+        for a FIFO or device, see :func:`apart`); a scan that found no row where the
+        inference read some is an error, never an empty dataset."""
         serial = self.format == "parquet" or self.nullable_ints == "float32"  # (plan reads parts)
-        if serial or "parts" in self._cache or not _regular(self.path):
+        if serial or "parts" in self._cache or not apart(self.path):
             self._plan()
         else:
             beside(self._plan, lambda stop: self._cache.update(parts=self._make_parts(stop)))
-        return self.parts()
+        return rows_agree(self.path, self.parts(), self._cache.get("first_rows", 0))
 
     def rows(self) -> Iterator[TableRow]:
         """The file's rows one by one (read a batch at a time)."""
@@ -589,11 +592,3 @@ class TableSource:
             raise ItemError(item.name, str(e)) from None
         except (TypeError, ValueError, OverflowError) as e:
             raise ItemError(item.name, f"column {name!r}: {e}") from None
-
-
-def _regular(path: str) -> bool:
-    """Whether ``path`` is a URL or names a regular file (links followed)."""
-    try:
-        return _fs.is_url(path) or stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
