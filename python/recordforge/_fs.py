@@ -42,6 +42,7 @@ __all__ = [
     "parent",
     "part_size",
     "read_bytes",
+    "read_fully",
     "remove",
     "size",
     "staged",
@@ -115,6 +116,28 @@ def part_size() -> int:
     except ValueError:
         raise ValueError(f"RECORDFORGE_PART_SIZE={text!r}: not a number of bytes") from None
     return max(5 << 20, wanted) // (256 << 10) * (256 << 10)
+
+
+def read_fully(f: Any, n: int) -> bytes:
+    """``n`` bytes of ``f`` from where it is, fewer only at its end: a file object may
+    give fewer a call than asked for (a socket's, an fsspec file's) before its end.
+
+    >>> import io
+    >>> class Short(io.BytesIO):
+    ...     def read(self, n=-1):
+    ...         return super().read(min(n, 3))
+    >>> read_fully(Short(b"abcdefgh"), 7), read_fully(Short(b"ab"), 7)
+    (b'abcdefg', b'ab')
+    """
+    data = f.read(n)
+    if len(data) >= n or not data:
+        return bytes(data)
+    parts = [data]
+    got = len(data)
+    while got < n and (more := f.read(n - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[Any]:

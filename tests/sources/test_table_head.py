@@ -4,9 +4,11 @@ read-ahead (``csv_head``), and infers exactly what a read of the whole file infe
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import fsspec
 import pyarrow as pa
 import pytest
 
@@ -228,3 +230,58 @@ def test_a_file_emptied_between_inference_and_scan_is_an_error(tmp_path: Path) -
     path.write_text("a,b\n")
     with pytest.raises(rf.ItemError, match="found no rows where the type inference read 100"):
         src.items()
+
+
+# -- a URL's file object that gives fewer bytes a call than asked for -----------------
+
+
+class _Short(io.BytesIO):
+    """At most 100 bytes a call, as a socket's file may give before its end."""
+
+    def read(self, n: int | None = -1) -> bytes:
+        return super().read(100 if n is None or n < 0 or n > 100 else n)
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b)[:100]
+        data = super().read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _short_fs() -> Any:
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class ShortFS(MemoryFileSystem):  # type: ignore[misc]
+        protocol = "shortread"
+        store: ClassVar[dict[str, Any]] = {}
+        pseudo_dirs: ClassVar[list[str]] = [""]
+
+        @classmethod
+        def _strip_protocol(cls, path: str) -> str:
+            return "/" + path.removeprefix("shortread://").lstrip("/")
+
+        def _open(self, path: str, mode: str = "rb", **kw: Any) -> Any:
+            if mode == "rb":
+                return _Short(self.cat_file(path))
+            return super()._open(path, mode, **kw)
+
+    fsspec.register_implementation("shortread", ShortFS, clobber=True)
+    return fsspec.filesystem("shortread")
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz", "t.jsonl"])
+def test_short_reads_of_a_url_convert_every_row(tmp_path: Path, name: str) -> None:
+    import json
+
+    fs = _short_fs()
+    if name.endswith(".jsonl"):
+        text = "".join(json.dumps({"a": i, "b": f"w{i}", "c": i / 4}) + "\n" for i in range(3000))
+    else:
+        text = "a,b,c\n" + "".join(f"{i},w{i},{i / 4}\n" for i in range(3000))
+    data = text.encode()
+    fs.pipe(f"/x/{name}", gzip.compress(data) if name.endswith(".gz") else data)
+    src = TableSource(f"shortread://x/{name}", part_bytes=10_000)
+    rf.write_dataset(src.items(), tmp_path / "o", to_records=src.to_records, schema=src.schema())
+    ds = rf.open_dataset(tmp_path / "o")
+    assert len(ds) == 3000
+    assert float(ds[2999]["c"]) == 2999 / 4 and ds[1234]["b"] == b"w1234"

@@ -138,7 +138,7 @@ def csv_head(pa: Any, path: str, block: int, delimiter: str, skip: int, header: 
     first batch is the first block's rows as the whole file gives them; the file's
     stream otherwise (a first row longer than a block)."""
     stream = input_stream(pa, path)
-    data = stream.read(2 * block)
+    data = _fs.read_fully(stream, 2 * block)
     if len(data) < 2 * block:  # the whole file
         return pa.BufferReader(data)
     first = data[:block]
@@ -155,7 +155,7 @@ def json_head(pa: Any, path: str) -> Any:
     """:func:`csv_head` for a JSON Lines file (blocks of :data:`JSON_BLOCK` bytes, cut at
     their last line end): its first two blocks where the first holds a line end."""
     stream = input_stream(pa, path)
-    data = stream.read(2 * JSON_BLOCK)
+    data = _fs.read_fully(stream, 2 * JSON_BLOCK)
     if len(data) < 2 * JSON_BLOCK or b"\n" in memoryview(data)[:JSON_BLOCK].tobytes():
         return pa.BufferReader(data)
     stream.close()

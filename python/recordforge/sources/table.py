@@ -471,7 +471,7 @@ class TableSource:
             return
         with _fs.open_file(self.path, "rb") as f:
             f.seek(part.start)
-            data = pa.py_buffer(f.read(part.stop - part.start))
+            data = pa.py_buffer(_fs.read_fully(f, part.stop - part.start))
         if self.format == "csv":
             reader = open_csv(
                 pa.BufferReader(data),
