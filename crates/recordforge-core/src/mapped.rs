@@ -136,6 +136,36 @@ impl Drop for Mapped {
     }
 }
 
+/// Drops `map` on a thread of its own where one is free, else here: unmapping a file
+/// (its page-table entries, one per page mapped) costs ~1 µs a 150 KB record, which a
+/// whole-file scan would otherwise add to its caller's time after the last CRC. One map
+/// waits at most (the next one is dropped here while the thread is busy); a forked child
+/// (whose copy of the thread does not run) drops its maps itself.
+pub fn drop_later(map: Mapped) {
+    use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+    use std::sync::{Mutex, OnceLock};
+
+    static REAPER: OnceLock<Option<(u32, Mutex<SyncSender<Mapped>>)>> = OnceLock::new();
+    let reaper = REAPER.get_or_init(|| {
+        let (send, receive) = sync_channel::<Mapped>(1);
+        let started = std::thread::Builder::new()
+            .name("recordforge-unmap".into())
+            .spawn(move || receive.into_iter().for_each(drop));
+        started.ok().map(|_| (std::process::id(), Mutex::new(send)))
+    });
+    let map = match reaper {
+        Some((pid, send)) if *pid == std::process::id() => {
+            match send.lock().map(|s| s.try_send(map)) {
+                Ok(Ok(())) => return,
+                Ok(Err(TrySendError::Full(map) | TrySendError::Disconnected(map))) => map,
+                Err(_) => return, // (poisoned: only by a panic while sending; the map went with it)
+            }
+        }
+        _ => map,
+    };
+    drop(map);
+}
+
 impl std::fmt::Debug for Mapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Mapped({} bytes, cut: {})", self.map.len(), self.cut())
