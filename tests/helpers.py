@@ -316,3 +316,41 @@ def ok_lines(p: subprocess.CompletedProcess[str]) -> list[str]:
     """The output lines of a child that must have exited normally."""
     assert p.returncode == 0, f"exit {p.returncode}: {p.stdout[-300:]} {p.stderr[-800:]}"
     return p.stdout.splitlines()
+
+
+def held_records(monkeypatch: Any) -> dict[str, dict[int, int]]:
+    """The records each worker holds, converted and not yet written (a chunk's frames
+    from its results until its "place" task is done), as the parent sees them: the most
+    bytes and the most chunks per worker (``monkeypatch``: pytest's, which undoes it)."""
+    from recordforge import _parallel, _workers
+    from recordforge.sharding import FRAME_OVERHEAD
+
+    held: dict[int, tuple[int, int]] = {}  # chunk number -> (worker, bytes)
+    peak: dict[str, dict[int, int]] = {"bytes": {}, "chunks": {}}
+    converted = _parallel._SplitRun._converted
+
+    def counting(self: Any, chunk: Any, results: Any) -> None:
+        frames = sum(len(r[0]) * FRAME_OVERHEAD + int(r[0].sum()) for r in results[0])
+        held[chunk.number] = (chunk.worker, frames)
+        converted(self, chunk, results)
+        for k in range(self.workers):
+            mine = [b for w, b in held.values() if w == k]
+            peak["bytes"][k] = max(peak["bytes"].get(k, 0), sum(mine))
+            peak["chunks"][k] = max(peak["chunks"].get(k, 0), len(mine))
+
+    send = _workers.Workers.send
+
+    def sending(self: Any, worker: Any, name: str, args: Any, what: str, done: Any) -> None:
+        if name == "place":
+            number = args[0]
+
+            def placed(result: Any, done: Callable[[Any], None] = done) -> None:
+                held.pop(number, None)
+                done(result)
+
+            return send(self, worker, name, args, what, placed)
+        return send(self, worker, name, args, what, done)
+
+    monkeypatch.setattr(_parallel._SplitRun, "_converted", counting)
+    monkeypatch.setattr(_workers.Workers, "send", sending)
+    return peak

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, cli, run_code, run_file
+from helpers import clean_env, cli, held_records, run_code, run_file
 
 import recordforge as rf
-from recordforge import _parallel, _workers
-from recordforge.sharding import FRAME_OVERHEAD
+from recordforge import _parallel
 from recordforge.sources import table as table_module
 from recordforge.sources.table import TableSource
 from recordforge.writer import write_source
@@ -108,47 +107,12 @@ def test_chunks_that_stop_at_chunk_bytes_write_one_workers_files(tmp_path: Path)
     assert outs[2] == outs[1] and outs[3] == outs[1]
 
 
-def _held_records(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[int, int]]:
-    """The records each worker holds, converted and not yet written (a chunk's frames
-    from its results until its "place" task is done), as the parent sees them: the most
-    bytes and the most chunks per worker."""
-    held: dict[int, tuple[int, int]] = {}  # chunk number -> (worker, bytes)
-    peak: dict[str, dict[int, int]] = {"bytes": {}, "chunks": {}}
-    converted = _parallel._SplitRun._converted
-
-    def counting(self: Any, chunk: Any, results: Any) -> None:
-        frames = sum(len(r[0]) * FRAME_OVERHEAD + int(r[0].sum()) for r in results[0])
-        held[chunk.number] = (chunk.worker, frames)
-        converted(self, chunk, results)
-        for k in range(self.workers):
-            mine = [b for w, b in held.values() if w == k]
-            peak["bytes"][k] = max(peak["bytes"].get(k, 0), sum(mine))
-            peak["chunks"][k] = max(peak["chunks"].get(k, 0), len(mine))
-
-    send = _workers.Workers.send
-
-    def sending(self: Any, worker: Any, name: str, args: Any, what: str, done: Any) -> None:
-        if name == "place":
-            number = args[0]
-
-            def placed(result: Any, done: Callable[[Any], None] = done) -> None:
-                held.pop(number, None)
-                done(result)
-
-            return send(self, worker, name, args, what, placed)
-        return send(self, worker, name, args, what, done)
-
-    monkeypatch.setattr(_parallel._SplitRun, "_converted", counting)
-    monkeypatch.setattr(_workers.Workers, "send", sending)
-    return peak
-
-
 def test_a_worker_holds_the_documented_bytes_when_no_chunk_stops_early(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """5 MB records from the first item: one-item chunks, none stopped early; each
     worker holds at most HELD_CHUNKS x CHUNK_BYTES of records (the bound holds here)."""
-    peak = _held_records(monkeypatch)
+    peak = held_records(monkeypatch)
     rf.write_dataset(iter(range(40)), tmp_path / "o", to_records=_tiny_then_big_from_0, workers=2)
     assert max(peak["bytes"].values()) <= _parallel.HELD_CHUNKS * _parallel.CHUNK_BYTES
     assert max(peak["chunks"].values()) <= _parallel.MOST_HELD
@@ -161,7 +125,7 @@ def _tiny_then_big_from_0(item: int) -> list[bytes]:
 def test_rest_chunks_keep_a_worker_within_its_byte_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    peak = _held_records(monkeypatch)
+    peak = held_records(monkeypatch)
     rf.write_dataset(
         iter(range(TINY + BIG)), tmp_path / "o", to_records=_tiny_then_big, workers=2, max_records=7
     )

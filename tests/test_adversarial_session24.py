@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, run_code
+from helpers import clean_env, held_records, run_code
 
 import recordforge as rf
-from recordforge import _parallel, _workers
-from recordforge.sharding import FRAME_OVERHEAD
+from recordforge import _parallel
 from recordforge.sources import table as table_module
 from recordforge.sources.table import TableSource
 
@@ -87,45 +86,11 @@ def test_chains_of_rests_write_one_workers_files(
     assert rf.inspect.verify(tmp_path / "w3").ok
 
 
-def _held_records(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[int, int]]:
-    """The most record bytes and chunks each worker holds, converted and not yet written
-    (as test_adversarial_session23 counts them)."""
-    held: dict[int, tuple[int, int]] = {}
-    peak: dict[str, dict[int, int]] = {"bytes": {}, "chunks": {}}
-    converted = _parallel._SplitRun._converted
-
-    def counting(self: Any, chunk: Any, results: Any) -> None:
-        frames = sum(len(r[0]) * FRAME_OVERHEAD + int(r[0].sum()) for r in results[0])
-        held[chunk.number] = (chunk.worker, frames)
-        converted(self, chunk, results)
-        for k in range(self.workers):
-            mine = [b for w, b in held.values() if w == k]
-            peak["bytes"][k] = max(peak["bytes"].get(k, 0), sum(mine))
-            peak["chunks"][k] = max(peak["chunks"].get(k, 0), len(mine))
-
-    send = _workers.Workers.send
-
-    def sending(self: Any, worker: Any, name: str, args: Any, what: str, done: Any) -> None:
-        if name == "place":
-            number = args[0]
-
-            def placed(result: Any, done: Callable[[Any], None] = done) -> None:
-                held.pop(number, None)
-                done(result)
-
-            return send(self, worker, name, args, what, placed)
-        return send(self, worker, name, args, what, done)
-
-    monkeypatch.setattr(_parallel._SplitRun, "_converted", counting)
-    monkeypatch.setattr(_workers.Workers, "send", sending)
-    return peak
-
-
 @pytest.mark.parametrize("pattern", ["just_under", "alternate", "saw"])
 def test_forced_rests_keep_each_worker_within_its_byte_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern: str
 ) -> None:
-    peak = _held_records(monkeypatch)
+    peak = held_records(monkeypatch)
     rf.write_dataset(
         iter(range(40)), tmp_path / "o", to_records=_records(pattern), workers=2, max_records=3
     )
