@@ -1,6 +1,8 @@
-"""``scan_records`` of a mapped file unmaps it on a thread of its own (``drop_later``):
-at most one map waits, none is leaked, a forked child drops its own, and a file cut or
-removed after its scan is nobody's concern."""
+"""``scan_records`` of a mapped file leaves no map and no open file behind, in the
+process or in a child forked after it, and a file cut or removed after its scan is
+nobody's concern. (An unmapping thread was tried, 30bcea7, and reverted: a child forked
+while it started hung at its first scan, and one forked while a map waited kept the
+parent's deleted files open for its life: tests/test_adversarial_session24b.py.)"""
 
 from __future__ import annotations
 
@@ -29,19 +31,15 @@ def _maps_of(path: Path) -> int:
         return sum(1 for line in f if line.rstrip().endswith(str(path)))
 
 
-def test_many_scans_leave_at_most_one_map_and_file_open(tmp_path: Path) -> None:
+def test_many_scans_leave_no_map_and_no_file_open(tmp_path: Path) -> None:
     files = [_file(tmp_path / f"f{i}.tfrecord") for i in range(4)]
-    rf.scan_records(files[0])  # (the unmapping thread started)
+    rf.scan_records(files[0])
     fds = _open_fds()
     for _ in range(50):
         for f in files:
             assert rf.scan_records(f).records == 50
-    assert _open_fds() <= fds + 1
-    assert sum(_maps_of(f) for f in files) <= 1
-    names = {
-        Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task")
-    }
-    assert "recordforge-unm" in names  # (comm keeps 15 characters)
+    assert _open_fds() == fds
+    assert sum(_maps_of(f) for f in files) == 0
 
 
 def test_a_scanned_file_can_be_cut_and_removed_at_once(tmp_path: Path) -> None:
@@ -64,7 +62,7 @@ def _child(path: str, answers: multiprocessing.queues.Queue[int]) -> None:
 
 def test_a_forked_child_scans_and_exits(tmp_path: Path) -> None:
     f = _file(tmp_path / "k.tfrecord")
-    rf.scan_records(f)  # the parent's unmapping thread exists before the fork
+    rf.scan_records(f)
     context = multiprocessing.get_context("fork")
     answers: multiprocessing.queues.Queue[int] = context.Queue()
     child = context.Process(target=_child, args=(str(f), answers))

@@ -77,7 +77,7 @@ impl Mapped {
         }
         let cut = offset.saturating_add(12) > now || {
             // The header is before the new end: the file's bytes, no fault.
-            let at = offset as usize;
+            let at = offset as usize; // (offset + 12 <= now < the map's length)
             let length = u64::from_le_bytes(self.map[at..at + 8].try_into().expect("8 bytes"));
             offset.saturating_add(16).saturating_add(length) > now
         };
@@ -96,8 +96,10 @@ impl Mapped {
             if let Some(e) = self.cut_error(pos) {
                 return Some(e);
             }
-            let at = pos as usize; // (its header is before the new end: cut_error read it)
-            let length = u64::from_le_bytes(self.map[at..at + 8].try_into().ok()?);
+            // (its header was before the new end when cut_error read it; the file may
+            // have grown again since, past the map: the walk then ends here)
+            let at = usize::try_from(pos).ok()?;
+            let length = u64::from_le_bytes(self.map.get(at..at.checked_add(8)?)?.try_into().ok()?);
             pos = pos.checked_add(16)?.checked_add(length)?;
         }
     }
@@ -134,36 +136,6 @@ impl Drop for Mapped {
             guard::release(slot);
         }
     }
-}
-
-/// Drops `map` on a thread of its own where one is free, else here: unmapping a file
-/// (its page-table entries, one per page mapped) costs ~1 µs a 150 KB record, which a
-/// whole-file scan would otherwise add to its caller's time after the last CRC. One map
-/// waits at most (the next one is dropped here while the thread is busy); a forked child
-/// (whose copy of the thread does not run) drops its maps itself.
-pub fn drop_later(map: Mapped) {
-    use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-    use std::sync::{Mutex, OnceLock};
-
-    static REAPER: OnceLock<Option<(u32, Mutex<SyncSender<Mapped>>)>> = OnceLock::new();
-    let reaper = REAPER.get_or_init(|| {
-        let (send, receive) = sync_channel::<Mapped>(1);
-        let started = std::thread::Builder::new()
-            .name("recordforge-unmap".into())
-            .spawn(move || receive.into_iter().for_each(drop));
-        started.ok().map(|_| (std::process::id(), Mutex::new(send)))
-    });
-    let map = match reaper {
-        Some((pid, send)) if *pid == std::process::id() => {
-            match send.lock().map(|s| s.try_send(map)) {
-                Ok(Ok(())) => return,
-                Ok(Err(TrySendError::Full(map) | TrySendError::Disconnected(map))) => map,
-                Err(_) => return, // (poisoned: only by a panic while sending; the map went with it)
-            }
-        }
-        _ => map,
-    };
-    drop(map);
 }
 
 impl std::fmt::Debug for Mapped {

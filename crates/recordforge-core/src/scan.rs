@@ -244,9 +244,7 @@ pub fn scan_stream<R: Read>(reader: &mut RecordReader<R>) -> Result<ScanSummary>
 /// `MADV_POPULATE_READ` of each window by its checker was slower still (10.2 µs a 150 KB
 /// record against 7.8-8.1 without). A 150 KB record costs ~3 µs of page mapping on top of
 /// its 5.2 µs CRC; a CRC of the mapped file alone on 2 threads (`file_crc32c`) runs at
-/// about the speed of this scan. The map is dropped on a thread of its own
-/// ([`crate::mapped::drop_later`]): its unmapping (~1 µs a 150 KB record) overlaps the
-/// caller's next work, the next file's scan for a `verify` of many.
+/// about the speed of this scan.
 pub fn scan_file(
     path: &Path,
     compression: Option<Compression>,
@@ -261,15 +259,13 @@ pub fn scan_file(
     match FileRecords::open(path, compression, verify, max_record)? {
         FileRecords::Mapped { map, .. } => {
             let summary = scan_slice(&map, verify, threads, max_record);
-            let result = match map.len_now() {
+            match map.len_now() {
                 // Cut short under the map (a fault or not): the first record past its end.
                 Some(now) if map.cut() || now < map.len() as u64 => {
                     Err(map.first_cut().unwrap_or(crate::framing::cut_at(now, now)))
                 }
                 _ => summary,
-            };
-            crate::mapped::drop_later(map);
-            result
+            }
         }
         FileRecords::Stream(mut reader) => scan_stream(&mut reader),
     }
