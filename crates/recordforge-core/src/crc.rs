@@ -13,6 +13,17 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, data) as u32
 }
 
+/// Runs `crc-fast`'s one-time set-up (its choice of code for this CPU, kept in a
+/// `OnceLock`) now: a process forked while another of its threads runs that set-up
+/// would wait for it for ever at its own first CRC. Called when the Python module
+/// loads, before the program can start threads of its own.
+pub fn set_up() {
+    let data = [0u8; 4096];
+    let mut digest = Crc32c::default();
+    digest.update(&data);
+    std::hint::black_box((crc32c(&data), crc32c(&data[..7]), digest.value()));
+}
+
 /// CRC32C's polynomial, bit-reflected.
 const POLY: u32 = 0x82f6_3b78;
 

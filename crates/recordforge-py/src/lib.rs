@@ -24,6 +24,7 @@ mod walk;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    recordforge_core::crc::set_up();
     m.add_function(wrap_pyfunction!(convert::crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(convert::masked_crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(convert::crc32c_combine, m)?)?;
