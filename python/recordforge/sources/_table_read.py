@@ -137,26 +137,30 @@ def csv_head(pa: Any, path: str, block: int, delimiter: str, skip: int, header: 
     first block holds a whole row past the skipped lines and the header, so that the
     first batch is the first block's rows as the whole file gives them; the file's
     stream otherwise (a first row longer than a block)."""
-    stream = input_stream(pa, path)
-    data = _fs.read_fully(stream, 2 * block)
-    if len(data) < 2 * block:  # the whole file
-        return pa.BufferReader(data)
-    first = data[:block]
-    lines = scan_lines(io.BytesIO(first), csv=True, delimiter=delimiter, chunk=block, skip=skip)
-    # (a line cut by the block's end is not a row: only ends before it count)
-    rows = sum(int(((ends < len(first)) & (marks == 1)).sum()) for ends, marks in lines)
-    if rows >= 1 + header:
-        return pa.BufferReader(data)
-    stream.close()
-    return input_stream(pa, path)
+
+    def whole_row(data: bytes) -> bool:
+        first = data[:block]
+        lines = scan_lines(io.BytesIO(first), csv=True, delimiter=delimiter, chunk=block, skip=skip)
+        # (a line cut by the block's end is not a row: only ends before it count)
+        rows = sum(int(((ends < len(first)) & (marks == 1)).sum()) for ends, marks in lines)
+        return rows >= 1 + header
+
+    return _head(pa, path, block, whole_row)
 
 
 def json_head(pa: Any, path: str) -> Any:
     """:func:`csv_head` for a JSON Lines file (blocks of :data:`JSON_BLOCK` bytes, cut at
     their last line end): its first two blocks where the first holds a line end."""
+    return _head(pa, path, JSON_BLOCK, lambda data: data.find(b"\n", 0, JSON_BLOCK) >= 0)
+
+
+def _head(pa: Any, path: str, block: int, whole_row: Callable[[bytes], bool]) -> Any:
+    """The first two blocks of ``path`` as a stream, where the file is no longer or
+    ``whole_row`` of them says the first block's batch does not need the rest; the
+    file's stream (opened again) otherwise."""
     stream = input_stream(pa, path)
-    data = _fs.read_fully(stream, 2 * JSON_BLOCK)
-    if len(data) < 2 * JSON_BLOCK or b"\n" in memoryview(data)[:JSON_BLOCK].tobytes():
+    data = _fs.read_fully(stream, 2 * block)
+    if len(data) < 2 * block or whole_row(data):  # (shorter: the whole file)
         return pa.BufferReader(data)
     stream.close()
     return input_stream(pa, path)

@@ -306,10 +306,10 @@ class TableSource:
                 )
             types = {n: pa.string() for n in self.given_schema} if self.format == "csv" else None
             return self.given_schema, types, file_schema
-        # pyarrow infers the types from the first block: read without threads, which
-        # would read and convert blocks ahead (~90 MB for a 4 MiB block, against ~50),
-        # and given back to the system, not kept by pyarrow's allocator in a process
-        # that forks its workers next.
+        # pyarrow infers the types from the first block: read from the file's first two
+        # blocks (csv_head, json_head) without threads, which would convert blocks
+        # ahead, and given back to the system, not kept by pyarrow's allocator in a
+        # process that forks its workers next.
         read = functools.partial(self._arrow_batches, None, threads=False, head=True)
         first, batches = first_batch(read, _BLOCK_BYTES)
         self._cache["first_rows"] = 0 if first is None else first.num_rows
