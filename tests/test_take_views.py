@@ -1,7 +1,8 @@
 """``ds.take(indices, copy=False)``: bytes values as read-only memoryviews of a buffer
 reused across calls (``_core.Arena``): the same values as ``copy=True`` for every shape,
-small records copied from the map and big ones read with ``pread``, both CRCs checked on
-the copy, a view unchanged while it is kept, no fresh memory once the buffer is reused."""
+small and big records (over 64 KiB: copied and hashed a chunk at a time) copied from the
+map, both CRCs checked on the copy, a view unchanged while it is kept, no fresh memory
+once the buffer is reused."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ import pytest
 
 import recordforge as rf
 
-# Records of at least this many bytes are read with pread (arena.rs PREAD_MIN).
-PREAD_MIN = 16 << 10
+# A big record: over the 64 KiB chunks that the copy checks its CRC in (framing.rs
+# Frame::copy_checked).
+CHUNK = 64 << 10
 
 
 def _blobs(n: int, big: bool) -> list[bytes]:
     rng = np.random.default_rng(n)
-    sizes = rng.integers(PREAD_MIN, 3 * PREAD_MIN, n) if big else rng.integers(0, 300, n)
+    sizes = rng.integers(CHUNK // 4, 3 * CHUNK, n) if big else rng.integers(0, 300, n)
     return [rng.bytes(int(s)) for s in sizes]
 
 
@@ -131,9 +133,8 @@ def test_damage_names_file_and_offset_and_checks_the_copy(tmp_path: Path, big: b
     assert [int(i) for i in ds.take([0, 29, 12, 14], copy=False)["id"]] == [0, 29, 12, 14]
 
 
-def test_a_big_take_copied_on_threads_reports_the_first_damaged_record(tmp_path: Path) -> None:
-    # Over 4 MiB a take is copied on several threads; the error is the first record's in
-    # the order asked, whichever thread finds it.
+def test_a_big_take_reports_the_first_damaged_record(tmp_path: Path) -> None:
+    # A take of 10 MB; the error is the first damaged record's in the order asked.
     n = 100
     blob = np.random.default_rng(1).bytes(100_000)
     rf.write_dataset({"id": np.arange(n), "blob": [blob] * n}, tmp_path, max_records=n)
@@ -158,7 +159,7 @@ def test_a_file_cut_short_after_opening_is_an_error_naming_it(tmp_path: Path) ->
     path = ds.files[-1]
     (offset, *_) = rf._core.RecordFile(path).offsets()[-1:].tolist()
     # The last record's payload is cut off (its header is left, in a page still backed):
-    # a big record is read with pread, so a short read: the file's cut, as from the map.
+    # the zeros read there from the map are the file's cut, not a CRC mismatch.
     os.truncate(path, offset + 100)
     with pytest.raises(rf.CorruptRecordError, match=r"cut short while it was read") as cut:
         ds.take([last], copy=False)

@@ -64,14 +64,15 @@ ds = rf.open_dataset(d)
 """
 
 
-def test_sizes_around_the_pread_threshold_and_empty_values(tmp_path: Path) -> None:
-    # Blobs whose records' payloads are 16383, 16384 and 16385 bytes (copied from the map
-    # / read with pread), empty values and single bytes, in one take, repeated.
-    sizes = [*range(16384 - 40, 16384 + 10), 0, 1, 0]
+def test_sizes_around_the_copy_chunk_and_empty_values(tmp_path: Path) -> None:
+    # Blobs whose records' payloads are 65535, 65536 and 65537 bytes (a 64 KiB chunk of
+    # the copy that checks the CRC, and a byte more or less), empty values and single
+    # bytes, in one take, repeated.
+    sizes = [*range(65536 - 40, 65536 + 10), 0, 1, 0]
     ds, blobs = _blob_dataset(tmp_path, sizes, max_records=1000, index=True)
     offsets = _core.RecordFile(ds.files[0]).offsets().astype(int)
     payloads = np.diff([*offsets, os.path.getsize(ds.files[0])]) - 16
-    assert {16383, 16384, 16385} <= set(payloads.tolist())
+    assert {65535, 65536, 65537} <= set(payloads.tolist())
     order = [*range(len(sizes)), *range(len(sizes))[::-1], -1, -1]
     got, want = ds.take(order, copy=False), ds.take(order)
     assert _as_bytes(got["blob"]) == list(want["blob"]) == [blobs[i] for i in order]
@@ -79,7 +80,7 @@ def test_sizes_around_the_pread_threshold_and_empty_values(tmp_path: Path) -> No
 
 
 def test_many_small_records_copied_and_decoded_on_threads(tmp_path: Path) -> None:
-    # 6,000 records (decoded in runs of 1,024) and > 4 MiB (copied on several threads).
+    # 6,000 records (decoded in runs of 1,024) and > 4 MiB.
     sizes = np.random.default_rng(3).integers(0, 3000, 5000).tolist()
     ds, blobs = _blob_dataset(tmp_path, sizes, max_records=1700)
     order = np.random.default_rng(4).integers(-5000, 5000, 6000)
@@ -132,8 +133,8 @@ def test_views_outlive_the_dataset_and_its_maps(tmp_path: Path) -> None:
 
 
 def test_threads_taking_big_views_while_others_drop_theirs(tmp_path: Path) -> None:
-    # Takes over 4 MiB (copied on several threads) from 6 threads at once, each keeping
-    # its last result while taking the next and checking every view it holds.
+    # Takes over 4 MiB from 6 threads at once, each keeping its last result while taking
+    # the next and checking every view it holds.
     ds, blobs = _blob_dataset(tmp_path, [150_000] * 30 + [50] * 30, max_records=20)
     errors: list[BaseException] = []
 

@@ -334,7 +334,7 @@ pub fn take_records<'py>(
     if let Some(arena) = arena {
         let sources: Vec<Source<'_>> = files
             .iter()
-            .map(|f| (f.data(), f.max_record_bytes(), f.file()))
+            .map(|f| (f.data(), f.max_record_bytes()))
             .collect();
         let taken = TakeInto {
             sources: &sources,
