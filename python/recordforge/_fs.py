@@ -9,6 +9,8 @@ so a reader never sees a partial object under a final name.
 >>> from recordforge import _fs
 >>> _fs.is_url("s3://bucket/out"), _fs.is_url("/data/out"), _fs.is_url("C:/data")
 (True, False, False)
+>>> _fs.is_url("simplecache::gs://bucket/ds"), _fs.is_url("odd::name")
+(True, False)
 >>> _fs.join("gs://bucket/out/", "dataset.json"), _fs.name("s3://b/out/train.tfrecord")
 ('gs://bucket/out/dataset.json', 'train.tfrecord')
 """
@@ -51,7 +53,9 @@ __all__ = [
     "write_bytes",
 ]
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
+# A scheme and ``://``, after fsspec's chained file systems where there are some
+# (``simplecache::gs://bucket/ds``, ``filecache::s3://...``).
+_URL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]*::)*[A-Za-z][A-Za-z0-9+.\-]+://")
 
 
 def is_url(path: Any) -> bool:
@@ -196,8 +200,12 @@ def listdir(path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
 def glob(pattern: str) -> list[str]:
     """The files matching a glob, as URLs (or local paths), sorted."""
     if is_url(pattern):
-        fs, p = filesystem(pattern)
-        return sorted(fs.unstrip_protocol(m) for m in fs.glob(p) if fs.isfile(m))
+        # A chained URL (``simplecache::gs://...``): the last file system globs, and
+        # every match keeps the chain before it (read through the cache, as asked).
+        chain, _, last = pattern.rpartition("::")
+        fs, p = filesystem(last)
+        prefix = chain + "::" if chain else ""
+        return sorted(prefix + fs.unstrip_protocol(m) for m in fs.glob(p) if fs.isfile(m))
     import glob as _glob
 
     return sorted(m for m in _glob.glob(fspath(pattern)) if os.path.isfile(m))

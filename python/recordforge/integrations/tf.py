@@ -206,9 +206,12 @@ def to_tf_dataset(
 
 def _tf_opens(tf: Any, path: str) -> bool:
     """Whether TensorFlow's own file systems read ``path`` (local paths, ``gs://``; an
-    ``s3://`` path needs tensorflow-io)."""
+    ``s3://`` path needs tensorflow-io; fsspec's chained URLs, ``simplecache::gs://...``,
+    TensorFlow takes for local paths that do not exist)."""
     if not _fs.is_url(path):
         return True
+    if "::" in path.split("://", 1)[0]:
+        return False
     try:
         tf.io.gfile.exists(path)
     except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
