@@ -425,7 +425,10 @@ class ShardFiles:
                 future.add_done_callback(_close_opened)
 
     def record_file(self, path: str) -> Any:
-        """The memory-mapped file, opened once (a remote one downloaded once)."""
+        """The memory-mapped file, opened once (a remote one downloaded once), and again
+        where its map met the file cut short and the file is whole again (the map reads
+        zeros from the cut on for its life)."""
+        self._forget_restored(path)
         if path not in self._open:
             self.check_uncompressed()
             self._open[path] = f = _core.RecordFile(
@@ -433,6 +436,14 @@ class ShardFiles:
             )
             self._mapped_bytes += len(f)
         return self._open[path]
+
+    def _forget_restored(self, path: str) -> None:
+        """Lets go of the map of ``path`` where it met the file cut short and the file is
+        whole again (``RecordFile.is_restored``)."""
+        kept = self._open.get(path)
+        if kept is not None and kept.is_restored():
+            del self._open[path]
+            self._mapped_bytes -= len(kept)
 
     def kept_maps(self, paths: Sequence[str]) -> list[Any]:
         """The maps a batch reader reads ``paths`` from (None: it maps the file itself),
@@ -444,6 +455,7 @@ class ShardFiles:
         compression = dict(zip(self.files, self.compressions(), strict=True))
         out: list[Any] = []
         for path in paths:
+            self._forget_restored(path)
             f = self._open.get(path)
             if f is None and compression[path] is None and not _fs.is_url(path):
                 try:

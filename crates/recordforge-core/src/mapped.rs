@@ -70,11 +70,12 @@ impl Mapped {
     /// The error of the record at byte `offset` where it reaches past the file's end now
     /// (its header, or its payload by the length in its header): the file was cut short
     /// since it was mapped. None where it does not, or the file is not shorter.
+    ///
+    /// Where a page of the map was read past the file's end, the map holds zero pages
+    /// from that page on for its life, whatever the file holds since (written back in
+    /// place: as long again): a record that reaches them is cut too.
     pub fn cut_error(&self, offset: u64) -> Option<crate::Error> {
-        let now = self.len_now()?;
-        if now >= self.map.len() as u64 {
-            return None;
-        }
+        let now = self.end_now()?;
         let cut = offset.saturating_add(12) > now || {
             // The header is before the new end: the file's bytes, no fault.
             let at = offset as usize; // (offset + 12 <= now < the map's length)
@@ -87,10 +88,7 @@ impl Mapped {
     /// The error of the first record that reaches past the file's end, where the file is
     /// shorter now than when it was mapped (a walk of the record headers before it).
     pub fn first_cut(&self) -> Option<crate::Error> {
-        let now = self.len_now()?;
-        if now >= self.map.len() as u64 {
-            return None;
-        }
+        self.end_now()?;
         let mut pos = 0u64;
         loop {
             if let Some(e) = self.cut_error(pos) {
@@ -102,6 +100,19 @@ impl Mapped {
             let length = u64::from_le_bytes(self.map.get(at..at.checked_add(8)?)?.try_into().ok()?);
             pos = pos.checked_add(16)?.checked_add(length)?;
         }
+    }
+
+    /// Where the map's bytes stop being the file's now, where they do before the map's
+    /// end: the file's length now, or the first zero page the map holds (see
+    /// [`Mapped::cut_error`]), whichever is first. None where all of them are.
+    fn end_now(&self) -> Option<u64> {
+        let zeros = self.slot.and_then(guard::zeros_from).map(|z| z as u64);
+        let end = match (self.len_now(), zeros) {
+            (Some(now), Some(z)) => now.min(z),
+            (Some(now), None) => now,
+            (None, z) => z?,
+        };
+        (end < self.map.len() as u64).then_some(end)
     }
 
     /// The file's length now (see [`Mapped::lost`]).
@@ -164,6 +175,8 @@ mod guard {
         start: AtomicUsize,
         len: AtomicUsize,
         cut: AtomicBool,
+        /// Offset in the map of the first page made zeros (`usize::MAX`: none).
+        zeros: AtomicUsize,
     }
 
     #[allow(clippy::declare_interior_mutable_const)] // a template for the table's slots
@@ -173,6 +186,7 @@ mod guard {
         start: AtomicUsize::new(0),
         len: AtomicUsize::new(0),
         cut: AtomicBool::new(false),
+        zeros: AtomicUsize::new(usize::MAX),
     };
     static TABLE: [Slot; SLOTS] = [EMPTY; SLOTS];
     /// Where the search for a free slot starts (the slot after the last one taken).
@@ -262,6 +276,7 @@ mod guard {
                 slot.start.store(start, Ordering::Relaxed);
                 slot.len.store(len, Ordering::Relaxed);
                 slot.cut.store(false, Ordering::Relaxed);
+                slot.zeros.store(usize::MAX, Ordering::Relaxed);
                 slot.generation.fetch_add(1, Ordering::Release);
                 slot.state.store(LIVE, Ordering::Release);
                 NEXT.store((i + 1) % SLOTS, Ordering::Relaxed);
@@ -273,6 +288,11 @@ mod guard {
 
     pub(super) fn is_cut(slot: usize) -> bool {
         TABLE[slot].cut.load(Ordering::Acquire)
+    }
+
+    pub(super) fn zeros_from(slot: usize) -> Option<usize> {
+        let at = TABLE[slot].zeros.load(Ordering::Acquire);
+        (at != usize::MAX).then_some(at)
     }
 
     pub(super) fn release(slot: usize) {
@@ -311,6 +331,8 @@ mod guard {
                     let from = addr & !(page - 1);
                     let to = (start + len).div_ceil(page) * page;
                     // Marked first: a thread that reads the zeros finds the map cut.
+                    slot.zeros
+                        .fetch_min(from.max(start) - start, Ordering::AcqRel);
                     slot.cut.store(true, Ordering::Release);
                     let zeros = libc::mmap(
                         from as *mut libc::c_void,
@@ -398,6 +420,9 @@ mod guard {
     pub(super) fn register(_start: usize, _len: usize) -> Option<usize> {
         None
     }
+    pub(super) fn zeros_from(_slot: usize) -> Option<usize> {
+        None
+    }
     pub(super) fn is_cut(_slot: usize) -> bool {
         false
     }
@@ -434,6 +459,46 @@ mod tests {
         let again = Mapped::map(File::open(&path).unwrap()).unwrap();
         assert_eq!(again.len(), 4096);
         assert!(!again.cut());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn zero_pages_stay_a_cut_after_the_file_is_written_back() {
+        // Two records of 20,000 bytes; the file cut inside the second, a page of it read
+        // (zeros from that page on), then written back whole: the second record is still
+        // a cut (the map reads zeros there), the first is not.
+        let mut framed = Vec::new();
+        for fill in [1u8, 2] {
+            crate::framing::frame_record(&mut framed, &vec![fill; 20_000]);
+        }
+        let second = 20_016u64;
+        let path = std::env::temp_dir().join(format!("rf-mapped-back-{}", std::process::id()));
+        std::fs::write(&path, &framed).unwrap();
+        let map = Mapped::map(File::open(&path).unwrap()).unwrap();
+        assert!(map.cut_error(second).is_none() && map.first_cut().is_none());
+        let cut = 24_576; // a page boundary inside the second record's payload
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        assert_eq!(map[36_000], 0); // a page past the end: made zeros
+        assert!(map.cut());
+        std::fs::write(&path, &framed).unwrap(); // the same bytes, in place
+        assert_eq!(map.len_now(), Some(framed.len() as u64));
+        assert_eq!(map[36_000], 0, "the map's zero pages stay");
+        assert!(map.cut_error(0).is_none());
+        let e = map
+            .cut_error(second)
+            .expect("the second record reaches the zeros");
+        assert!(e.to_string().contains("cut short"), "{e}");
+        assert!(map
+            .first_cut()
+            .is_some_and(|e| e.to_string().contains("offset 20016")));
+        drop(map);
+        let again = Mapped::map(File::open(&path).unwrap()).unwrap();
+        assert!(again.cut_error(second).is_none() && again[36_000] == 2);
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -826,7 +826,8 @@ fn cut_in(records: &[Rec]) -> Option<ReadError> {
             continue;
         }
         checked.push(data); // (a map is one Data for its whole file)
-        if map.len_now().is_some_and(|now| now < map.len() as u64) {
+                            // (a map that met a cut holds zero pages from there, even once the file is whole)
+        if map.cut() || map.len_now().is_some_and(|now| now < map.len() as u64) {
             let mut of_map = records
                 .iter()
                 .filter(|r| r.data.mapped().is_some_and(|m| std::ptr::eq(m, map)));

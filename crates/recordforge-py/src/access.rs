@@ -49,6 +49,14 @@ impl RecordFile {
         self.map.as_ref().is_some_and(|m| m.cut())
     }
 
+    /// See `is_restored`.
+    pub(crate) fn restored(&self, py: Python<'_>) -> bool {
+        self.is_cut()
+            && py.detach(|| {
+                std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.data().len() as u64)
+            })
+    }
+
     /// Whether the file is shorter now than it was mapped (one `fstat`).
     pub(crate) fn is_shorter(&self) -> bool {
         self.map
@@ -227,6 +235,14 @@ impl RecordFile {
             let now = (std::fs::metadata(&self.path), self.file().metadata());
             matches!(now, (Ok(at_path), Ok(open)) if stamp(&at_path) == self.stamp && stamp(&open) == self.stamp)
         })
+    }
+
+    /// Whether the map met its file cut short (its pages from there read as zeros for
+    /// the map's life) and the file at this path is now at least as long as the map
+    /// again (written back in place, or replaced): a reader opens it again instead of
+    /// reading the zeros. One `stat`, only where the map was cut.
+    fn is_restored(&self, py: Python<'_>) -> bool {
+        self.restored(py)
     }
 
     /// Bytes in the file.

@@ -2,7 +2,7 @@
 //! NumPy values, in one call (index lookup, both CRCs, decode, the dict).
 
 use std::os::raw::c_void;
-use std::sync::{Mutex, OnceLock, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use numpy::npyffi::PY_ARRAY_API;
 use numpy::{Element, PyArray1, PyArrayDescr, PyArrayDescrMethods, PyReadonlyArray1};
@@ -65,7 +65,9 @@ pub struct RowReader {
     fresh: RecordDecoder,
     /// ``{name: None}`` of the features, in order.
     template: Py<PyDict>,
-    slots: Vec<OnceLock<Slot>>,
+    /// Each file's slot once loaded (again where its map met the file cut short and the
+    /// file is whole again: see `RecordFile.is_restored`).
+    slots: Vec<Mutex<Option<Arc<Slot>>>>,
     load: Py<PyAny>,
     int64: Scalars,
     float32: Scalars,
@@ -156,21 +158,32 @@ impl Scalars {
 type FeatureArg = (String, String, Option<usize>, Option<Vec<Option<usize>>>);
 
 impl RowReader {
-    /// File `k`'s slot, loaded through `load` the first time.
-    fn slot(&self, py: Python<'_>, k: usize) -> PyResult<&Slot> {
-        if let Some(slot) = self.slots[k].get() {
-            return Ok(slot);
+    /// File `k`'s slot, loaded through `load` the first time, and again where its map
+    /// met the file cut short and the file is whole again (the map reads zeros from the
+    /// cut on for its life; `load` opens the file again then).
+    fn slot(&self, py: Python<'_>, k: usize) -> PyResult<Arc<Slot>> {
+        // (the lock is never held while Python code runs or the GIL is let go)
+        let kept = self.slots[k]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(slot) = kept {
+            if !slot.file.get().restored(py) {
+                return Ok(slot);
+            }
         }
         let loaded = self.load.bind(py).call1((k,))?;
         let (file, offsets): (Py<RecordFile>, PyReadonlyArray1<'_, u64>) = loaded.extract()?;
-        let slot = Slot {
+        let slot = Arc::new(Slot {
             file,
             offsets: offsets.as_slice()?.to_vec(),
-        };
-        // Another thread may have loaded it meanwhile (`load` runs Python code): the
-        // first one stays.
-        let _ = self.slots[k].set(slot);
-        Ok(self.slots[k].get().expect("just set"))
+        });
+        // Another thread may have loaded it meanwhile (`load` runs Python code): either
+        // is the file as it is now.
+        *self.slots[k]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&slot));
+        Ok(slot)
     }
 
     fn value<'py>(
@@ -303,7 +316,7 @@ impl RowReader {
             decoder: Mutex::new(fresh.clone()),
             fresh,
             template: template.unbind(),
-            slots: counts.iter().map(|_| OnceLock::new()).collect(),
+            slots: counts.iter().map(|_| Mutex::new(None)).collect(),
             load,
             int64: Scalars::new(py, -0x0123_4567_89ab_cdef_i64)?,
             float32: Scalars::new(py, -1.5e-3_f32)?,
