@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from recordforge import _core
+from recordforge.errors import DecodeError, SchemaError
 from recordforge.imageformat import image_dimensions
 from recordforge.inspect._common import Paths, Problem, Progress, Result
 from recordforge.inspect._decode import (
@@ -67,6 +69,11 @@ def _by_count(item: tuple[Any, int]) -> int:
     return -item[1]
 
 
+def _by_count_length(item: tuple[int, int]) -> tuple[int, int]:
+    """Sort key of lengths: the most common first, then the shortest."""
+    return -item[1], item[0]
+
+
 # Arrays of at most this many numbers are summed in Python (see _Acc._add_few).
 _SMALL = 8
 
@@ -115,7 +122,11 @@ class _Acc:
             if self.is_label and value.dtype == np.int64:
                 self._ids().update(value.tolist())
             return
-        for item in value:
+        self._add_items(value)
+
+    def _add_items(self, items: Sequence[bytes]) -> None:
+        """Bytes values, in the order the records hold them."""
+        for item in items:
             image = image_of(item)
             if image is not None:
                 if self.formats is None:
@@ -132,6 +143,38 @@ class _Acc:
                 self.values[item[:200]] += 1
             else:
                 self.capped = True
+
+    def add_block(self, kind: str | None, values: Any, lengths: np.ndarray, present: int) -> None:
+        """:meth:`add` of one feature of a block of records at once: ``lengths`` per
+        record, 0 where the feature is missing (``len(lengths) - present`` of them);
+        ``values`` all of them in record order (an array, or a list of bytes)."""
+        missing = len(lengths) - present
+        self.present += present
+        found, counts = np.unique(lengths, return_counts=True)
+        for length, count in zip(found.tolist(), counts.tolist(), strict=True):
+            if length == 0:
+                count -= missing
+                self.empty += count
+            if count:
+                self.lengths[length] = self.lengths.get(length, 0) + count
+        if not len(values):
+            return
+        self.kind = self.kind or kind
+        if kind == "bytes":
+            self._add_items(values)
+            return
+        v = values.astype(np.float64)
+        finite = v[np.isfinite(v)]
+        self.nan += len(v) - len(finite)
+        if len(finite):
+            self.n += len(finite)
+            self.total += float(finite.sum())
+            self.total_sq += float(np.square(finite).sum())
+            self.lo = min(self.lo, float(finite.min()))
+            self.hi = max(self.hi, float(finite.max()))
+        if self.is_label and kind == "int64":
+            ids, times = np.unique(values, return_counts=True)
+            self._ids().update(dict(zip(ids.tolist(), times.tolist(), strict=True)))
 
     def _ids(self) -> collections.Counter[int]:
         if self.ids is None:
@@ -164,7 +207,8 @@ class _Acc:
             "min": min(lengths) if lengths else None,
             "max": max(lengths) if lengths else None,
             "mean": sum(k * v for k, v in lengths.items()) / count if count else None,
-            "most_common": [[k, v] for k, v in sorted(lengths.items(), key=_by_count)[:5]],
+            # (ties: the shorter first, however the records were read)
+            "most_common": [[k, v] for k, v in sorted(lengths.items(), key=_by_count_length)[:5]],
         }
         numbers = None
         if self.kind in ("int64", "float32"):
@@ -263,22 +307,19 @@ def stats(
     records = 0
     current: str | None = None
     sizes = {item.name: item.size() for item in items if item.exists()}
+    described = _Described(schema, acc, kinds)
+    block: list[bytes] = []
     for rec in records_of(items, problems, max_records, max_record_bytes, max_features):
         if progress is not None and rec.file != current:
             if current is not None:
                 progress(sizes.get(current, 0))
             current = rec.file
-        kind, decoded = typed_features(rec.data)
-        kinds[kind] += 1
+        block.append(rec.data)
         records += 1
-        for part, name, value, steps in decoded:
-            a = acc.get((part, name))
-            if a is None:
-                spec = schema.get(name) if schema is not None and part == "feature" else None
-                labels = spec.meaning if spec and isinstance(spec.meaning, ClassLabel) else None
-                a = acc[(part, name)] = _Acc(labels, labels is not None or _is_label_name(name))
-            a.add(value, steps if steps is not None else len(value))
-        _pair_label_names(decoded, acc)
+        if len(block) == _BLOCK:
+            described.add(block)
+            block = []
+    described.add(block)
     if progress is not None and current is not None:
         progress(sizes.get(current, 0))
     record_kind = kinds.most_common(1)[0][0] if kinds else "empty"
@@ -295,6 +336,78 @@ def stats(
         problems=problems,
     )
     return result
+
+
+# Records described at once where they are plain Examples (see _Described.fast).
+_BLOCK = 1024
+# Off: every record described one at a time (the tests' oracle for the blocks).
+_FAST = True
+
+
+class _Described:
+    """What :func:`stats` has seen: one accumulator per feature, the record types."""
+
+    def __init__(
+        self, schema: Any, acc: dict[tuple[str, str], _Acc], kinds: collections.Counter[str]
+    ) -> None:
+        self.schema = schema
+        self.acc = acc
+        self.kinds = kinds
+
+    def of(self, part: str, name: str) -> _Acc:
+        a = self.acc.get((part, name))
+        if a is None:
+            schema = self.schema
+            spec = schema.get(name) if schema is not None and part == "feature" else None
+            labels = spec.meaning if spec and isinstance(spec.meaning, ClassLabel) else None
+            a = self.acc[(part, name)] = _Acc(labels, labels is not None or _is_label_name(name))
+        return a
+
+    def add(self, block: list[bytes]) -> None:
+        if block and not (_FAST and self.fast(block)):
+            for data in block:
+                self.one(data)
+
+    def one(self, data: bytes) -> None:
+        kind, decoded = typed_features(data)
+        self.kinds[kind] += 1
+        for part, name, value, steps in decoded:
+            self.of(part, name).add(value, steps if steps is not None else len(value))
+        _pair_label_names(decoded, self.acc)
+
+    def fast(self, block: list[bytes]) -> bool:
+        """Describes a block of plain Examples (printable names, no feature lists, each
+        feature of one kind) column by column: the features' kinds summarised in Rust,
+        their values decoded into one column each (``_core.decode_batch``), NumPy over
+        the numbers: ~20x less time than one record at a time for a table's records.
+        False (nothing described) for anything else, which is described a record at a
+        time: other record types, kinds that change, ``<x>/label`` beside ``<x>/text``
+        (names paired per record)."""
+        sample = _core.SchemaSample(len(block), 1 << 62)
+        try:
+            for data in block:
+                sample.add(data, "")
+        except (DecodeError, SchemaError):
+            return False
+        features = sample.features()
+        names = {name for name, _, _, _ in features}
+        if sample.lists or not all(n.isprintable() and "\ufffd" not in n for n in names):
+            return False
+        if any(n.endswith("/label") and n[: -len("label")] + "text" in names for n in names):
+            return False
+        wanted = [(name, kind, None) for name, kind, _, _ in features if kind is not None]
+        try:
+            columns = _core.decode_batch(block, wanted) if wanted else []
+        except (DecodeError, SchemaError):
+            return False
+        decoded = dict(zip((w[0] for w in wanted), columns, strict=True))
+        empty = np.zeros(len(block), np.int64)
+        for name, kind, _, present in features:
+            values, splits = decoded.get(name, ([], None))
+            lengths = np.diff(splits) if splits is not None else empty
+            self.of("feature", name).add_block(kind, values, lengths, present)
+        self.kinds["Example"] += len(block)
+        return True
 
 
 def _pair_label_names(
