@@ -154,3 +154,29 @@ def test_a_block_is_described_in_columns_where_it_can_be(monkeypatch: pytest.Mon
     paired = rf.encode_example({"a/label": [1], "a/text": [b"x"]})
     described.add([paired] * 3)
     assert len(calls) == 3
+
+
+def test_blocks_are_bounded_in_bytes_and_sparse_names_go_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks: list[tuple[int, int]] = []
+    fast = _stats._Described.fast
+
+    def spy(self: Any, block: list[bytes]) -> bool:
+        taken = fast(self, block)
+        blocks.append((sum(map(len, block)), int(taken)))
+        return taken
+
+    monkeypatch.setattr(_stats._Described, "fast", spy)
+    monkeypatch.setattr(_stats, "_BLOCK_BYTES", 1 << 20)
+    big = [rf.encode_example({"blob": bytes(300_000), "i": i}) for i in range(10)]
+    path = _write(tmp_path / "big.tfrecord", big)
+    assert rf.inspect.stats(path).records == 10
+    # Blocks of 4 records (1.2 MB, the bound reached) and the 2 left; all in columns.
+    assert [(n // 300_000, taken) for n, taken in blocks] == [(4, 1), (4, 1), (2, 1)]
+    blocks.clear()
+    sparse = [rf.encode_example({f"f{i}-{k}": k for k in range(5)}) for i in range(50)]
+    path = _write(tmp_path / "sparse.tfrecord", sparse)
+    fast_stats, slow_stats = _both(path, monkeypatch)
+    _same(fast_stats, slow_stats)
+    assert [taken for _, taken in blocks] == [0]  # 250 features, each in 1 record of 50

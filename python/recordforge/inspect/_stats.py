@@ -309,16 +309,19 @@ def stats(
     sizes = {item.name: item.size() for item in items if item.exists()}
     described = _Described(schema, acc, kinds)
     block: list[bytes] = []
+    held = 0
     for rec in records_of(items, problems, max_records, max_record_bytes, max_features):
         if progress is not None and rec.file != current:
             if current is not None:
                 progress(sizes.get(current, 0))
             current = rec.file
         block.append(rec.data)
+        held += len(rec.data)
         records += 1
-        if len(block) == _BLOCK:
+        if len(block) == _BLOCK or held >= _BLOCK_BYTES:
             described.add(block)
             block = []
+            held = 0
     described.add(block)
     if progress is not None and current is not None:
         progress(sizes.get(current, 0))
@@ -338,8 +341,15 @@ def stats(
     return result
 
 
-# Records described at once where they are plain Examples (see _Described.fast).
+# Records described at once where they are plain Examples (see _Described.fast): up to
+# this many, and this many bytes (images: a block held, and its values decoded, is ~2x
+# this in memory).
 _BLOCK = 1024
+_BLOCK_BYTES = 16 << 20
+# A block whose features appear in fewer of its records than this on average (sparse
+# names: a record of its own features), or in fewer than half of them, or in fewer than
+# 2, is described a record at a time: a column costs ~10x a value added alone.
+_MIN_PRESENT = 10
 # Off: every record described one at a time (the tests' oracle for the blocks).
 _FAST = True
 
@@ -382,7 +392,7 @@ class _Described:
         the numbers: ~20x less time than one record at a time for a table's records.
         False (nothing described) for anything else, which is described a record at a
         time: other record types, kinds that change, ``<x>/label`` beside ``<x>/text``
-        (names paired per record)."""
+        (names paired per record), features that few records of the block share."""
         sample = _core.SchemaSample(len(block), 1 << 62)
         try:
             for data in block:
@@ -390,6 +400,9 @@ class _Described:
         except (DecodeError, SchemaError):
             return False
         features = sample.features()
+        shared = min(_MIN_PRESENT, max(2, len(block) // 2))  # (a block of one: alone)
+        if len(features) * shared > sum(present for _, _, _, present in features):
+            return False
         names = {name for name, _, _, _ in features}
         if sample.lists or not all(n.isprintable() and "\ufffd" not in n for n in names):
             return False
