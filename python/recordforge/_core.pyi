@@ -25,6 +25,7 @@ __all__ = [
     "VerifiedFile",
     "WalkSpan",
     "__version__",
+    "coco_plain_annotation",
     "coco_polygons",
     "count_features",
     "crc32c",
@@ -96,7 +97,13 @@ def scan_records(
 ) -> tuple[int, int, int]: ...
 def file_crc32c(path: str | os.PathLike[str], threads: int = 2) -> int: ...
 def json_loads(data: bytes) -> tuple[Any] | None: ...
+
+_PlainAnnotation = tuple[
+    int, int, int, tuple[float, float, float, float], float, int, tuple[tuple[float, ...], ...]
+]
+
 def coco_polygons(segmentation: object) -> tuple[tuple[float, ...], ...] | None: ...
+def coco_plain_annotation(entry: object) -> _PlainAnnotation | None: ...
 def resize_bilinear(
     image: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8] | npt.NDArray[np.float32]
 ) -> None: ...

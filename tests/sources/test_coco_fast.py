@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from recordforge import SchemaError
 from recordforge.sources import _coco_index
-from recordforge.sources._coco_fast import plain_annotation
+from recordforge.sources._coco_fast import plain_annotation, plain_annotation_py
 
 
 def _full(entry: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -114,3 +114,42 @@ def test_any_entry_gives_what_the_full_checks_give(entry: dict[str, Any]) -> Non
     if plain is not None:  # taken: only what the full checks take
         assert full[0] != "error"
         assert all(math.isfinite(v) for v in plain[3])
+
+
+def _typed(plain: Any) -> Any:
+    """A result with every value's type beside it (1 == 1.0 == True otherwise)."""
+    if isinstance(plain, tuple):
+        return tuple(_typed(v) for v in plain)
+    return type(plain), repr(plain)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(ENTRY, VALID, perturbed()))
+def test_the_rust_fast_path_is_its_python_reference(entry: dict[str, Any]) -> None:
+    assert _typed(plain_annotation(entry)) == _typed(plain_annotation_py(entry))
+
+
+def test_the_rust_fast_path_on_edges_of_its_reference() -> None:
+    base: dict[str, Any] = {"id": 1, "image_id": 2, "category_id": 3, "bbox": [0, 0, 1, 1]}
+    edges: list[Any] = [
+        base,
+        {**base, "segmentation": None},
+        {**base, "segmentation": []},
+        {**base, "segmentation": [[]]},
+        {**base, "segmentation": [[1, 2, 3]]},
+        {**base, "area": 3.4028234663852886e38, "iscrowd": 1},
+        {**base, "area": 3.4028234663852886e38 * 1.0000001},
+        {**base, "bbox": [2**63 - 1, -(2**63), 0.5, -0.0]},
+        {**base, "bbox": [2**63, 0, 0, 0]},
+        {**base, "bbox": (0, 0, 1, 1)},
+        {**base, "id": 2**63},
+        {**base, "iscrowd": True},
+        {**base, "iscrowd": 2**64},
+        {**base, "segmentation": {"size": [1, 1], "counts": [1]}},
+        {k: v for k, v in base.items() if k != "bbox"},
+    ]
+    for entry in edges:
+        assert _typed(plain_annotation(entry)) == _typed(plain_annotation_py(entry)), entry
+    # Not a plain dict (a subclass, anything else): declined, the full checks run.
+    for other in (type("D", (dict,), {})(base), [("id", 1)], 0, None):
+        assert plain_annotation(other) is None

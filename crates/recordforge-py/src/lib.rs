@@ -63,6 +63,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify::file_crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(json::json_loads, m)?)?;
     m.add_function(wrap_pyfunction!(coco::coco_polygons, m)?)?;
+    m.add_function(wrap_pyfunction!(coco::coco_plain_annotation, m)?)?;
     m.add_function(wrap_pyfunction!(image::resize_bilinear, m)?)?;
     Ok(())
 }

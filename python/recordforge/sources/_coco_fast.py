@@ -3,18 +3,22 @@ type (ints for ids, ints or floats in float32's range for the box and area, poly
 that the Rust check takes). Anything else (an RLE, a bool or float id, a NaN, a
 missing field) is left to the full checks of ``_coco_index``, which name the field.
 
->>> plain_annotation({"id": 1, "image_id": 2, "category_id": 3, "bbox": [0, 1.5, 2, 3],
+:func:`plain_annotation` is ``_core.coco_plain_annotation`` (Rust: one call an
+annotation, ~5x less time than this module's Python, which is its reference:
+:func:`plain_annotation_py`, the tests' oracle).
+
+>>> plain_annotation_py({"id": 1, "image_id": 2, "category_id": 3, "bbox": [0, 1.5, 2, 3],
 ...                   "area": 6, "iscrowd": 0, "segmentation": [[0, 0, 1, 0, 1, 1]]})
 (1, 2, 3, (0.0, 1.5, 2.0, 3.0), 6.0, 0, ((0.0, 0.0, 1.0, 0.0, 1.0, 1.0),))
->>> plain_annotation({"id": True, "image_id": 2, "category_id": 3, "bbox": [0, 0, 1, 1]})
+>>> plain_annotation_py({"id": True, "image_id": 2, "category_id": 3, "bbox": [0, 0, 1, 1]})
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from recordforge._core import coco_polygons
+from recordforge._core import coco_plain_annotation, coco_polygons
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # float32's largest finite value.
@@ -30,7 +34,7 @@ def _finite(value: Any) -> bool:
     return (kind is int or kind is float) and -FLOAT32_MAX <= value <= FLOAT32_MAX
 
 
-def plain_annotation(entry: Mapping[str, Any]) -> Plain | None:
+def plain_annotation_py(entry: Mapping[str, Any]) -> Plain | None:
     """``(id, image_id, category_id, bbox, area, iscrowd, polygons)`` of an annotation
     whose every field is plain and valid, as the full checks would give them; None
     otherwise (the full checks then run)."""
@@ -59,3 +63,6 @@ def plain_annotation(entry: Mapping[str, Any]) -> Plain | None:
     box = (float(x), float(y), float(w), float(h))
     assert isinstance(ann_id, int) and isinstance(image_id, int) and isinstance(category_id, int)
     return ann_id, image_id, category_id, box, float(area), iscrowd, polygons
+
+
+plain_annotation: Callable[[Mapping[str, Any]], Plain | None] = coco_plain_annotation
