@@ -4,7 +4,7 @@ benchmarks do not time, recordforge beside its peers.
     python benchmarks/bench_costs.py [--rounds 3] [--images 1540] [--rows 200000]
         [--peers-python .venv-peers/bin/python] [--tfd-python .venv-tfd/bin/python]
         [--before /path/to/other/python]
-        [--only images,table,decode,scan,write-columns,take] [--json out.json]
+        [--only images,table,decode,scan,write-columns,take,stats] [--json out.json]
 
 Workloads (data written once into a temporary directory, files in the page cache):
 
@@ -33,6 +33,10 @@ Workloads (data written once into a temporary directory, files in the page cache
   values and with ``copy=False`` (memoryviews of a reused buffer), vs tfd-utils'
   ``get_record`` a record at a time in the same order (a read and a protobuf parse, no
   CRC).
+- ``stats``: ``rf.inspect.stats`` of the table records (every feature's presence,
+  lengths, numbers, top values, class labels), described in blocks of records
+  (``rf``), vs the same with ``_stats._FAST = False``: a record at a time, as before the
+  blocks (``rf one at a time``). No peer computes these (TFDV is not installed).
 
 Each run also reports its minor page faults per record (fresh memory the kernel zeroes).
 
@@ -348,6 +352,22 @@ def rf_take(root: Path, copy: bool = True) -> Callable[[], tuple[int, int]]:
     return run
 
 
+def rf_stats(root: Path, blocks: bool) -> Callable[[], tuple[int, int]]:
+    """``rf.inspect.stats`` of the table records; the digest is the records described
+    and every feature's records holding it."""
+    from recordforge.inspect import _stats
+
+    _stats._FAST = blocks
+
+    def run() -> tuple[int, int]:
+        import recordforge as rf
+
+        got = rf.inspect.stats(files(root, "table"))
+        return got.records, sum(f.present for f in got.features)
+
+    return run
+
+
 def tfd_take(root: Path) -> Callable[[], tuple[int, int]]:
     """tfd-utils' ``TFRecordRandomAccess.get_record`` (a read and a protobuf parse a
     record, no CRC) over the image records by key, in ``rf_take``'s order."""
@@ -423,6 +443,8 @@ def run_peer(name: str, workload: str, root: Path, prepared: dict[str, Any]) -> 
             fn = crc
     elif workload == "write-columns":
         fn = write_columns(name, root)
+    elif workload == "stats":
+        fn = rf_stats(root, blocks=name != "rf one at a time")
     elif workload == "take" and name == "tfd-utils":
         fn = tfd_take(root)
     elif workload == "take":
@@ -470,7 +492,7 @@ def main() -> None:
         "--tfd-python", default=None, help="an interpreter with tfd-utils >= 1.3 (numpy 2)"
     )
     p.add_argument("--before", default=None, help="PYTHONPATH of another recordforge")
-    p.add_argument("--only", default="images,table,decode,scan,write-columns,take")
+    p.add_argument("--only", default="images,table,decode,scan,write-columns,take,stats")
     p.add_argument("--json", default=None)
     p.add_argument("--peer", nargs=3, metavar=("NAME", "WORKLOAD", "ROOT"), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -494,6 +516,7 @@ def main() -> None:
         "scan": ["rf", "crc32c"],
         "write-columns": ["rf", "rf-loop", "tf"],
         "take": ["rf", "rf copy=False", "tfd-utils"],
+        "stats": ["rf", "rf one at a time"],
     }
     if a.before:
         for w in plan.values():
