@@ -110,19 +110,23 @@ class _Acc:
             self._add_few(value)
             return
         if isinstance(value, np.ndarray):
-            v = value.astype(np.float64)
-            finite = v[np.isfinite(v)]
-            self.nan += len(v) - len(finite)
-            if len(finite):
-                self.n += len(finite)
-                self.total += float(finite.sum())
-                self.total_sq += float(np.square(finite).sum())
-                self.lo = min(self.lo, float(finite.min()))
-                self.hi = max(self.hi, float(finite.max()))
+            self._add_numbers(value)
             if self.is_label and value.dtype == np.int64:
                 self._ids().update(value.tolist())
             return
         self._add_items(value)
+
+    def _add_numbers(self, values: np.ndarray) -> None:
+        """An array of numbers (int64 or float32), NaN and infinities counted apart."""
+        v = values.astype(np.float64)
+        finite = v[np.isfinite(v)]
+        self.nan += len(v) - len(finite)
+        if len(finite):
+            self.n += len(finite)
+            self.total += float(finite.sum())
+            self.total_sq += float(np.square(finite).sum())
+            self.lo = min(self.lo, float(finite.min()))
+            self.hi = max(self.hi, float(finite.max()))
 
     def _add_items(self, items: Sequence[bytes]) -> None:
         """Bytes values, in the order the records hold them."""
@@ -163,15 +167,7 @@ class _Acc:
         if kind == "bytes":
             self._add_items(values)
             return
-        v = values.astype(np.float64)
-        finite = v[np.isfinite(v)]
-        self.nan += len(v) - len(finite)
-        if len(finite):
-            self.n += len(finite)
-            self.total += float(finite.sum())
-            self.total_sq += float(np.square(finite).sum())
-            self.lo = min(self.lo, float(finite.min()))
-            self.hi = max(self.hi, float(finite.max()))
+        self._add_numbers(values)
         if self.is_label and kind == "int64":
             ids, times = np.unique(values, return_counts=True)
             self._ids().update(dict(zip(ids.tolist(), times.tolist(), strict=True)))
