@@ -98,3 +98,11 @@ print(rc, len(ds), ds.take([0])["trip_miles"].shape)
     assert done.returncode == 0, done.stderr[-2000:]
     last = done.stdout.splitlines()[-1]  # (after the command's own summary)
     assert last.split()[:2] == ["0", "15000"], done.stdout + done.stderr[-2000:]
+
+
+def test_a_chain_of_caches_as_the_output_writes_to_its_store() -> None:
+    assert _fs.unchained("simplecache::gs://b/ds") == "gs://b/ds"
+    assert _fs.unchained("filecache::simplecache::s3://b/ds") == "s3://b/ds"
+    # Not caches: left to fsspec as given.
+    assert _fs.unchained("zip://a::s3://b/x.zip") == "zip://a::s3://b/x.zip"
+    assert _fs.unchained("memory://m/ds") == "memory://m/ds"

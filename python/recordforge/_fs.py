@@ -64,6 +64,23 @@ def is_url(path: Any) -> bool:
     return isinstance(path, str) and bool(_URL.match(path)) and not path.startswith("file://")
 
 
+# fsspec's caching file systems: a chain of them before a store reads through a local
+# cache, and writes past it.
+_CACHES = frozenset({"simplecache", "filecache", "blockcache", "cached"})
+
+
+def unchained(url: str) -> str:
+    """``url`` less the caches chained before its store: where a dataset is written
+    (its control objects, the lock and the manifest, must be read as the store holds
+    them, not as a cache kept them).
+
+    >>> unchained("simplecache::gs://b/ds"), unchained("zip://a::s3://b/x.zip")
+    ('gs://b/ds', 'zip://a::s3://b/x.zip')
+    """
+    *chain, last = url.split("::")
+    return last if chain and all(c in _CACHES for c in chain) else url
+
+
 def fspath(path: str | os.PathLike[str]) -> str:
     """``os.fspath(path)``, with a ``file://`` URL as the local path it names
     (``file:///data/ds`` is ``/data/ds``); other URLs as they are.

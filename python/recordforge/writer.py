@@ -249,7 +249,8 @@ def write_dataset(
         splits = {split: data}
     options.check_names(list(splits))
     counts = split_counts(num_records, list(splits))
-    out = str(out).rstrip("/") if is_url(out) else Path(out)
+    # (a chain of caches before a store: the store is written, see _fs.unchained)
+    out = _fs.unchained(str(out).rstrip("/")) if is_url(out) else Path(out)
     fingerprint = command_fingerprint(options.fingerprint(), list(splits), source or {})
     report = report if report is not None else ConversionReport()
     custom, to_records = to_records, to_records or default_to_records

@@ -43,6 +43,11 @@ pub struct FeatureSample {
     pub varies: bool,
     /// Records of the sample holding the feature.
     pub present: u64,
+    /// Its values in all of them, and the sum of each record's count times the record's
+    /// number in the sample (from 1): what a reader that decodes the same records must
+    /// find too (a check of one decoder against another, per record).
+    pub values: u64,
+    pub weighted: u64,
 }
 
 /// The features of the first records of a stream, up to `max_records` records or
@@ -120,6 +125,8 @@ impl Sample {
                 length: None,
                 varies: false,
                 present: 0,
+                values: 0,
+                weighted: 0,
             });
         }
         for (at, kind, n) in seen {
@@ -131,6 +138,8 @@ impl Sample {
                 f.varies = true;
             }
             f.present += 1;
+            f.values += n;
+            f.weighted = f.weighted.wrapping_add(n.wrapping_mul(self.records + 1));
         }
         self.lists |= !parsed.feature_lists.is_empty();
         self.records += 1;

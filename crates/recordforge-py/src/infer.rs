@@ -86,6 +86,17 @@ impl SchemaSample {
     /// ``"bytes"``, ``"float32"``, ``"int64"`` or ``None`` (only kind-less values seen),
     /// length the number of values when every record holding it held the same, else
     /// ``None``, present the number of records holding it.
+    /// ``(values, weighted)`` of each feature, in the order of ``features()``: its
+    /// values in all the records holding it, and the sum of each record's count times
+    /// the record's number in the sample (from 1, modulo 2**64).
+    fn counts(&self) -> Vec<(u64, u64)> {
+        lock(&self.inner)
+            .features
+            .iter()
+            .map(|f| (f.values, f.weighted))
+            .collect()
+    }
+
     fn features(&self) -> Vec<FeatureRow> {
         lock(&self.inner)
             .features

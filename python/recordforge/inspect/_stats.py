@@ -85,6 +85,9 @@ class _Acc:
         # Plain dicts, Counters made on first use: a record may hold a million features.
         self.lengths: dict[int, int] = {}
         self.n = self.nan = 0
+        # Sums of (x - shift) and its square, shift the first finite value seen: the
+        # variance of values far from 0 (timestamps) is not lost to rounding.
+        self.shift: float | None = None
         self.total = self.total_sq = 0.0
         self.lo = math.inf
         self.hi = -math.inf
@@ -122,9 +125,12 @@ class _Acc:
         finite = v[np.isfinite(v)]
         self.nan += len(v) - len(finite)
         if len(finite):
+            if self.shift is None:
+                self.shift = float(finite[0])
+            centred = finite - self.shift
             self.n += len(finite)
-            self.total += float(finite.sum())
-            self.total_sq += float(np.square(finite).sum())
+            self.total += float(centred.sum())
+            self.total_sq += float(np.square(centred).sum())
             self.lo = min(self.lo, float(finite.min()))
             self.hi = max(self.hi, float(finite.max()))
 
@@ -143,8 +149,8 @@ class _Acc:
                     self.sizes.append(size)
             elif self.values is None:
                 self.values = collections.Counter({item[:200]: 1})
-            elif item in self.values or len(self.values) < _DISTINCT_CAP:
-                self.values[item[:200]] += 1
+            elif (key := item[:200]) in self.values or len(self.values) < _DISTINCT_CAP:
+                self.values[key] += 1
             else:
                 self.capped = True
 
@@ -187,8 +193,11 @@ class _Acc:
                 self.nan += 1
                 continue
             self.n += 1
-            self.total += f
-            self.total_sq += f * f
+            if self.shift is None:
+                self.shift = f
+            d = f - self.shift
+            self.total += d
+            self.total_sq += d * d
             if f < self.lo:
                 self.lo = f
             if f > self.hi:
@@ -208,8 +217,10 @@ class _Acc:
         }
         numbers = None
         if self.kind in ("int64", "float32"):
-            mean = self.total / self.n if self.n else None
-            var = self.total_sq / self.n - mean * mean if mean is not None else None
+            shift = self.shift or 0.0
+            centred = self.total / self.n if self.n else None
+            mean = shift + centred if centred is not None else None
+            var = self.total_sq / self.n - centred * centred if centred is not None else None
             numbers = {
                 "count": self.n,
                 "min": self.lo if self.n else None,
@@ -338,10 +349,10 @@ def stats(
 
 
 # Records described at once where they are plain Examples (see _Described.fast): up to
-# this many, and this many bytes (images: a block held, and its values decoded, is ~2x
-# this in memory).
+# this many, and this many bytes (images: a block held, its values decoded and made
+# bytes objects, is up to ~4x this in memory).
 _BLOCK = 1024
-_BLOCK_BYTES = 16 << 20
+_BLOCK_BYTES = 8 << 20
 # A block whose features appear in fewer of its records than this on average (sparse
 # names: a record of its own features), or in fewer than half of them, or in fewer than
 # 2, is described a record at a time: a column costs ~10x a value added alone.
@@ -400,7 +411,7 @@ class _Described:
         if len(features) * shared > sum(present for _, _, _, present in features):
             return False
         names = {name for name, _, _, _ in features}
-        if sample.lists or not all(n.isprintable() and "\ufffd" not in n for n in names):
+        if sample.lists or not all(n and n.isprintable() and "\ufffd" not in n for n in names):
             return False
         if any(n.endswith("/label") and n[: -len("label")] + "text" in names for n in names):
             return False
@@ -411,9 +422,20 @@ class _Described:
             return False
         decoded = dict(zip((w[0] for w in wanted), columns, strict=True))
         empty = np.zeros(len(block), np.int64)
-        for name, kind, _, present in features:
+        order = np.arange(1, len(block) + 1, dtype=np.int64)
+        described: list[tuple[str, str | None, Any, np.ndarray, int]] = []
+        for (name, kind, _, present), (count, weighted) in zip(
+            features, sample.counts(), strict=True
+        ):
             values, splits = decoded.get(name, ([], None))
             lengths = np.diff(splits) if splits is not None else empty
+            # The column reader (TensorFlow's rules) must see each record's values as
+            # the record reader does (protobuf's: a list held twice, two packed runs, a
+            # oneof set twice are merged there): else a record at a time.
+            if len(values) != count or int(lengths @ order) % (1 << 64) != weighted:
+                return False
+            described.append((name, kind, values, lengths, present))
+        for name, kind, values, lengths, present in described:
             self.of("feature", name).add_block(kind, values, lengths, present)
         self.kinds["Example"] += len(block)
         return True
