@@ -438,3 +438,34 @@ def test_draft_scales_are_the_fast_ones() -> None:
     assert np.array_equal(got, images.resize(half, (30, 40)))
     full = images.decode_batch([jpeg], size=(40, 50), draft=True)[0]
     assert np.array_equal(full, images.decode_batch([jpeg], size=(40, 50))[0])
+
+
+def test_a_jpeg_claiming_a_huge_size_is_refused_before_any_pixel_is_written(
+    tmp_path: Path,
+) -> None:
+    # A 60000x60000 header on a small JPEG: Pillow's bomb limit, said at once. Before,
+    # libjpeg-turbo allocated and wrote the 10.8 GB the header claims (~35 s) first.
+    import subprocess
+    import sys
+    import textwrap
+
+    jpeg = bytearray(BIG[0])
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(bytes(jpeg))
+    code = textwrap.dedent(f"""
+        import recordforge as rf
+        from recordforge import images
+        try:
+            images.decode_batch([open({str(path)!r}, "rb").read()], threads=1)
+        except rf.DecodeError as e:
+            print("pixels" in str(e))
+        # (VmHWM: this program's peak; ru_maxrss keeps the forking parent's)
+        hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+        print(int(hwm[0].split()[1]) // 1024)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    refused, peak_mb = done.stdout.split()
+    assert refused == "True", done.stderr[-2000:]
+    assert int(peak_mb) < 1024, f"{peak_mb} MB"
