@@ -27,6 +27,17 @@ _JPEG_EOI = b"\xff\xd9"
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
+def pillow_refuses(pixels: int) -> bool:
+    """Whether Pillow refuses an image of ``pixels`` as a decompression bomb (over twice
+    ``Image.MAX_IMAGE_PIXELS``): such a JPEG is left to Pillow, which says so at once,
+    where libjpeg-turbo would allocate and fill every pixel its header claims first (a
+    2 KB JPEG claiming 60000 x 60000: 10.8 GB written, ~35 s, before the data ran out)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and pixels > 2 * limit
+
+
 def image_format(data: bytes) -> str | None:
     """The image format from the first bytes (``jpeg``, ``png``, ``gif``, ``bmp``,
     ``webp``), or ``None`` when they are none of these.

@@ -59,7 +59,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recordforge.errors import DecodeError
-from recordforge.imageformat import image_format
+from recordforge.imageformat import image_format, pillow_refuses
 
 __all__ = ["check", "decode", "decode_batch", "default_threads", "image_size", "resize"]
 
@@ -221,7 +221,7 @@ def _decode_jpeg(data: bytes, how: _How, out: np.ndarray | None = None) -> np.nd
     size = how.size
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if colorspace in ("CMYK", "YCCK") or _bomb(height * width):
+        if colorspace in ("CMYK", "YCCK") or pillow_refuses(height * width):
             return None
         min_height = min_width = 0
         if how.draft and size is not None:
@@ -240,17 +240,6 @@ def _decode_jpeg(data: bytes, how: _How, out: np.ndarray | None = None) -> np.nd
     except ValueError:
         return None
     return array if size is None else _resize_array(array, size, how.resample, out)
-
-
-def _bomb(pixels: int) -> bool:
-    """Whether Pillow refuses an image of ``pixels`` as a decompression bomb (over twice
-    ``Image.MAX_IMAGE_PIXELS``): left to Pillow, which says so at once. libjpeg-turbo
-    would allocate and fill every pixel the header claims first (a 2 KB JPEG claiming
-    60000 x 60000: 10.8 GB written, ~35 s, before the data ran out)."""
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    return limit is not None and pixels > 2 * limit
 
 
 def _draft_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:

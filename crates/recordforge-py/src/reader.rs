@@ -30,7 +30,7 @@ type Skipped = (usize, u64, u64, String);
 /// `(records, columns, skipped)`, one item of a `BatchReader`.
 type Item<'py> = (usize, Bound<'py, PyList>, Vec<Skipped>);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

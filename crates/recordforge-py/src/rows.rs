@@ -17,7 +17,7 @@ use recordforge_core::row::{RecordDecoder, RowIndex};
 use crate::access::RecordFile;
 use crate::decode::kind_of;
 use crate::errors::{decode_error, to_py};
-use crate::reader::{read_error, record_at};
+use crate::reader::{lock, read_error, record_at};
 
 /// Records of at least this many bytes are checked and decoded with the GIL released;
 /// for smaller ones releasing and taking it back costs more than the work.
@@ -163,10 +163,7 @@ impl RowReader {
     /// cut on for its life; `load` opens the file again then).
     fn slot(&self, py: Python<'_>, k: usize) -> PyResult<Arc<Slot>> {
         // (the lock is never held while Python code runs or the GIL is let go)
-        let kept = self.slots[k]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let kept = lock(&self.slots[k]).clone();
         if let Some(slot) = kept {
             if !slot.file.get().restored(py) {
                 return Ok(slot);
@@ -180,9 +177,7 @@ impl RowReader {
         });
         // Another thread may have loaded it meanwhile (`load` runs Python code): either
         // is the file as it is now.
-        *self.slots[k]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&slot));
+        *lock(&self.slots[k]) = Some(Arc::clone(&slot));
         Ok(slot)
     }
 

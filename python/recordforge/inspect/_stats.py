@@ -64,11 +64,6 @@ class Stats(Result):
 _DISTINCT_CAP = 10_000
 
 
-def _by_count(item: tuple[Any, int]) -> int:
-    """Sort key: the most common first (ties in the order first seen, as Counter's)."""
-    return -item[1]
-
-
 def _by_count_length(item: tuple[int, int]) -> tuple[int, int]:
     """Sort key of lengths: the most common first, then the shortest."""
     return -item[1], item[0]

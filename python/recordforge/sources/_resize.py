@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from recordforge.errors import DecodeError
+from recordforge.imageformat import pillow_refuses
 
 
 def draft_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
@@ -46,7 +47,7 @@ def decode_scaled_jpeg(data: bytes, image: Any, target: tuple[int, int] | None) 
 
     try:
         rows, columns, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if Image.MAX_IMAGE_PIXELS is not None and rows * columns > 2 * Image.MAX_IMAGE_PIXELS:
+        if pillow_refuses(rows * columns):
             return None
         if image.mode not in ("L", "RGB") or (columns, rows) != image.size:
             cmyk = colorspace in ("CMYK", "YCCK")
