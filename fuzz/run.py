@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -243,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN)
     ap.add_argument("--fresh", action="store_true", help="delete the grown corpus first")
     ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="targets fuzzed at once, each in its own process (each still gets --seconds)",
+    )
+    ap.add_argument(
         "--libfuzzer-arg", action="append", default=[], help="extra libFuzzer flag (repeatable)"
     )
     args = ap.parse_args(argv)
@@ -256,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": build_dataset_seeds,
         "salvage": build_salvage_seeds,
     }
-    results = []
     for name in args.targets:
         seeds = work / "seeds" / name
         shutil.rmtree(seeds, ignore_errors=True)
@@ -265,7 +271,17 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work / "corpus" / name, ignore_errors=True)
         n = builders[name](files, seeds)
         print(f"== {name}: {n} seeds from {len(files)} golden files in {seeds}", flush=True)
-        results.append(run_target(name, args.seconds, work, seeds, args.libfuzzer_arg))
+    # Each target is its own process with its own corpus, artifacts and scratch directory:
+    # run side by side, they share nothing (the summaries are printed in target order).
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(
+            pool.map(
+                lambda name: run_target(
+                    name, args.seconds, work, work / "seeds" / name, args.libfuzzer_arg
+                ),
+                args.targets,
+            )
+        )
     print()
     for _, summary in results:
         print(summary)

@@ -482,8 +482,8 @@ def test_read_fully_edges() -> None:
         ("empty.jsonl", b"", [], None),
         ("nl.jsonl", b"\n\n", [], None),
         ("one.jsonl", b'{"a": 1}', [], 1),
-        ("header.csv.gz", gzip.compress(b"a,b\n"), [], 0),
-        ("empty.csv.gz", gzip.compress(b""), [], None),
+        ("header.csv.gz", gzip.compress(b"a,b\n", mtime=0), [], 0),
+        ("empty.csv.gz", gzip.compress(b"", mtime=0), [], None),
     ],
 )
 def test_tables_of_no_rows_through_the_command(
@@ -517,8 +517,8 @@ def test_zero_rows_with_workers_through_the_command(tmp_path: Path, workers: str
     ("name", "data", "rows"),
     [
         ("h.csv", b"a,b\n", 0),
-        ("h.csv.gz", gzip.compress(b"a,b\n"), 0),
-        ("r.csv.gz", gzip.compress(b"a,b\n1,2\n"), 1),
+        ("h.csv.gz", gzip.compress(b"a,b\n", mtime=0), 0),
+        ("r.csv.gz", gzip.compress(b"a,b\n1,2\n", mtime=0), 1),
         ("r.jsonl", b'{"a": 1}\n{"a": 2}', 2),
     ],
 )
@@ -587,7 +587,7 @@ def test_seven_byte_reads_of_quoted_line_ends_and_crlf(
         ("w.jsonl", b"  \n\n", "Empty JSON stream"),
         ("e.csv", b"", "Empty CSV file"),
         ("b.csv", b"\n\n", "cannot infer number of columns"),
-        ("e.csv.gz", gzip.compress(b""), "Empty CSV file"),
+        ("e.csv.gz", gzip.compress(b"", mtime=0), "Empty CSV file"),
     ],
 )
 def test_memory_url_tables_of_nothing_are_clear_errors(
