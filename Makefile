@@ -54,14 +54,16 @@ lint:
 rust-test:
 	cargo test -p recordforge-core
 
-# Two test processes (pytest-xdist), tests handed out as they finish (worksteal): the
-# suite's slow tests wait on subprocesses, retries and backoff as much as they compute,
-# so on CI's 2 cores it takes ~16 min instead of ~29 (measured 2026-12-07). Test ids must
-# be the same in every process (xdist refuses the run otherwise): no object addresses or
-# timestamps in parametrize ids. PYTEST_WORKERS=0 runs it in one process.
+# Two test processes (pytest-xdist): the suite's slow tests wait on subprocesses, retries
+# and backoff as much as they compute, so on CI's 2 cores it takes ~16 min instead of ~29
+# (measured 2026-12-07). `--dist load` hands tests out in the suite's order, so that each
+# process runs them in increasing order: the tests that leave threads behind stay last in
+# each (tests/conftest.py; `worksteal` could hand an early test to a process after a late
+# one). Test ids must be the same in every process (xdist refuses the run otherwise): no
+# object addresses or timestamps in parametrize ids. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 py-test:
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist load
 
 # Five fuzz targets, FUZZ_SECONDS each (2 minutes of fuzzing in all, as with two targets of
 # 60 s), two at a time on their own processes (~1 minute of wall time).

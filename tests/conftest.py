@@ -24,13 +24,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     threads of their own). With other threads alive, ``write_dataset(workers>1)``
     spawns its workers instead of forking them (``_workers.start_method``), so every
     later test of the default, forked workers would test spawned ones instead
-    (``test_parallel_writer.py`` checks that it runs where workers fork)."""
+    (``test_parallel_writer.py`` checks that it runs where workers fork).
 
-    def late(item: pytest.Item) -> int:
+    Within each of those three groups, the tests marked ``slow`` (~10 s and more) come
+    first: ``make test`` runs the suite on two processes (pytest-xdist, ``--dist load``),
+    which take tests in this order, each process in increasing order (so the groups stay
+    in order in each), and a slow test started last would leave one process idle while
+    the other finishes it."""
+
+    def late(item: pytest.Item) -> tuple[int, bool]:
         path = Path(str(item.fspath))
-        if "integrations" in path.parts:
-            return 2
-        return 1 if path.name.startswith("test_remote") else 0
+        group = 2 if "integrations" in path.parts else int(path.name.startswith("test_remote"))
+        return group, item.get_closest_marker("slow") is None
 
     items.sort(key=late)
 

@@ -224,6 +224,7 @@ def test_records_around_write_and_chunk_sizes_write_the_same_bytes(
     assert len(first) > 1
 
 
+@pytest.mark.slow
 def test_many_tiny_shards_and_chunks_cut_across_shards(tmp_path: Path) -> None:
     """Hundreds of shards of a few records, chunks of up to 32 items of many records
     (pieces of a chunk in several shards, shards of many pieces)."""
@@ -579,6 +580,7 @@ def run_crash(
     )
 
 
+@pytest.mark.slow
 def test_killed_parent_or_worker_then_rerun_with_other_workers(tmp_path: Path) -> None:
     script = tmp_path / "convert.py"
     script.write_text(CRASH_SCRIPT)

@@ -237,6 +237,7 @@ print(json.dumps(res))
 """
 
 
+@pytest.mark.slow
 def test_forked_workers_read_and_write_s3_like_one_worker() -> None:
     with moto_server_process() as env:
         run = run_script(STORE, "bkt21b", str(SHARED), timeout=240, **env)
@@ -427,6 +428,7 @@ rf.write_dataset(None, sys.argv[1], splits=splits, to_records=rec,
 """
 
 
+@pytest.mark.slow
 def test_kill_at_stages_then_rerun_with_more_workers_than_items_left(tmp_path: Path) -> None:
     script = tmp_path / "s.py"
     script.write_text(SPLITS)
@@ -576,6 +578,7 @@ print(json.dumps(res))
 """
 
 
+@pytest.mark.slow
 def test_bytes_equal_tensorflows_writer_with_an_80mb_record(tmp_path: Path) -> None:
     run = run_script(TF_SCRIPT, str(tmp_path), timeout=180, TF_CPP_MIN_LOG_LEVEL="3")
     assert run.returncode == 0, run.stderr[-3000:]

@@ -480,6 +480,7 @@ print(json.dumps(bad))
 """
 
 
+@pytest.mark.slow
 def test_torch_workers_0_to_3_read_every_record_once(tmp_path: Path) -> None:
     """More workers than files and than records, single-record files, shuffled or not,
     batches or single records, remainders kept or dropped."""

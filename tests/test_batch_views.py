@@ -110,6 +110,7 @@ def test_a_view_cannot_be_written_through(tmp_path: Path) -> None:
         np.frombuffer(view, np.uint8)[0:1] = 0  # numpy sees it read-only too
 
 
+@pytest.mark.slow
 def test_a_kept_view_is_never_overwritten_by_later_batches_or_epochs(tmp_path: Path) -> None:
     blobs = _write(tmp_path)
     ds = rf.open_dataset(tmp_path)

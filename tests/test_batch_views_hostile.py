@@ -574,6 +574,7 @@ print("peak", peak[0])
 """
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_is_refused_with_bounded_memory() -> None:
     outs = []
     for copy_ in (True, False):

@@ -124,6 +124,7 @@ def test_reference_is_complete_and_honest(reference: dict[str, bytes]) -> None:
     assert sum(s["records"] for sp in manifest["splits"].values() for s in sp["shards"]) == written
 
 
+@pytest.mark.slow
 def test_kill_at_every_stage_then_rerun_gives_identical_bytes(
     script: Path, reference: dict[str, bytes], tmp_path: Path
 ) -> None:
@@ -164,6 +165,7 @@ def test_killed_twice_then_rerun(script: Path, reference: dict[str, bytes], tmp_
         assert listing(out) == reference, (first, second)
 
 
+@pytest.mark.slow
 def test_kill_while_overwriting_a_complete_dataset(
     script: Path, reference: dict[str, bytes], tmp_path: Path
 ) -> None:
@@ -494,6 +496,7 @@ def run_cli(args: list[str], out: Path, **env: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 def test_cli_coco_with_workers_killed_at_stages(coco_args: list[str], tmp_path: Path) -> None:
     reference = tmp_path / "ref"
     log = tmp_path / "stages"
@@ -599,6 +602,7 @@ def bad_rows_csv(tmp_path: Path) -> Path:
     return csv
 
 
+@pytest.mark.slow
 def test_table_killed_at_every_stage_reports_each_skipped_row_once(
     bad_rows_csv: Path, tmp_path: Path
 ) -> None:

@@ -414,6 +414,7 @@ KILLED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_table_conversion_then_rerun_is_byte_identical(tmp_path: Path) -> None:
     table = tmp_path / "t.csv"
     write_csv(table, 2500, 5)

@@ -562,6 +562,7 @@ SHARD = 599
 PART_COPIES = 3
 
 
+@pytest.mark.slow
 def test_multipart_shards_uploaded_together_hold_a_part_each_and_equal_local_ones(
     s3: Any, proxy: FaultProxy, prefix: str, tmp_path: Path
 ) -> None:
@@ -712,6 +713,7 @@ KILL_POINTS = {
 }
 
 
+@pytest.mark.slow
 def test_killed_at_moments_of_overlapping_uploads_then_resumed(
     s3: Any, proxy: FaultProxy, prefix: str, tmp_path: Path
 ) -> None:

@@ -363,6 +363,7 @@ def test_upload_memory_does_not_grow_with_the_shard(s3: Any, prefix: str, tmp_pa
     assert peaks[1] < peaks[0] + (8 << 20), peaks
 
 
+@pytest.mark.slow
 def test_a_failed_upload_is_aborted_and_nothing_is_committed(
     s3: Any, proxy: FaultProxy, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -420,6 +421,7 @@ def _run(script: Path, url: str, **env: str) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow
 def test_kill_a_remote_conversion_at_every_kind_of_stage_then_resume(
     s3: Any, prefix: str, tmp_path: Path
 ) -> None:
@@ -620,6 +622,7 @@ def test_shard_uploads_overlap_and_at_most_uploads_are_in_flight(
     assert _objects(s3, url) == _files(tmp_path / "local")
 
 
+@pytest.mark.slow
 def test_a_failed_upload_among_uploads_in_flight_keeps_the_shards_before_it(
     s3: Any, proxy: FaultProxy, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -805,6 +808,7 @@ print(json.dumps({"threads": threads, "method": method, "same": outs[1] == outs[
 """
 
 
+@pytest.mark.slow
 def test_workers_fork_after_the_store_was_read_and_the_parent_uploads_after(
     tmp_path: Path, tiny: dict[str, Path]
 ) -> None:

@@ -445,6 +445,7 @@ def test_max_record_bytes(mixed: dict[str, Any]) -> None:
     assert len(offsets) == len(mixed["offsets"]) - len(too_big)
 
 
+@pytest.mark.slow
 def test_random_damage_fuzz(tmp_path: Path) -> None:
     """Rounds of 1-4 random bit flips (some in headers, some at window boundaries) and cut
     tails on a ~20 MB stream of random record sizes (0 B to 300 KB): every thread count

@@ -237,6 +237,7 @@ CRASHER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_conversion_then_resume(tmp_path: Path) -> None:
     script = tmp_path / "crasher.py"
     script.write_text(CRASHER)

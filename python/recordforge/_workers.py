@@ -45,7 +45,7 @@ import numpy as np
 from recordforge import _cli_startup
 from recordforge._atomic import named
 from recordforge._buffers import batch_buffers
-from recordforge._core import crc32c, crc32c_combine, frame_records
+from recordforge._core import frame_records, frames_crc32c
 from recordforge._forking import start_method
 from recordforge.errors import ItemError, RecordforgeError
 from recordforge.example import RecordBatch
@@ -217,8 +217,9 @@ def _place(
 ) -> list[int] | None:
     """Writes the held chunk ``number``'s bytes ``start:stop`` at byte ``at`` of shard
     file ``path``, for each piece ``(path, at, start, stop)``; then lets the chunk go.
-    With ``crcs``, returns each piece's CRC32C, computed from the memory written (the
-    parent combines them into the shard's: no shard is read back)."""
+    With ``crcs``, returns each piece's CRC32C, computed from the frames written (their
+    records' own CRCs carried in, the records not read again; the parent combines the
+    pieces' into the shard's: no shard is read back)."""
     frames = held.pop(number)
     ends = np.cumsum([len(f) for f in frames]) if frames else np.zeros(0, np.int64)
     checksums: list[int] = []
@@ -232,8 +233,8 @@ def _place(
             start, k = end, k + 1
         if crcs:
             crc = 0
-            for view in views:  # an array of the view: read in place, not copied
-                crc = crc32c_combine(crc, crc32c(np.frombuffer(view, np.uint8)), len(view))
+            for view in views:  # whole frames, made here: their records' data not read
+                crc = frames_crc32c(np.frombuffer(view, np.uint8), crc)
             checksums.append(crc)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)

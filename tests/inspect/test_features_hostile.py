@@ -95,6 +95,7 @@ def test_tables_show_the_first_rows_and_say_how_many_more(
     assert elapsed < 60, f"{command}: {elapsed:.1f} s"
 
 
+@pytest.mark.slow
 def test_json_has_every_feature(wide: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["info", "--json", "--max-features", "200000", str(wide)]) == 0
     assert len(json.loads(capsys.readouterr().out)["features"]) == 150_001

@@ -310,6 +310,7 @@ SHARED_TABLES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@pytest.mark.slow
 def test_shared_tables_give_the_same_bytes_for_any_part_size(
     shared_data: Path, tmp_path: Path
 ) -> None:

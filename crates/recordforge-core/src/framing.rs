@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use crate::compression::{compressed_stream_error, Compression, Decoder, Encoder};
-use crate::crc::masked_crc32c;
+use crate::crc::{crc32c, crc32c_append, crc32c_append_frame, mask, masked_crc32c, unmask};
 use crate::error::{CorruptKind, Error, Result};
 
 /// Bytes of framing around each record: 8 length + 4 length CRC + 4 data CRC.
@@ -32,6 +32,9 @@ const RESERVE_STEP: u64 = 64 << 20;
 pub struct RecordWriter<W: Write> {
     sink: Encoder<W>,
     offset: u64,
+    /// CRC32C of the uncompressed record stream written so far, where asked for
+    /// ([`RecordWriter::with_stream_crc`]).
+    stream_crc: Option<u32>,
 }
 
 impl<W: Write> RecordWriter<W> {
@@ -39,14 +42,36 @@ impl<W: Write> RecordWriter<W> {
         Ok(RecordWriter {
             sink: Encoder::new(inner, compression)?,
             offset: 0,
+            stream_crc: None,
         })
+    }
+
+    /// Keeps the CRC32C of the uncompressed record stream as it is written (see
+    /// [`RecordWriter::stream_crc`]): a record's data is not read again for it, its own
+    /// CRC (computed for its frame) is carried in ([`crc32c_append_frame`]). For an
+    /// uncompressed file that is the file's CRC32C.
+    pub fn with_stream_crc(mut self) -> Self {
+        self.stream_crc = Some(0);
+        self
+    }
+
+    /// CRC32C of the uncompressed record stream written so far (`None` unless made
+    /// [`RecordWriter::with_stream_crc`]).
+    pub fn stream_crc(&self) -> Option<u32> {
+        self.stream_crc
     }
 
     /// Writes one record; returns its offset in the uncompressed record stream.
     pub fn write_record(&mut self, data: &[u8]) -> io::Result<u64> {
-        self.sink.write_all(&header(data.len()))?;
+        let head = header(data.len());
+        let crc = crc32c(data);
+        let foot = mask(crc).to_le_bytes();
+        self.sink.write_all(&head)?;
         self.sink.write_all(data)?;
-        self.sink.write_all(&masked_crc32c(data).to_le_bytes())?;
+        self.sink.write_all(&foot)?;
+        if let Some(stream) = self.stream_crc.as_mut() {
+            *stream = crc32c_append_frame(*stream, &head, data, crc, &foot);
+        }
         let at = self.offset;
         self.offset += data.len() as u64 + FRAME_OVERHEAD;
         Ok(at)
@@ -54,8 +79,13 @@ impl<W: Write> RecordWriter<W> {
 
     /// Writes records that are already framed (each one `length | crc | data | crc`, as
     /// [`crate::columns::encode_batch`] makes them). Returns the offset of the first one in the record stream.
+    /// The stream's CRC (where kept) reads every byte: the frames' data CRCs are not
+    /// trusted here (see [`frames_crc32c`] for frames made by this crate).
     pub fn write_framed(&mut self, framed: &[u8]) -> io::Result<u64> {
         self.sink.write_all(framed)?;
+        if let Some(stream) = self.stream_crc.as_mut() {
+            *stream = crc32c_append(*stream, framed);
+        }
         let at = self.offset;
         self.offset += framed.len() as u64;
         Ok(at)
@@ -95,6 +125,37 @@ pub fn frame_record(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(&header(data.len()));
     out.extend_from_slice(data);
     out.extend_from_slice(&masked_crc32c(data).to_le_bytes());
+}
+
+/// `crc` carried on over `framed`: complete frames, back to back, that this crate made
+/// ([`frame_record`], [`crate::columns::encode_batch`]), whose data CRCs are the data's
+/// (computed when they were framed). A large record's data is not read: its CRC comes
+/// from its frame. `Err(offset)`: the frame at `offset` is not whole (as
+/// [`frame_starts`] finds), or `framed` does not end on a frame's end.
+pub fn frames_crc32c(crc: u32, framed: &[u8]) -> std::result::Result<u32, usize> {
+    let mut crc = crc;
+    let mut pos = 0usize;
+    while pos < framed.len() {
+        let Some(head) = framed.get(pos..pos + HEADER) else {
+            return Err(pos);
+        };
+        let stored = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
+        if masked_crc32c(&head[..8]) != stored {
+            return Err(pos);
+        }
+        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let rest = (framed.len() - pos) as u64;
+        if rest < FRAME_OVERHEAD || len > rest - FRAME_OVERHEAD {
+            return Err(pos);
+        }
+        let len = len as usize;
+        let data = &framed[pos + HEADER..pos + HEADER + len];
+        let foot = &framed[pos + HEADER + len..pos + HEADER + len + 4];
+        let stored = unmask(u32::from_le_bytes(foot.try_into().expect("4 bytes")));
+        crc = crc32c_append_frame(crc, head, data, stored, foot);
+        pos += HEADER + len + 4;
+    }
+    Ok(crc)
 }
 
 /// Where each frame of `framed` (complete records, back to back, as
@@ -707,6 +768,59 @@ impl FileRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_crc_is_the_crc_of_the_bytes_written() {
+        let sizes = [0usize, 1, 100, (16 << 10) - 1, 16 << 10, 200_000, 3];
+        let records: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| (i * 31 + k * 7) as u8).collect())
+            .collect();
+        let mut w = RecordWriter::new(Vec::new(), Compression::None)
+            .unwrap()
+            .with_stream_crc();
+        assert_eq!(w.stream_crc(), Some(0));
+        let mut framed = Vec::new();
+        for r in &records[..4] {
+            w.write_record(r).unwrap();
+        }
+        for r in &records[4..] {
+            frame_record(&mut framed, r);
+        }
+        w.write_framed(&framed).unwrap();
+        let crc = w.stream_crc().unwrap();
+        let bytes = w.finish().unwrap();
+        assert_eq!(crc, crc32c(&bytes));
+        assert_eq!(frames_crc32c(0, &bytes), Ok(crc));
+        let half = frames_crc32c(0, &bytes[..framed_len(&records[..2])]).unwrap();
+        assert_eq!(
+            frames_crc32c(half, &bytes[framed_len(&records[..2])..]),
+            Ok(crc)
+        );
+        // Not whole frames: cut short, or a length field that fails its CRC.
+        assert_eq!(
+            frames_crc32c(0, &bytes[..bytes.len() - 1]).map(|_| ()),
+            Err(framed_len(&records[..6]))
+        );
+        let mut bad = bytes.clone();
+        bad[0] ^= 1;
+        assert_eq!(frames_crc32c(0, &bad), Err(0));
+        assert_eq!(frames_crc32c(0, &bytes[..5]), Err(0));
+        assert_eq!(
+            RecordWriter::new(Vec::new(), Compression::None)
+                .unwrap()
+                .stream_crc(),
+            None
+        );
+    }
+
+    fn framed_len(records: &[Vec<u8>]) -> usize {
+        records
+            .iter()
+            .map(|r| r.len() + FRAME_OVERHEAD as usize)
+            .sum()
+    }
 
     const FOO: &[u8] = &[
         3, 0, 0, 0, 0, 0, 0, 0, 0xb0, 0x99, 0x49, 0x0e, b'f', b'o', b'o', 0x61, 0x8a, 0xbe, 0xfe,

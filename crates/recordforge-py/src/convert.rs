@@ -6,7 +6,7 @@ use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{
     IntoPyDict, PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping,
@@ -89,6 +89,35 @@ pub fn crc32c(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
 #[pyfunction]
 pub fn crc32c_combine(crc_a: u32, crc_b: u32, length_b: u64) -> u32 {
     core::crc32c_combine(crc_a, crc_b, length_b)
+}
+
+/// ``crc`` carried on over ``framed``: whole TFRecord frames, back to back, that
+/// recordforge made (``frame_records``, ``RecordBatch.framed``). Equal to
+/// ``crc32c_combine(crc, crc32c(framed), len(framed))``, but a large record's data is
+/// not read: its CRC comes from its frame, so the frames' data CRCs must be the data's.
+/// ``ValueError`` where ``framed`` is not whole frames.
+///
+/// >>> from recordforge import _core
+/// >>> framed = _core.frame_records([b"a", b"b" * 100_000])
+/// >>> _core.frames_crc32c(framed) == _core.crc32c(framed)
+/// True
+#[pyfunction]
+#[pyo3(signature = (framed, crc=0))]
+pub fn frames_crc32c(py: Python<'_>, framed: &Bound<'_, PyAny>, crc: u32) -> PyResult<u32> {
+    let walk = |bytes: &[u8]| {
+        recordforge_core::framing::frames_crc32c(crc, bytes).map_err(|at| {
+            PyValueError::new_err(format!(
+                "not whole TFRecord frames: the frame at byte {at} of {} is cut short or its \
+                 length fails its CRC",
+                bytes.len()
+            ))
+        })
+    };
+    if let Ok(b) = framed.cast::<PyBytes>() {
+        let bytes = b.as_bytes();
+        return py.detach(|| walk(bytes));
+    }
+    with_bytes(framed, walk)?
 }
 
 /// The masked CRC32C stored in TFRecord frames: ``((crc >> 15) | (crc << 17)) + 0xa282ead8``.

@@ -136,13 +136,23 @@ impl<W: Write> Write for Capped<W> {
 /// once the writer is done.
 enum Digest {
     Crc32c(Arc<Mutex<Crc32c>>),
+    /// An uncompressed file's CRC32C: the record stream's, kept by its `RecordWriter`
+    /// from each record's own CRC ([`RecordWriter::with_stream_crc`]), its data not
+    /// read again.
+    Stream,
     /// The SHA-256 thread; it ends when its `Hashing` writer is dropped.
     Sha256(JoinHandle<[u8; 32]>),
 }
 
 impl Digest {
-    fn finish(self) -> PyResult<String> {
+    /// The checksum, once the writer is done; `stream` is its `RecordWriter`'s
+    /// [`RecordWriter::stream_crc`].
+    fn finish(self, stream: Option<u32>) -> PyResult<String> {
         Ok(match self {
+            Digest::Stream => format!(
+                "crc32c:{:08x}",
+                stream.expect("a writer made for Digest::Stream keeps the stream's CRC")
+            ),
             Digest::Crc32c(crc) => format!(
                 "crc32c:{:08x}",
                 crc.lock().unwrap_or_else(|p| p.into_inner()).value()
@@ -176,15 +186,24 @@ fn parse_checksum(name: Option<&str>) -> PyResult<Option<bool>> {
 }
 
 /// `inner`, buffered, and (with a checksum; `Some(true)` for SHA-256) hashed below the
-/// buffer, so the digest gets large writes.
+/// buffer, so the digest gets large writes. An uncompressed file's CRC32C is not hashed
+/// here: its `RecordWriter` keeps it ([`Digest::Stream`]).
 fn buffered<W: Write + Send + 'static>(
     inner: W,
     checksum: Option<bool>,
+    compression: Compression,
 ) -> std::io::Result<(Box<dyn Write + Send>, Option<Digest>)> {
     let (sink, digest) = match checksum {
         None => {
             let capped = Capped(inner);
             return Ok((Box::new(BufWriter::with_capacity(IO_BUFFER, capped)), None));
+        }
+        Some(false) if compression == Compression::None => {
+            let capped = Capped(inner);
+            return Ok((
+                Box::new(BufWriter::with_capacity(IO_BUFFER, capped)),
+                Some(Digest::Stream),
+            ));
         }
         Some(false) => {
             let crc = Arc::new(Mutex::new(Crc32c::default()));
@@ -463,8 +482,8 @@ impl TFRecordWriter {
                 let file = py
                     .detach(|| std::fs::File::create(&path))
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
-                let (inner, digest) =
-                    buffered(file, checksum).map_err(|e| map_err(py, Error::Io(e), &shown))?;
+                let (inner, digest) = buffered(file, checksum, compression)
+                    .map_err(|e| map_err(py, Error::Io(e), &shown))?;
                 (
                     RecordWriter::new(inner, compression)
                         .map_err(|e| map_err(py, Error::Io(e), &shown))?,
@@ -473,7 +492,7 @@ impl TFRecordWriter {
                 )
             }
             Target::File(file, shown) => {
-                let (inner, digest) = buffered(PyWriter::new(file), checksum)
+                let (inner, digest) = buffered(PyWriter::new(file), checksum, compression)
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
                 (
                     RecordWriter::new(inner, compression)
@@ -483,7 +502,10 @@ impl TFRecordWriter {
                 )
             }
         };
-        let sink: Sink = sink;
+        let sink: Sink = match digest {
+            Some(Digest::Stream) => sink.with_stream_crc(),
+            _ => sink,
+        };
         Ok(TFRecordWriter {
             state: Mutex::new(State {
                 sink: Some(sink),
@@ -690,6 +712,7 @@ impl TFRecordWriter {
             let mut state = lock(&self.state);
             (state.digest.take(), state.failed.clone())
         };
+        let stream = sink.stream_crc();
         let finished = py.detach(|| sink.finish().and_then(|mut inner| inner.flush()));
         if let Some(error) = failed {
             // Closed all the same (the file is let go); no checksum for a broken file.
@@ -699,7 +722,7 @@ impl TFRecordWriter {
         finished.map_err(|e| map_err(py, Error::Io(e), &self.name))?;
         if let Some(digest) = digest {
             // The sink (and with it the SHA-256 thread's sender) is gone: it ends.
-            let checksum = py.detach(|| digest.finish())?;
+            let checksum = py.detach(|| digest.finish(stream))?;
             lock(&self.state).checksum = Some(checksum);
         }
         drop(lease);

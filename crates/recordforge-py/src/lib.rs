@@ -28,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert::crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(convert::masked_crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(convert::crc32c_combine, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::frames_crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_example, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode_example, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode_sequence_example, m)?)?;
