@@ -6,6 +6,7 @@ rerun gives an uninterrupted run's bytes, its manifest included."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -183,3 +185,37 @@ def test_killed_at_every_stage_then_rerun_gives_the_same_bytes_and_true_checksum
             resumed = _run(script, killed_dir, 3 - workers)
             assert resumed.returncode == 0, (workers, n, resumed.stderr)
             assert _listing(killed_dir) == reference, (workers, n)
+
+
+@pytest.mark.parametrize("checksum", ["crc32c", None])
+@pytest.mark.parametrize("n", [1000, 20_000, 3 << 20])
+@pytest.mark.parametrize("prefill", [0, (1 << 20) - 100])
+def test_a_record_changed_by_the_file_objects_write_is_framed_and_hashed_as_written(
+    checksum: str | None, n: int, prefill: int
+) -> None:
+    """A NumPy record is read in place, and a Python file object's ``write`` runs
+    Python code while the writer flushes (another thread could too, the GIL let go):
+    the record's CRC is taken once its bytes are copied, and a file object's checksum
+    hashes the bytes written (helper-48: with the CRC taken before the write, the
+    record was corrupt and the checksum wrong)."""
+    record = np.full(n, 1, np.uint8)
+    calls = []
+
+    class Changing(io.BytesIO):
+        def write(self, b: Any) -> int:
+            calls.append(len(b))
+            if len(calls) == 1:
+                record[:] = 2
+            return super().write(b)
+
+    f = Changing()
+    w = rf.TFRecordWriter(f, checksum=checksum)
+    if prefill:
+        w.write(b"p" * prefill)
+    w.write(record)
+    w.close()
+    data = f.getvalue()
+    if checksum:
+        assert w.checksum == f"crc32c:{google_crc32c.value(data):08x}"
+    read = list(rf.read_records(io.BytesIO(data)))  # every CRC checked
+    assert set(read[-1]) in ({1}, {2}) and len(read[-1]) == n  # as copied, whole

@@ -64,10 +64,13 @@ impl<W: Write> RecordWriter<W> {
     /// Writes one record; returns its offset in the uncompressed record stream.
     pub fn write_record(&mut self, data: &[u8]) -> io::Result<u64> {
         let head = header(data.len());
-        let crc = crc32c(data);
-        let foot = mask(crc).to_le_bytes();
         self.sink.write_all(&head)?;
         self.sink.write_all(data)?;
+        // Computed once the data is written: a writer into a Python file object runs
+        // Python code while it flushes, which may change a buffer lent as `data` (a NumPy
+        // array is read in place); the CRC is then that of the bytes copied.
+        let crc = crc32c(data);
+        let foot = mask(crc).to_le_bytes();
         self.sink.write_all(&foot)?;
         if let Some(stream) = self.stream_crc.as_mut() {
             *stream = crc32c_append_frame(*stream, &head, data, crc, &foot);

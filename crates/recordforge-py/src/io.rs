@@ -186,19 +186,20 @@ fn parse_checksum(name: Option<&str>) -> PyResult<Option<bool>> {
 }
 
 /// `inner`, buffered, and (with a checksum; `Some(true)` for SHA-256) hashed below the
-/// buffer, so the digest gets large writes. An uncompressed file's CRC32C is not hashed
-/// here: its `RecordWriter` keeps it ([`Digest::Stream`]).
+/// buffer, so the digest gets large writes. With `stream_crc` (an uncompressed file
+/// written by Rust alone) a CRC32C is not hashed here: the `RecordWriter` keeps it from
+/// the records' own CRCs ([`Digest::Stream`]).
 fn buffered<W: Write + Send + 'static>(
     inner: W,
     checksum: Option<bool>,
-    compression: Compression,
+    stream_crc: bool,
 ) -> std::io::Result<(Box<dyn Write + Send>, Option<Digest>)> {
     let (sink, digest) = match checksum {
         None => {
             let capped = Capped(inner);
             return Ok((Box::new(BufWriter::with_capacity(IO_BUFFER, capped)), None));
         }
-        Some(false) if compression == Compression::None => {
+        Some(false) if stream_crc => {
             let capped = Capped(inner);
             return Ok((
                 Box::new(BufWriter::with_capacity(IO_BUFFER, capped)),
@@ -482,7 +483,8 @@ impl TFRecordWriter {
                 let file = py
                     .detach(|| std::fs::File::create(&path))
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
-                let (inner, digest) = buffered(file, checksum, compression)
+                let stream_crc = compression == Compression::None;
+                let (inner, digest) = buffered(file, checksum, stream_crc)
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
                 (
                     RecordWriter::new(inner, compression)
@@ -492,7 +494,11 @@ impl TFRecordWriter {
                 )
             }
             Target::File(file, shown) => {
-                let (inner, digest) = buffered(PyWriter::new(file), checksum, compression)
+                // Hashed below the buffer, whatever the compression: a Python file
+                // object's `write` runs Python code, which may change a record's buffer
+                // lent in place (a NumPy array) while it is written: the bytes written
+                // are what is hashed.
+                let (inner, digest) = buffered(PyWriter::new(file), checksum, false)
                     .map_err(|e| map_err(py, Error::Io(e), &shown))?;
                 (
                     RecordWriter::new(inner, compression)
