@@ -219,3 +219,22 @@ def test_a_record_changed_by_the_file_objects_write_is_framed_and_hashed_as_writ
         assert w.checksum == f"crc32c:{google_crc32c.value(data):08x}"
     read = list(rf.read_records(io.BytesIO(data)))  # every CRC checked
     assert set(read[-1]) in ({1}, {2}) and len(read[-1]) == n  # as copied, whole
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    "make", [bytearray, lambda b: np.frombuffer(b, np.uint16), lambda b: memoryview(b).cast("H")]
+)
+def test_records_that_are_not_bytes_are_refused_alike_by_any_number_of_workers(
+    tmp_path: Path, workers: int, make: Any
+) -> None:
+    """helper-48: with 2 workers a record given as a buffer of wider elements was framed
+    by its ``len`` in elements (corrupt shards, or a failure naming internal frames), a
+    bytearray was taken; one worker refused both without naming the item."""
+
+    def to_records(i: int) -> list[Any]:
+        record = rf.encode_example({"i": i, "pad": b"x" * (20_000 + i % 2)})
+        return [record if i != 4 else make(record[: len(record) // 2 * 2])]
+
+    with pytest.raises(TypeError, match=r"item 4: record 0 is a \w+, not bytes"):
+        rf.write_dataset(list(range(9)), tmp_path / "out", to_records=to_records, workers=workers)

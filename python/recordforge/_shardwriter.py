@@ -29,7 +29,7 @@ from recordforge._outdir import Journal
 from recordforge._remote import RemoteJournal, RemoteOutputDir, named_url, put_shard
 from recordforge.errors import ItemError, OnError
 from recordforge.example import RecordBatch
-from recordforge.pipeline import ConversionReport, Converted, observed, outcome
+from recordforge.pipeline import ConversionReport, Converted, bytes_only, observed, outcome
 from recordforge.records import TFRecordWriter
 from recordforge.schema import Schema
 from recordforge.sequence import schema_of_sample
@@ -452,6 +452,7 @@ def write_split(
     try:
         for position, result in enumerate(results, start_item):
             records, items, errors = outcome(result)
+            bytes_only(records, position)
             counters = observed(result)
             first = start_record if position == start_item else 0
             frames = _frames(records)

@@ -49,7 +49,14 @@ from recordforge._core import frame_records, frames_crc32c
 from recordforge._forking import start_method
 from recordforge.errors import ItemError, RecordforgeError
 from recordforge.example import RecordBatch
-from recordforge.pipeline import ToRecords, attempt_in_worker, init_worker, observed, outcome
+from recordforge.pipeline import (
+    ToRecords,
+    attempt_in_worker,
+    bytes_only,
+    init_worker,
+    observed,
+    outcome,
+)
 from recordforge.records import TFRecordWriter
 from recordforge.sharding import FRAME_OVERHEAD, frame_sizes
 
@@ -187,6 +194,7 @@ def _convert(
                 # until the frames are placed, then reused by a later batch.
                 data = records.framed_view()
             else:
+                bytes_only(records, first + i)
                 data = frame_records(records) if len(records) else b""
             sizes = frame_sizes(records) - FRAME_OVERHEAD
         except BaseException as e:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeGuard
 
 from recordforge.errors import ItemError
-from recordforge.example import encode_example
+from recordforge.example import RecordBatch, encode_example
 from recordforge.schema import Schema
 
 __all__ = [
@@ -225,6 +225,21 @@ def outcome(
     if isinstance(result, Converted):
         return result.records, result.items, result.errors
     return result, 1, ()
+
+
+def bytes_only(records: Sequence[bytes], item: int) -> None:
+    """Checks that the records of the ``item``-th item are ``bytes``, as the writer takes
+    them (a NumPy array or a memoryview of wider elements has a ``len`` in elements, not
+    bytes): a ``TypeError`` naming the item and the record otherwise, for any number of
+    workers. A :class:`~recordforge.RecordBatch` is whole frames already."""
+    if isinstance(records, RecordBatch):
+        return
+    for k, record in enumerate(records):
+        if record.__class__ is not bytes:
+            raise TypeError(
+                f"item {item}: record {k} is a {type(record).__name__}, not bytes "
+                "(to_records returns serialized records as bytes, or a RecordBatch)"
+            )
 
 
 # In a worker process: the conversion, sent once when the worker starts (not with every
