@@ -354,3 +354,18 @@ def held_records(monkeypatch: Any) -> dict[str, dict[int, int]]:
     monkeypatch.setattr(_parallel._SplitRun, "_converted", counting)
     monkeypatch.setattr(_workers.Workers, "send", sending)
     return peak
+
+
+def run_script(
+    script: Path, out: Path, workers: int, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python script out workers`` in a fresh process, without the caller's
+    ``RECORDFORGE_*`` variables, with ``env`` added (the crash tests' stage hooks)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
+    return subprocess.run(
+        [sys.executable, str(script), str(out), str(workers)],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

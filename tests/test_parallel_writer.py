@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import record_chunk_sizes
+from helpers import record_chunk_sizes, run_script
 
 import recordforge as rf
 from recordforge import _parallel
@@ -478,15 +478,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run(script: Path, out: Path, workers: int, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
-    return subprocess.run(
-        [sys.executable, str(script), str(out), str(workers)],
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+run = run_script
 
 
 @pytest.fixture(scope="module")

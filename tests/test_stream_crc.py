@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 import pytest
+from helpers import run_script
 
 import recordforge as rf
 from recordforge import _core
@@ -133,15 +131,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(script: Path, out: Path, workers: int, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECORDFORGE_")}
-    return subprocess.run(
-        [sys.executable, str(script), str(out), str(workers)],
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+_run = run_script
 
 
 def _listing(out: Path) -> dict[str, bytes]:

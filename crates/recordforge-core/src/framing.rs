@@ -139,19 +139,8 @@ pub fn frames_crc32c(crc: u32, framed: &[u8]) -> std::result::Result<u32, usize>
     let mut crc = crc;
     let mut pos = 0usize;
     while pos < framed.len() {
-        let Some(head) = framed.get(pos..pos + HEADER) else {
-            return Err(pos);
-        };
-        let stored = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
-        if masked_crc32c(&head[..8]) != stored {
-            return Err(pos);
-        }
-        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-        let rest = (framed.len() - pos) as u64;
-        if rest < FRAME_OVERHEAD || len > rest - FRAME_OVERHEAD {
-            return Err(pos);
-        }
-        let len = len as usize;
+        let len = whole_frame(framed, pos)?;
+        let head = &framed[pos..pos + HEADER];
         let data = &framed[pos + HEADER..pos + HEADER + len];
         let foot = &framed[pos + HEADER + len..pos + HEADER + len + 4];
         let stored = unmask(u32::from_le_bytes(foot.try_into().expect("4 bytes")));
@@ -169,22 +158,30 @@ pub fn frame_starts(framed: &[u8]) -> std::result::Result<Vec<u64>, usize> {
     let mut starts = Vec::new();
     let mut pos = 0usize;
     while pos < framed.len() {
-        let Some(head) = framed.get(pos..pos + HEADER) else {
-            return Err(pos);
-        };
-        let stored = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
-        if masked_crc32c(&head[..8]) != stored {
-            return Err(pos);
-        }
-        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-        let rest = (framed.len() - pos) as u64;
-        if rest < FRAME_OVERHEAD || len > rest - FRAME_OVERHEAD {
-            return Err(pos);
-        }
+        let len = whole_frame(framed, pos)?;
         starts.push(pos as u64);
-        pos += (len + FRAME_OVERHEAD) as usize;
+        pos += len + FRAME_OVERHEAD as usize;
     }
     Ok(starts)
+}
+
+/// The data length of the frame at `pos` of `framed`, checked to be whole: its length
+/// field there and matching its CRC, its data and data CRC within `framed`. `Err(pos)`
+/// otherwise.
+fn whole_frame(framed: &[u8], pos: usize) -> std::result::Result<usize, usize> {
+    let Some(head) = framed.get(pos..pos + HEADER) else {
+        return Err(pos);
+    };
+    let stored = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
+    if masked_crc32c(&head[..8]) != stored {
+        return Err(pos);
+    }
+    let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    let rest = (framed.len() - pos) as u64;
+    if rest < FRAME_OVERHEAD || len > rest - FRAME_OVERHEAD {
+        return Err(pos);
+    }
+    Ok(len as usize)
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read. Errors of the
