@@ -36,12 +36,12 @@ def test_shards_are_moved_many_at_once(url: str, monkeypatch: pytest.MonkeyPatch
     moving, most, lock = [0], [0], threading.Lock()
     move = _remote.move
 
-    def slow(where: str, name: str, final: str) -> None:
+    def slow(where: str, name: str, final: str, size: int | None = None) -> None:
         with lock:
             moving[0] += 1
             most[0] = max(most[0], moving[0])
         time.sleep(0.05)  # a copy by the store takes a while
-        move(where, name, final)
+        move(where, name, final, size)
         with lock:
             moving[0] -= 1
 
@@ -61,10 +61,10 @@ def test_a_failed_move_is_an_error_and_a_rerun_completes_the_dataset(
     local = rf.write_dataset(ROWS, tmp_path / "local", max_records=100, index=True)
     move = _remote.move
 
-    def failing(where: str, name: str, final: str) -> None:
+    def failing(where: str, name: str, final: str, size: int | None = None) -> None:
         if final.startswith("train-00005"):
             raise ConnectionResetError("connection reset by peer")
-        move(where, name, final)
+        move(where, name, final, size)
 
     with monkeypatch.context() as m:
         m.setattr(_remote, "move", failing)

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 __all__ = [
     "exists",
+    "file_sizes",
     "fspath",
     "glob",
     "is_url",
@@ -214,6 +215,17 @@ def listdir(path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
     return sorted((e.name, e.is_dir()) for e in os.scandir(fspath(path)))
 
 
+def file_sizes(url: str) -> dict[str, int]:
+    """The files of a remote directory and their sizes, from one listing."""
+    fs, p = filesystem(url)
+    fs.invalidate_cache(p)
+    return {
+        e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e["size"])
+        for e in fs.ls(p, detail=True)
+        if e.get("type") != "directory"
+    }
+
+
 def glob(pattern: str) -> list[str]:
     """The files matching a glob, as URLs (or local paths), sorted."""
     if is_url(pattern):
@@ -247,11 +259,24 @@ def temp_name(final_name: str) -> str:
     return f".{final_name}.{uuid.uuid4().hex[:12]}.partial"
 
 
+#: fsspec protocols of object stores, which commit an object written by one request (a
+#: PUT, or a multipart upload's completion) whole or not at all; and memory's.
+WHOLE_WRITES = frozenset(("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"))
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Writes a whole file atomically: a temporary name (key), then a rename (move)."""
+    """Writes a whole file atomically: locally a temporary name, then a rename; in an
+    object store (:data:`WHOLE_WRITES`) one write, which the store commits whole or not
+    at all, so a reader sees the old object or the new one (a temporary key's move would
+    cost three more requests and a copy); elsewhere (``sftp://``...) a temporary key,
+    then a move."""
     tmp = join(parent(path), temp_name(name(path)))
     if is_url(path):
         fs, final = filesystem(str(path))
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        if protocols & WHOLE_WRITES:
+            fs.pipe_file(final, data)
+            return
         _, tmp_key = filesystem(tmp)
         try:
             fs.pipe_file(tmp_key, data)
@@ -275,16 +300,19 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 _COPY_LIMIT = 5 << 30  # S3's largest CopyObject; a bigger object is copied in parts
 
 
-def move_key(fs: Any, key: str, final: str) -> None:
+def move_key(fs: Any, key: str, final: str, size: int | None = None) -> None:
     """Moves one object by its exact key (the store copies it, then it is deleted):
     ``fs.mv`` would expand ``?``, ``*`` and ``[`` in the keys as glob patterns (a prefix
     such as ``q?x=1``). On S3 an object of up to 5 GiB is copied by one CopyObject with
     ``ChecksumAlgorithm=CRC32C``, so the store keeps a CRC32C of the whole object
     (``verify --fast`` compares it with ``dataset.json``); not by s3fs's ``cp_file``,
     which copies objects over 150 MiB in parts (a checksum of the parts, or none). A
-    bigger object is copied in parts, without one. GCS keeps one of every object."""
+    bigger object is copied in parts, without one. GCS keeps one of every object.
+    ``size``: the object's, where the caller knows it (a listing); else it is asked of
+    the store (a request, unless s3fs has it from a listing that a move's end has not
+    dropped yet)."""
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    if protocols & {"s3", "s3a"} and int(fs.size(key)) <= _COPY_LIMIT:
+    if protocols & {"s3", "s3a"} and int(fs.size(key) if size is None else size) <= _COPY_LIMIT:
         source_bucket, source_key, _ = fs.split_path(key)
         bucket, target_key, _ = fs.split_path(final)
         fs.call_s3(

@@ -97,11 +97,21 @@ def _put(url: str, data: bytes) -> None:
 
 
 def _get(url: str) -> bytes | None:
+    """A small object's bytes (None: there is none), by one request: a read from byte
+    0 (a plain read is two on S3: s3fs asks for the size first). An empty object has no
+    byte 0 (S3 refuses the range, GCS's client raises its own error): it is read again
+    whole, as is one whose ranged read failed otherwise (the plain read raises what is
+    wrong)."""
     fs, key = _fs.filesystem(url)
     try:
-        data: bytes = fs.cat_file(key)
+        data: bytes = fs.cat_file(key, start=0)
     except FileNotFoundError:
         return None
+    except Exception:
+        try:
+            data = fs.cat_file(key)
+        except FileNotFoundError:
+            return None
     return data
 
 
@@ -256,24 +266,24 @@ def put_shard(url: str, partial: Path | None, name: str, index: bytes | None) ->
     return size
 
 
-def move(url: str, name: str, final: str) -> None:
+def move(url: str, name: str, final: str, size: int | None = None) -> None:
     """Moves the object ``name`` of the directory ``url`` to ``final`` (the store copies
-    it, then it is deleted)."""
+    it, then it is deleted); ``size``: its size, where known (else asked of the store)."""
     fs, key = _fs.filesystem(_fs.join(url, name))
-    _fs.move_key(fs, key, _fs.filesystem(_fs.join(url, final))[1])
+    _fs.move_key(fs, key, _fs.filesystem(_fs.join(url, final))[1], size)
 
 
-def move_all(url: str, moves: Sequence[tuple[str, str]]) -> None:
-    """Moves objects of the directory ``url`` (``(name, final)`` pairs), up to
-    :data:`MOVE_THREADS` at once: each is a copy made by the store, seconds for a shard
-    of hundreds of MB, so thousands of shards moved one by one would take hours. The
-    first error is raised (in the pairs' order) after the moves in flight end; the ones
-    not started are not made (a rerun makes them)."""
+def move_all(url: str, moves: Sequence[tuple[str, str, int | None]]) -> None:
+    """Moves objects of the directory ``url`` (``(name, final, size)``: see
+    :func:`move`), up to :data:`MOVE_THREADS` at once: each is a copy made by the store,
+    seconds for a shard of hundreds of MB, so thousands of shards moved one by one would
+    take hours. The first error is raised (in the pairs' order) after the moves in
+    flight end; the ones not started are not made (a rerun makes them)."""
     if not moves:
         return
     threads = min(MOVE_THREADS, len(moves))
     with concurrent.futures.ThreadPoolExecutor(threads, "recordforge-move") as pool:
-        futures = [pool.submit(_moved, url, name, final) for name, final in moves]
+        futures = [pool.submit(_moved, url, *move) for move in moves]
         try:
             for future in futures:
                 future.result()
@@ -283,20 +293,45 @@ def move_all(url: str, moves: Sequence[tuple[str, str]]) -> None:
             raise
 
 
-def _moved(url: str, name: str, final: str) -> None:
-    move(url, name, final)
+def _moved(url: str, name: str, final: str, size: int | None) -> None:
+    move(url, name, final, size)
     stage("renamed to a final name")
 
 
-def _remove(url: str, name: str) -> None:
+def _remove(url: str, name: str, directory: bool | None = None) -> None:
     """Removes the object ``name`` of the directory ``url`` (or every object under it,
-    a nested "directory"), its key taken literally (``fs.rm`` would glob it)."""
+    a nested "directory"), its key taken literally (``fs.rm`` would glob it).
+    ``directory``: what a listing said it is (None: asked of the store, one request
+    more)."""
     fs, key = _fs.filesystem(_fs.join(url, name))
     fs.invalidate_cache(key)
-    keys = [key] if fs.isfile(key) else fs.find(key)
+    if directory is None:
+        directory = not fs.isfile(key)
+    keys = fs.find(key) if directory else [key]
     for k in keys:
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(k)
+
+
+def _remove_all(url: str, objects: Sequence[tuple[str, bool]]) -> None:
+    """:func:`_remove` of each ``(name, is a directory)`` of the directory ``url``, up
+    to :data:`MOVE_THREADS` at once (the journal's entries of thousands of shards, one
+    request each). The first error is raised (in the objects' order) once those in
+    flight end."""
+    if len(objects) < 2:
+        for name, directory in objects:
+            _remove(url, name, directory)
+        return
+    threads = min(MOVE_THREADS, len(objects))
+    with concurrent.futures.ThreadPoolExecutor(threads, "recordforge-remove") as pool:
+        futures = [pool.submit(_remove, url, name, directory) for name, directory in objects]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def abort_uploads(url: str) -> int:
@@ -395,9 +430,12 @@ class RemoteOutputDir:
                 shutil.rmtree(target.staging_dir, ignore_errors=True)
 
     def _listing(self) -> dict[str, bool]:
-        if not _fs.isdir(self.url):
+        """The directory's entries (name: is a directory); none where it does not
+        exist. One listing, not a check that it exists first."""
+        try:
+            return dict(_fs.listdir(self.url))
+        except FileNotFoundError:
             return {}
-        return dict(_fs.listdir(self.url))
 
     def _take_over(self) -> None:
         """Writes this run's token: a conversion still running here stops at its next
@@ -434,7 +472,7 @@ class RemoteOutputDir:
         if overwrite and (names - ours or has_journal):
             self.journal.clearing = True
             self.journal.save()
-            self._clear(names)
+            self._clear(listing)
             self.journal.clearing = False
             self.journal.save()
             return
@@ -450,7 +488,7 @@ class RemoteOutputDir:
                 self._remove_working()
                 return
             if journal.clearing:
-                self._clear(names)
+                self._clear(listing)
                 journal.clearing = False
                 journal.splits = {}
                 journal.entries = 0
@@ -458,31 +496,42 @@ class RemoteOutputDir:
                 journal.save()
                 return
             self.resumed = True
-            self._remove_temporary(names)
+            self._remove_temporary(listing)
             return
-        for name in ours - {LOCK_NAME}:
-            _remove(url, name)
+        _remove_all(url, [(name, False) for name in sorted(ours - {LOCK_NAME})])
         self.journal.save()
 
-    def _clear(self, names: set[str]) -> None:
-        for name in sorted(names - {LOCK_NAME, JOURNAL_NAME}):
-            _remove(self.url, name)
+    def _clear(self, listing: dict[str, bool]) -> None:
+        for name in sorted(set(listing) - {LOCK_NAME, JOURNAL_NAME}):
+            _remove(self.url, name, listing[name])
             stage("cleared one old file")
 
-    def _remove_temporary(self, names: set[str]) -> None:
+    def _remove_temporary(self, listing: dict[str, bool]) -> None:
         """Temporary objects of a killed run (never a shard the journal lists)."""
-        for name in sorted(names):
-            if is_working(name) and name.endswith((".partial", ".tmp")):
-                _remove(self.url, name)
+        _remove_all(
+            self.url,
+            [
+                (name, directory)
+                for name, directory in sorted(listing.items())
+                if is_working(name) and name.endswith((".partial", ".tmp"))
+            ],
+        )
 
     def _remove_working(self) -> None:
-        """Every working object but the snapshot and the lock, entries first."""
-        for name in sorted(self._listing()):
-            if is_working(name) and name not in (JOURNAL_NAME, LOCK_NAME):
-                _remove(self.url, name)
+        """Every working object but the snapshot and the lock (several at once), then
+        the snapshot, then the lock."""
+        listing = self._listing()
+        _remove_all(
+            self.url,
+            [
+                (name, directory)
+                for name, directory in sorted(listing.items())
+                if is_working(name) and name not in (JOURNAL_NAME, LOCK_NAME)
+            ],
+        )
         for name in (JOURNAL_NAME, LOCK_NAME):
             with contextlib.suppress(FileNotFoundError):
-                _remove(self.url, name)
+                _remove(self.url, name, listing.get(name, False))
 
     def _abandon(self) -> None:
         """After an error: with nothing worth resuming, the working objects go again;
@@ -523,7 +572,10 @@ def prepare_out(out: str, overwrite: bool) -> None:
     not a recordforge dataset's; ``overwrite`` removes what is there."""
     if _fs.isfile(out):
         raise FileExistsError(f"{out}: exists and is not a directory")
-    entries = _fs.listdir(out) if _fs.isdir(out) else []
+    try:
+        entries = _fs.listdir(out)
+    except FileNotFoundError:
+        entries = []
     if entries:
         _refuse_or_clear(out, entries, overwrite)
     # A killed run's workers leave their shards' unfinished uploads (each streams its
@@ -540,8 +592,8 @@ def _refuse_or_clear(out: str, entries: list[tuple[str, bool]], overwrite: bool)
     if overwrite or JOURNAL_NAME in names:
         # With the marker there, an earlier run did not finish (the Beam writer does not
         # resume remotely): it starts over, leftovers of the killed run included.
-        for name, _ in entries:
-            _remove(out, name)
+        for name, directory in entries:
+            _remove(out, name, directory)
     elif MANIFEST_NAME in names:
         raise FileExistsError(
             f"{out}: already holds a complete dataset; use --overwrite (overwrite=True) "

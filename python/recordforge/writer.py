@@ -115,15 +115,16 @@ def _finalize(
     the store copying them, many at once). Safe to rerun after a crash half-way: a shard already
     under its final name is taken as renamed."""
     splits: dict[str, tuple[ShardInfo, ...]] = {}
-    remote = set(dict(_fs.listdir(out))) if isinstance(out, str) else None
-    moves: list[tuple[str, str]] = []  # remote: made at once, after the checks
+    # Remote: the objects' sizes too (a move asks for each one's otherwise).
+    remote = _fs.file_sizes(out) if isinstance(out, str) else None
+    moves: list[tuple[str, str, int | None]] = []  # remote: made at once, after the checks
     for split, shards in _final_names(options, journal).items():
         infos = []
         for shard, final in shards:
             for suffix in ("", ".idx") if options.index else ("",):
                 tmp, dst = f"{shard.tmp}{suffix}", f"{final}{suffix}"
                 if remote is not None and tmp in remote:
-                    moves.append((tmp, dst))
+                    moves.append((tmp, dst, remote[tmp]))
                 elif remote is None and os.path.exists(Path(out, tmp)):
                     os.replace(Path(out, tmp), Path(out, dst))
                     stage("renamed to a final name")
