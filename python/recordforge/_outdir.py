@@ -552,6 +552,23 @@ def _input_identity(source: Mapping[str, Any]) -> dict[str, list[int]]:
     return identity
 
 
+def changed_inputs(fingerprint: Mapping[str, Any], source: Mapping[str, Any]) -> list[str]:
+    """The local input files of ``source`` whose size or modification time is no longer
+    the one ``fingerprint`` (:func:`command_fingerprint`) took (or that are gone). Not
+    directories: theirs changes with an entry added (the output directory made inside
+    an image folder), not with a file's contents."""
+    taken = fingerprint.get("inputs", {})
+    try:
+        now = _input_identity(source)
+    except OSError as e:  # one is gone
+        return [str(e.filename or e)]
+    return [
+        path
+        for path in sorted(set(taken) | set(now))
+        if taken.get(path) != now.get(path) and not os.path.isdir(path)
+    ]
+
+
 def command_fingerprint(
     options: Mapping[str, Any], splits: Sequence[str], source: Mapping[str, Any]
 ) -> dict[str, Any]:

@@ -470,14 +470,15 @@ class ShardFiles:
         return out
 
     def offsets(self, path: str, mine: Sequence[int]) -> np.ndarray:
-        """Each record's offset in ``path``: from its ``.idx`` when that covers the file
-        exactly, else from one framing walk; as many as the file's checked count."""
+        """Each record's offset in the local file ``path``, from one framing walk over
+        its map (each frame's length field, as a read does); as many as the file's
+        checked count. Not from its ``.idx``: an index that covers the file exactly can
+        still lie (a record's line cut where its value holds a whole valid frame, a
+        later one's lines merged to keep the ends), and a read at its offsets would
+        return that frame as a record; only the walk of every length field tells, and
+        it costs what checking the index would."""
         if path not in self._offsets:
-            index = _index.read(path)
-            if index is not None:
-                offsets = index[0].astype(np.uint64)
-            else:
-                offsets = self.record_file(path).offsets(False)
+            offsets = self.record_file(path).offsets(False)
             counts = self.record_counts(mine, exact=True)
             expected = counts[self.files.index(path)]
             if len(offsets) != expected:  # the file changed since it was counted

@@ -183,7 +183,10 @@ class Manifest:
             raise top["compression"].wrong(_COMPRESSIONS_SHOWN, compression)
         splits: dict[str, tuple[ShardInfo, ...]] = {}
         totals: dict[str, int] = {}
-        for name, split in top["splits"].mapping(top.get(data, "splits")).items():
+        named = top["splits"].mapping(top.get(data, "splits"))
+        if not named:  # (write_dataset writes every split, if empty an empty list)
+            raise top["splits"].error("no split (a dataset has at least one)")
+        for name, split in named.items():
             at = top["splits"][name]
             split = at.mapping(split)
             shards = at["shards"].array(at.get(split, "shards"))

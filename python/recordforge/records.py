@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import dataclasses
 import os
+import stat
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any, BinaryIO, Literal, cast
 from recordforge import _core, _fs
 from recordforge._ranged import ReadAhead
 from recordforge._sticky import Sticky
-from recordforge.errors import CorruptRecordError
+from recordforge.errors import CorruptRecordError, RecordforgeError
 
 __all__ = [
     "COMPRESSION_SUFFIXES",
@@ -377,7 +378,26 @@ def read_records(
     """
     if _fs.is_url(path_or_file):
         return Sticky(_remote_records(str(path_or_file), compression, verify, max_record_bytes))
+    _regular(path_or_file)
     return _core.read_records(path_or_file, compression, verify, max_record_bytes=max_record_bytes)
+
+
+def _regular(path_or_file: str | os.PathLike[str] | BinaryIO) -> None:
+    """Refuses a path that names a FIFO, a device or a socket: read by path (mapped, or
+    opened twice to sniff its compression) it gave no record and no error, or hung.
+    Such a stream is read when opened by the caller and passed as a file object."""
+    if not isinstance(path_or_file, str | os.PathLike):
+        return
+    try:
+        mode = os.stat(path_or_file).st_mode
+    except OSError:
+        return  # (the reader names what is wrong)
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise RecordforgeError(
+            f"{os.fspath(path_or_file)}: not a regular file ({kind}); to read a stream, "
+            "open it and pass the file object"
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -422,6 +442,7 @@ def scan_records(
                     raise
                 raise CorruptRecordError(url, e.offset, e.reason) from None
         return RecordStats(records=records, payload_bytes=payload, stream_bytes=stream)
+    _regular(path_or_file)
     records, payload, stream = _core.scan_records(
         path_or_file, compression, verify, threads, max_record_bytes=max_record_bytes
     )

@@ -38,11 +38,11 @@ from recordforge import _core, _fs, _parallel
 from recordforge._atomic import stage
 from recordforge._buffers import batch_buffers
 from recordforge._fs import is_url
-from recordforge._outdir import Journal, OutputDir, command_fingerprint
+from recordforge._outdir import Journal, OutputDir, changed_inputs, command_fingerprint
 from recordforge._remote import RemoteOutputDir, move_all
 from recordforge._shardwriter import Progress, RecordSample, Shard, ShardWriter, write_split
 from recordforge.columns import encode_batch, plan_split
-from recordforge.errors import ItemError, OnError, on_error_policy
+from recordforge.errors import ItemError, OnError, RecordforgeError, on_error_policy
 from recordforge.manifest import Manifest, ShardInfo
 from recordforge.pipeline import (
     ConversionReport,
@@ -248,6 +248,8 @@ def write_dataset(
     options = options or WriteOptions(**option_kwargs)
     if splits is None:
         splits = {split: data}
+    if not splits:  # (its dataset.json would name no split: not a dataset a reader opens)
+        raise ValueError("splits: no split given (a dataset has at least one)")
     options.check_names(list(splits))
     counts = split_counts(num_records, list(splits))
     # (a chain of caches before a store: the store is written, see _fs.unchained)
@@ -328,6 +330,16 @@ def write_dataset(
                     results = map(functools.partial(attempt, split_to_records), remaining)
                     write_split(results, shards, planner, on_error, report, progress)
                     del results
+        # An input rewritten or replaced while it was read: its records mix old and new
+        # contents, a dataset no single input gives (kept for no resume: the rerun's
+        # fingerprint differs, so it asks for overwrite).
+        if changed := changed_inputs(fingerprint, source or {}):
+            raise RecordforgeError(
+                f"{changed[0]}: changed while it was converted (its size or modification "
+                "time): the records written mix its old and new contents, so no "
+                "dataset.json is written; rerun with --overwrite (overwrite=True) to "
+                "convert it as it is now"
+            )
         final = _finalize(out, options, journal)
         if sample is not None and list(final) != list(plans):
             sample.drop()

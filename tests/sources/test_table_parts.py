@@ -47,7 +47,7 @@ def _values(src: TableSource) -> list[dict[str, Any]]:
     return [
         row
         for part in src.items()
-        for batch in src._read_part(part)  # the private reader: values, not records
+        for batch in src._read_part(part)[0]  # the private reader: values, not records
         for row in batch.to_pylist()
     ]
 
@@ -348,7 +348,10 @@ def test_bad_rows_are_named_as_before(tmp_path: Path) -> None:
     assert outs[0] == outs[1] == outs[2]
 
 
-def test_a_part_pyarrow_cannot_read_names_file_and_rows(tmp_path: Path) -> None:
+def test_a_row_of_the_wrong_number_of_values_is_one_error_naming_its_row(tmp_path: Path) -> None:
+    """A row with fewer values than the header, deep in a later part: an error naming
+    that row; skipped, it is the only row missing (before 2026-12-07 its whole part of
+    ~250,000 rows went, reported as one skipped item)."""
     path = tmp_path / "ragged.csv"
     good = "1,2\n" * 1_250_000  # 5 MB: past the first block, which the schema reads
     path.write_text("a,b\n" + good + "5\n6,7\n", encoding="utf-8")
@@ -358,12 +361,63 @@ def test_a_part_pyarrow_cannot_read_names_file_and_rows(tmp_path: Path) -> None:
     assert last.first_row + last.rows - 1 == 1_250_002
     with pytest.raises(rf.ItemError) as e:
         write_source(src, tmp_path / "fail")
-    assert e.value.item == last.name
-    assert "cannot read csv (bytes " in e.value.reason and "Expected 2 columns" in e.value.reason
+    assert e.value.item == f"{path}: row 1250001"
+    assert e.value.reason == "1 values where the header names 2 columns: '5'"
     write_source(src, tmp_path / "skip", on_error="skip")
-    report = rf.Manifest.load(tmp_path / "skip").report
-    assert [s["item"] for s in report["skipped"]] == [last.name]
-    assert report["items"] == 1_250_002 and report["records"] == 1_250_002 - last.rows
+    manifest = rf.Manifest.load(tmp_path / "skip")
+    assert [s["item"] for s in manifest.report["skipped"]] == [f"{path}: row 1250001"]
+    assert manifest.records() == 1_250_001
+    assert rf.open_dataset(tmp_path / "skip")[1_250_000]["a"] == 6
+
+
+def _ragged_csv(path: Path) -> tuple[list[tuple[int, str]], list[int]]:
+    """A CSV (CRLF line ends, empty lines, quoted values holding line ends) of 3,000 rows
+    some of which have too few or too many values, and one whose value is not a number:
+    the good rows' (n, s), and the bad rows' numbers."""
+    rows, good, bad = [], [], []
+    for i in range(1, 3001):
+        s = f"v{i}" if i % 7 else f'"line\r\nbreak {i}"'
+        if i in (3, 1200, 1201, 2999):
+            rows.append(f"{i}" if i != 1201 else f"{i},x,extra")  # too few, too many
+            bad.append(i)
+        elif i == 1500:
+            rows.append(f"oops,{s}")  # a value that is no int64
+            bad.append(i)
+        else:
+            rows.append(f"{i},{s}")
+            good.append((i, s.strip('"')))
+        if i % 500 == 0:
+            rows.append("")  # an empty line: no row
+    path.write_bytes(("n,s\r\n" + "\r\n".join(rows) + "\r\n").encode("utf-8"))
+    return good, bad
+
+
+@pytest.mark.parametrize("part_bytes", [1 << 20, 4096, 1])
+def test_rows_of_the_wrong_number_of_values_are_skipped_alone(
+    tmp_path: Path, part_bytes: int
+) -> None:
+    """Each row of the wrong number of values, in any part, is skipped on its own and
+    named by its row of the file, among rows with quoted line ends, CRLF, empty lines and
+    a value of the wrong type; every other row is written with its own values, the same
+    bytes for 1 and 2 workers and any part size; with the default policy the first bad
+    row stops the conversion, named."""
+    path = tmp_path / "t.csv"
+    good, bad = _ragged_csv(path)
+    schema = rf.Schema({"n": rf.FeatureSpec(dtype="int64"), "s": rf.FeatureSpec(dtype="string")})
+    src = TableSource(path, schema=schema, part_bytes=part_bytes)
+    with pytest.raises(rf.ItemError) as e:
+        write_source(src, tmp_path / "fail")
+    assert e.value.item == f"{path}: row 3"
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"skip{workers}"
+        outs.append(_written(src, out, on_error="skip", workers=workers))
+        report = rf.Manifest.load(out).report
+        assert [s["item"] for s in report["skipped"]] == [f"{path}: row {i}" for i in bad]
+        assert report["items"] == 3000
+        got = [(int(r["n"]), r["s"].decode()) for r in rf.open_dataset(out)]
+        assert got == good
+    assert outs[0] == outs[1]
 
 
 def _bad_table(tmp_path: Path, fmt: str) -> TableSource:
@@ -562,7 +616,9 @@ def test_any_jsonl_cuts_where_pyarrow_reads_rows(
         path.write_bytes(data)
         src = TableSource(path, part_bytes=part_bytes)
         assert src.num_records() == len(whole)
-        rows = [row for part in src.items() for b in src._read_part(part) for row in b.to_pylist()]
+        rows = [
+            row for part in src.items() for b in src._read_part(part)[0] for row in b.to_pylist()
+        ]
         assert rows == whole
 
 
@@ -635,12 +691,14 @@ def test_an_inference_that_fails_stops_the_scan_beside_it(
     monkeypatch.setattr(_table_parts, "scan_lines", slow)
     path = tmp_path / "bad.csv"
     with open(path, "w") as f:
-        f.write("a,b\n1,2,3\n")  # a row of 3 values under 2 names
+        # (a row of the wrong number of values no longer fails the inference: it is the
+        # conversion's error, naming its row)
+        f.write("a,a\n")  # one name twice
         f.write("1,2\n" * 2_000_000)  # 8 MB for the scan
     src = TableSource(str(path))
-    with pytest.raises(rf.ItemError, match=r"bad\.csv") as caught:
+    with pytest.raises(rf.SchemaError, match=r"bad\.csv") as caught:
         src.items()
-    assert "Expected 2 columns" in str(caught.value)
+    assert "more than once" in str(caught.value)
     assert not _scan_threads()
     assert "parts" not in src._cache  # the scan did not finish
 

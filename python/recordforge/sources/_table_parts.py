@@ -52,6 +52,7 @@ __all__ = [
     "arrow_source",
     "cell_converter",
     "csv_parts",
+    "csv_rows",
     "format_of",
     "input_stream",
     "jsonl_parts",
@@ -265,6 +266,22 @@ def _csv_lines(
     ends, marks = scanner.finish()
     if len(ends):
         yield ends.astype(np.int64), marks
+
+
+def csv_rows(data: bytes, delimiter: str) -> list[bytes]:
+    """The rows of CSV bytes (a part's: no header), in order, each without its line end,
+    as the row-end scan finds them (empty lines are no row)."""
+    scanner = CsvRowScanner(delimiter.encode("utf-8")[0], 0)
+    found = [scanner.feed(data), scanner.finish()]
+    ends = np.concatenate([e for e, _ in found]).tolist()
+    marks = np.concatenate([m for _, m in found]).tolist()
+    rows: list[bytes] = []
+    start = 0
+    for end, mark in zip(ends, marks, strict=True):
+        if mark:
+            rows.append(data[start:end].rstrip(b"\r\n"))
+        start = end
+    return rows
 
 
 class _Cutter:

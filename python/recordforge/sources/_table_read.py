@@ -57,10 +57,12 @@ def open_csv(
     *,
     skip_rows: int = 0,
     threads: bool = False,
+    invalid: Callable[[Any], str] | None = None,
 ) -> Any:
     """pyarrow's streaming CSV reader as every table read opens it: quoted values may hold
     line ends (``newlines_in_values``), blocks of ``block`` bytes, ``convert`` the
-    keywords of its ``ConvertOptions``."""
+    keywords of its ``ConvertOptions``; ``invalid``: pyarrow's handler of a row whose
+    number of values is not the header's (None: the read fails there)."""
     import pyarrow.csv as pcsv  # type: ignore[import-untyped]
 
     return pcsv.open_csv(
@@ -71,7 +73,9 @@ def open_csv(
             skip_rows=skip_rows,
             column_names=None if column_names is None else list(column_names),
         ),
-        parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        parse_options=pcsv.ParseOptions(
+            delimiter=delimiter, newlines_in_values=True, invalid_row_handler=invalid
+        ),
         convert_options=pcsv.ConvertOptions(**convert),
     )
 

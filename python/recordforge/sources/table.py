@@ -85,6 +85,7 @@ from recordforge.sources._table_parts import (
     TableRow,
     arrow_source,
     cell_converter,
+    csv_rows,
     format_of,
     input_stream,
     pyarrow_module,
@@ -115,6 +116,18 @@ __all__ = ["FORMATS", "TableBatch", "TablePart", "TableRow", "TableSource"]
 
 DEFAULT_BATCH_SIZE = 8192
 _BLOCK_BYTES = 4 << 20
+
+
+def _skip_row(row: Any) -> str:
+    """pyarrow's handler of a CSV row of the wrong number of values: left out."""
+    return "skip"
+
+
+def _wrong_values(expected: int, got: int, text: str) -> str:
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return f"{got} values where the header names {expected} columns: {shown!r}"
+
+
 # The schema records are encoded with, the CSV column types to read with, the file's
 # Arrow schema (for every part).
 _Plan = tuple[Schema, dict[str, Any] | None, Any]
@@ -240,11 +253,13 @@ class TableSource:
         block: int = 4 << 20,
         file_schema: Any = None,
         head: bool = False,
+        invalid: Callable[[Any], str] | None = None,
     ) -> Generator[Any]:
         """pyarrow record batches of the file; ``column_types`` fixes CSV column types,
         ``file_schema`` JSON Lines ones. Without ``threads``, a CSV or JSON Lines file is
         read on the calling thread, a ``block`` at a time (pyarrow's threads read ahead);
-        with ``head``, its first batch only is read (see :func:`csv_head`)."""
+        with ``head``, its first batch only is read (see :func:`csv_head`); ``invalid``:
+        see :func:`open_csv`."""
         pa = pyarrow_module()
         try:
             if self.format == "parquet":
@@ -265,6 +280,7 @@ class TableSource:
                     self._csv_options(column_types),
                     skip_rows=self.skip_rows,
                     threads=threads,
+                    invalid=invalid,
                 )
             else:  # (a given schema: the file's, a key after the first block included)
                 given = self.given_schema is not None
@@ -310,7 +326,10 @@ class TableSource:
         # blocks (csv_head, json_head) without threads, which would convert blocks
         # ahead, and given back to the system, not kept by pyarrow's allocator in a
         # process that forks its workers next.
-        read = functools.partial(self._arrow_batches, None, threads=False, head=True)
+        # (A row of the wrong number of values is the conversion's error, not the types'.)
+        read = functools.partial(
+            self._arrow_batches, None, threads=False, head=True, invalid=_skip_row
+        )
         first, batches = first_batch(read, _BLOCK_BYTES)
         self._cache["first_rows"] = 0 if first is None else first.num_rows
         batches.close()
@@ -350,7 +369,7 @@ class TableSource:
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(arrow_source(self.path)).schema_arrow
-        for batch in self._arrow_batches(None, threads=False, head=True):
+        for batch in self._arrow_batches(None, threads=False, head=True, invalid=_skip_row):
             return batch.schema
         pa = pyarrow_module()
         if self.format == "csv":  # a header and no rows: every column is text
@@ -453,12 +472,14 @@ class TableSource:
         types: dict[str, Any] | None,
         file_schema: Any,
         block: int = _BLOCK_BYTES,
+        invalid: Callable[[Any], str] | None = None,
     ) -> Iterator[Any]:
         """The part's rows as pyarrow batches of at most ``batch_size`` rows, read with
         the file's column names and types (CSV ``types``; the Arrow schema of the file),
-        in pyarrow blocks of ``block`` bytes."""
+        in pyarrow blocks of ``block`` bytes; a CSV row of the wrong number of values is
+        handed to ``invalid`` (see :func:`open_csv`)."""
         if part.kind == "whole":
-            yield from self._arrow_batches(types, file_schema=file_schema)
+            yield from self._arrow_batches(types, file_schema=file_schema, invalid=invalid)
             return
         pa = pyarrow_module()
         if self.format == "parquet":
@@ -479,33 +500,102 @@ class TableSource:
                 block,
                 file_schema.names,
                 self._csv_options(types),
+                invalid=invalid,
             )
         else:
             reader = open_json(pa.BufferReader(data), False, file_schema, bool(self.given_schema))
         yield from self._sliced(reader)
 
-    def _read_part(self, part: TablePart) -> list[Any]:
+    def _read_part(self, part: TablePart) -> tuple[list[Any], list[tuple[int, ItemError]]]:
         """The part's batches, checked to hold the rows the scan counted; ItemError
-        (naming the file and the part's rows) when pyarrow cannot read them."""
+        (naming the file and the part's rows) when pyarrow cannot read them. A CSV row
+        whose number of values is not the header's is left out of the batches and is an
+        error of its own, naming its row (the part's other rows are kept)."""
         pa = pyarrow_module()
         where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
+        wrong: list[tuple[int, int, str]] = []  # (expected, found, text) of each such row
+
+        def invalid(row: Any) -> str:
+            wrong.append((row.expected_columns, row.actual_columns, row.text))
+            return "skip"
+
+        handler = invalid if self.format == "csv" else None
         try:
             try:
-                batches = list(self._part_batches(part, *self._plan()[1:]))
+                batches = list(self._part_batches(part, *self._plan()[1:], invalid=handler))
             except pa.ArrowInvalid as e:  # a quoted value with line ends, over a block?
                 if (block := straddled_block(e, part)) is None:
                     raise
-                batches = list(self._part_batches(part, *self._plan()[1:], block=block))
+                wrong.clear()
+                batches = list(
+                    self._part_batches(part, *self._plan()[1:], block=block, invalid=handler)
+                )
         except pa.ArrowException as e:
             raise ItemError(part.name, f"cannot read {self.format} ({where}): {e}") from e
         read = sum(b.num_rows for b in batches)
-        if read != part.rows:
+        if read + len(wrong) != part.rows:
             raise ItemError(
                 part.name,
                 f"the scan for row ends counted {part.rows} rows in {where}, pyarrow read "
-                f"{read}; read the file as one part (part_bytes larger than the file)",
+                f"{read + len(wrong)}; was the file changed while it was read?",
             )
-        return batches
+        return batches, self._wrong_rows(part, wrong)
+
+    def _wrong_rows(
+        self, part: TablePart, wrong: list[tuple[int, int, str]]
+    ) -> list[tuple[int, ItemError]]:
+        """The errors of the part's rows of the wrong number of values, each with its
+        position among the part's rows (-1: not found) and naming its row of the file:
+        found by their text among the part's rows, in order (the row ends from the same
+        scan as the parts'; pyarrow does not number them)."""
+        if not wrong:
+            return []
+        if part.kind != "bytes":  # (read whole as a stream: the rows are not found again)
+            return [(-1, ItemError(part.name, _wrong_values(*row))) for row in wrong]
+        with _fs.open_file(self.path, "rb") as f:
+            f.seek(part.start)
+            data = _fs.read_fully(f, part.stop - part.start)
+        rows = csv_rows(data, self.delimiter)
+        found: list[tuple[int, ItemError]] = []
+        k = 0
+        for expected, got, text in wrong:
+            want = text.encode("utf-8", "surrogateescape").rstrip(b"\r\n")
+            while k < len(rows) and rows[k] != want:
+                k += 1
+            at = k if k < len(rows) else -1
+            name = f"{self.path}: row {part.first_row + at}" if at >= 0 else part.name
+            found.append((at, ItemError(name, _wrong_values(expected, got, text))))
+            k += 1
+        return found
+
+    def _rows_around(
+        self, part: TablePart, batches: list[Any], wrong: list[tuple[int, ItemError]]
+    ) -> Converted:
+        """:meth:`to_records` of a part some of whose rows were left out (``wrong``):
+        the others converted in runs of consecutive rows, each row named by its row of
+        the file, the errors in the rows' order."""
+        pa = pyarrow_module()
+        table = pa.Table.from_batches(batches) if batches else None
+        counters = self._missing(table) if table is not None else {}
+        if any(at < 0 for at, _ in wrong):  # a row not found by its text: one run
+            wrong = [(part.rows, error) for _, error in wrong]
+        records: list[bytes] = []
+        errors: list[ItemError] = []
+        taken = start = 0  # rows of the table converted; the run's first row in the part
+        for at, error in [*wrong, (part.rows, None)]:
+            n = max(0, min(at - start, (table.num_rows if table is not None else 0) - taken))
+            if n and table is not None:
+                row = part.first_row + start
+                for batch in table.slice(taken, n).to_batches():
+                    converted = self._batch_records(TableBatch(self.path, row, batch), False)
+                    records.extend(converted.records)
+                    errors.extend(converted.errors)
+                    row += batch.num_rows
+                taken += n
+            if error is not None:
+                errors.append(error)
+            start = at + 1
+        return Converted(records, part.rows, errors, counters)
 
     # -- encoding --------------------------------------------------------------------
 
@@ -521,7 +611,7 @@ class TableSource:
         if isinstance(item, TableBatch):
             return self._batch_records(item)
         try:
-            batches = self._read_part(item)
+            batches, wrong = self._read_part(item)
         except ItemError as e:
             if self.tallies() and e.__cause__ is not None:
                 hint = ""
@@ -529,6 +619,8 @@ class TableSource:
                     hint = " (column types are inferred from the start of the file; pass schema=)"
                 raise SchemaError(f"{e.item}: {e.reason}{hint}") from None
             return Converted([], item.rows, [e])
+        if wrong:  # rows left out: the others converted around them
+            return self._rows_around(item, batches, wrong)
         if not batches:
             return Converted([], 0)
         pa = pyarrow_module()
