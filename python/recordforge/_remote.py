@@ -43,6 +43,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
+import functools
 import json
 import os
 import secrets
@@ -279,11 +280,19 @@ def move_all(url: str, moves: Sequence[tuple[str, str, int | None]]) -> None:
     seconds for a shard of hundreds of MB, so thousands of shards moved one by one would
     take hours. The first error is raised (in the pairs' order) after the moves in
     flight end; the ones not started are not made (a rerun makes them)."""
-    if not moves:
+    _at_once("recordforge-move", [functools.partial(_moved, url, *move) for move in moves])
+
+
+def _at_once(name: str, calls: Sequence[Callable[[], None]]) -> None:
+    """``calls``, up to :data:`MOVE_THREADS` at once on threads called ``name`` (one on
+    the calling thread); the first error, in the calls' order, raised once those in
+    flight end; those not started are not made."""
+    if len(calls) < 2:
+        for call in calls:
+            call()
         return
-    threads = min(MOVE_THREADS, len(moves))
-    with concurrent.futures.ThreadPoolExecutor(threads, "recordforge-move") as pool:
-        futures = [pool.submit(_moved, url, *move) for move in moves]
+    with concurrent.futures.ThreadPoolExecutor(min(MOVE_THREADS, len(calls)), name) as pool:
+        futures = [pool.submit(call) for call in calls]
         try:
             for future in futures:
                 future.result()
@@ -318,20 +327,10 @@ def _remove_all(url: str, objects: Sequence[tuple[str, bool]]) -> None:
     to :data:`MOVE_THREADS` at once (the journal's entries of thousands of shards, one
     request each). The first error is raised (in the objects' order) once those in
     flight end."""
-    if len(objects) < 2:
-        for name, directory in objects:
-            _remove(url, name, directory)
-        return
-    threads = min(MOVE_THREADS, len(objects))
-    with concurrent.futures.ThreadPoolExecutor(threads, "recordforge-remove") as pool:
-        futures = [pool.submit(_remove, url, name, directory) for name, directory in objects]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    _at_once(
+        "recordforge-remove",
+        [functools.partial(_remove, url, name, directory) for name, directory in objects],
+    )
 
 
 def abort_uploads(url: str) -> int:
