@@ -183,3 +183,62 @@ def test_an_output_made_inside_an_image_folder_is_no_input_change(tmp_path: Path
         == 0
     )
     assert rf.Manifest.load(tmp_path / "photos" / "out").records() == 3
+
+
+@pytest.mark.parametrize("damage", ["emptied", "appended"])
+def test_stats_and_head_report_a_shard_that_holds_other_records_than_claimed(
+    tmp_path: Path, damage: str
+) -> None:
+    """A shard emptied (a failed copy), or one with another shard's records appended:
+    ``stats`` printed statistics of the records left and ``head`` printed them, both
+    with exit status 0, where every other reader refuses the dataset."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ds"
+    rf.write_dataset({"id": list(range(200))}, out, max_records=50)
+    shard = out / "train-00001-of-00004.tfrecord"
+    if damage == "emptied":
+        shard.write_bytes(b"")
+    else:
+        shard.write_bytes(shard.read_bytes() + (out / "train-00002-of-00004.tfrecord").read_bytes())
+    found = 0 if damage == "emptied" else 100
+    for command in (["stats"], ["head", "-n", "300"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "recordforge", *command, str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, (command, done.stdout[-500:], done.stderr[-500:])
+        both = done.stdout + done.stderr
+        assert f"{found:,} records where dataset.json says 50" in both, both[-800:]
+        assert "Traceback" not in both
+
+
+def test_a_compressed_csv_read_whole_names_its_bad_rows_by_the_file_not_a_wrong_row(
+    tmp_path: Path,
+) -> None:
+    """helper-51: in a ``.csv.gz`` (one stream, read whole) a row of the wrong number of
+    values is left out and cannot be found again, so the rows after it were numbered one
+    too low ("row 7" for row 8). Its errors now name the file's rows; the records are
+    those of the plain CSV."""
+    import gzip
+
+    from recordforge.sources.table import TableSource
+    from recordforge.writer import write_source
+
+    rows = ["n,s"] + [f"{i},v{i}" for i in range(1, 11)]
+    rows[3], rows[8] = "3", "oops,v8"
+    text = "\n".join(rows) + "\n"
+    (tmp_path / "t.csv").write_text(text)
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text.encode()))
+    schema = rf.Schema({"n": rf.FeatureSpec(dtype="int64"), "s": rf.FeatureSpec(dtype="string")})
+    skipped = {}
+    for name in ("t.csv", "t.csv.gz"):
+        out = tmp_path / f"out-{name}"
+        write_source(TableSource(tmp_path / name, schema=schema), out, on_error="skip")
+        skipped[name] = [s["item"] for s in rf.Manifest.load(out).report["skipped"]]
+        assert [int(r["n"]) for r in rf.open_dataset(out)] == [1, 2, 4, 5, 6, 7, 9, 10]
+    assert skipped["t.csv"] == [f"{tmp_path / 't.csv'}: row {i}" for i in (3, 8)]
+    assert skipped["t.csv.gz"] == [f"{tmp_path / 't.csv.gz'}: rows 1-10"] * 2

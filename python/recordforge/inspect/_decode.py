@@ -189,6 +189,16 @@ def records_of(
                     yield Record(item.name, index, it.offset, data)
                     index += 1
                     produced += 1
+            if item.shard is not None and index != item.shard.records:
+                problems.append(
+                    Problem(
+                        file=item.name,
+                        kind="manifest",
+                        message=f"{index:,} records where dataset.json says "
+                        f"{item.shard.records:,} (the file was changed since it was "
+                        "written; see verify)",
+                    )
+                )
         except CorruptRecordError as e:
             problems.append(
                 Problem(

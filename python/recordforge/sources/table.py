@@ -577,7 +577,8 @@ class TableSource:
         pa = pyarrow_module()
         table = pa.Table.from_batches(batches) if batches else None
         counters = self._missing(table) if table is not None else {}
-        if any(at < 0 for at, _ in wrong):  # a row not found by its text: one run
+        unplaced = any(at < 0 for at, _ in wrong)
+        if unplaced:  # a row not found (a whole-file stream, not read again): one run
             wrong = [(part.rows, error) for _, error in wrong]
         records: list[bytes] = []
         errors: list[ItemError] = []
@@ -595,6 +596,8 @@ class TableSource:
             if error is not None:
                 errors.append(error)
             start = at + 1
+        if unplaced:  # the rows after one left out are not known: named by the part
+            errors = [ItemError(part.name, e.reason) for e in errors]
         return Converted(records, part.rows, errors, counters)
 
     # -- encoding --------------------------------------------------------------------
