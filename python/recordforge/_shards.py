@@ -472,13 +472,21 @@ class ShardFiles:
     def offsets(self, path: str, mine: Sequence[int]) -> np.ndarray:
         """Each record's offset in the local file ``path``, from one framing walk over
         its map (each frame's length field, as a read does); as many as the file's
-        checked count. Not from its ``.idx``: an index that covers the file exactly can
-        still lie (a record's line cut where its value holds a whole valid frame, a
-        later one's lines merged to keep the ends), and a read at its offsets would
-        return that frame as a record; only the walk of every length field tells, and
-        it costs what checking the index would."""
+        checked count. Not from its ``.idx`` while the framing holds: an index that
+        covers the file exactly can still lie (a record's line cut where its value holds
+        a whole valid frame, a later one's lines merged to keep the ends), and a read at
+        its offsets would return that frame as a record; only the walk of every length
+        field tells, and it costs what checking the index would. Where the framing is
+        damaged, the ``.idx`` (if any) gives them, as before: the records before and
+        after the damage are read, each checked, and the damaged one is the error."""
         if path not in self._offsets:
-            offsets = self.record_file(path).offsets(False)
+            try:
+                offsets = self.record_file(path).offsets(False)
+            except CorruptRecordError:
+                index = _index.read(path)
+                if index is None:
+                    raise
+                offsets = index[0].astype(np.uint64)
             counts = self.record_counts(mine, exact=True)
             expected = counts[self.files.index(path)]
             if len(offsets) != expected:  # the file changed since it was counted

@@ -85,7 +85,6 @@ from recordforge.sources._table_parts import (
     TableRow,
     arrow_source,
     cell_converter,
-    csv_rows,
     format_of,
     input_stream,
     pyarrow_module,
@@ -100,8 +99,8 @@ from recordforge.sources._table_read import (
     open_csv,
     open_json,
     rows_agree,
-    straddled_block,
 )
+from recordforge.sources._table_rows import read_part, rows_around, skip_row, wrong_rows
 from recordforge.sources._table_schema import (
     MISSING,
     header_only_names,
@@ -116,16 +115,6 @@ __all__ = ["FORMATS", "TableBatch", "TablePart", "TableRow", "TableSource"]
 
 DEFAULT_BATCH_SIZE = 8192
 _BLOCK_BYTES = 4 << 20
-
-
-def _skip_row(row: Any) -> str:
-    """pyarrow's handler of a CSV row of the wrong number of values: left out."""
-    return "skip"
-
-
-def _wrong_values(expected: int, got: int, text: str) -> str:
-    shown = text if len(text) <= 80 else text[:77] + "..."
-    return f"{got} values where the header names {expected} columns: {shown!r}"
 
 
 # The schema records are encoded with, the CSV column types to read with, the file's
@@ -328,7 +317,7 @@ class TableSource:
         # process that forks its workers next.
         # (A row of the wrong number of values is the conversion's error, not the types'.)
         read = functools.partial(
-            self._arrow_batches, None, threads=False, head=True, invalid=_skip_row
+            self._arrow_batches, None, threads=False, head=True, invalid=skip_row
         )
         first, batches = first_batch(read, _BLOCK_BYTES)
         self._cache["first_rows"] = 0 if first is None else first.num_rows
@@ -369,7 +358,7 @@ class TableSource:
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(arrow_source(self.path)).schema_arrow
-        for batch in self._arrow_batches(None, threads=False, head=True, invalid=_skip_row):
+        for batch in self._arrow_batches(None, threads=False, head=True, invalid=skip_row):
             return batch.schema
         pa = pyarrow_module()
         if self.format == "csv":  # a header and no rows: every column is text
@@ -507,98 +496,16 @@ class TableSource:
         yield from self._sliced(reader)
 
     def _read_part(self, part: TablePart) -> tuple[list[Any], list[tuple[int, ItemError]]]:
-        """The part's batches, checked to hold the rows the scan counted; ItemError
-        (naming the file and the part's rows) when pyarrow cannot read them. A CSV row
-        whose number of values is not the header's is left out of the batches and is an
-        error of its own, naming its row (the part's other rows are kept)."""
-        pa = pyarrow_module()
-        where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
-        wrong: list[tuple[int, int, str]] = []  # (expected, found, text) of each such row
+        """The part's batches (see :func:`read_part`); a CSV row whose number of values
+        is not the header's is left out of them and is an error of its own, naming its
+        row (:func:`wrong_rows`; the part's other rows are kept)."""
 
-        def invalid(row: Any) -> str:
-            wrong.append((row.expected_columns, row.actual_columns, row.text))
-            return "skip"
+        def read(block: int | None, invalid: Callable[[Any], str] | None) -> Iterator[Any]:
+            types, schema = self._plan()[1:]
+            return self._part_batches(part, types, schema, block or _BLOCK_BYTES, invalid)
 
-        handler = invalid if self.format == "csv" else None
-        try:
-            try:
-                batches = list(self._part_batches(part, *self._plan()[1:], invalid=handler))
-            except pa.ArrowInvalid as e:  # a quoted value with line ends, over a block?
-                if (block := straddled_block(e, part)) is None:
-                    raise
-                wrong.clear()
-                batches = list(
-                    self._part_batches(part, *self._plan()[1:], block=block, invalid=handler)
-                )
-        except pa.ArrowException as e:
-            raise ItemError(part.name, f"cannot read {self.format} ({where}): {e}") from e
-        read = sum(b.num_rows for b in batches)
-        if read + len(wrong) != part.rows:
-            raise ItemError(
-                part.name,
-                f"the scan for row ends counted {part.rows} rows in {where}, pyarrow read "
-                f"{read + len(wrong)}; was the file changed while it was read?",
-            )
-        return batches, self._wrong_rows(part, wrong)
-
-    def _wrong_rows(
-        self, part: TablePart, wrong: list[tuple[int, int, str]]
-    ) -> list[tuple[int, ItemError]]:
-        """The errors of the part's rows of the wrong number of values, each with its
-        position among the part's rows (-1: not found) and naming its row of the file:
-        found by their text among the part's rows, in order (the row ends from the same
-        scan as the parts'; pyarrow does not number them)."""
-        if not wrong:
-            return []
-        if part.kind != "bytes":  # (read whole as a stream: the rows are not found again)
-            return [(-1, ItemError(part.name, _wrong_values(*row))) for row in wrong]
-        with _fs.open_file(self.path, "rb") as f:
-            f.seek(part.start)
-            data = _fs.read_fully(f, part.stop - part.start)
-        rows = csv_rows(data, self.delimiter)
-        found: list[tuple[int, ItemError]] = []
-        k = 0
-        for expected, got, text in wrong:
-            want = text.encode("utf-8", "surrogateescape").rstrip(b"\r\n")
-            while k < len(rows) and rows[k] != want:
-                k += 1
-            at = k if k < len(rows) else -1
-            name = f"{self.path}: row {part.first_row + at}" if at >= 0 else part.name
-            found.append((at, ItemError(name, _wrong_values(expected, got, text))))
-            k += 1
-        return found
-
-    def _rows_around(
-        self, part: TablePart, batches: list[Any], wrong: list[tuple[int, ItemError]]
-    ) -> Converted:
-        """:meth:`to_records` of a part some of whose rows were left out (``wrong``):
-        the others converted in runs of consecutive rows, each row named by its row of
-        the file, the errors in the rows' order."""
-        pa = pyarrow_module()
-        table = pa.Table.from_batches(batches) if batches else None
-        counters = self._missing(table) if table is not None else {}
-        unplaced = any(at < 0 for at, _ in wrong)
-        if unplaced:  # a row not found (a whole-file stream, not read again): one run
-            wrong = [(part.rows, error) for _, error in wrong]
-        records: list[bytes] = []
-        errors: list[ItemError] = []
-        taken = start = 0  # rows of the table converted; the run's first row in the part
-        for at, error in [*wrong, (part.rows, None)]:
-            n = max(0, min(at - start, (table.num_rows if table is not None else 0) - taken))
-            if n and table is not None:
-                row = part.first_row + start
-                for batch in table.slice(taken, n).to_batches():
-                    converted = self._batch_records(TableBatch(self.path, row, batch), False)
-                    records.extend(converted.records)
-                    errors.extend(converted.errors)
-                    row += batch.num_rows
-                taken += n
-            if error is not None:
-                errors.append(error)
-            start = at + 1
-        if unplaced:  # the rows after one left out are not known: named by the part
-            errors = [ItemError(part.name, e.reason) for e in errors]
-        return Converted(records, part.rows, errors, counters)
+        batches, wrong = read_part(part, self.format, read)
+        return batches, wrong_rows(self.path, part, self.delimiter, wrong)
 
     # -- encoding --------------------------------------------------------------------
 
@@ -623,7 +530,8 @@ class TableSource:
                 raise SchemaError(f"{e.item}: {e.reason}{hint}") from None
             return Converted([], item.rows, [e])
         if wrong:  # rows left out: the others converted around them
-            return self._rows_around(item, batches, wrong)
+            convert = functools.partial(self._batch_records, count=False)
+            return rows_around(self.path, item, batches, wrong, convert, self._missing)
         if not batches:
             return Converted([], 0)
         pa = pyarrow_module()

@@ -1,0 +1,138 @@
+"""The rows of a table part that pyarrow leaves out: a CSV row whose number of values is
+not the header's is skipped by pyarrow's ``invalid_row_handler`` (:func:`skip_row`, or
+one that collects them), named by its row of the file (:func:`wrong_rows`), and the
+part's other rows converted around it (:func:`rows_around`), each under its own row
+number."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from recordforge import _fs
+from recordforge.errors import ItemError
+from recordforge.pipeline import Converted
+from recordforge.sources._table_parts import TableBatch, TablePart, csv_rows, pyarrow_module
+from recordforge.sources._table_read import straddled_block
+
+__all__ = ["read_part", "rows_around", "skip_row", "wrong_rows"]
+
+#: ``(expected values, values found, the row's text)`` of a row pyarrow left out.
+Wrong = tuple[int, int, str]
+
+
+def skip_row(row: Any) -> str:
+    """pyarrow's handler of a CSV row of the wrong number of values: left out."""
+    return "skip"
+
+
+def _reason(expected: int, got: int, text: str) -> str:
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return f"{got} values where the header names {expected} columns: {shown!r}"
+
+
+def read_part(
+    part: TablePart,
+    fmt: str,
+    read: Callable[[int | None, Callable[[Any], str] | None], Iterable[Any]],
+) -> tuple[list[Any], list[Wrong]]:
+    """The batches of ``part`` (``read(block, invalid)``: pyarrow's reader of its rows,
+    in blocks of ``block`` bytes or the default, a CSV row of the wrong number of values
+    handed to ``invalid``), checked to hold the rows the scan counted, and the rows left
+    out; ItemError (naming the file and the part's rows) when pyarrow cannot read them.
+    A quoted value holding line ends over a block: read again in one block."""
+    pa = pyarrow_module()
+    where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
+    wrong: list[Wrong] = []
+
+    def invalid(row: Any) -> str:
+        wrong.append((row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+    handler = invalid if fmt == "csv" else None
+    try:
+        try:
+            batches = list(read(None, handler))
+        except pa.ArrowInvalid as e:
+            if (block := straddled_block(e, part)) is None:
+                raise
+            wrong.clear()
+            batches = list(read(block, handler))
+    except pa.ArrowException as e:
+        raise ItemError(part.name, f"cannot read {fmt} ({where}): {e}") from e
+    read_rows = sum(b.num_rows for b in batches) + len(wrong)
+    if read_rows != part.rows:
+        raise ItemError(
+            part.name,
+            f"the scan for row ends counted {part.rows} rows in {where}, pyarrow read "
+            f"{read_rows}; was the file changed while it was read?",
+        )
+    return batches, wrong
+
+
+def wrong_rows(
+    path: str, part: TablePart, delimiter: str, wrong: list[Wrong]
+) -> list[tuple[int, ItemError]]:
+    """The errors of ``part``'s rows of the wrong number of values, each with its
+    position among the part's rows (-1: not found) and naming its row of the file:
+    found by their text among the part's rows, in order (the row ends from the same
+    scan as the parts'; pyarrow does not number them). A part read whole (a stream) is
+    not read again: its rows are not found."""
+    if not wrong:
+        return []
+    if part.kind != "bytes":
+        return [(-1, ItemError(part.name, _reason(*row))) for row in wrong]
+    with _fs.open_file(path, "rb") as f:
+        f.seek(part.start)
+        data = _fs.read_fully(f, part.stop - part.start)
+    rows = csv_rows(data, delimiter)
+    found: list[tuple[int, ItemError]] = []
+    k = 0
+    for expected, got, text in wrong:
+        want = text.encode("utf-8", "surrogateescape").rstrip(b"\r\n")
+        while k < len(rows) and rows[k] != want:
+            k += 1
+        at = k if k < len(rows) else -1
+        name = f"{path}: row {part.first_row + at}" if at >= 0 else part.name
+        found.append((at, ItemError(name, _reason(expected, got, text))))
+        k += 1
+    return found
+
+
+def rows_around(
+    path: str,
+    part: TablePart,
+    batches: list[Any],
+    wrong: list[tuple[int, ItemError]],
+    convert: Callable[[TableBatch], Converted],
+    missing: Callable[[Any], dict[str, int]],
+) -> Converted:
+    """The records of a part some of whose rows were left out (``wrong``, from
+    :func:`wrong_rows`): the others (``batches``) converted by ``convert`` in runs of
+    consecutive rows, each row named by its row of the file, the errors in the rows'
+    order; ``missing`` counts the missing values of the rows read."""
+    pa = pyarrow_module()
+    table = pa.Table.from_batches(batches) if batches else None
+    counters = missing(table) if table is not None else {}
+    unplaced = any(at < 0 for at, _ in wrong)
+    if unplaced:  # a row not found (a whole-file stream, not read again): one run
+        wrong = [(part.rows, error) for _, error in wrong]
+    records: list[bytes] = []
+    errors: list[ItemError] = []
+    taken = start = 0  # rows of the table converted; the run's first row in the part
+    for at, error in [*wrong, (part.rows, None)]:
+        n = max(0, min(at - start, (table.num_rows if table is not None else 0) - taken))
+        if n and table is not None:
+            row = part.first_row + start
+            for batch in table.slice(taken, n).to_batches():
+                converted = convert(TableBatch(path, row, batch))
+                records.extend(converted.records)
+                errors.extend(converted.errors)
+                row += batch.num_rows
+            taken += n
+        if error is not None:
+            errors.append(error)
+        start = at + 1
+    if unplaced:  # the rows after one left out are not known: named by the part
+        errors = [ItemError(part.name, e.reason) for e in errors]
+    return Converted(records, part.rows, errors, counters)
