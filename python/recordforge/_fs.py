@@ -23,6 +23,7 @@ import functools
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from typing import IO, Any
 
 __all__ = [
     "exists",
+    "file_kind",
     "file_sizes",
     "fspath",
     "glob",
@@ -215,6 +217,24 @@ def listdir(path: str | os.PathLike[str]) -> list[tuple[str, bool]]:
     return sorted((e.name, e.is_dir()) for e in os.scandir(fspath(path)))
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` that is not a regular one is, for messages."""
+    return next((kind for test, kind in _KINDS if test(mode)), "not a file")
+
+
+def _protocols(fs: Any) -> set[str]:
+    return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+
+
 def file_sizes(url: str) -> dict[str, int]:
     """The files of a remote directory and their sizes, from one listing."""
     fs, p = filesystem(url)
@@ -273,8 +293,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     tmp = join(parent(path), temp_name(name(path)))
     if is_url(path):
         fs, final = filesystem(str(path))
-        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-        if protocols & WHOLE_WRITES:
+        if _protocols(fs) & WHOLE_WRITES:
             fs.pipe_file(final, data)
             return
         _, tmp_key = filesystem(tmp)
@@ -311,8 +330,10 @@ def move_key(fs: Any, key: str, final: str, size: int | None = None) -> None:
     ``size``: the object's, where the caller knows it (a listing); else it is asked of
     the store (a request, unless s3fs has it from a listing that a move's end has not
     dropped yet)."""
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    if protocols & {"s3", "s3a"} and int(fs.size(key) if size is None else size) <= _COPY_LIMIT:
+    if (
+        _protocols(fs) & {"s3", "s3a"}
+        and int(fs.size(key) if size is None else size) <= _COPY_LIMIT
+    ):
         source_bucket, source_key, _ = fs.split_path(key)
         bucket, target_key, _ = fs.split_path(final)
         fs.call_s3(

@@ -393,9 +393,9 @@ def _regular(path_or_file: str | os.PathLike[str] | BinaryIO) -> None:
     except OSError:
         return  # (the reader names what is wrong)
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
         raise RecordforgeError(
-            f"{os.fspath(path_or_file)}: not a regular file ({kind}); to read a stream, "
+            f"{os.fspath(path_or_file)}: not a regular file ({_fs.file_kind(mode)}); to "
+            "read a stream, "
             "open it and pass the file object"
         )
 

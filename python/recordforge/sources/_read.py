@@ -48,13 +48,6 @@ __all__ = ["DEFAULT_MAX_FILE_BYTES", "Refused", "check_name", "inside", "read_in
 #: JPEG is some 30 MB), far below what would exhaust a worker's memory.
 DEFAULT_MAX_FILE_BYTES = 256 << 20
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _FLAGS = (
     os.O_RDONLY
@@ -118,7 +111,7 @@ def read_inside(root: str, name: str, *, limit: int, where: str) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            kind = next((k for test, k in _KINDS if test(info.st_mode)), "not a file")
+            kind = _fs.file_kind(info.st_mode)
             raise Refused(f"{path} is not a regular file ({kind})")
         _check_size(path, info.st_size, limit)
         with open(fd, "rb", closefd=False) as f:

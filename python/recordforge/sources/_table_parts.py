@@ -26,6 +26,7 @@ JSON Lines rows end at ``\\n`` only, and a line of whitespace is no row.
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -270,17 +271,14 @@ def _csv_lines(
 
 def csv_rows(data: bytes, delimiter: str) -> list[bytes]:
     """The rows of CSV bytes (a part's: no header), in order, each without its line end,
-    as the row-end scan finds them (empty lines are no row)."""
-    scanner = CsvRowScanner(delimiter.encode("utf-8")[0], 0)
-    found = [scanner.feed(data), scanner.finish()]
-    ends = np.concatenate([e for e, _ in found]).tolist()
-    marks = np.concatenate([m for _, m in found]).tolist()
+    as :func:`scan_lines` finds them (empty lines are no row)."""
     rows: list[bytes] = []
     start = 0
-    for end, mark in zip(ends, marks, strict=True):
-        if mark:
-            rows.append(data[start:end].rstrip(b"\r\n"))
-        start = end
+    for ends, marks in scan_lines(io.BytesIO(data), csv=True, delimiter=delimiter):
+        for end, mark in zip(ends.tolist(), marks.tolist(), strict=True):
+            if mark:
+                rows.append(data[start:end].rstrip(b"\r\n"))
+            start = end
     return rows
 
 
