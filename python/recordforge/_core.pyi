@@ -13,7 +13,9 @@ __all__ = [
     "Arena",
     "BatchReader",
     "BlockPool",
+    "CsvPartScanner",
     "CsvRowScanner",
+    "PartCutter",
     "RecordBatch",
     "RecordFile",
     "RecordIterator",
@@ -227,6 +229,23 @@ class WalkSpan:
     def records(self) -> int: ...
     @property
     def payload(self) -> bytes | None: ...
+
+@final
+class CsvPartScanner:
+    def __new__(
+        cls, delimiter: int, offset: int, skip: int, header: bool, part_bytes: int
+    ) -> Self: ...
+    def line(self, end: int, nonempty: bool) -> list[tuple[int, int, int, int]]: ...
+    def feed(self, chunk: bytes | npt.NDArray[np.uint8]) -> list[tuple[int, int, int, int]]: ...
+    def finish(self) -> list[tuple[int, int, int, int]]: ...
+
+@final
+class PartCutter:
+    def __new__(cls, skip: int, header: bool, part_bytes: int) -> Self: ...
+    def lines(
+        self, ends: npt.NDArray[np.int64], marks: npt.NDArray[np.int8]
+    ) -> list[tuple[int, int, int, int]]: ...
+    def finish(self) -> list[tuple[int, int, int, int]]: ...
 
 @final
 class CsvRowScanner:

@@ -681,14 +681,18 @@ def test_an_inference_that_fails_stops_the_scan_beside_it(
 
     from recordforge.sources import _table_parts
 
-    scan = _table_parts.scan_lines
+    scanner = _table_parts.CsvPartScanner
 
-    def slow(*args: Any, **kwargs: Any) -> Any:  # 0.1 s a block: stopped well before its end
-        for block in scan(*args, **kwargs):
+    class Slow:  # 0.1 s a block: stopped well before its end
+        def __init__(self, *args: Any) -> None:
+            self.inner = scanner(*args)
+            self.line, self.finish = self.inner.line, self.inner.finish
+
+        def feed(self, data: Any) -> Any:
             time.sleep(0.1)
-            yield block
+            return self.inner.feed(data)
 
-    monkeypatch.setattr(_table_parts, "scan_lines", slow)
+    monkeypatch.setattr(_table_parts, "CsvPartScanner", Slow)
     path = tmp_path / "bad.csv"
     with open(path, "w") as f:
         # (a row of the wrong number of values no longer fails the inference: it is the

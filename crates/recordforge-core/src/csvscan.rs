@@ -3,8 +3,9 @@
 //! start of a field (after the delimiter, a line end, or the file's start), inside one
 //! `""` is a quote and any other quote closes it, and a line end inside one ends no row.
 //! Fed a chunk at a time (the state carries across chunks), so that a file of any size is
-//! scanned in bounded memory; the Python side (`sources/_table_parts.py`) cuts the rows
-//! into parts.
+//! scanned in bounded memory. [`PartCutter`] cuts the rows into parts (byte ranges of
+//! whole rows, `sources/_table_parts.py`) as the lines are found, so that a scan hands
+//! back a few numbers a part rather than one a line.
 
 /// One line found: the offset just past its end, and whether it holds anything (an empty
 /// line is no row).
@@ -124,6 +125,86 @@ impl CsvScanner {
     }
 }
 
+/// A part of a file: bytes `start..stop`, holding rows `first_row..first_row + rows`
+/// (1-based, the header not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub start: u64,
+    pub stop: u64,
+    pub first_row: u64,
+    pub rows: u64,
+}
+
+/// Cuts lines into parts: skips `skip` lines, then the header (the first line with
+/// content, when `header`), then closes a part after the first line that ends at or past
+/// `part_bytes` from the part's start. A part with no row (empty lines only) is left out,
+/// its bytes in no part.
+#[derive(Debug, Clone)]
+pub struct PartCutter {
+    skip: u64,
+    header: bool,
+    part_bytes: u64,
+    part_start: Option<u64>, // None: still in the skipped lines or before the header
+    rows: u64,               // rows of the open part
+    first_row: u64,
+    last_end: u64, // the end of the last line seen: the file's end at `finish`
+}
+
+impl PartCutter {
+    pub fn new(skip: u64, header: bool, part_bytes: u64) -> Self {
+        PartCutter {
+            skip,
+            header,
+            part_bytes,
+            part_start: if skip > 0 || header { None } else { Some(0) },
+            rows: 0,
+            first_row: 1,
+            last_end: 0,
+        }
+    }
+
+    /// One line, ending at `line.end`; appends a part the line closes to `out`.
+    pub fn line(&mut self, line: LineEnd, out: &mut Vec<Part>) {
+        self.last_end = line.end;
+        let Some(start) = self.part_start else {
+            if self.skip > 0 {
+                self.skip -= 1;
+            } else if line.nonempty {
+                self.header = false;
+            }
+            if self.skip == 0 && !self.header {
+                self.part_start = Some(line.end);
+            }
+            return;
+        };
+        self.rows += u64::from(line.nonempty);
+        if line.end >= start.saturating_add(self.part_bytes) {
+            self.close(start, line.end, out);
+        }
+    }
+
+    fn close(&mut self, start: u64, stop: u64, out: &mut Vec<Part>) {
+        if self.rows > 0 {
+            out.push(Part {
+                start,
+                stop,
+                first_row: self.first_row,
+                rows: self.rows,
+            });
+            self.first_row += self.rows;
+        }
+        self.part_start = Some(stop);
+        self.rows = 0;
+    }
+
+    /// The end of the file: the open part ends at the last line's end.
+    pub fn finish(&mut self, out: &mut Vec<Part>) {
+        if let Some(start) = self.part_start {
+            self.close(start, self.last_end, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +255,56 @@ mod tests {
     fn crlf_split_across_chunks_and_a_final_cr() {
         assert_eq!(scan(b"ab\r\ncd\r", 3), vec![(4, true), (7, true)]);
         assert_eq!(scan(b"\r\n\r\n", 1), vec![(2, false), (4, false)]);
+    }
+
+    fn cut(data: &[u8], skip: u64, header: bool, part_bytes: u64, chunk: usize) -> Vec<Part> {
+        let mut s = CsvScanner::new(b',', 0);
+        let mut c = PartCutter::new(skip, header, part_bytes);
+        let (mut lines, mut parts) = (Vec::new(), Vec::new());
+        for piece in data.chunks(chunk.max(1)) {
+            s.feed(piece, &mut lines);
+        }
+        s.finish(&mut lines);
+        for line in lines {
+            c.line(line, &mut parts);
+        }
+        c.finish(&mut parts);
+        parts
+    }
+
+    fn part(start: u64, stop: u64, first_row: u64, rows: u64) -> Part {
+        Part {
+            start,
+            stop,
+            first_row,
+            rows,
+        }
+    }
+
+    #[test]
+    fn parts_end_at_the_first_row_end_past_their_size() {
+        // (the example of `_table_parts.py`'s docstring)
+        let data = b"id,text\n1,\"two\nlines\"\n2,b\n\n3,c";
+        let want = vec![part(8, 22, 1, 1), part(22, 30, 2, 2)];
+        for chunk in 1..=data.len() {
+            assert_eq!(cut(data, 0, true, 8, chunk), want, "chunk {chunk}");
+        }
+        // no header: the first part starts at the file's start
+        assert_eq!(
+            cut(b"a\nb\nc\n", 0, false, 3, 2),
+            vec![part(0, 4, 1, 2), part(4, 6, 3, 1)]
+        );
+        // skipped lines, then empty lines before the header
+        assert_eq!(cut(b"x\n\nh\n1\n", 1, true, 100, 1), vec![part(5, 7, 1, 1)]);
+    }
+
+    #[test]
+    fn a_part_of_empty_lines_only_is_left_out() {
+        assert_eq!(
+            cut(b"h\n1\n\n\n\n2\n", 0, true, 2, 4),
+            vec![part(2, 4, 1, 1), part(6, 9, 2, 1)]
+        );
+        assert_eq!(cut(b"h\n", 0, true, 2, 4), vec![]);
+        assert_eq!(cut(b"", 0, false, 2, 4), vec![]);
     }
 }

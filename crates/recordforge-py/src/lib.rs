@@ -55,6 +55,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<infer::SchemaSample>()?;
     m.add_class::<walk::RecordWalker>()?;
     m.add_class::<csvscan::CsvRowScanner>()?;
+    m.add_class::<csvscan::CsvPartScanner>()?;
+    m.add_class::<csvscan::PyPartCutter>()?;
     m.add_class::<walk::WalkSpan>()?;
     m.add_function(wrap_pyfunction!(walk::detect_compression, m)?)?;
     m.add(

@@ -143,11 +143,18 @@ def csv_head(pa: Any, path: str, block: int, delimiter: str, skip: int, header: 
     stream otherwise (a first row longer than a block)."""
 
     def whole_row(data: bytes) -> bool:
-        first = data[:block]
-        lines = scan_lines(io.BytesIO(first), csv=True, delimiter=delimiter, chunk=block, skip=skip)
-        # (a line cut by the block's end is not a row: only ends before it count)
-        rows = sum(int(((ends < len(first)) & (marks == 1)).sum()) for ends, marks in lines)
-        return rows >= 1 + header
+        first = memoryview(data)[:block]
+        lines = scan_lines(
+            io.BytesIO(first), csv=True, delimiter=delimiter, chunk=1 << 16, skip=skip
+        )
+        # (a line cut by the block's end is not a row: only ends before it count); the
+        # scan stops at the rows needed
+        rows = 0
+        for ends, marks in lines:
+            rows += int(((ends < len(first)) & (marks == 1)).sum())
+            if rows >= 1 + header:
+                return True
+        return False
 
     return _head(pa, path, block, whole_row)
 
