@@ -71,8 +71,8 @@ fuzz:
 	$(BIN)/python fuzz/run.py --jobs 2 --seconds $(FUZZ_SECONDS) --libfuzzer-arg=-seed=$(FUZZ_SEED)
 
 # Every extra works alone: per extra, a fresh venv with only recordforge (one wheel, built
-# here) and that extra runs the extra's main path on data it makes (tests/extras/run.sh;
-# ~3 minutes, downloads cached by pip). torch is not in the list: PyPI's torch wheel pulls
+# here) and that extra runs the extra's main path on data it makes (tests/extras/run.sh,
+# two extras at a time, EXTRAS_JOBS=1 for one; downloads cached by pip). torch is not in the list: PyPI's torch wheel pulls
 # ~3.4 GB of CUDA packages (`make extras EXTRAS=torch` runs it).
 EXTRAS ?= table images cloud beam jax tf
 extras: dev
