@@ -127,3 +127,38 @@ def test_a_program_calling_main_keeps_its_collector(tmp_path: Path) -> None:
 )
 def test_is_the_command(argv: list[str], orig_argv: list[str], expected: bool) -> None:
     assert is_the_command(argv, orig_argv) is expected
+
+
+FORK_REPORTER = """
+import atexit, json, os, sys, threading
+
+forks = []
+os.register_at_fork(before=lambda: forks.append(
+    ["rich.progress" in sys.modules, threading.active_count()]))
+
+def _report():
+    with open(os.environ["STARTUP_REPORT"], "w") as f:
+        json.dump({"numpy": "numpy" in sys.modules, "forks": forks}, f)
+
+atexit.register(_report)
+"""
+
+
+def test_the_progress_bar_is_imported_before_the_workers_fork(tmp_path: Path) -> None:
+    """rich (the progress bar) is imported beside the source's enumeration, on a thread
+    that has ended when the workers fork: the parent does not stop handing out work to
+    import it at the first item converted, and the workers are forked, not spawned."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FORK_REPORTER)
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n" + "".join(f"{i},x{i}\n" for i in range(2000)))
+    report = tmp_path / "report.json"
+    environ = dict(os.environ, STARTUP_REPORT=str(report), PYTHONPATH=str(hook))
+    command = [sys.executable, "-m", "recordforge", "convert", "table", str(table)]
+    command += ["--out", str(tmp_path / "out"), "--workers", "2", "--part-bytes", "4KB"]
+    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "spawn" not in done.stderr, done.stderr
+    forks = json.loads(report.read_text())["forks"]
+    assert forks == [[True, 1], [True, 1]], forks  # two workers, rich in, no other thread

@@ -13,7 +13,11 @@ from typing import Any
 
 from recordforge._fs import is_url, read_bytes, unchained
 from recordforge._parallel import worker_count
-from recordforge.cli._output import conversion_progress, print_summary
+from recordforge.cli._output import (
+    conversion_progress,
+    print_summary,
+    progress_imported_beside,
+)
 from recordforge.errors import RecordforgeWarning
 from recordforge.records import COMPRESSION_SUFFIXES
 from recordforge.sources._read import DEFAULT_MAX_FILE_BYTES
@@ -339,14 +343,16 @@ def _convert(args: argparse.Namespace, sources: dict[str, Any]) -> int:
     }
     if len(sources) > 1:
         both = SplitSources(sources)
-        splits = {name: both.items(name) for name in both.names}
+        with progress_imported_beside():
+            splits = {name: both.items(name) for name in both.names}
         lengths = [len(items) if isinstance(items, Sized) else None for items in splits.values()]
         total = None if None in lengths else sum(n for n in lengths if n is not None)
         with conversion_progress(total, f"convert {args.source}") as progress:
             manifest = both.write(out, splits=splits, progress=progress, **options)
     else:
         [(split, source)] = sources.items()
-        items = source.items()
+        with progress_imported_beside():
+            items = source.items()
         total = len(items) if hasattr(items, "__len__") else None
         with conversion_progress(total, f"convert {args.source}") as progress:
             manifest = write_source(
