@@ -313,21 +313,25 @@ def test_a_fifo_is_read_without_the_scan_thread_and_does_not_hang(tmp_path: Path
 
 def test_an_interrupt_while_items_waits_for_the_scan_leaves_no_thread(tmp_path: Path) -> None:
     big = tmp_path / "big.csv"
-    big.write_bytes(b"a,b\n" + b"1,2\n" * 4_000_000)  # 16 blocks of the scan
+    big.write_bytes(b"a,b\n" + b"1,2\n" * 4_000_000)  # 128 reads of the scan (128 KiB each)
     code = f"""
         import json, signal, threading, time, warnings
         from recordforge import _parallel
         from recordforge.sources import _table_parts
         from recordforge.sources.table import TableSource
 
-        scan = _table_parts.scan_lines
+        scanner = _table_parts.CsvPartScanner
 
-        def slow(*args, **kwargs):  # 0.1 s a block: the scan outlasts the inference
-            for block in scan(*args, **kwargs):
+        class Slow:  # 0.1 s a block: the scan outlasts the inference
+            def __init__(self, *args):
+                self.inner = scanner(*args)
+                self.line, self.finish = self.inner.line, self.inner.finish
+
+            def feed(self, data):
                 time.sleep(0.1)
-                yield block
+                return self.inner.feed(data)
 
-        _table_parts.scan_lines = slow
+        _table_parts.CsvPartScanner = Slow
         plan = TableSource._plan
         main = threading.main_thread().ident
         killers = []

@@ -248,8 +248,9 @@ def _csv_start(
     buffer is page-aligned (an anonymous map), as the file's chunks are: the kernel's copy
     out of the page cache ran 5x slower on this project's VM (AMD EPYC) where the
     destination is 4-28 bytes past the source's alignment on 64 bytes, as a
-    ``bytearray``'s data (16 past) is for a read from the file's start."""
-    buffer = mmap.mmap(-1, max(chunk, len(_BOM)))
+    ``bytearray``'s data (16 past) is for a read from the file's start. Private: a
+    process forked during a scan has a copy of its own (``mmap``'s default is shared)."""
+    buffer = mmap.mmap(-1, max(chunk, len(_BOM)), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     array = np.frombuffer(buffer, np.uint8)
     readinto = getattr(f, "readinto", None)
 
