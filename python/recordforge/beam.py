@@ -275,7 +275,7 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
             raise ValueError(
                 f"to_records names splits {sorted(to_records)}, not {sorted(self.splits)}"
             )
-        out = os.fspath(out)
+        out = _fs.fspath(out)  # (a file:// URL: the local path it names)
         self.out = out if _fs.is_url(out) else os.path.abspath(out)
         self.on_error, self.overwrite, self.schema = on_error, overwrite, schema
         self.payload: dict[str, Any] = {"to_records": to_records or default_to_records}
@@ -454,6 +454,7 @@ def convert(
     ``DirectRunner``, ...); None runs in this process (``workers`` > 1: that many worker
     processes). ``pipeline_args`` are Beam's own options (``--project``, ...)."""
     args = list(pipeline_args)
+    out = _fs.fspath(out)  # (a file:// URL: the local path it names)
     if runner is None and workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     chosen = in_process_runner() if runner in (None, "FnApiRunner", "in-process") else runner

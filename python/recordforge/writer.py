@@ -253,7 +253,8 @@ def write_dataset(
     options.check_names(list(splits))
     counts = split_counts(num_records, list(splits))
     # (a chain of caches before a store: the store is written, see _fs.unchained)
-    out = _fs.unchained(str(out).rstrip("/")) if is_url(out) else Path(out)
+    # (a file:// URL is the local path it names, not a directory called "file:")
+    out = _fs.unchained(str(out).rstrip("/")) if is_url(out) else Path(_fs.fspath(out))
     fingerprint = command_fingerprint(options.fingerprint(), list(splits), source or {})
     report = report if report is not None else ConversionReport()
     custom, to_records = to_records, to_records or default_to_records

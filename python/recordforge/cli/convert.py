@@ -11,7 +11,7 @@ from collections.abc import Sized
 from pathlib import Path
 from typing import Any
 
-from recordforge._fs import is_url, read_bytes, unchained
+from recordforge._fs import fspath, is_url, read_bytes, unchained
 from recordforge._parallel import worker_count
 from recordforge.cli._output import (
     conversion_progress,
@@ -334,7 +334,7 @@ def _convert(args: argparse.Namespace, sources: dict[str, Any]) -> int:
         return run_on_beam(args, sources)
     if getattr(args, "pipeline_args", None):
         raise ValueError(f"options after -- are for --runner beam: {args.pipeline_args}")
-    out: str | Path = unchained(args.out) if is_url(args.out) else Path(args.out)
+    out: str | Path = unchained(args.out) if is_url(args.out) else Path(fspath(args.out))
     options = {
         "on_error": args.on_error,
         "overwrite": args.overwrite,

@@ -204,7 +204,7 @@ class ImageFolderSource:
     max_image_bytes: int | str = dataclasses.field(default=DEFAULT_MAX_FILE_BYTES, kw_only=True)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", str(self.root))
+        object.__setattr__(self, "root", _fs.fspath(self.root))  # (file://: the local path)
         root = _Root(str(self.root))
         if not root.is_dir():
             raise NotADirectoryError(f"{root}: image folder root is not a directory")

@@ -171,6 +171,7 @@ class TableSource:
         part_bytes: int = PART_BYTES,
         part_rows: int = PART_ROWS,
     ) -> None:
+        path = _fs.fspath(path)  # (a file:// URL: the local path it names)
         p = Path(path)
         fmt = format if format is not None else format_of(p)
         if fmt not in ("csv", "parquet", "jsonl"):
