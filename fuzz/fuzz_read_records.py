@@ -3,7 +3,8 @@
 Input layout: the first byte is a selector, the rest is the file's bytes.
 
 * ``selector & 3`` picks ``compression``: ``"auto"``, ``None``, ``"gzip"``, ``"zlib"``;
-* ``selector & 4`` set means ``verify=False``;
+* ``selector & 4`` set means ``verify=False`` (the data's CRC not checked; the length's
+  is, always);
 * ``selector & 8`` set also reads the same bytes from a file path (the memory-mapped
   reader for plain files) and requires the same outcome as the ``io.BytesIO`` read.
 
@@ -137,13 +138,13 @@ def ref_read(stream: bytes, verify: bool) -> tuple[list[bytes], tuple[int, str] 
             return records, (pos, f"truncated record: expected 12 bytes, file ends after {rest}")
         header = stream[pos : pos + 8]
         length = int.from_bytes(header, "little")
-        if verify:
-            stored, computed = _u32(stream[pos + 8 : pos + 12]), rf.masked_crc32c(header)
-            if stored != computed:
-                return records, (
-                    pos,
-                    f"length CRC mismatch (stored {stored:#010x}, computed {computed:#010x})",
-                )
+        # (the length's CRC whatever verify says: a length failing it is not followed)
+        stored, computed = _u32(stream[pos + 8 : pos + 12]), rf.masked_crc32c(header)
+        if stored != computed:
+            return records, (
+                pos,
+                f"length CRC mismatch (stored {stored:#010x}, computed {computed:#010x})",
+            )
         if length > MAX_RECORD:
             return records, (
                 pos,

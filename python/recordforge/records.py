@@ -346,11 +346,13 @@ def read_records(
     """Iterates over the records of one TFRecord file.
 
     ``compression="auto"`` detects GZIP/ZLIB by their magic bytes (a valid TFRecord header
-    wins); ``None`` forces plain. Both CRCs of every record are checked unless
-    ``verify=False``. A file that ends exactly at a record boundary ends the iteration;
-    anything else raises :class:`recordforge.CorruptRecordError` with the file, the
-    record's byte offset and the reason. The returned iterator's ``.offset`` is the byte
-    offset of the record it returned last.
+    wins); ``None`` forces plain. Both CRCs of every record are checked; with
+    ``verify=False`` the data's is not (its length's always is, as TensorFlow's reader
+    checks it: a length that fails its CRC is never followed). A file that ends exactly
+    at a record boundary ends the iteration; anything else raises
+    :class:`recordforge.CorruptRecordError` with the file, the record's byte offset and
+    the reason. The returned iterator's ``.offset`` is the byte offset of the record it
+    returned last.
 
     >>> import io, recordforge as rf
     >>> buf = io.BytesIO()
@@ -418,8 +420,9 @@ def scan_records(
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> RecordStats:
     """Walks a whole file's framing without returning records: counts them and, with
-    ``verify``, checks every CRC. Uncompressed files are memory-mapped and their CRCs
-    checked on ``threads`` threads (0: one per core); the error raised is always the one
+    ``verify``, checks every data CRC too (every length's CRC is checked either way).
+    Uncompressed files are memory-mapped and their data CRCs checked on ``threads``
+    threads (0: one per core); the error raised is always the one
     at the lowest offset, as :func:`read_records` would raise it (records over
     ``max_record_bytes`` refused as there).
 

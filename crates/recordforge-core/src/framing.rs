@@ -206,17 +206,20 @@ fn map_read_error(e: io::Error, offset: u64) -> Error {
     }
 }
 
-fn check_length(header: &[u8; HEADER], offset: u64, verify: bool, max: u64) -> Result<u64> {
+/// The record length of `header`, its CRC checked whatever `verify` says (`verify` is
+/// for the data's CRC): a length that fails its CRC is never followed, as TensorFlow's
+/// reader never follows one. Unchecked, 16 zero bytes appended to a file were counted as
+/// a record, and a length bit flipped made a walk jump anywhere. It costs a CRC of 8
+/// bytes a record.
+fn check_length(header: &[u8; HEADER], offset: u64, max: u64) -> Result<u64> {
     let len = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-    if verify {
-        let stored = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
-        let computed = masked_crc32c(&header[..8]);
-        if stored != computed {
-            return Err(Error::corrupt(
-                offset,
-                CorruptKind::LengthCrcMismatch { stored, computed },
-            ));
-        }
+    let stored = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+    let computed = masked_crc32c(&header[..8]);
+    if stored != computed {
+        return Err(Error::corrupt(
+            offset,
+            CorruptKind::LengthCrcMismatch { stored, computed },
+        ));
     }
     if len > max {
         return Err(Error::corrupt(
@@ -315,7 +318,7 @@ impl<R: Read> RecordReader<R> {
         if got < HEADER {
             return Err(truncated(at, HEADER as u64, got as u64));
         }
-        let len = check_length(&header, at, self.verify, self.max_record)?;
+        let len = check_length(&header, at, self.max_record)?;
         let expected = len.saturating_add(FRAME_OVERHEAD);
         let result = self.read_payload(buf, at, len, expected);
         if result.is_err() {
@@ -425,10 +428,10 @@ impl Frame {
 }
 
 /// Locates the record starting at `pos` of an in-memory record stream: checks the length
-/// CRC (when `verify`), the length against `max`, and that the whole frame is there, but
-/// not the payload CRC (see [`Frame::check`]). `None` when `pos` is exactly the end.
-pub fn locate(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Option<Frame>> {
-    let Some(payload) = locate_header(data, pos, verify, max)? else {
+/// CRC, the length against `max`, and that the whole frame is there, but not the payload
+/// CRC (see [`Frame::check`]). `None` when `pos` is exactly the end.
+pub fn locate(data: &[u8], pos: usize, max: u64) -> Result<Option<Frame>> {
+    let Some(payload) = locate_header(data, pos, max)? else {
         return Ok(None);
     };
     let footer: [u8; 4] = data[payload.end..payload.end + 4]
@@ -442,14 +445,9 @@ pub fn locate(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Option<
 }
 
 /// The payload range of the record at `pos` from its 12-byte header alone (the length's
-/// CRC checked when `verify`, the whole frame within `data`): [`locate`] without reading
+/// CRC checked, the whole frame within `data`): [`locate`] without reading
 /// the footer, for a reader that copies payload and footer itself (`Ok(None)` at the end).
-pub fn locate_header(
-    data: &[u8],
-    pos: usize,
-    verify: bool,
-    max: u64,
-) -> Result<Option<Range<usize>>> {
+pub fn locate_header(data: &[u8], pos: usize, max: u64) -> Result<Option<Range<usize>>> {
     let at = pos as u64;
     let rest = &data[pos.min(data.len())..];
     if rest.is_empty() {
@@ -459,7 +457,7 @@ pub fn locate_header(
         return Err(truncated(at, HEADER as u64, rest.len() as u64));
     }
     let header: &[u8; HEADER] = rest[..HEADER].try_into().expect("12 bytes");
-    let len = check_length(header, at, verify, max)?;
+    let len = check_length(header, at, max)?;
     let expected = len.saturating_add(FRAME_OVERHEAD);
     if (rest.len() as u64) < expected {
         return Err(truncated(at, expected, rest.len() as u64));
@@ -471,7 +469,7 @@ pub fn locate_header(
 /// (records over `max` bytes refused). Returns the payload range, or `None` when `pos`
 /// is exactly the end.
 pub fn frame_at(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Option<Range<usize>>> {
-    match locate(data, pos, verify, max)? {
+    match locate(data, pos, max)? {
         None => Ok(None),
         Some(frame) => {
             if verify {
@@ -491,7 +489,7 @@ pub fn next_intact(data: &[u8], pos: usize, max: u64) -> usize {
     use crate::walker::{find_valid, SliceSource};
     let mut src = SliceSource(data);
     let (from, before) = (pos as u64 + 1, data.len() as u64);
-    if let Ok(Some(frame)) = locate(data, pos, true, max) {
+    if let Ok(Some(frame)) = locate(data, pos, max) {
         let end = frame.end() as u64;
         return match find_valid(&mut src, from, end, max) {
             Ok(Some(q)) => q as usize,
@@ -726,7 +724,7 @@ impl FileRecords {
                 verify,
                 max_record,
             } => {
-                let frame = unless_cut(map, *pos, locate(map, *pos, *verify, *max_record));
+                let frame = unless_cut(map, *pos, locate(map, *pos, *max_record));
                 if let Ok(Some(f)) = &frame {
                     *pos = f.end();
                 }

@@ -489,7 +489,7 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
     let mut pos = 0usize;
     let map = data.mapped();
     while pos < bytes.len() {
-        let found = locate(bytes, pos, true, options.max_record).and_then(|frame| match frame {
+        let found = locate(bytes, pos, options.max_record).and_then(|frame| match frame {
             Some(f) if options.verify => f.check(&bytes[f.payload.clone()]).map(|()| Some(f)),
             other => Ok(other),
         });

@@ -46,18 +46,12 @@ struct Window {
 
 /// Walks the headers from `pos` until `WINDOW` bytes of records (or the end, or an
 /// error). Only each header's page is touched; payloads and footers are left to the CRC.
-fn walk_window(
-    data: &[u8],
-    mut pos: usize,
-    verify: bool,
-    max_record: u64,
-    window: usize,
-) -> Window {
+fn walk_window(data: &[u8], mut pos: usize, max_record: u64, window: usize) -> Window {
     let mut frames = Vec::new();
     let mut bytes = 0usize;
     let mut pending = None;
     while bytes < window {
-        match locate_header(data, pos, verify, max_record) {
+        match locate_header(data, pos, max_record) {
             Ok(Some(payload)) => {
                 bytes += payload.len() + 16;
                 frames.push((pos as u64, payload.clone()));
@@ -110,7 +104,7 @@ fn scan_windows(
         // Alone: each window's CRCs, then the next window's walk.
         let mut pos = 0;
         loop {
-            let window = walk_window(data, pos, verify, max_record, size);
+            let window = walk_window(data, pos, max_record, size);
             if verify {
                 window.frames.iter().try_for_each(|f| check_one(data, f))?;
             }
@@ -130,7 +124,7 @@ fn scan_windows(
             }
             let mut pos = 0;
             let walked = loop {
-                let window = walk_window(data, pos, verify, max_record, size);
+                let window = walk_window(data, pos, max_record, size);
                 count(&window.frames);
                 let last = window.pending.is_some()
                     || window.frames.is_empty()

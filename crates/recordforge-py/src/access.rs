@@ -159,7 +159,7 @@ impl RecordFile {
             let mut out = Vec::new();
             let mut pos = 0usize;
             loop {
-                let frame = match locate(data, pos, true, max)? {
+                let frame = match locate(data, pos, max)? {
                     None => return Ok(out),
                     Some(f) => f,
                 };

@@ -230,7 +230,7 @@ impl TakeInto<'_> {
             let why = format!("offset {offset} is past the end ({} bytes)", data.len());
             return Err(Error::InvalidArgument(why));
         }
-        Ok(locate_header(data, pos, self.verify, max)?.expect("pos is before the end"))
+        Ok(locate_header(data, pos, max)?.expect("pos is before the end"))
     }
 
     /// Copies record k's payload and CRC to `out` and checks the CRC on the copy, a

@@ -61,9 +61,9 @@ def count(
     """Counts records. Without ``verify``/``scan`` a plain file's count comes from its
     ``.idx`` file when that covers the file exactly (``manifest`` when ``dataset.json``
     says the same, ``index`` otherwise); otherwise the framing is walked in Rust without
-    parsing (``verify``: every CRC checked too). ``dataset.json`` alone is not believed:
-    a count it gives that the files contradict is a problem, as are its own
-    disagreements (:func:`manifest_problems`). A damaged file is walked record by
+    parsing, each length's CRC checked (``verify``: every data CRC too). ``dataset.json``
+    alone is not believed: a count it gives that the files contradict is a problem, as
+    are its own disagreements (:func:`manifest_problems`). A damaged file is walked record by
     record, resynchronising after each damaged region, in one streaming pass (memory
     within ``max_record_bytes``): the count then includes every record that could be
     delimited. A record that claims more than ``max_record_bytes`` is damage, refused
