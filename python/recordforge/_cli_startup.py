@@ -15,13 +15,15 @@ later collections skip them, and forked workers do not copy their pages by walki
 them); the objects left when the command is done are frozen too, so that the
 interpreter's last collection at exit walks none of them. ~35-85 ms of a command's
 0.3 s (``recordforge convert table`` of a small CSV); what is written is closed and
-committed before (writers left open are closed by an ``atexit`` hook).
+committed before (writers left open are closed by an ``atexit`` hook). And Ctrl-C while
+the modules load ends the command quietly (:func:`quiet_interrupts`).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -79,12 +81,29 @@ def quiet_gc() -> None:
         _QUIETED.append(True)
 
 
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    os.write(2, b"recordforge: interrupted\n")
+    os._exit(130)
+
+
+def quiet_interrupts() -> None:
+    """Ctrl-C while the command's modules load (~0.2-0.3 s, nothing written yet) ends it
+    with exit status 130 and one line, not a ``KeyboardInterrupt`` traceback from
+    inside an import; :func:`settle` gives Ctrl-C back to Python (the subcommand's own
+    handling: "interrupted", and a conversion's "rerun the same command to resume")."""
+    if _QUIETED:
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+
 def settle() -> None:
     """The command's modules loaded (its subcommand about to run): what exists is frozen
-    and the collector on again. Nothing outside the command's own process."""
+    and the collector on again, Ctrl-C raises ``KeyboardInterrupt`` again. Nothing
+    outside the command's own process."""
     if _QUIETED:
         gc.freeze()
         gc.enable()
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def done() -> None:
@@ -94,3 +113,4 @@ def done() -> None:
 
 
 quiet_gc()
+quiet_interrupts()

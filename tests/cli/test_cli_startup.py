@@ -162,3 +162,36 @@ def test_the_progress_bar_is_imported_before_the_workers_fork(tmp_path: Path) ->
     assert "spawn" not in done.stderr, done.stderr
     forks = json.loads(report.read_text())["forks"]
     assert forks == [[True, 1], [True, 1]], forks  # two workers, rich in, no other thread
+
+
+INTERRUPTER = """
+import importlib.abc, os, signal, sys
+
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["INTERRUPT_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, in the middle of the imports
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+"""
+
+
+@pytest.mark.parametrize("module", ["numpy", "recordforge.writer", "rich.progress"])
+def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path, module: str) -> None:
+    """Ctrl-C during the imports: exit 130 and one line, no traceback (rich.progress is
+    imported beside the input's enumeration, after the modules loaded: Python's own
+    handling then, the command's "interrupted")."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INTERRUPTER)
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n1,2\n")
+    environ = dict(os.environ, INTERRUPT_AT=module, PYTHONPATH=str(hook))
+    command = [sys.executable, "-m", "recordforge", "convert", "table", str(table)]
+    command += ["--out", str(tmp_path / "out")]
+    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted" in done.stderr, done.stderr
+    assert not (tmp_path / "out" / "dataset.json").exists()

@@ -10,6 +10,7 @@ import io
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,3 +135,33 @@ def test_a_process_forked_during_a_scan_scans_its_own_copy(tmp_path: Path) -> No
     count = len(first[0]) + sum(len(ends) for ends, _ in lines)
     os.waitpid(pid, 0)
     assert count == int(out.read_text()) == 200_001
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize(
+    "option",
+    [{"skip_rows": 2}, {"delimiter": ";"}, {"column_names": ["a"]}, {"null_values": ["NA"]}],
+)
+def test_csv_options_for_another_format_are_refused(
+    tmp_path: Path, fmt: str, option: dict[str, Any]
+) -> None:
+    """CSV-only options given for a JSON Lines or Parquet file were silently left unused
+    (``--skip-rows 1`` converted every row)."""
+    from recordforge.sources.table import TableSource
+
+    path = tmp_path / f"t.{fmt}"
+    path.write_text('{"a": 1}\n')  # (not read: refused before)
+    [name] = option
+    with pytest.raises(ValueError, match=rf"t\.{fmt}: {name}: for CSV files only"):
+        TableSource(path, **option)
+    assert TableSource(path, skip_rows=0).format == fmt
+
+
+def test_skip_rows_of_a_json_lines_file_is_refused_by_the_command(tmp_path: Path) -> None:
+    from helpers import cli
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n')
+    done = cli("convert", "table", str(path), "--out", str(tmp_path / "out"), "--skip-rows", "1")
+    assert done.returncode == 1 and "skip_rows: for CSV files only" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

@@ -32,6 +32,7 @@ __all__ = [
     "apart",
     "beside",
     "csv_head",
+    "csv_only",
     "file_parts",
     "first_batch",
     "json_head",
@@ -46,6 +47,16 @@ T = TypeVar("T")
 
 #: The block size JSON Lines files are read in.
 JSON_BLOCK = 4 << 20
+
+
+def csv_only(path: str, fmt: str, *options: object) -> None:
+    """Refuses the CSV options (``skip_rows``, ``delimiter``, ``column_names``,
+    ``null_values``, in that order) given for a file of another format: never silently
+    left unused."""
+    names = ("skip_rows", "delimiter", "column_names", "null_values")
+    given = [name for name, value in zip(names, options, strict=True) if value not in (None, 0)]
+    if fmt != "csv" and given:
+        raise ValueError(f"{path}: {', '.join(given)}: for CSV files only, and this is {fmt}")
 
 
 def open_csv(

@@ -93,6 +93,7 @@ from recordforge.sources._table_read import (
     apart,
     beside,
     csv_head,
+    csv_only,
     file_parts,
     first_batch,
     json_head,
@@ -176,6 +177,7 @@ class TableSource:
         fmt = format if format is not None else format_of(p)
         if fmt not in ("csv", "parquet", "jsonl"):
             raise ValueError(f"format must be 'csv', 'parquet' or 'jsonl', not {fmt!r}")
+        csv_only(path, fmt, skip_rows, delimiter, column_names, null_values)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if part_bytes < 1 or part_rows < 1:
