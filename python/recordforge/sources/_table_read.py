@@ -91,26 +91,28 @@ def open_csv(
     )
 
 
-def open_json(stream: Any, threads: bool, schema: Any, ignore: bool) -> Any:
-    """pyarrow's streaming JSON Lines reader as every table read opens it: blocks of 4
-    MiB; with ``schema``, its columns (not the first block's alone: a key a given schema
-    names, first met later, included), and a field it leaves out dropped (``ignore``: a
-    given schema's) or refused."""
+def open_json(
+    stream: Any, threads: bool, schema: Any, ignore: bool, block: int = JSON_BLOCK
+) -> Any:
+    """pyarrow's streaming JSON Lines reader as every table read opens it: blocks of
+    ``block`` bytes (a line must fit in one); with ``schema``, its columns (not the first
+    block's alone: a key a given schema names, first met later, included), and a field it
+    leaves out dropped (``ignore``: a given schema's) or refused."""
     import pyarrow.json as pjson  # type: ignore[import-untyped]
 
     parse = None
     if schema is not None:
         behavior = "ignore" if ignore else "error"
         parse = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=behavior)
-    read = pjson.ReadOptions(use_threads=threads, block_size=JSON_BLOCK)
+    read = pjson.ReadOptions(use_threads=threads, block_size=block)
     return pjson.open_json(stream, read_options=read, parse_options=parse)
 
 
 def straddled_block(error: Exception, part: TablePart) -> int | None:
-    """The block size to read a CSV byte part with again when pyarrow could not read it
-    in blocks because a quoted value holding a line end is longer than a block: the
-    whole part in one. None for any other error."""
-    if "straddl" not in str(error) or part.kind != "bytes" or part.format != "csv":
+    """The block size to read a byte part with again when pyarrow could not read it in
+    blocks because a CSV's quoted value holding a line end, or a JSON Lines line, is
+    longer than a block: the whole part in one. None for any other error."""
+    if "straddl" not in str(error) or part.kind != "bytes" or part.format == "parquet":
         return None
     return part.stop - part.start + 1
 
@@ -170,10 +172,10 @@ def csv_head(pa: Any, path: str, block: int, delimiter: str, skip: int, header: 
     return _head(pa, path, block, whole_row)
 
 
-def json_head(pa: Any, path: str) -> Any:
-    """:func:`csv_head` for a JSON Lines file (blocks of :data:`JSON_BLOCK` bytes, cut at
-    their last line end): its first two blocks where the first holds a line end."""
-    return _head(pa, path, JSON_BLOCK, lambda data: data.find(b"\n", 0, JSON_BLOCK) >= 0)
+def json_head(pa: Any, path: str, block: int = JSON_BLOCK) -> Any:
+    """:func:`csv_head` for a JSON Lines file (blocks of ``block`` bytes, cut at their
+    last line end): its first two blocks where the first holds a line end."""
+    return _head(pa, path, block, lambda data: data.find(b"\n", 0, block) >= 0)
 
 
 def _head(pa: Any, path: str, block: int, whole_row: Callable[[bytes], bool]) -> Any:

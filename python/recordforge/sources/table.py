@@ -276,8 +276,8 @@ class TableSource:
                 )
             else:  # (a given schema: the file's, a key after the first block included)
                 given = self.given_schema is not None
-                stream = json_head(pa, self.path) if head else input_stream(pa, self.path)
-                reader = open_json(stream, threads, file_schema, given)
+                stream = json_head(pa, self.path, block) if head else input_stream(pa, self.path)
+                reader = open_json(stream, threads, file_schema, given, block)
             yield from self._sliced(reader)
         except OSError as e:  # pyarrow's own (a cut .gz stream); FileNotFoundError... as is
             if type(e) is not OSError:
@@ -484,10 +484,10 @@ class TableSource:
             return
         with _fs.open_file(self.path, "rb") as f:
             f.seek(part.start)
-            data = pa.py_buffer(_fs.read_fully(f, part.stop - part.start))
+            data = pa.BufferReader(pa.py_buffer(_fs.read_fully(f, part.stop - part.start)))
         if self.format == "csv":
             reader = open_csv(
-                pa.BufferReader(data),
+                data,
                 self.delimiter,
                 block,
                 file_schema.names,
@@ -495,7 +495,7 @@ class TableSource:
                 invalid=invalid,
             )
         else:
-            reader = open_json(pa.BufferReader(data), False, file_schema, bool(self.given_schema))
+            reader = open_json(data, False, file_schema, bool(self.given_schema), block)
         yield from self._sliced(reader)
 
     def _read_part(self, part: TablePart) -> tuple[list[Any], list[tuple[int, ItemError]]]:
