@@ -43,3 +43,31 @@ def test_a_line_over_the_block_is_converted(tmp_path: Path, long_at: int) -> Non
     assert int(got["i"]) == long_at
     assert got["s"] == b"y" * LONG
     assert ds[long_at + 1]["s"] == f"x{long_at + 1}".encode()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_compressed_file_with_a_value_over_the_block_is_converted(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A compressed file is read whole from its start (no byte parts): its blocks grow 4x
+    at a time until the long line (or quoted CSV value with line ends) fits."""
+    import gzip
+
+    plain = tmp_path / f"t.{fmt}"
+    if fmt == "jsonl":
+        _jsonl(plain, 700, 1500)
+    else:
+        rows = [f"{i},x{i}" for i in range(1500)]
+        rows[700] = '700,"' + "y\n" * (LONG // 2) + '"'
+        plain.write_text("i,s\n" + "\n".join(rows) + "\n")
+    packed = tmp_path / f"t.{fmt}.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes(), compresslevel=1))
+    for path in (plain, packed):
+        done = cli("convert", "table", str(path), "--out", str(tmp_path / f"out-{path.name}"))
+        assert done.returncode == 0, done.stderr
+    shards = [
+        {k: v for k, v in _tree(tmp_path / f"out-{p.name}").items() if k != "dataset.json"}
+        for p in (packed, plain)
+    ]  # (dataset.json names the input)
+    assert shards[0] == shards[1]
+    assert len(rf.open_dataset(tmp_path / f"out-{packed.name}")) == 1500

@@ -108,13 +108,17 @@ def open_json(
     return pjson.open_json(stream, read_options=read, parse_options=parse)
 
 
-def straddled_block(error: Exception, part: TablePart) -> int | None:
-    """The block size to read a byte part with again when pyarrow could not read it in
-    blocks because a CSV's quoted value holding a line end, or a JSON Lines line, is
-    longer than a block: the whole part in one. None for any other error."""
-    if "straddl" not in str(error) or part.kind != "bytes" or part.format == "parquet":
+def straddled_block(error: Exception, part: TablePart, block: int | None) -> int | None:
+    """The block size to read a part with again, after a read in blocks of ``block``
+    bytes (None: the default) failed because a CSV's quoted value holding a line end, or
+    a JSON Lines line, is longer than a block: a byte part in one block, a whole file
+    (compressed) in blocks 4 times larger, up to 1 GiB. None for any other error."""
+    if "straddl" not in str(error) or part.format == "parquet":
         return None
-    return part.stop - part.start + 1
+    if part.kind == "bytes":
+        return part.stop - part.start + 1 if block is None else None
+    larger = 4 * (block or JSON_BLOCK)
+    return larger if larger <= 1 << 30 else None
 
 
 def parquet_file_parts(path: str, part_rows: int, part_bytes: int) -> list[TablePart]:

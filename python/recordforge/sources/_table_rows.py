@@ -40,7 +40,8 @@ def read_part(
     in blocks of ``block`` bytes or the default, a CSV row of the wrong number of values
     handed to ``invalid``), checked to hold the rows the scan counted, and the rows left
     out; ItemError (naming the file and the part's rows) when pyarrow cannot read them.
-    A quoted value holding line ends over a block: read again in one block."""
+    A value or line longer than a block: read again in larger blocks
+    (:func:`straddled_block`)."""
     pa = pyarrow_module()
     where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
     wrong: list[Wrong] = []
@@ -50,14 +51,17 @@ def read_part(
         return "skip"
 
     handler = invalid if fmt == "csv" else None
+    block = None
     try:
-        try:
-            batches = list(read(None, handler))
-        except pa.ArrowInvalid as e:
-            if (block := straddled_block(e, part)) is None:
-                raise
-            wrong.clear()
-            batches = list(read(block, handler))
+        while True:
+            try:
+                batches = list(read(block, handler))
+                break
+            except (pa.ArrowInvalid, ItemError) as e:  # (a whole file's read: ItemError)
+                cause = e.__cause__ if isinstance(e, ItemError) else e
+                if cause is None or (block := straddled_block(cause, part, block)) is None:
+                    raise
+                wrong.clear()
     except pa.ArrowException as e:
         raise ItemError(part.name, f"cannot read {fmt} ({where}): {e}") from e
     read_rows = sum(b.num_rows for b in batches) + len(wrong)

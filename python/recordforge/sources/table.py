@@ -471,7 +471,7 @@ class TableSource:
         in pyarrow blocks of ``block`` bytes; a CSV row of the wrong number of values is
         handed to ``invalid`` (see :func:`open_csv`)."""
         if part.kind == "whole":
-            yield from self._arrow_batches(types, file_schema=file_schema, invalid=invalid)
+            yield from self._arrow_batches(types, True, block, file_schema, invalid=invalid)
             return
         pa = pyarrow_module()
         if self.format == "parquet":
