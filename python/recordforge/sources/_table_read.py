@@ -108,7 +108,7 @@ def open_json(
     return pjson.open_json(stream, read_options=read, parse_options=parse)
 
 
-def straddled_block(error: Exception, part: TablePart, block: int | None) -> int | None:
+def straddled_block(error: BaseException, part: TablePart, block: int | None) -> int | None:
     """The block size to read a part with again, after a read in blocks of ``block``
     bytes (None: the default) failed because a CSV's quoted value holding a line end, or
     a JSON Lines line, is longer than a block: a byte part in one block, a whole file
