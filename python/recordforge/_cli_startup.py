@@ -90,8 +90,10 @@ def quiet_interrupts() -> None:
     """Ctrl-C while the command's modules load (~0.2-0.3 s, nothing written yet) ends it
     with exit status 130 and one line, not a ``KeyboardInterrupt`` traceback from
     inside an import; :func:`settle` gives Ctrl-C back to Python (the subcommand's own
-    handling: "interrupted", and a conversion's "rerun the same command to resume")."""
-    if _QUIETED:
+    handling: "interrupted", and a conversion's "rerun the same command to resume").
+    Only where Ctrl-C is Python's: a command started with SIGINT ignored (a background
+    job of a script, a child its parent shields) keeps ignoring it."""
+    if _QUIETED and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,60 @@ def test_ctrl_c_while_the_command_loads_ends_it_quietly(tmp_path: Path, module: 
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and "interrupted" in done.stderr, done.stderr
     assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
+    """A background job of a script starts with SIGINT ignored: a Ctrl-C meant for the
+    script neither ends it while its modules load nor afterwards (the handler of
+    quiet_interrupts is not installed, and settle leaves SIGINT as it found it)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        INTERRUPTER + "\nimport atexit\natexit.register(lambda: print('SIGINT', signal.getsignal("
+        "signal.SIGINT) == signal.SIG_IGN, file=sys.stderr))\n"
+    )
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n1,2\n")
+    environ = dict(os.environ, INTERRUPT_AT="numpy", PYTHONPATH=str(hook))
+    command = [sys.executable, "-m", "recordforge", "convert", "table", str(table)]
+    command += ["--out", str(tmp_path / "out")]
+    done = subprocess.run(
+        command,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SIGINT True" in done.stderr, done.stderr
+    assert (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_ctrl_c_while_the_progress_bar_is_imported_is_raised_after(tmp_path: Path) -> None:
+    """A Ctrl-C that arrives while convert waits for the thread importing rich ends the
+    command ("interrupted", 130): it was swallowed by the wait, and the conversion ran on
+    to exit 0."""
+    script = tmp_path / "slow_rich.py"
+    script.write_text(
+        "import builtins, os, signal, sys, threading, time\n"
+        "sys.modules.pop('rich.progress', None)\n"
+        "real = builtins.__import__\n"
+        "def slow(name, *args, **kwargs):\n"
+        "    if name == 'rich.progress' and threading.current_thread().name == "
+        "'recordforge-import':\n"
+        "        time.sleep(0.3)\n"  # (the with block ended meanwhile: convert waits)
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.3)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = slow\n"
+        "from recordforge.cli._output import progress_imported_beside\n"
+        "try:\n"
+        "    with progress_imported_beside():\n"
+        "        pass\n"
+        "    print('not raised')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('raised', [t.name for t in threading.enumerate()])\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "raised ['MainThread']", done.stdout + done.stderr

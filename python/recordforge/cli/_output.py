@@ -34,16 +34,23 @@ def progress_imported_beside() -> Iterator[None]:
             ended.set()
 
     thread = threading.Thread(target=run, name="recordforge-import", daemon=True)
-    thread.start()
+    interrupted = started = False
     try:
+        thread.start()
+        started = True
         yield
     finally:
         # Waited for on an event: Python 3.11's Thread.join, interrupted, marks a thread
-        # that still runs as stopped.
-        while not ended.is_set():
-            with contextlib.suppress(KeyboardInterrupt):
+        # that still runs as stopped. A Ctrl-C meanwhile is raised once it has ended.
+        while (started or thread.is_alive()) and not ended.is_set():
+            try:
                 ended.wait()
-        thread.join()
+            except KeyboardInterrupt:
+                interrupted = True
+        if started:
+            thread.join()
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
