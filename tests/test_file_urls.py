@@ -8,10 +8,13 @@ not found ("Failed to open local file 'file:/...'")."""
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import clean_env, cli
 
 import recordforge as rf
 from recordforge.sources.images import ImageFolderSource
@@ -85,3 +88,66 @@ def test_the_command_converts_file_urls_to_the_paths_they_name(
     assert done.returncode == 0, done.stderr
     assert _files(tmp_path / "url") == _files(tmp_path / "plain")
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("form", ["file://{}", "file://localhost{}", "file:{}"])
+def test_every_form_of_a_file_url_names_the_path(
+    tmp_path: Path, elsewhere: Path, form: str
+) -> None:
+    """``file:/p`` (what Java and Hadoop write) and ``file://localhost/p`` too; ``%20`` is
+    a space; a URL naming another host is refused. Before, the two other forms wrote
+    under the current directory ('./localhost/...', './file:/...')."""
+    spaced = tmp_path / "my ds"
+    rf.write_dataset([{"a": 1}], form.format(str(spaced).replace(" ", "%20")))
+    assert (spaced / "dataset.json").exists()
+    assert list(elsewhere.iterdir()) == []
+    with pytest.raises(ValueError, match="another host"):
+        rf.write_dataset([{"a": 1}], "file://example.com/tmp/x")
+
+
+def test_readers_and_commands_take_file_urls(tmp_path: Path, elsewhere: Path) -> None:
+    """read_records, scan_records, TFRecordWriter, the inspect commands, salvage and
+    preview --out: the path a file: URL names (before: 'no such file', or a write under
+    './file:/...')."""
+    out = tmp_path / "ds"
+    rf.write_dataset([{"a": i} for i in range(4)], out)
+    [shard] = sorted(out.glob("*.tfrecord"))
+    url = f"file://{shard}"
+    assert len(list(rf.read_records(url))) == rf.scan_records(url).records == 4
+    with rf.TFRecordWriter(f"file://{tmp_path}/w.tfrecord") as w:
+        w.write(b"x")
+    assert list(rf.read_records(tmp_path / "w.tfrecord")) == [b"x"]
+    for command in (["info"], ["verify"], ["count"], ["stats"], ["head", "-n", "1"]):
+        done = cli(*command, f"file://{out}")
+        assert done.returncode == 0, (command, done.stderr)
+    done = cli("salvage", url, f"file://{tmp_path}/salvaged.tfrecord")
+    assert done.returncode == 0, done.stderr
+    assert len(list(rf.read_records(tmp_path / "salvaged.tfrecord"))) == 4
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_coco_conversion_resumed_through_a_file_url_is_refused_when_its_input_changed(
+    tmp_path: Path, elsewhere: Path
+) -> None:
+    """The COCO files given as file: URLs are in the input fingerprint (they were left
+    out: a rerun after the annotations changed resumed, mixing old and new records)."""
+    annotations = tmp_path / "ann.json"
+    annotations.write_bytes((SHARED / "annotations" / "instances_val2017.json").read_bytes())
+    args = ["convert", "coco", "--annotations", f"file://{annotations}"]
+    args += ["--images", f"file://{SHARED / 'val2017'}", "--max-records", "10"]
+    args += ["--out", str(tmp_path / "out")]
+    killed = subprocess.run(
+        [sys.executable, "-m", "recordforge", *args],
+        env=clean_env(RECORDFORGE_KILL_AT="6"),  # killed at its 6th stage
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode != 0
+    data = json.loads(annotations.read_text())
+    for a in data["annotations"]:
+        a["area"] += 1e6
+    annotations.write_text(json.dumps(data))
+    done = cli(*args)
+    assert done.returncode != 0 and "changed" in done.stderr, done.stderr
+    assert not (tmp_path / "out" / "dataset.json").exists()

@@ -25,6 +25,7 @@ import re
 import shutil
 import stat
 import tempfile
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,9 +63,9 @@ _URL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]*::)*[A-Za-z][A-Za-z0-9+.\-]+://"
 
 
 def is_url(path: Any) -> bool:
-    """Whether ``path`` is a URL that fsspec opens. A ``file://`` URL is not: it names a
+    """Whether ``path`` is a URL that fsspec opens. A ``file:`` URL is not: it names a
     local path (see :func:`fspath`), read by the local readers (mmap, Rust)."""
-    return isinstance(path, str) and bool(_URL.match(path)) and not path.startswith("file://")
+    return isinstance(path, str) and bool(_URL.match(path)) and not path.startswith("file:")
 
 
 # fsspec's caching file systems: a chain of them before a store reads through a local
@@ -85,14 +86,21 @@ def unchained(url: str) -> str:
 
 
 def fspath(path: str | os.PathLike[str]) -> str:
-    """``os.fspath(path)``, with a ``file://`` URL as the local path it names
-    (``file:///data/ds`` is ``/data/ds``); other URLs as they are.
+    """``os.fspath(path)``, with a ``file:`` URL as the local path it names
+    (``file:///data/ds``, ``file://localhost/data/ds`` and ``file:/data/ds``, the form
+    Java and Hadoop write, are ``/data/ds``; ``%20`` is a space); other URLs as they are.
+    A ``file:`` URL naming another host is refused.
 
-    >>> fspath("file:///data/ds"), fspath("s3://bucket/ds")
-    ('/data/ds', 's3://bucket/ds')
+    >>> fspath("file:///data/ds"), fspath("file:/data/my%20ds"), fspath("s3://bucket/ds")
+    ('/data/ds', '/data/my ds', 's3://bucket/ds')
     """
     text = os.fspath(path)
-    return text[len("file://") :] if text.startswith("file://") else text
+    if not text.startswith("file:/"):
+        return text
+    url = urllib.parse.urlsplit(text)
+    if url.netloc not in ("", "localhost"):
+        raise ValueError(f"{text}: a file: URL naming another host ({url.netloc})")
+    return urllib.parse.unquote(url.path)
 
 
 @functools.cache

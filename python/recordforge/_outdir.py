@@ -519,6 +519,8 @@ _NAMES = frozenset(("classes",))
 def _local_paths(value: Any) -> Iterable[str]:
     """The strings of a source description that name existing local files or folders."""
     if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # (a file: URL naming another host: as it is)
+            value = _fs.fspath(value)
         if value and not _fs.is_url(value) and "\0" not in value and os.path.exists(value):
             yield value
     elif isinstance(value, Mapping):
@@ -534,7 +536,8 @@ def _resolved(value: Any) -> Any:
     """A source description with its local paths made absolute (links resolved), so a
     rerun that spells a path differently is the same conversion."""
     if isinstance(value, str):
-        return os.path.realpath(value) if any(_local_paths(value)) else value
+        local = list(_local_paths(value))
+        return os.path.realpath(local[0]) if local else value
     if isinstance(value, Mapping):
         return {k: v if k in _NAMES else _resolved(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -71,6 +71,7 @@ def run(
     ``out_dir/dataset`` (needs Pillow, the ``images`` extra). ``out_dir`` may be a URL
     (``gs://``, ``s3://``, ...): the sample is then made in a local temporary directory
     and only the dataset is written there."""
+    out_dir = _fs.fspath(out_dir)  # (a file: URL: the path it names)
     remote = _fs.is_url(out_dir)
     out: Path | str = _fs.join(out_dir, "dataset") if remote else Path(out_dir) / "dataset"
     with _fs.local_dir() as local:

@@ -173,6 +173,8 @@ class TFRecordWriter(_core.TFRecordWriter):
         remote = None
         if _fs.is_url(path_or_file):
             remote = path_or_file = _named(_fs.open_file(str(path_or_file), "wb"), path_or_file)
+        elif isinstance(path_or_file, str | os.PathLike):
+            path_or_file = _fs.fspath(path_or_file)  # (a file: URL: the path it names)
         try:
             self = super().__new__(cls, path_or_file, compression, checksum=checksum)
             self._remote = remote
@@ -380,8 +382,17 @@ def read_records(
     """
     if _fs.is_url(path_or_file):
         return Sticky(_remote_records(str(path_or_file), compression, verify, max_record_bytes))
-    _regular(path_or_file)
+    path_or_file = _local(path_or_file)
     return _core.read_records(path_or_file, compression, verify, max_record_bytes=max_record_bytes)
+
+
+def _local(path_or_file: str | os.PathLike[str] | BinaryIO) -> str | BinaryIO:
+    """A local path (a ``file:`` URL as the path it names), checked by :func:`_regular`,
+    or the file object as it is."""
+    if isinstance(path_or_file, str | os.PathLike):
+        path_or_file = _fs.fspath(path_or_file)
+    _regular(path_or_file)
+    return path_or_file
 
 
 def _regular(path_or_file: str | os.PathLike[str] | BinaryIO) -> None:
@@ -445,7 +456,7 @@ def scan_records(
                     raise
                 raise CorruptRecordError(url, e.offset, e.reason) from None
         return RecordStats(records=records, payload_bytes=payload, stream_bytes=stream)
-    _regular(path_or_file)
+    path_or_file = _local(path_or_file)
     records, payload, stream = _core.scan_records(
         path_or_file, compression, verify, threads, max_record_bytes=max_record_bytes
     )

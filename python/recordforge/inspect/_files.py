@@ -98,7 +98,7 @@ def resolve(paths: Paths) -> list[InputFile]:
             check_finished(str(given).rstrip("/"))
             out.extend(_resolve_url(str(given).rstrip("/")))
             continue
-        p = Path(given)
+        p = Path(_fs.fspath(given))  # (a file: URL: the path it names)
         if p.is_dir():
             check_finished(p)
             if (p / MANIFEST_NAME).is_file():

@@ -334,7 +334,7 @@ def salvage(
     >>> list(rf.read_records(path + ".fixed")), [(r.start, r.end) for r in result.lost]
     ([b'first', b'third'], [(21, 43)])
     """
-    source, target = os.fspath(src), os.fspath(out)
+    source, target = _fs.fspath(src), _fs.fspath(out)  # (file: URLs: the paths)
     remote_out = _fs.is_url(target)
     if _fs.is_url(source) or remote_out:
         if source.rstrip("/") == target.rstrip("/"):

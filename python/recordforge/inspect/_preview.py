@@ -235,7 +235,7 @@ def preview(
                 caption=caption,
             )
         )
-    target = os.fspath(out)
+    target = _fs.fspath(out)  # (a file: URL: the path it names)
     if _fs.is_url(target):  # Pillow picks the format by the suffix of a local name
         with _fs.local_dir() as local:
             sheet.save(local / _fs.name(target))

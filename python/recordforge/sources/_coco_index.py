@@ -469,6 +469,11 @@ def load_coco(
 
     Python's cyclic garbage collector is off while it loads (:func:`_no_collections`).
     """
+    # (file: URLs: the local paths they name, so that dataset.json and the input
+    # fingerprint of a resumed conversion name the files themselves)
+    annotations, images_dir = _fs.fspath(annotations), _fs.fspath(images_dir)
+    captions = None if captions is None else _fs.fspath(captions)
+    keypoints = None if keypoints is None else _fs.fspath(keypoints)
     with _no_collections():
         return _load_coco(annotations, images_dir, captions=captions, keypoints=keypoints)
 
