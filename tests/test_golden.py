@@ -197,11 +197,21 @@ def test_beam_corrupt_records(tmp_path: Path, data: bytes, offset: int, reason: 
     assert info.value.reason.startswith(reason), info.value.reason
 
 
-@pytest.mark.parametrize("index", [9, 16])
-def test_beam_crc_damage_ignored_without_verify(tmp_path: Path, index: int) -> None:
+def test_beam_data_crc_damage_ignored_without_verify(tmp_path: Path) -> None:
     path = tmp_path / "bad.tfrecord"
-    path.write_bytes(bump(FOO_RECORD, index))
+    path.write_bytes(bump(FOO_RECORD, 16))  # the data's CRC
     assert list(rf.read_records(path, verify=False)) == [b"foo"]
+
+
+def test_beam_length_crc_damage_refused_even_without_verify(tmp_path: Path) -> None:
+    """A length whose CRC fails is never followed (2f8915d), as TensorFlow's reader: Beam's
+    vector with its length CRC bumped is refused with verify=False too."""
+    path = tmp_path / "bad.tfrecord"
+    path.write_bytes(bump(FOO_RECORD, 9))  # the length's CRC
+    for verify in (True, False):
+        with pytest.raises(rf.CorruptRecordError, match="length CRC mismatch") as info:
+            list(rf.read_records(path, verify=verify))
+        assert info.value.offset == 0
 
 
 def test_vahidk_example_bytes() -> None:
