@@ -72,9 +72,9 @@ PART_BYTES = 4 << 20
 PART_ROWS = 1 << 17
 # Bytes scanned at once (numpy temporaries of a few times this; 1 MiB is also faster).
 _SCAN_BYTES = 1 << 20
-# Bytes a CSV's part scan reads at once, into one buffer: one that stays in the core's
-# cache. The copy out of the page cache into a 1 MiB buffer ran at ~2 GB/s on a 2-core
-# VM, into 128 KiB at ~9 GB/s (222 MB: 0.11 s of system time against 0.024).
+# Bytes a CSV's part scan reads at once, into one reused, page-aligned buffer (see
+# _csv_start: the alignment, not the size, decided the copy's speed on this project's
+# VM; 128 KiB keeps the buffer in the core's cache).
 _CSV_READ_BYTES = 128 << 10
 _BOM = b"\xef\xbb\xbf"
 _NL, _CR, _CLOSE = 10, 13, ord("}")
