@@ -15,11 +15,12 @@
 //! what was decompressed before is walked as usual, then [`SpanKind::StreamError`] says
 //! where and why.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::ops::Range;
 
 use crate::compression::compressed_stream_error;
-use crate::crc::masked_crc32c;
+use crate::crc::{crc32c_append, crc32c_combine, mask, masked_crc32c};
 
 /// Bytes read from the stream at a time.
 const CHUNK: usize = 1 << 20;
@@ -316,16 +317,23 @@ fn damaged(start: u64, end: u64, reason: String, records: u64) -> Span {
 /// The first offset in `from..before` that holds a whole record of at most `max` bytes
 /// whose length CRC and data CRC both check (the record itself may extend past
 /// `before`); `None` when there is none. Bytes before the offset being tried are
-/// released as the search goes, so memory stays within one candidate record.
+/// released as the search goes (from the prefix CRC before it, [`STEP`] bytes at most),
+/// so memory stays within one candidate record.
+///
+/// A candidate's data CRC comes from prefix CRCs of the searched bytes ([`Prefixes`]),
+/// each byte hashed once: a file of back-to-back headers that each claim `L` bytes
+/// costs O(file size), not O(file size x `L`) (2.1 MB of headers claiming 1 MiB each
+/// took 5.6 s to count with `--verify`).
 pub fn find_valid<S: Source>(
     src: &mut S,
     from: u64,
     before: u64,
     max: u64,
 ) -> io::Result<Option<u64>> {
+    let mut prefixes = Prefixes::new(from);
     let mut q = from;
     while q < before {
-        src.release(q);
+        src.release(prefixes.forget(q));
         // The window: every offset with the 16 bytes of an empty record after it.
         let avail = src.fill_to(q.saturating_add(CHUNK as u64 + 16))?;
         if avail < q + 16 {
@@ -354,14 +362,76 @@ pub fn find_valid<S: Source>(
         };
         let end = at + 16 + length;
         if src.fill_to(end)? >= end {
-            let data = src.bytes(at + 12, end - 4);
-            if masked_crc32c(data) == u32_le(src.bytes(end - 4, end)) {
+            let crc = prefixes.range(src, at + 12, end - 4);
+            if mask(crc) == u32_le(src.bytes(end - 4, end)) {
                 return Ok(Some(at));
             }
         }
         q = at + 1;
     }
     Ok(None)
+}
+
+/// Bytes between two prefix CRCs of [`Prefixes`].
+const STEP: u64 = 4 << 10;
+
+/// CRC32Cs of the bytes from `base` to every `base + j * STEP`, made as far as asked and
+/// dropped behind the search. The CRC of any range of those bytes follows from the
+/// prefix CRCs at its two ends (`crc(b) = crc(a || b) ^ crc(a) * x^(8 len(b))`), each
+/// carried on over fewer than [`STEP`] bytes, so no byte is hashed twice over.
+struct Prefixes {
+    base: u64,
+    /// `crcs[k]` is the CRC of the bytes from `base` to `base + (first + k) * STEP`.
+    first: u64,
+    crcs: VecDeque<u32>,
+}
+
+impl Prefixes {
+    fn new(base: u64) -> Self {
+        Prefixes {
+            base,
+            first: 0,
+            crcs: VecDeque::from([0]),
+        }
+    }
+
+    /// Drops the prefix CRCs no offset from `q` on needs; returns the position of the
+    /// first one kept (bytes from there on are still needed).
+    fn forget(&mut self, q: u64) -> u64 {
+        let last = self.first + self.crcs.len() as u64 - 1;
+        if self.base + last * STEP <= q {
+            // None made past `q` (no candidate since): start again from there.
+            *self = Prefixes::new(q);
+            return q;
+        }
+        let keep = (q - self.base) / STEP; // (below `last`: one is kept)
+        while self.first < keep {
+            self.crcs.pop_front();
+            self.first += 1;
+        }
+        self.base + self.first * STEP
+    }
+
+    /// CRC32C of the bytes from `base` to `pos` (available in `src`).
+    fn at<S: Source>(&mut self, src: &S, pos: u64) -> u32 {
+        let j = (pos - self.base) / STEP;
+        while self.first + (self.crcs.len() as u64) <= j {
+            let k = self.first + self.crcs.len() as u64 - 1;
+            let start = self.base + k * STEP;
+            let last = *self.crcs.back().expect("never empty");
+            self.crcs
+                .push_back(crc32c_append(last, src.bytes(start, start + STEP)));
+        }
+        let start = self.base + j * STEP;
+        crc32c_append(self.crcs[(j - self.first) as usize], src.bytes(start, pos))
+    }
+
+    /// CRC32C of the bytes `start..end` (available in `src`), `start` at or after the
+    /// last position given to [`Prefixes::forget`].
+    fn range<S: Source>(&mut self, src: &S, start: u64, end: u64) -> u32 {
+        let (a, ab) = (self.at(src, start), self.at(src, end));
+        ab ^ crc32c_combine(a, 0, end - start)
+    }
 }
 
 /// [`find_valid`] over an in-memory record stream, from `from` to the end.
@@ -572,5 +642,71 @@ mod tests {
         assert_eq!(span.end, (64 << 20) + 12);
         assert!(w.source().buf.capacity() <= 8 * CHUNK);
         assert!(w.next_span().unwrap().is_none());
+    }
+
+    /// [`find_valid`] as it was: each candidate's data hashed whole.
+    fn find_valid_plainly(data: &[u8], from: usize, before: usize, max: u64) -> Option<usize> {
+        (from..before.min(data.len().saturating_sub(15))).find(|&at| {
+            let h = &data[at..at + 12];
+            let (length, stored) = (u64_le(h), u32_le(&h[8..]));
+            let end = (at as u64).saturating_add(16).saturating_add(length);
+            length <= max
+                && !(length == 0 && stored == 0)
+                && masked_crc32c(&h[..8]) == stored
+                && end <= data.len() as u64
+                && masked_crc32c(&data[at + 12..end as usize - 4])
+                    == u32_le(&data[end as usize - 4..end as usize])
+        })
+    }
+
+    /// A reader that gives at most `n` bytes a call.
+    struct Dribble<'a>(&'a [u8], usize);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn candidates_are_checked_from_prefix_crcs_as_when_hashed_whole() {
+        // Noise with headers planted at random offsets: lengths whose frame is whole,
+        // cut by the end, or past `max`; data CRCs that fail, and a few that hold (a
+        // whole frame planted). Searches start and stop at random offsets across many
+        // prefix steps, through a slice and through a stream read in small pieces.
+        let mut next = crate::testing::below(0x2545_f491_4f6c_dd1d);
+        for round in 0..40 {
+            let size = 1 + next(6 * STEP as usize);
+            let mut data: Vec<u8> = (0..size).map(|_| next(256) as u8).collect();
+            for _ in 0..next(40) {
+                let at = next(size);
+                let length = next(3 * STEP as usize) as u64;
+                let mut header = length.to_le_bytes().to_vec();
+                header.extend_from_slice(&masked_crc32c(&header).to_le_bytes());
+                let planted = if next(4) == 0 {
+                    frame(&data[..(length as usize).min(size)])
+                } else {
+                    header
+                };
+                let n = planted.len().min(size - at);
+                data[at..at + n].copy_from_slice(&planted[..n]);
+            }
+            let max = [u64::MAX, 1 << 30, STEP][round % 3];
+            for _ in 0..20 {
+                let from = next(size);
+                let before = from + next(size - from + 1);
+                let expected = find_valid_plainly(&data, from, before, max);
+                let (from64, before64) = (from as u64, before as u64);
+                let got = find_valid(&mut SliceSource(&data), from64, before64, max).unwrap();
+                assert_eq!(got.map(|q| q as usize), expected, "slice, round {round}");
+                // The stream is read from the start, as a walk reads it.
+                let mut stream = ReadSource::new(Dribble(&data, 1 + next(5000)));
+                let got = find_valid(&mut stream, from64, before64, max).unwrap();
+                assert_eq!(got.map(|q| q as usize), expected, "stream, round {round}");
+            }
+        }
     }
 }
