@@ -39,8 +39,7 @@ The items are parts (:class:`TablePart`): small picklable descriptions of a byte
 fixed by the file alone. ``to_records(part)`` reads its part ``batch_size`` rows at a
 time, so a worker reads its own rows, and the records, their order and the report are
 the same for any number of workers and any part size. Rows are converted column by column
-with pyarrow and encoded in Rust; a row that does not fit the schema is named and
-rejected on its own::
+and encoded in Rust; a row that does not fit the schema is named and rejected alone::
 
     recordforge.writer.write_source(src, out, workers=4)
 
@@ -51,11 +50,10 @@ counters), so :func:`~recordforge.writer.write_source` reads the file once:
 ``schema_after(report)`` is the schema of what was written. :meth:`TableSource.schema`,
 asked before a conversion, reads the whole file for it.
 
-``shuffle=True`` in ``write_dataset`` permutes items, so for a table it permutes parts
-(before parts: batches of ``batch_size`` rows): for rows in random order, shuffle when
-reading (``Dataset.shuffle``, a shuffle buffer) or pass a small
-``part_bytes``. ``num_records()`` counts rows without reading them (Parquet metadata; for
-CSV and JSONL the byte scan that cuts the parts), so ``num_shards`` can cut at rows.
+``shuffle=True`` in ``write_dataset`` permutes parts: for rows in random order, shuffle
+when reading (``Dataset.shuffle``) or pass a small ``part_bytes``. ``num_records()``
+counts rows without reading them (Parquet metadata; for CSV and JSONL the byte scan
+that cuts the parts), so ``num_shards`` can cut at rows.
 """
 
 from __future__ import annotations
@@ -131,15 +129,14 @@ class TableSource:
     ``.ndjson``, ``.json``, optionally ``.gz`` ...) unless given. ``schema`` overrides
     inference: only its columns are written, each converted to its dtype (a CSV is then
     read as text, so a cell that does not parse is an :class:`~recordforge.ItemError`
-    naming the file and row). ``null_values`` replaces pyarrow's list of CSV strings
-    meaning "missing" (``""``, ``NA``, ``NULL``, ``NaN``, ...; see
-    ``pyarrow.csv.ConvertOptions``); they count in text columns too. ``batch_size`` is
-    the most rows per batch. ``delimiter`` defaults to a tab for ``.tsv``, else a comma.
+    naming the file and row; so is a JSON Lines row pyarrow cannot read). ``null_values``
+    replaces pyarrow's CSV strings meaning "missing" (``""``, ``NA``, ``NULL``, ``NaN``,
+    ...), in text columns too. ``batch_size`` is the most rows per batch. ``delimiter``
+    defaults to a tab for ``.tsv``, else a comma.
     ``skip_rows`` lines are skipped before the header; ``column_names`` replaces the
-    header (the file then has none after the skipped lines). scikit-learn's bundled CSVs
-    (``iris.csv``) start with a line ``150,4,setosa,versicolor,virginica`` (rows,
-    columns, class names) that is not a header: read them with ``skip_rows=1`` and
-    ``column_names=[...]``. ``part_bytes`` (bytes of a CSV / JSONL, uncompressed bytes of
+    header (the file then has none after the skipped lines): scikit-learn's ``iris.csv``
+    starts with ``150,4,setosa,versicolor,virginica``, not a header (``skip_rows=1``,
+    ``column_names=[...]``). ``part_bytes`` (bytes of a CSV / JSONL, uncompressed bytes of
     Parquet row groups) and ``part_rows`` (Parquet rows) size the parts that :meth:`items`
     lists (see :mod:`recordforge.sources._table_parts`).
     """
@@ -234,9 +231,8 @@ class TableSource:
         return convert
 
     def _sliced(self, reader: Any) -> Iterator[Any]:
-        for batch in reader:
-            for start in range(0, batch.num_rows, self.batch_size):
-                yield batch.slice(start, self.batch_size)
+        n = self.batch_size
+        yield from (b.slice(i, n) for b in reader for i in range(0, b.num_rows, n))
 
     def _arrow_batches(
         self,
@@ -499,16 +495,20 @@ class TableSource:
         yield from self._sliced(reader)
 
     def _read_part(self, part: TablePart) -> tuple[list[Any], list[tuple[int, ItemError]]]:
-        """The part's batches (see :func:`read_part`); a CSV row whose number of values
-        is not the header's is left out of them and is an error of its own, naming its
-        row (:func:`wrong_rows`; the part's other rows are kept)."""
+        """The part's batches (see :func:`read_part`); a CSV row of the wrong number of
+        values (:func:`wrong_rows`) or a JSON Lines row pyarrow cannot read
+        (:func:`jsonl_apart`) is left out and is an error of its own, naming its row."""
 
         def read(block: int | None, invalid: Callable[[Any], str] | None) -> Iterator[Any]:
             types, schema = self._plan()[1:]
             return self._part_batches(part, types, schema, block or _BLOCK_BYTES, invalid)
 
-        batches, wrong = read_part(part, self.format, read)
-        return batches, wrong_rows(self.path, part, self.delimiter, wrong)
+        def parse(data: bytes) -> list[Any]:  # (a JSON Lines part read apart)
+            stream, given = pyarrow_module().BufferReader(data), bool(self.given_schema)
+            return list(self._sliced(open_json(stream, False, self._plan()[2], given)))
+
+        batches, wrong, placed = read_part(part, self.format, read, parse, self.tallies())
+        return batches, placed or wrong_rows(self.path, part, self.delimiter, wrong)
 
     # -- encoding --------------------------------------------------------------------
 
