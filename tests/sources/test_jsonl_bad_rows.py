@@ -38,24 +38,26 @@ BAD = [
 ]
 
 
-#: Good rows first (~9 MB): the column names and types are read from the file's first
-#: blocks, which must read (a bad row there fails the plan: see the closing test).
+#: Good rows first (~9 MB), past the file's first blocks, which are read for its
+#: columns and types: their reading path (see the closing test for the other).
 LEAD = 50_000
 
 
-def _file(path: Path, rows: int = 3000) -> tuple[list[tuple[int, str]], list[int]]:
-    """``LEAD`` good rows, then ``rows`` rows with the BAD lines spread among them (CRLF
+def _file(
+    path: Path, rows: int = 3000, lead: int = LEAD
+) -> tuple[list[tuple[int, str]], list[int]]:
+    """``lead`` good rows, then ``rows`` rows with the BAD lines spread among them (CRLF
     ends and empty lines in between); the good rows' values and the bad rows' numbers
     (1-based, in rows)."""
     lines: list[bytes] = []
     good: list[tuple[int, str]] = []
     bad: list[int] = []
-    for i in range(LEAD + rows):
-        if i > LEAD and i % 613 == 7:
+    for i in range(lead + rows):
+        if i >= lead and i % 613 == 7:
             lines.append(BAD[len(bad) % len(BAD)])
             bad.append(i + 1)
         else:
-            text = f"row {i} " + "é" * (i % 5) + ("." * 160 if i < LEAD else "")
+            text = f"row {i} " + "é" * (i % 5) + ("." * 160 if i < lead else "")
             good.append((i, text))
             lines.append(json.dumps({"n": i, "s": text}).encode())
         if i % 97 == 0:
@@ -183,10 +185,27 @@ def test_many_bad_rows_cost_a_bounded_number_of_reads(
     assert len(converted.records) + len(converted.errors) == LEAD + 1500
 
 
-def test_a_bad_row_in_the_first_block_fails_the_plan_naming_the_file(tmp_path: Path) -> None:
-    """(A limit, kept as it was: with a given schema, the file's columns are read from
-    its first 4 MiB; a row there that pyarrow cannot read fails the whole file.)"""
+@pytest.mark.parametrize("part_bytes", [1 << 20, 4096, 1])
+def test_bad_rows_in_the_first_block(tmp_path: Path, part_bytes: int) -> None:
+    """With a given schema the file's columns are read from its first block; where a row
+    there cannot be read, the given schema's columns are read instead, and such rows
+    are errors of their own too (before: the whole file failed, whatever the policy)."""
     path = tmp_path / "t.jsonl"
-    path.write_bytes(b'{"n": 1, "s": "a"}\n' + BAD[1] + b"\n")
-    with pytest.raises(rf.ItemError, match=r"t\.jsonl: cannot read jsonl"):
-        write_source(TableSource(path, schema=SCHEMA), tmp_path / "out", on_error="skip")
+    good, bad = _file(path, rows=1000, lead=0)
+    src = TableSource(path, schema=SCHEMA, part_bytes=part_bytes, batch_size=64)
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"skip{workers}"
+        outs.append(_written(src, out, on_error="skip", workers=workers))
+        skipped = rf.Manifest.load(out).report["skipped"]
+        assert [s["item"] for s in skipped] == [f"{path}: row {i}" for i in bad]
+        got = [(int(r["n"]), r["s"].decode()) for r in rf.open_dataset(out)]
+        assert got == good
+    assert outs[0] == outs[1]
+    clean = tmp_path / "clean.jsonl"
+    clean.write_bytes(
+        b"".join(line for line in path.read_bytes().splitlines(True) if line.rstrip() not in BAD)
+    )
+    written = _written(TableSource(clean, schema=SCHEMA), tmp_path / "clean")
+    shards = [name for name in written if name.endswith(".tfrecord")]
+    assert [written[n] for n in shards] == [outs[0][n] for n in shards]

@@ -102,6 +102,7 @@ from recordforge.sources._table_read import (
 from recordforge.sources._table_rows import read_part, rows_around, skip_row, wrong_rows
 from recordforge.sources._table_schema import (
     MISSING,
+    given_file_schema,
     header_only_names,
     integral,
     late_fields,
@@ -297,7 +298,7 @@ class TableSource:
         pa = pyarrow_module()
         self._cache["tally"] = False  # (given types: nothing to count)
         if self.given_schema is not None:
-            file_schema = self._arrow_schema()
+            file_schema = given_file_schema(self._arrow_schema, self.format, self.given_schema)
             columns = unique_columns(self.path, file_schema)
             missing = [n for n in self.given_schema if n not in columns]
             if missing and self.format == "jsonl":  # keys first met after the first block
@@ -310,10 +311,9 @@ class TableSource:
                 )
             types = {n: pa.string() for n in self.given_schema} if self.format == "csv" else None
             return self.given_schema, types, file_schema
-        # pyarrow infers the types from the first block: read from the file's first two
-        # blocks (csv_head, json_head) without threads, which would convert blocks
-        # ahead, and given back to the system, not kept by pyarrow's allocator in a
-        # process that forks its workers next.
+        # pyarrow infers the types from the first block: read from the first two blocks
+        # (csv_head, json_head) without threads, which would convert blocks ahead, and
+        # given back to the system, not kept by pyarrow's allocator (workers fork next).
         # (A row of the wrong number of values is the conversion's error, not the types'.)
         read = functools.partial(
             self._arrow_batches, None, threads=False, head=True, invalid=skip_row
