@@ -15,6 +15,7 @@ use std::path::Path;
 use crate::compression::{compressed_stream_error, Compression, Decoder, Encoder};
 use crate::crc::{crc32c, crc32c_append, crc32c_append_frame, mask, masked_crc32c, unmask};
 use crate::error::{CorruptKind, Error, Result};
+use crate::walker::RangeCrcs;
 
 /// Bytes of framing around each record: 8 length + 4 length CRC + 4 data CRC.
 pub const FRAME_OVERHEAD: u64 = 16;
@@ -400,6 +401,20 @@ impl Frame {
         check_data(payload, self.data_crc.to_le_bytes(), self.offset, true)
     }
 
+    /// [`Frame::check`] of the frame in `data` (an in-memory stream), its CRC from a
+    /// walk's `crcs` (see [`next_intact`]).
+    pub fn check_in(&self, data: &[u8], crcs: &mut RangeCrcs) -> Result<()> {
+        let src = crate::walker::SliceSource(data);
+        let (start, end) = (self.payload.start as u64, self.payload.end as u64);
+        let computed = crcs.masked(&src, start, end);
+        if computed != self.data_crc {
+            let stored = self.data_crc;
+            let kind = CorruptKind::DataCrcMismatch { stored, computed };
+            return Err(Error::corrupt(self.offset, kind));
+        }
+        Ok(())
+    }
+
     /// Copies `payload` into `dst` (same length) and checks the CRC on the way, in chunks
     /// that are still in cache when hashed: one pass over memory instead of two.
     pub fn copy_checked(&self, payload: &[u8], dst: &mut [u8], verify: bool) -> Result<()> {
@@ -485,18 +500,22 @@ pub fn frame_at(data: &[u8], pos: usize, verify: bool, max: u64) -> Result<Optio
 /// is intact (only its data CRC fails), the first whole, CRC-valid record inside its
 /// claimed length (a torn write) or else its end; otherwise the first later offset
 /// holding a whole record of at most `max` bytes whose two CRCs check (or the end).
-pub fn next_intact(data: &[u8], pos: usize, max: u64) -> usize {
+///
+/// `crcs` carries the data CRCs of one walk over `data` from call to call (and from its
+/// in-step checks, [`Frame::check_in`]): a walk costs O(size) however its records'
+/// claims overlap (see [`RangeCrcs`]).
+pub fn next_intact(data: &[u8], pos: usize, max: u64, crcs: &mut RangeCrcs) -> usize {
     use crate::walker::{find_valid, SliceSource};
     let mut src = SliceSource(data);
     let (from, before) = (pos as u64 + 1, data.len() as u64);
     if let Ok(Some(frame)) = locate(data, pos, max) {
         let end = frame.end() as u64;
-        return match find_valid(&mut src, from, end, max) {
+        return match find_valid(&mut src, crcs, from, end, max) {
             Ok(Some(q)) => q as usize,
             _ => end as usize,
         };
     }
-    match find_valid(&mut src, from, before, max) {
+    match find_valid(&mut src, crcs, from, before, max) {
         Ok(Some(q)) => q as usize,
         _ => data.len(),
     }

@@ -24,6 +24,7 @@ use crate::blocks::{gather_spans, BlockPool, Pooled};
 use crate::compression::Compression;
 use crate::error::Error;
 use crate::framing::{locate, next_intact, stream_records, FileRecords, RecordReader};
+use crate::walker::RangeCrcs;
 use crate::walker::{ReadSource, SpanKind, Walker};
 
 /// Records per chunk handed from a loader to the assembler.
@@ -488,9 +489,10 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
     let mut chunk_bytes = 0usize;
     let mut pos = 0usize;
     let map = data.mapped();
+    let mut crcs = RangeCrcs::default(); // (the walk's data CRCs: see next_intact)
     while pos < bytes.len() {
         let found = locate(bytes, pos, options.max_record).and_then(|frame| match frame {
-            Some(f) if options.verify => f.check(&bytes[f.payload.clone()]).map(|()| Some(f)),
+            Some(f) if options.verify => f.check_in(bytes, &mut crcs).map(|()| Some(f)),
             other => Ok(other),
         });
         // Zeros from the file's new end on: not damage to skip, the file's error.
@@ -511,7 +513,7 @@ fn load_mapped(file: usize, data: Arc<Data>, options: &ReadOptions, tx: &SyncSen
                 pos = frame.end();
             }
             Err(e @ Error::Corrupt { .. }) if options.skip_corrupt => {
-                let next = next_intact(bytes, pos, options.max_record);
+                let next = next_intact(bytes, pos, options.max_record, &mut crcs);
                 chunk.skipped.push(Damaged {
                     file,
                     start: pos as u64,

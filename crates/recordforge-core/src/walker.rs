@@ -169,6 +169,7 @@ pub struct Walker<S: Source> {
     max_record: u64,
     done: bool,
     payload: Range<u64>,
+    crcs: RangeCrcs,
 }
 
 impl<S: Source> Walker<S> {
@@ -183,6 +184,7 @@ impl<S: Source> Walker<S> {
             max_record,
             done: false,
             payload: 0..0,
+            crcs: RangeCrcs::default(),
         }
     }
 
@@ -203,7 +205,7 @@ impl<S: Source> Walker<S> {
             return Ok(None);
         }
         let pos = self.pos;
-        self.src.release(pos);
+        self.src.release(self.crcs.keep_from(pos));
         self.payload = pos..pos;
         let avail = self.src.fill_to(pos + 12)?;
         if avail <= pos {
@@ -246,9 +248,8 @@ impl<S: Source> Walker<S> {
             return self.resync(pos, reason, None);
         }
         if self.verify {
-            let data = self.src.bytes(pos + 12, end - 4);
             let stored = u32_le(self.src.bytes(end - 4, end));
-            if masked_crc32c(data) != stored {
+            if self.crcs.masked(&self.src, pos + 12, end - 4) != stored {
                 return self.resync(pos, "data CRC mismatch".into(), Some(end));
             }
         }
@@ -273,7 +274,9 @@ impl<S: Source> Walker<S> {
         claimed_end: Option<u64>,
     ) -> io::Result<Option<Span>> {
         if let Some(e) = claimed_end {
-            if let Some(q) = find_valid(&mut self.src, start + 1, e, self.max_record)? {
+            if let Some(q) =
+                find_valid(&mut self.src, &mut self.crcs, start + 1, e, self.max_record)?
+            {
                 self.pos = q;
                 let reason = format!("{reason}; an intact record starts inside it at byte {q}");
                 return Ok(Some(damaged(start, q, reason, 0)));
@@ -281,7 +284,13 @@ impl<S: Source> Walker<S> {
             self.pos = e;
             return Ok(Some(damaged(start, e, reason, 1)));
         }
-        let span = match find_valid(&mut self.src, start + 1, u64::MAX, self.max_record)? {
+        let span = match find_valid(
+            &mut self.src,
+            &mut self.crcs,
+            start + 1,
+            u64::MAX,
+            self.max_record,
+        )? {
             Some(q) => {
                 self.pos = q;
                 damaged(
@@ -317,23 +326,19 @@ fn damaged(start: u64, end: u64, reason: String, records: u64) -> Span {
 /// The first offset in `from..before` that holds a whole record of at most `max` bytes
 /// whose length CRC and data CRC both check (the record itself may extend past
 /// `before`); `None` when there is none. Bytes before the offset being tried are
-/// released as the search goes (from the prefix CRC before it, [`STEP`] bytes at most),
-/// so memory stays within one candidate record.
-///
-/// A candidate's data CRC comes from prefix CRCs of the searched bytes ([`Prefixes`]),
-/// each byte hashed once: a file of back-to-back headers that each claim `L` bytes
-/// costs O(file size), not O(file size x `L`) (2.1 MB of headers claiming 1 MiB each
-/// took 5.6 s to count with `--verify`).
+/// released as the search goes (those `crcs` still needs kept), so memory stays within
+/// one candidate record. Candidates' data CRCs come from `crcs`, the walk's: each byte
+/// is hashed at most twice over, however many candidates claim it.
 pub fn find_valid<S: Source>(
     src: &mut S,
+    crcs: &mut RangeCrcs,
     from: u64,
     before: u64,
     max: u64,
 ) -> io::Result<Option<u64>> {
-    let mut prefixes = Prefixes::new(from);
     let mut q = from;
     while q < before {
-        src.release(prefixes.forget(q));
+        src.release(crcs.keep_from(q));
         // The window: every offset with the 16 bytes of an empty record after it.
         let avail = src.fill_to(q.saturating_add(CHUNK as u64 + 16))?;
         if avail < q + 16 {
@@ -360,16 +365,68 @@ pub fn find_valid<S: Source>(
             q = last + 1;
             continue;
         };
-        let end = at + 16 + length;
-        if src.fill_to(end)? >= end {
-            let crc = prefixes.range(src, at + 12, end - 4);
-            if mask(crc) == u32_le(src.bytes(end - 4, end)) {
+        // (a length near u64::MAX, under a `max` that large: no record fits)
+        if let Some(end) = at.checked_add(16).and_then(|e| e.checked_add(length)) {
+            if src.fill_to(end)? >= end
+                && crcs.masked(src, at + 12, end - 4) == u32_le(src.bytes(end - 4, end))
+            {
                 return Ok(Some(at));
             }
         }
         q = at + 1;
     }
     Ok(None)
+}
+
+/// The data CRCs a walk checks: of records in step, and of resynchronisation's
+/// candidates. Records claim byte ranges; where one claims bytes an earlier check
+/// already hashed (back-to-back crafted headers each claiming `L` bytes, or a header
+/// claiming `L` before each small record), its CRC comes from prefix CRCs of the bytes
+/// ([`Prefixes`]) instead of hashing them again: a walk costs O(size), not O(size x `L`)
+/// (2.1 MB of headers claiming 1 MiB each took 5.6 s to count with `--verify`). Bytes
+/// hashed for the first time, and short ranges, are hashed whole, as before.
+#[derive(Default)]
+pub struct RangeCrcs {
+    prefixes: Option<Prefixes>,
+    /// The end of the furthest range hashed whole.
+    hashed_to: u64,
+    /// Bytes hashed so far (whole ranges and prefix CRCs).
+    hashed: u64,
+    /// Every range hashed whole (the tests' oracle: the walk as it was).
+    #[cfg(test)]
+    whole: bool,
+}
+
+impl RangeCrcs {
+    /// Where the bytes that a walk now at `pos` still needs start (at most `pos`).
+    pub fn keep_from(&mut self, pos: u64) -> u64 {
+        self.prefixes.as_mut().map_or(pos, |p| p.forget(pos))
+    }
+
+    /// The masked CRC32C of bytes `start..end` of `src` (available; `start` at or after
+    /// the last position given to [`RangeCrcs::keep_from`]).
+    pub fn masked<S: Source + ?Sized>(&mut self, src: &S, start: u64, end: u64) -> u32 {
+        #[cfg(test)]
+        let whole = self.whole;
+        #[cfg(not(test))]
+        let whole = false;
+        if whole || end - start <= 2 * STEP || start >= self.hashed_to {
+            self.hashed_to = self.hashed_to.max(end);
+            self.hashed += end - start;
+            return masked_crc32c(src.bytes(start, end));
+        }
+        self.hashed_to = self.hashed_to.max(end);
+        let prefixes = match &mut self.prefixes {
+            Some(p) if p.first_pos() <= start => p,
+            slot => slot.insert(Prefixes::new(start)),
+        };
+        mask(prefixes.range(src, start, end, &mut self.hashed))
+    }
+
+    /// Bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
+        self.hashed
+    }
 }
 
 /// Bytes between two prefix CRCs of [`Prefixes`].
@@ -384,6 +441,10 @@ struct Prefixes {
     /// `crcs[k]` is the CRC of the bytes from `base` to `base + (first + k) * STEP`.
     first: u64,
     crcs: VecDeque<u32>,
+    /// The last CRC asked for the starts of ranges, and for their ends, with its
+    /// position: the next one, a little further on, is carried on from there (a
+    /// candidate every few bytes costs those bytes, not up to [`STEP`] each).
+    last: [(u64, u32); 2],
 }
 
 impl Prefixes {
@@ -392,12 +453,16 @@ impl Prefixes {
             base,
             first: 0,
             crcs: VecDeque::from([0]),
+            last: [(base, 0); 2],
         }
     }
 
     /// Drops the prefix CRCs no offset from `q` on needs; returns the position of the
     /// first one kept (bytes from there on are still needed).
     fn forget(&mut self, q: u64) -> u64 {
+        if q <= self.first_pos() {
+            return q; // (a search from before them: all are kept)
+        }
         let last = self.first + self.crcs.len() as u64 - 1;
         if self.base + last * STEP <= q {
             // None made past `q` (no candidate since): start again from there.
@@ -412,24 +477,37 @@ impl Prefixes {
         self.base + self.first * STEP
     }
 
+    /// Where the first prefix CRC kept is.
+    fn first_pos(&self) -> u64 {
+        self.base + self.first * STEP
+    }
+
     /// CRC32C of the bytes from `base` to `pos` (available in `src`).
-    fn at<S: Source>(&mut self, src: &S, pos: u64) -> u32 {
+    fn at<S: Source + ?Sized>(&mut self, src: &S, pos: u64, end: usize, hashed: &mut u64) -> u32 {
         let j = (pos - self.base) / STEP;
         while self.first + (self.crcs.len() as u64) <= j {
             let k = self.first + self.crcs.len() as u64 - 1;
             let start = self.base + k * STEP;
             let last = *self.crcs.back().expect("never empty");
-            self.crcs
-                .push_back(crc32c_append(last, src.bytes(start, start + STEP)));
+            let crc = crc32c_append(last, src.bytes(start, start + STEP));
+            self.crcs.push_back(crc);
+            *hashed += STEP;
         }
-        let start = self.base + j * STEP;
-        crc32c_append(self.crcs[(j - self.first) as usize], src.bytes(start, pos))
+        let (mut start, mut crc) = (self.base + j * STEP, self.crcs[(j - self.first) as usize]);
+        let (at, last) = self.last[end];
+        if start <= at && at <= pos {
+            (start, crc) = (at, last);
+        }
+        *hashed += pos - start;
+        let crc = crc32c_append(crc, src.bytes(start, pos));
+        self.last[end] = (pos, crc);
+        crc
     }
 
     /// CRC32C of the bytes `start..end` (available in `src`), `start` at or after the
     /// last position given to [`Prefixes::forget`].
-    fn range<S: Source>(&mut self, src: &S, start: u64, end: u64) -> u32 {
-        let (a, ab) = (self.at(src, start), self.at(src, end));
+    fn range<S: Source + ?Sized>(&mut self, src: &S, start: u64, end: u64, n: &mut u64) -> u32 {
+        let (a, ab) = (self.at(src, start, 0, n), self.at(src, end, 1, n));
         ab ^ crc32c_combine(a, 0, end - start)
     }
 }
@@ -437,7 +515,13 @@ impl Prefixes {
 /// [`find_valid`] over an in-memory record stream, from `from` to the end.
 pub fn next_valid(data: &[u8], from: usize, max: u64) -> Option<usize> {
     let mut src = SliceSource(data);
-    match find_valid(&mut src, from as u64, u64::MAX, max) {
+    match find_valid(
+        &mut src,
+        &mut RangeCrcs::default(),
+        from as u64,
+        u64::MAX,
+        max,
+    ) {
         Ok(Some(q)) => Some(q as usize),
         _ => None,
     }
@@ -695,18 +779,121 @@ mod tests {
                 data[at..at + n].copy_from_slice(&planted[..n]);
             }
             let max = [u64::MAX, 1 << 30, STEP][round % 3];
-            for _ in 0..20 {
-                let from = next(size);
+            // Searches from increasing offsets, as one walk makes them, sharing its CRCs
+            // (and its stream, read from the start in pieces of any size).
+            let mut froms: Vec<usize> = (0..20).map(|_| next(size)).collect();
+            froms.sort_unstable();
+            let (mut on_slice, mut on_stream) = (RangeCrcs::default(), RangeCrcs::default());
+            let mut stream = ReadSource::new(Dribble(&data, 1 + next(5000)));
+            for from in froms {
                 let before = from + next(size - from + 1);
                 let expected = find_valid_plainly(&data, from, before, max);
                 let (from64, before64) = (from as u64, before as u64);
-                let got = find_valid(&mut SliceSource(&data), from64, before64, max).unwrap();
-                assert_eq!(got.map(|q| q as usize), expected, "slice, round {round}");
-                // The stream is read from the start, as a walk reads it.
-                let mut stream = ReadSource::new(Dribble(&data, 1 + next(5000)));
-                let got = find_valid(&mut stream, from64, before64, max).unwrap();
-                assert_eq!(got.map(|q| q as usize), expected, "stream, round {round}");
+                let mut slice = SliceSource(&data);
+                let got = find_valid(&mut slice, &mut on_slice, from64, before64, max);
+                assert_eq!(got.unwrap().map(|q| q as usize), expected, "round {round}");
+                let got = find_valid(&mut stream, &mut on_stream, from64, before64, max);
+                assert_eq!(got.unwrap().map(|q| q as usize), expected, "round {round}");
             }
         }
+    }
+
+    /// Each span of a walk: its ends, kind and reason, and payload.
+    type Walked = Vec<(u64, u64, String, Vec<u8>)>;
+
+    /// A walk's spans over `data` (checking data CRCs), and the bytes it hashed; with
+    /// `whole`, every data CRC hashed whole (the walk as it was).
+    fn walk_cost(data: &[u8], max: u64, whole: bool) -> (Walked, u64) {
+        let mut w = Walker::new(SliceSource(data), true, max);
+        w.crcs.whole = whole;
+        let mut out = Vec::new();
+        while let Some(s) = w.next_span().unwrap() {
+            let what = match s.kind {
+                SpanKind::Record => "ok".to_string(),
+                SpanKind::Damaged { reason, records } => format!("{records}:{reason}"),
+                SpanKind::StreamError(msg) => msg,
+            };
+            out.push((s.start, s.end, what, w.payload().to_vec()));
+        }
+        (out, w.crcs.hashed())
+    }
+
+    fn header(length: u64) -> Vec<u8> {
+        let mut h = length.to_le_bytes().to_vec();
+        h.extend_from_slice(&masked_crc32c(&h).to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn overlapping_claims_are_hashed_once_over_the_whole_walk() {
+        // helper-54's layouts: a header claiming L before each small record (checked in
+        // step), a stray byte then such a header before each (found by resyncs, a search
+        // each), and back-to-back headers (one long search). Each costs O(size x L)
+        // when every claim is hashed whole; here a few times the size, the same spans.
+        let claim: u64 = 32 << 10;
+        let small = frame(b"kept");
+        let layouts: [(&str, Vec<u8>); 3] = [
+            ("claim, record", [header(claim), small.clone()].concat()),
+            (
+                "byte, claim, record",
+                [vec![0xff], header(claim), small.clone()].concat(),
+            ),
+            ("claims", header(claim)),
+        ];
+        for (name, unit) in layouts {
+            let mut data = unit.repeat((256 << 10) / unit.len());
+            data.extend_from_slice(&small);
+            data.extend_from_slice(&vec![0u8; claim as usize + 64]);
+            let (spans, hashed) = walk_cost(&data, 1 << 30, false);
+            let (plain, plain_hashed) = walk_cost(&data, 1 << 30, true);
+            assert_eq!(spans, plain, "{name}");
+            assert!(spans.iter().any(|s| s.3 == b"kept"), "{name}");
+            let size = data.len() as u64;
+            assert!(
+                hashed <= 4 * size,
+                "{name}: {hashed} bytes hashed for {size}"
+            );
+            assert!(
+                plain_hashed > 20 * size,
+                "{name}: {plain_hashed} (the layout is not hostile)"
+            );
+        }
+    }
+
+    #[test]
+    fn random_damage_walks_as_when_every_crc_is_hashed_whole() {
+        let records: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| vec![(i * 7) as u8; [10, 5000, 9000, 20_000][i as usize % 4]])
+            .collect();
+        let clean: Vec<u8> = records.iter().flat_map(|r| frame(r)).collect();
+        let mut next = crate::testing::below(0x853c_49e6_748f_ea9b);
+        for _ in 0..60 {
+            let mut data = clean.clone();
+            for _ in 0..1 + next(4) {
+                let at = next(data.len() - 12);
+                match next(3) {
+                    0 => data[at] ^= 1 << next(8),
+                    1 => data[at..at + 12].copy_from_slice(&header(next(40_000) as u64)),
+                    _ => data.truncate(at.max(1)),
+                }
+            }
+            assert_eq!(
+                walk_cost(&data, 1 << 30, false).0,
+                walk_cost(&data, 1 << 30, true).0
+            );
+        }
+    }
+
+    #[test]
+    fn a_claim_near_u64_max_is_no_record() {
+        // 8 stray bytes, then a header claiming 2^64 - 1 bytes (under a limit that large):
+        // no panic, and no record found there.
+        let mut data = vec![7u8; 8];
+        data.extend_from_slice(&header(u64::MAX));
+        data.extend_from_slice(&[1, 2, 3]);
+        data.extend_from_slice(&frame(b"after"));
+        let mut crcs = RangeCrcs::default();
+        let got = find_valid(&mut SliceSource(&data), &mut crcs, 0, u64::MAX, u64::MAX);
+        assert_eq!(got.unwrap(), Some(23));
     }
 }

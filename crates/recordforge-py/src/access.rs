@@ -7,6 +7,7 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use recordforge_core::framing::{frame_at, locate, next_intact};
+use recordforge_core::walker::RangeCrcs;
 use recordforge_core::{Error, Mapped, DEFAULT_MAX_RECORD_BYTES, FRAME_OVERHEAD};
 
 use crate::errors::to_py;
@@ -186,15 +187,20 @@ impl RecordFile {
         let (good, bad) = py.detach(|| {
             let (mut good, mut bad): (Vec<u64>, Vec<Damaged>) = (Vec::new(), Vec::new());
             let mut pos = 0usize;
+            let mut crcs = RangeCrcs::default(); // (the walk's data CRCs: see next_intact)
             while pos < data.len() {
-                match frame_at(data, pos, true, max) {
+                let found = locate(data, pos, max).and_then(|frame| match frame {
+                    Some(f) => f.check_in(data, &mut crcs).map(|()| Some(f.payload)),
+                    None => Ok(None),
+                });
+                match found {
                     Ok(Some(range)) => {
                         good.push(pos as u64);
                         pos = range.end + 4;
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let next = next_intact(data, pos, max);
+                        let next = next_intact(data, pos, max, &mut crcs);
                         bad.push((pos as u64, next as u64, e.to_string()));
                         pos = next;
                     }

@@ -6,11 +6,13 @@ import argparse
 
 from recordforge import inspect
 from recordforge.cli._inspect import (
+    ROWS_SHOWN,
     add_json,
     add_max_record_bytes,
     byte_progress,
     console,
     print_json,
+    print_more,
 )
 from recordforge.records import COMPRESSION_SUFFIXES
 
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         f"{result.lost_records} record(s) known lost[/] (more may have been inside "
         "regions where the framing was destroyed)"
     )
-    for r in result.lost:
+    for r in result.lost[:ROWS_SHOWN]:  # (a hostile file has one every few bytes)
         end = r.end if r.end is not None else "end"
         out.print(f"  bytes {r.start}..{end}: {r.reason}", markup=False, soft_wrap=True)
+    print_more(out, len(result.lost), "damaged regions")
     return code
