@@ -112,3 +112,26 @@ def test_planner_with_item_and_record_bounds() -> None:
     assert _plan(short, [[1, 1, 1, 1]]) == [(0, 3)] and short.finish() == 2
     with pytest.raises(ValueError, match="item_bounds or record_bounds"):
         ShardPlanner(options)
+
+
+def test_sizes_in_whole_bytes_are_exact() -> None:
+    """A size given in whole bytes is read exactly (it went through a float, which holds
+    53 bits: 2**64 - 1 became 2**64, and --max-record-bytes then failed with an
+    OverflowError traceback)."""
+    from recordforge.sharding import parse_size
+
+    assert parse_size("18446744073709551615") == 2**64 - 1
+    assert parse_size("9007199254740993") == 2**53 + 1
+    assert parse_size("3GiB") == 3 << 30
+    assert parse_size("1.5GB") == 1_500_000_000
+    assert parse_size("0.5KiB") == 512
+
+
+@pytest.mark.parametrize("value", ["18446744073709551616", "99999999999999999999999"])
+def test_a_record_limit_past_u64_is_refused_by_the_cli(value: str) -> None:
+    from helpers import cli
+
+    done = cli("count", "--max-record-bytes", value, "/nonexistent.tfrecord")
+    assert done.returncode == 2, done.stderr
+    assert "must be below 2**64 bytes" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -87,9 +87,10 @@ def parse_size(value: int | str) -> int:
     m = _SIZE.match(value)
     if not m:
         raise ValueError(f"cannot read size {value!r}: expected e.g. 4096, '256MB' or '1GiB'")
-    number, unit = float(m.group(1)), m.group(2).lower()
+    text, unit = m.group(1), m.group(2).lower()
     base = 1024 ** "kmgt".index(unit[0]) * 1024 if unit.endswith("ib") else _UNITS[unit[:1]]
-    return int(number * base)
+    # (whole numbers exactly: a float holds 53 bits)
+    return int(text) * base if text.isdigit() else int(float(text) * base)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

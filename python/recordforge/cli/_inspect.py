@@ -50,6 +50,8 @@ def record_size(value: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte, not {value!r}")
+    if n >= 1 << 64:
+        raise argparse.ArgumentTypeError(f"must be below 2**64 bytes, not {value!r}")
     return n
 
 
