@@ -28,13 +28,15 @@ SCHEMA = rf.Schema({"n": rf.FeatureSpec(dtype="int64"), "s": rf.FeatureSpec(dtyp
 
 #: Lines pyarrow cannot read as a row of SCHEMA, each ending with "}" (so the scan cuts
 #: parts at lines): a string for an integer, broken JSON, a float for an integer, an
-#: object for an integer, a list for a string.
+#: object for an integer, a list for a string, text that is not UTF-8 (pyarrow reads it
+#: into a string: it was written as text).
 BAD = [
     b'{"n": "x", "s": "a"}',
     b'{"n": 1, "s": }',
     b'{"n": 1.5, "s": "b"}',
     b'{"n": {"m": 2}, "s": "d"}',
     b'{"n": 3, "s": ["c"]}',
+    b'{"n": 4, "s": "\xff\xfe"}',
 ]
 
 
@@ -53,7 +55,7 @@ def _file(
     good: list[tuple[int, str]] = []
     bad: list[int] = []
     for i in range(lead + rows):
-        if i >= lead and i % 613 == 7:
+        if i >= lead and i % 401 == 7:
             lines.append(BAD[len(bad) % len(BAD)])
             bad.append(i + 1)
         else:
@@ -120,12 +122,15 @@ def test_inferred_types_stop_at_the_row_that_does_not_fit(tmp_path: Path) -> Non
     with pytest.raises(rf.SchemaError, match=r"t\.jsonl: row 150001: .*pass schema="):
         write_source(src, tmp_path / "typed", on_error="skip")
     rows[150_000] = b'{"n": 1, "s": }'
+    rows[160_000] = b'{"n": 1, "s": "\xe9t\xe9"}'  # Latin-1, not UTF-8
     path.write_bytes(b"\n".join(rows) + b"\n")
     src = TableSource(path, part_bytes=1 << 20)
     write_source(src, tmp_path / "broken", on_error="skip")
     report = rf.Manifest.load(tmp_path / "broken").report
-    assert [s["item"] for s in report["skipped"]] == [f"{path}: row 150001"]
-    assert len(rf.open_dataset(tmp_path / "broken")) == 199_999
+    skipped = [(s["item"], s["reason"]) for s in report["skipped"]]
+    assert [item for item, _ in skipped] == [f"{path}: row 150001", f"{path}: row 160001"]
+    assert skipped[1][1] == "cannot read jsonl: column 's': text that is not UTF-8"
+    assert len(rf.open_dataset(tmp_path / "broken")) == 199_998
 
 
 def test_the_cli_names_the_row(tmp_path: Path) -> None:

@@ -274,7 +274,7 @@ class TableSource:
             else:  # (a given schema: the file's, a key after the first block included)
                 given = self.given_schema is not None
                 stream = json_head(pa, self.path, block) if head else input_stream(pa, self.path)
-                reader = open_json(stream, threads, file_schema, given, block)
+                reader = open_json(stream, threads, file_schema, given, block, not head)
             yield from self._sliced(reader)
         except OSError as e:  # pyarrow's own (a cut .gz stream); FileNotFoundError... as is
             if type(e) is not OSError:
