@@ -21,12 +21,10 @@ from typing import Any
 
 from recordforge import _fs
 from recordforge.errors import ItemError, SchemaError
-from recordforge.schema import Schema
 from recordforge.sources._table_parts import TablePart, input_stream, pyarrow_module
 
 __all__ = [
     "MISSING",
-    "given_file_schema",
     "header_only_names",
     "integral",
     "late_fields",
@@ -138,30 +136,6 @@ def unique_columns(path: str, arrow_schema: Any) -> list[str]:
             "(for a CSV, TableSource's column_names= replaces its header)"
         )
     return names
-
-
-def given_file_schema(read: Callable[[], Any], fmt: str, schema: Schema) -> Any:
-    """The Arrow schema of a file converted with a given ``schema``: ``read()``, which
-    reads it from the file's first block; for a JSON Lines file whose first block holds
-    a row pyarrow cannot read, the given schema's own columns (integers as int64, floats
-    as double, bytes and strings as text, a list level per dimension), so that the parts
-    are read with it and such rows are each an error of their own (see
-    :func:`~recordforge.sources._table_rows.jsonl_apart`), not the whole file's."""
-    pa = pyarrow_module()
-    try:
-        return read()
-    except ItemError as e:
-        cause = e.__cause__
-        if fmt != "jsonl" or not isinstance(cause, pa.ArrowInvalid) or "straddl" in str(cause):
-            raise
-    kinds = {"int64": pa.int64(), "float32": pa.float64()}
-    fields = []
-    for name, spec in schema.items():
-        kind = kinds.get(spec.dtype, pa.string())
-        for _ in spec.shape:
-            kind = pa.list_(kind)
-        fields.append(pa.field(name, kind))
-    return pa.schema(fields)
 
 
 def late_fields(path: str, arrow_schema: Any, names: Sequence[str]) -> tuple[Any, list[str]]:

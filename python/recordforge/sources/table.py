@@ -102,7 +102,6 @@ from recordforge.sources._table_read import (
 from recordforge.sources._table_rows import read_part, rows_around, skip_row, wrong_rows
 from recordforge.sources._table_schema import (
     MISSING,
-    given_file_schema,
     header_only_names,
     integral,
     late_fields,
@@ -298,7 +297,7 @@ class TableSource:
         pa = pyarrow_module()
         self._cache["tally"] = False  # (given types: nothing to count)
         if self.given_schema is not None:
-            file_schema = given_file_schema(self._arrow_schema, self.format, self.given_schema)
+            file_schema = self._arrow_schema()
             columns = unique_columns(self.path, file_schema)
             missing = [n for n in self.given_schema if n not in columns]
             if missing and self.format == "jsonl":  # keys first met after the first block
@@ -503,9 +502,10 @@ class TableSource:
             types, schema = self._plan()[1:]
             return self._part_batches(part, types, schema, block or _BLOCK_BYTES, invalid)
 
-        def parse(data: bytes) -> list[Any]:  # (a JSON Lines part read apart)
-            stream, given = pyarrow_module().BufferReader(data), bool(self.given_schema)
-            return list(self._sliced(open_json(stream, False, self._plan()[2], given)))
+        def parse(data: bytes) -> list[Any]:  # (a JSON Lines part read apart, one block)
+            stream, schema = pyarrow_module().BufferReader(data), self._plan()[2]
+            reader = open_json(stream, False, schema, bool(self.given_schema), len(data) + 1)
+            return list(self._sliced(reader))
 
         batches, wrong, placed = read_part(part, self.format, read, parse, self.tallies())
         return batches, placed or wrong_rows(self.path, part, self.delimiter, wrong)
