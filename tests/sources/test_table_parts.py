@@ -732,3 +732,24 @@ def test_beside_raises_mains_error_first_then_the_others() -> None:
     with pytest.raises(OSError, match="the scan's error"):
         beside(lambda: 7, other_fails)
     assert beside(lambda: 7, lambda stop: None) == 7
+
+
+@pytest.mark.parametrize("part_bytes", [1 << 30, 1 << 16])
+def test_a_value_that_does_not_fit_inferred_types_names_its_row(
+    tmp_path: Path, part_bytes: int
+) -> None:
+    """Types inferred from the file's start: a later value of another type stops the
+    conversion naming its row of the file, found by halving the part's rows (before:
+    the part's rows and pyarrow's row number within its block), among quoted line ends
+    and a row of the wrong number of values."""
+    path = tmp_path / "late.csv"
+    rows = [f'{i},"text {i}\nline two{"." * 70}"\n' for i in range(150_000)]  # 15 MB
+    rows[90_000] = "1,2,3\n"  # the wrong number of values: skipped alone, before
+    rows[120_000] = "x1,y\n"
+    path.write_text("v,w\n" + "".join(rows), encoding="utf-8")
+    src = TableSource(path, part_bytes=part_bytes)
+    assert src._plan()[0]["v"].dtype == "int64"  # (from the first 8 MiB)
+    with pytest.raises(rf.SchemaError) as e:
+        write_source(src, tmp_path / "out", on_error="skip")
+    assert str(e.value).startswith(f"{path}: row 120001: cannot read csv: ")
+    assert "invalid value 'x1'" in str(e.value) and "pass schema=" in str(e.value)

@@ -460,11 +460,12 @@ class TableSource:
         file_schema: Any,
         block: int = _BLOCK_BYTES,
         invalid: Callable[[Any], str] | None = None,
+        rows: bytes | None = None,
     ) -> Iterator[Any]:
-        """The part's rows as pyarrow batches of at most ``batch_size`` rows, read with
-        the file's column names and types (CSV ``types``; the Arrow schema of the file),
-        in pyarrow blocks of ``block`` bytes; a CSV row of the wrong number of values is
-        handed to ``invalid`` (see :func:`open_csv`)."""
+        """The part's rows (or ``rows``, some of them) as pyarrow batches of at most
+        ``batch_size`` rows, read with the file's column names and types (CSV ``types``;
+        the Arrow schema of the file), in pyarrow blocks of ``block`` bytes; a CSV row of
+        the wrong number of values is handed to ``invalid`` (see :func:`open_csv`)."""
         if part.kind == "whole":
             yield from self._arrow_batches(types, True, block, file_schema, invalid=invalid)
             return
@@ -477,9 +478,11 @@ class TableSource:
                 batch_size=self.batch_size, row_groups=list(range(part.start, part.stop))
             )
             return
-        with _fs.open_file(self.path, "rb") as f:
-            f.seek(part.start)
-            data = pa.BufferReader(pa.py_buffer(_fs.read_fully(f, part.stop - part.start)))
+        if rows is None:
+            with _fs.open_file(self.path, "rb") as f:
+                f.seek(part.start)
+                rows = _fs.read_fully(f, part.stop - part.start)
+        data = pa.BufferReader(pa.py_buffer(rows))
         if self.format == "csv":
             reader = open_csv(
                 data,
@@ -494,21 +497,18 @@ class TableSource:
         yield from self._sliced(reader)
 
     def _read_part(self, part: TablePart) -> tuple[list[Any], list[tuple[int, ItemError]]]:
-        """The part's batches (see :func:`read_part`); a CSV row of the wrong number of
-        values (:func:`wrong_rows`) or a JSON Lines row pyarrow cannot read
-        (:func:`jsonl_apart`) is left out and is an error of its own, naming its row."""
+        """The part's batches (:func:`read_part`); a CSV row of the wrong number of values
+        or a row pyarrow cannot read is left out, an error naming its row (see there)."""
 
         def read(block: int | None, invalid: Callable[[Any], str] | None) -> Iterator[Any]:
             types, schema = self._plan()[1:]
             return self._part_batches(part, types, schema, block or _BLOCK_BYTES, invalid)
 
-        def parse(data: bytes) -> list[Any]:  # (a JSON Lines part read apart, one block)
-            stream, schema = pyarrow_module().BufferReader(data), self._plan()[2]
-            reader = open_json(stream, False, schema, bool(self.given_schema), len(data) + 1)
-            return list(self._sliced(reader))
+        def parse(rows: bytes) -> list[Any]:  # (some of the part's rows, in one block)
+            return list(self._part_batches(part, *self._plan()[1:], len(rows) + 1, skip_row, rows))
 
-        batches, wrong, placed = read_part(part, self.format, read, parse, self.tallies())
-        return batches, placed or wrong_rows(self.path, part, self.delimiter, wrong)
+        got, w, placed = read_part(part, self.format, read, parse, self.tallies(), self.delimiter)
+        return got, placed or wrong_rows(self.path, part, self.delimiter, w)
 
     # -- encoding --------------------------------------------------------------------
 
