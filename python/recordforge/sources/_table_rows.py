@@ -2,7 +2,7 @@
 not the header's is skipped by pyarrow's ``invalid_row_handler`` (:func:`skip_row`, or
 one that collects them), named by its row of the file (:func:`wrong_rows`); a JSON Lines
 row that pyarrow cannot read fails the whole part's read, so the part is read again in
-halves down to that row (:func:`jsonl_apart`). The part's other rows are converted
+halves down to that row (:func:`read_apart`). The part's other rows are converted
 around them (:func:`rows_around`), each under its own row number."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from recordforge.pipeline import Converted
 from recordforge.sources._table_parts import TableBatch, TablePart, csv_rows, pyarrow_module
 from recordforge.sources._table_read import straddled_block
 
-__all__ = ["jsonl_apart", "read_part", "rows_around", "skip_row", "wrong_rows"]
+__all__ = ["read_apart", "read_part", "rows_around", "skip_row", "wrong_rows"]
 
 #: ``(expected values, values found, the row's text)`` of a row pyarrow left out.
 Wrong = tuple[int, int, str]
@@ -49,7 +49,7 @@ def read_part(
     in blocks of ``block`` bytes or the default, a CSV row of the wrong number of values
     handed to ``invalid``), checked to hold the rows the scan counted, the CSV rows left
     out, and the JSON Lines rows that could not be read (a byte part whose read fails is
-    read apart with ``parse``, see :func:`jsonl_apart`); ItemError (naming the file and
+    read apart with ``parse``, see :func:`read_apart`); ItemError (naming the file and
     the part's rows) when pyarrow cannot read them. A value or line longer than a block:
     read again in larger blocks (:func:`straddled_block`)."""
     pa = pyarrow_module()
@@ -71,12 +71,12 @@ def read_part(
             except (pa.ArrowInvalid, ItemError) as e:  # (a whole file's read: ItemError)
                 cause = e.__cause__ if isinstance(e, ItemError) else e
                 if cause is None or (block := straddled_block(cause, part, block)) is None:
-                    apart = part.kind == "bytes" and cause is e and parse is not None
+                    # (a CSV part read apart only to name the row that stops it: its
+                    # rows of the wrong number of values are not collected there)
+                    apart = part.kind == "bytes" and cause is e and (fmt == "jsonl" or inferred)
                     if not apart or parse is None or not isinstance(cause, Exception):
                         raise
-                    if fmt == "csv":  # (the types' error: the conversion stops there)
-                        raise _first_csv_row(part, parse, delimiter, cause) from cause
-                    batches, placed = jsonl_apart(part, parse, inferred, cause)
+                    batches, placed = read_apart(part, parse, inferred, cause, delimiter)
                     break
                 wrong.clear()
     except pa.ArrowException as e:
@@ -96,27 +96,35 @@ def read_part(
 _TYPES_SAY = ("changed from", "couldn't parse", "unexpected field")
 
 #: pyarrow's own row number, of the piece it was given (the row is named instead).
-_PIECE_ROW = re.compile(r" in row \d+$")
+_PIECE_ROW = re.compile(r" in row \d+$|Row #\d+: ")
 
 
-def jsonl_apart(
-    part: TablePart, parse: Callable[[bytes], list[Any]], inferred: bool, error: Exception
+def read_apart(
+    part: TablePart,
+    parse: Callable[[bytes], list[Any]],
+    inferred: bool,
+    error: Exception,
+    delimiter: str = ",",
 ) -> tuple[list[Any], Placed]:
-    """A JSON Lines byte part whose read failed (``error``), read again in halves until
+    """A CSV or JSON Lines byte part whose read failed (``error``), read again in halves until
     each row that fails is alone: the batches of the other rows (``parse(data)``: the
     part's reader over ``data``), in order, and an error per row that failed, naming its
     row of the file. The pieces read form a binary tree over the part's rows: a row that
     fails costs ~2 log2(rows) reads of ~0.2 ms, and a part whose every row fails ~2
     reads a row (60,000 such rows: ~18 s; good rows convert at ~0.01 ms). A row whose
     values do not fit the types inferred from the file's start (``inferred``; see
-    :data:`_TYPES_SAY`) stops the conversion (:class:`SchemaError`), as a CSV value
-    does; any other row that fails is an error of its own. ``error`` is raised again
-    where the part's lines are not the rows the scan counted."""
+    :data:`_TYPES_SAY`; any CSV row: a CSV part fails only on its types, or on text that
+    is not UTF-8) stops the conversion (:class:`SchemaError`), at the first such row;
+    any other row that fails is an error of its own. ``error`` is raised again where
+    the part's lines are not the rows the scan counted."""
     with _fs.open_file(part.path, "rb") as f:
         f.seek(part.start)
         data = _fs.read_fully(f, part.stop - part.start)
-    data = data.removeprefix(b"\xef\xbb\xbf") if part.start == 0 else data  # (a BOM)
-    lines = [line for line in data.split(b"\n") if line.strip(b" \t\r")]
+    if part.format == "csv":
+        lines = csv_rows(data, delimiter)
+    else:
+        data = data.removeprefix(b"\xef\xbb\xbf") if part.start == 0 else data  # (a BOM)
+        lines = [line for line in data.split(b"\n") if line.strip(b" \t\r")]
     if len(lines) != part.rows:
         raise error
     batches: list[Any] = []
@@ -137,41 +145,14 @@ def jsonl_apart(
     return batches, placed
 
 
-def _first_csv_row(
-    part: TablePart, parse: Callable[[bytes], list[Any]], delimiter: str, e: Exception
-) -> Any:
-    """The error of the first row of a CSV byte part that pyarrow cannot read with the
-    part's column types (``e``, the part's), naming its row of the file: found by
-    halving the part's rows (~log2(rows) reads); ``e`` where no row fails alone."""
-    pa = pyarrow_module()
-    with _fs.open_file(part.path, "rb") as f:
-        f.seek(part.start)
-        rows = csv_rows(_fs.read_fully(f, part.stop - part.start), delimiter)
-    if len(rows) != part.rows:
-        return e
-    lo, hi = 0, len(rows)  # (a row in lo..hi fails)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        try:
-            parse(b"\n".join(rows[lo:mid]) + b"\n")
-            lo = mid
-        except pa.ArrowInvalid as failed:
-            hi, e = mid, failed
-    try:
-        parse(rows[lo] + b"\n")
-        return e
-    except pa.ArrowInvalid as failed:
-        reason = re.sub(r"Row #\d+: ", "", str(failed))
-        return ItemError(f"{part.path}: row {part.first_row + lo}", f"cannot read csv: {reason}")
-
-
 def _row_error(part: TablePart, k: int, e: Exception, inferred: bool) -> ItemError:
     """The error of row ``k`` of ``part``, which pyarrow could not read (``e``)."""
     name, reason = f"{part.path}: row {part.first_row + k}", _PIECE_ROW.sub("", str(e))
-    if inferred and any(what in reason for what in _TYPES_SAY):
+    typed = part.format == "csv" or any(what in reason for what in _TYPES_SAY)
+    if inferred and typed:
         hint = "column types are inferred from the start of the file; pass schema="
-        raise SchemaError(f"{name}: {reason} ({hint})")
-    return ItemError(name, f"cannot read jsonl: {reason}")
+        raise SchemaError(f"{name}: cannot read {part.format}: {reason} ({hint})")
+    return ItemError(name, f"cannot read {part.format}: {reason}")
 
 
 def wrong_rows(
