@@ -1,9 +1,10 @@
 """The rows of a table part that pyarrow leaves out: a CSV row whose number of values is
 not the header's is skipped by pyarrow's ``invalid_row_handler`` (:func:`skip_row`, or
 one that collects them), named by its row of the file (:func:`wrong_rows`); a JSON Lines
-row that pyarrow cannot read fails the whole part's read, so the part is read again in
-halves down to that row (:func:`read_apart`). The part's other rows are converted
-around them (:func:`rows_around`), each under its own row number."""
+row that pyarrow cannot read (or a CSV value that does not fit the inferred types)
+fails the whole part's read, so the part is read again in halves down to that row
+(:func:`read_apart`). The part's other rows are converted around them
+(:func:`rows_around`), each under its own row number."""
 
 from __future__ import annotations
 
@@ -48,10 +49,12 @@ def read_part(
     """The batches of ``part`` (``read(block, invalid)``: pyarrow's reader of its rows,
     in blocks of ``block`` bytes or the default, a CSV row of the wrong number of values
     handed to ``invalid``), checked to hold the rows the scan counted, the CSV rows left
-    out, and the JSON Lines rows that could not be read (a byte part whose read fails is
-    read apart with ``parse``, see :func:`read_apart`); ItemError (naming the file and
-    the part's rows) when pyarrow cannot read them. A value or line longer than a block:
-    read again in larger blocks (:func:`straddled_block`)."""
+    out, and the rows that could not be read: a JSON Lines byte part whose read fails,
+    or a CSV one whose types were ``inferred``, is read apart with ``parse`` (see
+    :func:`read_apart`; a CSV part only to name the row that stops the conversion).
+    ItemError (naming the file and the part's rows) when pyarrow cannot read them
+    otherwise. A value or line longer than a block: read again in larger blocks
+    (:func:`straddled_block`)."""
     pa = pyarrow_module()
     where = f"bytes {part.start}-{part.stop}" if part.kind == "bytes" else part.kind
     wrong: list[Wrong] = []
@@ -71,8 +74,8 @@ def read_part(
             except (pa.ArrowInvalid, ItemError) as e:  # (a whole file's read: ItemError)
                 cause = e.__cause__ if isinstance(e, ItemError) else e
                 if cause is None or (block := straddled_block(cause, part, block)) is None:
-                    # (a CSV part read apart only to name the row that stops it: its
-                    # rows of the wrong number of values are not collected there)
+                    # (a CSV part's rows of the wrong number of values are not
+                    # collected there: with a given schema it stays one error)
                     apart = part.kind == "bytes" and cause is e and (fmt == "jsonl" or inferred)
                     if not apart or parse is None or not isinstance(cause, Exception):
                         raise
@@ -106,8 +109,8 @@ def read_apart(
     error: Exception,
     delimiter: str = ",",
 ) -> tuple[list[Any], Placed]:
-    """A CSV or JSON Lines byte part whose read failed (``error``), read again in halves until
-    each row that fails is alone: the batches of the other rows (``parse(data)``: the
+    """A CSV or JSON Lines byte part whose read failed (``error``), read again in halves
+    until each row that fails is alone: the batches of the other rows (``parse(data)``: the
     part's reader over ``data``), in order, and an error per row that failed, naming its
     row of the file. The pieces read form a binary tree over the part's rows: a row that
     fails costs ~2 log2(rows) reads of ~0.2 ms, and a part whose every row fails ~2
